@@ -1,0 +1,32 @@
+# Two commands do all the set-up: `make demo` and `make test`. Each creates .venv and installs qelm.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+OUT ?= runs/demo
+
+.PHONY: demo test gallery bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: on these machines torch==2.13.0 resolves to a local CPU wheel, while an
+# unpinned request pulls a multi-GB CUDA build
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/qelm demo --out $(OUT)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+gallery: $(VENV)/.installed
+	$(BIN)/python -m qelm.draw --gallery circuits
+
+bench: $(VENV)/.installed
+	$(BIN)/qelm bench --quick --json benchmarks/results/bench-cpu.json
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,24 @@
+"""qelm: build, train and honestly measure tiny quantum-enhanced language models."""
+
+from .backends import available_backends, get_backend
+from .circuits import CIRCUITS, Circuit, build_circuit
+from .config import QELMConfig
+from .layers import QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward, QuantumMultiHeadAttention
+from .model import QELM, ClassicalLM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "QELMConfig",
+    "QELM",
+    "ClassicalLM",
+    "QuantumEmbedding",
+    "QuantumAttentionHead",
+    "QuantumMultiHeadAttention",
+    "QuantumFeedForward",
+    "Circuit",
+    "CIRCUITS",
+    "build_circuit",
+    "get_backend",
+    "available_backends",
+]

@@ -1,0 +1,177 @@
+"""``QELMConfig``: the one dataclass that describes a QELM (and, with every slot classical, its twin).
+
+Validation happens on construction, so an impossible model never gets built: each error names the field,
+the bad value and what would be valid. Configs round-trip through TOML (``tomllib`` to read, ``tomli_w``
+to write).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from .circuits import EMBEDDING_CIRCUITS, build_circuit
+
+__all__ = ["QELMConfig", "SLOT_CHOICES", "state_vector_bytes", "available_memory_bytes"]
+
+SLOT_CHOICES = {
+    "embedding": ("quantum", "classical"),
+    "attention": ("quantum", "fidelity", "classical"),
+    "feed_forward": ("quantum", "classical"),
+    "fidelity_method": ("exact", "swap_test"),
+}
+
+
+def state_vector_bytes(n_wires: int, n_circuits: int = 1) -> int:
+    """Memory of ``n_circuits`` complex128 state vectors of ``n_wires`` qubits (what a simulator holds)."""
+    return 16 * (2**n_wires) * n_circuits
+
+
+def available_memory_bytes() -> int:
+    """Physical memory of this machine (the bound a CPU state-vector simulation must fit in)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 * 2**30
+
+
+@dataclass
+class QELMConfig:
+    """Architecture of a decoder-only QELM. Defaults give the tiny demo model."""
+
+    vocab_size: int = 64  # tokens in the vocabulary (set from the tokenizer when training)
+    d_model: int = 16  # width of the residual stream
+    n_heads: int = 2  # attention heads per block (one circuit set per head)
+    d_hidden: int = 32  # hidden width of the classical feed-forward
+    n_layers: int = 1  # transformer blocks
+    context_len: int = 32  # longest sequence the model reads
+    n_qubits: int = 4  # data qubits per circuit
+    circuit_layers: int = 2  # variational (re-uploading) layers per circuit
+    embedding: str = "quantum"  # "quantum" | "classical"
+    embedding_circuit: str = "angle"  # "angle" | "polar" | "amplitude"
+    attention: str = "quantum"  # "quantum" (q/k/v feature circuits) | "fidelity" | "classical"
+    fidelity_method: str = "exact"  # "exact" (state overlap) | "swap_test" (circuit, works with shots)
+    adaptive_threshold: bool = False  # fidelity: keep scores >= row mean + 0.5 std
+    feed_forward: str = "quantum"  # "quantum" | "classical"
+    backend: str = "default.qubit"  # simulator the circuits run on (see qelm.backends)
+    shots: int | None = None  # None: exact expectations; an int: sampled
+    batch_hint: int = 8  # batch size the memory check assumes (circuits in flight = batch * context * heads)
+    backend_options: dict[str, Any] = field(default_factory=dict)  # extra backend options (seed, noise...)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # --- validation --------------------------------------------------------------------------------
+    def validate(self) -> None:
+        def bad(name: str, valid: str) -> None:
+            raise ValueError(f"config field {name}={getattr(self, name)!r} is invalid: {valid}")
+
+        for name in ("vocab_size", "d_model", "n_heads", "d_hidden", "n_layers", "context_len", "n_qubits",
+                     "circuit_layers", "batch_hint"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                bad(name, "use an integer >= 1")
+        if self.vocab_size < 2:
+            bad("vocab_size", "a language model needs at least 2 tokens")
+        if self.d_model % self.n_heads:
+            bad("d_model", f"it must be divisible by n_heads={self.n_heads} (try {self.n_heads * max(1, round(self.d_model / self.n_heads))})")
+        for name, choices in SLOT_CHOICES.items():
+            if getattr(self, name) not in choices:
+                bad(name, f"choose one of {', '.join(choices)}")
+        if self.embedding_circuit not in EMBEDDING_CIRCUITS:
+            bad("embedding_circuit", f"choose one of {', '.join(EMBEDDING_CIRCUITS)}")
+        if not isinstance(self.adaptive_threshold, bool):
+            bad("adaptive_threshold", "use true or false")
+        if self.shots is not None and (isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots < 1):
+            bad("shots", "use None (exact) or an integer >= 1")
+        if not isinstance(self.backend_options, dict):
+            bad("backend_options", "use a table of option names to values")
+        from .backends import BACKENDS  # late import: backends import circuits, not config
+
+        if self.backend not in BACKENDS:
+            bad("backend", f"choose one of {', '.join(sorted(BACKENDS))}")
+        self._check_memory()
+
+    def widest_circuit_wires(self) -> int:
+        """Qubits of the widest circuit this config runs (the swap test doubles the data register)."""
+        if self.attention == "fidelity" and self.fidelity_method == "swap_test":
+            return 2 * self.n_qubits + 1
+        return self.n_qubits
+
+    def _check_memory(self) -> None:
+        if not self.uses_circuits:
+            return
+        wires = self.widest_circuit_wires()
+        circuits = self.batch_hint * self.context_len * self.n_heads * 3
+        if self.attention == "fidelity" and self.fidelity_method == "swap_test":
+            circuits = self.batch_hint * self.n_heads * self.context_len * (self.context_len + 1) // 2
+        # x3: the simulator keeps the state, a work copy and (backprop) the saved activations
+        need = 3 * state_vector_bytes(wires, circuits)
+        have = available_memory_bytes()
+        if need > have:
+            raise ValueError(
+                f"config field n_qubits={self.n_qubits!r} is invalid: {circuits} circuits of {wires} qubits need "
+                f"about {need / 2**30:.1f} GiB of state vectors, more than this machine's {have / 2**30:.1f} GiB; "
+                f"use fewer qubits, a shorter context_len or a smaller batch_hint"
+            )
+
+    @property
+    def uses_circuits(self) -> bool:
+        return "quantum" in (self.embedding, self.feed_forward) or self.attention != "classical"
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    # --- variants -----------------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> "QELMConfig":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def classical(self) -> "QELMConfig":
+        """The same architecture with every slot classical: the config of the twin."""
+        return self.replace(embedding="classical", attention="classical", feed_forward="classical")
+
+    # --- (de)serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["shots"] is None:
+            del d["shots"]  # TOML has no null; absent means exact
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "QELMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {', '.join(unknown)}: valid fields are {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def to_toml(self, path: str | os.PathLike | None = None) -> str:
+        text = tomli_w.dumps(self.to_dict())
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_toml(cls, path_or_text: str | os.PathLike) -> "QELMConfig":
+        """Load from a TOML file path, or from TOML text."""
+        p = Path(path_or_text) if not (isinstance(path_or_text, str) and "\n" in path_or_text) else None
+        if p is not None and not p.exists():
+            raise ValueError(f"config file {str(p)!r} does not exist")
+        text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config {str(p) if p else 'text'} is not valid TOML: {e}") from None
+        return cls.from_dict(data.get("model", data))
+
+    def circuit(self, name: str):
+        """The built-in circuit ``name`` at this config's qubits and layers."""
+        return build_circuit(name, self.n_qubits, self.circuit_layers)

@@ -1,0 +1,211 @@
+"""Quantum ``torch.nn.Module`` layers. Each runs all of its circuits for a batch — every token, sample and
+head — in one broadcast execution on its backend: the batch and head axes are flattened into the circuit
+batch axis ``N`` and reshaped back afterwards. Classical reduce/expand projections are plain ``nn.Linear``.
+
+Shapes: B batch, T tokens, H heads, n qubits per circuit, D = 2**n state-vector size, P angles per circuit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .backends import Backend, get_backend
+from .circuits import Circuit, build_circuit
+from .config import QELMConfig
+
+__all__ = ["QuantumLayer", "QuantumEmbedding", "QuantumAttentionHead", "QuantumMultiHeadAttention", "QuantumFeedForward"]
+
+
+def _init_circuit_weights(shape: tuple[int, ...]) -> nn.Parameter:
+    # uniform over a full turn, the usual initialisation for rotation angles
+    return nn.Parameter(torch.rand(shape) * 2 * math.pi)
+
+
+class QuantumLayer(nn.Module):
+    """Base for modules that run circuits: holds the backend (not a parameter: swapping it never touches
+    weights) and runs a circuit on flattened angle vectors."""
+
+    def __init__(self, backend: str | Backend = "default.qubit", **backend_options) -> None:
+        super().__init__()
+        self.backend = get_backend(backend, **backend_options)
+
+    def set_backend(self, backend: str | Backend, **options) -> None:
+        self.backend = get_backend(backend, **options)
+
+    def run(self, circuit: Circuit, angles: torch.Tensor) -> torch.Tensor:
+        """Pauli-Z expectations for angle vectors ``(..., P)`` -> ``(..., n_out)``, one execution."""
+        batch = angles.shape[:-1]
+        out = self.backend.expval(circuit, angles.reshape(-1, angles.shape[-1]))  # (N, n_out)
+        return out.reshape(batch + out.shape[-1:])
+
+    def run_state(self, circuit: Circuit, angles: torch.Tensor) -> torch.Tensor:
+        """State vectors for angle vectors ``(..., P)`` -> ``(..., D)`` complex, one execution."""
+        batch = angles.shape[:-1]
+        out = self.backend.state(circuit, angles.reshape(-1, angles.shape[-1]))
+        return out.reshape(batch + out.shape[-1:])
+
+
+class QuantumEmbedding(QuantumLayer):
+    """Token embedding through an embedding circuit (``angle``, ``polar`` or ``amplitude``).
+
+    Each token owns a learned input vector (``circuit.n_inputs`` numbers); the circuit (shared variational
+    weights) maps it to ``n_qubits`` <Z> values, expanded to ``d_model`` by a linear layer. Position:
+    ``polar`` writes it into each qubit's phase; ``angle`` and ``amplitude`` add a learned position
+    embedding after the expansion. Without position in the circuit, a token's circuit output does not
+    depend on where it stands, so only the distinct token ids of a batch are simulated.
+    """
+
+    def __init__(self, config: QELMConfig) -> None:
+        super().__init__(config.backend, shots=config.shots, **config.backend_options)
+        self.config = config
+        self.circuit = config.circuit(config.embedding_circuit)
+        c = self.circuit
+        self.token_inputs = nn.Parameter(torch.randn(config.vocab_size, c.n_inputs) * (0.5 if c.name != "amplitude" else 1.0))
+        self.weights = _init_circuit_weights(c.weight_shape)
+        self.expand = nn.Linear(config.n_qubits, config.d_model)
+        self.position = None if c.name == "polar" else nn.Embedding(config.context_len, config.d_model)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:  # idx (B, T) -> (B, T, d_model)
+        B, T = idx.shape
+        if self.circuit.name == "polar":
+            pos = torch.arange(T, device=idx.device).expand(B, T)
+            inputs = self.circuit.polar_inputs(*self.token_inputs[idx].chunk(2, dim=-1), pos)  # (B, T, 2n)
+            z = self.run(self.circuit, self.circuit.angles(inputs, self.weights))  # (B, T, n)
+            return self.expand(z)
+        ids, inverse = torch.unique(idx, return_inverse=True)  # (U,), (B, T)
+        z = self.run(self.circuit, self.circuit.angles(self.token_inputs[ids], self.weights))  # (U, n)
+        return self.expand(z[inverse]) + self.position(torch.arange(T, device=idx.device))
+
+
+class QuantumAttentionHead(QuantumLayer):
+    """The quantum part of attention for ``n_heads`` heads at once, on reduced features ``(B, T, H, n)``.
+
+    ``mode="quantum"``: three re-uploading circuits per head give query, key and value features
+    (<Z> of each qubit); scaled dot-product attention with a causal mask on those n-dim features.
+
+    ``mode="fidelity"``: each token's features are encoded into a state ``|psi_t>`` and the score of
+    tokens i, j is ``|<psi_i|psi_j>|^2``, exact from the state vector (``method="exact"``) or from the
+    swap-test circuit (``method="swap_test"``, which works with shots and any backend). Scores under the
+    causal mask, optionally thresholded per row at ``mean + 0.5 std`` of the visible scores (a token always
+    keeps itself), are normalised to sum to one. Values are the <Z> features of the same state.
+
+    Returns ``(B, T, H, n)``. The last attention weights ``(B, H, T, T)`` are kept in ``last_attention``
+    when ``keep_attention`` is set (for plots).
+    """
+
+    def __init__(self, n_qubits: int = 4, circuit_layers: int = 2, n_heads: int = 1, mode: str = "quantum",
+                 method: str = "exact", adaptive_threshold: bool = False, backend: str | Backend = "default.qubit",
+                 **backend_options) -> None:
+        super().__init__(backend, **backend_options)
+        if mode not in ("quantum", "fidelity"):
+            raise ValueError(f"attention mode {mode!r} is invalid: choose quantum or fidelity")
+        if method not in ("exact", "swap_test"):
+            raise ValueError(f"fidelity method {method!r} is invalid: choose exact or swap_test")
+        self.mode, self.method, self.adaptive_threshold = mode, method, adaptive_threshold
+        self.n_heads, self.n_qubits = n_heads, n_qubits
+        self.features = build_circuit("attention", n_qubits, circuit_layers)
+        self.fidelity = build_circuit("fidelity", n_qubits, circuit_layers)
+        self.swap_test = build_circuit("swap_test", n_qubits, circuit_layers)
+        slots = 3 if mode == "quantum" else 1  # q, k, v circuits per head, or one state per head
+        self.weights = _init_circuit_weights((n_heads, slots) + self.features.weight_shape)
+        self.keep_attention = False
+        self.last_attention: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, H, n)
+        B, T, H, n = x.shape
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        if self.mode == "quantum":
+            inputs = x.unsqueeze(3).expand(B, T, H, 3, n)  # same features into the q, k and v circuits
+            qkv = self.run(self.features, self.features.angles(inputs, self.weights))  # (B, T, H, 3, n)
+            q, k, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # each (B, H, T, n)
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(n)  # (B, H, T, T)
+            att = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+        else:
+            w = self.weights[:, 0]  # (H, *weight_shape)
+            if self.method == "exact":
+                psi = self.run_state(self.fidelity, self.fidelity.angles(x, w))  # (B, T, H, D)
+                psi = psi.permute(0, 2, 1, 3)  # (B, H, T, D)
+                scores = (psi.conj() @ psi.transpose(-1, -2)).abs().square().to(x.dtype)  # (B, H, T, T)
+                v = _z_expectations(psi.abs().square().to(x.dtype), n)  # (B, H, T, n)
+            else:
+                scores = self._swap_test_scores(x, w)
+                v = self.run(self.features, self.features.angles(x, w)).permute(0, 2, 1, 3)  # (B, H, T, n)
+            keep = causal.expand(B, H, T, T)
+            if self.adaptive_threshold:
+                keep = keep & _adaptive_keep(scores, causal)
+            scores = scores * keep
+            att = scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        if self.keep_attention:
+            self.last_attention = att.detach()
+        return (att @ v).permute(0, 2, 1, 3)  # (B, T, H, n)
+
+    def _swap_test_scores(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Fidelities of every causal pair (i >= j) from swap-test circuits: ``(B, H, T, T)``, zero above
+        the diagonal. One execution of ``B * H * T(T+1)/2`` circuits."""
+        B, T, H, n = x.shape
+        i, j = torch.tril_indices(T, T, device=x.device)  # (Np,) each
+        xh = x.permute(0, 2, 1, 3)  # (B, H, T, n)
+        pairs = torch.stack([xh[:, :, i], xh[:, :, j]], dim=3)  # (B, H, Np, 2, n)
+        angles = self.swap_test.angles(pairs, w.unsqueeze(1))  # weights (H, 1, ...) broadcast over pairs
+        fid = self.run(self.swap_test, angles)[..., 0]  # (B, H, Np)
+        scores = x.new_zeros(B, H, T, T)
+        scores[:, :, i, j] = fid
+        return scores
+
+
+def _z_expectations(probs: torch.Tensor, n: int) -> torch.Tensor:
+    """<Z_k> from basis-state probabilities ``(..., 2**n)`` -> ``(..., n)``; wire 0 is the top bit."""
+    bits = (torch.arange(2**n, device=probs.device).unsqueeze(-1) >> torch.arange(n - 1, -1, -1, device=probs.device)) & 1
+    return probs @ (1 - 2 * bits).to(probs.dtype)  # (D, n) signs
+
+
+def _adaptive_keep(scores: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
+    """Keep scores >= mean + 0.5 std of each row's visible (causal) scores; the diagonal always stays,
+    since a row whose scores are nearly all 1 can put the threshold above every score."""
+    visible = causal.to(scores.dtype)
+    count = visible.sum(-1, keepdim=True)
+    mean = (scores * visible).sum(-1, keepdim=True) / count
+    std = (((scores - mean) * visible).square().sum(-1, keepdim=True) / count).sqrt()
+    eye = torch.eye(causal.shape[0], dtype=torch.bool, device=scores.device)
+    return (scores >= mean + 0.5 * std) | eye
+
+
+class QuantumMultiHeadAttention(QuantumLayer):
+    """Multi-head attention whose heads are circuits: ``reduce`` (d_model -> H*n), the heads'
+    :class:`QuantumAttentionHead` in one execution, ``expand`` (H*n -> d_model)."""
+
+    def __init__(self, config: QELMConfig) -> None:
+        super().__init__(config.backend, shots=config.shots, **config.backend_options)
+        self.n_heads, self.n_qubits = config.n_heads, config.n_qubits
+        self.reduce = nn.Linear(config.d_model, config.n_heads * config.n_qubits)
+        self.heads = QuantumAttentionHead(config.n_qubits, config.circuit_layers, config.n_heads, config.attention,
+                                          config.fidelity_method, config.adaptive_threshold, self.backend)
+        self.expand = nn.Linear(config.n_heads * config.n_qubits, config.d_model)
+
+    def set_backend(self, backend: str | Backend, **options) -> None:
+        super().set_backend(backend, **options)
+        self.heads.backend = self.backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, d_model)
+        B, T, _ = x.shape
+        h = self.reduce(x).view(B, T, self.n_heads, self.n_qubits)  # (B, T, H, n)
+        return self.expand(self.heads(h).reshape(B, T, -1))  # (B, T, d_model)
+
+
+class QuantumFeedForward(QuantumLayer):
+    """Feed-forward slot as a circuit: ``reduce`` (d_model -> n), the re-uploading circuit (<Z> per
+    qubit), ``expand`` (n -> d_model)."""
+
+    def __init__(self, config: QELMConfig) -> None:
+        super().__init__(config.backend, shots=config.shots, **config.backend_options)
+        self.circuit = config.circuit("feed_forward")
+        self.reduce = nn.Linear(config.d_model, config.n_qubits)
+        self.weights = _init_circuit_weights(self.circuit.weight_shape)
+        self.expand = nn.Linear(config.n_qubits, config.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, d_model)
+        z = self.run(self.circuit, self.circuit.angles(self.reduce(x), self.weights))  # (B, T, n)
+        return self.expand(z)

@@ -1,0 +1,195 @@
+"""The decoder-only QELM and its classical twin, built from the same blocks.
+
+``QELM(config)``: embedding -> ``n_layers`` x Block(LayerNorm -> attention -> residual, LayerNorm ->
+feed-forward -> residual) -> LayerNorm -> linear LM head. Each slot (embedding, attention, feed-forward)
+is quantum or classical by config; everything else is shared code. ``ClassicalLM(config)`` is the same
+class with every slot classical; ``ClassicalLM.matched_to(qelm)`` shrinks it to the QELM's parameter
+count, the fair "is the circuit worth its parameters?" baseline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .backends import Backend
+from .config import QELMConfig
+from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
+
+__all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block"]
+
+
+class ClassicalEmbedding(nn.Module):
+    """Token + learned position embedding."""
+
+    def __init__(self, config: QELMConfig) -> None:
+        super().__init__()
+        self.token = nn.Embedding(config.vocab_size, config.d_model)
+        self.position = nn.Embedding(config.context_len, config.d_model)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, d_model)
+        return self.token(idx) + self.position(torch.arange(idx.shape[1], device=idx.device))
+
+
+class CausalSelfAttention(nn.Module):
+    """Classical multi-head causal self-attention, all heads in a batch (nanoGPT style)."""
+
+    def __init__(self, config: QELMConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.keep_attention = False
+        self.last_attention: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C)
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # (B, nh, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        att = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+        if self.keep_attention:
+            self.last_attention = att.detach()
+        y = (att @ v).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: QELMConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.d_hidden)
+        self.proj = nn.Linear(config.d_hidden, config.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, config: QELMConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.d_model)
+        self.attention = CausalSelfAttention(config) if config.attention == "classical" else QuantumMultiHeadAttention(config)
+        self.ln2 = nn.LayerNorm(config.d_model)
+        self.feed_forward = MLP(config) if config.feed_forward == "classical" else QuantumFeedForward(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.ln1(x))
+        return x + self.feed_forward(self.ln2(x))
+
+
+class QELM(nn.Module):
+    """Decoder-only quantum-enhanced language model. ``forward(idx, targets=None) -> (logits, loss)``."""
+
+    def __init__(self, config: QELMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = ClassicalEmbedding(config) if config.embedding == "classical" else QuantumEmbedding(config)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if self.quantum_layers():  # one backend object for all layers: one compiled-circuit cache
+            self.set_backend(config.backend, shots=config.shots, **config.backend_options)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        self._check_ids(idx)
+        x = self.embedding(idx)  # (B, T, d_model)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return logits, loss
+
+    def _check_ids(self, idx: torch.Tensor) -> None:
+        if idx.dim() != 2:
+            raise ValueError(f"token ids must be (batch, seq), got shape {tuple(idx.shape)}")
+        if idx.shape[1] > self.config.context_len:
+            raise ValueError(f"sequence length {idx.shape[1]} exceeds context_len={self.config.context_len}; "
+                             f"crop the input to its last {self.config.context_len} tokens")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
+            bad = int(idx.max()) if int(idx.max()) >= self.config.vocab_size else int(idx.min())
+            raise ValueError(f"token id {bad} is out of range for vocab_size={self.config.vocab_size}: "
+                             f"ids must be in [0, {self.config.vocab_size - 1}]")
+
+    # --- backends ------------------------------------------------------------------------------------
+    def quantum_layers(self) -> list[QuantumLayer]:
+        return [m for m in self.modules() if isinstance(m, QuantumLayer)]
+
+    def set_backend(self, backend: str | Backend, **options) -> "QELM":
+        """Run every circuit on another backend; weights are untouched. Returns self."""
+        from .backends import get_backend
+
+        shared = get_backend(backend, **options)
+        for layer in self.quantum_layers():
+            layer.backend = shared
+        self.config.backend = shared.name
+        self.config.shots = shared.shots
+        return self
+
+    @property
+    def backend(self) -> Backend | None:
+        layers = self.quantum_layers()
+        return layers[0].backend if layers else None
+
+    # --- introspection -------------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def circuit_parameters(self) -> int:
+        """Parameters that are gate angles inside circuits (the circuit weights of quantum layers)."""
+        return sum(p.numel() for name, p in self.named_parameters() if name.endswith("weights"))
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample ``max_new_tokens`` tokens after ``idx`` (B, T); the window slides at ``context_len``."""
+        for _ in range(max_new_tokens):  # autoregressive: each step depends on the previous token
+            logits, _ = self(idx[:, -self.config.context_len:])
+            logits = logits[:, -1, :] / max(temperature, 1e-8)
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx
+
+
+class ClassicalLM(QELM):
+    """The classical twin: the same blocks as :class:`QELM` with every slot classical."""
+
+    def __init__(self, config: QELMConfig) -> None:
+        super().__init__(config.classical())
+
+    @staticmethod
+    def parameter_count(config: QELMConfig) -> int:
+        """Exact parameter count of ``ClassicalLM(config)``, from the module definitions above."""
+        V, C, d, h, L = config.vocab_size, config.context_len, config.d_model, config.d_hidden, config.n_layers
+        per_block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * h + h) + (h * d + d)
+        return V * d + C * d + L * per_block + 2 * d + d * V
+
+    @classmethod
+    def matched_to(cls, model: nn.Module, tolerance: float = 0.02) -> "ClassicalLM":
+        """A classical LM of the same vocab, context, heads and layers, with ``d_model`` and ``d_hidden``
+        shrunk so its parameter count is as close as possible to ``model``'s."""
+        target = sum(p.numel() for p in model.parameters())
+        base: QELMConfig = model.config.classical()
+        ratio = base.d_hidden / base.d_model  # keep the twin's shape where the budget allows
+        candidates = []
+        for d in range(base.n_heads, 4 * base.d_model + 1, base.n_heads):
+            per_unit = base.n_layers * (2 * d + 1)  # each hidden unit adds 2d+1 parameters per block
+            fixed = cls.parameter_count(base.replace(d_model=d, d_hidden=1)) - per_unit
+            h = max(1, round((target - fixed) / per_unit))
+            cfg = base.replace(d_model=d, d_hidden=h)
+            err = abs(cls.parameter_count(cfg) - target)
+            candidates.append((err > tolerance * target, abs(math.log(h / d / ratio)), err, d, cfg))
+        outside, _, err, _, cfg = min(candidates, key=lambda c: c[:3])
+        if outside:
+            raise ValueError(f"no classical model with vocab_size={base.vocab_size}, context_len={base.context_len}, "
+                             f"n_heads={base.n_heads}, n_layers={base.n_layers} comes within {tolerance:.0%} of "
+                             f"{target} parameters (closest: {target + err}); the fixed-size parts alone are too large")
+        return cls(cfg)
