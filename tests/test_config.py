@@ -1,0 +1,62 @@
+"""QELMConfig: every impossible value names its field; TOML round trips."""
+
+import pytest
+
+from qelm import QELMConfig
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("n_qubits", 0, "n_qubits=0 is invalid: use an integer >= 1"),
+        ("n_qubits", 2.5, "n_qubits=2.5 is invalid"),
+        ("d_model", 10, "d_model=10 is invalid: it must be divisible by n_heads=4"),
+        ("vocab_size", 1, "vocab_size=1 is invalid: a language model needs at least 2 tokens"),
+        ("embedding_circuit", "spiral", "embedding_circuit='spiral' is invalid: choose one of angle, polar, amplitude"),
+        ("attention", "dense", "attention='dense' is invalid: choose one of quantum, fidelity, classical"),
+        ("feed_forward", "mlp", "feed_forward='mlp' is invalid"),
+        ("fidelity_method", "tomography", "fidelity_method='tomography' is invalid"),
+        ("backend", "ibm.brisbane", "backend='ibm.brisbane' is invalid: choose one of default.qubit, lightning.gpu"),
+        ("shots", 0, "shots=0 is invalid"),
+        ("context_len", -3, "context_len=-3 is invalid"),
+        ("n_layers", True, "n_layers=True is invalid"),
+    ],
+)
+def test_invalid_values_name_the_field(field, value, message):
+    kwargs = {"n_heads": 4, "d_model": 16, field: value}
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        QELMConfig(**kwargs)
+
+
+def test_too_many_qubits_for_memory():
+    with pytest.raises(ValueError, match=r"n_qubits=30 is invalid: .* GiB of state vectors, more than this machine"):
+        QELMConfig(n_qubits=30)
+    # the swap test doubles the register: fine as feature attention, too large as swap-test fidelity
+    QELMConfig(n_qubits=12)
+    with pytest.raises(ValueError, match="25 qubits"):
+        QELMConfig(n_qubits=12, attention="fidelity", fidelity_method="swap_test", context_len=64)
+
+
+def test_classical_model_never_checks_qubit_memory():
+    cfg = QELMConfig(n_qubits=40, embedding="classical", attention="classical", feed_forward="classical")
+    assert not cfg.uses_circuits
+
+
+def test_toml_round_trip(tmp_path):
+    cfg = QELMConfig(vocab_size=100, d_model=128, n_heads=4, d_hidden=256, embedding_circuit="polar", shots=None,
+                     backend_options={"seed": 3})
+    path = tmp_path / "model.toml"
+    cfg.to_toml(path)
+    assert QELMConfig.from_toml(path) == cfg
+    assert QELMConfig.from_toml(cfg.replace(shots=100).to_toml()).shots == 100
+
+
+def test_malformed_toml_and_unknown_fields(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("d_model = [oops\n")
+    with pytest.raises(ValueError, match="is not valid TOML"):
+        QELMConfig.from_toml(bad)
+    with pytest.raises(ValueError, match="unknown config field.*qbits.*valid fields are"):
+        QELMConfig.from_dict({"qbits": 4})
+    with pytest.raises(ValueError, match="does not exist"):
+        QELMConfig.from_toml(tmp_path / "missing.toml")

@@ -1,0 +1,129 @@
+"""QELM and its classical twins: shapes, learnability, state_dict round trips, matched baseline."""
+
+import pytest
+import torch
+
+from qelm import QELM, ClassicalLM, QELMConfig
+from qelm.layers import QuantumLayer
+
+SLOTS = [
+    {},
+    {"embedding_circuit": "polar"},
+    {"embedding_circuit": "amplitude"},
+    {"attention": "fidelity"},
+    {"attention": "fidelity", "fidelity_method": "swap_test", "adaptive_threshold": True},
+    {"embedding": "classical", "feed_forward": "classical"},
+]
+
+
+@pytest.mark.parametrize("slots", SLOTS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "default")
+def test_forward_shapes_and_loss(tiny_config, slots):
+    cfg = tiny_config.replace(**slots)
+    model = QELM(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (3, cfg.context_len))
+    logits, loss = model(idx, idx)
+    assert logits.shape == (3, cfg.context_len, cfg.vocab_size)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    circuit_grads = [p.grad for n, p in model.named_parameters() if n.endswith("weights")]
+    assert circuit_grads and all(g is not None and g.abs().sum() > 0 for g in circuit_grads)
+    assert model(idx)[1] is None
+
+
+def test_classical_twin_has_the_same_config_and_no_circuits(tiny_config):
+    twin = ClassicalLM(tiny_config)
+    for f in ("vocab_size", "d_model", "n_heads", "d_hidden", "n_layers", "context_len"):
+        assert getattr(twin.config, f) == getattr(tiny_config, f)
+    assert not any(isinstance(m, QuantumLayer) for m in twin.modules())
+    assert twin.num_parameters() == ClassicalLM.parameter_count(tiny_config)
+    assert twin.circuit_parameters() == 0
+
+
+def _train(model, steps=30, lr=0.05):
+    seq = torch.tensor([[1, 2, 3, 4, 5, 6] * 2])[:, :7]  # a tiny repeated sequence
+    x, y = seq[:, :-1], seq[:, 1:]
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("cls", [QELM, ClassicalLM])
+def test_loss_decreases_on_a_repeated_sequence(tiny_config, cls):
+    losses = _train(cls(tiny_config))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_circuits_alone_can_learn(tiny_config):
+    """Only circuit weights train (everything classical frozen): the loss must still fall."""
+    model = QELM(tiny_config)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.endswith("weights"))
+    losses = _train(model, steps=30, lr=0.1)
+    assert losses[-1] < losses[0] - 0.05, losses
+
+
+@pytest.mark.parametrize("cls", [QELM, ClassicalLM])
+def test_state_dict_round_trip_gives_identical_logits(tiny_config, cls):
+    a = cls(tiny_config)
+    b = cls(tiny_config)
+    idx = torch.randint(0, tiny_config.vocab_size, (2, tiny_config.context_len))
+    assert not torch.equal(a(idx)[0], b(idx)[0])
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a(idx)[0], b(idx)[0])
+
+
+def test_matched_baseline_is_within_two_percent(tiny_config):
+    for cfg in (tiny_config, QELMConfig(), QELMConfig(vocab_size=100, d_model=128, n_heads=4, d_hidden=256)):
+        q = QELM(cfg)
+        m = ClassicalLM.matched_to(q)
+        assert abs(m.num_parameters() - q.num_parameters()) <= 0.02 * q.num_parameters()
+        assert m.config.vocab_size == cfg.vocab_size and m.config.n_layers == cfg.n_layers
+
+
+def test_token_ids_out_of_range_and_too_long_sequences(tiny_config):
+    model = QELM(tiny_config)
+    with pytest.raises(ValueError, match="token id 11 is out of range for vocab_size=11"):
+        model(torch.tensor([[0, 11]]))
+    with pytest.raises(ValueError, match="token id -1"):
+        model(torch.tensor([[-1, 0]]))
+    with pytest.raises(ValueError, match="exceeds context_len=6"):
+        model(torch.zeros(1, 7, dtype=torch.long))
+
+
+def test_set_backend_keeps_weights_and_outputs(tiny_config):
+    model = QELM(tiny_config)
+    idx = torch.randint(0, tiny_config.vocab_size, (2, 5))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = model(idx)[0]
+    model.set_backend("lightning.qubit")
+    assert model.backend.name == "lightning.qubit"
+    assert all(layer.backend is model.backend for layer in model.quantum_layers())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.allclose(model(idx)[0], ref, atol=1e-5)
+
+
+def test_generate_is_reproducible_and_respects_context(tiny_config):
+    model = QELM(tiny_config)
+    start = torch.zeros(1, 1, dtype=torch.long)
+    a = model.generate(start, 10, generator=torch.Generator().manual_seed(3))
+    b = model.generate(start, 10, generator=torch.Generator().manual_seed(3))
+    assert a.shape == (1, 11) and torch.equal(a, b)
+    assert int(a.max()) < tiny_config.vocab_size
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_keeps_the_simulation_on_the_gpu(tiny_config):
+    model = QELM(tiny_config)
+    idx = torch.randint(0, tiny_config.vocab_size, (2, 5))
+    ref = model(idx)[0]
+    gpu = model.to("cuda")
+    logits, loss = gpu(idx.cuda(), idx.cuda())
+    loss.backward()
+    assert logits.device.type == "cuda"
+    assert torch.allclose(logits.cpu(), ref, atol=1e-5)
