@@ -36,6 +36,7 @@ __all__ = [
     "CIRCUITS",
     "build_circuit",
     "amplitude_tree_angles",
+    "z_signs",
 ]
 
 
@@ -404,3 +405,11 @@ def build_circuit(name: str, n_qubits: int = 4, n_layers: int = 2) -> Circuit:
     if name not in CIRCUITS:
         raise ValueError(f"unknown circuit {name!r}: valid circuits are {', '.join(sorted(CIRCUITS))}")
     return CIRCUITS[name](n_qubits=n_qubits, n_layers=n_layers)
+
+
+def z_signs(n_wires: int, wires, like: torch.Tensor) -> torch.Tensor:
+    """``(2**n_wires, len(wires))`` matrix of Pauli-Z eigenvalues (+1 for bit 0, -1 for bit 1) of each basis
+    state on each wire; wire 0 is the most significant bit. ``probs @ z_signs`` gives <Z_w>."""
+    index = torch.arange(2**n_wires, device=like.device).unsqueeze(-1)
+    shifts = torch.tensor([n_wires - 1 - w for w in wires], device=like.device)
+    return (1 - 2 * ((index >> shifts) & 1)).to(like.dtype)

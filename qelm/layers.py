@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .backends import Backend, get_backend
-from .circuits import Circuit, build_circuit
+from .circuits import Circuit, build_circuit, z_signs
 from .config import QELMConfig
 
 __all__ = ["QuantumLayer", "QuantumEmbedding", "QuantumAttentionHead", "QuantumMultiHeadAttention", "QuantumFeedForward"]
@@ -129,7 +129,8 @@ class QuantumAttentionHead(QuantumLayer):
                 psi = self.run_state(self.fidelity, self.fidelity.angles(x, w))  # (B, T, H, D)
                 psi = psi.permute(0, 2, 1, 3)  # (B, H, T, D)
                 scores = (psi.conj() @ psi.transpose(-1, -2)).abs().square().to(x.dtype)  # (B, H, T, T)
-                v = _z_expectations(psi.abs().square().to(x.dtype), n)  # (B, H, T, n)
+                probs = psi.abs().square().to(x.dtype)  # (B, H, T, D)
+                v = probs @ z_signs(n, range(n), probs)  # (B, H, T, n) <Z> of each qubit
             else:
                 scores = self._swap_test_scores(x, w)
                 v = self.run(self.features, self.features.angles(x, w)).permute(0, 2, 1, 3)  # (B, H, T, n)
@@ -154,12 +155,6 @@ class QuantumAttentionHead(QuantumLayer):
         scores = x.new_zeros(B, H, T, T)
         scores[:, :, i, j] = fid
         return scores
-
-
-def _z_expectations(probs: torch.Tensor, n: int) -> torch.Tensor:
-    """<Z_k> from basis-state probabilities ``(..., 2**n)`` -> ``(..., n)``; wire 0 is the top bit."""
-    bits = (torch.arange(2**n, device=probs.device).unsqueeze(-1) >> torch.arange(n - 1, -1, -1, device=probs.device)) & 1
-    return probs @ (1 - 2 * bits).to(probs.dtype)  # (D, n) signs
 
 
 def _adaptive_keep(scores: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
