@@ -2,6 +2,7 @@
 
 from .backends import available_backends, get_backend
 from .circuits import CIRCUITS, Circuit, build_circuit
+from .compare import compare
 from .config import QELMConfig
 from .layers import QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward, QuantumMultiHeadAttention
 from .model import QELM, ClassicalLM
@@ -21,4 +22,5 @@ __all__ = [
     "build_circuit",
     "get_backend",
     "available_backends",
+    "compare",
 ]
