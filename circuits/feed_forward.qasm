@@ -1,0 +1,30 @@
+OPENQASM 2.0;
+include "qelib1.inc";
+// qelm circuit 'feed_forward': n_qubits=2, n_layers=2
+// PennyLane wire i is q[i]; PennyLane's wire 0 is the most significant bit, so in qiskit use
+// QuantumCircuit.reverse_bits() to compare amplitudes with PennyLane
+// symbolic: the angle vector entry theta[i] is set to i radians (OpenQASM 2 has no free parameters)
+qreg q[2];
+creg c[2];
+ry(0.0) q[0];
+ry(1.0) q[1];
+rz(4.0) q[0];
+ry(5.0) q[0];
+rz(6.0) q[0];
+rz(7.0) q[1];
+ry(8.0) q[1];
+rz(9.0) q[1];
+cx q[0],q[1];
+cx q[1],q[0];
+ry(2.0) q[0];
+ry(3.0) q[1];
+rz(10.0) q[0];
+ry(11.0) q[0];
+rz(12.0) q[0];
+rz(13.0) q[1];
+ry(14.0) q[1];
+rz(15.0) q[1];
+cx q[0],q[1];
+cx q[1],q[0];
+measure q[0] -> c[0];
+measure q[1] -> c[1];

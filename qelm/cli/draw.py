@@ -1,0 +1,163 @@
+"""``qelm draw`` (a built-in circuit as text, PNG, SVG, OpenQASM, qiskit drawing or resource summary) and
+``qelm plot attention`` / ``qelm plot curves`` (figures of trained models and training runs)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from . import UserError
+
+_SUFFIX_FORMAT = {".txt": "text", ".png": "png", ".svg": "svg", ".qasm": "qasm", ".json": "resources"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..circuits import CIRCUITS
+    from ..draw import FORMATS
+
+    p = sub.add_parser(
+        "draw", help="draw a built-in circuit, export it to OpenQASM, or summarise its resources",
+        description="Draw a built-in circuit with the libraries' own drawers (qml.draw, qml.draw_mpl, qiskit), "
+                    "templates decomposed. Angles are symbolic (each gate shows the index i of theta[i]) unless "
+                    "--checkpoint is given: then the trained weights of the first layer running the circuit are "
+                    "drawn, with every data angle set to 0.")
+    p.add_argument("circuit", metavar="CIRCUIT", help=f"one of: {', '.join(CIRCUITS)}")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="FILE", help="take n_qubits and circuit_layers from this TOML config")
+    source.add_argument("--checkpoint", metavar="DIR", help="draw the trained circuit of this checkpoint folder")
+    p.add_argument("--qubits", type=int, metavar="N", help="data qubits (default: the config's, else 4)")
+    p.add_argument("--layers", type=int, metavar="L", help="variational layers (default: the config's, else 2)")
+    p.add_argument("--format", choices=FORMATS,
+                   help="output format (default: from the --out suffix .txt/.png/.svg/.qasm/.json, else text); "
+                        "resources is a JSON summary from qml.specs and qiskit")
+    p.add_argument("--out", metavar="FILE", help="write here (default: text formats to stdout, images to CIRCUIT.FORMAT)")
+    p.add_argument("--decimals", type=int, default=2, metavar="D", help="decimals of drawn angle values (default 2)")
+    p.add_argument("--precision", type=int, default=None, metavar="P",
+                   help="significant digits of OpenQASM angles (default: full double precision)")
+    p.set_defaults(func=_draw)
+
+    plot = sub.add_parser("plot", help="plot attention maps of checkpoints or training curves of runs",
+                          description="Figures of trained models and training runs (PNG, SVG or PDF by the --out suffix).")
+    kinds = plot.add_subparsers(dest="plot_command", metavar="FIGURE", required=True)
+    a = kinds.add_parser("attention", help="attention heatmaps per layer and head for a prompt",
+                         description="Attention weights of every layer and head for one prompt; give a quantum and a "
+                                     "classical checkpoint to see them side by side.")
+    a.add_argument("--checkpoint", action="append", required=True, metavar="DIR",
+                   help="checkpoint folder (repeat to compare models side by side)")
+    a.add_argument("--text", required=True, help="the prompt (longer than context_len: its last tokens are kept)")
+    a.add_argument("--out", required=True, metavar="FILE.png")
+    a.add_argument("--width", type=int, default=None, metavar="PX", help="width in pixels (default: 330 per heatmap)")
+    a.add_argument("--height", type=int, default=None, metavar="PX", help="height in pixels (default: 330 per layer)")
+    a.set_defaults(func=_plot_attention)
+    c = kinds.add_parser("curves", help="loss and perplexity curves of one or more training runs",
+                         description="Loss and perplexity against step, read from metrics.jsonl of each run folder "
+                                     "(or of its qelm/ and twin/ checkpoints).")
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--out", required=True, metavar="FILE.png")
+    c.add_argument("--width", type=int, default=1200, metavar="PX", help="width in pixels (default 1200)")
+    c.add_argument("--height", type=int, default=560, metavar="PX", help="height in pixels (default 560)")
+    c.add_argument("--title", default=None, help="figure title (default: Training curves)")
+    c.set_defaults(func=_plot_curves)
+
+
+def _load_checkpoint(directory: str):
+    try:
+        from ..checkpoint import load_checkpoint
+    except ImportError as e:
+        raise UserError(f"cannot read checkpoints: qelm.checkpoint is unavailable ({e})") from None
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"checkpoint folder {directory!r} does not exist")
+    return load_checkpoint(directory)
+
+
+def _size(args, config) -> tuple[int, int]:
+    n_qubits = config.n_qubits if config is not None else 4
+    n_layers = config.circuit_layers if config is not None else 2
+    if args.checkpoint:
+        for flag, given, fixed, field in (("--qubits", args.qubits, n_qubits, "n_qubits"),
+                                          ("--layers", args.layers, n_layers, "circuit_layers")):
+            if given is not None and given != fixed:
+                raise UserError(f"{flag} {given} does not match the checkpoint's {field}={fixed}: the trained "
+                                f"weights fix the circuit size; drop {flag}")
+    return (args.qubits if args.qubits is not None else n_qubits,
+            args.layers if args.layers is not None else n_layers)
+
+
+def _draw(args) -> int:
+    from ..circuits import build_circuit
+    from ..config import QELMConfig
+    from ..draw import circuit_weights, render, trained_angles, write_atomic
+
+    fmt = args.format
+    if fmt is None:
+        suffix = Path(args.out).suffix.lower() if args.out else ""
+        if args.out and suffix not in _SUFFIX_FORMAT:
+            raise UserError(f"cannot tell the format from --out {args.out!r}: give --format, or end the file in "
+                            f"{', '.join(_SUFFIX_FORMAT)}")
+        fmt = _SUFFIX_FORMAT.get(suffix, "text")
+    if fmt in ("png", "svg") and args.out and Path(args.out).suffix.lower() != f".{fmt}":
+        raise UserError(f"--out {args.out!r} does not end in .{fmt} for --format {fmt}: name the file FILE.{fmt}")
+    if args.decimals < 0:
+        raise UserError(f"--decimals {args.decimals} is invalid: use an integer >= 0")
+    if args.precision is not None and args.precision < 1:
+        raise UserError(f"--precision {args.precision} is invalid: use an integer >= 1 (significant digits)")
+
+    checkpoint = _load_checkpoint(args.checkpoint) if args.checkpoint else None
+    config = checkpoint.config if checkpoint else (QELMConfig.from_toml(args.config) if args.config else None)
+    n_qubits, n_layers = _size(args, config)
+    circuit = build_circuit(args.circuit, n_qubits, n_layers)
+    angles, source = None, None
+    if checkpoint is not None:
+        weights, where = circuit_weights(checkpoint.model, args.circuit)
+        angles = trained_angles(circuit, weights)
+        source = f"trained weights of {where} in checkpoint {args.checkpoint}; data angles set to 0"
+
+    to_terminal = args.out is None and fmt not in ("png", "svg")
+    width = shutil.get_terminal_size().columns if to_terminal and sys.stdout.isatty() else None
+    content = render(circuit, fmt, angles, source=source, decimals=args.decimals, precision=args.precision,
+                     max_length=width)
+    if to_terminal:
+        print(content, end="")
+        return 0
+    out = Path(args.out or f"{args.circuit}.{fmt}")
+    write_atomic(out, content)
+    print(f"wrote {out} ({fmt}, circuit {args.circuit!r}, n_qubits={n_qubits}, n_layers={n_layers}, "
+          f"{'trained angles' if angles is not None else 'symbolic angles'})")
+    return 0
+
+
+def _plot_attention(args) -> int:
+    from ..plot import attention_for_text, plot_attention
+
+    panels, sources, dropped_any = {}, [], False
+    for directory in args.checkpoint:
+        ckpt = _load_checkpoint(directory)
+        classical = getattr(ckpt, "kind", None) == "classical" or not ckpt.model.config.uses_circuits
+        kind = "classical" if classical else "QELM"
+        label, k = kind, 2
+        while label in panels:
+            label, k = f"{kind} {k}", k + 1
+        maps, tokens, dropped = attention_for_text(ckpt.model, ckpt.tokenizer, args.text)
+        if dropped:
+            dropped_any = True
+            print(f"{directory}: the prompt is longer than context_len={ckpt.model.config.context_len}; "
+                  f"plotting its last {len(tokens)} tokens ({dropped} dropped)")
+        panels[label] = (maps, tokens)
+        sources.append(f"{label} = {directory} (attention: {ckpt.model.config.attention})")
+    shown = args.text if len(args.text) <= 60 else args.text[:57] + "..."
+    cut = " (the last context_len tokens)" if dropped_any else ""
+    title = f"Attention weights for {shown!r}{cut}\n" + "; ".join(sources)
+    out = plot_attention(panels, args.out, width=args.width, height=args.height, title=title)
+    print(f"wrote {out} ({', '.join(sources)})")
+    return 0
+
+
+def _plot_curves(args) -> int:
+    from ..plot import plot_curves, read_runs
+
+    runs = read_runs(args.runs)
+    out = plot_curves(runs, args.out, width=args.width, height=args.height, title=args.title)
+    print(f"wrote {out} ({len(runs)} curve set(s): {', '.join(runs)})")
+    return 0

@@ -1,0 +1,175 @@
+"""Attention maps and training curves: the numbers plotted, the files written, and `qelm plot`."""
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+import qelm.cli
+from qelm import QELM, ClassicalLM
+from qelm.plot import attention_for_text, attention_maps, plot_attention, plot_curves, read_metrics, read_runs
+
+
+class _Chars:
+    """A tokenizer over 'a'..'k' (ids 0..10), enough for the tiny config's vocab of 11."""
+
+    def encode(self, text):
+        return [ord(c) - ord("a") for c in text]
+
+    def decode(self, ids):
+        return "".join(chr(ord("a") + i) for i in ids)
+
+
+def _pixels(path):
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        return img.size  # (width, height)
+
+
+@pytest.fixture(params=["quantum", "fidelity", "classical"])
+def model(request, tiny_config):
+    config = tiny_config.replace(n_layers=2, attention=request.param)
+    return ClassicalLM(config) if request.param == "classical" else QELM(config)
+
+
+# --- attention ----------------------------------------------------------------------------------------
+def test_attention_maps_are_causal_distributions(model):
+    idx = torch.tensor([3, 1, 4, 1, 5])
+    maps = attention_maps(model, idx)
+    assert maps.shape == (2, 2, 5, 5)  # (layers, heads, T, T)
+    assert torch.allclose(maps.sum(-1), torch.ones(2, 2, 5), atol=1e-5)
+    assert torch.all(maps.triu(diagonal=1) == 0), "a token attends only to itself and earlier tokens"
+    assert all(not m.keep_attention for m in model.modules() if hasattr(m, "keep_attention")), "flags restored"
+
+
+def test_attention_of_a_prefix_does_not_see_later_tokens(model):
+    a = attention_maps(model, torch.tensor([3, 1, 4, 1, 5]))
+    b = attention_maps(model, torch.tensor([3, 1, 4, 9, 9]))
+    assert torch.allclose(a[..., :3, :3], b[..., :3, :3], atol=1e-6)
+    assert not torch.allclose(a[..., 3:, :], b[..., 3:, :], atol=1e-6)
+
+
+def test_attention_for_text_keeps_the_last_context_len_tokens(tiny_config):
+    model = QELM(tiny_config)  # context_len 6
+    maps, tokens, dropped = attention_for_text(model, _Chars(), "abcdefghij")
+    assert tokens == list("efghij") and dropped == 4 and maps.shape[-1] == 6
+    with pytest.raises(ValueError, match="text is empty"):
+        attention_for_text(model, _Chars(), "")
+
+
+def test_plot_attention_writes_a_png_of_the_requested_size(tiny_config, tmp_path):
+    q = QELM(tiny_config)
+    c = ClassicalLM.matched_to(q)
+    panels = {"quantum": attention_for_text(q, _Chars(), "abcab")[:2],
+              "classical": attention_for_text(c, _Chars(), "abcab")[:2]}
+    out = plot_attention(panels, tmp_path / "att.png", width=900, height=420)
+    assert out.stat().st_size > 10_000 and _pixels(out) == (900, 420)
+    # default size grows with the number of heatmaps: 4 columns (2 models x 2 heads), 1 row
+    assert _pixels(plot_attention(panels, tmp_path / "default.png")) == (330 * 4 + 120, 440)
+
+
+def test_plot_attention_rejects_mismatched_tokens(tmp_path):
+    with pytest.raises(ValueError, match="shape \\(1, 1, 3, 3\\) for 2 tokens"):
+        plot_attention({"m": (torch.ones(1, 1, 3, 3), ["a", "b"])}, tmp_path / "x.png")
+
+
+# --- curves -------------------------------------------------------------------------------------------
+def _write_run(root, slopes=(("qelm", 1.0), ("twin", 0.7))):
+    for sub, k in slopes:
+        (root / sub).mkdir(parents=True)
+        with open(root / sub / "metrics.jsonl", "w") as f:
+            for step in range(0, 41, 5):
+                loss = 2.4 * math.exp(-k * step / 20) + 0.5
+                r = {"step": step, "loss": loss, "tokens_per_s": 1000.0, "peak_memory_bytes": 1 << 20}
+                if step % 20 == 0:
+                    r.update(val_loss=loss + 0.1, val_perplexity=math.exp(loss + 0.1))
+                f.write(json.dumps(r) + "\n")
+    return root
+
+
+def test_read_runs_finds_the_qelm_and_twin_checkpoints(tmp_path):
+    run = _write_run(tmp_path / "run")
+    runs = read_runs([run])
+    assert list(runs) == [(run / "qelm").as_posix(), (run / "twin").as_posix()]
+    assert [r["step"] for r in runs[(run / "qelm").as_posix()]] == list(range(0, 41, 5))
+    assert list(read_runs([run / "twin"])) == [(run / "twin").as_posix()]  # a checkpoint folder itself
+
+
+def test_plot_curves_writes_a_png_of_the_requested_size(tmp_path):
+    runs = read_runs([_write_run(tmp_path / "a"), _write_run(tmp_path / "b", (("qelm", 0.5),))])
+    assert len(runs) == 3
+    out = plot_curves(runs, tmp_path / "curves.png", width=1000, height=450)
+    assert out.stat().st_size > 10_000 and _pixels(out) == (1000, 450)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": \n{"step": 3, "loss": 1.0}\n', r"metrics.jsonl:2 is not valid JSON"),
+    ('{"loss": 2.0}\n', r"metrics.jsonl:1 has no 'step' key"),
+])
+def test_read_metrics_names_the_bad_line(tmp_path, content, message):
+    (tmp_path / "metrics.jsonl").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_metrics(tmp_path / "metrics.jsonl")
+
+
+def test_read_metrics_skips_a_torn_last_line(tmp_path):
+    """A run killed mid-write leaves half a line at the end; the records before it still plot."""
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 2.0}]
+
+
+def test_read_runs_errors_name_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run folder .*nope.* does not exist"):
+        read_runs([tmp_path / "nope"])
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl in .* or its qelm/ and twin/ subfolders"):
+        read_runs([tmp_path])
+
+
+def test_bad_size_or_suffix_leaves_the_old_file(tmp_path):
+    runs = read_runs([_write_run(tmp_path / "run")])
+    out = tmp_path / "curves.png"
+    out.write_bytes(b"old")
+    with pytest.raises(ValueError, match="width=50 pixels is invalid"):
+        plot_curves(runs, out, width=50)
+    with pytest.raises(ValueError, match="has no image suffix"):
+        plot_curves(runs, tmp_path / "curves.bmp")
+    assert out.read_bytes() == b"old"
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    monkeypatch.setattr(qelm.cli, "_COMMAND_MODULES", ("draw",))
+
+    def run(*argv):
+        rc = qelm.cli.main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+
+    return run
+
+
+def test_cli_plot_curves(cli, tmp_path):
+    run = _write_run(tmp_path / "run")
+    rc, out, err = cli("plot", "curves", run, "--out", tmp_path / "c.png", "--width", 800, "--height", 400)
+    assert rc == 0 and err == "" and "2 curve set(s)" in out
+    assert _pixels(tmp_path / "c.png") == (800, 400)
+    rc, out, err = cli("plot", "curves", tmp_path / "missing", "--out", tmp_path / "c.png")
+    assert rc == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_plot_attention_side_by_side(cli, tmp_path, tiny_config):
+    checkpoint = pytest.importorskip("qelm.checkpoint")
+    tokenizer = pytest.importorskip("qelm.tokenizer").CharTokenizer(list("abcdefghijk"))
+    q = QELM(tiny_config)
+    checkpoint.save_checkpoint(tmp_path / "q", q, tokenizer)
+    checkpoint.save_checkpoint(tmp_path / "c", ClassicalLM.matched_to(q), tokenizer)
+    rc, out, err = cli("plot", "attention", "--checkpoint", tmp_path / "q", "--checkpoint", tmp_path / "c",
+                       "--text", "abcdefgh", "--out", tmp_path / "a.png", "--width", 1000, "--height", 380)
+    assert rc == 0, err
+    assert "plotting its last 6 tokens (2 dropped)" in out and "QELM = " in out and "classical = " in out
+    assert _pixels(tmp_path / "a.png") == (1000, 380)
+    rc, _, err = cli("plot", "attention", "--checkpoint", tmp_path / "q", "--text", "xyz", "--out", tmp_path / "b.png")
+    assert rc == 2 and "outside the tokenizer's vocabulary" in err and not (tmp_path / "b.png").exists()
