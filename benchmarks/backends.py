@@ -1,0 +1,366 @@
+"""qelm's backends against the usual ways of putting a circuit in a torch model.
+
+Workload: 4 qubits, ``qml.AngleEmbedding`` (RY) + 2 ``StronglyEntanglingLayers`` (qelm's "angle" circuit,
+n_layers=2), a batch of 64 samples, forward + backward of the sum of the <Z> outputs, gradients with
+respect to the inputs and the weights. Each entry is timed as the median of ``--repeats`` runs after a
+warm-up run, all in one process.
+
+Entries:
+  qelm default.qubit / lightning.qubit / qiskit.aer   qelm.backends.get_backend(name).expval(circuit, angles)
+  TorchLayer default.qubit / lightning.qubit          qml.qnn.TorchLayer, PennyLane's own torch layer
+  TorchLayer qiskit.aer (pennylane-qiskit)            the same layer on pennylane-qiskit's Aer device, called
+                                                      per sample (its parameter-shift gradient cannot take
+                                                      broadcast inputs that require grad)
+  qiskit-ml TorchConnector + EstimatorQNN             qiskit-machine-learning with qiskit-aer EstimatorV2
+
+The last two are slow (one simulator job per sample or per sample and observable), so they run a smaller
+batch (``--slow-batch``, default 4) and their time is scaled per sample to the batch of 64; the table says
+so. Every entry's forward output is checked against qelm default.qubit on the same inputs and weights.
+
+Usage::
+
+    python benchmarks/backends.py                 # the table, JSON to benchmarks/results/backends-cpu.json
+    python benchmarks/backends.py --quick         # fewer repeats, for a smoke test
+    python benchmarks/backends.py --cuda-batch    # default.qubit per-sample cost at batch 65536, CUDA vs CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pennylane as qml  # noqa: E402
+
+from qelm.backends import BackendUnavailable, get_backend  # noqa: E402
+from qelm.circuits import build_circuit  # noqa: E402
+
+N_QUBITS, N_LAYERS = 4, 2
+PACKAGES = ("torch", "numpy", "pennylane", "pennylane_lightning", "qiskit", "qiskit-aer",
+            "pennylane-qiskit", "qiskit-machine-learning")
+
+
+# --- environment -------------------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(pkg: str) -> str:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions() -> dict[str, str]:
+    return {"python": platform.python_version(), **{pkg: _version(pkg) for pkg in PACKAGES}}
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_it(step, repeats: int, warmup: int, device: str = "cpu") -> float:
+    """Median seconds of ``step()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# --- the workload ------------------------------------------------------------------------------------
+def make_data(batch: int, device: str = "cpu", seed: int = 0):
+    circuit = build_circuit("angle", N_QUBITS, N_LAYERS)
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(batch, circuit.n_inputs, generator=g, dtype=torch.float64) * math.pi).to(device)
+    w = (torch.rand(circuit.weight_shape, generator=g, dtype=torch.float64) * 2 * math.pi).to(device)
+    return circuit, x, w
+
+
+def qelm_entry(name: str, device: str):
+    backend = get_backend(name)
+
+    def build(circuit, x, w):
+        xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+
+        def forward():
+            return backend.expval(circuit, circuit.angles(xs, ws))
+
+        def step():
+            xs.grad = ws.grad = None
+            forward().sum().backward()
+
+        return forward, step
+
+    return build
+
+
+def torchlayer_entry(device_name: str, per_sample: bool = False, **device_kwargs):
+    """``per_sample``: call the layer once per sample (pennylane-qiskit's device differentiates with the
+    parameter-shift transform, which cannot differentiate a broadcast tape w.r.t. its broadcast inputs)."""
+
+    def build(circuit, x, w):
+        dev = qml.device(device_name, wires=N_QUBITS, **device_kwargs)
+
+        @qml.qnode(dev, interface="torch")
+        def node(inputs, weights):
+            qml.AngleEmbedding(inputs, wires=range(N_QUBITS), rotation="Y")
+            qml.StronglyEntanglingLayers(weights, wires=range(N_QUBITS))
+            return [qml.expval(qml.PauliZ(i)) for i in range(N_QUBITS)]
+
+        layer = qml.qnn.TorchLayer(node, {"weights": tuple(circuit.weight_shape)})
+        layer = layer.to(dtype=torch.float64, device=x.device)
+        with torch.no_grad():
+            layer.weights.copy_(w)
+        xs = x.clone().requires_grad_()
+
+        def forward():
+            if per_sample:
+                return torch.stack([layer(xs[i]) for i in range(xs.shape[0])])
+            return layer(xs)
+
+        def step():
+            xs.grad = None
+            layer.zero_grad()
+            forward().sum().backward()
+
+        return forward, step
+
+    return build
+
+
+def qiskit_ml_entry():
+    from qiskit.quantum_info import SparsePauliOp
+    from qiskit_aer.primitives import EstimatorV2
+    from qiskit_machine_learning.connectors import TorchConnector
+    from qiskit_machine_learning.neural_networks import EstimatorQNN
+
+    def build(circuit, x, w):
+        # the same gate sequence as qelm's angle circuit (qelm's own translation of it to qiskit):
+        # parameters theta[0..3] are the inputs, theta[4..] the StronglyEntanglingLayers weights
+        qc = get_backend("qiskit.aer").compile(circuit).qc
+        params = list(qc.parameters)
+        n_in = circuit.n_inputs
+        # PennyLane wire i is qiskit qubit N-1-i
+        obs = [SparsePauliOp.from_sparse_list([("Z", [N_QUBITS - 1 - i], 1.0)], num_qubits=N_QUBITS)
+               for i in range(N_QUBITS)]
+        estimator = EstimatorV2()  # aer EstimatorV2, precision 0 = exact expectations
+        qnn = EstimatorQNN(circuit=qc, estimator=estimator, observables=obs, input_params=params[:n_in],
+                           weight_params=params[n_in:], input_gradients=True, default_precision=0.0)
+        model = TorchConnector(qnn, initial_weights=w.detach().cpu().numpy().reshape(-1))
+        model = model.to(torch.float64)
+        with torch.no_grad():  # TorchConnector stores initial_weights as float32: set them again in float64
+            model.weight.copy_(w.detach().cpu().reshape(-1))
+        xs = x.detach().cpu().clone().requires_grad_()
+
+        def forward():
+            return model(xs)
+
+        def step():
+            xs.grad = None
+            model.zero_grad()
+            forward().sum().backward()
+
+        return forward, step
+
+    return build
+
+
+def entries(device: str):
+    """(label, package needed, builder factory, slow?, runs on CUDA tensors?)"""
+    return [
+        ("qelm default.qubit", "pennylane", lambda: qelm_entry("default.qubit", device), False, True),
+        ("qelm lightning.qubit", "pennylane_lightning", lambda: qelm_entry("lightning.qubit", device), False, False),
+        ("qelm qiskit.aer", "qiskit_aer", lambda: qelm_entry("qiskit.aer", device), False, False),
+        ("TorchLayer default.qubit", "pennylane", lambda: torchlayer_entry("default.qubit"), False, True),
+        ("TorchLayer lightning.qubit", "pennylane_lightning", lambda: torchlayer_entry("lightning.qubit"), False, False),
+        ("TorchLayer qiskit.aer (pennylane-qiskit)", "pennylane_qiskit",
+         lambda: torchlayer_entry("qiskit.aer", per_sample=True, method="statevector"), True, False),
+        ("qiskit-ml TorchConnector+EstimatorQNN (aer EstimatorV2)", "qiskit_machine_learning",
+         qiskit_ml_entry, True, False),
+    ]
+
+
+INSTALL = {"pennylane_lightning": "pip install pennylane-lightning", "qiskit_aer": "pip install qiskit qiskit-aer",
+           "pennylane_qiskit": "pip install pennylane-qiskit",
+           "qiskit_machine_learning": "pip install qiskit-machine-learning", "pennylane": "pip install pennylane"}
+
+
+def run_table(args) -> dict:
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no CUDA device here")
+    repeats, warmup = args.repeats, 1
+    slow_batch = min(args.slow_batch, args.batch)
+    circuit, x_ref, w_ref = make_data(args.batch)
+    reference = get_backend("default.qubit").expval(circuit, circuit.angles(x_ref, w_ref)).detach()
+
+    rows = []
+    for label, pkg, factory, slow, cuda_ok in entries(device):
+        row = {"name": label}
+        run_device = device if cuda_ok else "cpu"
+        batch = slow_batch if slow else args.batch
+        row.update(device=run_device, batch_measured=batch, scaled=batch != args.batch)
+        if importlib.util.find_spec(pkg) is None:
+            row["status"] = f"not installed ({INSTALL.get(pkg, 'pip install ' + pkg)})"
+            rows.append(row)
+            print(f"  {label}: {row['status']}", flush=True)
+            continue
+        if pkg == "pennylane_qiskit":
+            row["note"] = ("pennylane-qiskit transpiles and runs every tape of the parameter-shift rule as its own "
+                           "Aer job; a profile shows most of the time in rebuilding AerSimulator.target per job")
+        try:
+            circuit, x, w = make_data(args.batch, run_device)
+            x = x[:batch]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                forward, step = factory()(circuit, x, w)
+                out = forward().detach().to("cpu", torch.float64)
+                err = float((out - reference[:batch]).abs().max())
+                seconds = time_it(step, min(repeats, args.slow_repeats) if slow else repeats, warmup, run_device)
+        except BackendUnavailable as e:
+            row["status"] = f"unavailable ({e})"
+            rows.append(row)
+            print(f"  {label}: {row['status']}", flush=True)
+            continue
+        except Exception as e:  # a peer that breaks is reported, not dropped
+            row["status"] = f"failed ({type(e).__name__}: {e})"
+            rows.append(row)
+            print(f"  {label}: {row['status']}", flush=True)
+            if args.verbose:
+                traceback.print_exc()
+            continue
+        per_sample = seconds / batch
+        row.update(status="ok", seconds_measured=seconds, us_per_sample=per_sample * 1e6,
+                   ms_per_batch=per_sample * args.batch * 1e3, max_abs_diff_vs_default_qubit=err)
+        rows.append(row)
+        print(f"  {label}: {row['ms_per_batch']:.1f} ms / batch of {args.batch}"
+              + (f" (measured at batch {batch}, scaled)" if row["scaled"] else ""), flush=True)
+
+    aer = next((r for r in rows if r["name"] == "qelm qiskit.aer" and r["status"] == "ok"), None)
+    for r in rows:
+        if aer is not None and r["status"] == "ok":
+            r["peer_over_qelm_aer"] = r["ms_per_batch"] / aer["ms_per_batch"]
+    return {"rows": rows, "batch": args.batch, "slow_batch": slow_batch, "repeats": repeats,
+            "slow_repeats": min(repeats, args.slow_repeats), "warmup": warmup}
+
+
+def print_table(result: dict) -> None:
+    b = result["batch"]
+    head = f"{'entry':58s} {'dev':4s} {'ms/batch ' + str(b):>13s} {'us/sample':>10s} {'peer/qelm.aer':>14s} {'max|diff|':>9s}"
+    print("\n" + head)
+    print("-" * len(head))
+    for r in result["rows"]:
+        name = r["name"] + (" *" if r.get("scaled") else "")
+        if r["status"] != "ok":
+            print(f"{name:58s} {r['device']:4s} {r['status']}")
+            continue
+        ratio = r.get("peer_over_qelm_aer")
+        print(f"{name:58s} {r['device']:4s} {r['ms_per_batch']:13.1f} {r['us_per_sample']:10.0f} "
+              f"{(f'{ratio:.2f}x' if ratio is not None else '-'):>14s} {r['max_abs_diff_vs_default_qubit']:9.1e}")
+    for r in result["rows"]:
+        if r.get("note"):
+            print(f"note, {r['name']}: {r['note']}")
+    print(f"\n* measured at batch {result['slow_batch']} and scaled per sample to {b} (one simulator job per "
+          "sample or per sample-observable: time grows linearly with the batch)")
+    print("peer/qelm.aer: the entry's time over qelm qiskit.aer's (above 1: qelm qiskit.aer is faster)")
+    print(f"forward + backward of sum(<Z>), median of {result['repeats']} ({result['slow_repeats']} for *) after "
+          f"{result['warmup']} warm-up, "
+          f"{N_QUBITS} qubits, AngleEmbedding + {N_LAYERS} StronglyEntanglingLayers")
+
+
+def run_cuda_batch(args) -> dict:
+    """default.qubit forward+backward per-sample cost at a large batch, on CUDA and on the CPU."""
+    batch = args.cuda_batch_size
+    out = {"mode": "cuda-batch", "batch": batch}
+    if not torch.cuda.is_available():
+        print("--cuda-batch: torch sees no CUDA device here; skipped")
+        out["status"] = "skipped: no CUDA device"
+        return out
+    out["gpu"] = torch.cuda.get_device_name(0)
+    out["timings"] = {}
+    repeats = max(1, min(args.repeats, 3))
+    for device in ("cuda", "cpu"):
+        circuit, x, w = make_data(batch, device)
+        _, step = qelm_entry("default.qubit", device)(circuit, x, w)
+        seconds = time_it(step, repeats, 1, device)
+        out["timings"][device] = {"seconds_per_batch": seconds, "us_per_sample": seconds / batch * 1e6}
+        print(f"  default.qubit on {device}: {seconds * 1e3:.1f} ms per batch of {batch}, "
+              f"{seconds / batch * 1e6:.2f} us per sample", flush=True)
+    out["cpu_over_cuda"] = out["timings"]["cpu"]["seconds_per_batch"] / out["timings"]["cuda"]["seconds_per_batch"]
+    out["status"] = "ok"
+    print(f"  CPU / CUDA: {out['cpu_over_cuda']:.1f}x (median of {repeats} after a warm-up)")
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=64, help="batch size of the table (default 64)")
+    p.add_argument("--slow-batch", type=int, default=4, help="batch actually run by the slow peers (default 4)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats after one warm-up; the median is reported")
+    p.add_argument("--slow-repeats", type=int, default=3, help="timed repeats of the slow peers (default 3)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="tensors' device for the entries that run on CUDA (default.qubit ones); others stay on CPU")
+    p.add_argument("--json", type=Path, default=None, help="where to write the JSON (default benchmarks/results/backends-<label>.json)")
+    p.add_argument("--label", default=None, help="file label (default: the --device, or cuda-batch)")
+    p.add_argument("--quick", action="store_true", help="2 repeats, slow peers at batch 2: a smoke test")
+    p.add_argument("--cuda-batch", action="store_true",
+                   help="instead of the table: default.qubit forward+backward per-sample cost at a large batch, CUDA vs CPU")
+    p.add_argument("--cuda-batch-size", type=int, default=65536)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--verbose", action="store_true", help="print tracebacks of failing entries")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.slow_batch, args.slow_repeats = min(args.repeats, 2), min(args.slow_batch, 2), 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    meta = {"workload": f"{N_QUBITS} qubits, AngleEmbedding(Y) + {N_LAYERS} StronglyEntanglingLayers, "
+                        "forward + backward of sum(<Z>) w.r.t. inputs and weights",
+            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "versions": versions(), "quick": args.quick}
+    print(f"CPU: {meta['cpu']} ({meta['cpu_count']} logical CPUs, torch threads {meta['torch_threads']})")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+    if args.cuda_batch:
+        result = run_cuda_batch(args)
+        label = args.label or "cuda-batch"
+    else:
+        result = run_table(args)
+        print_table(result)
+        label = args.label or args.device
+    path = args.json or Path(__file__).resolve().parent / "results" / f"backends-{label}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**meta, **result}, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Every backend against an independent default.qubit reference, on every built-in circuit.
+
+Tolerances: values 1e-6, gradients 1e-5 (float64 angles). Shot estimates: within 5 standard deviations of
+the binomial shot noise ``sqrt((1 - <Z>^2) / shots)`` of each expectation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from functools import lru_cache
+
+import pennylane as qml
+import pytest
+import torch
+
+from qelm.backends import BACKENDS, BackendUnavailable, get_backend
+from qelm.circuits import CIRCUITS, Circuit
+
+VALUE_TOL = 1e-6
+GRAD_TOL = 1e-5
+SIZES = [(2, 1), (2, 2), (3, 1), (3, 2)]  # (n_qubits, n_layers)
+CASES = [(name, nq, nl) for name in CIRCUITS for nq, nl in SIZES]
+HAS_AER = importlib.util.find_spec("qiskit_aer") is not None
+HAS_LIGHTNING = importlib.util.find_spec("pennylane_lightning") is not None
+
+BACKEND_PARAMS = [
+    pytest.param("default.qubit", {}, id="default.qubit"),
+    pytest.param("lightning.qubit", {}, id="lightning.qubit",
+                 marks=pytest.mark.skipif(not HAS_LIGHTNING, reason="pennylane-lightning not installed")),
+    pytest.param("qiskit.aer", {}, id="qiskit.aer",
+                 marks=pytest.mark.skipif(not HAS_AER, reason="qiskit-aer not installed")),
+]
+
+
+@lru_cache(maxsize=None)
+def _backend(name: str, **options):
+    return get_backend(name, **options)
+
+
+def _angles(circuit: Circuit, n: int = 3, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, circuit.n_angles, generator=g, dtype=torch.float64) * 6.0 - 3.0).to(dtype)
+
+
+@lru_cache(maxsize=None)
+def _reference(name: str, nq: int, nl: int):
+    """Values and the Jacobian-vector product for a fixed cotangent, from a plain default.qubit QNode
+    (backprop), independent of qelm's backend code."""
+    circuit = CIRCUITS[name](nq, nl)
+    dev = qml.device("default.qubit", wires=circuit.n_wires)
+
+    @qml.qnode(dev, interface="torch", diff_method="backprop")
+    def node(angles):
+        circuit.apply(angles)
+        return [qml.expval(qml.PauliZ(w)) for w in circuit.observables]
+
+    angles = _angles(circuit).requires_grad_()
+    out = torch.stack(list(node(angles)), dim=-1)
+    cot = torch.linspace(-1.0, 1.0, out.numel(), dtype=torch.float64).reshape(out.shape)
+    (grad,) = torch.autograd.grad(out, angles, cot)
+    return circuit, angles.detach(), out.detach(), cot, grad
+
+
+@pytest.mark.parametrize("backend_name, options", BACKEND_PARAMS)
+@pytest.mark.parametrize("name, nq, nl", CASES, ids=[f"{n}-{q}q{l}l" for n, q, l in CASES])
+def test_values_and_gradients_match_reference(backend_name, options, name, nq, nl):
+    circuit, angles, ref, cot, ref_grad = _reference(name, nq, nl)
+    backend = _backend(backend_name, **options)
+    a = angles.clone().requires_grad_()
+    out = backend.expval(circuit, a)
+    assert out.shape == (angles.shape[0], len(circuit.observables))
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.detach(), ref, atol=VALUE_TOL, rtol=0)
+    (grad,) = torch.autograd.grad(out, a, cot)
+    torch.testing.assert_close(grad, ref_grad, atol=GRAD_TOL, rtol=0)
+
+
+@pytest.mark.skipif(not HAS_AER, reason="qiskit-aer not installed")
+class TestAer:
+    def test_no_grad_path_and_dtype(self):
+        circuit, angles, ref, _, _ = _reference("angle", 3, 2)
+        out = _backend("qiskit.aer").expval(circuit, angles.float())
+        assert out.dtype == torch.float32 and not out.requires_grad
+        torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=0)
+
+    def test_single_sample_and_empty_batch(self):
+        circuit, angles, ref, _, _ = _reference("swap_test", 2, 1)
+        backend = _backend("qiskit.aer")
+        torch.testing.assert_close(backend.expval(circuit, angles[:1]), ref[:1], atol=VALUE_TOL, rtol=0)
+        assert backend.expval(circuit, angles[:0]).shape == (0, 1)
+
+    @pytest.mark.parametrize("name", ["angle", "swap_test"])
+    def test_shots_within_binomial_bound(self, name):
+        shots = 20000
+        circuit, angles, ref, _, _ = _reference(name, 2, 1)
+        backend = get_backend("qiskit.aer", shots=shots, seed=1234)
+        out = backend.expval(circuit, angles)
+        sigma = torch.sqrt((1 - ref**2).clamp_min(0) / shots)
+        assert torch.all((out - ref).abs() <= 5 * sigma + 1e-12), (out - ref).abs() / sigma
+        # not the exact values: shot noise is really there
+        assert (out - ref).abs().max() > 0
+        # a sample mean of +-1 outcomes over `shots` shots
+        assert torch.allclose(torch.round((out + 1) / 2 * shots), (out + 1) / 2 * shots, atol=1e-6)
+
+    def test_shots_are_seeded(self):
+        circuit, angles, _, _, _ = _reference("angle", 2, 1)
+        a = get_backend("qiskit.aer", shots=100, seed=7).expval(circuit, angles)
+        b = get_backend("qiskit.aer", shots=100, seed=7).expval(circuit, angles)
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+    def test_shot_gradient_within_bound(self):
+        shots = 20000
+        circuit, angles, _, _, _ = _reference("angle", 2, 1)
+        a = angles.clone().requires_grad_()
+        ref = _backend("qiskit.aer").expval(circuit, a)
+        (ref_grad,) = torch.autograd.grad(ref.sum(), a)
+        b = angles.clone().requires_grad_()
+        out = get_backend("qiskit.aer", shots=shots, seed=99).expval(circuit, b)
+        (grad,) = torch.autograd.grad(out.sum(), b)
+        # d/dθ sum_o <Z_o> = sum_o (E+ - E-)/2: variance at most n_obs * 2 * (1/shots) / 4
+        sigma = (len(circuit.observables) * 0.5 / shots) ** 0.5
+        assert torch.all((grad - ref_grad).abs() <= 5 * sigma)
+
+    def test_qubit_order_on_basis_state(self):
+        """X on PennyLane wire 0 only: <Z_0> = -1, others +1 (wire 0 is qiskit's last qubit)."""
+
+        @dataclass(frozen=True)
+        class FlipFirst(Circuit):
+            name = "flip_first"
+
+            @property
+            def n_inputs(self):
+                return 1
+
+            @property
+            def n_angles(self):
+                return 1
+
+            def apply(self, angles):
+                qml.RX(angles[..., 0], wires=0)
+                qml.CNOT(wires=[0, 2])
+
+        c = FlipFirst(3, 1)
+        out = _backend("qiskit.aer").expval(c, torch.full((1, 1), torch.pi, dtype=torch.float64))
+        torch.testing.assert_close(out, torch.tensor([[-1.0, 1.0, -1.0]], dtype=torch.float64), atol=1e-12, rtol=0)
+
+    def test_arithmetic_on_angles_is_rejected(self):
+        @dataclass(frozen=True)
+        class Bad(Circuit):
+            name = "bad"
+
+            @property
+            def n_inputs(self):
+                return 1
+
+            @property
+            def n_angles(self):
+                return 1
+
+            def apply(self, angles):
+                qml.RY(2 * angles[..., 0], wires=0)
+
+        with pytest.raises(ValueError, match="one entry"):
+            get_backend("qiskit.aer").expval(Bad(1, 1), torch.zeros(1, 1, dtype=torch.float64))
+
+    def test_noise_model_density_matrix_damps(self):
+        from qiskit_aer.noise import NoiseModel, depolarizing_error
+
+        nm = NoiseModel()
+        nm.add_all_qubit_quantum_error(depolarizing_error(0.1, 1), ["rx", "ry", "rz"])
+        circuit, angles, ref, _, _ = _reference("angle", 2, 1)
+        out = get_backend("qiskit.aer", noise_model=nm, method="density_matrix").expval(circuit, angles)
+        assert torch.all(out.abs() <= ref.abs() + 1e-9) and (out - ref).abs().max() > 1e-3
+
+    def test_bad_option_values(self):
+        with pytest.raises(ValueError, match="CPU, GPU"):
+            get_backend("qiskit.aer", device="TPU")
+        with pytest.raises(ValueError, match="statevector"):
+            get_backend("qiskit.aer", method="stabiliser")
+        with pytest.raises(ValueError, match="NoiseModel"):
+            get_backend("qiskit.aer", noise_model="depolarizing")
+        with pytest.raises(ValueError, match="shots"):
+            get_backend("qiskit.aer", shots=0)
+
+    def test_gpu_unavailable_names_package(self):
+        from qiskit_aer import AerSimulator
+
+        if "GPU" in AerSimulator().available_devices():
+            pytest.skip("qiskit-aer-gpu is usable here")
+        with pytest.raises(BackendUnavailable, match="pip install qiskit-aer-gpu"):
+            get_backend("qiskit.aer", device="GPU")
+
+
+def test_unknown_backend_lists_valid_names():
+    with pytest.raises(ValueError, match="unknown backend") as e:
+        get_backend("qiskit.aer.gpu")
+    for name in BACKENDS:
+        assert name in str(e.value)
+
+
+def test_unknown_option_lists_valid_options():
+    with pytest.raises(ValueError, match="unknown option") as e:
+        get_backend("default.qubit", precision=3)
+    assert "shots" in str(e.value) and "diff_method" in str(e.value)
+    if HAS_AER:
+        with pytest.raises(ValueError, match="unknown option") as e:
+            get_backend("qiskit.aer", diff_method="adjoint")
+        for opt in ("shots", "seed", "noise_model", "device", "method"):
+            assert opt in str(e.value)
+
+
+def test_lightning_gpu_unavailable_gives_install_hint():
+    try:
+        backend = get_backend("lightning.gpu")
+    except BackendUnavailable as e:
+        assert "pip install" in str(e)
+        return
+    pytest.skip(f"lightning.gpu is usable here ({backend})")
