@@ -2,10 +2,12 @@
 
 from .backends import available_backends, get_backend
 from .circuits import CIRCUITS, Circuit, build_circuit
+from .checkpoint import load_checkpoint, save_checkpoint
 from .compare import compare
 from .config import QELMConfig
 from .layers import QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward, QuantumMultiHeadAttention
 from .model import QELM, ClassicalLM
+from .train import evaluate, generate_text, train
 
 __version__ = "0.1.0"
 
@@ -23,4 +25,9 @@ __all__ = [
     "get_backend",
     "available_backends",
     "compare",
+    "train",
+    "evaluate",
+    "generate_text",
+    "save_checkpoint",
+    "load_checkpoint",
 ]
