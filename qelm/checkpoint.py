@@ -150,7 +150,7 @@ def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QELMConfi
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint folder {str(folder)!r} does not exist")
     if not path.is_file():
-        inside = [n for n in ("qelm", "twin") if (folder / n / CONFIG).is_file()]
+        inside = [n for n in ("qelm", "twin", "matched") if (folder / n / CONFIG).is_file()]
         hint = (f": it is a training run folder; pass one of its checkpoints, {' or '.join(str(folder / n) for n in inside)}"
                 if inside else ": it is not a qelm checkpoint folder")
         raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {CONFIG}{hint}")

@@ -193,7 +193,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 
 def read_runs(run_dirs: Sequence[str | os.PathLike]) -> dict[str, list[dict]]:
     """Metrics of each run folder, labelled by its path: ``DIR/metrics.jsonl`` itself, else the
-    ``DIR/qelm/`` and ``DIR/twin/`` checkpoints of a training run (labels ``DIR/qelm``, ``DIR/twin``)."""
+    ``DIR/qelm/``, ``DIR/twin/`` and ``DIR/matched/`` checkpoints of a training run (labels ``DIR/qelm``, ...)."""
     if not run_dirs:
         raise ValueError("no run folders given: name at least one training run folder")
     runs: dict[str, list[dict]] = {}
@@ -201,11 +201,11 @@ def read_runs(run_dirs: Sequence[str | os.PathLike]) -> dict[str, list[dict]]:
         d = Path(d)
         if not d.is_dir():
             raise FileNotFoundError(f"run folder {str(d)!r} does not exist (or is not a folder)")
-        candidates = [d] if (d / "metrics.jsonl").exists() else [d / "qelm", d / "twin"]
+        candidates = [d] if (d / "metrics.jsonl").exists() else [d / "qelm", d / "twin", d / "matched"]
         found = [c for c in candidates if (c / "metrics.jsonl").exists()]
         if not found:
-            raise FileNotFoundError(f"no metrics.jsonl in {str(d)!r} or its qelm/ and twin/ subfolders: give a "
-                                    "training run folder (the --out of qelm train) or one of its checkpoints")
+            raise FileNotFoundError(f"no metrics.jsonl in {str(d)!r} or its qelm/, twin/ and matched/ subfolders: "
+                                    "give a training run folder (the --out of qelm train) or one of its checkpoints")
         for c in found:
             records = read_metrics(c / "metrics.jsonl")
             if not any("loss" in r or "val_loss" in r for r in records):

@@ -1,16 +1,24 @@
-"""Training, evaluation and generation: train a QELM and its classical twin on the same batches, measure
-both on the same validation text, and say which won.
+"""Training, evaluation and generation: train a QELM and two classical baselines on the same batches,
+measure all three on the same validation text, and say how the QELM compares with each.
 
 :func:`train` runs the whole job. A run folder ``OUT`` holds::
 
     OUT/twin/    checkpoint of the classical twin (ClassicalLM at the same config) + metrics.jsonl
+    OUT/matched/ checkpoint of the parameter-matched classical model + metrics.jsonl
     OUT/qelm/    checkpoint of the QELM + metrics.jsonl
     OUT/summary.json    every figure of the run, with the method that measured it
-    OUT/loss_curve.png  training loss of both models, validation points, the unigram baseline
+    OUT/loss_curve.png  training loss of every model, validation points, the unigram baseline
 
-Both models start from ``seed`` and draw the same batches (same sampler seed), so the comparison is at
-equal configuration, data and steps. The twin trains first: it is quick, and its peak memory is then not
-inflated by the QELM's (peak RSS is per process and only grows).
+The two baselines answer different questions. The twin (``ClassicalLM(config)``: the same config with
+every slot classical) has roughly twice the QELM's parameters, so "the twin won" may only mean "bigger
+won". The matched model (``ClassicalLM.matched_to(qelm)``: the same vocab, context, heads and layers
+with ``d_model`` and ``d_hidden`` shrunk to the QELM's parameter count, within 2%) asks whether the
+circuits are worth their parameters. Its checkpoint records its own (shrunk) config.
+
+Every model starts from ``seed`` and draws the same batches (same sampler seed), with the same steps and
+learning rate, so the comparison is at equal data and steps. The classical models train first (twin,
+then matched, then the QELM): they are quick, and their peak memory is then not inflated by the QELM's
+(peak RSS is per process and only grows).
 
 Exact resume: a checkpoint's ``training_state.pt`` holds the optimizer, the step, the torch RNG state and
 the data sampler's generator state, so ``train(..., resume=True)`` draws exactly the batches an
@@ -51,14 +59,16 @@ from .data import BatchSampler, TextDataset, bundled_config
 from .model import QELM, ClassicalLM
 from .tokenizer import Tokenizer, load_tokenizer
 
-__all__ = ["train", "evaluate", "unigram_baseline", "generate_text", "TrainResult", "ModelRun", "load_run_config",
-           "init_distributed", "plot_loss_curves", "read_metrics", "TRAIN_DEFAULTS", "METRICS", "SUMMARY", "LOSS_CURVE"]
+__all__ = ["train", "evaluate", "unigram_baseline", "generate_text", "matched_config", "TrainResult", "ModelRun",
+           "load_run_config", "init_distributed", "plot_loss_curves", "read_metrics", "TRAIN_DEFAULTS", "METRICS",
+           "SUMMARY", "LOSS_CURVE"]
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 LOSS_CURVE = "loss_curve.png"
-MODEL_NAMES = ("twin", "qelm")  # training order (see the module docstring)
-LABELS = {"qelm": "QELM", "twin": "classical twin", "unigram": "unigram baseline"}
+MODEL_NAMES = ("twin", "matched", "qelm")  # training order (see the module docstring)
+LABELS = {"qelm": "QELM", "twin": "classical twin", "matched": "matched classical", "unigram": "unigram baseline"}
+MATCH_TOLERANCE = 0.02  # the matched model's parameter count is within this fraction of the QELM's
 
 #: training settings when neither the caller nor the config file's [train] table gives one
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -74,6 +84,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "grad_clip": 1.0,
     "weight_decay": 0.0,
     "twin": True,
+    "matched": True,  # train ClassicalLM.matched_to(qelm) too
 }
 #: settings a resumed run must keep: each changes the numbers the run computes
 _FIXED_ON_RESUME = ("batch_size", "lr", "seed", "tokenizer", "vocab_size", "grad_clip", "weight_decay")
@@ -197,8 +208,9 @@ def _check_settings(s: dict[str, Any]) -> None:
     for name in ("grad_clip", "weight_decay"):
         if isinstance(s[name], bool) or not isinstance(s[name], (int, float)) or s[name] < 0:
             bad(name, "use a number >= 0 (0 turns it off)")
-    if not isinstance(s["twin"], bool):
-        bad("twin", "use true or false")
+    for name in ("twin", "matched"):
+        if not isinstance(s[name], bool):
+            bad(name, "use true or false")
 
 
 # --- distributed -------------------------------------------------------------------------------------------
@@ -268,7 +280,7 @@ def _write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
 class ModelRun:
     """One trained model of a run and its measured figures."""
 
-    name: str  # "qelm" or "twin"
+    name: str  # "qelm", "twin" or "matched"
     model: QELM  # QELM or ClassicalLM, in train mode, on the training device
     path: Path  # its checkpoint folder
     history: list[dict[str, Any]]  # metrics records, earlier (resumed) steps included; rank 0 only
@@ -285,6 +297,8 @@ class ModelRun:
         tokens = sum(r["tokens"] for r in self.history if "step_seconds" in r)
         return {
             "class": type(self.model).__name__,
+            "d_model": self.model.config.d_model,
+            "d_hidden": self.model.config.d_hidden,
             "parameters": self.model.num_parameters(),
             "circuit_parameters": self.model.circuit_parameters(),
             "val_loss": self.val.get("loss"),
@@ -300,12 +314,13 @@ class ModelRun:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns. ``twin`` is None when the run trains no twin; ``summary`` is the
-    content of ``summary.json`` (empty on ranks other than 0)."""
+    """What :func:`train` returns. ``twin`` / ``matched`` are None when the run trains no twin / no
+    parameter-matched model; ``summary`` is the content of ``summary.json`` (empty on ranks other than 0)."""
 
     out: Path
     qelm: ModelRun
     twin: ModelRun | None
+    matched: ModelRun | None
     unigram: dict[str, float]
     dataset: TextDataset
     summary: dict[str, Any] = field(default_factory=dict)
@@ -319,33 +334,73 @@ class TrainResult:
         return self.summary.get("verdict", "")
 
 
+_TIE = 1e-3  # perplexities whose logs differ by less than this (0.1%) are a tie
+_NAMES = {"qelm": "the QELM", "twin": "the classical twin", "matched": "the parameter-matched classical model"}
+
+
 def _verdict(figures: dict[str, dict[str, Any]], unigram: dict[str, float]) -> tuple[str | None, str]:
-    q = figures.get("qelm", {}).get("val_perplexity")
-    t = figures.get("twin", {}).get("val_perplexity")
+    """``(winner, verdict)`` from the measured validation perplexities. ``winner`` is the model with the
+    lowest perplexity ("qelm", "twin" or "matched"), "tie" when the best two are within 0.1%, or None when
+    only one model trained. ``verdict`` says plainly how the QELM compares with each classical model."""
+    ppl = {n: f["val_perplexity"] for n, f in figures.items() if f.get("val_perplexity") is not None}
+    params = {n: f["parameters"] for n, f in figures.items()}
     u = unigram["perplexity"]
-    parts = []
+    q = ppl.get("qelm")
+
+    def same(a: float, b: float) -> bool:
+        return abs(math.log(a) - math.log(b)) < _TIE
+
+    parts: list[str] = []
     winner = None
-    if q is not None and t is not None:
-        if abs(math.log(q) - math.log(t)) < 1e-3:  # within 0.1% perplexity
+    if len(ppl) > 1:
+        ranked = sorted(ppl, key=ppl.get)
+        best = ranked[0]
+        if same(ppl[best], ppl[ranked[1]]):
             winner = "tie"
-            parts.append(f"a tie: the QELM and its classical twin reach the same validation perplexity ({q:.3f})")
-        elif q < t:
-            winner = "qelm"
-            parts.append(f"the QELM won: validation perplexity {q:.3f} vs {t:.3f} for its classical twin (lower is better)")
+            tied = [n for n in ranked if same(ppl[n], ppl[best])]
+            parts.append(f"a tie for best: {' and '.join(_NAMES[n] for n in tied)} reach validation perplexity "
+                         f"{ppl[best]:.3f} (lower is better)")
         else:
-            winner = "twin"
-            parts.append(f"the classical twin won: validation perplexity {t:.3f} vs {q:.3f} for the QELM (lower is better)")
+            winner = best
+            parts.append(f"{_NAMES[best]} won, with validation perplexity {ppl[best]:.3f} (lower is better)")
     elif q is not None:
-        parts.append(f"the QELM reached validation perplexity {q:.3f} (no twin trained)")
-    for name, ppl in (("QELM", q), ("classical twin", t)):
-        if ppl is not None and ppl >= u:
-            parts.append(f"the {name} does not beat the unigram baseline ({ppl:.3f} vs {u:.3f})")
-    if len(parts) == 1:
+        parts.append(f"the QELM reached validation perplexity {q:.3f} (no classical model trained)")
+
+    outcome: dict[str, str] = {}  # baseline -> "beat" | "tied with" | "lost to", from the QELM's side
+    if q is not None:
+        for b in ("twin", "matched"):
+            if b not in ppl:
+                continue
+            outcome[b] = "tied with" if same(q, ppl[b]) else "beat" if q < ppl[b] else "lost to"
+            if b == "twin":
+                who = f"its classical twin, which has {params[b] / params['qelm']:.2f}x its parameters"
+            else:
+                who = (f"the equally-sized classical model ({params[b]} parameters vs the QELM's "
+                       f"{params['qelm']}, {100 * (params[b] / params['qelm'] - 1):+.1f}%)")
+            parts.append(f"the QELM {outcome[b]} {who}: validation perplexity {q:.3f} vs {ppl[b]:.3f}")
+    if "matched" in outcome:
+        if outcome["matched"] == "lost to":
+            parts.append("so at equal parameter count the classical model did better: on this run the circuits "
+                         "were not worth their parameters")
+        elif outcome["matched"] == "tied with":
+            parts.append("so at equal parameter count the QELM and the classical model did equally well")
+        elif outcome.get("twin", "beat") == "beat":
+            parts.append("so the QELM did better than classical models of its own size and larger")
+        else:
+            parts.append("so the QELM did better than a classical model of its own size, but not than the larger twin")
+    elif outcome.get("twin") == "lost to":
+        parts.append("the twin is larger and no parameter-matched model was trained, so this does not tell size "
+                     "from circuits")
+    weak = [n for n in ("qelm", "twin", "matched") if n in ppl and ppl[n] >= u]
+    if weak:
+        parts.append(f"not better than the unigram baseline ({u:.3f}): "
+                     + ", ".join(f"{_NAMES[n]} ({ppl[n]:.3f})" for n in weak))
+    else:
         parts.append(f"unigram baseline: {u:.3f}")
-    if q is not None and t is not None:
-        parts.append(f"at the same config the QELM has {figures['qelm']['parameters']} parameters "
-                     f"({figures['qelm']['circuit_parameters']} of them gate angles) and the twin "
-                     f"{figures['twin']['parameters']}")
+    if "qelm" in figures and len(figures) > 1:
+        sizes = ", ".join(f"{LABELS[n]} {figures[n]['parameters']}" for n in ("twin", "matched") if n in figures)
+        parts.append(f"parameters: QELM {figures['qelm']['parameters']} ({figures['qelm']['circuit_parameters']} of "
+                     f"them gate angles), {sizes}")
     return winner, "; ".join(parts)
 
 
@@ -360,7 +415,7 @@ def plot_loss_curves(histories: dict[str, list[dict[str, Any]]], path: str | os.
     fig = Figure(figsize=(7, 4.2), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    colors = {"qelm": "tab:purple", "twin": "tab:orange"}
+    colors = {"qelm": "tab:purple", "twin": "tab:orange", "matched": "tab:green"}
     for name, records in histories.items():
         if not records:
             continue
@@ -382,7 +437,7 @@ def plot_loss_curves(histories: dict[str, list[dict[str, Any]]], path: str | os.
         ax.axhline(unigram_loss, color="grey", linestyle=":", label="unigram baseline (validation)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats / token)")
-    ax.set_title(title or "Training loss: QELM vs classical twin")
+    ax.set_title(title or "Training loss: QELM vs classical models")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -426,15 +481,31 @@ def _stored_run(out: Path) -> tuple[dict[str, Any], Path] | None:
     return None
 
 
+def matched_config(config: QELMConfig) -> QELMConfig:
+    """The config of the parameter-matched classical model for a QELM of ``config``: every slot
+    classical, the same vocab, context, heads and layers, ``d_model`` and ``d_hidden`` shrunk so the
+    parameter count is within 2% of the QELM's (:meth:`ClassicalLM.matched_to`). Deterministic: the
+    same config always gives the same matched config, so a resumed run rebuilds the same model."""
+    with torch.random.fork_rng(devices=[]):  # building the QELM to count its parameters draws random weights
+        qelm = QELM(config)
+        try:
+            return ClassicalLM.matched_to(qelm, tolerance=MATCH_TOLERANCE).config
+        except ValueError as e:
+            raise ValueError(f"{e}: train without the parameter-matched baseline (matched=False, --no-matched) or "
+                             f"use a larger model") from None
+
+
 def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.PathLike | TextDataset | None = None, *,
           steps: int | None = None, batch_size: int | None = None, lr: float | None = None, seed: int | None = None,
           out: str | os.PathLike, backend: str | None = None, resume: bool = False, overwrite: bool = False,
-          twin: bool | None = None, tokenizer: str | None = None, vocab_size: int | None = None,
-          eval_every: int | None = None, save_every: int | None = None, log_every: int | None = None,
+          twin: bool | None = None, matched: bool | None = None, tokenizer: str | None = None,
+          vocab_size: int | None = None, eval_every: int | None = None, save_every: int | None = None,
+          log_every: int | None = None,
           grad_clip: float | None = None, weight_decay: float | None = None, device: str = "cpu",
           backend_options: dict[str, Any] | None = None, callback: Callback | None = None) -> TrainResult:
-    """Train a QELM (and, unless ``twin=False``, its classical twin) on ``data`` and write the run folder
-    ``out`` (layout in the module docstring). Returns a :class:`TrainResult` with every measured figure.
+    """Train a QELM (and, unless ``twin=False``, its classical twin; unless ``matched=False``, the
+    parameter-matched classical model) on ``data`` and write the run folder ``out`` (layout in the module
+    docstring). Returns a :class:`TrainResult` with every measured figure.
 
     ``config``: a :class:`QELMConfig`, a TOML file (its ``[train]`` table gives defaults for the settings
     below) or ``None`` for the tiny demo config; ``vocab_size`` is always set from the tokenizer.
@@ -448,9 +519,9 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
     rank, world = _dist()
     out = Path(out)
     device = _check_device(device)
-    explicit = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "twin": twin, "tokenizer": tokenizer,
-                "vocab_size": vocab_size, "eval_every": eval_every, "save_every": save_every, "log_every": log_every,
-                "grad_clip": grad_clip, "weight_decay": weight_decay}
+    explicit = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "twin": twin, "matched": matched,
+                "tokenizer": tokenizer, "vocab_size": vocab_size, "eval_every": eval_every, "save_every": save_every,
+                "log_every": log_every, "grad_clip": grad_clip, "weight_decay": weight_decay}
     file_settings: dict[str, Any] = {}
     if isinstance(config, QELMConfig) or (config is None and resume):
         model_config = config
@@ -506,6 +577,9 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
     dataset.check_context(config.context_len)
     if config.uses_circuits:  # an unavailable backend fails now, not after the twin has trained
         get_backend(config.backend, shots=config.shots, **config.backend_options)
+    configs = {"twin": config.classical(), "qelm": config}
+    if settings["matched"]:  # before any training: a config no classical model can match fails now
+        configs["matched"] = matched_config(config)
     if settings["batch_size"] % world:
         raise ValueError(f"batch_size={settings['batch_size']} does not split over {world} processes: use a multiple "
                          f"of {world}")
@@ -529,20 +603,23 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
     run_record.update(data=str(Path(dataset.source).resolve()) if dataset.source != "<text>" else None,
                       data_sha256=dataset.sha256, config=config.to_dict())
 
-    names = [n for n in MODEL_NAMES if n != "twin" or settings["twin"]]
+    names = [n for n in MODEL_NAMES if n == "qelm" or settings[n]]
     runs: dict[str, ModelRun] = {}
     for name in names:
-        runs[name] = _train_one(name, config, dataset, settings, run_record, out / name, resume=resume,
+        runs[name] = _train_one(name, configs[name], dataset, settings, run_record, out / name, resume=resume,
                                 device=device, callback=callback, rank=rank, world=world)
 
     unigram = unigram_baseline(dataset.train_ids, dataset.val_ids, dataset.vocab_size)
-    result = TrainResult(out=out, qelm=runs["qelm"], twin=runs.get("twin"), unigram=unigram, dataset=dataset)
+    result = TrainResult(out=out, qelm=runs["qelm"], twin=runs.get("twin"), matched=runs.get("matched"),
+                         unigram=unigram, dataset=dataset)
     if rank == 0:
         result.summary = _summary(result, config, settings, world, device)
         atomic_write(out / SUMMARY, json.dumps(result.summary, indent=2) + "\n")
-        plot_loss_curves({n: runs[n].history for n in ("qelm", "twin") if n in runs}, out / LOSS_CURVE,
-                         unigram_loss=unigram["loss"],
-                         title=f"QELM vs classical twin: {dataset.vocab_size}-token {dataset.tokenizer.kind} corpus, "
+        shown = [n for n in ("qelm", "twin", "matched") if n in runs]
+        baselines = " and ".join(LABELS[n] for n in shown[1:])
+        plot_loss_curves({n: runs[n].history for n in shown}, out / LOSS_CURVE, unigram_loss=unigram["loss"],
+                         title=f"QELM{' vs ' + baselines if baselines else ''}\n"
+                               f"{dataset.vocab_size}-token {dataset.tokenizer.kind} corpus, "
                                f"batch {settings['batch_size']} x {config.context_len} tokens")
     if world > 1:
         dist.barrier()  # no rank returns before rank 0 has written the run folder
@@ -564,7 +641,8 @@ _MEMORY_METHOD = {
 
 
 def _summary(result: TrainResult, config: QELMConfig, settings: dict[str, Any], world: int, device: str) -> dict[str, Any]:
-    models = {name: run.figures() for name, run in (("qelm", result.qelm), ("twin", result.twin)) if run is not None}
+    models = {name: run.figures() for name, run in (("qelm", result.qelm), ("twin", result.twin),
+                                                    ("matched", result.matched)) if run is not None}
     winner, verdict = _verdict(models, result.unigram)
     ds = result.dataset
     return {
@@ -573,7 +651,9 @@ def _summary(result: TrainResult, config: QELMConfig, settings: dict[str, Any], 
                    f"perplexity = exp(loss). Unigram baseline: add-one smoothed token frequencies of the training split, "
                    f"scored on the same tokens. tokens_per_s: training tokens (global batch x context) per second of "
                    f"forward + backward + optimizer step, over the logged steps. peak_memory_bytes: "
-                   f"{_MEMORY_METHOD['cuda' if str(device).startswith('cuda') else 'cpu']}."),
+                   f"{_MEMORY_METHOD['cuda' if str(device).startswith('cuda') else 'cpu']}. Every model starts from "
+                   f"seed {settings['seed']} and trains on the same batches for the same steps at the same lr. "
+                   + _baselines_method(models)),
         "winner": winner,
         "verdict": verdict,
         "models": models,
@@ -590,6 +670,21 @@ def _summary(result: TrainResult, config: QELMConfig, settings: dict[str, Any], 
     }
 
 
+def _baselines_method(models: dict[str, dict[str, Any]]) -> str:
+    """How the classical models were built, with their measured sizes."""
+    q = models["qelm"]
+    parts = []
+    if "twin" in models:
+        parts.append(f"Classical twin: ClassicalLM at the QELM's config (every slot classical, d_model "
+                     f"{models['twin']['d_model']}, d_hidden {models['twin']['d_hidden']}).")
+    if "matched" in models:
+        m = models["matched"]
+        parts.append(f"Matched classical: ClassicalLM.matched_to(qelm), the same vocab, context, heads and layers with "
+                     f"d_model {m['d_model']} and d_hidden {m['d_hidden']} chosen so its {m['parameters']} parameters "
+                     f"are within {MATCH_TOLERANCE:.0%} of the QELM's {q['parameters']}.")
+    return " ".join(parts) or "No classical model was trained."
+
+
 def _train_one(name: str, config: QELMConfig, dataset: TextDataset, settings: dict[str, Any], run_record: dict[str, Any],
                folder: Path, *, resume: bool, device: torch.device, callback: Callback | None, rank: int,
                world: int) -> ModelRun:
@@ -597,13 +692,21 @@ def _train_one(name: str, config: QELMConfig, dataset: TextDataset, settings: di
     steps, T = settings["steps"], config.context_len
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    cls = ClassicalLM if name == "twin" else QELM
+    cls = QELM if name == "qelm" else ClassicalLM  # config: the model's own (the matched model's is shrunk)
     sampler = BatchSampler(dataset.train_ids, T, settings["batch_size"], settings["seed"], rank, world)
     start = 0
     history: list[dict[str, Any]] = []
     metrics_path = folder / METRICS
     if resume and (folder / TRAINING_STATE).is_file():
         ck = load_checkpoint(folder, backend=config.backend, shots=config.shots, **config.backend_options)
+        kind = "qelm" if cls is QELM else "classical"
+        differences = config_differences(ck.config, config)
+        if ck.kind != kind:
+            differences.append(f"kind: {ck.kind!r} vs {kind!r}")
+        if differences:
+            raise ValueError(f"cannot resume the {LABELS[name]} in {str(folder)!r}: its checkpoint holds another model "
+                             f"than this run builds ({'; '.join(differences)}; saved vs expected); start a new run in "
+                             f"another --out")
         state = ck.training_state
         model = ck.model.to(device).train()
         start = int(state["step"])

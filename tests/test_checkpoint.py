@@ -54,6 +54,15 @@ def test_classical_twin_is_recorded_and_loads_as_classical(tmp_path, tiny_config
     assert torch.equal(ck.model(idx)[0], twin(idx)[0])
 
 
+def test_matched_model_loads_with_its_own_shrunk_config(tmp_path, tiny_config, tokenizer, idx):
+    matched = ClassicalLM.matched_to(QELM(tiny_config)).eval()
+    assert matched.config.d_model < tiny_config.d_model
+    save_checkpoint(tmp_path / "matched", matched, tokenizer)
+    ck = load_checkpoint(tmp_path / "matched")
+    assert type(ck.model) is ClassicalLM and ck.kind == "classical" and ck.config == matched.config
+    assert torch.equal(ck.model(idx)[0], matched(idx)[0])
+
+
 def test_training_state_round_trips_with_the_step(tmp_path, tiny_config, tokenizer):
     model = QELM(tiny_config)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
@@ -136,7 +145,9 @@ def test_missing_folder_files_and_run_folder_hint(tmp_path, tiny_config, tokeniz
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "absent")
     save_checkpoint(tmp_path / "run" / "qelm", QELM(tiny_config), tokenizer)
-    with pytest.raises(FileNotFoundError, match=r"training run folder; pass one of its checkpoints, .*run/qelm"):
+    save_checkpoint(tmp_path / "run" / "matched", ClassicalLM(tiny_config), tokenizer)
+    with pytest.raises(FileNotFoundError, match=r"training run folder; pass one of its checkpoints, .*run/qelm or "
+                                                r".*run/matched"):
         load_checkpoint(tmp_path / "run")
     (tmp_path / "run" / "qelm" / WEIGHTS).unlink()
     with pytest.raises(FileNotFoundError, match="has no model.safetensors"):

@@ -93,6 +93,8 @@ def test_read_runs_finds_the_qelm_and_twin_checkpoints(tmp_path):
     run = _write_run(tmp_path / "run")
     runs = read_runs([run])
     assert list(runs) == [(run / "qelm").as_posix(), (run / "twin").as_posix()]
+    matched = _write_run(tmp_path / "three", (("qelm", 1.0), ("twin", 0.7), ("matched", 0.8)))
+    assert list(read_runs([matched])) == [(matched / n).as_posix() for n in ("qelm", "twin", "matched")]
     assert [r["step"] for r in runs[(run / "qelm").as_posix()]] == list(range(0, 41, 5))
     assert list(read_runs([run / "twin"])) == [(run / "twin").as_posix()]  # a checkpoint folder itself
 
@@ -123,7 +125,7 @@ def test_read_metrics_skips_a_torn_last_line(tmp_path):
 def test_read_runs_errors_name_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="run folder .*nope.* does not exist"):
         read_runs([tmp_path / "nope"])
-    with pytest.raises(FileNotFoundError, match="no metrics.jsonl in .* or its qelm/ and twin/ subfolders"):
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl in .* or its qelm/, twin/ and matched/ subfolders"):
         read_runs([tmp_path])
 
 

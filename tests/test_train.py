@@ -1,7 +1,8 @@
-"""Training end to end: a QELM learns, a killed run resumes to the same losses, two data-parallel processes
-equal one, evaluation and generation are exact and reproducible, and the CLI turns every user error into
-one line."""
+"""Training end to end: a QELM learns, its classical twin and parameter-matched classical model train
+beside it, a killed run resumes to the same losses, two data-parallel processes equal one, evaluation and
+generation are exact and reproducible, and the CLI turns every user error into one line."""
 
+import importlib
 import json
 import math
 import os
@@ -10,11 +11,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from qelm import QELMConfig
+from qelm import ClassicalLM, QELMConfig
 from qelm.checkpoint import CONFIG, WEIGHTS, load_checkpoint
 from qelm.cli import main
 from qelm.data import TextDataset
-from qelm.train import LOSS_CURVE, METRICS, SUMMARY, evaluate, generate_text, read_metrics, train, unigram_baseline
+from qelm.train import (LOSS_CURVE, METRICS, SUMMARY, _verdict, evaluate, generate_text, read_metrics, train,
+                        unigram_baseline)
 
 PERIODIC = "hello world. " * 60  # 9 characters; which one follows 'l' or 'o' depends on context
 
@@ -57,7 +59,7 @@ def config_file(tmp_path):
 # --- learning ---------------------------------------------------------------------------------------------------
 def test_qelm_learns_a_periodic_text_far_below_the_unigram_entropy(tmp_path, periodic):
     result = train(tiny(periodic.vocab_size), periodic, steps=120, batch_size=8, lr=0.03, seed=0, out=tmp_path,
-                   twin=False, eval_every=60)
+                   twin=False, matched=False, eval_every=60)
     unigram = unigram_baseline(periodic.train_ids, periodic.val_ids, periodic.vocab_size)["loss"]
     assert unigram > 1.9  # ~ln 8: the character frequencies alone say little
     assert result.qelm.val["loss"] < 0.5 * unigram, (result.qelm.val, unigram)
@@ -66,7 +68,7 @@ def test_qelm_learns_a_periodic_text_far_below_the_unigram_entropy(tmp_path, per
 
 def test_run_folder_layout_metrics_and_summary(tmp_path, periodic):
     result = train(tiny(periodic.vocab_size), periodic, steps=4, batch_size=4, out=tmp_path, eval_every=2, save_every=2)
-    for name in ("qelm", "twin"):
+    for name in ("qelm", "twin", "matched"):
         records = read_metrics(tmp_path / name / METRICS)
         assert [r["step"] for r in records] == [1, 2, 3, 4]
         assert all({"step", "loss", "tokens_per_s", "peak_memory_bytes"} <= set(r) for r in records)
@@ -75,12 +77,71 @@ def test_run_folder_layout_metrics_and_summary(tmp_path, periodic):
     assert load_checkpoint(tmp_path / "twin").kind == "classical"
     summary = json.loads((tmp_path / SUMMARY).read_text())
     assert summary == json.loads(json.dumps(result.summary))
-    q, t = summary["models"]["qelm"], summary["models"]["twin"]
-    assert q["circuit_parameters"] > 0 and t["circuit_parameters"] == 0
-    assert summary["winner"] in ("qelm", "twin", "tie")
-    better = min((q["val_perplexity"], "qelm"), (t["val_perplexity"], "twin"))[1]
-    assert summary["winner"] == better
+    q, t, m = (summary["models"][n] for n in ("qelm", "twin", "matched"))
+    assert q["circuit_parameters"] > 0 and t["circuit_parameters"] == m["circuit_parameters"] == 0
+    assert summary["winner"] in ("qelm", "twin", "matched", "tie")
+    ppl = {n: summary["models"][n]["val_perplexity"] for n in ("qelm", "twin", "matched")}
+    assert summary["winner"] == min(ppl, key=ppl.get)  # these three are far from tied
+    # the verdict states the QELM's result against each classical model, as the measured numbers say
+    for name, who in (("twin", "its classical twin"), ("matched", "the equally-sized classical model")):
+        verb = "beat" if ppl["qelm"] < ppl[name] else "lost to"
+        assert f"the QELM {verb} {who}" in summary["verdict"]
+        assert f"{ppl['qelm']:.3f} vs {ppl[name]:.3f}" in summary["verdict"]
+    assert f"d_model {m['d_model']} and d_hidden {m['d_hidden']}" in summary["method"]
     assert (tmp_path / LOSS_CURVE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_matched_model_has_the_qelms_parameter_count_and_loads_back_exactly(tmp_path, periodic):
+    result = train(tiny(periodic.vocab_size), periodic, steps=3, batch_size=4, out=tmp_path, twin=False)
+    qelm, matched = result.qelm.model, result.matched.model
+    assert type(matched) is ClassicalLM and matched.circuit_parameters() == 0
+    assert abs(matched.num_parameters() - qelm.num_parameters()) <= 0.02 * qelm.num_parameters()
+    assert matched.config.d_model < qelm.config.d_model, "shrunk, not the twin"
+    assert not (tmp_path / "twin").exists() and result.twin is None
+    assert [r["step"] for r in read_metrics(tmp_path / "matched" / METRICS)] == [1, 2, 3]
+    ck = load_checkpoint(tmp_path / "matched")
+    assert type(ck.model) is ClassicalLM and ck.kind == "classical"
+    assert ck.config.d_model == matched.config.d_model and ck.config.d_hidden == matched.config.d_hidden
+    idx = periodic.val_ids[:16].view(2, 8)
+    matched.eval()
+    assert torch.equal(ck.model(idx)[0], matched(idx)[0])
+    assert result.summary["models"]["matched"]["val_loss"] == evaluate(ck.model, periodic.val_ids, batch_size=64,
+                                                                       context_len=8)["loss"]
+
+
+def test_a_model_no_classical_model_can_match_fails_before_training(tmp_path):
+    wide = TextDataset.from_text("".join(chr(33 + i) for i in range(90)) * 12)  # 90 tokens: the LM head dominates
+    cfg = tiny(wide.vocab_size, n_heads=8)  # a classical model needs d_model >= 8 = the QELM's
+    with pytest.raises(ValueError, match=r"no classical model .* within 2%.*--no-matched"):
+        train(cfg, wide, steps=1, batch_size=2, out=tmp_path)
+    assert not (tmp_path / "twin").exists(), "nothing trained before the error"
+    assert train(cfg, wide, steps=1, batch_size=2, out=tmp_path, matched=False).matched is None
+
+
+def test_verdict_says_how_the_qelm_compares_with_each_classical_model():
+    def figures(q, t, m):
+        return {"qelm": {"val_perplexity": q, "parameters": 400, "circuit_parameters": 48},
+                "twin": {"val_perplexity": t, "parameters": 800, "circuit_parameters": 0},
+                "matched": {"val_perplexity": m, "parameters": 402, "circuit_parameters": 0}}
+
+    unigram = {"perplexity": 9.0}
+    winner, text = _verdict(figures(5.0, 4.0, 6.0), unigram)
+    assert winner == "twin"
+    assert ("the QELM lost to its classical twin, which has 2.00x its parameters: validation perplexity 5.000 vs "
+            "4.000") in text
+    assert "the QELM beat the equally-sized classical model (402 parameters vs the QELM's 400, +0.5%)" in text
+    assert "better than a classical model of its own size, but not than the larger twin" in text
+    winner, text = _verdict(figures(5.0, 4.0, 4.5), unigram)
+    assert winner == "twin" and "the QELM lost to the equally-sized" in text
+    assert "at equal parameter count the classical model did better" in text
+    winner, text = _verdict(figures(3.0, 4.0, 6.0), unigram)
+    assert winner == "qelm" and "classical models of its own size and larger" in text
+    winner, text = _verdict(figures(5.0, 5.0001, 9.5), unigram)
+    assert winner == "tie" and "the QELM tied with its classical twin" in text
+    assert "not better than the unigram baseline (9.000): the parameter-matched classical model (9.500)" in text
+    only_twin = {n: f for n, f in figures(5.0, 4.0, 6.0).items() if n != "matched"}
+    winner, text = _verdict(only_twin, unigram)
+    assert winner == "twin" and "does not tell size from circuits" in text and "equally-sized" not in text
 
 
 def test_existing_run_is_not_overwritten_by_accident(tmp_path, periodic):
@@ -102,23 +163,32 @@ def _kill_at(step_to_die, model="qelm"):
     return callback
 
 
-def test_resume_after_a_kill_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, periodic):
+@pytest.mark.parametrize("killed", ["qelm", "matched"])
+def test_resume_after_a_kill_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, periodic, killed):
     cfg = tiny(periodic.vocab_size)
     args = dict(steps=10, batch_size=4, lr=0.02, seed=5, save_every=4, eval_every=5)
     whole = train(cfg, periodic, out=tmp_path / "whole", **args)
-    with pytest.raises(Killed):  # dies at step 7 of the QELM: its last checkpoint is step 4; the twin finished
-        train(cfg, periodic, out=tmp_path / "cut", callback=_kill_at(7), **args)
-    assert [r["step"] for r in read_metrics(tmp_path / "cut" / "qelm" / METRICS)] == list(range(1, 8))
+    # dies at step 7 of one model: its last checkpoint is step 4; the models before it (twin, then matched) finished
+    with pytest.raises(Killed):
+        train(cfg, periodic, out=tmp_path / "cut", callback=_kill_at(7, killed), **args)
+    assert [r["step"] for r in read_metrics(tmp_path / "cut" / killed / METRICS)] == list(range(1, 8))
+    assert (killed == "matched") == (not (tmp_path / "cut" / "qelm" / WEIGHTS).exists())
     resumed = train(None, periodic, out=tmp_path / "cut", resume=True)  # no steps: the planned total
-    assert resumed.qelm.steps_run == 6 and resumed.twin.steps_run == 0
-    for name in ("qelm", "twin"):
+    expected = {"twin": 0, "matched": 6, "qelm": 10} if killed == "matched" else {"twin": 0, "matched": 0, "qelm": 6}
+    assert {n: getattr(resumed, n).steps_run for n in expected} == expected
+    for name in ("qelm", "twin", "matched"):
         a = read_metrics(tmp_path / "whole" / name / METRICS)
         b = read_metrics(tmp_path / "cut" / name / METRICS)
         assert [r["step"] for r in b] == list(range(1, 11))
         assert [r["loss"] for r in a] == [r["loss"] for r in b], name  # exact, not approximate
         assert [r.get("val_loss") for r in a] == [r.get("val_loss") for r in b], name
-    for p, q in zip(whole.qelm.model.state_dict().values(), resumed.qelm.model.state_dict().values()):
-        assert torch.equal(p, q)
+    for name in ("qelm", "matched"):
+        for p, q in zip(getattr(whole, name).model.state_dict().values(),
+                        getattr(resumed, name).model.state_dict().values()):
+            assert torch.equal(p, q), name
+    for name in ("qelm", "twin", "matched"):
+        assert resumed.summary["models"][name]["val_loss"] == whole.summary["models"][name]["val_loss"], name
+    assert resumed.summary["verdict"] == whole.summary["verdict"]
 
 
 def test_resume_refuses_what_would_change_the_numbers(tmp_path, periodic, corpus):
@@ -134,6 +204,21 @@ def test_resume_refuses_what_would_change_the_numbers(tmp_path, periodic, corpus
         train(None, periodic, out=tmp_path, resume=True, steps=3)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(None, periodic, out=tmp_path / "empty", resume=True, steps=6)
+
+
+def test_resume_refuses_a_matched_checkpoint_of_another_shape(tmp_path, periodic, monkeypatch):
+    """If the matched config a run derives changed (another qelm version), resuming must not mix models."""
+    qtrain = importlib.import_module("qelm.train")  # the module (qelm.train is also the train function)
+
+    cfg = tiny(periodic.vocab_size)
+    with pytest.raises(Killed):
+        train(cfg, periodic, steps=4, batch_size=4, out=tmp_path, save_every=2, twin=False,
+              callback=_kill_at(3, "matched"))
+    derived = qtrain.matched_config(cfg)
+    monkeypatch.setattr(qtrain, "matched_config", lambda config: derived.replace(d_hidden=derived.d_hidden + 1))
+    with pytest.raises(ValueError, match=rf"cannot resume the matched classical .*d_hidden: {derived.d_hidden} vs "
+                                         rf"{derived.d_hidden + 1}; saved vs expected"):
+        train(None, periodic, out=tmp_path, resume=True)
 
 
 # --- data parallel ----------------------------------------------------------------------------------------------
@@ -154,11 +239,18 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, periodic):
     one = train(tiny(periodic.vocab_size), periodic, steps=steps, batch_size=4, lr=0.02, seed=3, out=tmp_path / "one",
                 twin=False, eval_every=steps)
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "two"), steps), nprocs=2, join=True)
-    two = read_metrics(tmp_path / "two" / "qelm" / METRICS)
-    assert [r["step"] for r in two] == list(range(1, steps + 1))
-    assert [r["loss"] for r in two] == pytest.approx(one.qelm.losses, rel=1e-5, abs=1e-6)
-    assert two[-1]["val_loss"] == pytest.approx(one.qelm.val["loss"], rel=1e-5)
     assert not (tmp_path / "two" / "twin").exists()
+    for model in ("qelm", "matched"):  # the matched model trains data-parallel like the QELM
+        two = read_metrics(tmp_path / "two" / model / METRICS)
+        run = getattr(one, model)
+        assert [r["step"] for r in two] == list(range(1, steps + 1))
+        assert [r["loss"] for r in two] == pytest.approx(run.losses, rel=1e-5, abs=1e-6)
+        assert two[-1]["val_loss"] == pytest.approx(run.val["loss"], rel=1e-5)
+        loaded = load_checkpoint(tmp_path / "two" / model).model
+        idx = periodic.val_ids[:32].view(4, 8)
+        assert torch.allclose(loaded(idx)[0], run.model.eval()(idx)[0], rtol=1e-4, atol=1e-5), model
+    # the QELM's weights too; not the classical model's: its attention key bias has a zero gradient (softmax
+    # ignores a shift shared by all keys), and AdamW turns that zero's rounding noise into lr-sized steps
     weights = load_checkpoint(tmp_path / "two" / "qelm").model.state_dict()
     for name, p in one.qelm.model.state_dict().items():
         assert torch.allclose(p, weights[name], rtol=1e-4, atol=1e-6), name
@@ -230,22 +322,28 @@ def test_cli_train_eval_generate(tmp_path, capsys, corpus, config_file):
     assert "Result: the " in stdout and "won" in stdout or "tie" in stdout
     summary = json.loads((out / SUMMARY).read_text())
     assert summary["run"]["steps"] == 4 and summary["run"]["batch_size"] == 4  # from the config's [train] table
-    rc, stdout, _ = _cli(capsys, "eval", "--checkpoint", str(out / "qelm"), "--data", str(corpus), "--json")
-    assert rc == 0
-    res = json.loads(stdout)
-    assert res["perplexity"] == pytest.approx(summary["models"]["qelm"]["val_perplexity"], rel=1e-9)
+    table = {line.split("  ")[1]: line for line in stdout.splitlines() if line.startswith("  ") and "  " in line[2:]}
+    for name, label in (("qelm", "QELM"), ("twin", "classical twin"), ("matched", "matched classical")):
+        m = summary["models"][name]
+        assert f"{m['parameters']}" in table[label] and f"{m['val_perplexity']:.3f}" in table[label], label
+        rc, stdout, _ = _cli(capsys, "eval", "--checkpoint", str(out / name), "--data", str(corpus), "--json")
+        assert rc == 0
+        res = json.loads(stdout)
+        assert res["perplexity"] == pytest.approx(m["val_perplexity"], rel=1e-9), name
     gen = ["generate", "--checkpoint", str(out / "twin"), "--prompt", "the ", "--max-new-tokens", "20", "--seed", "4"]
     first, second = _cli(capsys, *gen)[1], _cli(capsys, *gen)[1]
     assert first == second and first.startswith("the ") and len(first.rstrip("\n")) == 24
     # --steps is the total: resuming to 6 runs two more steps of each model
     rc, _, _ = _cli(capsys, "train", "--resume", str(out), "--steps", "6")
-    assert rc == 0 and [r["step"] for r in read_metrics(out / "qelm" / METRICS)][-1] == 6
+    assert rc == 0
+    assert [[r["step"] for r in read_metrics(out / n / METRICS)][-1] for n in ("qelm", "twin", "matched")] == [6, 6, 6]
 
 
 def test_cli_bpe_tokenizer(tmp_path, capsys, corpus, config_file):
     rc, _, _ = _cli(capsys, "train", "--data", str(corpus), "--config", str(config_file), "--out", str(tmp_path / "r"),
-                    "--tokenizer", "bpe", "--vocab-size", "40", "--steps", "1", "--no-twin")
+                    "--tokenizer", "bpe", "--vocab-size", "40", "--steps", "1", "--no-twin", "--no-matched")
     assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir()) == ["qelm"]
     ck = load_checkpoint(tmp_path / "r" / "qelm")
     assert ck.tokenizer.kind == "bpe" and ck.config.vocab_size == 40
 

@@ -1,9 +1,10 @@
 """``qelm demo``, ``qelm train``, ``qelm eval`` and ``qelm generate``: thin wrappers that parse arguments,
 call :mod:`qelm.train`, and print.
 
-``demo`` trains the tiny QELM and its classical twin on the bundled corpus, shows both validation
-perplexities beside the unigram baseline's, says which model won, prints a sample from each, and leaves
-checkpoints, metrics, ``summary.json`` and ``loss_curve.png`` in ``--out``.
+``demo`` trains the tiny QELM, its classical twin and the parameter-matched classical model on the bundled
+corpus, shows their validation perplexities beside the unigram baseline's, says how the QELM compares with
+each classical model, prints a sample from each, and leaves checkpoints, metrics, ``summary.json`` and
+``loss_curve.png`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -23,23 +25,29 @@ _THREADS_HELP = ("torch CPU threads per process (default 1: these models' tensor
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    demo = subparsers.add_parser("demo", help="train a tiny QELM and its classical twin on the bundled corpus and compare",
-                                 description="Train the tiny demo QELM and its classical twin (same config, same "
-                                             "batches, same steps) on the bundled corpus; print both validation "
-                                             "perplexities, the unigram baseline, the winner and a sample from each.")
+    demo = subparsers.add_parser("demo", help="train a tiny QELM and two classical baselines on the bundled corpus "
+                                              "and compare",
+                                 description="Train the tiny demo QELM, its classical twin (same config, every slot "
+                                             "classical) and a classical model of the QELM's parameter count on the "
+                                             "bundled corpus (same seed, batches and steps); print their validation "
+                                             "perplexities, the unigram baseline, how the QELM compares with each, and "
+                                             "a sample from each.")
     demo.add_argument("--out", default="runs/demo",
                       help="run folder to write (default: runs/demo; replaced if it holds a run)")
     demo.add_argument("--steps", type=int, help="optimizer steps per model (default: the demo config's)")
     demo.add_argument("--seed", type=int, help="seed of initialisation and batches (default 0)")
     demo.add_argument("--prompt", default="The ", help="text the samples continue (default 'The ')")
     demo.add_argument("--max-new-tokens", type=int, default=200, help="length of each sample (default 200)")
+    demo.add_argument("--no-matched", dest="matched", action="store_const", const=False,
+                      help="skip the parameter-matched classical model")
     _add_runtime(demo)
     demo.set_defaults(func=run_demo)
 
-    tr = subparsers.add_parser("train", help="train a QELM and its classical twin on a text file",
-                               description="Train a QELM and its classical twin on any UTF-8 text file. Settings left "
-                                           "out come from the config's [train] table, then built-in defaults. Run "
-                                           "with torchrun --nproc-per-node N for data-parallel training.")
+    tr = subparsers.add_parser("train", help="train a QELM and its classical baselines on a text file",
+                               description="Train a QELM, its classical twin and the parameter-matched classical "
+                                           "model on any UTF-8 text file. Settings left out come from the config's "
+                                           "[train] table, then built-in defaults. Run with torchrun "
+                                           "--nproc-per-node N for data-parallel training.")
     tr.add_argument("--data", help="UTF-8 text file to train on (required unless --resume)")
     tr.add_argument("--config", help="TOML config: [model] and optional [train] tables (default: the tiny demo config)")
     tr.add_argument("--out", help="run folder to write (default: runs/train)")
@@ -55,7 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--eval-every", type=int, help="steps between validation evaluations")
     tr.add_argument("--save-every", type=int, help="steps between checkpoints")
     tr.add_argument("--log-every", type=int, help="steps between metrics records")
-    tr.add_argument("--no-twin", dest="twin", action="store_const", const=False, help="train the QELM only")
+    tr.add_argument("--no-twin", dest="twin", action="store_const", const=False,
+                    help="skip the classical twin (the same config with every slot classical)")
+    tr.add_argument("--no-matched", dest="matched", action="store_const", const=False,
+                    help="skip the parameter-matched classical model (ClassicalLM.matched_to(qelm))")
     tr.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     _add_runtime(tr)
     tr.set_defaults(func=run_train)
@@ -110,8 +121,9 @@ class _Progress:
         from ..train import LABELS
 
         if event == "start":
-            self.bars[name] = tqdm(total=info["steps"], initial=info["step"], desc=f"{LABELS[name]:>14}", unit="step",
-                                   dynamic_ncols=True, file=sys.stderr)
+            width = max(len(label) for label in LABELS.values())
+            self.bars[name] = tqdm(total=info["steps"], initial=info["step"], desc=f"{LABELS[name]:>{width}}",
+                                   unit="step", dynamic_ncols=True, file=sys.stderr)
         elif event == "step":
             bar = self.bars[name]
             postfix = {"loss": f"{info['loss']:.3f}", "tok/s": f"{info['tokens_per_s']:.0f}"}
@@ -142,7 +154,7 @@ def _print_results(result) -> None:
 
     s = result.summary
     rows = [("model", "params", "circuit", "val loss", "val ppl", "train tok/s", "train time", "peak mem")]
-    for name in ("qelm", "twin"):
+    for name in ("qelm", "twin", "matched"):
         m = s["models"].get(name)
         if m is None:
             continue
@@ -154,7 +166,8 @@ def _print_results(result) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    print(f"\nResult: {s['verdict']}.")
+    print()
+    print(textwrap.fill(f"Result: {s['verdict']}.", width=110, subsequent_indent="  "))
     print(f"Method: {s['method']}")
 
 
@@ -184,30 +197,42 @@ def _train_call(**kwargs):
             progress.close()
 
 
+def _runs(result) -> list:
+    """The trained models of a run, QELM first."""
+    return [run for run in (result.qelm, result.twin, result.matched) if run is not None]
+
+
+def _wrote(result, out: Path) -> str:
+    folders = [str(out / run.name) for run in _runs(result)]
+    listed = folders[0] if len(folders) == 1 else ", ".join(folders[:-1]) + " and " + folders[-1]
+    return f"Wrote {listed} (checkpoints + metrics.jsonl), {out / 'summary.json'}, {out / 'loss_curve.png'}"
+
+
 # --- commands ---------------------------------------------------------------------------------------------------
 def run_demo(args: argparse.Namespace) -> int:
     from ..data import bundled_config, bundled_corpus
-    from ..train import generate_text
+    from ..train import LABELS, generate_text
 
     start = time.perf_counter()
     _set_threads(args)
     if args.max_new_tokens < 0:
         raise UserError(f"--max-new-tokens {args.max_new_tokens} is invalid: use an integer >= 0")
-    print("qelm demo: training the tiny QELM and its classical twin (the same config with every slot classical) on "
-          "the same batches of the bundled corpus", flush=True)
+    models = ["the tiny QELM", "its classical twin (the same config with every slot classical)"]
+    if args.matched is not False:
+        models.append("a classical model of the QELM's parameter count")
+    print(f"qelm demo: training {', '.join(models[:-1])} and {models[-1]} on the same batches of the bundled corpus",
+          flush=True)
     result = _train_call(config=bundled_config(), data=bundled_corpus(), steps=args.steps, seed=args.seed, out=args.out,
-                         backend=args.backend, overwrite=True, callback=_Progress())
+                         backend=args.backend, overwrite=True, matched=args.matched, callback=_Progress())
     s = result.summary
     print(f"\nTrained: {_describe_run(s)}\n")
     _print_results(result)
-    for run in (result.qelm, result.twin):
+    for run in _runs(result):
         sample = generate_text(run.model, result.dataset.tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                                seed=0 if args.seed is None else args.seed)
-        print(f"\nSample from the {'QELM' if run is result.qelm else 'classical twin'} (temperature 1, seed "
+        print(f"\nSample from the {LABELS[run.name]} model (temperature 1, seed "
               f"{0 if args.seed is None else args.seed}):\n{args.prompt}{sample}")
-    out = Path(args.out)
-    print(f"\nWrote {out / 'qelm'} and {out / 'twin'} (checkpoints + metrics.jsonl), {out / 'summary.json'}, "
-          f"{out / 'loss_curve.png'}")
+    print(f"\n{_wrote(result, Path(args.out))}")
     print(f"Demo wall time: {_duration(time.perf_counter() - start)}")
     return 0
 
@@ -229,7 +254,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = _train_call(config=args.config, data=args.data, steps=args.steps, batch_size=args.batch_size,
                              lr=args.lr, seed=args.seed, out=out, backend=args.backend, resume=bool(args.resume),
-                             overwrite=args.overwrite, twin=args.twin, tokenizer=args.tokenizer,
+                             overwrite=args.overwrite, twin=args.twin, matched=args.matched, tokenizer=args.tokenizer,
                              vocab_size=args.vocab_size, eval_every=args.eval_every, save_every=args.save_every,
                              log_every=args.log_every, device=args.device,
                              callback=_Progress() if rank == 0 else None)
@@ -239,8 +264,7 @@ def run_train(args: argparse.Namespace) -> int:
     if rank == 0:
         print(f"\nTrained: {_describe_run(result.summary)}\n")
         _print_results(result)
-        print(f"\nWrote {Path(out) / 'qelm'}" + (f" and {Path(out) / 'twin'}" if result.twin else "")
-              + f" (checkpoints + metrics.jsonl), {Path(out) / 'summary.json'}, {Path(out) / 'loss_curve.png'}")
+        print(f"\n{_wrote(result, Path(out))}")
         print(f"Wall time: {_duration(time.perf_counter() - start)}")
     return 0
 
