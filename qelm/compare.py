@@ -579,7 +579,7 @@ def _expand_checkpoints(paths: Sequence[str | os.PathLike]) -> list[Path]:
             raise FileNotFoundError(f"checkpoint folder {str(p)!r} does not exist; pass a folder written by qelm train")
         if not p.is_dir():
             raise NotADirectoryError(f"checkpoint {str(p)!r} is a file; pass the checkpoint folder that holds it")
-        subs = [p / s for s in ("qelm", "twin") if (p / s / "config.toml").is_file()]
+        subs = [p / s for s in ("qelm", "twin", "matched") if (p / s / "config.toml").is_file()]
         out.extend(subs if not (p / "config.toml").is_file() and subs else [p])
     return out
 

@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     model.add_argument("--feed-forward", metavar="SLOT", help="quantum | classical")
     p.add_argument("--checkpoint", action="append", default=[], metavar="DIR",
                    help="compare trained checkpoint folders instead (repeatable; a training run folder counts as "
-                        "its qelm/ and twin/)")
+                        "its qelm/, twin/ and matched/)")
     p.add_argument("--data", metavar="FILE", help="text file: validation perplexity of each --checkpoint on it")
     p.add_argument("--backend", metavar="NAME", help="run the circuits on this backend while measuring")
     p.add_argument("--batch-size", type=int, default=2, help="rows of context_len tokens in the measuring forward pass (2)")

@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=_plot_attention)
     c = kinds.add_parser("curves", help="loss and perplexity curves of one or more training runs",
                          description="Loss and perplexity against step, read from metrics.jsonl of each run folder "
-                                     "(or of its qelm/ and twin/ checkpoints).")
+                                     "(or of its qelm/, twin/ and matched/ checkpoints).")
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--out", required=True, metavar="FILE.png")
     c.add_argument("--width", type=int, default=1200, metavar="PX", help="width in pixels (default 1200)")
