@@ -26,7 +26,7 @@ gallery: $(VENV)/.installed
 	$(BIN)/python -m qelm.draw --gallery circuits
 
 bench: $(VENV)/.installed
-	$(BIN)/qelm bench --quick --json benchmarks/results/bench-cpu.json
+	$(BIN)/python benchmarks/speed.py --quick
 
 clean:
 	rm -rf $(VENV) runs
