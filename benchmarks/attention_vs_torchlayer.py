@@ -108,7 +108,7 @@ def main() -> None:
         "repeats": {"qelm": args.repeats, "torchlayer": args.loop_repeats},
     }
     print(result["workload"])
-    print(f"| implementation | forward+backward | ratio |\n| --- | --- | --- |")
+    print("| implementation | forward+backward | ratio |\n| --- | --- | --- |")
     print(f"| qelm QuantumMultiHeadAttention (one broadcast execution) | {result['qelm_batched_s'] * 1e3:.1f} ms | 1.0 |")
     print(f"| qml.qnn.TorchLayer looped per token, head, q/k/v | {result['torchlayer_per_token_s'] * 1e3:.0f} ms | "
           f"{result['speedup']:.0f}x slower |")

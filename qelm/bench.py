@@ -61,6 +61,7 @@ from typing import Any
 import torch
 
 from .config import QELMConfig
+from .files import atomic_write
 
 __all__ = [
     "MODES",
@@ -380,7 +381,7 @@ def _child(spec: dict[str, Any], result_path: str) -> None:
         row = measure(spec)
     except BaseException as e:  # a failing backend or config is a result, not a crash of the run
         row = {"status": "error", "error": f"{type(e).__name__}: {e}".strip()}
-    _write_atomic(result_path, json.dumps(row).encode())
+    atomic_write(result_path, json.dumps(row))
 
 
 def _serve() -> None:
@@ -954,26 +955,9 @@ def format_scaling(result: BenchResult | dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_json(result: BenchResult, path: str | os.PathLike) -> Path:
     """Write ``result.to_dict()`` as indented JSON, atomically."""
-    return _write_atomic(path, (json.dumps(result.to_dict(), indent=1) + "\n").encode())
+    return atomic_write(path, json.dumps(result.to_dict(), indent=1) + "\n", make_parents=True)
 
 
 def plot(result: BenchResult | dict[str, Any], path: str | os.PathLike) -> Path:
@@ -1036,7 +1020,7 @@ def plot(result: BenchResult | dict[str, Any], path: str | os.PathLike) -> Path:
                  + (f", {m['gpu']['name']}" if m.get("gpu") and m["device"] == "cuda" else ""), fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt)
-    return _write_atomic(path, buf.getvalue())
+    return atomic_write(path, buf.getvalue(), make_parents=True)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,13 @@ import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import tomli_w
 import torch
 
 from .config import QELMConfig
+from .files import atomic_path, atomic_write
 from .model import QELM, ClassicalLM
 from .tokenizer import Tokenizer, load_tokenizer
 
@@ -41,32 +42,6 @@ TOKENIZER = "tokenizer.json"
 TRAINING_STATE = "training_state.pt"
 KINDS = ("qelm", "classical")
 FORMAT = 1  # version of this folder layout
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path`` in one
-    ``os.replace``, and when it fails the temporary file is removed and ``path`` is untouched."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write ``data`` (text as UTF-8) to ``path`` atomically. Returns the path."""
-    with atomic_path(path) as tmp:
-        if isinstance(data, str):
-            tmp.write_text(data, encoding="utf-8")
-        else:
-            tmp.write_bytes(data)
-    return Path(path)
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:

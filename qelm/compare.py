@@ -39,6 +39,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import QELMConfig, state_vector_bytes
+from .files import atomic_path, atomic_write
 from .layers import QuantumLayer
 from .model import QELM, ClassicalLM
 
@@ -246,7 +247,7 @@ class Comparison:
     def save_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` as JSON, atomically."""
         text = json.dumps(self.to_dict(), indent=2) + "\n"
-        return _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        return atomic_write(path, text, make_parents=True)
 
     def to_markdown(self) -> str:
         return _markdown(self)
@@ -296,21 +297,6 @@ def _parameter_groups(model: nn.Module) -> tuple[dict[str, int], dict[str, int],
     return params, weights, inputs
 
 
-def _atomic_write(path: Path, write: Callable[[str], Any]) -> Path:
-    """Run ``write(tmp)`` on a temp file beside ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _folder_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
@@ -344,12 +330,15 @@ def serialized_sizes(model: nn.Module, directory: str | os.PathLike, *, tokenize
         tensors = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
                    for k, v in state.items()}
         path = directory / f"{name}.{str(dtype).removeprefix('torch.')}.safetensors"
-        _atomic_write(path, lambda tmp, t=tensors: save_file(t, tmp))
+        with atomic_path(path, make_parents=True) as tmp:
+            save_file(tensors, str(tmp))
         sizes[fmt] = os.path.getsize(path)
         if dtype == torch.float32:  # 8-byte length + JSON header (tensor names, dtypes, offsets)
             with open(path, "rb") as fh:
                 sizes["safetensors_float32_header"] = 8 + int.from_bytes(fh.read(8), "little")
-    path = _atomic_write(directory / f"{name}.pt", lambda tmp: torch.save(state, tmp))
+    path = directory / f"{name}.pt"
+    with atomic_path(path, make_parents=True) as tmp:
+        torch.save(state, tmp)
     sizes["torch_save"] = os.path.getsize(path)
     sizes["checkpoint"] = None
     try:
@@ -833,6 +822,8 @@ def plot_comparison(comp: Comparison, path: str | os.PathLike) -> Path:
                  else f"Model comparison ({comp.setting})")
     fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the shared legend below
     try:
-        return _atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120))
+        with atomic_path(path, make_parents=True) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=120)
+        return Path(path)
     finally:
         plt.close(fig)

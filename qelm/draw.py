@@ -34,11 +34,11 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pennylane as qml
 import torch
 
 from .circuits import CIRCUITS, Circuit, SwapTestCircuit, build_circuit
+from .files import atomic_write
 
 __all__ = [
     "FORMATS",
@@ -55,7 +55,6 @@ __all__ = [
     "to_qiskit",
     "resources",
     "render",
-    "write_atomic",
     "write_gallery",
     "gallery_drift",
 ]
@@ -336,27 +335,6 @@ def _short_title(circuit: Circuit, source: str | None) -> str:
     return f"{title} (gate angles in radians)\n{source}"
 
 
-# --- files --------------------------------------------------------------------------------------------
-def write_atomic(path: str | os.PathLike, content: str | bytes) -> Path:
-    """Write ``content`` to ``path`` through a temporary file in the same folder and ``os.replace``, so a
-    reader never sees a half-written file and a failure leaves the old file intact."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"output path {str(path)!r} is a folder: give a file name")
-    if not path.parent.exists():
-        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist: create it first")
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _gallery_files(name: str) -> dict[str, str]:
     return {"text": f"{name}.txt", "qasm": f"{name}.qasm", "resources": f"{name}.json", "png": f"{name}.png"}
 
@@ -444,7 +422,7 @@ def write_gallery(directory: str | os.PathLike, *, images: bool = True) -> list[
     drawing, the OpenQASM file and the resource JSON, and the ``README.md`` index. Returns the paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    return [write_atomic(directory / n, content) for n, content in _gallery_contents(include_png=images).items()]
+    return [atomic_write(directory / n, content) for n, content in _gallery_contents(include_png=images).items()]
 
 
 def gallery_drift(directory: str | os.PathLike, regenerated: str | os.PathLike | None = None) -> list[str]:

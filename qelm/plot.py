@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .draw import write_atomic
+from .files import atomic_write
 
 __all__ = [
     "DPI",
@@ -106,7 +106,7 @@ def _save(fig, out: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     meta = {"Software": None} if fmt == "png" else {}
     fig.savefig(buf, format=fmt, dpi=DPI, metadata=meta)  # no bbox_inches="tight": keep the pixel size
-    return write_atomic(out, buf.getvalue())
+    return atomic_write(out, buf.getvalue())
 
 
 def plot_attention(panels: dict[str, tuple[torch.Tensor, Sequence[str]]], out: str | os.PathLike, *,

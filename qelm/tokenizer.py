@@ -88,7 +88,7 @@ class CharTokenizer:
         return json.dumps({"type": _CHAR_FORMAT, "version": 1, "chars": self.chars}, ensure_ascii=False, indent=1)
 
     def save(self, path: str | os.PathLike) -> Path:
-        from .checkpoint import atomic_write  # late import: checkpoint imports this module
+        from .files import atomic_write
 
         return atomic_write(path, self.to_json())
 
@@ -151,7 +151,7 @@ class BPETokenizer:
         return self.tokenizer.to_str()
 
     def save(self, path: str | os.PathLike) -> Path:
-        from .checkpoint import atomic_write
+        from .files import atomic_write
 
         return atomic_write(path, self.to_json())
 

@@ -1,12 +1,11 @@
 """Quantum layers: gradients against finite differences, batch == per-sample, fidelity attention rules."""
 
-import math
 
 import pytest
 import torch
 from torch.func import functional_call
 
-from qelm import QELMConfig, QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward, QuantumMultiHeadAttention
+from qelm import QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward, QuantumMultiHeadAttention
 
 
 def _gradcheck_module(module: torch.nn.Module, *inputs: torch.Tensor) -> None:

@@ -88,7 +88,8 @@ def _size(args, config) -> tuple[int, int]:
 def _draw(args) -> int:
     from ..circuits import build_circuit
     from ..config import QELMConfig
-    from ..draw import circuit_weights, render, trained_angles, write_atomic
+    from ..draw import circuit_weights, render, trained_angles
+    from ..files import atomic_write
 
     fmt = args.format
     if fmt is None:
@@ -122,7 +123,7 @@ def _draw(args) -> int:
         print(content, end="")
         return 0
     out = Path(args.out or f"{args.circuit}.{fmt}")
-    write_atomic(out, content)
+    atomic_write(out, content)
     print(f"wrote {out} ({fmt}, circuit {args.circuit!r}, n_qubits={n_qubits}, n_layers={n_layers}, "
           f"{'trained angles' if angles is not None else 'symbolic angles'})")
     return 0
