@@ -16,9 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from qelm.bench import expected_rows, plot, run_benchmark, write_json
+from qelm.bench import plot, write_json
 from qelm.cli import USER_ERRORS
-from qelm.cli.bench import add_arguments, command_line, progress_bar, report, settings_from_args
+from qelm.cli.bench import add_arguments, command_line, measure, report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_BACKENDS = {"cpu": ["default.qubit", "lightning.qubit", "qiskit.aer"], "cuda": ["default.qubit", "lightning.gpu"]}
@@ -34,12 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             args.backend = DEFAULT_BACKENDS[device]
         if not args.json:
             args.json = str(RESULTS / f"bench-{device}{'-quick' if args.quick else ''}.json")
-        config, settings = settings_from_args(args)
-        bar, update = progress_bar(expected_rows(config, settings))
-        try:
-            result = run_benchmark(config, settings, progress=update)
-        finally:
-            bar.close()
+        result = measure(args)
     except USER_ERRORS as e:
         print(f"speed.py: error: {e}", file=sys.stderr)
         return 2

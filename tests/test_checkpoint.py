@@ -8,7 +8,7 @@ import torch
 
 from qelm import QELM, ClassicalLM
 from qelm.backends import BackendUnavailable
-from qelm.checkpoint import (CONFIG, TOKENIZER, TRAINING_STATE, WEIGHTS, atomic_path, atomic_write, config_differences,
+from qelm.checkpoint import (CONFIG, TOKENIZER, TRAINING_STATE, WEIGHTS, config_differences,
                              ensure_writable_dir, load_checkpoint, save_checkpoint)
 from qelm.tokenizer import CharTokenizer
 
@@ -152,17 +152,6 @@ def test_missing_folder_files_and_run_folder_hint(tmp_path, tiny_config, tokeniz
     (tmp_path / "run" / "qelm" / WEIGHTS).unlink()
     with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
         load_checkpoint(tmp_path / "run" / "qelm")
-
-
-def test_atomic_write_leaves_the_old_file_whole_when_writing_fails(tmp_path):
-    target = tmp_path / "f.txt"
-    atomic_write(target, "old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed mid-write")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
 
 
 def test_unwritable_output_folder_is_reported(tmp_path):

@@ -146,13 +146,18 @@ def command_line(args: argparse.Namespace, prog: str) -> str:
     return " ".join(parts)
 
 
-def run(args: argparse.Namespace) -> int:
+def measure(args: argparse.Namespace) -> BenchResult:
+    """Run the benchmark the flags describe, with a progress bar on stderr."""
     config, settings = settings_from_args(args)
     bar, update = progress_bar(expected_rows(config, settings))
     try:
-        result = run_benchmark(config, settings, progress=update)
+        return run_benchmark(config, settings, progress=update)
     finally:
         bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    result = measure(args)
     result.command = command_line(args, "qelm bench")
     print(report(result))
     if args.json:
