@@ -7,6 +7,8 @@ warm-up run, all in one process.
 
 Entries:
   qelm default.qubit / lightning.qubit / qiskit.aer   qelm.backends.get_backend(name).expval(circuit, angles)
+  qelm lightning.qubit via QNode                      the same device through a PennyLane QNode (adjoint):
+                                                      what qelm's direct use of Lightning's kernels saves
   TorchLayer default.qubit / lightning.qubit          qml.qnn.TorchLayer, PennyLane's own torch layer
   TorchLayer qiskit.aer (pennylane-qiskit)            the same layer on pennylane-qiskit's Aer device, called
                                                       per sample (its parameter-shift gradient cannot take
@@ -104,8 +106,10 @@ def make_data(batch: int, device: str = "cpu", seed: int = 0):
     return circuit, x, w
 
 
-def qelm_entry(name: str, device: str):
+def qelm_entry(name: str, device: str, qnode: bool = False):
     backend = get_backend(name)
+    if qnode:  # lightning.qubit through a PennyLane QNode instead of its kernels, to show what the kernels save
+        backend.uses_kernels = False
 
     def build(circuit, x, w):
         xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
@@ -198,6 +202,8 @@ def entries(device: str):
     return [
         ("qelm default.qubit", "pennylane", lambda: qelm_entry("default.qubit", device), False, True),
         ("qelm lightning.qubit", "pennylane_lightning", lambda: qelm_entry("lightning.qubit", device), False, False),
+        ("qelm lightning.qubit via QNode (adjoint)", "pennylane_lightning",
+         lambda: qelm_entry("lightning.qubit", device, qnode=True), False, False),
         ("qelm qiskit.aer", "qiskit_aer", lambda: qelm_entry("qiskit.aer", device), False, False),
         ("TorchLayer default.qubit", "pennylane", lambda: torchlayer_entry("default.qubit"), False, True),
         ("TorchLayer lightning.qubit", "pennylane_lightning", lambda: torchlayer_entry("lightning.qubit"), False, False),
@@ -264,17 +270,19 @@ def run_table(args) -> dict:
         print(f"  {label}: {row['ms_per_batch']:.1f} ms / batch of {args.batch}"
               + (f" (measured at batch {batch}, scaled)" if row["scaled"] else ""), flush=True)
 
-    aer = next((r for r in rows if r["name"] == "qelm qiskit.aer" and r["status"] == "ok"), None)
-    for r in rows:
-        if aer is not None and r["status"] == "ok":
-            r["peer_over_qelm_aer"] = r["ms_per_batch"] / aer["ms_per_batch"]
+    for field, ref_name in (("peer_over_qelm_aer", "qelm qiskit.aer"), ("over_qelm_default_qubit", "qelm default.qubit")):
+        ref = next((r for r in rows if r["name"] == ref_name and r["status"] == "ok"), None)
+        for r in rows:
+            if ref is not None and r["status"] == "ok":
+                r[field] = r["ms_per_batch"] / ref["ms_per_batch"]
     return {"rows": rows, "batch": args.batch, "slow_batch": slow_batch, "repeats": repeats,
             "slow_repeats": min(repeats, args.slow_repeats), "warmup": warmup}
 
 
 def print_table(result: dict) -> None:
     b = result["batch"]
-    head = f"{'entry':58s} {'dev':4s} {'ms/batch ' + str(b):>13s} {'us/sample':>10s} {'peer/qelm.aer':>14s} {'max|diff|':>9s}"
+    head = (f"{'entry':58s} {'dev':4s} {'ms/batch ' + str(b):>13s} {'us/sample':>10s} {'peer/qelm.aer':>14s} "
+            f"{'x qelm.default':>14s} {'max|diff|':>9s}")
     print("\n" + head)
     print("-" * len(head))
     for r in result["rows"]:
@@ -282,15 +290,17 @@ def print_table(result: dict) -> None:
         if r["status"] != "ok":
             print(f"{name:58s} {r['device']:4s} {r['status']}")
             continue
-        ratio = r.get("peer_over_qelm_aer")
+        ratios = [r.get("peer_over_qelm_aer"), r.get("over_qelm_default_qubit")]
+        cells = " ".join(f"{(f'{x:.2f}x' if x is not None else '-'):>14s}" for x in ratios)
         print(f"{name:58s} {r['device']:4s} {r['ms_per_batch']:13.1f} {r['us_per_sample']:10.0f} "
-              f"{(f'{ratio:.2f}x' if ratio is not None else '-'):>14s} {r['max_abs_diff_vs_default_qubit']:9.1e}")
+              f"{cells} {r['max_abs_diff_vs_default_qubit']:9.1e}")
     for r in result["rows"]:
         if r.get("note"):
             print(f"note, {r['name']}: {r['note']}")
     print(f"\n* measured at batch {result['slow_batch']} and scaled per sample to {b} (one simulator job per "
           "sample or per sample-observable: time grows linearly with the batch)")
-    print("peer/qelm.aer: the entry's time over qelm qiskit.aer's (above 1: qelm qiskit.aer is faster)")
+    print("peer/qelm.aer: the entry's time over qelm qiskit.aer's (above 1: qelm qiskit.aer is faster); "
+          "x qelm.default: over qelm default.qubit's (above 1: slower than default.qubit)")
     print(f"forward + backward of sum(<Z>), median of {result['repeats']} ({result['slow_repeats']} for *) after "
           f"{result['warmup']} warm-up, "
           f"{N_QUBITS} qubits, AngleEmbedding + {N_LAYERS} StronglyEntanglingLayers")

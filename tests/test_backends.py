@@ -76,6 +76,24 @@ def test_values_and_gradients_match_reference(backend_name, options, name, nq, n
     torch.testing.assert_close(grad, ref_grad, atol=GRAD_TOL, rtol=0)
 
 
+@dataclass(frozen=True)
+class _ArithmeticOnAngle(Circuit):
+    """Breaks the circuit contract: a gate angle computed from the angle vector."""
+
+    name = "bad"
+
+    @property
+    def n_inputs(self):
+        return 1
+
+    @property
+    def n_angles(self):
+        return 1
+
+    def apply(self, angles):
+        qml.RY(2 * angles[..., 0], wires=0)
+
+
 @pytest.mark.skipif(not HAS_AER, reason="qiskit-aer not installed")
 class TestAer:
     def test_no_grad_path_and_dtype(self):
@@ -146,23 +164,8 @@ class TestAer:
         torch.testing.assert_close(out, torch.tensor([[-1.0, 1.0, -1.0]], dtype=torch.float64), atol=1e-12, rtol=0)
 
     def test_arithmetic_on_angles_is_rejected(self):
-        @dataclass(frozen=True)
-        class Bad(Circuit):
-            name = "bad"
-
-            @property
-            def n_inputs(self):
-                return 1
-
-            @property
-            def n_angles(self):
-                return 1
-
-            def apply(self, angles):
-                qml.RY(2 * angles[..., 0], wires=0)
-
         with pytest.raises(ValueError, match="one entry"):
-            get_backend("qiskit.aer").expval(Bad(1, 1), torch.zeros(1, 1, dtype=torch.float64))
+            get_backend("qiskit.aer").expval(_ArithmeticOnAngle(1, 1), torch.zeros(1, 1, dtype=torch.float64))
 
     def test_noise_model_density_matrix_damps(self):
         from qiskit_aer.noise import NoiseModel, depolarizing_error
@@ -192,6 +195,44 @@ class TestAer:
             get_backend("qiskit.aer", device="GPU")
 
 
+@pytest.mark.skipif(not HAS_LIGHTNING, reason="pennylane-lightning not installed")
+class TestLightning:
+    def test_kernels_by_default_qnode_path_otherwise(self):
+        assert _backend("lightning.qubit").uses_kernels
+        assert not get_backend("lightning.qubit", diff_method="parameter-shift").uses_kernels
+        assert not get_backend("lightning.qubit", shots=100).uses_kernels
+
+    @pytest.mark.parametrize("name", ["amplitude", "swap_test", "feed_forward"])
+    def test_kernels_agree_with_lightning_qnode(self, name):
+        """The kernel path against the same device through a PennyLane QNode (parameter shift)."""
+        circuit, angles, _, cot, _ = _reference(name, 3, 2)
+        grads, outs = [], []
+        for backend in (_backend("lightning.qubit"), get_backend("lightning.qubit", diff_method="parameter-shift")):
+            a = angles.clone().requires_grad_()
+            out = backend.expval(circuit, a)
+            outs.append(out.detach())
+            grads.append(torch.autograd.grad(out, a, cot)[0])
+        torch.testing.assert_close(outs[0], outs[1], atol=VALUE_TOL, rtol=0)
+        torch.testing.assert_close(grads[0], grads[1], atol=GRAD_TOL, rtol=0)
+
+    def test_no_grad_path_dtype_single_and_empty_batch(self):
+        circuit, angles, ref, _, _ = _reference("angle", 3, 2)
+        backend = _backend("lightning.qubit")
+        with torch.no_grad():
+            out = backend.expval(circuit, angles.float().requires_grad_())
+        assert out.dtype == torch.float32 and not out.requires_grad
+        torch.testing.assert_close(out.double(), ref, atol=1e-6, rtol=0)
+        torch.testing.assert_close(backend.expval(circuit, angles[:1]), ref[:1], atol=VALUE_TOL, rtol=0)
+        assert backend.expval(circuit, angles[:0]).shape == (0, len(circuit.observables))
+
+    def test_wrong_angle_shape_and_arithmetic_are_rejected(self):
+        circuit, angles, _, _, _ = _reference("angle", 3, 2)
+        with pytest.raises(ValueError, match=r"angles must be \(N, "):
+            _backend("lightning.qubit").expval(circuit, angles[:, :-1])
+        with pytest.raises(ValueError, match="one entry"):
+            _backend("lightning.qubit").expval(_ArithmeticOnAngle(1, 1), torch.zeros(1, 1, dtype=torch.float64))
+
+
 def test_unknown_backend_lists_valid_names():
     with pytest.raises(ValueError, match="unknown backend") as e:
         get_backend("qiskit.aer.gpu")
@@ -217,3 +258,32 @@ def test_lightning_gpu_unavailable_gives_install_hint():
         assert "pip install" in str(e)
         return
     pytest.skip(f"lightning.gpu is usable here ({backend})")
+
+
+@pytest.mark.parametrize("device", ["default.qubit", pytest.param("lightning.qubit", marks=pytest.mark.skipif(
+    not HAS_LIGHTNING, reason="pennylane-lightning not installed"))])
+@pytest.mark.parametrize("diff_method", ["parameter-shift", "finite-diff"])
+def test_pennylane_diff_method_override_on_a_broadcast_batch(device, diff_method):
+    """A gradient transform on a batch: PennyLane refuses broadcast tapes there, qelm expands them."""
+    circuit, angles, ref, cot, ref_grad = _reference("angle", 3, 2)
+    backend = get_backend(device, diff_method=diff_method)
+    a = angles.clone().requires_grad_()
+    out = backend.expval(circuit, a)
+    (grad,) = torch.autograd.grad(out, a, cot)
+    torch.testing.assert_close(out.detach(), ref, atol=VALUE_TOL, rtol=0)
+    torch.testing.assert_close(grad, ref_grad, atol=GRAD_TOL if diff_method == "parameter-shift" else 1e-4, rtol=0)
+
+
+def test_pennylane_shots_give_gradients_within_bound():
+    shots = 20000
+    circuit, angles, ref, _, _ = _reference("angle", 2, 1)
+    a = angles.clone().requires_grad_()
+    out = get_backend("default.qubit", shots=shots, seed=5).expval(circuit, a)
+    sigma = torch.sqrt((1 - ref**2).clamp_min(0) / shots)
+    assert torch.all((out.detach() - ref).abs() <= 5 * sigma + 1e-12)
+    (grad,) = torch.autograd.grad(out.sum(), a)
+    b = angles.clone().requires_grad_()
+    (exact,) = torch.autograd.grad(_backend("default.qubit").expval(circuit, b).sum(), b)
+    # parameter shift from shots: each entry is a sum over observables of (E+ - E-)/2
+    bound = 5 * (len(circuit.observables) * 0.5 / shots) ** 0.5
+    assert torch.all((grad - exact).abs() <= bound) and (grad - exact).abs().max() > 0

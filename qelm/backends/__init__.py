@@ -36,8 +36,8 @@ class _Entry:
 BACKENDS: dict[str, _Entry] = {
     "default.qubit": _Entry("pennylane", "PennyLaneBackend", (("device_name", "default.qubit"),),
                             "PennyLane default.qubit, backprop through torch; CPU or CUDA (follows the tensors)"),
-    "lightning.qubit": _Entry("pennylane", "PennyLaneBackend", (("device_name", "lightning.qubit"),),
-                              "PennyLane Lightning (C++ state vector), adjoint differentiation"),
+    "lightning.qubit": _Entry("lightning", "LightningBackend", (),
+                              "PennyLane Lightning (C++ state vector) kernels, adjoint differentiation"),
     "lightning.gpu": _Entry("pennylane", "PennyLaneBackend", (("device_name", "lightning.gpu"),),
                             "PennyLane Lightning on NVIDIA cuStateVec, adjoint differentiation (extra: qelm[gpu])"),
     "qiskit.aer": _Entry("aer", "AerBackend", (),

@@ -1,11 +1,8 @@
 """qiskit-aer as a qelm backend: one ``EstimatorV2`` call per batch, batched parameter-shift gradients.
 
-Each circuit structure (``circuit.key``) is translated once into a parameterized ``qiskit.QuantumCircuit``:
-``circuit.apply`` is traced into a PennyLane tape with marker angles, decomposed to a small gate set, and
-every gate parameter is mapped back to the entry of the angle vector it came from. Two traces with
-independent random markers tell gate angles (they follow the markers) from constant angles (equal in both
-traces); anything else means arithmetic on an angle inside ``apply``, which breaks the circuit contract of
-:mod:`qelm.circuits` and is reported.
+Each circuit structure (``circuit.key``) is translated once into a parameterized ``qiskit.QuantumCircuit``
+from its gate list (:func:`qelm.backends.gates.gate_list`: every gate angle mapped to the entry of the
+angle vector it came from).
 
 Forward: one ``EstimatorV2.run`` with a single pub ``(circuit, Z observables (1, n_obs), values (N, 1, U))``
 broadcast to ``(N, n_obs)``. Backward (a ``torch.autograd.Function``): the two-term parameter-shift rule
@@ -32,30 +29,26 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pennylane as qml
 import torch
 from torch.autograd.function import once_differentiable
 
 from . import Backend, BackendUnavailable
+from .gates import ROTATIONS, gate_list
 
-__all__ = ["AerBackend", "translate", "GATE_SET", "DEVICES", "METHODS"]
+__all__ = ["AerBackend", "translate", "DEVICES", "METHODS"]
 
 _INSTALL = "pip install qiskit qiskit-aer"
 _INSTALL_GPU = "pip install qiskit-aer-gpu (replaces qiskit-aer; needs an NVIDIA GPU with CUDA)"
 DEVICES = ("CPU", "GPU")
 METHODS = ("automatic", "statevector", "density_matrix", "matrix_product_state")
 
-# PennyLane gates kept by the decomposition, and how each becomes qiskit gates. ``q`` maps wires to qubits.
-_FIXED = {  # parameter-free gates: qiskit method name
+# PennyLane gate name -> qiskit method name. ``q`` maps wires to qubits.
+_QISKIT = {
     "Hadamard": "h", "PauliX": "x", "PauliY": "y", "PauliZ": "z", "S": "s", "T": "t", "SX": "sx",
     "Adjoint(S)": "sdg", "Adjoint(T)": "tdg", "Adjoint(SX)": "sxdg",
     "CNOT": "cx", "CZ": "cz", "CY": "cy", "SWAP": "swap", "CSWAP": "cswap", "Toffoli": "ccx",
-}
-_ROTATIONS = {  # one-parameter Pauli rotations (generator eigenvalues +-1/2): qiskit method name
     "RX": "rx", "RY": "ry", "RZ": "rz", "PhaseShift": "p", "IsingXX": "rxx", "IsingYY": "ryy", "IsingZZ": "rzz",
 }
-_SKIP = {"Identity", "GlobalPhase", "Barrier"}  # no effect on expectation values
-GATE_SET = frozenset(_FIXED) | frozenset(_ROTATIONS) | {"Rot"} | _SKIP
 
 
 class _Compiled:
@@ -67,20 +60,6 @@ class _Compiled:
         self.n_obs = len(observables[0])
         self.cols = cols  # angle-vector column of each of qc.parameters, in qc.parameters order
         self.n_angles = n_angles
-
-
-def _trace(circuit, angles: torch.Tensor) -> list:
-    tape = qml.tape.make_qscript(circuit.apply)(angles)
-    (tape,), _ = qml.transforms.decompose(tape, gate_set=set(GATE_SET))
-    return list(tape.operations)
-
-
-def _scalar(p) -> float:
-    p = p.detach().cpu() if isinstance(p, torch.Tensor) else p
-    arr = np.asarray(p, dtype=np.float64)
-    if arr.size != 1:
-        raise ValueError(f"a gate parameter of shape {arr.shape} cannot be translated; trace with one angle vector")
-    return float(arr.reshape(()))
 
 
 def translate(circuit):
@@ -96,55 +75,18 @@ def translate(circuit):
     from qiskit.quantum_info import SparsePauliOp
 
     n, n_angles = circuit.n_wires, circuit.n_angles
-    rng = np.random.default_rng(20240617)
-    # two independent sets of distinct marker angles; a gate angle follows its marker in both traces
-    marks_a = rng.permutation(np.linspace(0.31, 2.93, n_angles)) if n_angles else np.zeros(0)
-    marks_b = rng.permutation(np.linspace(3.37, 5.99, n_angles)) if n_angles else np.zeros(0)
-    index_a = {float(v): i for i, v in enumerate(marks_a)}
-    index_b = {float(v): i for i, v in enumerate(marks_b)}
-    ops_a = _trace(circuit, torch.as_tensor(marks_a, dtype=torch.float64))
-    ops_b = _trace(circuit, torch.as_tensor(marks_b, dtype=torch.float64))
-    if [(o.name, tuple(o.wires)) for o in ops_a] != [(o.name, tuple(o.wires)) for o in ops_b]:
-        raise ValueError(f"circuit {circuit.name!r}: its gate structure depends on the angle values; "
-                         "qiskit.aer needs a fixed structure")
-
     theta = ParameterVector("theta", n_angles)
-    used: dict[int, str] = {}
-
-    def param(op_a, op_b, k):
-        va, vb = _scalar(op_a.parameters[k]), _scalar(op_b.parameters[k])
-        i = index_a.get(va)
-        if i is not None and index_b.get(vb) == i:
-            if i in used:
-                raise ValueError(f"circuit {circuit.name!r}: angle {i} drives both {used[i]} and {op_a.name}; "
-                                 "every angle must be used by one gate (repeat it in angles() instead)")
-            used[i] = op_a.name
-            return theta[i]
-        if va == vb:
-            return va  # a constant angle of the decomposition
-        raise ValueError(f"circuit {circuit.name!r}: gate {op_a.name} on wires {op_a.wires.tolist()} computes "
-                         "its angle from the angle vector; every gate angle must be one entry, used as is")
-
     qc = QuantumCircuit(n)
 
     def q(w) -> int:  # PennyLane wire w (0 = most significant) -> qiskit qubit n-1-w (0 = least significant)
         return n - 1 - int(w)
 
-    for op_a, op_b in zip(ops_a, ops_b):
-        name, qubits = op_a.name, [q(w) for w in op_a.wires]
-        if name in _SKIP:
-            continue
-        if name in _FIXED:
-            getattr(qc, _FIXED[name])(*qubits)
-        elif name in _ROTATIONS:
-            getattr(qc, _ROTATIONS[name])(param(op_a, op_b, 0), *qubits)
-        elif name == "Rot":  # Rot(phi, theta, omega) = RZ(omega) RY(theta) RZ(phi)
-            phi, th, om = (param(op_a, op_b, k) for k in range(3))
-            qc.rz(phi, qubits[0])
-            qc.ry(th, qubits[0])
-            qc.rz(om, qubits[0])
-        else:  # pragma: no cover - the decomposition only leaves GATE_SET
-            raise ValueError(f"circuit {circuit.name!r}: gate {name} has no qiskit translation")
+    for g in gate_list(circuit):
+        qubits = [q(w) for w in g.wires]
+        if g.name in ROTATIONS:
+            getattr(qc, _QISKIT[g.name])(theta[g.angle] if g.angle is not None else g.value, *qubits)
+        else:
+            getattr(qc, _QISKIT[g.name])(*qubits)
 
     cols = np.array([p.index for p in qc.parameters], dtype=np.int64)
     paulis = [SparsePauliOp.from_sparse_list([("Z", [q(w)], 1.0)], num_qubits=n) for w in circuit.observables]

@@ -15,6 +15,7 @@ import torch
 
 from ..circuits import z_signs
 from . import Backend, BackendUnavailable
+from .gates import GATE_SET
 
 _DIFF = {"default.qubit": "backprop", "lightning.qubit": "adjoint", "lightning.gpu": "adjoint"}
 _PACKAGE = {"lightning.qubit": "pennylane_lightning", "lightning.gpu": "pennylane_lightning_gpu"}
@@ -65,6 +66,11 @@ class PennyLaneBackend(Backend):
 
             diff = "backprop" if kind in ("state", "probs") else self.diff_method
             node = qml.QNode(qfunc, dev, interface="torch", diff_method=diff)
+            if diff not in ("backprop", "adjoint"):
+                # PennyLane's gradient transforms (parameter-shift, finite-diff, ...) refuse tapes broadcast
+                # over the differentiated parameters, so the batch is expanded into one tape per sample first;
+                # templates (StronglyEntanglingLayers) do not report their batch size, so decompose them before
+                node = qml.transforms.broadcast_expand(qml.transforms.decompose(node, gate_set=set(GATE_SET)))
             if self.shots is not None and kind != "state":
                 node = qml.set_shots(node, shots=self.shots)
             self._qnodes[key] = node
@@ -84,7 +90,7 @@ class PennyLaneBackend(Backend):
         return self._qnode(circuit, kind)(angles.to(torch.float64), zero)
 
     def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
-        if self.supports_state:
+        if self.supports_state and self.diff_method == "backprop":
             # exact simulation: one probability measurement and the <Z>s as a matrix product in torch is
             # cheaper than one PennyLane measurement process per observable once N is in the thousands, as
             # the layers' batches are (same numbers to rounding; benchmarks/backends.py measures both)
