@@ -330,6 +330,19 @@ def run_cuda_batch(args) -> dict:
     return out
 
 
+def _command(argv: list[str]) -> str:
+    """The command line that made the JSON, without where it was written (a path of that machine)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--json="):
+            skip = False
+            continue
+        skip = a == "--json"
+        if not skip:
+            kept.append(a)
+    return " ".join(["python benchmarks/backends.py", *kept])
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=64, help="batch size of the table (default 64)")
@@ -355,7 +368,9 @@ def main(argv=None) -> None:
     meta = {"workload": f"{N_QUBITS} qubits, AngleEmbedding(Y) + {N_LAYERS} StronglyEntanglingLayers, "
                         "forward + backward of sum(<Z>) w.r.t. inputs and weights",
             "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "versions": versions(), "quick": args.quick}
+            "versions": versions(), "quick": args.quick,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": _command(argv if argv is not None else sys.argv[1:])}
     print(f"CPU: {meta['cpu']} ({meta['cpu_count']} logical CPUs, torch threads {meta['torch_threads']})")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
     if args.cuda_batch:
