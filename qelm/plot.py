@@ -219,6 +219,25 @@ def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _common_parent(paths: list[str]) -> str:
+    """The folder every run path lies in, when there are several runs and they share one ('' otherwise)."""
+    if len(paths) < 2:
+        return ""
+    try:
+        return os.path.commonpath(paths)
+    except ValueError:  # absolute and relative paths mixed
+        return ""
+
+
+def _short_labels(paths: list[str]) -> list[str]:
+    """Legend labels: each run's path relative to the folder all of them share (the suptitle names it), so
+    ``runs/demo/qelm``, ``runs/demo/twin`` read as ``qelm``, ``twin``; a single run keeps its folder name."""
+    parent = _common_parent(paths)
+    if not parent:
+        return [Path(p).name or p for p in paths] if len(paths) == 1 else list(paths)
+    return [os.path.relpath(p, parent) for p in paths]
+
+
 def plot_curves(runs: dict[str, list[dict]], out: str | os.PathLike, *, width: int = 1200, height: int = 560,
                 title: str | None = None) -> Path:
     """Loss (left) and perplexity (right) against training step for each run, on one figure.
@@ -234,7 +253,8 @@ def plot_curves(runs: dict[str, list[dict]], out: str | os.PathLike, *, width: i
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     ax_loss, ax_ppl = fig.subplots(1, 2)
     colors = [f"C{i % 10}" for i in range(len(runs))]
-    for color, (label, records) in zip(colors, runs.items()):
+    labels = _short_labels(list(runs))
+    for color, label, records in zip(colors, labels, runs.values()):
         steps, loss = _series(records, "loss")
         if steps:
             ax_loss.plot(steps, loss, color=color, lw=1.4, label=f"{label}: train")
@@ -255,8 +275,9 @@ def plot_curves(runs: dict[str, list[dict]], out: str | os.PathLike, *, width: i
     for ax in (ax_loss, ax_ppl):
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=10)
-    ncol = min(4, max(1, len(ax_loss.get_lines())))
-    fig.legend(loc="outside lower center", ncol=ncol, fontsize=10, frameon=False,
+    # one legend column per run (its train and validation entries stacked), at most 4 side by side
+    fig.legend(loc="outside lower center", ncol=min(4, len(runs)), fontsize=10, frameon=False,
                title="solid: train, dashed with dots: validation", title_fontsize=10)
-    fig.suptitle(title or "Training curves", fontsize=13)
+    parent = _common_parent(list(runs))
+    fig.suptitle(title or ("Training curves" + (f" in {parent}" if parent else "")), fontsize=13)
     return _save(fig, out)

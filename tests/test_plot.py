@@ -175,3 +175,11 @@ def test_cli_plot_attention_side_by_side(cli, tmp_path, tiny_config):
     assert _pixels(tmp_path / "a.png") == (1000, 380)
     rc, _, err = cli("plot", "attention", "--checkpoint", tmp_path / "q", "--text", "xyz", "--out", tmp_path / "b.png")
     assert rc == 2 and "outside the tokenizer's vocabulary" in err and not (tmp_path / "b.png").exists()
+
+
+def test_curve_labels_are_relative_to_the_shared_folder():
+    from qelm.plot import _short_labels
+
+    assert _short_labels(["runs/demo/qelm", "runs/demo/twin", "runs/demo/matched"]) == ["qelm", "twin", "matched"]
+    assert _short_labels(["a/x/qelm", "b/y/qelm"]) == ["a/x/qelm", "b/y/qelm"]
+    assert _short_labels(["runs/one"]) == ["one"]
