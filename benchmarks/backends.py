@@ -327,6 +327,45 @@ def run_cuda_batch(args) -> dict:
     out["cpu_over_cuda"] = out["timings"]["cpu"]["seconds_per_batch"] / out["timings"]["cuda"]["seconds_per_batch"]
     out["status"] = "ok"
     print(f"  CPU / CUDA: {out['cpu_over_cuda']:.1f}x (median of {repeats} after a warm-up)")
+    out["where_the_cuda_time_goes"] = cuda_breakdown(batch, repeats)
+    return out
+
+
+def cuda_breakdown(batch: int, repeats: int) -> dict:
+    """Where the CUDA time of one forward + backward goes: the same step replayed as a CUDA graph (no Python,
+    no launch cost: what is left is GPU work) and ``torch.profiler``'s kernel count and GPU time by kernel."""
+    from torch.profiler import ProfilerActivity, profile
+
+    circuit, x, w = make_data(batch, "cuda")
+    backend = get_backend("default.qubit")
+    angles = circuit.angles(x, w).detach().requires_grad_()
+    graphed = torch.cuda.make_graphed_callables(lambda a: backend.expval(circuit, a), (angles,))
+    xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+
+    def step():
+        xs.grad = ws.grad = None
+        graphed(circuit.angles(xs, ws)).sum().backward()
+
+    graph_s = time_it(step, repeats, 1, "cuda")
+    _, eager = qelm_entry("default.qubit", "cuda")(circuit, x, w)
+    eager()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        eager()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total_us = sum(e.device_time for e in kernels)
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        by_name.setdefault(e.name, []).append(e.device_time)
+    top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:5]
+    out = {"cuda_graph_seconds_per_batch": graph_s, "kernels": len(kernels), "gpu_us": total_us,
+           "top_kernels": [{"name": n[:120], "calls": len(t), "gpu_us": sum(t), "share": sum(t) / total_us}
+                           for n, t in top]}
+    print(f"  as a CUDA graph (GPU work only): {graph_s * 1e3:.1f} ms; profiler: {len(kernels)} kernels, "
+          f"{total_us / 1e3:.1f} ms of GPU time", flush=True)
+    for k in out["top_kernels"]:
+        print(f"    {k['share']:5.1%} {k['calls']:4d} x {k['name'][:90]}")
     return out
 
 

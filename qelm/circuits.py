@@ -409,7 +409,14 @@ def build_circuit(name: str, n_qubits: int = 4, n_layers: int = 2) -> Circuit:
 
 def z_signs(n_wires: int, wires, like: torch.Tensor) -> torch.Tensor:
     """``(2**n_wires, len(wires))`` matrix of Pauli-Z eigenvalues (+1 for bit 0, -1 for bit 1) of each basis
-    state on each wire; wire 0 is the most significant bit. ``probs @ z_signs`` gives <Z_w>."""
-    index = torch.arange(2**n_wires, device=like.device).unsqueeze(-1)
-    shifts = torch.tensor([n_wires - 1 - w for w in wires], device=like.device)
-    return (1 - 2 * ((index >> shifts) & 1)).to(like.dtype)
+    state on each wire; wire 0 is the most significant bit. ``probs @ z_signs`` gives <Z_w>. Read-only: one
+    tensor per (wires, device, dtype) is built and reused, so a call never copies from the host (which
+    also lets the call be captured in a CUDA graph)."""
+    return _z_signs(n_wires, tuple(int(w) for w in wires), like.device, like.dtype)
+
+
+@lru_cache(maxsize=256)
+def _z_signs(n_wires: int, wires: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    index = torch.arange(2**n_wires, device=device).unsqueeze(-1)
+    shifts = torch.tensor([n_wires - 1 - w for w in wires], device=device)
+    return (1 - 2 * ((index >> shifts) & 1)).to(dtype)

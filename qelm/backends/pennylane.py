@@ -45,6 +45,7 @@ class PennyLaneBackend(Backend):
         self.diff_method = diff_method or default
         self.supports_state = device_name == "default.qubit" and shots is None
         self._qnodes: dict = {}
+        self._zero_states: dict = {}
 
     def _qnode(self, circuit, kind: str):
         key = (circuit.key, kind)
@@ -83,8 +84,12 @@ class PennyLaneBackend(Backend):
         if angles.device.type != "cpu":
             if self.name != "default.qubit":
                 raise ValueError(f"backend {self.name!r} takes CPU tensors; move the model to the CPU or use default.qubit")
-            zero = torch.zeros(2**circuit.n_wires, dtype=torch.complex128, device=angles.device)
-            zero[0] = 1
+            key = (circuit.n_wires, angles.device)
+            if key not in self._zero_states:  # made once: no host-to-device copy per call
+                zero = torch.zeros(2**circuit.n_wires, dtype=torch.complex128, device=angles.device)
+                zero[0] = 1
+                self._zero_states[key] = zero
+            zero = self._zero_states[key]
         # float64 into the simulator: the state is complex128 either way, and mixed precision would
         # only add casts; results are cast back to the caller's dtype
         return self._qnode(circuit, kind)(angles.to(torch.float64), zero)
