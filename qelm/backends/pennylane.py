@@ -4,6 +4,12 @@ One QNode is built per circuit structure and reused; a batch of angle vectors ``
 one broadcast execution. On default.qubit that is a single simulation of N stacked states (backprop);
 lightning devices have no broadcast kernel, so PennyLane expands the broadcast tape inside the device
 call (measured in ``benchmarks/backends.py``).
+
+On CUDA, default.qubit runs ``Rot`` as RZ RY RZ (same numbers to 1e-15): PennyLane applies a broadcast
+``Rot`` through its matrix, a batched einsum whose complex128 GEMM kernels took 87% of the GPU time at a
+batch of 65,536, and RX/RY/RZ through elementwise kernels. On the CPU the matrix is faster, so it stays.
+``cuda_graph=True`` also replays recorded CUDA graphs for training calls whose batch shape repeats
+(:mod:`qelm.backends.cuda_graph`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch
 
 from ..circuits import z_signs
 from . import Backend, BackendUnavailable
+from .cuda_graph import GraphPool
 from .gates import GATE_SET
 
 _DIFF = {"default.qubit": "backprop", "lightning.qubit": "adjoint", "lightning.gpu": "adjoint"}
@@ -25,12 +32,18 @@ _INSTALL = {
 }
 
 
+def _keeps_all_but_rot(op) -> bool:
+    """Decomposition target that only expands ``Rot`` (and the template that places it): every other
+    operation reaches default.qubit as before, so nothing else changes on CUDA."""
+    return op.name not in ("Rot", "StronglyEntanglingLayers")
+
+
 class PennyLaneBackend(Backend):
     supports_state = True
-    options = ("diff_method",)
+    options = ("diff_method", "cuda_graph")
 
     def __init__(self, device_name: str, shots: int | None = None, seed: int | None = None,
-                 diff_method: str | None = None) -> None:
+                 diff_method: str | None = None, cuda_graph: bool = False) -> None:
         super().__init__(shots=shots, seed=seed)
         self.name = device_name
         pkg = _PACKAGE.get(device_name)
@@ -44,11 +57,17 @@ class PennyLaneBackend(Backend):
         default = _DIFF[device_name] if shots is None else "parameter-shift"
         self.diff_method = diff_method or default
         self.supports_state = device_name == "default.qubit" and shots is None
+        if not isinstance(cuda_graph, bool):
+            raise ValueError(f"cuda_graph={cuda_graph!r} is invalid: use True or False")
+        if cuda_graph and (device_name != "default.qubit" or shots is not None or self.diff_method != "backprop"):
+            raise ValueError("cuda_graph=True needs backend 'default.qubit' with shots=None and diff_method='backprop'")
+        self._graphs = GraphPool() if cuda_graph else None
+        self.split_rot = device_name == "default.qubit"  # on CUDA only (module docstring); benchmarks turn it off
         self._qnodes: dict = {}
         self._zero_states: dict = {}
 
-    def _qnode(self, circuit, kind: str):
-        key = (circuit.key, kind)
+    def _qnode(self, circuit, kind: str, split_rot: bool = False):
+        key = (circuit.key, kind, split_rot)
         if key not in self._qnodes:
             dev = qml.device(self.name, wires=circuit.n_wires, seed=self.seed) if self.name == "default.qubit" \
                 else qml.device(self.name, wires=circuit.n_wires)
@@ -67,11 +86,15 @@ class PennyLaneBackend(Backend):
 
             diff = "backprop" if kind in ("state", "probs") else self.diff_method
             node = qml.QNode(qfunc, dev, interface="torch", diff_method=diff)
+            # StatePrep is kept: decomposed, it would build its gates' angles on the CPU
             if diff not in ("backprop", "adjoint"):
                 # PennyLane's gradient transforms (parameter-shift, finite-diff, ...) refuse tapes broadcast
                 # over the differentiated parameters, so the batch is expanded into one tape per sample first;
                 # templates (StronglyEntanglingLayers) do not report their batch size, so decompose them before
-                node = qml.transforms.broadcast_expand(qml.transforms.decompose(node, gate_set=set(GATE_SET)))
+                gate_set = set(GATE_SET) | {"StatePrep"}
+                node = qml.transforms.broadcast_expand(qml.transforms.decompose(node, gate_set=gate_set))
+            elif split_rot:  # see the module docstring: RZ RY RZ run elementwise, Rot as batched GEMMs
+                node = qml.transforms.decompose(node, gate_set={"RZ", "RY"}, stopping_condition=_keeps_all_but_rot)
             if self.shots is not None and kind != "state":
                 node = qml.set_shots(node, shots=self.shots)
             self._qnodes[key] = node
@@ -92,9 +115,14 @@ class PennyLaneBackend(Backend):
             zero = self._zero_states[key]
         # float64 into the simulator: the state is complex128 either way, and mixed precision would
         # only add casts; results are cast back to the caller's dtype
-        return self._qnode(circuit, kind)(angles.to(torch.float64), zero)
+        return self._qnode(circuit, kind, self.split_rot and angles.is_cuda)(angles.to(torch.float64), zero)
 
     def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
+        if self._graphs is not None and GraphPool.applies(angles):
+            return self._graphs(circuit.key, lambda a: self._expval(circuit, a), angles)
+        return self._expval(circuit, angles)
+
+    def _expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
         if self.supports_state and self.diff_method == "backprop":
             # exact simulation: one probability measurement and the <Z>s as a matrix product in torch is
             # cheaper than one PennyLane measurement process per observable once N is in the thousands, as
