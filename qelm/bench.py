@@ -834,24 +834,25 @@ def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _scaling(rows: list[dict[str, Any]], qubit_rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def _ok_groups(rows: list[dict[str, Any]], *fields: str) -> dict[tuple, list[dict[str, Any]]]:
+    """The rows that ran, grouped by the values of ``fields`` (in first-seen order)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         if r["status"] == "ok":
-            groups.setdefault((r["model"], r["backend"], r["mode"]), []).append(r)
+            groups.setdefault(tuple(r[f] for f in fields), []).append(r)
+    return groups
+
+
+def _scaling(rows: list[dict[str, Any]], qubit_rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     seq = []
-    for (model, backend, mode), rs in groups.items():
+    for (model, backend, mode), rs in _ok_groups(rows, "model", "backend", "mode").items():
         fit = fit_power_law([r["seq_len"] for r in rs], [r["median_s"] for r in rs])
         if fit:
             seq.append({"model": model, "backend": backend, "label": _label(model, backend), "mode": mode,
                         "seq_lens": [r["seq_len"] for r in rs], **fit,
                         "formula": f"time ~ T^{fit['exponent']:.2f}"})
-    qgroups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in qubit_rows:
-        if r["status"] == "ok":
-            qgroups.setdefault((r["backend"], r["mode"], r["seq_len"]), []).append(r)
     qub = []
-    for (backend, mode, T), rs in qgroups.items():
+    for (backend, mode, T), rs in _ok_groups(qubit_rows, "backend", "mode", "seq_len").items():
         ns, ts = [r["n_qubits"] for r in rs], [r["median_s"] for r in rs]
         fit = fit_power_law(ns, ts)
         if fit:

@@ -77,10 +77,8 @@ def test_values_and_gradients_match_reference(backend_name, options, name, nq, n
 
 
 @dataclass(frozen=True)
-class _ArithmeticOnAngle(Circuit):
-    """Breaks the circuit contract: a gate angle computed from the angle vector."""
-
-    name = "bad"
+class _OneAngle(Circuit):
+    """Test circuits driven by a single input angle."""
 
     @property
     def n_inputs(self):
@@ -89,6 +87,13 @@ class _ArithmeticOnAngle(Circuit):
     @property
     def n_angles(self):
         return 1
+
+
+@dataclass(frozen=True)
+class _ArithmeticOnAngle(_OneAngle):
+    """Breaks the circuit contract: a gate angle computed from the angle vector."""
+
+    name = "bad"
 
     def apply(self, angles):
         qml.RY(2 * angles[..., 0], wires=0)
@@ -144,16 +149,8 @@ class TestAer:
         """X on PennyLane wire 0 only: <Z_0> = -1, others +1 (wire 0 is qiskit's last qubit)."""
 
         @dataclass(frozen=True)
-        class FlipFirst(Circuit):
+        class FlipFirst(_OneAngle):
             name = "flip_first"
-
-            @property
-            def n_inputs(self):
-                return 1
-
-            @property
-            def n_angles(self):
-                return 1
 
             def apply(self, angles):
                 qml.RX(angles[..., 0], wires=0)
