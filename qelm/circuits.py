@@ -91,6 +91,16 @@ class Circuit:
         return int(np.prod(self.weight_shape))
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one instance's data inputs (what :meth:`angles` takes besides the weights)."""
+        return (self.n_inputs,)
+
+    @property
+    def n_data_angles(self) -> int:
+        """Gate angles computed from the data inputs (``n_angles - n_weights``)."""
+        return self.n_angles - self.n_weights
+
+    @property
     def n_angles(self) -> int:
         return self.n_inputs + self.n_weights
 
@@ -120,6 +130,20 @@ class Circuit:
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
         """Torch preprocessing of data angles into gate angles (identity unless a circuit needs more)."""
         return inputs
+
+    # --- inputs and weights, kept apart ------------------------------------------------------------
+    # Weights are shared by every sample of a call (or of one head), inputs differ per sample. A backend
+    # that knows which angle is which can do the weights' work once per call (qelm.fused builds one
+    # unitary per weight set); ``angles`` is then exactly ``data_angles`` and the weights placed by
+    # ``angle_layout``, which tests/test_circuits.py checks for every circuit.
+    def data_angles(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(..., *input_shape)`` -> ``(..., n_data_angles)``: the gate angles that depend on the data."""
+        return self.encode(inputs)
+
+    def angle_layout(self) -> tuple[tuple[bool, int], ...]:
+        """For each column of the angle vector: ``(True, k)`` if it is entry ``k`` of the flattened
+        weights, ``(False, j)`` if it is column ``j`` of :meth:`data_angles`."""
+        return tuple((False, j) for j in range(self.n_data_angles)) + tuple((True, k) for k in range(self.n_weights))
 
     def qfunc(self, angles: torch.Tensor):
         """A PennyLane quantum function: the gates, then the measurement this circuit returns."""
@@ -360,8 +384,19 @@ class SwapTestCircuit(Circuit):
         return 2 * self.inner.n_angles
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (2, self.inner.n_inputs)
+
+    @property
     def observables(self) -> tuple[int, ...]:
         return (0,)
+
+    def data_angles(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.inner.data_angles(inputs[..., 0, :]), self.inner.data_angles(inputs[..., 1, :])], dim=-1)
+
+    def angle_layout(self) -> tuple[tuple[bool, int], ...]:
+        inner, shift = self.inner.angle_layout(), self.inner.n_data_angles
+        return inner + tuple((w, k if w else k + shift) for w, k in inner)
 
     def angles(self, inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``inputs``: ``(..., 2, n_qubits)`` — the data angles of state a and state b."""

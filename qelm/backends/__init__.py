@@ -1,10 +1,19 @@
 """The one registry of simulator backends. A name picks a device, a differentiation method and options.
 
-Every backend runs a :class:`qelm.circuits.Circuit` on a whole batch of angle vectors ``(N, n_angles)`` in
-one call and returns torch tensors on the angles' device, differentiable with respect to the angles:
+Layers call one method, with a circuit's data inputs and its weights kept apart:
 
-* ``expval(circuit, angles) -> (N, len(circuit.observables))`` Pauli-Z expectations;
+* ``run(circuit, inputs, weights, kind="expval")``: ``weights`` is ``(*S, *circuit.weight_shape)``, one
+  weight set or ``S`` of them (per head, per q/k/v slot); ``inputs`` is ``(*S, *batch, *circuit.input_shape)``,
+  the samples of each set. Returns ``(*S, *batch, len(observables))`` Pauli-Z expectations, or
+  ``(*S, *batch, 2**n_wires)`` complex states for ``kind="state"``. Weights are handed over once, not
+  broadcast to every sample, so a backend can do their work once per set (``qelm.fused`` builds one
+  unitary per set). The base class broadcasts them into angle vectors here, in one place, for the
+  backends that take angle vectors:
+
+* ``expval(circuit, angles) -> (N, len(circuit.observables))`` for angle vectors ``(N, n_angles)``;
 * ``state(circuit, angles) -> (N, 2**n_wires)`` complex state vectors (only where ``supports_state``).
+
+Results are torch tensors on the inputs' device, differentiable with respect to inputs and weights.
 
 Backends are imported lazily, so a missing optional package only matters when its backend is chosen,
 and then the error says what to install.
@@ -18,7 +27,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Backend", "BackendUnavailable", "BACKENDS", "get_backend", "available_backends"]
+__all__ = ["Backend", "BackendUnavailable", "BACKENDS", "get_backend", "available_backends", "check_run_shapes"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -34,6 +43,8 @@ class _Entry:
 
 
 BACKENDS: dict[str, _Entry] = {
+    "qelm.fused": _Entry("fused", "FusedBackend", (),
+                         "qelm's exact torch simulator: weight blocks fused into one unitary per call; CPU or CUDA"),
     "default.qubit": _Entry("pennylane", "PennyLaneBackend", (("device_name", "default.qubit"),),
                             "PennyLane default.qubit, backprop through torch; CPU or CUDA (follows the tensors)"),
     "lightning.qubit": _Entry("lightning", "LightningBackend", (),
@@ -59,6 +70,15 @@ class Backend:
         self.shots = shots
         self.seed = seed
 
+    def run(self, circuit, inputs: torch.Tensor, weights: torch.Tensor, kind: str = "expval") -> torch.Tensor:
+        """Run ``circuit`` for data ``inputs`` ``(*S, *batch, *input_shape)`` and weight sets ``weights``
+        ``(*S, *weight_shape)``; ``kind`` "expval" or "state" (see the module docstring)."""
+        sets, batch = check_run_shapes(circuit, inputs, weights, kind)
+        w = weights.reshape(sets + (1,) * (len(batch) - len(sets)) + tuple(circuit.weight_shape))
+        angles = circuit.angles(inputs, w).reshape(-1, circuit.n_angles)  # (N, n_angles): weights broadcast here
+        out = self.expval(circuit, angles) if kind == "expval" else self.state(circuit, angles)
+        return out.reshape(batch + out.shape[-1:])
+
     def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -73,6 +93,25 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<qelm backend {self.describe()}>"
+
+
+def check_run_shapes(circuit, inputs: torch.Tensor, weights: torch.Tensor, kind: str):
+    """Validate a :meth:`Backend.run` call; returns ``(S, batch)``: the weight-set dims and all leading
+    dims of ``inputs`` (``S`` first). The one input check every backend shares."""
+    if kind not in ("expval", "state"):
+        raise ValueError(f"kind={kind!r} is invalid: use 'expval' or 'state'")
+    wshape, ishape = tuple(circuit.weight_shape), tuple(circuit.input_shape)
+    if weights.dim() < len(wshape) or tuple(weights.shape[weights.dim() - len(wshape):]) != wshape:
+        raise ValueError(f"weights of circuit {circuit.name!r} must end in {wshape}, got {tuple(weights.shape)}")
+    if inputs.dim() < len(ishape) or tuple(inputs.shape[inputs.dim() - len(ishape):]) != ishape:
+        raise ValueError(f"inputs of circuit {circuit.name!r} must end in {ishape} (one instance's data), "
+                         f"got {tuple(inputs.shape)}")
+    sets = tuple(weights.shape[: weights.dim() - len(wshape)])
+    batch = tuple(inputs.shape[: inputs.dim() - len(ishape)])
+    if batch[: len(sets)] != sets:
+        raise ValueError(f"inputs {tuple(inputs.shape)} must start with the weight-set dims {sets} of weights "
+                         f"{tuple(weights.shape)}: lay the samples out as (*sets, *batch, *input_shape)")
+    return sets, batch
 
 
 def get_backend(name: str, **options: Any) -> Backend:

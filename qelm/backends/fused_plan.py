@@ -1,0 +1,313 @@
+"""The static plan that :mod:`qelm.backends.fused` executes: one circuit structure cut into a product-state
+prefix, per-sample data stages and batch-invariant blocks.
+
+A circuit's gate list (:func:`qelm.backends.gates.gate_list`) is read once. Each gate angle is a column of
+the angle vector, and :meth:`qelm.circuits.Circuit.angle_layout` says whether that column is a data angle
+(different for every sample) or a weight (shared by every sample of one weight set). Then:
+
+* **prefix**: on each wire, the data, constant and fixed one-qubit gates that come before anything else
+  touches the wire commute with everything earlier, so they act on ``|0>`` of that wire alone: the state
+  after them is a Kronecker product of per-wire 2-vectors (``n`` small vectors, not a ``2**n`` simulation);
+* **blocks**: maximal runs of batch-invariant gates (weights, constants, fixed gates). A block on ``k``
+  wires is one ``2**k x 2**k`` unitary, built once per weight set and call, applied to all states by one
+  matrix product. Fixed-gate-only blocks that permute basis states (CNOT, SWAP, CSWAP, ...) are one
+  gather; blocks too wide to fuse are applied gate by gate;
+* **data stages**: the per-sample gates between blocks. A data gate moves back past a block that does not
+  touch its wires (they commute), which keeps blocks long.
+
+Every rotation is ``exp(-i theta/2 P) = cos(theta/2) I + sin(theta/2) (-i P)`` for a Pauli string ``P``,
+and ``-i P``, like every fixed permutation gate, is a *generalized permutation*: ``(G psi)[r] =
+phase[r] * psi[perm[r]]`` with phases in {+-1, +-i} (:class:`GenPerm`). That is what lets the executor
+work in real arithmetic on interleaved (re, im) states.
+
+Wire 0 is the most significant bit of a basis index (PennyLane's convention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import pennylane as qml
+
+from .gates import FIXED, ROTATIONS, gate_list
+
+__all__ = ["Op", "GenPerm", "Block", "Plan", "build_plan", "MAX_FUSED_WIRES", "UnsupportedGate"]
+
+#: widest block fused into one unitary (2**10 x 2**10 complex: 16 MiB per weight set in complex128)
+MAX_FUSED_WIRES = 10
+#: a block is fused when 2**k <= this x its gate count: one GEMM beats that many elementwise passes
+_FUSE_RATIO = 32
+
+_PAULI = {"X": np.array([[0, 1], [1, 0]], dtype=complex), "Y": np.array([[0, -1j], [1j, 0]]),
+          "Z": np.array([[1, 0], [0, -1]], dtype=complex)}
+#: Pauli string of each rotation's generator: R(theta) = exp(-i theta/2 P); PhaseShift = e^{i theta/2} RZ
+_GENERATOR = {"RX": "X", "RY": "Y", "RZ": "Z", "PhaseShift": "Z", "IsingXX": "XX", "IsingYY": "YY", "IsingZZ": "ZZ"}
+#: gates whose matrices are real (a real state stays real under them)
+_REAL = frozenset({"RY", "PauliX", "PauliZ", "Hadamard", "CNOT", "CZ", "SWAP", "CSWAP", "Toffoli"})
+
+
+class UnsupportedGate(ValueError):
+    """A circuit uses a gate the fused simulator has no kernel for."""
+
+
+@dataclass(frozen=True)
+class Op:
+    """One gate of the plan. ``source``: "fixed" (no angle), "const" (``value``), "weight" (entry ``index``
+    of the flat weights) or "data" (column ``index`` of the data angles)."""
+
+    name: str
+    wires: tuple[int, ...]
+    source: str
+    index: int = -1
+    value: float = 0.0
+
+    @property
+    def rotation(self) -> bool:
+        return self.name in ROTATIONS
+
+    @property
+    def real(self) -> bool:
+        return self.name in _REAL
+
+
+@lru_cache(maxsize=None)
+def local_matrix(name: str, k: int) -> np.ndarray:
+    """The ``2**k`` matrix of a fixed gate, or ``-i P`` (the rotation's generator term) of a rotation."""
+    if name in _GENERATOR:
+        m = np.array([[1.0 + 0j]])
+        for p in _GENERATOR[name]:
+            m = np.kron(m, _PAULI[p])
+        return -1j * m
+    if name not in FIXED:
+        raise UnsupportedGate(name)
+    if name.startswith("Adjoint("):
+        op = qml.adjoint(getattr(qml, name[len("Adjoint("):-1])(wires=0))
+    else:
+        op = getattr(qml, name)(wires=range(k))
+    return np.asarray(qml.matrix(op, wire_order=range(k)), dtype=complex)
+
+
+@dataclass(frozen=True)
+class GenPerm:
+    """A generalized permutation of basis states: ``(G psi)[r] = phase[r] * psi[perm[r]]``."""
+
+    perm: np.ndarray  # (D,) int64
+    phase: np.ndarray  # (D,) complex
+
+    @property
+    def real(self) -> bool:
+        return bool(np.all(self.phase.imag == 0))
+
+    @property
+    def quarter_phases(self) -> bool:
+        """Every phase is one of +-1, +-i: then it is a signed permutation of interleaved (re, im)."""
+        return bool(np.all(np.isin(np.round(self.phase, 12), (1, -1, 1j, -1j))))
+
+    def interleaved(self) -> tuple[np.ndarray, np.ndarray]:
+        """The same map on interleaved ``(re, im)`` vectors of length ``2D``: (perm2, sign2), real."""
+        d = len(self.perm)
+        perm2, sign2 = np.empty(2 * d, dtype=np.int64), np.empty(2 * d)
+        ph = np.round(self.phase, 12)
+        real = ph.imag == 0
+        b = np.where(real, ph.real, ph.imag)
+        # v = b: re' = b re[j], im' = b im[j];  v = i b: re' = -b im[j], im' = b re[j]
+        perm2[0::2] = np.where(real, 2 * self.perm, 2 * self.perm + 1)
+        perm2[1::2] = np.where(real, 2 * self.perm + 1, 2 * self.perm)
+        sign2[0::2] = np.where(real, b, -b)
+        sign2[1::2] = b
+        return perm2, sign2
+
+    def then(self, other: "GenPerm") -> "GenPerm":
+        """``other`` applied after ``self``."""
+        return GenPerm(self.perm[other.perm], other.phase * self.phase[other.perm])
+
+    def dense(self) -> np.ndarray:
+        d = len(self.perm)
+        m = np.zeros((d, d), dtype=complex)
+        m[np.arange(d), self.perm] = self.phase
+        return m
+
+
+def genperm(matrix: np.ndarray, wires: tuple[int, ...], n: int) -> GenPerm | None:
+    """Lift a ``2**k`` local matrix on ``wires`` to a :class:`GenPerm` over ``n`` wires, or None when the
+    matrix is not a generalized permutation (one non-zero per row and column)."""
+    nz = np.abs(matrix) > 1e-12
+    if not (np.all(nz.sum(0) == 1) and np.all(nz.sum(1) == 1)):
+        return None
+    lperm = nz.argmax(1)
+    lphase = matrix[np.arange(len(matrix)), lperm]
+    k = len(wires)
+    idx = np.arange(2**n, dtype=np.int64)
+    shifts = [n - 1 - w for w in wires]
+    local = np.zeros_like(idx)
+    for j, sh in enumerate(shifts):  # local index: the gate's first wire is its most significant bit
+        local |= ((idx >> sh) & 1) << (k - 1 - j)
+    src = lperm[local]
+    perm = idx.copy()
+    for j, sh in enumerate(shifts):
+        bit = (src >> (k - 1 - j)) & 1
+        perm = (perm & ~(1 << sh)) | (bit << sh)
+    return GenPerm(perm, lphase[local].astype(complex))
+
+
+@dataclass
+class Block:
+    """A run of batch-invariant gates on ``support`` (global wires, ascending).
+
+    ``mode``: "perm" (fixed gates whose product is ``gp``, a :class:`GenPerm` over all wires), "matrix"
+    (one unitary on ``support`` built from ``items``) or "gates" (too wide to fuse: ``ops`` one by one).
+    ``items`` (for "matrix"): ("layer", [[local-wire chains of one-qubit ops]]), ("perm", local GenPerm),
+    ("dense", local constant matrix) or ("rot", op, local GenPerm of its generator term), in order.
+    """
+
+    ops: list[Op]
+    support: tuple[int, ...] = ()
+    mode: str = "matrix"
+    gp: GenPerm | None = None
+    items: list = field(default_factory=list)
+
+    @property
+    def uses_weights(self) -> bool:
+        return any(o.source == "weight" for o in self.ops)
+
+    @property
+    def real(self) -> bool:
+        return all(o.real for o in self.ops)
+
+
+@dataclass
+class Plan:
+    """What :mod:`qelm.backends.fused` runs for one circuit structure and angle layout."""
+
+    n_wires: int
+    observables: tuple[int, ...]
+    prefix: list[list[Op]]  # per wire: its one-qubit gates on |0>
+    stages: list[tuple[str, object]]  # ("data", [Op]) or ("block", Block)
+    n_data: int
+    n_weights: int
+
+
+def _classify(circuit, layout) -> list[Op]:
+    try:
+        gates = gate_list(circuit)
+    except ValueError as e:
+        raise UnsupportedGate(f"{e}; run it on backend 'default.qubit' instead") from None
+    ops = []
+    for g in gates:
+        if g.name not in FIXED and g.name not in ROTATIONS:
+            raise UnsupportedGate(g.name)
+        if g.angle is not None:
+            is_weight, j = layout[g.angle]
+            ops.append(Op(g.name, g.wires, "weight" if is_weight else "data", j))
+        elif g.value is not None:
+            ops.append(Op(g.name, g.wires, "const", value=g.value))
+        else:
+            ops.append(Op(g.name, g.wires, "fixed"))
+    return ops
+
+
+def _split_prefix(ops: list[Op], n: int) -> tuple[list[list[Op]], list[Op]]:
+    """Per wire, the leading one-qubit gates that are not weights; they commute with every earlier gate."""
+    prefix: list[list[Op]] = [[] for _ in range(n)]
+    blocked: set[int] = set()
+    rest = []
+    for op in ops:
+        w = op.wires[0]
+        if len(op.wires) == 1 and w not in blocked and op.source != "weight":
+            prefix[w].append(op)
+        else:
+            blocked.update(op.wires)
+            rest.append(op)
+    return prefix, rest
+
+
+def _stages(ops: list[Op]) -> list[tuple[str, list[Op]]]:
+    """Cut into alternating data stages and invariant blocks; a data gate joins the data stage before the
+    last block when the block does not touch its wires, and a block stops growing at MAX_FUSED_WIRES."""
+    stages: list[tuple[str, list[Op]]] = []
+    for op in ops:
+        if op.source == "data":
+            if stages and stages[-1][0] == "data":
+                stages[-1][1].append(op)
+            elif (len(stages) >= 2 and stages[-2][0] == "data"
+                  and not set(op.wires) & {w for o in stages[-1][1] for w in o.wires}):
+                stages[-2][1].append(op)
+            else:
+                stages.append(("data", [op]))
+        else:
+            if stages and stages[-1][0] == "block":
+                support = {w for o in stages[-1][1] for w in o.wires} | set(op.wires)
+                if len(support) <= MAX_FUSED_WIRES or all(o.source == "fixed" for o in stages[-1][1] + [op]):
+                    stages[-1][1].append(op)
+                    continue
+            stages.append(("block", [op]))
+    return stages
+
+
+def _items(ops: list[Op], support: tuple[int, ...]) -> list:
+    """A fused block as moments on its local wires: layers of one-qubit chains, fixed multi-qubit gates
+    (merged into one generalized permutation where they are), multi-qubit rotations."""
+    k = len(support)
+    loc = {w: i for i, w in enumerate(support)}
+    items: list = []
+    last_multi = {i: -1 for i in range(k)}  # index in items of the last multi-qubit moment on each wire
+    for op in ops:
+        lw = tuple(loc[w] for w in op.wires)
+        if len(lw) == 1:
+            after = last_multi[lw[0]]
+            target = next((i for i in range(after + 1, len(items)) if items[i][0] == "layer"), None)
+            if target is None:
+                items.append(("layer", [[] for _ in range(k)]))
+                target = len(items) - 1
+            items[target][1][lw[0]].append(op)
+            continue
+        m = local_matrix(op.name, len(lw))
+        gp = genperm(m, lw, k)
+        if op.rotation:
+            items.append(("rot", op, gp))
+        elif gp is not None and items and items[-1][0] == "perm":
+            items[-1] = ("perm", items[-1][1].then(gp))
+        elif gp is not None:
+            items.append(("perm", gp))
+        else:
+            full = _embed(m, lw, k)
+            if items and items[-1][0] == "dense":
+                items[-1] = ("dense", full @ items[-1][1])
+            else:
+                items.append(("dense", full))
+        for w in lw:
+            last_multi[w] = len(items) - 1
+    return items
+
+
+def _embed(m: np.ndarray, wires: tuple[int, ...], k: int) -> np.ndarray:
+    """A gate's local matrix as a ``2**k`` matrix on wires ``0..k-1`` (plan time only, k small)."""
+    return np.asarray(qml.matrix(qml.QubitUnitary(m, wires=wires), wire_order=range(k)), dtype=complex)
+
+
+def _block(ops: list[Op], n: int) -> Block:
+    support = tuple(sorted({w for o in ops for w in o.wires}))
+    if all(o.source == "fixed" for o in ops):
+        gps = [genperm(local_matrix(o.name, len(o.wires)), o.wires, n) for o in ops]
+        if all(g is not None for g in gps):
+            total = gps[0]
+            for g in gps[1:]:
+                total = total.then(g)
+            return Block(ops, support, "perm", gp=total)
+    k = len(support)
+    if k <= MAX_FUSED_WIRES and 2**k <= _FUSE_RATIO * len(ops):
+        return Block(ops, support, "matrix", items=_items(ops, support))
+    return Block(ops, support, "gates")
+
+
+def build_plan(circuit, layout) -> Plan:
+    """The plan of ``circuit`` for an angle ``layout`` (see :meth:`qelm.circuits.Circuit.angle_layout`)."""
+    n = circuit.n_wires
+    ops = _classify(circuit, layout)
+    prefix, rest = _split_prefix(ops, n)
+    stages = [(kind, group if kind == "data" else _block(group, n)) for kind, group in _stages(rest)]
+    n_data = 1 + max((j for w, j in layout if not w), default=-1)
+    n_weights = 1 + max((j for w, j in layout if w), default=-1)
+    return Plan(n, tuple(circuit.observables), prefix, stages, n_data, n_weights)
