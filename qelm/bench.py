@@ -230,35 +230,30 @@ class _PeakMemory:
 
 
 class _CircuitClock:
-    """Seconds spent inside the backend's ``expval``/``state`` calls (forward only), by wrapping the
-    shared backend object's methods for the life of the ``with`` block."""
+    """Seconds spent inside the backend's circuit executions (forward only): an observer of
+    :meth:`qelm.backends.Backend.run` for the life of the ``with`` block."""
 
     def __init__(self, backend, device: str) -> None:
         self.backend, self.device, self.seconds, self.on = backend, device, 0.0, False
+        self._start = 0.0
 
-    def _wrap(self, name: str) -> None:
-        inner = getattr(self.backend, name)
-
-        def timed(*args, **kwargs):
-            if not self.on:
-                return inner(*args, **kwargs)
+    def before(self, circuit, kind) -> None:
+        if self.on:
             _sync(self.device)
-            t = time.perf_counter()
-            out = inner(*args, **kwargs)
-            _sync(self.device)
-            self.seconds += time.perf_counter() - t
-            return out
+            self._start = time.perf_counter()
 
-        setattr(self.backend, name, timed)  # instance attribute shadows the method
+    def after(self, circuit, kind, executions, out) -> None:
+        if self.on:
+            _sync(self.device)
+            self.seconds += time.perf_counter() - self._start
 
     def __enter__(self) -> "_CircuitClock":
-        for name in ("expval", "state"):
-            self._wrap(name)
+        self._observing = self.backend.observe(self)
+        self._observing.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        for name in ("expval", "state"):
-            self.backend.__dict__.pop(name, None)
+        self._observing.__exit__(*exc)
 
 
 def _sync(device: str) -> None:

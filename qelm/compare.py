@@ -367,47 +367,30 @@ class _Record:
 
 @contextlib.contextmanager
 def _recording(model: nn.Module, counter: FlopCounterMode | None, eps: float) -> Iterator[tuple[dict, list]]:
-    """Wrap ``expval``/``state`` of every backend the model uses: count executions per circuit structure,
-    the shots each needs at its measured <Z>, and the torch FLOPs the simulator spends."""
+    """Observe every backend the model uses: count executions per circuit structure, the shots each needs
+    at its measured <Z>, and the torch FLOPs the simulator spends."""
     records: dict[tuple, _Record] = {}
     sim_flops = [0]
-    depth = [0]  # a backend may serve expval through its own state(): count the outermost call only
     backends = {id(layer.backend): layer.backend for layer in model.modules() if isinstance(layer, QuantumLayer)}
 
-    def wrap(backend, kind: str):
-        original = getattr(backend, kind)
+    class Observer:
+        def before(self, circuit, kind):
+            self.flops = counter.get_total_flops() if counter is not None else 0
 
-        def run(circuit, angles):
-            if depth[0]:
-                return original(circuit, angles)
-            before = counter.get_total_flops() if counter is not None else 0
-            depth[0] += 1
-            try:
-                out = original(circuit, angles)
-            finally:
-                depth[0] -= 1
+        def after(self, circuit, kind, executions, out):
             if counter is not None:
-                sim_flops[0] += counter.get_total_flops() - before
+                sim_flops[0] += counter.get_total_flops() - self.flops
             rec = records.setdefault((circuit.key, kind), _Record(circuit, kind))
-            rec.executions += angles.shape[0]
+            rec.executions += executions
             if kind == "expval":
-                z = out.detach().to(torch.float64)  # (N, n_obs)
+                z = out.detach().to(torch.float64).reshape(-1, out.shape[-1])  # (N, n_obs)
                 need = ((1 - z.square()).amax(dim=-1) / eps**2).ceil().clamp_min(1)  # (N,) shots per execution
                 rec.shots_measured += float(need.sum())
-            return out
 
-        return run
-
-    patched = []
-    for backend in backends.values():
-        for kind in ("expval", "state"):
-            setattr(backend, kind, wrap(backend, kind))  # instance attribute shadows the method
-            patched.append((backend, kind))
-    try:
+    with contextlib.ExitStack() as stack:
+        for backend in backends.values():
+            stack.enter_context(backend.observe(Observer()))
         yield records, sim_flops
-    finally:
-        for backend, kind in patched:
-            delattr(backend, kind)
 
 
 def _gate_counts(circuit) -> tuple[dict[str, int], dict[str, int], int]:
@@ -455,8 +438,8 @@ def _measure(name: str, model: nn.Module, idx: torch.Tensor, directory: Path, ep
         model(idx)
     tokens = idx.numel()
     backend = getattr(model, "backend", None)
-    # torch FLOPs inside the simulator are only visible when the simulator is torch (default.qubit)
-    sim_visible = backend is not None and getattr(backend, "name", "") == "default.qubit"
+    # torch FLOPs inside the simulator are only visible when the simulator is torch (default.qubit, qelm.fused)
+    sim_visible = backend is not None and getattr(backend, "name", "") in ("default.qubit", "qelm.fused")
     total = counter.get_total_flops()
     return ModelReport(
         name=name, kind=_kind(model), config=model.config.to_dict(), parameters=params, circuit_weights=weights,

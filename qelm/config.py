@@ -59,7 +59,7 @@ class QELMConfig:
     fidelity_method: str = "exact"  # "exact" (state overlap) | "swap_test" (circuit, works with shots)
     adaptive_threshold: bool = False  # fidelity: keep scores >= row mean + 0.5 std
     feed_forward: str = "quantum"  # "quantum" | "classical"
-    backend: str = "default.qubit"  # simulator the circuits run on (see qelm.backends)
+    backend: str = "qelm.fused"  # simulator the circuits run on (see qelm.backends)
     shots: int | None = None  # None: exact expectations; an int: sampled
     batch_hint: int = 8  # batch size the memory check assumes (circuits in flight = batch * context * heads)
     backend_options: dict[str, Any] = field(default_factory=dict)  # extra backend options (seed, noise...)
@@ -96,6 +96,9 @@ class QELMConfig:
 
         if self.backend not in BACKENDS:
             bad("backend", f"choose one of {', '.join(sorted(BACKENDS))}")
+        if self.backend == "qelm.fused" and self.shots is not None:
+            bad("shots", "backend qelm.fused is exact and takes no shots: use backend qiskit.aer or default.qubit "
+                         "for sampled estimates, or remove shots")
         self._check_memory()
 
     def widest_circuit_wires(self) -> int:
@@ -120,6 +123,10 @@ class QELMConfig:
                 f"about {need / 2**30:.1f} GiB of state vectors, more than this machine's {have / 2**30:.1f} GiB; "
                 f"use fewer qubits, a shorter context_len or a smaller batch_hint"
             )
+
+    def backend_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that build this config's backend: ``get_backend(config.backend, **these)``."""
+        return {"shots": self.shots, **self.backend_options}
 
     @property
     def uses_circuits(self) -> bool:

@@ -1,8 +1,11 @@
 """Quantum ``torch.nn.Module`` layers. Each runs all of its circuits for a batch — every token, sample and
-head — in one broadcast execution on its backend: the batch and head axes are flattened into the circuit
-batch axis ``N`` and reshaped back afterwards. Classical reduce/expand projections are plain ``nn.Linear``.
+head — in one execution on its backend. Inputs and weights go to the backend apart
+(:meth:`qelm.backends.Backend.run`), laid out weight-set-major: per-head (and per q/k/v slot) weights
+``(S..., *weight_shape)`` and the samples of each set ``(S..., M, n)``, so a backend that fuses the weights'
+gates (``qelm.fused``) builds one unitary per set and call. Classical reduce/expand projections are plain
+``nn.Linear``.
 
-Shapes: B batch, T tokens, H heads, n qubits per circuit, D = 2**n state-vector size, P angles per circuit.
+Shapes: B batch, T tokens, H heads, n qubits per circuit, D = 2**n state-vector size.
 """
 
 from __future__ import annotations
@@ -26,26 +29,23 @@ def _init_circuit_weights(shape: tuple[int, ...]) -> nn.Parameter:
 
 class QuantumLayer(nn.Module):
     """Base for modules that run circuits: holds the backend (not a parameter: swapping it never touches
-    weights) and runs a circuit on flattened angle vectors."""
+    weights). A model builds one backend and hands it to every layer; a layer built alone builds its own."""
 
-    def __init__(self, backend: str | Backend = "default.qubit", **backend_options) -> None:
+    def __init__(self, backend: str | Backend = "qelm.fused", **backend_options) -> None:
         super().__init__()
         self.backend = get_backend(backend, **backend_options)
 
     def set_backend(self, backend: str | Backend, **options) -> None:
         self.backend = get_backend(backend, **options)
 
-    def run(self, circuit: Circuit, angles: torch.Tensor) -> torch.Tensor:
-        """Pauli-Z expectations for angle vectors ``(..., P)`` -> ``(..., n_out)``, one execution."""
-        batch = angles.shape[:-1]
-        out = self.backend.expval(circuit, angles.reshape(-1, angles.shape[-1]))  # (N, n_out)
-        return out.reshape(batch + out.shape[-1:])
+    def run(self, circuit: Circuit, inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Pauli-Z expectations: ``inputs`` ``(S..., *batch, *input_shape)``, ``weights``
+        ``(S..., *weight_shape)`` -> ``(S..., *batch, n_out)``, one execution."""
+        return self.backend.run(circuit, inputs, weights, "expval")
 
-    def run_state(self, circuit: Circuit, angles: torch.Tensor) -> torch.Tensor:
-        """State vectors for angle vectors ``(..., P)`` -> ``(..., D)`` complex, one execution."""
-        batch = angles.shape[:-1]
-        out = self.backend.state(circuit, angles.reshape(-1, angles.shape[-1]))
-        return out.reshape(batch + out.shape[-1:])
+    def run_state(self, circuit: Circuit, inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """State vectors, laid out as :meth:`run`: ``(S..., *batch, D)`` complex, one execution."""
+        return self.backend.run(circuit, inputs, weights, "state")
 
 
 class QuantumEmbedding(QuantumLayer):
@@ -58,8 +58,8 @@ class QuantumEmbedding(QuantumLayer):
     depend on where it stands, so only the distinct token ids of a batch are simulated.
     """
 
-    def __init__(self, config: QELMConfig) -> None:
-        super().__init__(config.backend, shots=config.shots, **config.backend_options)
+    def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
+        super().__init__(backend or config.backend, **({} if backend else config.backend_kwargs()))
         self.config = config
         self.circuit = config.circuit(config.embedding_circuit)
         c = self.circuit
@@ -73,10 +73,10 @@ class QuantumEmbedding(QuantumLayer):
         if self.circuit.name == "polar":
             pos = torch.arange(T, device=idx.device).expand(B, T)
             inputs = self.circuit.polar_inputs(*self.token_inputs[idx].chunk(2, dim=-1), pos)  # (B, T, 2n)
-            z = self.run(self.circuit, self.circuit.angles(inputs, self.weights))  # (B, T, n)
+            z = self.run(self.circuit, inputs, self.weights)  # (B, T, n)
             return self.expand(z)
         ids, inverse = torch.unique(idx, return_inverse=True)  # (U,), (B, T)
-        z = self.run(self.circuit, self.circuit.angles(self.token_inputs[ids], self.weights))  # (U, n)
+        z = self.run(self.circuit, self.token_inputs[ids], self.weights)  # (U, n)
         return self.expand(z[inverse]) + self.position(torch.arange(T, device=idx.device))
 
 
@@ -97,7 +97,7 @@ class QuantumAttentionHead(QuantumLayer):
     """
 
     def __init__(self, n_qubits: int = 4, circuit_layers: int = 2, n_heads: int = 1, mode: str = "quantum",
-                 method: str = "exact", adaptive_threshold: bool = False, backend: str | Backend = "default.qubit",
+                 method: str = "exact", adaptive_threshold: bool = False, backend: str | Backend = "qelm.fused",
                  **backend_options) -> None:
         super().__init__(backend, **backend_options)
         if mode not in ("quantum", "fidelity"):
@@ -118,22 +118,23 @@ class QuantumAttentionHead(QuantumLayer):
         B, T, H, n = x.shape
         causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
         if self.mode == "quantum":
-            inputs = x.unsqueeze(3).expand(B, T, H, 3, n)  # same features into the q, k and v circuits
-            qkv = self.run(self.features, self.features.angles(inputs, self.weights))  # (B, T, H, 3, n)
-            q, k, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # each (B, H, T, n)
+            # weight sets (H, 3) first: the same features go into the q, k and v circuits of each head
+            inputs = x.permute(2, 0, 1, 3).reshape(H, 1, B * T, n).expand(H, 3, B * T, n)
+            qkv = self.run(self.features, inputs, self.weights)  # (H, 3, B*T, n)
+            q, k, v = qkv.reshape(H, 3, B, T, n).permute(1, 2, 0, 3, 4).unbind(0)  # each (B, H, T, n)
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(n)  # (B, H, T, T)
             att = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
         else:
             w = self.weights[:, 0]  # (H, *weight_shape)
+            xh = x.permute(2, 0, 1, 3)  # (H, B, T, n): each head's samples with its weight set
             if self.method == "exact":
-                psi = self.run_state(self.fidelity, self.fidelity.angles(x, w))  # (B, T, H, D)
-                psi = psi.permute(0, 2, 1, 3)  # (B, H, T, D)
+                psi = self.run_state(self.fidelity, xh, w).transpose(0, 1)  # (B, H, T, D)
                 scores = (psi.conj() @ psi.transpose(-1, -2)).abs().square().to(x.dtype)  # (B, H, T, T)
                 probs = psi.abs().square().to(x.dtype)  # (B, H, T, D)
                 v = probs @ z_signs(n, range(n), probs)  # (B, H, T, n) <Z> of each qubit
             else:
                 scores = self._swap_test_scores(x, w)
-                v = self.run(self.features, self.features.angles(x, w)).permute(0, 2, 1, 3)  # (B, H, T, n)
+                v = self.run(self.features, xh, w).transpose(0, 1)  # (B, H, T, n)
             keep = causal.expand(B, H, T, T)
             if self.adaptive_threshold:
                 keep = keep & _adaptive_keep(scores, causal)
@@ -148,12 +149,11 @@ class QuantumAttentionHead(QuantumLayer):
         the diagonal. One execution of ``B * H * T(T+1)/2`` circuits."""
         B, T, H, n = x.shape
         i, j = torch.tril_indices(T, T, device=x.device)  # (Np,) each
-        xh = x.permute(0, 2, 1, 3)  # (B, H, T, n)
-        pairs = torch.stack([xh[:, :, i], xh[:, :, j]], dim=3)  # (B, H, Np, 2, n)
-        angles = self.swap_test.angles(pairs, w.unsqueeze(1))  # weights (H, 1, ...) broadcast over pairs
-        fid = self.run(self.swap_test, angles)[..., 0]  # (B, H, Np)
+        xh = x.permute(2, 0, 1, 3)  # (H, B, T, n): each head's samples with its weight set
+        pairs = torch.stack([xh[:, :, i], xh[:, :, j]], dim=3)  # (H, B, Np, 2, n)
+        fid = self.run(self.swap_test, pairs, w)[..., 0]  # (H, B, Np)
         scores = x.new_zeros(B, H, T, T)
-        scores[:, :, i, j] = fid
+        scores[:, :, i, j] = fid.transpose(0, 1)
         return scores
 
 
@@ -172,8 +172,8 @@ class QuantumMultiHeadAttention(QuantumLayer):
     """Multi-head attention whose heads are circuits: ``reduce`` (d_model -> H*n), the heads'
     :class:`QuantumAttentionHead` in one execution, ``expand`` (H*n -> d_model)."""
 
-    def __init__(self, config: QELMConfig) -> None:
-        super().__init__(config.backend, shots=config.shots, **config.backend_options)
+    def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
+        super().__init__(backend or config.backend, **({} if backend else config.backend_kwargs()))
         self.n_heads, self.n_qubits = config.n_heads, config.n_qubits
         self.reduce = nn.Linear(config.d_model, config.n_heads * config.n_qubits)
         self.heads = QuantumAttentionHead(config.n_qubits, config.circuit_layers, config.n_heads, config.attention,
@@ -194,13 +194,13 @@ class QuantumFeedForward(QuantumLayer):
     """Feed-forward slot as a circuit: ``reduce`` (d_model -> n), the re-uploading circuit (<Z> per
     qubit), ``expand`` (n -> d_model)."""
 
-    def __init__(self, config: QELMConfig) -> None:
-        super().__init__(config.backend, shots=config.shots, **config.backend_options)
+    def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
+        super().__init__(backend or config.backend, **({} if backend else config.backend_kwargs()))
         self.circuit = config.circuit("feed_forward")
         self.reduce = nn.Linear(config.d_model, config.n_qubits)
         self.weights = _init_circuit_weights(self.circuit.weight_shape)
         self.expand = nn.Linear(config.n_qubits, config.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, d_model)
-        z = self.run(self.circuit, self.circuit.angles(self.reduce(x), self.weights))  # (B, T, n)
+        z = self.run(self.circuit, self.reduce(x), self.weights)  # (B, T, n)
         return self.expand(z)

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backends import Backend
+from .backends import Backend, get_backend
 from .config import QELMConfig
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
 
@@ -69,12 +69,12 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: QELMConfig) -> None:
+    def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(config.d_model)
-        self.attention = CausalSelfAttention(config) if config.attention == "classical" else QuantumMultiHeadAttention(config)
+        self.attention = CausalSelfAttention(config) if config.attention == "classical" else QuantumMultiHeadAttention(config, backend)
         self.ln2 = nn.LayerNorm(config.d_model)
-        self.feed_forward = MLP(config) if config.feed_forward == "classical" else QuantumFeedForward(config)
+        self.feed_forward = MLP(config) if config.feed_forward == "classical" else QuantumFeedForward(config, backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(self.ln1(x))
@@ -86,13 +86,14 @@ class QELM(nn.Module):
 
     def __init__(self, config: QELMConfig) -> None:
         super().__init__()
+        config = config.replace()  # a copy: set_backend never changes the caller's config
         self.config = config
-        self.embedding = ClassicalEmbedding(config) if config.embedding == "classical" else QuantumEmbedding(config)
-        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layers)])
+        # one backend object for every layer: one cache of compiled circuits, one place to swap it
+        backend = get_backend(config.backend, **config.backend_kwargs()) if config.uses_circuits else None
+        self.embedding = ClassicalEmbedding(config) if config.embedding == "classical" else QuantumEmbedding(config, backend)
+        self.blocks = nn.ModuleList([Block(config, backend) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        if self.quantum_layers():  # one backend object for all layers: one compiled-circuit cache
-            self.set_backend(config.backend, shots=config.shots, **config.backend_options)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         self._check_ids(idx)
@@ -122,13 +123,11 @@ class QELM(nn.Module):
 
     def set_backend(self, backend: str | Backend, **options) -> "QELM":
         """Run every circuit on another backend; weights are untouched. Returns self."""
-        from .backends import get_backend
-
         shared = get_backend(backend, **options)
         for layer in self.quantum_layers():
             layer.backend = shared
-        self.config.backend = shared.name
-        self.config.shots = shared.shots
+        self.config = self.config.replace(backend=shared.name, shots=shared.shots,
+                                          backend_options={k: v for k, v in options.items() if k != "shots"})
         return self
 
     @property

@@ -195,7 +195,7 @@ def test_cli_prints_table_and_writes_json(tiny, tmp_path, capsys):
     code, out, err = _cli(["bench", "--config", str(cfg), "--quick", "--seq-lens", "4", "--modes", "inference",
                            "--repeats", "1", "--json", str(out_json)], capsys)
     assert code == 0, err
-    assert "| QELM default.qubit | 4 |" in out and "| twin (classical) | 4 |" in out and "wrote" in out
+    assert "| QELM qelm.fused | 4 |" in out and "| twin (classical) | 4 |" in out and "wrote" in out
     data = json.loads(out_json.read_text())
     assert data["settings"]["batch"] == 2 and data["settings"]["seq_lens"] == [4]  # --quick batch, flag lengths
     assert data["command"].startswith("qelm bench --config") and "--quick" in data["command"]

@@ -48,7 +48,7 @@ def test_toml_round_trip(tmp_path):
     path = tmp_path / "model.toml"
     cfg.to_toml(path)
     assert QELMConfig.from_toml(path) == cfg
-    assert QELMConfig.from_toml(cfg.replace(shots=100).to_toml()).shots == 100
+    assert QELMConfig.from_toml(cfg.replace(backend="default.qubit", shots=100).to_toml()).shots == 100
 
 
 def test_malformed_toml_and_unknown_fields(tmp_path):

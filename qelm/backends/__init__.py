@@ -21,7 +21,9 @@ and then the error says what to install.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,8 +74,34 @@ class Backend:
 
     def run(self, circuit, inputs: torch.Tensor, weights: torch.Tensor, kind: str = "expval") -> torch.Tensor:
         """Run ``circuit`` for data ``inputs`` ``(*S, *batch, *input_shape)`` and weight sets ``weights``
-        ``(*S, *weight_shape)``; ``kind`` "expval" or "state" (see the module docstring)."""
+        ``(*S, *weight_shape)``; ``kind`` "expval" or "state" (see the module docstring). Observers added by
+        :meth:`observe` see every call."""
         sets, batch = check_run_shapes(circuit, inputs, weights, kind)
+        observers = self.__dict__.get("_observers")
+        if not observers:
+            return self._execute(circuit, inputs, weights, kind, sets, batch)
+        for o in observers:
+            o.before(circuit, kind)
+        out = self._execute(circuit, inputs, weights, kind, sets, batch)
+        executions = math.prod(batch)
+        for o in reversed(observers):
+            o.after(circuit, kind, executions, out)
+        return out
+
+    @contextlib.contextmanager
+    def observe(self, observer):
+        """Within the block, call ``observer.before(circuit, kind)`` before and ``observer.after(circuit,
+        kind, executions, output)`` after every :meth:`run` (how ``qelm bench`` times the circuits and
+        ``qelm compare`` counts executions and shots, without patching any method)."""
+        observers = self.__dict__.setdefault("_observers", [])
+        observers.append(observer)
+        try:
+            yield observer
+        finally:
+            observers.remove(observer)
+
+    def _execute(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
+        """The work of :meth:`run`, shapes checked: by default weights broadcast into angle vectors."""
         w = weights.reshape(sets + (1,) * (len(batch) - len(sets)) + tuple(circuit.weight_shape))
         angles = circuit.angles(inputs, w).reshape(-1, circuit.n_angles)  # (N, n_angles): weights broadcast here
         out = self.expval(circuit, angles) if kind == "expval" else self.state(circuit, angles)

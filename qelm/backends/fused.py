@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..circuits import z_signs
-from . import Backend, check_run_shapes
+from . import Backend
 from .fused_plan import Block, GenPerm, Plan, UnsupportedGate, build_plan, genperm, local_matrix
 
 __all__ = ["FusedBackend", "DTYPES"]
@@ -118,7 +118,7 @@ def _apply_matrix(t: torch.Tensor, cplx: bool, u: torch.Tensor, real_u: bool, su
         w = torch.stack([torch.view_as_real(ut), torch.view_as_real(ut * 1j)], dim=-3).flatten(-4, -3).flatten(-2)
         out_cplx = True
     if k == n:
-        return t @ w, out_cplx
+        return _times(t, w), out_cplx
     # wires of the block to the end (before the re/im axis), one GEMM, wires back
     lead = t.shape[:-1]
     c_in, c_out = (2 if cplx else 1), (2 if out_cplx else 1)
@@ -128,9 +128,103 @@ def _apply_matrix(t: torch.Tensor, cplx: bool, u: torch.Tensor, real_u: bool, su
     v = v.movedim(axes, list(range(base + n - k, base + n)))  # (..., rest, 2^k wires, c)
     rest = v.shape[base: base + n - k]
     v = v.reshape(lead[:-1] + (-1, K * c_in))  # (*S, M * rest, K c): a set's unitary meets its samples
-    v = (v @ w).reshape(lead + tuple(rest) + (2,) * k + (c_out,))
+    v = _times(v, w).reshape(lead + tuple(rest) + (2,) * k + (c_out,))
     v = v.movedim(list(range(base + n - k, base + n)), axes)
     return v.reshape(lead + (2**n * c_out,)), out_cplx
+
+
+class _StatesTimes(torch.autograd.Function):
+    """``t @ w`` for states ``t`` ``(*S, M, K)`` and per-set matrices ``w`` ``(*S, K, K')`` (or ``(K, K')``).
+
+    The same product as ``torch.matmul``, ordered for the CPU BLAS: states are tall and thin (M in the
+    tens of thousands, K <= 2**11), a shape for which MKL's float64 kernels ran 1.5-3x slower than for the
+    transposed product, and the weights' gradient (a reduction over M) 2-4x slower than as a batched
+    product over chunks of M (measured in benchmarks/backends.py). On CUDA it is plain matmul."""
+
+    @staticmethod
+    def forward(ctx, t, w):
+        ctx.save_for_backward(t, w)
+        return (w.mT @ t.mT).mT
+
+    @staticmethod
+    def backward(ctx, g):
+        t, w = ctx.saved_tensors
+        grad_t = (w @ g.mT).mT if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            M = t.shape[-2]
+            chunk = next((c for c in (1024, 512, 256) if M % c == 0 and M > c), None)
+            if chunk is None:
+                grad_w = t.mT @ g
+            else:  # (*S, M/c, K, c) @ (*S, M/c, c, K') summed over the chunks
+                grad_w = (t.unflatten(-2, (-1, chunk)).mT @ g.unflatten(-2, (-1, chunk))).sum(-3)
+            if grad_w.dim() > w.dim():  # one matrix shared by every set: sum the sets' contributions
+                grad_w = grad_w.sum(tuple(range(grad_w.dim() - w.dim())))
+        return grad_t, grad_w
+
+
+def _times(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    if t.is_cuda or not (t.requires_grad or w.requires_grad) and t.shape[-2] < 256:
+        return t @ w
+    return _StatesTimes.apply(t, w)
+
+
+class _RYLayer(torch.autograd.Function):
+    """RY rotations of per-sample angles on distinct wires of states ``t`` ``(L, D * c)`` (``c`` = 2 for
+    interleaved complex states: RY is real, so it rotates re and im alike). The hot kernel of every
+    re-uploading circuit, written by hand because autograd would keep one state per wire for backward.
+
+    Forward: one in-place-free butterfly per wire. Backward: the RYs of distinct wires commute and
+    ``d RY(theta)/d theta = RY(theta) G / 2`` with ``G = -iY``, so every angle's gradient is
+    ``<g, G_w psi_out> / 2``, read from the *output* alone; the states' gradient is ``R(-theta) g``.
+    """
+
+    @staticmethod
+    def forward(ctx, t, half, wires, n):  # half: (L, k) half-angles, one column per wire in ``wires``
+        c, s = torch.cos(half), torch.sin(half)
+        out = _butterflies(t, c, s, wires, n)
+        ctx.save_for_backward(out, c, s)
+        ctx.wires, ctx.n = wires, n
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        out, c, s = ctx.saved_tensors
+        wires, n = ctx.wires, ctx.n
+        L = g.shape[0]
+        grad_half = None
+        if ctx.needs_input_grad[1]:
+            cols = []
+            for w in wires:  # <g, G_w psi> with G = [[0, -1], [1, 0]] on wire w
+                gv, pv = g.view(L, 2**w, 2, -1), out.view(L, 2**w, 2, -1)
+                cols.append((gv[:, :, 1] * pv[:, :, 0]).sum((1, 2)) - (gv[:, :, 0] * pv[:, :, 1]).sum((1, 2)))
+            grad_half = torch.stack(cols, dim=-1)
+        grad_t = _butterflies(g, c, -s, wires[::-1], n, reverse=True) if ctx.needs_input_grad[0] else None
+        return grad_t, grad_half, None, None
+
+
+def _butterflies(t, c, s, wires, n, reverse=False):
+    """Apply RY(2 * half) = [[c, -s], [s, c]] on each wire of ``wires`` (columns of c, s in that order)."""
+    L = t.shape[0]
+    k = len(wires)
+    for j, w in enumerate(wires):
+        col = k - 1 - j if reverse else j
+        v = t.view(L, 2**w, 2, -1)
+        cj, sj = c[:, col, None, None], s[:, col, None, None]
+        new = torch.empty_like(v)
+        p0, p1 = v[:, :, 0], v[:, :, 1]
+        torch.mul(p0, cj, out=new[:, :, 0])
+        new[:, :, 0].addcmul_(p1, sj, value=-1)
+        torch.mul(p0, sj, out=new[:, :, 1])
+        new[:, :, 1].addcmul_(p1, cj)
+        t = new.view(L, -1)
+    return t
+
+
+def _ry_layer(ops) -> bool:
+    """A data stage the RY kernel runs: only RY gates, each on its own wire."""
+    wires = [o.wires[0] for o in ops]
+    return all(o.name == "RY" for o in ops) and len(set(wires)) == len(wires)
 
 
 class _Executor:
@@ -152,32 +246,43 @@ class _Executor:
                 torch.tensor(math.sin(op.value / 2), dtype=self.cache.real, device=self.cache.device))
 
     # --- the product-state prefix ------------------------------------------------------------------
-    def _wire_vector(self, ops) -> torch.Tensor:
-        """One wire's 2-vector after its prefix gates on |0>: real (..., 2) or complex (..., 2)."""
-        cache = self.cache
-        v = torch.tensor([1.0, 0.0], dtype=cache.real, device=cache.device)
-        for op in ops:
-            m = cache.get(("local", op.name), lambda: torch.as_tensor(local_matrix(op.name, 1), dtype=cache.cplx, device=cache.device))
-            if not op.real:
-                v = v.to(cache.cplx)
-            mm = m if v.is_complex() else m.real
-            if op.rotation:
-                c, s = self._cos_sin(op, 0)
-                c, s = (c, s) if op.source == "data" else (c.reshape(()), s.reshape(()))
-                gv = v @ mm.T  # G v, G = -iP (2x2)
-                v = c * v + s * gv
-                if op.name == "PhaseShift":  # e^{i theta/2} RZ(theta)
-                    v = v * torch.complex(c, s)
-            else:
-                v = v @ mm.T
-        return v
-
     def _prefix(self, lead: tuple[int, ...]) -> tuple[torch.Tensor, bool]:
-        vectors = [self._wire_vector(ops) for ops in self.plan.prefix]
-        st = vectors[0]
-        for v in vectors[1:]:
-            st = (st.unsqueeze(-1) * v.unsqueeze(-2)).flatten(-2)
-        cplx = st.is_complex()
+        """The state after the prefix: per-wire 2-vectors, computed for each group of wires with the same
+        gates by one vectorized formula, then their Kronecker product (``(..., D)``)."""
+        cache, n = self.cache, self.n
+        spec = cache.get(("prefix", id(self.plan)), lambda: _prefix_spec(self.plan, cache))
+        parts = []
+        for group in spec["groups"]:
+            v = None  # None: |0>
+            for name, source, cols, gm in group["depths"]:
+                if source == "data":
+                    c, s = self.cx[..., cols].unsqueeze(-1), self.sx[..., cols].unsqueeze(-1)  # (..., g, 1)
+                else:
+                    c, s = gm  # constant gate: its 2x2 matrix, applied below
+                if source == "fixed" or source == "const":
+                    m = gm[0] if source == "const" else gm
+                    if v is not None and v.is_complex() != m.is_complex():
+                        v, m = v.to(cache.cplx), m.to(cache.cplx)
+                    v = m[..., :, 0] if v is None else v @ m.mT
+                    continue
+                g = spec["gen"][name]  # -iP
+                if v is not None and g.is_complex() and not v.is_complex():
+                    v = v.to(cache.cplx)
+                elif v is not None and v.is_complex():
+                    g = g.to(cache.cplx)
+                if v is None:
+                    v = c * g.new_tensor([1, 0]) + s * g[:, 0]
+                else:
+                    v = c * v + s * (v @ g.mT)
+                if name == "PhaseShift":
+                    v = v * torch.complex(c, s)
+            parts.append(v if v is not None else spec["zero"])
+        cplx = any(p.is_complex() for p in parts)
+        dtype = cache.cplx if cplx else cache.real
+        wires = [parts[gi][..., i, :] if parts[gi].dim() > 1 else parts[gi] for gi, i in spec["where"]]
+        st = wires[0].to(dtype)
+        for v in wires[1:]:  # Kronecker product, wire 0 the most significant bit
+            st = (st.unsqueeze(-1) * v.to(dtype).unsqueeze(-2)).flatten(-2)
         if cplx:
             st = torch.view_as_real(st).flatten(-2)
         return st.expand(lead + st.shape[-1:]), cplx
@@ -191,32 +296,30 @@ class _Executor:
 
     def _build_unitary(self, block: Block) -> torch.Tensor:
         cache = self.cache
-        k = len(block.support)
-        K = 2**k
-        eye2 = torch.eye(2, dtype=cache.cplx, device=cache.device)
-        u = None
-
-        def left(m, u):
-            return m if u is None else m @ u
-
+        K = 2 ** len(block.support)
+        spec = cache.get(("layers", id(block)), lambda: _layer_spec(block, cache))
+        layers = self._layers(spec) if spec["n_layers"] else None  # (*S, L, K, K)
+        u, li = None, 0
         for item in block.items:
             if item[0] == "layer":
-                u = left(self._layer(item[1], eye2), u)
+                m = layers[..., li, :, :]
+                li += 1
+                u = m if u is None else m @ u
             elif item[0] == "perm":
                 gp = item[1]
                 if u is None:
                     u = cache.get(("dense", id(gp)), lambda: torch.as_tensor(gp.dense(), dtype=cache.cplx, device=cache.device))
                 else:
                     index = cache.get(("cperm", id(gp)), lambda: torch.as_tensor(gp.perm, device=cache.device))
-                    phase = cache.get(("cphase", id(gp)), lambda: torch.as_tensor(gp.phase, dtype=cache.cplx, device=cache.device))
-                    u = phase.unsqueeze(-1) * u.index_select(-2, index)
+                    u = u.index_select(-2, index)
+                    if not np.all(gp.phase == 1):
+                        u = cache.get(("cphase", id(gp)), lambda: torch.as_tensor(gp.phase, dtype=cache.cplx, device=cache.device)).unsqueeze(-1) * u
             elif item[0] == "dense":
                 m = cache.get(("dense", id(item[1])), lambda: torch.as_tensor(item[1], dtype=cache.cplx, device=cache.device))
-                u = left(m, u)
+                u = m if u is None else m @ u
             else:  # multi-qubit rotation: c U + s G U
                 op, gp = item[1], item[2]
                 c, s = self._cos_sin(op, 1)
-                c, s = (c.reshape(c.shape[:-1] + (1,)), s.reshape(s.shape[:-1] + (1,))) if op.source == "weight" else (c, s)
                 g = cache.get(("dense", id(gp)), lambda: torch.as_tensor(gp.dense(), dtype=cache.cplx, device=cache.device))
                 cur = torch.eye(K, dtype=cache.cplx, device=cache.device) if u is None else u
                 u = c * cur + s * (g @ cur)
@@ -224,28 +327,24 @@ class _Executor:
             u = torch.eye(K, dtype=cache.cplx, device=cache.device)
         return u
 
-    def _layer(self, chains, eye2) -> torch.Tensor:
-        """Kronecker product over the block's wires of each wire's chain of one-qubit gates."""
-        factors = []
-        for chain in chains:
-            m = eye2
-            for op in chain:
-                g = self.cache.get(("local", op.name), lambda: torch.as_tensor(local_matrix(op.name, 1), dtype=self.cache.cplx, device=self.cache.device))
-                if op.rotation:
-                    c, s = self._cos_sin(op, 1)
-                    if op.source == "weight":
-                        c, s = c.reshape(c.shape[:-2] + (1, 1)), s.reshape(s.shape[:-2] + (1, 1))
-                    r = c * eye2 + s * g
-                    if op.name == "PhaseShift":
-                        r = r * torch.complex(c, s)
-                    m = r @ m
-                else:
-                    m = g @ m
-            factors.append(m)
-        out = factors[0]
-        for f in factors[1:]:
-            out = (out.unsqueeze(-1).unsqueeze(-3) * f.unsqueeze(-2).unsqueeze(-4)).flatten(-4, -3).flatten(-2)
-        return out
+    def _layers(self, spec) -> torch.Tensor:
+        """Every layer of one-qubit gates of a block as a ``K x K`` matrix, all at once: the gates' 2x2
+        matrices from their angles (one vectorized formula), each wire's chain multiplied out, then the
+        Kronecker product over wires as one gather and one product. ``(*S, L, K, K)``."""
+        table = spec["fixed"]  # (F + 1, 2, 2): constant gates, then the identity
+        if spec["n_weight"]:
+            idx = spec["weight_index"]
+            c, s = self.cw[..., idx, None, None], self.sw[..., idx, None, None]  # (*S, G, 1, 1)
+            mats = c * spec["eye"] + s * spec["gen_w"]  # (*S, G, 2, 2)
+            if spec["phase_w"] is not None:  # PhaseShift = e^{i theta/2} RZ
+                mats = mats * torch.where(spec["phase_w"], torch.complex(c, s), torch.ones_like(c, dtype=mats.dtype))
+            table = torch.cat([mats, table.expand(mats.shape[:-3] + table.shape)], dim=-3)
+        t = table[..., spec["chain"], :, :]  # (*S, L, k, C, 2, 2)
+        m = t[..., 0, :, :]
+        for j in range(1, t.shape[-3]):  # later gates act after earlier ones
+            m = t[..., j, :, :] @ m
+        # (*S, L, k, 2, 2) -> (*S, L, K, K): U[r, c] = prod_w m_w[r_w, c_w]
+        return m[..., spec["kw"], spec["kr"], spec["kc"]].prod(dim=-3)
 
     def _block(self, t, cplx, block: Block, sets: int):
         cache = self.cache
@@ -276,6 +375,7 @@ class _Executor:
 
     # --- a call ------------------------------------------------------------------------------------
     def run(self, x: torch.Tensor | None, w: torch.Tensor | None, lead: tuple[int, ...], sets: int, kind: str):
+        self.x = x
         if x is not None:
             half = x * 0.5
             self.cx, self.sx = torch.cos(half), torch.sin(half)
@@ -284,17 +384,108 @@ class _Executor:
             self.cw, self.sw = torch.cos(half), torch.sin(half)
         t, cplx = self._prefix(lead)
         for stage, content in self.plan.stages:
-            if stage == "data":
+            if stage == "data" and _ry_layer(content):
+                lead_shape = t.shape[:-1]
+                cols = self.cache.get(("cols", id(content)), lambda: torch.as_tensor([o.index for o in content], device=self.cache.device))
+                half = (self.x.index_select(-1, cols) * 0.5).reshape(-1, len(content))
+                t = _RYLayer.apply(t.reshape(-1, t.shape[-1]), half, tuple(o.wires[0] for o in content), self.n)
+                t = t.reshape(lead_shape + t.shape[-1:])
+            elif stage == "data":
                 for op in content:
                     t, cplx = self._op(t, cplx, op, sets)
             else:
                 t, cplx = self._block(t, cplx, content, sets)
-        self.cx = self.sx = self.cw = self.sw = None
+        self.x = self.cx = self.sx = self.cw = self.sw = None
         if kind == "state":
             if not cplx:
                 t = _complexify(t)
             return torch.view_as_complex(t.unflatten(-1, (-1, 2)).contiguous())
-        return t.square() @ self.cache.z(self.n, self.plan.observables, cplx)
+        return _times(t.square(), self.cache.z(self.n, self.plan.observables, cplx))
+
+
+def _bits(n: int) -> np.ndarray:
+    """(n, 2**n): the bit of wire w in basis index b (wire 0 most significant)."""
+    return (np.arange(2**n)[None, :] >> (n - 1 - np.arange(n))[:, None]) & 1
+
+
+def _prefix_spec(plan: Plan, cache: _Tensors) -> dict:
+    """Constant tensors of a plan's prefix: wires grouped by their gate sequence, so each group's
+    2-vectors come from one vectorized formula."""
+    groups: dict = {}
+    for w, ops in enumerate(plan.prefix):
+        groups.setdefault(tuple((o.name, o.source) for o in ops), []).append(w)
+    out, where = [], [None] * plan.n_wires
+    for gi, (signature, wires) in enumerate(groups.items()):
+        for i, w in enumerate(wires):
+            where[w] = (gi, i)
+        depths = []
+        for d, (name, source) in enumerate(signature):
+            ops = [plan.prefix[w][d] for w in wires]
+            gm = None
+            if source == "fixed":
+                gm = torch.as_tensor(local_matrix(name, 1), dtype=cache.cplx, device=cache.device)
+                gm = gm if not ops[0].real else gm.real
+            elif source == "const":
+                m = np.stack([_rotation_matrix(o.name, o.value) for o in ops])  # (g, 2, 2)
+                real = all(o.real for o in ops)
+                gm = (torch.as_tensor(m.real if real else m, dtype=cache.real if real else cache.cplx, device=cache.device),)
+            cols = torch.as_tensor([o.index for o in ops], device=cache.device)
+            depths.append((name, source, cols, gm))
+        out.append({"depths": depths})
+    gen = {}
+    for ops in plan.prefix:
+        for o in ops:
+            if o.rotation:
+                g = torch.as_tensor(local_matrix(o.name, 1), dtype=cache.cplx, device=cache.device)
+                gen[o.name] = g.real if o.real else g
+    return {"groups": out, "gen": gen, "where": where,
+            "zero": torch.tensor([1.0, 0.0], dtype=cache.real, device=cache.device)}
+
+
+def _rotation_matrix(name: str, theta: float) -> np.ndarray:
+    """The 2x2 matrix of a one-qubit gate with a constant angle (or a fixed gate)."""
+    g = local_matrix(name, 1)
+    if name not in ("RX", "RY", "RZ", "PhaseShift"):
+        return g
+    m = math.cos(theta / 2) * np.eye(2) + math.sin(theta / 2) * g
+    return m * np.exp(0.5j * theta) if name == "PhaseShift" else m
+
+
+def _layer_spec(block: Block, cache: _Tensors) -> dict:
+    """Constant tensors that build every one-qubit layer of a fused block in one vectorized pass."""
+    weighted, fixed = [], []
+    chains = [item[1] for item in block.items if item[0] == "layer"]
+    for layer in chains:
+        for chain in layer:
+            for op in chain:
+                (weighted if op.source == "weight" else fixed).append(op)
+    w_pos = {id(o): i for i, o in enumerate(weighted)}
+    f_pos = {id(o): len(weighted) + i for i, o in enumerate(fixed)}
+    identity = len(weighted) + len(fixed)
+    k = len(block.support)
+    depth = max((len(ch) for layer in chains for ch in layer), default=1) or 1
+    index = np.full((len(chains), k, depth), identity, dtype=np.int64)
+    for li, layer in enumerate(chains):
+        for wi, chain in enumerate(layer):
+            for d, op in enumerate(chain):
+                index[li, wi, d] = w_pos.get(id(op), f_pos.get(id(op)))
+    fixed_m = np.stack([_rotation_matrix(o.name, o.value) for o in fixed] + [np.eye(2)]).astype(complex)
+    bits = _bits(k)
+    K = 2**k
+    as_c = lambda a: torch.as_tensor(a, dtype=cache.cplx, device=cache.device)  # noqa: E731
+    ps = [o.name == "PhaseShift" for o in weighted]
+    return {
+        "n_layers": len(chains), "n_weight": len(weighted),
+        "weight_index": torch.as_tensor([o.index for o in weighted], dtype=torch.long, device=cache.device),
+        "eye": as_c(np.eye(2)),
+        "gen_w": as_c(np.stack([local_matrix(o.name, 1) for o in weighted])) if weighted else None,
+        "phase_w": torch.as_tensor(ps, device=cache.device)[:, None, None] if any(ps) else None,
+        "fixed": as_c(fixed_m),
+        "chain": torch.as_tensor(index, device=cache.device),
+        "kw": torch.as_tensor(np.broadcast_to(np.arange(k)[:, None, None], (k, K, K)).copy(), device=cache.device),
+        "kr": torch.as_tensor(np.broadcast_to(bits[:, :, None], (k, K, K)).copy(), device=cache.device),
+        "kc": torch.as_tensor(np.broadcast_to(bits[:, None, :], (k, K, K)).copy(), device=cache.device),
+    }
 
 
 def _local_dense(op) -> np.ndarray:
@@ -332,7 +523,7 @@ class FusedBackend(Backend):
         return f"{self.name} (exact, {self.dtype})"
 
     def __getstate__(self):  # caches hold device tensors and ids; rebuilt on demand
-        return {**self.__dict__, "_plans": {}, "_tensors": {}}
+        return {**self.__dict__, "_plans": {}, "_tensors": {}, "_observers": []}
 
     # --- plans -------------------------------------------------------------------------------------
     def _plan(self, circuit, split: bool) -> Plan:
@@ -370,8 +561,7 @@ class FusedBackend(Backend):
                 f"or backend {_ALTERNATIVES}")
 
     # --- the interface -----------------------------------------------------------------------------
-    def run(self, circuit, inputs: torch.Tensor, weights: torch.Tensor, kind: str = "expval") -> torch.Tensor:
-        sets, batch = check_run_shapes(circuit, inputs, weights, kind)
+    def _execute(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
         plan = self._plan(circuit, split=True)
         real = DTYPES[self.dtype][1]
         n_sets = math.prod(sets)
