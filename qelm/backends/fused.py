@@ -29,7 +29,7 @@ import torch
 
 from ..circuits import z_signs
 from . import Backend
-from .fused_plan import Block, GenPerm, Plan, UnsupportedGate, build_plan, genperm, local_matrix
+from .fused_plan import MAX_FUSED_WIRES, Block, GenPerm, Plan, UnsupportedGate, build_plan, genperm, local_matrix
 
 __all__ = ["FusedBackend", "DTYPES"]
 
@@ -546,29 +546,30 @@ class FusedBackend(Backend):
             self._tensors[key] = _Tensors(device, real, cplx)
         return self._tensors[key]
 
-    def _check_memory(self, circuit, plan: Plan, n_states: int, n_sets: int, device: torch.device) -> None:
-        """Refuse, before any allocation, a call whose states and unitaries cannot fit."""
+    def _check_memory(self, circuit, n_states: int, n_sets: int, device: torch.device) -> None:
+        """Refuse, before any allocation (the plan included), a call whose states and unitaries cannot fit:
+        interleaved states, about two kept per layer of the circuit for backward, and the unitaries."""
         item = torch.empty(0, dtype=DTYPES[self.dtype][1]).element_size()
-        widest = max((len(b.support) for s, b in plan.stages if s == "block" and b.mode == "matrix"), default=0)
-        states = n_states * 2 * 2**plan.n_wires * item * (2 * len(plan.stages) + 4)  # kept for backward
-        unitaries = n_sets * 2 * 4**widest * item * 8
-        need, have = states + unitaries, _available_bytes(device)
+        n = circuit.n_wires
+        states = n_states * 2 * 2**n * item * (4 * circuit.n_layers + 6)
+        unitaries = n_sets * 2 * 4 ** min(n, MAX_FUSED_WIRES) * item * 8
+        plan_tables = 24 * 2**n * (4 * circuit.n_layers + 4)  # generalized permutations over all wires
+        need, have = states + unitaries + plan_tables, _available_bytes(device)
         if need > have:
             raise MemoryError(
-                f"circuit {circuit.name!r} on {plan.n_wires} wires (n_qubits={circuit.n_qubits}) needs about "
+                f"circuit {circuit.name!r} on {n} wires (n_qubits={circuit.n_qubits}) needs about "
                 f"{need / 2**30:.1f} GiB for {n_states} states and {n_sets} weight set(s) on backend 'qelm.fused', "
                 f"more than the {have / 2**30:.1f} GiB free on {device}: use fewer qubits or a smaller batch, "
                 f"or backend {_ALTERNATIVES}")
 
     # --- the interface -----------------------------------------------------------------------------
     def _execute(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
+        self._check_memory(circuit, math.prod(batch), math.prod(sets), inputs.device)
         plan = self._plan(circuit, split=True)
         real = DTYPES[self.dtype][1]
-        n_sets = math.prod(sets)
         x = circuit.data_angles(inputs).to(real)  # (*batch, n_data), computed in the caller's dtype
         x = x.reshape(sets + (math.prod(batch[len(sets):]), x.shape[-1]))  # (*S, M, n_data)
         w = weights.to(inputs.dtype).to(real).reshape(sets + (-1,))  # (*S, n_weights)
-        self._check_memory(circuit, plan, x.shape[:-1].numel(), n_sets, inputs.device)
         out = _Executor(plan, self._cache(inputs.device)).run(x, w, tuple(x.shape[:-1]), len(sets), kind)
         out = out.reshape(batch + out.shape[-1:])
         return out if kind == "state" else out.to(inputs.dtype)
@@ -576,8 +577,8 @@ class FusedBackend(Backend):
     def _angles(self, circuit, angles: torch.Tensor, kind: str) -> torch.Tensor:
         if angles.dim() != 2 or angles.shape[-1] != circuit.n_angles:
             raise ValueError(f"angles must be (N, {circuit.n_angles}) for circuit {circuit.name!r}, got {tuple(angles.shape)}")
+        self._check_memory(circuit, angles.shape[0], 1, angles.device)
         plan = self._plan(circuit, split=False)  # every angle per sample: no weight block to fuse
-        self._check_memory(circuit, plan, angles.shape[0], 1, angles.device)
         x = angles.to(DTYPES[self.dtype][1])
         return _Executor(plan, self._cache(angles.device)).run(x, None, (angles.shape[0],), 0, kind)
 
