@@ -76,22 +76,27 @@ class _Tensors:
         return self.get(("z", n, tuple(wires), interleaved), make)
 
 
-# --- state kernels: t is (..., D) real or (..., 2D) interleaved; cplx says which ---------------------------
+# --- state kernels ---------------------------------------------------------------------------------------
+# A state batch is ``t`` of shape ``(*S, Dc, M)``: weight sets first, then the amplitudes, then the M samples
+# of each set last. Samples innermost make every per-wire kernel a pass over contiguous runs of M numbers
+# and every block a wide GEMM ``(Dc', Dc) @ (Dc, M)``, the orientation BLAS runs fastest. ``Dc`` is ``D``
+# for real states and ``2D`` for interleaved complex ones (``cplx``), amplitude-major: index ``2d + part``.
 def _complexify(t: torch.Tensor) -> torch.Tensor:
-    return torch.stack([t, torch.zeros_like(t)], dim=-1).flatten(-2)
+    return torch.stack([t, torch.zeros_like(t)], dim=-2).flatten(-3, -2)
 
 
 def _genperm(t: torch.Tensor, cplx: bool, gp: GenPerm, cache: _Tensors) -> tuple[torch.Tensor, bool]:
     """``G psi`` for a fixed generalized permutation."""
     if gp.quarter_phases and (cplx or gp.real):
         index, sign = cache.perm(gp, cplx)
-        g = t.index_select(-1, index)
-        return (g if sign is None else g * sign), cplx
-    # general phases (T gates): through a complex view
-    c = torch.view_as_complex((t if cplx else _complexify(t)).unflatten(-1, (-1, 2)))
+        g = t.index_select(-2, index)
+        return (g if sign is None else g * sign.unsqueeze(-1)), cplx
+    # general phases (T gates): through a complex view, samples moved first and back
+    tt = (t if cplx else _complexify(t)).movedim(-1, -2)  # (..., M, 2D)
+    c = torch.view_as_complex(tt.unflatten(-1, (-1, 2)).contiguous())
     index = cache.get(("cperm", id(gp)), lambda: torch.as_tensor(gp.perm, device=cache.device))
     phase = cache.get(("cphase", id(gp)), lambda: torch.as_tensor(gp.phase, dtype=cache.cplx, device=cache.device))
-    return torch.view_as_real(c.index_select(-1, index) * phase).flatten(-2), True
+    return torch.view_as_real(c.index_select(-1, index) * phase).flatten(-2).movedim(-1, -2), True
 
 
 def _rotate(t: torch.Tensor, cplx: bool, gp: GenPerm, c: torch.Tensor, s: torch.Tensor, cache: _Tensors):
@@ -102,122 +107,93 @@ def _rotate(t: torch.Tensor, cplx: bool, gp: GenPerm, c: torch.Tensor, s: torch.
     return torch.addcmul(t * c, g, s), cplx
 
 
-def _apply_matrix(t: torch.Tensor, cplx: bool, u: torch.Tensor, real_u: bool, support: tuple[int, ...], n: int):
-    """Apply ``u`` (``(..., K, K)``, complex, on wires ``support``) to every state of ``t``: one GEMM."""
-    k = len(support)
-    K = 2**k
-    ut = u.mT
+def _matrix_for(u: torch.Tensor, real_u: bool, cplx: bool) -> tuple[torch.Tensor, bool]:
+    """``u`` (``(..., K, K)`` complex) as the real matrix ``A`` with ``t_out = A @ t`` on real (K) or
+    interleaved (2K) amplitudes; returns ``(A, output is complex)``."""
     if real_u:
-        w, out_cplx = ut.real, cplx
-        if cplx:  # the same real matrix acts on re and im: (K, K) -> interleaved (2K, 2K)
-            w = (w.unsqueeze(-1).unsqueeze(-3) * torch.eye(2, dtype=w.dtype, device=w.device)[:, None, :]).flatten(-4, -3).flatten(-2)
-    elif not cplx:
-        w, out_cplx = torch.view_as_real(ut).flatten(-2), True  # (K, 2K): re and im of the output
-    else:
-        # rows (re_in, im_in), columns (re_out, im_out): [[Ur, Ui], [-Ui, Ur]] per entry, interleaved
-        w = torch.stack([torch.view_as_real(ut), torch.view_as_real(ut * 1j)], dim=-3).flatten(-4, -3).flatten(-2)
-        out_cplx = True
+        a = u.real
+        if cplx:  # the same real matrix acts on re and im: kron(U, I2) in interleaved order
+            a = (a.unsqueeze(-1).unsqueeze(-3) * torch.eye(2, dtype=a.dtype, device=a.device)[:, None, :]).flatten(-4, -3).flatten(-2)
+        return a, cplx
+    if not cplx:  # rows (re_out, im_out), columns real inputs
+        return torch.view_as_real(u).movedim(-1, -2).flatten(-3, -2), True
+    # rows (re_out, im_out), columns (re_in, im_in): [[Ur, -Ui], [Ui, Ur]] per entry, interleaved
+    ri = torch.view_as_real(u)  # (..., K, K, 2): Ur, Ui
+    top = torch.stack([ri[..., 0], -ri[..., 1]], dim=-1)  # re_out row: (Ur, -Ui) per input
+    bottom = torch.stack([ri[..., 1], ri[..., 0]], dim=-1)  # im_out row: (Ui, Ur)
+    return torch.stack([top, bottom], dim=-3).flatten(-4, -3).flatten(-2), True
+
+
+def _apply_matrix(t: torch.Tensor, cplx: bool, u: torch.Tensor, real_u: bool, support: tuple[int, ...], n: int):
+    """Apply ``u`` (``(*S, K, K)`` or ``(K, K)``, on wires ``support``) to every state of ``t``: one GEMM."""
+    a, out_cplx = _matrix_for(u, real_u, cplx)
+    k = len(support)
     if k == n:
-        return _times(t, w), out_cplx
-    # wires of the block to the end (before the re/im axis), one GEMM, wires back
-    lead = t.shape[:-1]
+        return a @ t, out_cplx
+    # the block's wires (and the re/im part) to the front of the amplitude axes, one GEMM, back
+    lead, m = t.shape[:-2], t.shape[-1]
     c_in, c_out = (2 if cplx else 1), (2 if out_cplx else 1)
-    v = t.reshape(lead + (2,) * n + (c_in,))
     base = len(lead)
-    axes = [base + w for w in support]
-    v = v.movedim(axes, list(range(base + n - k, base + n)))  # (..., rest, 2^k wires, c)
-    rest = v.shape[base: base + n - k]
-    v = v.reshape(lead[:-1] + (-1, K * c_in))  # (*S, M * rest, K c): a set's unitary meets its samples
-    v = _times(v, w).reshape(lead + tuple(rest) + (2,) * k + (c_out,))
-    v = v.movedim(list(range(base + n - k, base + n)), axes)
-    return v.reshape(lead + (2**n * c_out,)), out_cplx
-
-
-class _StatesTimes(torch.autograd.Function):
-    """``t @ w`` for states ``t`` ``(*S, M, K)`` and per-set matrices ``w`` ``(*S, K, K')`` (or ``(K, K')``).
-
-    The same product as ``torch.matmul``, ordered for the CPU BLAS: states are tall and thin (M in the
-    tens of thousands, K <= 2**11), a shape for which MKL's float64 kernels ran 1.5-3x slower than for the
-    transposed product, and the weights' gradient (a reduction over M) 2-4x slower than as a batched
-    product over chunks of M (measured in benchmarks/backends.py). On CUDA it is plain matmul."""
-
-    @staticmethod
-    def forward(ctx, t, w):
-        ctx.save_for_backward(t, w)
-        return (w.mT @ t.mT).mT
-
-    @staticmethod
-    def backward(ctx, g):
-        t, w = ctx.saved_tensors
-        grad_t = (w @ g.mT).mT if ctx.needs_input_grad[0] else None
-        grad_w = None
-        if ctx.needs_input_grad[1]:
-            M = t.shape[-2]
-            chunk = next((c for c in (1024, 512, 256) if M % c == 0 and M > c), None)
-            if chunk is None:
-                grad_w = t.mT @ g
-            else:  # (*S, M/c, K, c) @ (*S, M/c, c, K') summed over the chunks
-                grad_w = (t.unflatten(-2, (-1, chunk)).mT @ g.unflatten(-2, (-1, chunk))).sum(-3)
-            if grad_w.dim() > w.dim():  # one matrix shared by every set: sum the sets' contributions
-                grad_w = grad_w.sum(tuple(range(grad_w.dim() - w.dim())))
-        return grad_t, grad_w
-
-
-def _times(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    if t.is_cuda or not (t.requires_grad or w.requires_grad) and t.shape[-2] < 256:
-        return t @ w
-    return _StatesTimes.apply(t, w)
+    v = t.reshape(lead + (2,) * n + (c_in, m))
+    front = [base + w for w in support] + [base + n]
+    v = v.movedim(front, list(range(base, base + k + 1)))  # (*S, wires of the block, part, other wires, M)
+    rest = v.shape[base + k + 1: -1]
+    v = a @ v.reshape(lead + (2**k * c_in, -1))
+    v = v.reshape(lead + (2,) * k + (c_out,) + tuple(rest) + (m,))
+    v = v.movedim(list(range(base, base + k + 1)), front)
+    return v.reshape(lead + (2**n * c_out, m)), out_cplx
 
 
 class _RYLayer(torch.autograd.Function):
-    """RY rotations of per-sample angles on distinct wires of states ``t`` ``(L, D * c)`` (``c`` = 2 for
-    interleaved complex states: RY is real, so it rotates re and im alike). The hot kernel of every
-    re-uploading circuit, written by hand because autograd would keep one state per wire for backward.
+    """RY rotations of per-sample angles on distinct wires of states ``t`` ``(B, Dc, M)`` (RY is real, so
+    it rotates the re and im parts of interleaved states alike). The hot kernel of every re-uploading
+    circuit, written by hand because autograd would keep one state per wire for the backward pass.
 
-    Forward: one in-place-free butterfly per wire. Backward: the RYs of distinct wires commute and
-    ``d RY(theta)/d theta = RY(theta) G / 2`` with ``G = -iY``, so every angle's gradient is
-    ``<g, G_w psi_out> / 2``, read from the *output* alone; the states' gradient is ``R(-theta) g``.
+    Forward: one butterfly per wire. Backward: the RYs of distinct wires commute and ``d RY(theta)/d theta =
+    RY(theta) G / 2`` with ``G = -iY``, so every angle's gradient is ``<g, G_w psi_out> / 2``, read from the
+    *output* alone; the states' gradient is ``R(-theta) g``.
     """
 
     @staticmethod
-    def forward(ctx, t, half, wires, n):  # half: (L, k) half-angles, one column per wire in ``wires``
+    def forward(ctx, t, half, wires, n):  # half: (B, k, M) half-angles, one row per wire in ``wires``
         c, s = torch.cos(half), torch.sin(half)
-        out = _butterflies(t, c, s, wires, n)
+        out = _butterflies(t, c, s, wires)
         ctx.save_for_backward(out, c, s)
-        ctx.wires, ctx.n = wires, n
+        ctx.wires = wires
         return out
 
     @staticmethod
     def backward(ctx, g):
         out, c, s = ctx.saved_tensors
-        wires, n = ctx.wires, ctx.n
-        L = g.shape[0]
+        wires = ctx.wires
+        B, M = g.shape[0], g.shape[-1]
         grad_half = None
         if ctx.needs_input_grad[1]:
-            cols = []
-            for w in wires:  # <g, G_w psi> with G = [[0, -1], [1, 0]] on wire w
-                gv, pv = g.view(L, 2**w, 2, -1), out.view(L, 2**w, 2, -1)
-                cols.append((gv[:, :, 1] * pv[:, :, 0]).sum((1, 2)) - (gv[:, :, 0] * pv[:, :, 1]).sum((1, 2)))
-            grad_half = torch.stack(cols, dim=-1)
-        grad_t = _butterflies(g, c, -s, wires[::-1], n, reverse=True) if ctx.needs_input_grad[0] else None
+            rows = []
+            for w in wires:  # <g, G_w psi> with G = [[0, -1], [1, 0]] on wire w, per sample
+                gv, pv = g.view(B, 2**w, 2, -1, M), out.view(B, 2**w, 2, -1, M)
+                d = torch.addcmul(gv[:, :, 1] * pv[:, :, 0], gv[:, :, 0], pv[:, :, 1], value=-1)
+                rows.append(d.sum((1, 2)))
+            grad_half = torch.stack(rows, dim=1)
+        grad_t = _butterflies(g, c, -s, wires, reverse=True) if ctx.needs_input_grad[0] else None
         return grad_t, grad_half, None, None
 
 
-def _butterflies(t, c, s, wires, n, reverse=False):
-    """Apply RY(2 * half) = [[c, -s], [s, c]] on each wire of ``wires`` (columns of c, s in that order)."""
-    L = t.shape[0]
-    k = len(wires)
-    for j, w in enumerate(wires):
-        col = k - 1 - j if reverse else j
-        v = t.view(L, 2**w, 2, -1)
-        cj, sj = c[:, col, None, None], s[:, col, None, None]
+def _butterflies(t, c, s, wires, reverse=False):
+    """Apply RY(2 half) = [[c, -s], [s, c]] on each wire of ``wires`` (rows of c, s in that order)."""
+    B, M = t.shape[0], t.shape[-1]
+    order = range(len(wires) - 1, -1, -1) if reverse else range(len(wires))
+    for j in order:
+        w = wires[j]
+        v = t.view(B, 2**w, 2, -1, M)
+        cj, sj = c[:, None, j:j + 1, :], s[:, None, j:j + 1, :]  # (B, 1, 1, M)
         new = torch.empty_like(v)
         p0, p1 = v[:, :, 0], v[:, :, 1]
         torch.mul(p0, cj, out=new[:, :, 0])
         new[:, :, 0].addcmul_(p1, sj, value=-1)
         torch.mul(p0, sj, out=new[:, :, 1])
         new[:, :, 1].addcmul_(p1, cj)
-        t = new.view(L, -1)
+        t = new.view(t.shape)
     return t
 
 
@@ -228,17 +204,17 @@ def _ry_layer(ops) -> bool:
 
 
 class _Executor:
-    """Runs a :class:`Plan` on data angles ``x`` ``(*S, M, n_data)`` and flat weights ``w`` ``(*S, n_weights)``."""
+    """Runs a :class:`Plan` on data angles ``x`` ``(*S, n_data, M)`` and flat weights ``w`` ``(*S, n_weights)``."""
 
     def __init__(self, plan: Plan, cache: _Tensors) -> None:
         self.plan, self.cache = plan, cache
         self.n = plan.n_wires
 
     # --- angles ------------------------------------------------------------------------------------
-    def _cos_sin(self, op, sets: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin of half the op's angle, shaped to broadcast over states ``(*S, M, D)``."""
+    def _cos_sin(self, op) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of half the op's angle, shaped to broadcast over states ``(*S, Dc, M)``."""
         if op.source == "data":
-            return self.cx[..., op.index: op.index + 1], self.sx[..., op.index: op.index + 1]
+            return self.cx[..., op.index: op.index + 1, :], self.sx[..., op.index: op.index + 1, :]
         if op.source == "weight":
             c, s = self.cw[..., op.index], self.sw[..., op.index]  # (*S,)
             return c.reshape(c.shape + (1, 1)), s.reshape(s.shape + (1, 1))
@@ -246,46 +222,43 @@ class _Executor:
                 torch.tensor(math.sin(op.value / 2), dtype=self.cache.real, device=self.cache.device))
 
     # --- the product-state prefix ------------------------------------------------------------------
-    def _prefix(self, lead: tuple[int, ...]) -> tuple[torch.Tensor, bool]:
-        """The state after the prefix: per-wire 2-vectors, computed for each group of wires with the same
-        gates by one vectorized formula, then their Kronecker product (``(..., D)``)."""
-        cache, n = self.cache, self.n
+    def _prefix(self, lead: tuple[int, ...], m: int) -> tuple[torch.Tensor, bool]:
+        """The state after the prefix: per-wire 2-vectors ``(..., 2, M)``, computed for each group of wires
+        with the same gates by one vectorized formula, then their Kronecker product ``(..., D, M)``."""
+        cache = self.cache
         spec = cache.get(("prefix", id(self.plan)), lambda: _prefix_spec(self.plan, cache))
         parts = []
         for group in spec["groups"]:
             v = None  # None: |0>
             for name, source, cols, gm in group["depths"]:
-                if source == "data":
-                    c, s = self.cx[..., cols].unsqueeze(-1), self.sx[..., cols].unsqueeze(-1)  # (..., g, 1)
-                else:
-                    c, s = gm  # constant gate: its 2x2 matrix, applied below
-                if source == "fixed" or source == "const":
-                    m = gm[0] if source == "const" else gm
-                    if v is not None and v.is_complex() != m.is_complex():
-                        v, m = v.to(cache.cplx), m.to(cache.cplx)
-                    v = m[..., :, 0] if v is None else v @ m.mT
+                if source in ("fixed", "const"):
+                    mat = gm[0] if source == "const" else gm  # (2, 2) or per wire (g, 2, 2)
+                    if v is not None and v.is_complex() != mat.is_complex():
+                        v, mat = v.to(cache.cplx), mat.to(cache.cplx)
+                    v = mat[..., :, 0:1] if v is None else mat @ v  # (g?, 2, 1) or (..., g, 2, M)
                     continue
-                g = spec["gen"][name]  # -iP
-                if v is not None and g.is_complex() and not v.is_complex():
-                    v = v.to(cache.cplx)
-                elif v is not None and v.is_complex():
-                    g = g.to(cache.cplx)
+                c, s = self.cx[..., cols, :].unsqueeze(-2), self.sx[..., cols, :].unsqueeze(-2)  # (..., g, 1, M)
+                g = spec["gen"][name]  # -iP, (2, 2)
+                if v is not None and v.is_complex() != g.is_complex():
+                    v, g = v.to(cache.cplx), g.to(cache.cplx)
                 if v is None:
-                    v = c * g.new_tensor([1, 0]) + s * g[:, 0]
+                    v = c * spec["e0"].to(g.dtype) + s * g[:, 0:1]
                 else:
-                    v = c * v + s * (v @ g.mT)
+                    v = c * v + s * (g @ v)
                 if name == "PhaseShift":
                     v = v * torch.complex(c, s)
-            parts.append(v if v is not None else spec["zero"])
-        cplx = any(p.is_complex() for p in parts)
+            parts.append(v)
+        cplx = any(p is not None and p.is_complex() for p in parts)
         dtype = cache.cplx if cplx else cache.real
-        wires = [parts[gi][..., i, :] if parts[gi].dim() > 1 else parts[gi] for gi, i in spec["where"]]
+        # a group's (..., g, 2, M) vectors, or one (2, 1) vector shared by the group (a fixed first gate)
+        wires = [spec["e0"] if parts[gi] is None else parts[gi] if parts[gi].dim() == 2 else parts[gi][..., i, :, :]
+                 for gi, i in spec["where"]]
         st = wires[0].to(dtype)
         for v in wires[1:]:  # Kronecker product, wire 0 the most significant bit
-            st = (st.unsqueeze(-1) * v.to(dtype).unsqueeze(-2)).flatten(-2)
+            st = (st.unsqueeze(-2) * v.to(dtype).unsqueeze(-3)).flatten(-3, -2)
         if cplx:
-            st = torch.view_as_real(st).flatten(-2)
-        return st.expand(lead + st.shape[-1:]), cplx
+            st = torch.view_as_real(st.movedim(-1, -2)).flatten(-2).movedim(-1, -2)  # (..., 2D, M)
+        return st.expand(lead + (st.shape[-2], m)), cplx
 
     # --- blocks ------------------------------------------------------------------------------------
     def _unitary(self, block: Block) -> torch.Tensor:
@@ -302,9 +275,9 @@ class _Executor:
         u, li = None, 0
         for item in block.items:
             if item[0] == "layer":
-                m = layers[..., li, :, :]
+                mat = layers[..., li, :, :]
                 li += 1
-                u = m if u is None else m @ u
+                u = mat if u is None else mat @ u
             elif item[0] == "perm":
                 gp = item[1]
                 if u is None:
@@ -315,11 +288,11 @@ class _Executor:
                     if not np.all(gp.phase == 1):
                         u = cache.get(("cphase", id(gp)), lambda: torch.as_tensor(gp.phase, dtype=cache.cplx, device=cache.device)).unsqueeze(-1) * u
             elif item[0] == "dense":
-                m = cache.get(("dense", id(item[1])), lambda: torch.as_tensor(item[1], dtype=cache.cplx, device=cache.device))
-                u = m if u is None else m @ u
+                mat = cache.get(("dense", id(item[1])), lambda: torch.as_tensor(item[1], dtype=cache.cplx, device=cache.device))
+                u = mat if u is None else mat @ u
             else:  # multi-qubit rotation: c U + s G U
                 op, gp = item[1], item[2]
-                c, s = self._cos_sin(op, 1)
+                c, s = self._cos_sin(op)
                 g = cache.get(("dense", id(gp)), lambda: torch.as_tensor(gp.dense(), dtype=cache.cplx, device=cache.device))
                 cur = torch.eye(K, dtype=cache.cplx, device=cache.device) if u is None else u
                 u = c * cur + s * (g @ cur)
@@ -346,22 +319,21 @@ class _Executor:
         # (*S, L, k, 2, 2) -> (*S, L, K, K): U[r, c] = prod_w m_w[r_w, c_w]
         return m[..., spec["kw"], spec["kr"], spec["kc"]].prod(dim=-3)
 
-    def _block(self, t, cplx, block: Block, sets: int):
-        cache = self.cache
+    def _block(self, t, cplx, block: Block):
         if block.mode == "perm":
-            return _genperm(t, cplx, block.gp, cache)
+            return _genperm(t, cplx, block.gp, self.cache)
         if block.mode == "gates":
             for op in block.ops:
-                t, cplx = self._op(t, cplx, op, sets)
+                t, cplx = self._op(t, cplx, op)
             return t, cplx
-        u = self._unitary(block)  # (*S, K, K): states (*S, M, D) meet their set's unitary in one batched GEMM
+        u = self._unitary(block)  # (*S, K, K): each set's states meet its unitary in one batched GEMM
         return _apply_matrix(t, cplx, u, block.real, block.support, self.n)
 
-    def _op(self, t, cplx, op, sets: int):
+    def _op(self, t, cplx, op):
         """One gate on the full state (data gates; gates of blocks too wide to fuse)."""
         gp = self.cache.get(("gp", op.name, op.wires, self.n), lambda: genperm(local_matrix(op.name, len(op.wires)), op.wires, self.n))
         if op.rotation:
-            c, s = self._cos_sin(op, sets)
+            c, s = self._cos_sin(op)
             t, cplx = _rotate(t, cplx, gp, c, s, self.cache)
             if op.name == "PhaseShift":  # e^{i theta/2}: multiplying by i is the generalized permutation i*I
                 ident = self.cache.get(("i", self.n), lambda: GenPerm(np.arange(2**self.n), np.full(2**self.n, 1j)))
@@ -370,37 +342,37 @@ class _Executor:
         if gp is not None:
             return _genperm(t, cplx, gp, self.cache)
         block = self.cache.get(("one", op, self.n), lambda: Block([op], tuple(sorted(op.wires)), "matrix",
-                                                           items=[("dense", _local_dense(op))]))
+                                                                  items=[("dense", _local_dense(op))]))
         return _apply_matrix(t, cplx, self._unitary(block), op.real, block.support, self.n)
 
     # --- a call ------------------------------------------------------------------------------------
-    def run(self, x: torch.Tensor | None, w: torch.Tensor | None, lead: tuple[int, ...], sets: int, kind: str):
+    def run(self, x: torch.Tensor, w: torch.Tensor | None, lead: tuple[int, ...], kind: str):
+        """``x``: data angles ``(*S, n_data, M)``; returns ``(*S, M, n_obs)`` or states ``(*S, M, D)``."""
+        m = x.shape[-1]
         self.x = x
-        if x is not None:
-            half = x * 0.5
-            self.cx, self.sx = torch.cos(half), torch.sin(half)
+        half = x * 0.5
+        self.cx, self.sx = torch.cos(half), torch.sin(half)
         if w is not None:
             half = w * 0.5
             self.cw, self.sw = torch.cos(half), torch.sin(half)
-        t, cplx = self._prefix(lead)
+        t, cplx = self._prefix(lead, m)
         for stage, content in self.plan.stages:
             if stage == "data" and _ry_layer(content):
-                lead_shape = t.shape[:-1]
                 cols = self.cache.get(("cols", id(content)), lambda: torch.as_tensor([o.index for o in content], device=self.cache.device))
-                half = (self.x.index_select(-1, cols) * 0.5).reshape(-1, len(content))
-                t = _RYLayer.apply(t.reshape(-1, t.shape[-1]), half, tuple(o.wires[0] for o in content), self.n)
-                t = t.reshape(lead_shape + t.shape[-1:])
+                half = (self.x.index_select(-2, cols) * 0.5).reshape((-1, len(content), m))
+                out = _RYLayer.apply(t.reshape((-1,) + t.shape[-2:]), half, tuple(o.wires[0] for o in content), self.n)
+                t = out.reshape(t.shape)
             elif stage == "data":
                 for op in content:
-                    t, cplx = self._op(t, cplx, op, sets)
+                    t, cplx = self._op(t, cplx, op)
             else:
-                t, cplx = self._block(t, cplx, content, sets)
+                t, cplx = self._block(t, cplx, content)
         self.x = self.cx = self.sx = self.cw = self.sw = None
         if kind == "state":
             if not cplx:
                 t = _complexify(t)
-            return torch.view_as_complex(t.unflatten(-1, (-1, 2)).contiguous())
-        return _times(t.square(), self.cache.z(self.n, self.plan.observables, cplx))
+            return torch.view_as_complex(t.movedim(-1, -2).unflatten(-1, (-1, 2)).contiguous())
+        return (self.cache.z(self.n, self.plan.observables, cplx).mT @ t.square()).movedim(-1, -2)
 
 
 def _bits(n: int) -> np.ndarray:
@@ -439,7 +411,7 @@ def _prefix_spec(plan: Plan, cache: _Tensors) -> dict:
                 g = torch.as_tensor(local_matrix(o.name, 1), dtype=cache.cplx, device=cache.device)
                 gen[o.name] = g.real if o.real else g
     return {"groups": out, "gen": gen, "where": where,
-            "zero": torch.tensor([1.0, 0.0], dtype=cache.real, device=cache.device)}
+            "e0": torch.tensor([[1.0], [0.0]], dtype=cache.real, device=cache.device)}
 
 
 def _rotation_matrix(name: str, theta: float) -> np.ndarray:
@@ -568,9 +540,9 @@ class FusedBackend(Backend):
         plan = self._plan(circuit, split=True)
         real = DTYPES[self.dtype][1]
         x = circuit.data_angles(inputs).to(real)  # (*batch, n_data), computed in the caller's dtype
-        x = x.reshape(sets + (math.prod(batch[len(sets):]), x.shape[-1]))  # (*S, M, n_data)
+        x = x.reshape(sets + (math.prod(batch[len(sets):]), x.shape[-1])).mT  # (*S, n_data, M): samples last
         w = weights.to(inputs.dtype).to(real).reshape(sets + (-1,))  # (*S, n_weights)
-        out = _Executor(plan, self._cache(inputs.device)).run(x, w, tuple(x.shape[:-1]), len(sets), kind)
+        out = _Executor(plan, self._cache(inputs.device)).run(x, w, sets, kind)
         out = out.reshape(batch + out.shape[-1:])
         return out if kind == "state" else out.to(inputs.dtype)
 
@@ -579,8 +551,8 @@ class FusedBackend(Backend):
             raise ValueError(f"angles must be (N, {circuit.n_angles}) for circuit {circuit.name!r}, got {tuple(angles.shape)}")
         self._check_memory(circuit, angles.shape[0], 1, angles.device)
         plan = self._plan(circuit, split=False)  # every angle per sample: no weight block to fuse
-        x = angles.to(DTYPES[self.dtype][1])
-        return _Executor(plan, self._cache(angles.device)).run(x, None, (angles.shape[0],), 0, kind)
+        x = angles.to(DTYPES[self.dtype][1]).mT  # (n_angles, N)
+        return _Executor(plan, self._cache(angles.device)).run(x, None, (), kind)
 
     def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
         return self._angles(circuit, angles, "expval").to(angles.dtype)
