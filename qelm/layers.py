@@ -68,16 +68,18 @@ class QuantumEmbedding(QuantumLayer):
         self.expand = nn.Linear(config.n_qubits, config.d_model)
         self.position = None if c.name == "polar" else nn.Embedding(config.context_len, config.d_model)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:  # idx (B, T) -> (B, T, d_model)
+    def forward(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:  # idx (B, T) -> (B, T, d_model)
+        """``start``: the position of ``idx[:, 0]`` (non-zero when generating with a KV cache)."""
         B, T = idx.shape
+        positions = torch.arange(start, start + T, device=idx.device)
         if self.circuit.name == "polar":
-            pos = torch.arange(T, device=idx.device).expand(B, T)
+            pos = positions.expand(B, T)
             inputs = self.circuit.polar_inputs(*self.token_inputs[idx].chunk(2, dim=-1), pos)  # (B, T, 2n)
             z = self.run(self.circuit, inputs, self.weights)  # (B, T, n)
             return self.expand(z)
         ids, inverse = torch.unique(idx, return_inverse=True)  # (U,), (B, T)
         z = self.run(self.circuit, self.token_inputs[ids], self.weights)  # (U, n)
-        return self.expand(z[inverse]) + self.position(torch.arange(T, device=idx.device))
+        return self.expand(z[inverse]) + self.position(positions)
 
 
 class QuantumAttentionHead(QuantumLayer):
@@ -114,57 +116,80 @@ class QuantumAttentionHead(QuantumLayer):
         self.keep_attention = False
         self.last_attention: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, H, n)
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # x (B, T, H, n)
+        """``cache`` (a dict, filled here): the earlier tokens' keys and values (states, features), so that
+        new tokens run only their own circuits and attend to everything before them."""
         B, T, H, n = x.shape
-        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        start = cache["length"] if cache else 0
+        Tk = start + T  # every key position, the new tokens last
+        causal = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(start)  # (T, Tk)
         if self.mode == "quantum":
             # weight sets (H, 3) first: the same features go into the q, k and v circuits of each head
             inputs = x.permute(2, 0, 1, 3).reshape(H, 1, B * T, n).expand(H, 3, B * T, n)
             qkv = self.run(self.features, inputs, self.weights)  # (H, 3, B*T, n)
             q, k, v = qkv.reshape(H, 3, B, T, n).permute(1, 2, 0, 3, 4).unbind(0)  # each (B, H, T, n)
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(n)  # (B, H, T, T)
+            k, v = _cached(cache, "k", k), _cached(cache, "v", v)  # (B, H, Tk, n)
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(n)  # (B, H, T, Tk)
             att = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
         else:
             w = self.weights[:, 0]  # (H, *weight_shape)
             xh = x.permute(2, 0, 1, 3)  # (H, B, T, n): each head's samples with its weight set
             if self.method == "exact":
-                psi = self.run_state(self.fidelity, xh, w).transpose(0, 1)  # (B, H, T, D)
-                scores = (psi.conj() @ psi.transpose(-1, -2)).abs().square().to(x.dtype)  # (B, H, T, T)
-                probs = psi.abs().square().to(x.dtype)  # (B, H, T, D)
-                v = probs @ z_signs(n, range(n), probs)  # (B, H, T, n) <Z> of each qubit
+                psi_new = self.run_state(self.fidelity, xh, w).transpose(0, 1)  # (B, H, T, D)
+                psi = _cached(cache, "psi", psi_new)  # (B, H, Tk, D)
+                scores = (psi_new.conj() @ psi.transpose(-1, -2)).abs().square().to(x.dtype)  # (B, H, T, Tk)
+                probs = psi_new.abs().square().to(x.dtype)  # (B, H, T, D)
+                v = _cached(cache, "v", probs @ z_signs(n, range(n), probs))  # (B, H, Tk, n) <Z> of each qubit
             else:
-                scores = self._swap_test_scores(x, w)
-                v = self.run(self.features, xh, w).transpose(0, 1)  # (B, H, T, n)
-            keep = causal.expand(B, H, T, T)
+                x_all = _cached(cache, "x", x)  # (B, Tk, H, n): the swap test pairs new tokens with all before
+                scores = self._swap_test_scores(x_all, w, start)
+                v = _cached(cache, "v", self.run(self.features, xh, w).transpose(0, 1))  # (B, H, Tk, n)
+            keep = causal.expand(B, H, T, Tk)
             if self.adaptive_threshold:
-                keep = keep & _adaptive_keep(scores, causal)
+                keep = keep & _adaptive_keep(scores, causal, start)
             scores = scores * keep
             att = scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        if cache is not None:
+            cache["length"] = Tk
         if self.keep_attention:
             self.last_attention = att.detach()
         return (att @ v).permute(0, 2, 1, 3)  # (B, T, H, n)
 
-    def _swap_test_scores(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Fidelities of every causal pair (i >= j) from swap-test circuits: ``(B, H, T, T)``, zero above
-        the diagonal. One execution of ``B * H * T(T+1)/2`` circuits."""
+    def _swap_test_scores(self, x: torch.Tensor, w: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Fidelities of every causal pair (i >= j, i >= start) from swap-test circuits: ``(B, H, T - start, T)``,
+        zero above the diagonal. One execution of all pairs of all heads."""
         B, T, H, n = x.shape
         i, j = torch.tril_indices(T, T, device=x.device)  # (Np,) each
+        new = i >= start
+        i, j = i[new], j[new]
         xh = x.permute(2, 0, 1, 3)  # (H, B, T, n): each head's samples with its weight set
         pairs = torch.stack([xh[:, :, i], xh[:, :, j]], dim=3)  # (H, B, Np, 2, n)
         fid = self.run(self.swap_test, pairs, w)[..., 0]  # (H, B, Np)
-        scores = x.new_zeros(B, H, T, T)
-        scores[:, :, i, j] = fid.transpose(0, 1)
+        scores = x.new_zeros(B, H, T - start, T)
+        scores[:, :, i - start, j] = fid.transpose(0, 1)
         return scores
 
 
-def _adaptive_keep(scores: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
-    """Keep scores >= mean + 0.5 std of each row's visible (causal) scores; the diagonal always stays,
-    since a row whose scores are nearly all 1 can put the threshold above every score."""
+def _cached(cache: dict | None, key: str, new: torch.Tensor) -> torch.Tensor:
+    """``new`` (..., T, ...) after what ``cache`` holds under ``key`` along the token axis (-2, or 1 for the
+    swap test's inputs ``x``); the cache then holds both."""
+    if cache is None:
+        return new
+    dim = 1 if key == "x" else -2
+    full = new if key not in cache else torch.cat([cache[key], new], dim=dim)
+    cache[key] = full
+    return full
+
+
+def _adaptive_keep(scores: torch.Tensor, causal: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """Keep scores >= mean + 0.5 std of each row's visible (causal) scores; the diagonal (each token itself,
+    at key position ``start + row``) always stays, since a row whose scores are nearly all 1 can put the
+    threshold above every score."""
     visible = causal.to(scores.dtype)
     count = visible.sum(-1, keepdim=True)
     mean = (scores * visible).sum(-1, keepdim=True) / count
     std = (((scores - mean) * visible).square().sum(-1, keepdim=True) / count).sqrt()
-    eye = torch.eye(causal.shape[0], dtype=torch.bool, device=scores.device)
+    eye = torch.eye(causal.shape[0], causal.shape[1], dtype=torch.bool, device=scores.device).roll(start, dims=1)
     return (scores >= mean + 0.5 * std) | eye
 
 
@@ -184,10 +209,10 @@ class QuantumMultiHeadAttention(QuantumLayer):
         super().set_backend(backend, **options)
         self.heads.backend = self.backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, d_model)
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # x (B, T, d_model)
         B, T, _ = x.shape
         h = self.reduce(x).view(B, T, self.n_heads, self.n_qubits)  # (B, T, H, n)
-        return self.expand(self.heads(h).reshape(B, T, -1))  # (B, T, d_model)
+        return self.expand(self.heads(h, cache).reshape(B, T, -1))  # (B, T, d_model)
 
 
 class QuantumFeedForward(QuantumLayer):

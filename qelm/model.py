@@ -19,7 +19,16 @@ from .backends import Backend, get_backend
 from .config import QELMConfig
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
 
-__all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block"]
+__all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache"]
+
+
+class KVCache:
+    """What generation keeps between steps: per block, the attention's keys and values (for quantum
+    attention: q/k/v features, fidelity states or swap-test inputs) of every token seen, and how many."""
+
+    def __init__(self, n_blocks: int) -> None:
+        self.blocks: list[dict] = [{} for _ in range(n_blocks)]
+        self.length = 0
 
 
 class ClassicalEmbedding(nn.Module):
@@ -30,8 +39,8 @@ class ClassicalEmbedding(nn.Module):
         self.token = nn.Embedding(config.vocab_size, config.d_model)
         self.position = nn.Embedding(config.context_len, config.d_model)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, d_model)
-        return self.token(idx) + self.position(torch.arange(idx.shape[1], device=idx.device))
+    def forward(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:  # (B, T) -> (B, T, d_model)
+        return self.token(idx) + self.position(torch.arange(start, start + idx.shape[1], device=idx.device))
 
 
 class CausalSelfAttention(nn.Module):
@@ -45,12 +54,17 @@ class CausalSelfAttention(nn.Module):
         self.keep_attention = False
         self.last_attention: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C)
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # (B, T, C)
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # (B, nh, T, T)
-        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        start = cache["length"] if cache else 0
+        if cache is not None:  # earlier tokens' keys and values first: (B, nh, start + T, hs)
+            k = torch.cat([cache["k"], k], dim=2) if "k" in cache else k
+            v = torch.cat([cache["v"], v], dim=2) if "v" in cache else v
+            cache.update(k=k, v=v, length=start + T)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # (B, nh, T, start + T)
+        causal = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
         att = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
         if self.keep_attention:
             self.last_attention = att.detach()
@@ -76,8 +90,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.d_model)
         self.feed_forward = MLP(config) if config.feed_forward == "classical" else QuantumFeedForward(config, backend)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.ln1(x))
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = x + self.attention(self.ln1(x), cache)
         return x + self.feed_forward(self.ln2(x))
 
 
@@ -95,11 +109,19 @@ class QELM(nn.Module):
         self.ln_f = nn.LayerNorm(config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: "KVCache | None" = None):
+        """``cache`` (a :class:`KVCache`): ``idx`` continues the tokens the cache has seen; their keys and
+        values are reused and the new ones added (generation, one token at a time)."""
         self._check_ids(idx)
-        x = self.embedding(idx)  # (B, T, d_model)
-        for block in self.blocks:
-            x = block(x)
+        start = cache.length if cache is not None else 0
+        if start + idx.shape[1] > self.config.context_len:
+            raise ValueError(f"the KV cache holds {start} tokens; {idx.shape[1]} more exceed context_len="
+                             f"{self.config.context_len}: start a new cache from the last {self.config.context_len} tokens")
+        x = self.embedding(idx, start)  # (B, T, d_model)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache.blocks[i] if cache is not None else None)
+        if cache is not None:
+            cache.length = start + idx.shape[1]
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
         loss = None
         if targets is not None:
@@ -145,10 +167,23 @@ class QELM(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample ``max_new_tokens`` tokens after ``idx`` (B, T); the window slides at ``context_len``."""
+                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+        """Sample ``max_new_tokens`` tokens after ``idx`` (B, T); the window slides at ``context_len``.
+
+        With ``use_cache`` (the default) each new token runs only its own circuits and attends to the
+        cached keys and values of the tokens before it. Positions are absolute, so once the sequence
+        passes ``context_len`` the window slides and every step re-reads the whole window (as without the
+        cache); the logits are the same either way."""
+        C = self.config.context_len
+        cache = None
         for _ in range(max_new_tokens):  # autoregressive: each step depends on the previous token
-            logits, _ = self(idx[:, -self.config.context_len:])
+            if not use_cache:
+                logits, _ = self(idx[:, -C:])
+            elif cache is None or cache.length >= C:  # start, or the window slid: read the whole window
+                cache = KVCache(len(self.blocks))
+                logits, _ = self(idx[:, -C:], cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], cache=cache)
             logits = logits[:, -1, :] / max(temperature, 1e-8)
             if top_k is not None:
                 kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]

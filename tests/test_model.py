@@ -127,3 +127,28 @@ def test_cuda_keeps_the_simulation_on_the_gpu(tiny_config):
     loss.backward()
     assert logits.device.type == "cuda"
     assert torch.allclose(logits.cpu(), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("slots", [{}, {"attention": "fidelity"},
+                                   {"attention": "fidelity", "fidelity_method": "swap_test", "adaptive_threshold": True},
+                                   {"embedding_circuit": "polar"},
+                                   {"embedding": "classical", "attention": "classical", "feed_forward": "classical"}],
+                         ids=["quantum", "fidelity", "swap_test-adaptive", "polar", "classical"])
+def test_kv_cache_gives_the_same_logits_and_tokens(slots):
+    """Generation with the KV cache (one token's circuits per step) equals re-reading the window, also
+    after the window slides past context_len."""
+    from qelm.model import KVCache
+
+    torch.manual_seed(0)
+    model = QELM(QELMConfig(vocab_size=13, d_model=8, n_heads=2, d_hidden=16, context_len=8, n_qubits=2,
+                            circuit_layers=1, **slots)).double().eval()
+    idx = torch.randint(0, 13, (2, 3))
+    plain = model.generate(idx, 12, generator=torch.Generator().manual_seed(1), use_cache=False)
+    cached = model.generate(idx, 12, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(plain, cached)
+    cache = KVCache(1)
+    step = [model(plain[:, :3], cache=cache)[0][:, -1]] + [model(plain[:, t - 1:t], cache=cache)[0][:, -1] for t in range(4, 9)]
+    full = [model(plain[:, :t])[0][:, -1] for t in range(3, 9)]
+    torch.testing.assert_close(torch.stack(step), torch.stack(full), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="KV cache holds 8 tokens"):
+        model(plain[:, 8:9], cache=cache)
