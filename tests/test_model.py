@@ -152,3 +152,33 @@ def test_kv_cache_gives_the_same_logits_and_tokens(slots):
     torch.testing.assert_close(torch.stack(step), torch.stack(full), atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="KV cache holds 8 tokens"):
         model(plain[:, 8:9], cache=cache)
+
+
+def test_torch_compile_traces_a_fused_qelm_in_one_graph():
+    """With qelm.fused the circuits are torch operations: dynamo captures the whole forward, no break."""
+    import torch._dynamo as dynamo
+
+    model = QELM(QELMConfig(vocab_size=11, d_model=8, n_heads=2, d_hidden=16, context_len=6, n_qubits=2, circuit_layers=1))
+    idx = torch.randint(0, 11, (2, 6))
+    model(idx, idx)
+    explained = dynamo.explain(model)(idx, idx)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    dynamo.reset()
+
+
+@pytest.mark.parametrize("backend", ["qelm.fused", "default.qubit"])
+def test_torch_compile_runs_and_matches_eager(backend):
+    """Other backends are a compile boundary (torch.compiler.disable); the rest of the model compiles."""
+    import torch._dynamo as dynamo
+
+    model = QELM(QELMConfig(vocab_size=11, d_model=8, n_heads=2, d_hidden=16, context_len=6, n_qubits=2,
+                            circuit_layers=1, backend=backend))
+    idx = torch.randint(0, 11, (2, 6))
+    logits, loss = model(idx, idx)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    compiled = torch.compile(model, backend="eager")  # dynamo's graphs run eagerly: fast to build
+    logits_c, loss_c = compiled(idx, idx)
+    torch.testing.assert_close(logits_c, logits)
+    for a, b in zip(torch.autograd.grad(loss_c, list(model.parameters())), grads):
+        torch.testing.assert_close(a, b)
+    dynamo.reset()

@@ -63,6 +63,8 @@ class Backend:
 
     name: str = "backend"
     supports_state: bool = False
+    #: pure torch operations that ``torch.compile`` can trace (qelm.fused); other backends are a boundary
+    traceable: bool = False
     #: option names this backend accepts (beyond ``shots`` and ``seed``)
     options: tuple[str, ...] = ()
 
@@ -75,7 +77,10 @@ class Backend:
     def run(self, circuit, inputs: torch.Tensor, weights: torch.Tensor, kind: str = "expval") -> torch.Tensor:
         """Run ``circuit`` for data ``inputs`` ``(*S, *batch, *input_shape)`` and weight sets ``weights``
         ``(*S, *weight_shape)``; ``kind`` "expval" or "state" (see the module docstring). Observers added by
-        :meth:`observe` see every call."""
+        :meth:`observe` see every call. Under ``torch.compile`` the call is traced when the backend is
+        (``traceable``: pure torch) and is a compile boundary otherwise, so the rest of a model compiles."""
+        if torch.compiler.is_compiling() and not self.traceable:
+            return _opaque_run(self, circuit, inputs, weights, kind)
         sets, batch = check_run_shapes(circuit, inputs, weights, kind)
         observers = self.__dict__.get("_observers")
         if not observers:
@@ -121,6 +126,12 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<qelm backend {self.describe()}>"
+
+
+@torch.compiler.disable
+def _opaque_run(backend: Backend, circuit, inputs, weights, kind):
+    """A backend call the compiler does not trace (PennyLane, Lightning, qiskit-aer)."""
+    return Backend.run(backend, circuit, inputs, weights, kind)
 
 
 def check_run_shapes(circuit, inputs: torch.Tensor, weights: torch.Tensor, kind: str):

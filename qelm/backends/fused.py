@@ -187,8 +187,11 @@ def _butterflies(t, c, s, wires, reverse=False):
         w = wires[j]
         v = t.view(B, 2**w, 2, -1, M)
         cj, sj = c[:, None, j:j + 1, :], s[:, None, j:j + 1, :]  # (B, 1, 1, M)
-        new = torch.empty_like(v)
         p0, p1 = v[:, :, 0], v[:, :, 1]
+        if torch.compiler.is_compiling():  # functional form: the compiler fuses it into one loop anyway
+            t = torch.stack([p0 * cj - p1 * sj, p0 * sj + p1 * cj], dim=2).view(t.shape)
+            continue
+        new = torch.empty_like(v)  # eager: no temporaries, two passes per half
         torch.mul(p0, cj, out=new[:, :, 0])
         new[:, :, 0].addcmul_(p1, sj, value=-1)
         torch.mul(p0, sj, out=new[:, :, 1])
@@ -285,7 +288,7 @@ class _Executor:
                 else:
                     index = cache.get(("cperm", id(gp)), lambda: torch.as_tensor(gp.perm, device=cache.device))
                     u = u.index_select(-2, index)
-                    if not np.all(gp.phase == 1):
+                    if not gp.unit_phases:
                         u = cache.get(("cphase", id(gp)), lambda: torch.as_tensor(gp.phase, dtype=cache.cplx, device=cache.device)).unsqueeze(-1) * u
             elif item[0] == "dense":
                 mat = cache.get(("dense", id(item[1])), lambda: torch.as_tensor(item[1], dtype=cache.cplx, device=cache.device))
@@ -476,6 +479,7 @@ class FusedBackend(Backend):
 
     name = "qelm.fused"
     supports_state = True
+    traceable = True
     options = ("dtype",)
 
     def __init__(self, shots: int | None = None, seed: int | None = None, dtype: str = "complex128") -> None:
@@ -521,6 +525,8 @@ class FusedBackend(Backend):
     def _check_memory(self, circuit, n_states: int, n_sets: int, device: torch.device) -> None:
         """Refuse, before any allocation (the plan included), a call whose states and unitaries cannot fit:
         interleaved states, about two kept per layer of the circuit for backward, and the unitaries."""
+        if torch.compiler.is_compiling():  # checked when the model ran eagerly; the compiler cannot trace it
+            return
         item = torch.empty(0, dtype=DTYPES[self.dtype][1]).element_size()
         n = circuit.n_wires
         states = n_states * 2 * 2**n * item * (4 * circuit.n_layers + 6)

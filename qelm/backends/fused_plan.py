@@ -95,15 +95,17 @@ class GenPerm:
 
     perm: np.ndarray  # (D,) int64
     phase: np.ndarray  # (D,) complex
+    #: every phase is real
+    real: bool = field(init=False)
+    #: every phase is one of +-1, +-i: then it is a signed permutation of interleaved (re, im)
+    quarter_phases: bool = field(init=False)
+    #: every phase is 1: a plain permutation
+    unit_phases: bool = field(init=False)
 
-    @property
-    def real(self) -> bool:
-        return bool(np.all(self.phase.imag == 0))
-
-    @property
-    def quarter_phases(self) -> bool:
-        """Every phase is one of +-1, +-i: then it is a signed permutation of interleaved (re, im)."""
-        return bool(np.all(np.isin(np.round(self.phase, 12), (1, -1, 1j, -1j))))
+    def __post_init__(self) -> None:  # plain booleans, decided once (the executor branches on them)
+        object.__setattr__(self, "real", bool(np.all(self.phase.imag == 0)))
+        object.__setattr__(self, "quarter_phases", bool(np.all(np.isin(np.round(self.phase, 12), (1, -1, 1j, -1j)))))
+        object.__setattr__(self, "unit_phases", bool(np.all(self.phase == 1)))
 
     def interleaved(self) -> tuple[np.ndarray, np.ndarray]:
         """The same map on interleaved ``(re, im)`` vectors of length ``2D``: (perm2, sign2), real."""
