@@ -6,7 +6,8 @@ respect to the inputs and the weights. Each entry is timed as the median of ``--
 warm-up run, all in one process.
 
 Entries:
-  qelm default.qubit / lightning.qubit / qiskit.aer   qelm.backends.get_backend(name).expval(circuit, angles)
+  qelm qelm.fused (complex128 / complex64)            qelm's own simulator: the weight block fused into one unitary
+  qelm default.qubit / lightning.qubit / qiskit.aer   qelm.backends.get_backend(name).run(circuit, inputs, weights)
   qelm lightning.qubit via QNode                      the same device through a PennyLane QNode (adjoint):
                                                       what qelm's direct use of Lightning's kernels saves
   TorchLayer default.qubit / lightning.qubit          qml.qnn.TorchLayer, PennyLane's own torch layer
@@ -14,6 +15,13 @@ Entries:
                                                       per sample (its parameter-shift gradient cannot take
                                                       broadcast inputs that require grad)
   qiskit-ml TorchConnector + EstimatorQNN             qiskit-machine-learning with qiskit-aer EstimatorV2
+  pyqtorch (autograd)                                 pyqtorch, a torch-native state-vector simulator: the same
+                                                      gates, a batch of states [2]*n + [N], torch autograd
+  tensorcircuit-ng (pytorch, vmap)                    tensorcircuit-ng on its pytorch backend, vmapped over the batch
+
+The torch-native peers (pyqtorch, tensorcircuit-ng) are the ``bench`` extra: ``pip install "qelm[bench]"``.
+``--batches 64,4096,65536`` runs the table at each batch size; entries too slow for a size (one simulator
+job per sample) run only at the sizes they finish in (``max_batch`` in ``entries``).
 
 The last two are slow (one simulator job per sample or per sample and observable), so they run a smaller
 batch (``--slow-batch``, default 4) and their time is scaled per sample to the batch of 64; the table says
@@ -23,8 +31,10 @@ Usage::
 
     python benchmarks/backends.py                 # the table, JSON to benchmarks/results/backends-cpu.json
     python benchmarks/backends.py --quick         # fewer repeats, for a smoke test
+    python benchmarks/backends.py --batches 64,4096,65536 --label cpu-sizes   # the fused simulator's targets
     python benchmarks/backends.py --cuda-batch    # default.qubit per-sample cost at batch 65536, CUDA vs CPU
                                                   # (eager, and with cuda_graph=True)
+    python benchmarks/backends.py --cuda-fused    # qelm.fused vs default.qubit on CUDA at N = 4,096 and 1,048,576
 """
 
 from __future__ import annotations
@@ -54,7 +64,7 @@ from qelm.circuits import build_circuit  # noqa: E402
 
 N_QUBITS, N_LAYERS = 4, 2
 PACKAGES = ("torch", "numpy", "pennylane", "pennylane_lightning", "qiskit", "qiskit-aer",
-            "pennylane-qiskit", "qiskit-machine-learning")
+            "pennylane-qiskit", "qiskit-machine-learning", "pyqtorch", "tensorcircuit-ng")
 
 
 # --- environment -------------------------------------------------------------------------------------
@@ -118,7 +128,80 @@ def qelm_entry(name: str, device: str, qnode: bool = False, split_rot: bool = Tr
         xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
 
         def forward():
-            return backend.expval(circuit, circuit.angles(xs, ws))
+            return backend.run(circuit, xs, ws)  # what the layers call: inputs and weights apart
+
+        def step():
+            xs.grad = ws.grad = None
+            forward().sum().backward()
+
+        return forward, step
+
+    return build
+
+
+def _sel_gates(n: int, layers: int):
+    """StronglyEntanglingLayers as (gate, qubits, weight index or None): Rot = RZ RY RZ, then a CNOT ring."""
+    gates = []
+    for layer in range(layers):
+        for q in range(n):
+            gates += [("RZ", (q,), (layer, q, 0)), ("RY", (q,), (layer, q, 1)), ("RZ", (q,), (layer, q, 2))]
+        r = (layer % (n - 1)) + 1
+        gates += [("CNOT", (q, (q + r) % n), None) for q in range(n)]
+    return gates
+
+
+def pyqtorch_entry():
+    import pyqtorch as pyq
+
+    def build(circuit, x, w):
+        ops = [pyq.RY(q, f"x{q}") for q in range(N_QUBITS)]
+        for name, qubits, index in _sel_gates(N_QUBITS, N_LAYERS):
+            ops.append(pyq.CNOT(*qubits) if name == "CNOT" else getattr(pyq, name)(qubits[0], "w%d_%d_%d" % index))
+        qc = pyq.QuantumCircuit(N_QUBITS, ops).to(x.device)
+        xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+        batch = x.shape[0]
+
+        def forward():
+            values = {f"x{q}": xs[:, q] for q in range(N_QUBITS)}
+            values.update({"w%d_%d_%d" % idx: ws[idx].reshape(1) for idx in
+                           ((layer, q, k) for layer in range(N_LAYERS) for q in range(N_QUBITS) for k in range(3))})
+            state = pyq.run(qc, pyq.zero_state(N_QUBITS, batch, device=x.device), values)  # [2]*n + [N]
+            probs = state.real.square() + state.imag.square()
+            return torch.stack([(probs.select(q, 0) - probs.select(q, 1)).reshape(-1, batch).sum(0)
+                                for q in range(N_QUBITS)], dim=-1)  # (N, n) <Z_q>, qubit 0 the first axis
+
+        def step():
+            xs.grad = ws.grad = None
+            forward().sum().backward()
+
+        return forward, step
+
+    return build
+
+
+def tensorcircuit_entry():
+    import tensorcircuit as tc
+
+    tc.set_backend("pytorch")
+    tc.set_dtype("complex128")
+
+    def build(circuit, x, w):
+        def one(xi, wi):  # one sample: the same gates, <Z_q> of each qubit
+            c = tc.Circuit(N_QUBITS)
+            for q in range(N_QUBITS):
+                c.ry(q, theta=xi[q])
+            for name, qubits, index in _sel_gates(N_QUBITS, N_LAYERS):
+                if name == "CNOT":
+                    c.cnot(*qubits)
+                else:
+                    getattr(c, name.lower())(qubits[0], theta=wi[index])
+            return torch.stack([c.expectation_ps(z=[q]).real for q in range(N_QUBITS)])
+
+        batched = tc.backend.vmap(one, vectorized_argnums=0)
+        xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+
+        def forward():
+            return batched(xs, ws)
 
         def step():
             xs.grad = ws.grad = None
@@ -200,9 +283,17 @@ def qiskit_ml_entry():
     return build
 
 
+#: the largest batch each entry runs at (the table at other sizes says "not run": one job per sample is slow)
+MAX_BATCH = {"qelm lightning.qubit": 4096, "qelm lightning.qubit via QNode (adjoint)": 64, "qelm qiskit.aer": 64,
+             "TorchLayer lightning.qubit": 64, "TorchLayer qiskit.aer (pennylane-qiskit)": 64,
+             "qiskit-ml TorchConnector+EstimatorQNN (aer EstimatorV2)": 64}
+
+
 def entries(device: str):
     """(label, package needed, builder factory, slow?, runs on CUDA tensors?)"""
     return [
+        ("qelm qelm.fused", "torch", lambda: qelm_entry("qelm.fused", device), False, True),
+        ("qelm qelm.fused complex64", "torch", lambda: qelm_entry("qelm.fused", device, dtype="complex64"), False, True),
         ("qelm default.qubit", "pennylane", lambda: qelm_entry("default.qubit", device), False, True),
         ("qelm lightning.qubit", "pennylane_lightning", lambda: qelm_entry("lightning.qubit", device), False, False),
         ("qelm lightning.qubit via QNode (adjoint)", "pennylane_lightning",
@@ -214,10 +305,13 @@ def entries(device: str):
          lambda: torchlayer_entry("qiskit.aer", per_sample=True, method="statevector"), True, False),
         ("qiskit-ml TorchConnector+EstimatorQNN (aer EstimatorV2)", "qiskit_machine_learning",
          qiskit_ml_entry, True, False),
+        ("pyqtorch (autograd)", "pyqtorch", pyqtorch_entry, False, True),
+        ("tensorcircuit-ng (pytorch, vmap)", "tensorcircuit", tensorcircuit_entry, False, False),
     ]
 
 
-INSTALL = {"pennylane_lightning": "pip install pennylane-lightning", "qiskit_aer": "pip install qiskit qiskit-aer",
+INSTALL = {"pyqtorch": "pip install 'qelm[bench]' (pyqtorch)", "tensorcircuit": "pip install 'qelm[bench]' (tensorcircuit-ng)",
+           "pennylane_lightning": "pip install pennylane-lightning", "qiskit_aer": "pip install qiskit qiskit-aer",
            "pennylane_qiskit": "pip install pennylane-qiskit",
            "qiskit_machine_learning": "pip install qiskit-machine-learning", "pennylane": "pip install pennylane"}
 
@@ -233,7 +327,11 @@ def run_table(args) -> dict:
 
     rows = []
     for label, pkg, factory, slow, cuda_ok in entries(device):
-        row = {"name": label}
+        row = {"name": label, "batch": args.batch}
+        if args.batch > MAX_BATCH.get(label, args.batch):
+            row.update(device=device if cuda_ok else "cpu", status=f"not run above batch {MAX_BATCH[label]} (too slow)")
+            rows.append(row)
+            continue
         run_device = device if cuda_ok else "cpu"
         batch = slow_batch if slow else args.batch
         row.update(device=run_device, batch_measured=batch, scaled=batch != args.batch)
@@ -273,7 +371,8 @@ def run_table(args) -> dict:
         print(f"  {label}: {row['ms_per_batch']:.1f} ms / batch of {args.batch}"
               + (f" (measured at batch {batch}, scaled)" if row["scaled"] else ""), flush=True)
 
-    for field, ref_name in (("peer_over_qelm_aer", "qelm qiskit.aer"), ("over_qelm_default_qubit", "qelm default.qubit")):
+    for field, ref_name in (("peer_over_qelm_aer", "qelm qiskit.aer"), ("over_qelm_default_qubit", "qelm default.qubit"),
+                            ("over_qelm_fused", "qelm qelm.fused")):
         ref = next((r for r in rows if r["name"] == ref_name and r["status"] == "ok"), None)
         for r in rows:
             if ref is not None and r["status"] == "ok":
@@ -285,7 +384,7 @@ def run_table(args) -> dict:
 def print_table(result: dict) -> None:
     b = result["batch"]
     head = (f"{'entry':58s} {'dev':4s} {'ms/batch ' + str(b):>13s} {'us/sample':>10s} {'peer/qelm.aer':>14s} "
-            f"{'x qelm.default':>14s} {'max|diff|':>9s}")
+            f"{'x qelm.default':>14s} {'x qelm.fused':>13s} {'max|diff|':>9s}")
     print("\n" + head)
     print("-" * len(head))
     for r in result["rows"]:
@@ -295,15 +394,17 @@ def print_table(result: dict) -> None:
             continue
         ratios = [r.get("peer_over_qelm_aer"), r.get("over_qelm_default_qubit")]
         cells = " ".join(f"{(f'{x:.2f}x' if x is not None else '-'):>14s}" for x in ratios)
-        print(f"{name:58s} {r['device']:4s} {r['ms_per_batch']:13.1f} {r['us_per_sample']:10.0f} "
-              f"{cells} {r['max_abs_diff_vs_default_qubit']:9.1e}")
+        fused = r.get("over_qelm_fused")
+        print(f"{name:58s} {r['device']:4s} {r['ms_per_batch']:13.2f} {r['us_per_sample']:10.2f} "
+              f"{cells} {(f'{fused:.2f}x' if fused is not None else '-'):>13s} {r['max_abs_diff_vs_default_qubit']:9.1e}")
     for r in result["rows"]:
         if r.get("note"):
             print(f"note, {r['name']}: {r['note']}")
     print(f"\n* measured at batch {result['slow_batch']} and scaled per sample to {b} (one simulator job per "
           "sample or per sample-observable: time grows linearly with the batch)")
     print("peer/qelm.aer: the entry's time over qelm qiskit.aer's (above 1: qelm qiskit.aer is faster); "
-          "x qelm.default: over qelm default.qubit's (above 1: slower than default.qubit)")
+          "x qelm.default: over qelm default.qubit's (above 1: slower than default.qubit); "
+          "x qelm.fused: over qelm.fused's (above 1: slower than qelm.fused)")
     print(f"forward + backward of sum(<Z>), median of {result['repeats']} ({result['slow_repeats']} for *) after "
           f"{result['warmup']} warm-up, "
           f"{N_QUBITS} qubits, AngleEmbedding + {N_LAYERS} StronglyEntanglingLayers")
@@ -341,6 +442,53 @@ def run_cuda_batch(args) -> dict:
     for label, ratio in out["cpu_over"].items():
         print(f"  CPU / {label}: {ratio:.1f}x per sample (median of {repeats} after a warm-up)")
     out["where_the_cuda_time_goes"] = cuda_breakdown(batch)
+    return out
+
+
+def run_cuda_fused(args) -> dict:
+    """qelm.fused against default.qubit (and pyqtorch) on CUDA, forward + backward, at each of
+    ``--cuda-sizes``; the CPU of the same machine at the smallest size for scale."""
+    out = {"mode": "cuda-fused", "sizes": args.cuda_sizes}
+    if not torch.cuda.is_available():
+        print("--cuda-fused: torch sees no CUDA device here; skipped")
+        out["status"] = "skipped: no CUDA device"
+        return out
+    out["gpu"] = torch.cuda.get_device_name(0)
+    runs = {  # label: (builder factory, device)
+        "qelm.fused": (lambda: qelm_entry("qelm.fused", "cuda"), "cuda"),
+        "qelm.fused complex64": (lambda: qelm_entry("qelm.fused", "cuda", dtype="complex64"), "cuda"),
+        "qelm.fused cuda_graph=True": (lambda: qelm_entry("qelm.fused", "cuda", cuda_graph=True), "cuda"),
+        "default.qubit": (lambda: qelm_entry("default.qubit", "cuda"), "cuda"),
+        "default.qubit cuda_graph=True": (lambda: qelm_entry("default.qubit", "cuda", cuda_graph=True), "cuda"),
+        "pyqtorch (autograd)": (pyqtorch_entry, "cuda"),
+    }
+    rows = []
+    for size in args.cuda_sizes:
+        reference = None
+        for label, (factory, device) in runs.items():
+            row = {"name": label, "batch": size, "device": device}
+            try:
+                circuit, x, w = make_data(size, device)
+                forward, step = factory()(circuit, x, w)
+                value = forward().detach().to("cpu", torch.float64)
+                reference = value if reference is None else reference
+                seconds = time_it(step, max(1, args.repeats), 2, device)
+                row.update(status="ok", ms=seconds * 1e3, us_per_sample=seconds / size * 1e6,
+                           max_abs_diff_vs_fused=float((value - reference).abs().max()))
+                print(f"  {label} on {device}, N={size}: {seconds * 1e3:.3f} ms", flush=True)
+            except Exception as e:  # a peer that breaks is reported, not dropped
+                row["status"] = f"failed ({type(e).__name__}: {e})"
+                print(f"  {label} N={size}: {row['status']}", flush=True)
+            rows.append(row)
+            torch.cuda.empty_cache()
+    for size in args.cuda_sizes:
+        fused = next((r for r in rows if r["batch"] == size and r["name"] == "qelm.fused" and r["status"] == "ok"), None)
+        for r in rows:
+            if fused is not None and r["batch"] == size and r["status"] == "ok":
+                r["over_qelm_fused"] = r["ms"] / fused["ms"]
+    out.update(rows=rows, status="ok", repeats=max(1, args.repeats), warmup=2,
+               method="median of --repeats timed forward+backward steps after 2 warm-ups, torch.cuda.synchronize "
+                      "before each clock read")
     return out
 
 
@@ -398,6 +546,11 @@ def main(argv=None) -> None:
     p.add_argument("--cuda-batch", action="store_true",
                    help="instead of the table: default.qubit forward+backward per-sample cost at a large batch, CUDA vs CPU")
     p.add_argument("--cuda-batch-size", type=int, default=65536)
+    p.add_argument("--cuda-fused", action="store_true",
+                   help="instead of the table: qelm.fused vs default.qubit (and pyqtorch) on CUDA at --cuda-sizes")
+    p.add_argument("--cuda-sizes", type=lambda v: [int(x) for x in v.split(",")], default=[4096, 1048576])
+    p.add_argument("--batches", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                   help="comma-separated batch sizes: the table at each (default: --batch)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="print tracebacks of failing entries")
     args = p.parse_args(argv)
@@ -417,6 +570,18 @@ def main(argv=None) -> None:
     if args.cuda_batch:
         result = run_cuda_batch(args)
         label = args.label or "cuda-batch"
+    elif args.cuda_fused:
+        result = run_cuda_fused(args)
+        label = args.label or "cuda-fused"
+    elif args.batches:
+        tables = []
+        for batch in args.batches:
+            args.batch = batch
+            print(f"\nbatch {batch}:", flush=True)
+            tables.append(run_table(args))
+            print_table(tables[-1])
+        result = {"tables": tables}
+        label = args.label or f"{args.device}-sizes"
     else:
         result = run_table(args)
         print_table(result)
