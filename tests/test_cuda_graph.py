@@ -16,6 +16,7 @@ from qelm.circuits import build_circuit
 def static_buffer_recorder(fn, samples):
     """Like ``torch.cuda.make_graphed_callables``: every call writes the same output buffer and keeps the
     activations for backward in one static buffer, so two calls before a backward corrupt the first."""
+    assert len(samples) == 1
     static_in = samples[0].detach().clone()
     static_out = fn(static_in).detach().clone()
 
@@ -164,9 +165,74 @@ def test_cuda_equals_cpu_for_every_circuit(name):
     angles = torch.rand(16, circuit.n_angles, dtype=torch.float64) * 3
     outs = {}
     for device in ("cpu", "cuda"):
-        a = angles.to(device).requires_grad_(True)
+        a = angles.detach().to(device).clone().requires_grad_(True)  # a leaf on each device
         y = backend.state(circuit, a) if circuit.returns == "state" else backend.expval(circuit, a)
         y.abs().sum().backward()
         outs[device] = (y.detach().cpu(), a.grad.cpu())
     torch.testing.assert_close(outs["cuda"][0], outs["cpu"][0], rtol=0, atol=1e-12)
     torch.testing.assert_close(outs["cuda"][1], outs["cpu"][1], rtol=0, atol=1e-10)
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["angle", "polar", "amplitude", "attention", "fidelity", "swap_test", "feed_forward"])
+def test_fused_on_cuda_equals_cpu_and_default_qubit(name):
+    circuit = build_circuit(name, 3, 2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((2, 16) + circuit.input_shape, generator=g, dtype=torch.float64) * 3
+    w = torch.rand((2,) + circuit.weight_shape, generator=g, dtype=torch.float64) * 6
+    kind = circuit.returns
+    outs = {}
+    for device, backend in (("cpu", "default.qubit"), ("cpu", "qelm.fused"), ("cuda", "qelm.fused")):
+        xs, ws = x.to(device).requires_grad_(True), w.to(device).requires_grad_(True)
+        y = get_backend(backend).run(circuit, xs, ws, kind)
+        y.abs().square().sum().backward()
+        outs[device, backend] = (y.detach().cpu(), xs.grad.cpu(), ws.grad.cpu())
+    for key in (("cpu", "qelm.fused"), ("cuda", "qelm.fused")):
+        for a, b in zip(outs[key], outs["cpu", "default.qubit"]):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+@needs_cuda
+def test_fused_cuda_graph_training_steps_equal_eager(tiny_config):
+    torch.manual_seed(0)
+    ref = QELM(tiny_config).cuda()
+    fast = QELM(tiny_config).cuda()
+    fast.load_state_dict(ref.state_dict())
+    fast.set_backend("qelm.fused", cuda_graph=True)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (ref, fast)]
+    idx = torch.randint(0, tiny_config.vocab_size, (4, 6), device="cuda")
+    for _ in range(3):
+        losses = []
+        for model, opt in zip((ref, fast), opts):
+            opt.zero_grad()
+            _, loss = model(idx, idx)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert losses[1] == pytest.approx(losses[0], abs=1e-6)
+    assert fast.backend._graphs.replays > 0
+
+
+def test_fused_cuda_graph_pool_takes_inputs_and_weights():
+    """The pool records fn(inputs, weights): two tensors, either one requiring grad."""
+    calls = []
+
+    class Replayed(torch.autograd.Function):  # a graph's output comes from a custom autograd node
+        @staticmethod
+        def forward(ctx, y):
+            return y.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    def recorder(fn, samples):
+        calls.append(tuple(s.shape for s in samples))
+        return lambda *t: Replayed.apply(fn(*t))
+
+    pool = GraphPool(record=recorder)
+    x = torch.rand(3, 2, requires_grad=True)
+    w = torch.rand(2)
+    out = pool("k", lambda a, b: (a * b).sum(-1), x, w)
+    assert calls == [((3, 2), (2,))]
+    torch.testing.assert_close(out, (x * w).sum(-1))

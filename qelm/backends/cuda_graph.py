@@ -28,7 +28,7 @@ __all__ = ["GraphPool"]
 class _Slot:
     __slots__ = ("fn", "busy")
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
         self.fn = fn
         self.busy = False
 
@@ -37,10 +37,11 @@ class _Slot:
 
 
 class GraphPool:
-    """Replays recorded CUDA graphs of ``fn(angles)`` (forward and backward) for repeated batch shapes.
+    """Replays recorded CUDA graphs of ``fn(*tensors)`` (forward and backward) for repeated shapes.
 
-    ``fn`` must be a pure function of ``angles`` on CUDA with no host synchronisation inside (default.qubit
-    with backprop is: its zero state and measurement signs are cached on the device).
+    ``fn`` must be a pure function of its tensors on CUDA with no host synchronisation inside (default.qubit
+    with backprop is: its zero state and measurement signs are cached on the device; so is qelm.fused once
+    its plan's constants are on the device, which the recorder's warm-up runs make sure of).
     """
 
     def __init__(self, per_key: int = 8, total: int = 64, record=None) -> None:
@@ -54,33 +55,34 @@ class GraphPool:
         self.eager_calls = 0
 
     @staticmethod
-    def applies(angles: torch.Tensor) -> bool:
+    def applies(*tensors: torch.Tensor) -> bool:
         """Graphs are recorded for CUDA calls that will be differentiated (training steps)."""
-        return angles.is_cuda and angles.requires_grad and torch.is_grad_enabled()
+        return (all(t.is_cuda for t in tensors) and any(t.requires_grad for t in tensors)
+                and torch.is_grad_enabled() and not torch.cuda.is_current_stream_capturing())
 
-    def __call__(self, key: Hashable, fn: Callable[[torch.Tensor], torch.Tensor], angles: torch.Tensor) -> torch.Tensor:
-        key = (key, tuple(angles.shape), angles.dtype, angles.device)
-        slot = self._free_slot(key, fn, angles)
+    def __call__(self, key: Hashable, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
+        key = (key,) + tuple((tuple(t.shape), t.dtype, t.device, t.requires_grad) for t in tensors)
+        slot = self._free_slot(key, fn, tensors)
         if slot is None:
             self.eager_calls += 1
-            return fn(angles)
-        out = slot.fn(angles)
+            return fn(*tensors)
+        out = slot.fn(*tensors)
         slot.busy = True
         out.register_hook(lambda grad: slot.release())  # gradient reached it: backward replays now
         weakref.finalize(out.grad_fn, slot.release)  # or its graph was dropped without a backward pass
         self.replays += 1
         return out.clone()
 
-    def _free_slot(self, key, fn, angles) -> _Slot | None:
+    def _free_slot(self, key, fn, tensors) -> _Slot | None:
         slots = self._slots.setdefault(key, [])
         for slot in slots:
             if not slot.busy:
                 return slot
         if key in self._failed or len(slots) >= self.per_key or self.n_graphs >= self.total:
             return None
-        sample = angles.detach().clone().requires_grad_(True)
+        samples = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in tensors)
         try:
-            graphed = self.record(fn, (sample,))
+            graphed = self.record(fn, samples)
         except Exception as e:  # an op that syncs with the host cannot be recorded: stay eager for this key
             self._failed.add(key)
             warnings.warn(f"CUDA graph recording failed ({type(e).__name__}: {e}); running eagerly", stacklevel=3)

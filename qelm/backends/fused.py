@@ -29,6 +29,7 @@ import torch
 
 from ..circuits import z_signs
 from . import Backend
+from .cuda_graph import GraphPool
 from .fused_plan import MAX_FUSED_WIRES, Block, GenPerm, Plan, UnsupportedGate, build_plan, genperm, local_matrix
 
 __all__ = ["FusedBackend", "DTYPES"]
@@ -480,9 +481,10 @@ class FusedBackend(Backend):
     name = "qelm.fused"
     supports_state = True
     traceable = True
-    options = ("dtype",)
+    options = ("dtype", "cuda_graph")
 
-    def __init__(self, shots: int | None = None, seed: int | None = None, dtype: str = "complex128") -> None:
+    def __init__(self, shots: int | None = None, seed: int | None = None, dtype: str = "complex128",
+                 cuda_graph: bool = False) -> None:
         if shots is not None:
             raise ValueError(f"backend 'qelm.fused' computes exact expectations and takes no shots (got shots={shots!r}): "
                              "for sampled estimates use backend 'qiskit.aer' or 'default.qubit' with shots")
@@ -492,14 +494,20 @@ class FusedBackend(Backend):
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r} is invalid for backend 'qelm.fused': choose one of {', '.join(DTYPES)}")
         self.dtype = dtype
+        if not isinstance(cuda_graph, bool):
+            raise ValueError(f"cuda_graph={cuda_graph!r} is invalid: use True or False")
+        # CUDA graphs replay a training call's kernels with one launch (qelm.backends.cuda_graph): on a GPU a
+        # small batch is bound by launching a few hundred small kernels, not by the arithmetic
+        self._graphs = GraphPool() if cuda_graph else None
         self._plans: dict = {}
         self._tensors: dict = {}
 
     def describe(self) -> str:
         return f"{self.name} (exact, {self.dtype})"
 
-    def __getstate__(self):  # caches hold device tensors and ids; rebuilt on demand
-        return {**self.__dict__, "_plans": {}, "_tensors": {}, "_observers": []}
+    def __getstate__(self):  # caches hold device tensors, ids and recorded graphs; rebuilt on demand
+        return {**self.__dict__, "_plans": {}, "_tensors": {}, "_observers": [],
+                "_graphs": None if self._graphs is None else GraphPool()}
 
     # --- plans -------------------------------------------------------------------------------------
     def _plan(self, circuit, split: bool) -> Plan:
@@ -525,8 +533,8 @@ class FusedBackend(Backend):
     def _check_memory(self, circuit, n_states: int, n_sets: int, device: torch.device) -> None:
         """Refuse, before any allocation (the plan included), a call whose states and unitaries cannot fit:
         interleaved states, about two kept per layer of the circuit for backward, and the unitaries."""
-        if torch.compiler.is_compiling():  # checked when the model ran eagerly; the compiler cannot trace it
-            return
+        if torch.compiler.is_compiling() or (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+            return  # checked when the model ran eagerly; neither the compiler nor a graph capture can ask
         item = torch.empty(0, dtype=DTYPES[self.dtype][1]).element_size()
         n = circuit.n_wires
         states = n_states * 2 * 2**n * item * (4 * circuit.n_layers + 6)
@@ -543,6 +551,13 @@ class FusedBackend(Backend):
     # --- the interface -----------------------------------------------------------------------------
     def _execute(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
         self._check_memory(circuit, math.prod(batch), math.prod(sets), inputs.device)
+        if self._graphs is not None and GraphPool.applies(inputs, weights):
+            self._plan(circuit, split=True)  # built before recording: the recorder must not see the host work
+            return self._graphs((circuit.key, kind), lambda i, w: self._simulate(circuit, i, w, kind, sets, batch),
+                                inputs, weights)
+        return self._simulate(circuit, inputs, weights, kind, sets, batch)
+
+    def _simulate(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
         plan = self._plan(circuit, split=True)
         real = DTYPES[self.dtype][1]
         x = circuit.data_angles(inputs).to(real)  # (*batch, n_data), computed in the caller's dtype
