@@ -27,7 +27,7 @@ test-gpu: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m gpu
 
 gallery: $(VENV)/.installed
-	$(BIN)/python -m qelm.draw --gallery circuits
+	$(BIN)/qelm gallery circuits
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/speed.py --quick
