@@ -37,7 +37,7 @@ def test_example_runs(name, tmp_path, monkeypatch, capsys):
     out = _run_example(name, *ARGS.get(name, lambda tmp: [])(tmp_path), monkeypatch=monkeypatch, capsys=capsys)
     expect = {
         "quickstart.py": ["QELM", "classical twin", "matched classical baseline"],
-        "swap_backends.py": ["default.qubit", "max |logits - default.qubit logits| = 0.00e+00"],
+        "swap_backends.py": ["default.qubit", "max |logits - "],
         "draw_circuits.py": ["max |diff|", "wrote 14 files"],
         "compare_sizes.py": ["Claim check:", "QELM parameters:", "wrote "],
         "train_tiny.py": ["reloaded QELM: validation perplexity", "sample: 'The "],
@@ -48,6 +48,9 @@ def test_example_runs(name, tmp_path, monkeypatch, capsys):
         diffs = [float(line.split()[-1]) for line in out.splitlines() if line.split() and line.split()[-1][:1].isdigit()
                  and "e" in line.split()[-1]]
         assert diffs and max(diffs) < 1e-8, out
+    if name == "swap_backends.py":  # the same weights give the same logits on every backend that runs here
+        diffs = [float(line.rsplit("= ", 1)[1]) for line in out.splitlines() if "max |logits" in line]
+        assert diffs and max(diffs) < 1e-4, out
     if name == "train_tiny.py":  # the reloaded checkpoint measures what the run measured
         line = next(ln for ln in out.splitlines() if ln.startswith("reloaded QELM"))
         again, measured = line.split("perplexity ")[1].split(" ")[0], line.split("measured ")[1].rstrip(")")
