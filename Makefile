@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: demo test gallery bench clean
+.PHONY: demo test test-gpu gallery bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
+# the tests marked gpu (they skip, with the reason, where torch sees no CUDA GPU)
+test-gpu: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m gpu
+
 gallery: $(VENV)/.installed
-	$(BIN)/python -m qelm.draw --gallery circuits
+	$(BIN)/qelm gallery circuits
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/speed.py --quick

@@ -1,19 +1,20 @@
 """How much smaller is a QELM, honestly? Measure it against its classical twins.
 
-Builds the classic QELM setting (vocab 100, d_model 128, 4 heads, hidden 256), its full-size classical
-twin and a classical model with the QELM's parameter count, writes each to disk in several formats and
-prints what was measured: parameters, bytes, FLOPs per token, circuit executions and hardware shots.
+Builds the setting of a published QELM claim (vocab 100, d_model 128, 4 heads, hidden 256), its full-size
+classical twin and a classical model with the QELM's parameter count, writes each to disk in several
+formats and prints what was measured: parameters, bytes, FLOPs per token, circuit executions and hardware
+shots.
 
-    python examples/compare_sizes.py                 # the classic setting
+    python examples/compare_sizes.py                 # the published setting
     python examples/compare_sizes.py --qubits 6      # same, with 6-qubit circuits
     python examples/compare_sizes.py --plot sizes.png
 
-The same numbers come from the command line: ``qelm compare --classic``.
+The same numbers come from the command line: ``qelm compare --published``.
 """
 
 import argparse
 
-from qelm.compare import classic_config, compare, plot_comparison
+from qelm.compare import compare, plot_comparison, published_config
 
 
 def main() -> None:
@@ -23,8 +24,8 @@ def main() -> None:
     parser.add_argument("--plot", help="also save a bar chart here (.png/.svg/.pdf)")
     args = parser.parse_args()
 
-    config = classic_config(n_qubits=args.qubits, n_layers=args.layers)
-    result = compare(config, classic=True)
+    config = published_config(n_qubits=args.qubits, n_layers=args.layers)
+    result = compare(config, published=True)
     print(result.to_markdown())
 
     qelm, twin, matched = result["qelm"], result["twin"], result["matched"]

@@ -22,7 +22,9 @@ from qiskit import qasm2
 from qiskit.quantum_info import Statevector
 
 from qelm import CIRCUITS, build_circuit
-from qelm.draw import render, resources, to_qasm, write_atomic
+from qelm.draw import render
+from qelm.export import resources, to_qasm
+from qelm.files import atomic_write
 
 
 def pennylane_state(circuit, angles):
@@ -59,8 +61,8 @@ def main() -> None:
         rows.append((name, r["wires"], r["parameters"]["gate_angles"], r["pennylane_device"]["gates"],
                      r["pennylane_device"]["depth"], r["openqasm"]["gate_types"].get("cx", 0), error))
         if args.out:
-            write_atomic(args.out / f"{name}.png", render(circuit, "png"))
-            write_atomic(args.out / f"{name}.qasm", render(circuit, "qasm"))
+            atomic_write(args.out / f"{name}.png", render(circuit, "png"))
+            atomic_write(args.out / f"{name}.qasm", render(circuit, "qasm"))
 
     print(f"n_qubits={args.qubits}, n_layers={args.layers}; gates and depth by qml.specs (level='device'), CNOTs "
           "counted by qiskit in the OpenQASM export; last column: max |amplitude difference| qiskit vs PennyLane")

@@ -10,9 +10,8 @@ import argparse
 
 import torch
 
-from qelm.checkpoint import load_checkpoint
+from qelm import evaluate, generate_text, load_checkpoint, train
 from qelm.data import bundled_config, bundled_corpus
-from qelm.train import evaluate, generate_text, train
 
 
 def main() -> None:

@@ -1,13 +1,19 @@
-"""qelm: build, train and honestly measure tiny quantum-enhanced language models."""
+"""qelm: build, train and honestly measure tiny quantum-enhanced language models.
 
-from .backends import available_backends, get_backend
+``qelm.train``, ``qelm.compare`` and ``qelm.evaluate`` are modules that can be called as their function
+of the same name: ``qelm.train(config, data, out=...)`` trains, ``import qelm.train`` gives the module.
+"""
+
+from . import compare, evaluate, train
+from .backends import BackendUnavailable, available_backends, get_backend
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .circuits import CIRCUITS, Circuit, build_circuit
-from .checkpoint import load_checkpoint, save_checkpoint
-from .compare import compare
 from .config import QELMConfig
+from .data import TextDataset
+from .evaluate import generate_text
 from .layers import QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward, QuantumMultiHeadAttention
 from .model import QELM, ClassicalLM
-from .train import evaluate, generate_text, train
+from .train import TrainResult, TrainSettings
 
 __version__ = "0.1.0"
 
@@ -24,10 +30,15 @@ __all__ = [
     "build_circuit",
     "get_backend",
     "available_backends",
+    "BackendUnavailable",
     "compare",
     "train",
+    "TrainSettings",
+    "TrainResult",
     "evaluate",
     "generate_text",
+    "TextDataset",
+    "Checkpoint",
     "save_checkpoint",
     "load_checkpoint",
 ]

@@ -1,3 +1,5 @@
+"""``python -m qelm``: the ``qelm`` command line."""
+
 import sys
 
 from .cli import main

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,15 @@ from typing import Any
 import tomli_w
 import torch
 
-from .config import QELMConfig
+from ._compat import moved_names
+from .config import QELMConfig, read_toml
+from .config import with_backend as _with_backend  # private here: the public name is qelm.config.with_backend
 from .files import atomic_path, atomic_write
 from .model import QELM, ClassicalLM
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "atomic_write", "atomic_path", "ensure_writable_dir",
-           "config_differences", "with_backend", "read_checkpoint_config", "WEIGHTS", "CONFIG", "TOKENIZER",
-           "TRAINING_STATE"]
+           "read_checkpoint_config", "WEIGHTS", "CONFIG", "TOKENIZER", "TRAINING_STATE"]
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.toml"
@@ -129,10 +129,7 @@ def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QELMConfi
         hint = (f": it is a training run folder; pass one of its checkpoints, {' or '.join(str(folder / n) for n in inside)}"
                 if inside else ": it is not a qelm checkpoint folder")
         raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {CONFIG}{hint}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG} is not valid TOML ({e})") from None
+    data = read_toml(path, what=f"checkpoint {str(folder)!r} is corrupt: {CONFIG}")
     kind = data.get("kind", "qelm")
     if kind not in KINDS:
         raise ValueError(f"checkpoint {str(folder)!r}: {CONFIG} has kind={kind!r}; expected one of {', '.join(KINDS)}")
@@ -143,15 +140,6 @@ def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QELMConfi
     except (TypeError, ValueError) as e:
         raise ValueError(f"checkpoint {str(folder)!r}: {CONFIG} is invalid: {e}") from None
     return kind, config
-
-
-def with_backend(config: QELMConfig, backend: str | None, options: dict[str, Any]) -> QELMConfig:
-    """``config`` running on ``backend`` with ``options`` (``shots`` among them) instead of its own."""
-    if backend is None and not options:
-        return config
-    options = dict(options)
-    shots = options.pop("shots", config.shots)
-    return config.replace(backend=backend or config.backend, shots=shots, backend_options=options)
 
 
 def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None, **backend_options: Any) -> Checkpoint:
@@ -173,7 +161,7 @@ def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None,
     if tokenizer.vocab_size != config.vocab_size:
         raise ValueError(f"checkpoint {str(folder)!r} does not match its config: {TOKENIZER} has "
                          f"{tokenizer.vocab_size} tokens but {CONFIG} says vocab_size={config.vocab_size}")
-    config = with_backend(config, backend, backend_options)
+    config = _with_backend(config, backend, backend_options)
     model = ClassicalLM(config) if kind == "classical" else QELM(config)
 
     try:
@@ -220,11 +208,6 @@ def _check_weights(folder: Path, model: torch.nn.Module, weights: dict[str, torc
                          f"feed_forward={config.feed_forward}): {shown}")
 
 
-_RUNTIME_FIELDS = ("backend", "shots", "backend_options", "batch_hint")  # how to run, not what the model is
-
-
-def config_differences(a: QELMConfig, b: QELMConfig, *, ignore: tuple[str, ...] = _RUNTIME_FIELDS) -> list[str]:
-    """``["d_model: 16 vs 8", ...]`` for every architecture field where ``a`` and ``b`` differ."""
-    da, db = a.to_dict(), b.to_dict()
-    names = [n for n in dict.fromkeys([*da, *db]) if n not in ignore]
-    return [f"{n}: {da.get(n)!r} vs {db.get(n)!r}" for n in names if da.get(n) != db.get(n)]
+# config helpers that lived here before they moved to qelm.config
+__getattr__ = moved_names(__name__, {"config_differences": "qelm.config:config_differences",
+                                     "with_backend": "qelm.config:with_backend"})

@@ -18,7 +18,8 @@ import tomli_w
 
 from .circuits import EMBEDDING_CIRCUITS, build_circuit
 
-__all__ = ["QELMConfig", "SLOT_CHOICES", "state_vector_bytes", "available_memory_bytes"]
+__all__ = ["QELMConfig", "SLOT_CHOICES", "state_vector_bytes", "available_memory_bytes", "read_toml",
+           "config_differences", "with_backend"]
 
 SLOT_CHOICES = {
     "embedding": ("quantum", "classical"),
@@ -182,3 +183,36 @@ class QELMConfig:
     def circuit(self, name: str):
         """The built-in circuit ``name`` at this config's qubits and layers."""
         return build_circuit(name, self.n_qubits, self.circuit_layers)
+
+
+# --- helpers for code that loads or compares configs ------------------------------------------------------
+def read_toml(path: str | os.PathLike, *, what: str | None = None) -> dict[str, Any]:
+    """The tables of the TOML file ``path``. A missing file raises ``FileNotFoundError``, a file that is
+    not UTF-8 TOML ``ValueError``; both messages start with ``what`` (default ``config file 'PATH'``)."""
+    p = Path(path)
+    what = what or f"config file {str(p)!r}"
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} does not exist")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} is not valid TOML ({e})") from None
+
+
+RUNTIME_FIELDS = ("backend", "shots", "backend_options", "batch_hint")  # how to run, not what the model is
+
+
+def config_differences(a: QELMConfig, b: QELMConfig, *, ignore: tuple[str, ...] = RUNTIME_FIELDS) -> list[str]:
+    """``["d_model: 16 vs 8", ...]`` for every architecture field where ``a`` and ``b`` differ."""
+    da, db = a.to_dict(), b.to_dict()
+    names = [n for n in dict.fromkeys([*da, *db]) if n not in ignore]
+    return [f"{n}: {da.get(n)!r} vs {db.get(n)!r}" for n in names if da.get(n) != db.get(n)]
+
+
+def with_backend(config: QELMConfig, backend: str | None, options: dict[str, Any]) -> QELMConfig:
+    """``config`` running on ``backend`` with ``options`` (``shots`` among them) instead of its own."""
+    if backend is None and not options:
+        return config
+    options = dict(options)
+    shots = options.pop("shots", config.shots)
+    return config.replace(backend=backend or config.backend, shots=shots, backend_options=options)

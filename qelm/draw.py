@@ -1,8 +1,8 @@
-"""Circuit drawings, OpenQASM export and resource summaries of the built-in circuits, and the ``circuits/``
-gallery.
+"""Circuit drawings: a built-in circuit as text (``qml.draw``), PNG/SVG (``qml.draw_mpl``) or a qiskit
+drawing, captioned with what its angles are; :func:`render` gives any of :data:`FORMATS`, the exports of
+:mod:`qelm.export` included.
 
-Every picture comes from a library's own drawer: ``qml.draw`` (text), ``qml.draw_mpl`` (PNG/SVG) and
-qiskit's ``QuantumCircuit.draw`` (the ``qiskit`` format); templates are decomposed (PennyLane's
+Every picture comes from a library's own drawer; templates are decomposed (PennyLane's
 ``level="device"``) so the gates a simulator runs are the gates drawn.
 
 Angles are either *symbolic* or *values*:
@@ -13,37 +13,25 @@ Angles are either *symbolic* or *values*:
   makes that index the gate's name;
 * values: an angle vector, e.g. :func:`trained_angles` from a checkpoint's circuit weights.
 
-OpenQASM 2 is written by ``qml.to_openqasm`` after decomposing to gates of the original ``qelib1.inc``
-(CSWAP becomes Toffoli + CNOT), so any OpenQASM 2 reader, ``qiskit.qasm2.loads`` included, loads it without
-custom instructions. PennyLane wire ``i`` is written as ``q[i]``; PennyLane counts wire 0 as the most
-significant bit and qiskit counts qubit 0 as the least, so a qiskit ``Statevector`` of the loaded circuit
-equals PennyLane's state after ``QuantumCircuit.reverse_bits()``.
-
-``python -m qelm.draw --gallery circuits`` regenerates the gallery; ``--check`` reports drift instead.
+The ``circuits/`` gallery is built by :mod:`qelm.gallery` (``qelm gallery circuits``).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import os
 import sys
-import tempfile
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 
 import pennylane as qml
 import torch
 
-from .circuits import CIRCUITS, Circuit, SwapTestCircuit, build_circuit
-from .files import atomic_write
+from ._compat import moved_names
+from .circuits import CIRCUITS, Circuit, SwapTestCircuit
 
 __all__ = [
     "FORMATS",
-    "GALLERY_QUBITS",
-    "GALLERY_LAYERS",
     "symbolic_angles",
     "weight_mask",
     "trained_angles",
@@ -51,27 +39,11 @@ __all__ = [
     "caption",
     "draw_text",
     "draw_figure",
-    "to_qasm",
-    "to_qiskit",
-    "resources",
     "render",
-    "write_gallery",
-    "gallery_drift",
 ]
 
 #: output formats of :func:`render`: text/qasm/qiskit/resources are text, png/svg are image bytes
 FORMATS = ("text", "png", "svg", "qasm", "qiskit", "resources")
-#: the size every circuit is drawn at in the gallery: small enough to read, large enough to show the
-#: entangler's CNOT ring and the re-uploading repeat
-GALLERY_QUBITS = 2
-GALLERY_LAYERS = 2
-#: files of the gallery that must be byte-identical when regenerated (PNGs depend on matplotlib's version)
-GALLERY_EXACT = (".txt", ".qasm", ".json")
-#: PennyLane gates whose OpenQASM names are in the original qelib1.inc (what qiskit.qasm2.loads reads)
-QELIB1_GATES = frozenset({
-    "CNOT", "CZ", "Toffoli", "CRZ", "U1", "U2", "U3", "PhaseShift", "Identity", "PauliX", "PauliY", "PauliZ",
-    "Hadamard", "S", "Adjoint(S)", "T", "Adjoint(T)", "RX", "RY", "RZ",
-})
 _NO_WRAP = 10**6  # qml.draw max_length that never wraps
 
 
@@ -170,11 +142,13 @@ def caption(circuit: Circuit, source: str | None = None, *, parameters: bool = F
 
 
 # --- drawings -----------------------------------------------------------------------------------------
-def _qnode(circuit: Circuit) -> qml.QNode:
+def qnode(circuit: Circuit) -> qml.QNode:
+    """The circuit as a QNode on ``default.qubit`` taking one angle vector (what the drawers draw)."""
     return qml.QNode(circuit.qfunc, qml.device("default.qubit", wires=circuit.n_wires))
 
 
-def _angles_and_decimals(circuit: Circuit, angles: torch.Tensor | None, decimals: int | None):
+def angles_and_decimals(circuit: Circuit, angles: torch.Tensor | None, decimals: int | None):
+    """``(angle vector, decimals to draw)``: symbolic indices with no decimals, or ``angles`` checked."""
     if angles is None:
         return symbolic_angles(circuit), 0  # integers drawn with no decimals: the index itself
     angles = torch.as_tensor(angles, dtype=torch.float64).detach().cpu()
@@ -188,15 +162,15 @@ def draw_text(circuit: Circuit, angles: torch.Tensor | None = None, *, decimals:
               max_length: int | None = None) -> str:
     """``qml.draw`` of the decomposed circuit (``level="device"``); symbolic when ``angles`` is None.
     ``max_length``: wrap at this many characters (default: never wrap)."""
-    angles, decimals = _angles_and_decimals(circuit, angles, decimals)
-    return qml.draw(_qnode(circuit), level="device", decimals=decimals, max_length=max_length or _NO_WRAP)(angles)
+    angles, decimals = angles_and_decimals(circuit, angles, decimals)
+    return qml.draw(qnode(circuit), level="device", decimals=decimals, max_length=max_length or _NO_WRAP)(angles)
 
 
 def draw_figure(circuit: Circuit, angles: torch.Tensor | None = None, *, decimals: int | None = None,
                 title: str | None = None):
     """``qml.draw_mpl`` of the decomposed circuit -> a matplotlib Figure (close it with ``plt.close``)."""
-    angles, decimals = _angles_and_decimals(circuit, angles, decimals)
-    fig, ax = qml.draw_mpl(_qnode(circuit), level="device", decimals=decimals, style="black_white")(angles)
+    angles, decimals = angles_and_decimals(circuit, angles, decimals)
+    fig, ax = qml.draw_mpl(qnode(circuit), level="device", decimals=decimals, style="black_white")(angles)
     if title:
         w, h = fig.get_size_inches()
         chars = max(40, int(w * 100 / 9))  # ~8 px per character at 12 pt, with a margin
@@ -208,93 +182,12 @@ def draw_figure(circuit: Circuit, angles: torch.Tensor | None = None, *, decimal
     return fig
 
 
-def _device_tape(circuit: Circuit, angles: torch.Tensor):
-    return qml.workflow.construct_tape(_qnode(circuit), level="device")(angles)
-
-
-def to_qasm(circuit: Circuit, angles: torch.Tensor | None = None, *, precision: int | None = None,
-            header: bool = True) -> str:
-    """OpenQASM 2.0 by ``qml.to_openqasm``, gates of the original ``qelib1.inc`` only, every wire measured.
-
-    ``angles`` None: ``theta[i] = i`` (the symbolic convention; OpenQASM 2 has no free parameters).
-    ``precision``: significant digits of each angle (None: full double precision). PennyLane wire ``i``
-    is ``q[i]``; in qiskit, ``reverse_bits()`` gives PennyLane's basis order (see the module docstring).
-    """
-    symbolic = angles is None
-    angles, _ = _angles_and_decimals(circuit, angles, None)
-    [tape], _ = qml.transforms.decompose(_device_tape(circuit, angles), gate_set=set(QELIB1_GATES))
-    text = qml.to_openqasm(tape, wires=qml.wires.Wires(circuit.wires), measure_all=True, precision=precision)
-    if not header:
-        return text
-    first, include, rest = text.split("\n", 2)
-    note = [f"// qelm circuit {circuit.name!r}: n_qubits={circuit.n_qubits}, n_layers={circuit.n_layers}",
-            "// PennyLane wire i is q[i]; PennyLane's wire 0 is the most significant bit, so in qiskit use",
-            "// QuantumCircuit.reverse_bits() to compare amplitudes with PennyLane"]
-    if symbolic:
-        note.append("// symbolic: the angle vector entry theta[i] is set to i radians (OpenQASM 2 has no free parameters)")
-    return "\n".join([first, include, *note, rest])
-
-
-def to_qiskit(circuit: Circuit, angles: torch.Tensor | None = None):
-    """The circuit as a ``qiskit.QuantumCircuit`` on qubits in PennyLane's wire order (qubit i = wire i).
-
-    Symbolic when ``angles`` is None: gate angles are the Parameters ``theta[i]``. Built by the qiskit.aer
-    backend's own translation (:func:`qelm.backends.aer.translate`), so it is the circuit that backend runs."""
-    from .backends.aer import translate
-
-    qc = translate(circuit).qc.reverse_bits()  # translate maps wire w -> qubit n-1-w; undo for reading
-    if angles is None:
-        return qc
-    angles, _ = _angles_and_decimals(circuit, angles, None)
-    return qc.assign_parameters({p: float(angles[p.index]) for p in qc.parameters})
-
-
-def resources(circuit: Circuit) -> dict:
-    """Resource summary: qubits, parameters, gates by type and depth, measured twice: by ``qml.specs`` on
-    the decomposed circuit (``level="device"``, the gates default.qubit runs) and by qiskit on the
-    exported OpenQASM (the qelib1 gate set a QASM consumer sees)."""
-    from qiskit import qasm2
-
-    angles = symbolic_angles(circuit)
-    specs = qml.specs(_qnode(circuit), level="device")(angles)
-    res = specs.resources
-    qc = qasm2.loads(to_qasm(circuit, angles)).remove_final_measurements(inplace=False)
-    ops = qc.count_ops()
-    mask = weight_mask(circuit)
-    return {
-        "circuit": circuit.name,
-        "class": type(circuit).__name__,
-        "kind": circuit.kind,
-        "n_qubits": circuit.n_qubits,
-        "n_layers": circuit.n_layers,
-        "wires": circuit.n_wires,
-        "returns": "state vector" if circuit.returns == "state" else f"<Z> on wires {list(circuit.observables)}",
-        "parameters": {
-            "gate_angles": circuit.n_angles,
-            "data_angles": int((~mask).sum()),
-            "weight_angles": int(mask.sum()),
-            "trainable_weights": circuit.n_weights,
-            "weight_shape": list(circuit.weight_shape),
-        },
-        "pennylane_device": {
-            "gates": res.num_gates,
-            "gate_types": dict(sorted(res.gate_types.items())),
-            "depth": res.depth,
-        },
-        "openqasm": {
-            "gates": sum(ops.values()),
-            "gate_types": dict(sorted(ops.items())),
-            "depth": qc.depth(),
-        },
-        "method": "qml.specs(level='device') on default.qubit; OpenQASM counts by qiskit "
-                  "(count_ops, depth) of qasm2.loads(to_qasm(...)) without the final measurements",
-    }
-
-
 def render(circuit: Circuit, fmt: str, angles: torch.Tensor | None = None, *, source: str | None = None,
            decimals: int | None = None, precision: int | None = None, max_length: int | None = None) -> str | bytes:
     """The circuit in one of :data:`FORMATS`: text formats as ``str`` (with a caption line), images as
     ``bytes``. ``source`` says where non-symbolic ``angles`` came from (it goes into the caption)."""
+    from .export import resources, to_qasm, to_qiskit  # late: the exports use this module's angle helpers
+
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is invalid: choose one of {', '.join(FORMATS)}")
     if angles is not None and source is None:
@@ -335,145 +228,15 @@ def _short_title(circuit: Circuit, source: str | None) -> str:
     return f"{title} (gate angles in radians)\n{source}"
 
 
-def _gallery_files(name: str) -> dict[str, str]:
-    return {"text": f"{name}.txt", "qasm": f"{name}.qasm", "resources": f"{name}.json", "png": f"{name}.png"}
+# names that moved to qelm.export and qelm.gallery
+__getattr__ = moved_names(__name__, {
+    **{name: f"qelm.export:{name}" for name in ("to_qasm", "to_qiskit", "resources", "QELIB1_GATES")},
+    **{name: f"qelm.gallery:{name}" for name in ("write_gallery", "gallery_drift", "GALLERY_QUBITS", "GALLERY_LAYERS",
+                                                 "GALLERY_EXACT")},
+})
 
 
-def _gallery_readme(summaries: dict[str, dict], texts: dict[str, str]) -> str:
-    lines = [
-        "# Circuit gallery",
-        "",
-        "Every built-in circuit of `qelm.circuits.CIRCUITS`, drawn at "
-        f"**n_qubits={GALLERY_QUBITS}, n_layers={GALLERY_LAYERS}** with templates decomposed "
-        "(PennyLane `level=\"device\"`). Generated by `make gallery` (`python -m qelm.draw --gallery circuits`); "
-        "do not edit by hand. `tests/test_draw.py` regenerates the text, QASM and JSON files and fails on any "
-        "difference.",
-        "",
-        "Angles are symbolic: each gate shows the index `i` of the angle-vector entry `theta[i]` that drives it "
-        "(`RY(3)` is `RY(theta[3])`). The `.qasm` files set `theta[i] = i` radians, since OpenQASM 2 has no free "
-        "parameters, and use only gates of the original `qelib1.inc` (the swap test's CSWAP becomes Toffoli + "
-        "CNOT). PennyLane wire `i` is `q[i]`; wire 0 is the most significant bit, so compare amplitudes with "
-        "qiskit after `QuantumCircuit.reverse_bits()`.",
-        "",
-        "Resources are measured by `qml.specs` on the decomposed circuit (gates default.qubit runs) and by "
-        "qiskit on the exported OpenQASM (`count_ops`, `depth`, without the final measurements).",
-        "",
-        "| circuit | kind | wires | gate angles (data + weights) | trainable weights | gates (PennyLane) | depth (PennyLane) | gates (QASM) | CNOTs (QASM) | depth (QASM) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in summaries.items():
-        p, pl, qa = r["parameters"], r["pennylane_device"], r["openqasm"]
-        lines.append(f"| [`{name}`](#{name}) | {r['kind']} | {r['wires']} | {p['gate_angles']} "
-                     f"({p['data_angles']} + {p['weight_angles']}) | {p['trainable_weights']} | {pl['gates']} | "
-                     f"{pl['depth']} | {qa['gates']} | {qa['gate_types'].get('cx', 0)} | {qa['depth']} |")
-    for name, r in summaries.items():
-        doc = (CIRCUITS[name].__doc__ or "").strip().split("\n\n")[0]
-        doc = _markdown(" ".join(line.strip() for line in doc.splitlines()))
-        f = _gallery_files(name)
-        gates = ", ".join(f"{k} {v}" for k, v in r["pennylane_device"]["gate_types"].items())
-        lines += [
-            "",
-            f"## {name}",
-            "",
-            f"`{r['class']}` ({r['kind']}; returns `{r['returns']}`). {doc}",
-            "",
-            f"![{name} circuit]({f['png']})",
-            "",
-            f"Gates: {gates}. Files: [text drawing]({f['text']}), [OpenQASM 2]({f['qasm']}), "
-            f"[resources]({f['resources']}).",
-            "",
-            "<details><summary>text drawing (qml.draw)</summary>",
-            "",
-            "```text",
-            texts[name].rstrip("\n"),
-            "```",
-            "",
-            "</details>",
-        ]
-    return "\n".join(lines) + "\n"
+if __name__ == "__main__":  # the old spelling of `qelm gallery DIR [--check]`
+    from .cli import main
 
-
-def _markdown(rst: str) -> str:
-    """A docstring sentence as Markdown: RST ``code`` becomes `code`, and < > outside code are escaped
-    (GitHub would read ``<Z>`` as an HTML tag and hide it)."""
-    parts = rst.replace("``", "`").split("`")
-    return "`".join(p if i % 2 else p.replace("<", "&lt;").replace(">", "&gt;") for i, p in enumerate(parts))
-
-
-def _gallery_contents(include_png: bool) -> dict[str, str | bytes]:
-    files: dict[str, str | bytes] = {}
-    summaries = {}
-    for name in CIRCUITS:
-        c = build_circuit(name, GALLERY_QUBITS, GALLERY_LAYERS)
-        f = _gallery_files(name)
-        files[f["text"]] = render(c, "text")
-        files[f["qasm"]] = render(c, "qasm")
-        files[f["resources"]] = render(c, "resources")
-        summaries[name] = json.loads(files[f["resources"]])
-        if include_png:
-            files[f["png"]] = render(c, "png")
-    texts = {name: files[_gallery_files(name)["text"]] for name in CIRCUITS}
-    files["README.md"] = _gallery_readme(summaries, texts)
-    return files
-
-
-def write_gallery(directory: str | os.PathLike, *, images: bool = True) -> list[Path]:
-    """Write the gallery into ``directory``: per circuit a PNG (unless ``images`` is False), the text
-    drawing, the OpenQASM file and the resource JSON, and the ``README.md`` index. Returns the paths."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    return [atomic_write(directory / n, content) for n, content in _gallery_contents(include_png=images).items()]
-
-
-def gallery_drift(directory: str | os.PathLike, regenerated: str | os.PathLike | None = None) -> list[str]:
-    """Compare the gallery in ``directory`` with a fresh one; one line per missing, differing or unexpected
-    file, empty when the gallery is up to date.
-
-    The fresh gallery is written (without images) into ``regenerated``, or a temporary folder when None.
-    Text, QASM, JSON and README must match byte for byte; PNGs only need to exist, since their pixels
-    depend on matplotlib's version and fonts."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"gallery folder {str(directory)!r} does not exist: run `make gallery`")
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = Path(regenerated) if regenerated is not None else Path(tmp)
-        if regenerated is None:
-            write_gallery(fresh, images=False)
-        expected = {p.name: p.read_bytes() for p in fresh.iterdir() if p.is_file() and not p.name.startswith(".")}
-    expected.update({_gallery_files(name)["png"]: None for name in CIRCUITS})
-    problems = []
-    for name, content in sorted(expected.items()):
-        path = directory / name
-        if not path.is_file():
-            problems.append(f"{name}: missing")
-        elif content is not None and path.read_bytes() != content:
-            problems.append(f"{name}: differs from the regenerated file")
-    for path in sorted(directory.iterdir()):
-        if path.is_file() and not path.name.startswith(".") and path.name not in expected:
-            problems.append(f"{path.name}: not part of the gallery (a removed circuit?)")
-    return problems
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m qelm.draw --gallery DIR [--check]``: write the gallery, or report drift (exit 1)."""
-    parser = argparse.ArgumentParser(prog="python -m qelm.draw", description="Regenerate or check the circuit gallery.")
-    parser.add_argument("--gallery", required=True, metavar="DIR", help="gallery folder, e.g. circuits")
-    parser.add_argument("--check", action="store_true", help="do not write: report files that differ and exit 1")
-    args = parser.parse_args(argv)
-    if args.check:
-        problems = gallery_drift(args.gallery)
-        for p in problems:
-            print(f"{args.gallery}/{p}", file=sys.stderr)
-        if problems:
-            print("gallery is out of date: run `make gallery`", file=sys.stderr)
-            return 1
-        print(f"{args.gallery}: up to date")
-        return 0
-    paths = write_gallery(args.gallery)
-    print(f"wrote {len(paths)} files to {args.gallery}/ ({len(CIRCUITS)} circuits at n_qubits={GALLERY_QUBITS}, "
-          f"n_layers={GALLERY_LAYERS})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["gallery", *(a for a in sys.argv[1:] if a != "--gallery")]))

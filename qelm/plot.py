@@ -1,4 +1,5 @@
-"""Figures of trained models and training runs: attention heatmaps and loss / perplexity curves.
+"""Figures of trained models and training runs: attention heatmaps and loss / perplexity curves, and the
+one way every qelm figure is checked and written (:func:`figure_format`, :func:`save_figure`).
 
 Every number drawn is read from the model or the run files it names: attention weights are the
 ``last_attention`` a forward pass leaves on each attention module (``keep_attention = True``), curves are
@@ -9,7 +10,6 @@ the ``metrics.jsonl`` records the trainer measured. Figures are built on ``matpl
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -18,22 +18,47 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._compat import moved_names
 from .files import atomic_write
 
 __all__ = [
     "DPI",
+    "FIGURE_FORMATS",
+    "figure_format",
+    "save_figure",
     "attention_maps",
     "attention_for_text",
     "token_label",
     "plot_attention",
-    "read_metrics",
-    "read_runs",
     "plot_curves",
 ]
 
 #: dots per inch of every figure; ``width`` and ``height`` are in pixels, so the size on disk is exact
 DPI = 100
-_FORMATS = ("png", "svg", "pdf")
+#: the image formats qelm writes figures in, named by the output file's suffix
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+# --- writing figures ----------------------------------------------------------------------------------
+def figure_format(out: str | os.PathLike) -> str:
+    """The image format of output file ``out`` from its suffix (``"png"``, ``"svg"`` or ``"pdf"``);
+    ``ValueError`` naming the file otherwise. Call it before drawing, so a bad name fails before any work."""
+    out = Path(out)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in FIGURE_FORMATS:
+        raise ValueError(f"output file {str(out)!r} has no image suffix matplotlib writes here (unsupported format "
+                         f"{fmt or 'none'!r}): end it in .png, .svg or .pdf")
+    return fmt
+
+
+def save_figure(fig, out: str | os.PathLike, *, dpi: int = DPI, make_parents: bool = False) -> Path:
+    """Write matplotlib figure ``fig`` to ``out`` in the format its suffix names, atomically. PNGs carry no
+    software string, so the same figure gives the same bytes."""
+    fmt = figure_format(out)
+    buf = io.BytesIO()
+    meta = {"Software": None} if fmt == "png" else {}
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta)  # no bbox_inches="tight": keep the pixel size
+    return atomic_write(out, buf.getvalue(), make_parents=make_parents)
 
 
 # --- attention ----------------------------------------------------------------------------------------
@@ -97,18 +122,6 @@ def _check_size(width: int, height: int) -> None:
             raise ValueError(f"{name}={value!r} pixels is invalid: use an integer from 100 to 20000")
 
 
-def _save(fig, out: str | os.PathLike) -> Path:
-    out = Path(out)
-    fmt = out.suffix.lower().lstrip(".")
-    if fmt not in _FORMATS:
-        raise ValueError(f"output file {str(out)!r} has no image suffix matplotlib writes here: "
-                         f"end it in {', '.join('.' + f for f in _FORMATS)}")
-    buf = io.BytesIO()
-    meta = {"Software": None} if fmt == "png" else {}
-    fig.savefig(buf, format=fmt, dpi=DPI, metadata=meta)  # no bbox_inches="tight": keep the pixel size
-    return atomic_write(out, buf.getvalue())
-
-
 def plot_attention(panels: dict[str, tuple[torch.Tensor, Sequence[str]]], out: str | os.PathLike, *,
                    width: int | None = None, height: int | None = None, title: str | None = None) -> Path:
     """Heatmaps of attention weights, one per layer (rows) and head (columns), models side by side.
@@ -130,6 +143,7 @@ def plot_attention(panels: dict[str, tuple[torch.Tensor, Sequence[str]]], out: s
     width = width or max(500, 330 * cols + 120)
     height = height or max(400, 330 * rows + 110)
     _check_size(width, height)
+    figure_format(out)
 
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
@@ -164,56 +178,10 @@ def plot_attention(panels: dict[str, tuple[torch.Tensor, Sequence[str]]], out: s
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight (rows sum to 1)")
     note = "blank cells: later tokens, hidden by the causal mask"
     fig.suptitle(f"{title or 'Attention weights per layer and head'}\n{note}", fontsize=12)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 # --- training curves ----------------------------------------------------------------------------------
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The records of one ``metrics.jsonl`` (one JSON object per line, blank lines skipped). A torn last
-    line (a run killed while writing it) is skipped; a bad line anywhere else is an error."""
-    path = Path(path)
-    records = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            if lineno == len(lines):
-                continue
-            raise ValueError(f"{path}:{lineno} is not valid JSON ({e.msg}); metrics.jsonl holds one JSON "
-                             "object per line") from None
-        if not isinstance(record, dict) or "step" not in record:
-            raise ValueError(f"{path}:{lineno} has no 'step' key; each line of metrics.jsonl must be an "
-                             "object with step, loss and (on eval steps) val_loss, val_perplexity")
-        records.append(record)
-    return records
-
-
-def read_runs(run_dirs: Sequence[str | os.PathLike]) -> dict[str, list[dict]]:
-    """Metrics of each run folder, labelled by its path: ``DIR/metrics.jsonl`` itself, else the
-    ``DIR/qelm/``, ``DIR/twin/`` and ``DIR/matched/`` checkpoints of a training run (labels ``DIR/qelm``, ...)."""
-    if not run_dirs:
-        raise ValueError("no run folders given: name at least one training run folder")
-    runs: dict[str, list[dict]] = {}
-    for d in run_dirs:
-        d = Path(d)
-        if not d.is_dir():
-            raise FileNotFoundError(f"run folder {str(d)!r} does not exist (or is not a folder)")
-        candidates = [d] if (d / "metrics.jsonl").exists() else [d / "qelm", d / "twin", d / "matched"]
-        found = [c for c in candidates if (c / "metrics.jsonl").exists()]
-        if not found:
-            raise FileNotFoundError(f"no metrics.jsonl in {str(d)!r} or its qelm/, twin/ and matched/ subfolders: "
-                                    "give a training run folder (the --out of qelm train) or one of its checkpoints")
-        for c in found:
-            records = read_metrics(c / "metrics.jsonl")
-            if not any("loss" in r or "val_loss" in r for r in records):
-                raise ValueError(f"{c / 'metrics.jsonl'} has no loss or val_loss values to plot")
-            runs[c.as_posix()] = records
-    return runs
-
-
 def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
     pts = sorted((r["step"], r[key]) for r in records if r.get(key) is not None)
     return [p[0] for p in pts], [p[1] for p in pts]
@@ -238,33 +206,26 @@ def _short_labels(paths: list[str]) -> list[str]:
     return [os.path.relpath(p, parent) for p in paths]
 
 
-def plot_curves(runs: dict[str, list[dict]], out: str | os.PathLike, *, width: int = 1200, height: int = 560,
-                title: str | None = None) -> Path:
-    """Loss (left) and perplexity (right) against training step for each run, on one figure.
+def _moving_average(values: list[float], k: int) -> list[float]:
+    """Means of each ``k`` consecutive values (``len(values) - k + 1`` of them)."""
+    sums = np.cumsum([0.0, *values])
+    return list((sums[k:] - sums[:-k]) / k)
 
-    Train loss is the logged ``loss``; validation points are ``val_loss`` / ``val_perplexity`` as the
-    trainer measured them; the train perplexity line is ``exp(loss)`` of the logged train loss, and is
-    labelled so. Returns the path written."""
-    from matplotlib.figure import Figure
 
-    if not runs:
-        raise ValueError("no runs to plot: give at least one run folder")
-    _check_size(width, height)
-    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
-    ax_loss, ax_ppl = fig.subplots(1, 2)
-    colors = [f"C{i % 10}" for i in range(len(runs))]
-    labels = _short_labels(list(runs))
-    for color, label, records in zip(colors, labels, runs.values()):
-        steps, loss = _series(records, "loss")
-        if steps:
-            ax_loss.plot(steps, loss, color=color, lw=1.4, label=f"{label}: train")
-            ax_ppl.plot(steps, [math.exp(min(v, 700.0)) for v in loss], color=color, lw=1.4)
-        steps, val = _series(records, "val_loss")
-        if steps:
-            ax_loss.plot(steps, val, color=color, lw=1.4, ls="--", marker="o", ms=4, label=f"{label}: validation")
-        steps, ppl = _series(records, "val_perplexity")
-        if steps:
-            ax_ppl.plot(steps, ppl, color=color, lw=1.4, ls="--", marker="o", ms=4)
+def _plot_train(ax_loss, ax_ppl, steps: list[float], loss: list[float], color: str, label: str) -> None:
+    """The logged train loss and its ``exp``; a long run (over 60 records) is drawn faint with a moving
+    average over ~1/30 of it on top, since per-step losses are noisy."""
+    ppl = [math.exp(min(v, 700.0)) for v in loss]
+    k = len(loss) // 30 if len(loss) > 60 else 1
+    if k > 1:
+        ax_loss.plot(steps, loss, color=color, lw=0.8, alpha=0.25)
+        ax_ppl.plot(steps, ppl, color=color, lw=0.8, alpha=0.25)
+        steps, loss, ppl = steps[k - 1:], _moving_average(loss, k), _moving_average(ppl, k)
+    ax_loss.plot(steps, loss, color=color, lw=1.4, label=f"{label}: train" + (f" ({k}-step mean)" if k > 1 else ""))
+    ax_ppl.plot(steps, ppl, color=color, lw=1.4)
+
+
+def _label_axes(ax_loss, ax_ppl) -> None:
     ax_loss.set_title("Cross-entropy loss", fontsize=12)
     ax_loss.set_xlabel("training step", fontsize=11)
     ax_loss.set_ylabel("loss (nats per token)", fontsize=11)
@@ -275,9 +236,47 @@ def plot_curves(runs: dict[str, list[dict]], out: str | os.PathLike, *, width: i
     for ax in (ax_loss, ax_ppl):
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=10)
+
+
+def plot_curves(runs: dict[str, list[dict]], out: str | os.PathLike, *, width: int = 1200, height: int = 560,
+                title: str | None = None, unigram_loss: float | None = None) -> Path:
+    """Loss (left) and perplexity (right) against training step for each run, on one figure.
+
+    ``runs`` maps a label (a run folder's path, or a model's name) to its ``metrics.jsonl`` records.
+    Train loss is the logged ``loss``; validation points are ``val_loss`` / ``val_perplexity`` as the
+    trainer measured them; the train perplexity line is ``exp(loss)`` of the logged train loss, and is
+    labelled so. ``unigram_loss``: the unigram baseline's validation loss, drawn as a dotted line.
+    Returns the path written."""
+    from matplotlib.figure import Figure
+
+    if not runs:
+        raise ValueError("no runs to plot: give at least one run folder")
+    _check_size(width, height)
+    figure_format(out)
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+    ax_loss, ax_ppl = fig.subplots(1, 2)
+    colors = [f"C{i % 10}" for i in range(len(runs))]
+    for color, label, records in zip(colors, _short_labels(list(runs)), runs.values()):
+        steps, loss = _series(records, "loss")
+        if steps:
+            _plot_train(ax_loss, ax_ppl, steps, loss, color, label)
+        steps, val = _series(records, "val_loss")
+        if steps:
+            ax_loss.plot(steps, val, color=color, lw=1.4, ls="--", marker="o", ms=4, label=f"{label}: validation")
+        steps, ppl = _series(records, "val_perplexity")
+        if steps:
+            ax_ppl.plot(steps, ppl, color=color, lw=1.4, ls="--", marker="o", ms=4)
+    if unigram_loss is not None:
+        ax_loss.axhline(unigram_loss, color="grey", ls=":", label="unigram baseline (validation)")
+        ax_ppl.axhline(math.exp(min(unigram_loss, 700.0)), color="grey", ls=":")
+    _label_axes(ax_loss, ax_ppl)
     # one legend column per run (its train and validation entries stacked), at most 4 side by side
-    fig.legend(loc="outside lower center", ncol=min(4, len(runs)), fontsize=10, frameon=False,
-               title="solid: train, dashed with dots: validation", title_fontsize=10)
+    fig.legend(loc="outside lower center", ncol=min(4, len(runs) + (unigram_loss is not None)), fontsize=10,
+               frameon=False, title="solid: train, dashed with dots: validation", title_fontsize=10)
     parent = _common_parent(list(runs))
     fig.suptitle(title or ("Training curves" + (f" in {parent}" if parent else "")), fontsize=13)
-    return _save(fig, out)
+    return save_figure(fig, out)
+
+
+# names that moved to qelm.metrics
+__getattr__ = moved_names(__name__, {"read_metrics": "qelm.metrics:read_metrics", "read_runs": "qelm.metrics:read_runs"})

@@ -1,7 +1,24 @@
+import json
+import math
+
 import pytest
 import torch
 
+import qelm.cli
 from qelm import QELMConfig
+from qelm.data import TextDataset
+
+PERIODIC = "hello world. " * 60  # 9 characters; which one follows 'l' or 'o' depends on context
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need an NVIDIA GPU: without one they skip and say so (``make test-gpu`` runs them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU: torch sees no CUDA device here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -10,8 +27,74 @@ def _seed():
     yield
 
 
+@pytest.fixture(scope="module")
+def _one_thread():
+    """Tiny tensors: one torch thread is fastest, and far faster on a busy machine. Modules that train
+    use it (``pytestmark = pytest.mark.usefixtures("_one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_config() -> QELMConfig:
     """A QELM small enough that every test on it runs in well under a second."""
     return QELMConfig(vocab_size=11, d_model=8, n_heads=2, d_hidden=16, n_layers=1, context_len=6, n_qubits=2,
                       circuit_layers=1)
+
+
+@pytest.fixture(scope="session")
+def periodic() -> TextDataset:
+    """A periodic text a tiny model can learn far below its unigram entropy."""
+    return TextDataset.from_text(PERIODIC)
+
+
+@pytest.fixture
+def write_run():
+    """``write_run(root, slopes)``: a training run folder with one ``metrics.jsonl`` per (model, slope):
+    a loss decaying at that slope, logged every 5 steps to step 40, validated every 20."""
+
+    def write(root, slopes=(("qelm", 1.0), ("twin", 0.7))):
+        for sub, k in slopes:
+            (root / sub).mkdir(parents=True)
+            with open(root / sub / "metrics.jsonl", "w") as f:
+                for step in range(0, 41, 5):
+                    loss = 2.4 * math.exp(-k * step / 20) + 0.5
+                    r = {"step": step, "loss": loss, "tokens_per_s": 1000.0, "peak_memory_bytes": 1 << 20}
+                    if step % 20 == 0:
+                        r.update(val_loss=loss + 0.1, val_perplexity=math.exp(loss + 0.1))
+                    f.write(json.dumps(r) + "\n")
+        return root
+
+    return write
+
+
+class _CLI:
+    """The ``qelm`` command line, run in-process through ``qelm.cli.main`` as the console script runs it."""
+
+    def __init__(self, capsys) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *argv) -> tuple[int, str, str]:
+        """``qelm ARGV...`` -> ``(exit code, stdout, stderr)``; an argparse rejection is exit code 2."""
+        try:
+            rc = qelm.cli.main([str(a) for a in argv])
+        except SystemExit as e:  # argparse rejects a value before main's own handling
+            rc = e.code
+        out = self.capsys.readouterr()
+        return rc, out.out, out.err
+
+    def error(self, *argv) -> str:
+        """The one stderr line of a user error (exit code 2, no traceback)."""
+        rc, out, err = self(*argv)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert rc == 2, (rc, out, err)
+        assert len(lines) == 1 and "Traceback" not in err, err
+        return lines[0]
+
+
+@pytest.fixture
+def cli(capsys) -> _CLI:
+    """``cli("train", "--data", ...)`` -> ``(rc, stdout, stderr)``; ``cli.error(...)`` -> the error line."""
+    return _CLI(capsys)

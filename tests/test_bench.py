@@ -4,7 +4,6 @@ No timing is asserted: speed is what the harness reports, not what the tests che
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -12,10 +11,10 @@ import time
 
 import pytest
 
-from qelm.bench import (EXTRAPOLATED, MODES, BenchSettings, _plan_or_skip, _wait, fit_power_law, format_scaling,
-                        format_table, plot, run_benchmark, write_json)
-from qelm.cli import USER_ERRORS
-from qelm.cli import bench as bench_cli
+from qelm.bench import (EXTRAPOLATED, MODES, BenchSettings, fit_power_law, format_scaling, format_table, plot,
+                        run_benchmark, write_json)
+from qelm.bench.server import _wait
+from qelm.bench.sweep import _plan_or_skip
 
 MEASURED = ("median_s", "q25_s", "q75_s", "min_s", "max_s", "tokens_per_s", "seconds_per_token",
             "peak_memory_bytes", "peak_rss_bytes", "n_parameters", "wall_s")
@@ -172,28 +171,12 @@ def test_settings_name_the_bad_value(kwargs, message):
         BenchSettings(**kwargs)
 
 
-def _cli(argv, capsys):
-    """``qelm bench`` as the CLI's main() runs it: parse, call, turn user errors into one line and exit 2."""
-    parser = argparse.ArgumentParser(prog="qelm")
-    bench_cli.register(parser.add_subparsers(dest="command", required=True))
-    try:
-        args = parser.parse_args(argv)
-        code = args.func(args)
-    except USER_ERRORS as e:
-        print(f"qelm bench: error: {e}", file=__import__("sys").stderr)
-        code = 2
-    except SystemExit as e:  # argparse rejects a value
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_cli_prints_table_and_writes_json(tiny, tmp_path, capsys):
+def test_cli_prints_table_and_writes_json(tiny, tmp_path, cli):
     cfg = tmp_path / "tiny.toml"
     tiny.to_toml(cfg)
     out_json = tmp_path / "b.json"
-    code, out, err = _cli(["bench", "--config", str(cfg), "--quick", "--seq-lens", "4", "--modes", "inference",
-                           "--repeats", "1", "--json", str(out_json)], capsys)
+    code, out, err = cli("bench", "--config", cfg, "--quick", "--seq-lens", "4", "--modes", "inference",
+                         "--repeats", "1", "--json", out_json)
     assert code == 0, err
     assert "| QELM qelm.fused | 4 |" in out and "| twin (classical) | 4 |" in out and "wrote" in out
     data = json.loads(out_json.read_text())
@@ -209,7 +192,7 @@ def test_cli_prints_table_and_writes_json(tiny, tmp_path, capsys):
     (["--config", "missing.toml"], "config file 'missing.toml' does not exist"),
     (["--batch", "0"], "batch value 0"),
 ])
-def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+def test_cli_bad_input_is_one_line_and_exit_2(argv, message, cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, err = _cli(["bench", *argv], capsys)
+    code, out, err = cli("bench", *argv)
     assert code == 2 and message in err and "Traceback" not in err

@@ -8,20 +8,14 @@ import torch
 
 from qelm import QELM, ClassicalLM
 from qelm.backends import BackendUnavailable
-from qelm.checkpoint import (CONFIG, TOKENIZER, TRAINING_STATE, WEIGHTS, config_differences,
-                             ensure_writable_dir, load_checkpoint, save_checkpoint)
+from qelm.checkpoint import (CONFIG, TOKENIZER, TRAINING_STATE, WEIGHTS, ensure_writable_dir, load_checkpoint,
+                             save_checkpoint)
 from qelm.tokenizer import CharTokenizer
 
 CHARS = "abcdefghijk"  # 11 tokens: the tiny_config's vocab_size
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one torch thread is fastest, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("_one_thread")
 
 
 @pytest.fixture
@@ -159,7 +153,3 @@ def test_unwritable_output_folder_is_reported(tmp_path):
     with pytest.raises(PermissionError, match=r"output folder .*file/sub' is not writable"):
         ensure_writable_dir(tmp_path / "file" / "sub")
 
-
-def test_config_differences_name_each_architecture_field(tiny_config):
-    other = tiny_config.replace(d_model=12, n_heads=3, backend="lightning.qubit")
-    assert config_differences(tiny_config, other) == ["d_model: 8 vs 12", "n_heads: 2 vs 3"]

@@ -3,6 +3,7 @@
 import pytest
 
 from qelm import QELMConfig
+from qelm.config import config_differences, read_toml, with_backend
 
 
 @pytest.mark.parametrize(
@@ -60,3 +61,28 @@ def test_malformed_toml_and_unknown_fields(tmp_path):
         QELMConfig.from_dict({"qbits": 4})
     with pytest.raises(ValueError, match="does not exist"):
         QELMConfig.from_toml(tmp_path / "missing.toml")
+
+
+def test_config_differences_name_each_architecture_field(tiny_config):
+    other = tiny_config.replace(d_model=12, n_heads=3, backend="lightning.qubit")
+    assert config_differences(tiny_config, other) == ["d_model: 8 vs 12", "n_heads: 2 vs 3"]
+
+
+def test_with_backend_moves_shots_out_of_the_options(tiny_config):
+    assert with_backend(tiny_config, None, {}) is tiny_config
+    moved = with_backend(tiny_config, "qiskit.aer", {"shots": 100, "seed": 3})
+    assert (moved.backend, moved.shots, moved.backend_options) == ("qiskit.aer", 100, {"seed": 3})
+    assert config_differences(tiny_config, moved) == [], "how to run is not what the model is"
+
+
+def test_read_toml_names_the_file_and_what_is_wrong(tmp_path):
+    (tmp_path / "ok.toml").write_text("[model]\nd_model = 8\n")
+    assert read_toml(tmp_path / "ok.toml") == {"model": {"d_model": 8}}
+    (tmp_path / "bad.toml").write_text("d_model = [oops\n")
+    with pytest.raises(ValueError, match=r"config file '.*bad.toml' is not valid TOML \("):
+        read_toml(tmp_path / "bad.toml")
+    (tmp_path / "latin1.toml").write_bytes(b"name = '\xe9'\n")
+    with pytest.raises(ValueError, match="checkpoint X: config.toml is not valid TOML"):
+        read_toml(tmp_path / "latin1.toml", what="checkpoint X: config.toml")
+    with pytest.raises(FileNotFoundError, match="config file .*missing.toml' does not exist"):
+        read_toml(tmp_path / "missing.toml")

@@ -113,7 +113,7 @@ def test_cuda_graph_leaves_cpu_calls_alone():
     assert backend._graphs.n_graphs == 0
 
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_cuda = pytest.mark.gpu  # skipped, with the reason, where torch sees no CUDA GPU (see conftest.py)
 
 
 @needs_cuda

@@ -1,41 +1,18 @@
-"""Circuit drawings, OpenQASM export, resources, the circuits/ gallery, and `qelm draw`."""
+"""Circuit drawings in every format, trained angles from a model, and `qelm draw`."""
 
 import io
 import json
-import math
 import re
-import shutil
-from pathlib import Path
 
-import numpy as np
-import pennylane as qml
 import pytest
 import torch
 from PIL import Image
 from qiskit import qasm2
-from qiskit.quantum_info import Statevector
 
-import qelm.cli
 from qelm import QELM, ClassicalLM, CIRCUITS, build_circuit
-from qelm.draw import (FORMATS, caption, circuit_weights, draw_text, gallery_drift, render, resources, to_qasm,
-                       to_qiskit, trained_angles, weight_mask, write_gallery)
-
-GALLERY = Path(__file__).resolve().parent.parent / "circuits"
-
-
-def _state(circuit, angles):
-    """PennyLane's state of ``circuit`` (wire 0 = most significant bit)."""
-    @qml.qnode(qml.device("default.qubit", wires=circuit.n_wires))
-    def node(a):
-        circuit.apply(a)
-        return qml.state()
-
-    return node(angles).detach().numpy()
-
-
-def _random_angles(circuit, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(circuit.n_angles, generator=g, dtype=torch.float64) * 4 - 2) * math.pi
+from qelm.checkpoint import save_checkpoint
+from qelm.draw import FORMATS, caption, circuit_weights, draw_text, render, trained_angles, weight_mask
+from qelm.tokenizer import CharTokenizer
 
 
 # --- every circuit in every format --------------------------------------------------------------------
@@ -75,53 +52,6 @@ def test_symbolic_text_shows_each_angle_index_exactly_once(name):
 def test_caption_names_data_and_weight_ranges():
     c = build_circuit("swap_test", n_qubits=2, n_layers=1)
     assert "data angles theta[0-1, 8-9], trained weights theta[2-7, 10-15]" in caption(c)
-
-
-# --- OpenQASM: loads in qiskit, same state --------------------------------------------------------------
-@pytest.mark.parametrize("size", [(2, 2), (3, 1)])
-@pytest.mark.parametrize("name", sorted(CIRCUITS))
-def test_qasm_loads_in_qiskit_with_the_same_statevector(name, size):
-    c = build_circuit(name, *size)
-    angles = _random_angles(c, seed=sum(map(ord, name)))
-    qc = qasm2.loads(to_qasm(c, angles)).remove_final_measurements(inplace=False)  # qelib1 gates only
-    ours = _state(c, angles)
-    # PennyLane wire 0 is the most significant bit, qiskit qubit 0 the least: reverse to compare
-    theirs = Statevector(qc.reverse_bits()).data
-    np.testing.assert_allclose(theirs, ours, atol=1e-8, rtol=0)
-
-
-def test_bit_order_matters_for_the_comparison():
-    """The reversal above is needed: without it the angle circuit's amplitudes differ."""
-    c = build_circuit("angle", 2, 1)
-    angles = _random_angles(c)
-    qc = qasm2.loads(to_qasm(c, angles)).remove_final_measurements(inplace=False)
-    assert not np.allclose(Statevector(qc).data, _state(c, angles), atol=1e-3)
-
-
-@pytest.mark.parametrize("name", ["amplitude", "swap_test"])
-def test_qiskit_circuit_matches_pennylane(name):
-    c = build_circuit(name, 2, 2)
-    angles = _random_angles(c, seed=3)
-    qc = to_qiskit(c, angles)
-    assert not qc.parameters
-    np.testing.assert_allclose(Statevector(qc.reverse_bits()).data, _state(c, angles), atol=1e-8, rtol=0)
-    assert len(to_qiskit(c).parameters) == c.n_angles
-
-
-def test_qasm_precision_is_significant_digits():
-    c = build_circuit("angle", 2, 1)
-    angles = torch.full((c.n_angles,), 1.23456789, dtype=torch.float64)
-    assert "ry(1.235) q[0];" in to_qasm(c, angles, precision=4)
-    assert "ry(1.23456789) q[0];" in to_qasm(c, angles)
-
-
-def test_resources_count_the_decomposed_gates():
-    r = resources(build_circuit("swap_test", 2, 1))
-    assert r["wires"] == 5
-    assert r["pennylane_device"]["gate_types"] == {"CNOT": 4, "CSWAP": 2, "Hadamard": 2, "RY": 4, "Rot": 4}
-    assert r["openqasm"]["gate_types"]["ccx"] == 2 and "cswap" not in r["openqasm"]["gate_types"]
-    assert r["parameters"] == {"gate_angles": 16, "data_angles": 4, "weight_angles": 12, "trainable_weights": 6,
-                               "weight_shape": [1, 2, 3]}
 
 
 # --- trained angles from a model ----------------------------------------------------------------------
@@ -167,49 +97,7 @@ def test_values_drawing_shows_the_trained_weights(tiny_config):
     assert [float(v) for v in first_rot.groups()] == pytest.approx(w[0, 0].tolist(), abs=5e-4)
 
 
-# --- gallery ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def regenerated(tmp_path_factory):
-    """The deterministic gallery files, regenerated once for this module."""
-    out = tmp_path_factory.mktemp("gallery")
-    write_gallery(out, images=False)
-    return out
-
-
-def test_committed_gallery_has_no_drift(regenerated):
-    problems = gallery_drift(GALLERY, regenerated)
-    assert not problems, "circuits/ is out of date, run `make gallery`:\n" + "\n".join(problems)
-    assert {p.stem for p in GALLERY.glob("*.png")} == set(CIRCUITS)
-
-
-def test_gallery_drift_is_detected(regenerated, tmp_path):
-    copy = tmp_path / "circuits"
-    shutil.copytree(GALLERY, copy)
-    qasm = copy / "angle.qasm"
-    qasm.write_text(qasm.read_text().replace("ry(1.0) q[1];", "ry(1.5) q[1];"))
-    (copy / "polar.txt").unlink()
-    (copy / "old_circuit.txt").write_text("stale")
-    assert gallery_drift(copy, regenerated) == [
-        "angle.qasm: differs from the regenerated file",
-        "polar.txt: missing",
-        "old_circuit.txt: not part of the gallery (a removed circuit?)",
-    ]
-
-
 # --- CLI ----------------------------------------------------------------------------------------------
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run `qelm ...` in-process with only the draw commands registered; returns (rc, stdout, stderr)."""
-    monkeypatch.setattr(qelm.cli, "_COMMAND_MODULES", ("draw",))
-
-    def run(*argv):
-        rc = qelm.cli.main([str(a) for a in argv])
-        out = capsys.readouterr()
-        return rc, out.out, out.err
-
-    return run
-
-
 def test_cli_draws_text_to_stdout(cli):
     rc, out, err = cli("draw", "attention", "--qubits", 2, "--layers", 1)
     assert rc == 0 and err == ""
@@ -240,10 +128,9 @@ def test_cli_user_errors_are_one_line(cli, argv, message):
 
 
 def test_cli_draws_a_checkpoint_with_its_trained_values(cli, tmp_path, tiny_config):
-    checkpoint = pytest.importorskip("qelm.checkpoint")
-    tokenizer = pytest.importorskip("qelm.tokenizer").CharTokenizer(list("abcdefghijk"))
+    tokenizer = CharTokenizer(list("abcdefghijk"))
     model = QELM(tiny_config)
-    checkpoint.save_checkpoint(tmp_path / "ck", model, tokenizer)
+    save_checkpoint(tmp_path / "ck", model, tokenizer)
     rc, out, _ = cli("draw", "angle", "--checkpoint", tmp_path / "ck", "--decimals", 3)
     assert rc == 0 and "trained weights of embedding" in out
     w = model.embedding.weights.detach()[0, 0]

@@ -117,7 +117,7 @@ def test_generate_is_reproducible_and_respects_context(tiny_config):
     assert int(a.max()) < tiny_config.vocab_size
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_cuda_keeps_the_simulation_on_the_gpu(tiny_config):
     model = QELM(tiny_config)
     idx = torch.randint(0, tiny_config.vocab_size, (2, 5))

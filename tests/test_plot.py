@@ -1,15 +1,16 @@
 """Attention maps and training curves: the numbers plotted, the files written, and `qelm plot`."""
 
-import json
 import math
 
 import pytest
 import torch
 from PIL import Image
 
-import qelm.cli
 from qelm import QELM, ClassicalLM
-from qelm.plot import attention_for_text, attention_maps, plot_attention, plot_curves, read_metrics, read_runs
+from qelm.checkpoint import save_checkpoint
+from qelm.metrics import read_runs
+from qelm.plot import (attention_for_text, attention_maps, figure_format, plot_attention, plot_curves, save_figure)
+from qelm.tokenizer import CharTokenizer
 
 
 class _Chars:
@@ -76,61 +77,37 @@ def test_plot_attention_rejects_mismatched_tokens(tmp_path):
 
 
 # --- curves -------------------------------------------------------------------------------------------
-def _write_run(root, slopes=(("qelm", 1.0), ("twin", 0.7))):
-    for sub, k in slopes:
-        (root / sub).mkdir(parents=True)
-        with open(root / sub / "metrics.jsonl", "w") as f:
-            for step in range(0, 41, 5):
-                loss = 2.4 * math.exp(-k * step / 20) + 0.5
-                r = {"step": step, "loss": loss, "tokens_per_s": 1000.0, "peak_memory_bytes": 1 << 20}
-                if step % 20 == 0:
-                    r.update(val_loss=loss + 0.1, val_perplexity=math.exp(loss + 0.1))
-                f.write(json.dumps(r) + "\n")
-    return root
-
-
-def test_read_runs_finds_the_qelm_and_twin_checkpoints(tmp_path):
-    run = _write_run(tmp_path / "run")
-    runs = read_runs([run])
-    assert list(runs) == [(run / "qelm").as_posix(), (run / "twin").as_posix()]
-    matched = _write_run(tmp_path / "three", (("qelm", 1.0), ("twin", 0.7), ("matched", 0.8)))
-    assert list(read_runs([matched])) == [(matched / n).as_posix() for n in ("qelm", "twin", "matched")]
-    assert [r["step"] for r in runs[(run / "qelm").as_posix()]] == list(range(0, 41, 5))
-    assert list(read_runs([run / "twin"])) == [(run / "twin").as_posix()]  # a checkpoint folder itself
-
-
-def test_plot_curves_writes_a_png_of_the_requested_size(tmp_path):
-    runs = read_runs([_write_run(tmp_path / "a"), _write_run(tmp_path / "b", (("qelm", 0.5),))])
+def test_plot_curves_writes_a_png_of_the_requested_size(tmp_path, write_run):
+    runs = read_runs([write_run(tmp_path / "a"), write_run(tmp_path / "b", (("qelm", 0.5),))])
     assert len(runs) == 3
     out = plot_curves(runs, tmp_path / "curves.png", width=1000, height=450)
     assert out.stat().st_size > 10_000 and _pixels(out) == (1000, 450)
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": \n{"step": 3, "loss": 1.0}\n', r"metrics.jsonl:2 is not valid JSON"),
-    ('{"loss": 2.0}\n', r"metrics.jsonl:1 has no 'step' key"),
-])
-def test_read_metrics_names_the_bad_line(tmp_path, content, message):
-    (tmp_path / "metrics.jsonl").write_text(content)
-    with pytest.raises(ValueError, match=message):
-        read_metrics(tmp_path / "metrics.jsonl")
+def test_a_long_run_with_its_unigram_baseline_plots(tmp_path):
+    """What a training run draws into loss_curve.png: hundreds of noisy steps (shown with a moving average)
+    and the unigram baseline, labelled by model name rather than by path."""
+    g = torch.Generator().manual_seed(0)
+    records = [{"step": s, "loss": 3.0 * math.exp(-s / 100) + 0.5 + 0.2 * float(torch.rand(1, generator=g))}
+               for s in range(1, 301)]
+    records[-1].update(val_loss=0.7, val_perplexity=math.exp(0.7))
+    out = plot_curves({"QELM": records, "classical twin": records[:150]}, tmp_path / "loss.png", unigram_loss=3.1)
+    assert _pixels(out) == (1200, 560)
 
 
-def test_read_metrics_skips_a_torn_last_line(tmp_path):
-    """A run killed mid-write leaves half a line at the end; the records before it still plot."""
-    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
-    assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 2.0}]
+def test_figure_format_is_checked_before_drawing(tmp_path):
+    from matplotlib.figure import Figure
+
+    assert [figure_format(f"x.{s}") for s in ("png", "SVG", "pdf")] == ["png", "svg", "pdf"]
+    for name in ("x.jpg", "x", "x.png.tmp"):
+        with pytest.raises(ValueError, match="end it in .png, .svg or .pdf"):
+            figure_format(name)
+    fig = Figure(figsize=(2, 1))
+    assert save_figure(fig, tmp_path / "a" / "f.svg", make_parents=True).read_bytes().lstrip().startswith(b"<?xml")
 
 
-def test_read_runs_errors_name_the_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run folder .*nope.* does not exist"):
-        read_runs([tmp_path / "nope"])
-    with pytest.raises(FileNotFoundError, match="no metrics.jsonl in .* or its qelm/, twin/ and matched/ subfolders"):
-        read_runs([tmp_path])
-
-
-def test_bad_size_or_suffix_leaves_the_old_file(tmp_path):
-    runs = read_runs([_write_run(tmp_path / "run")])
+def test_bad_size_or_suffix_leaves_the_old_file(tmp_path, write_run):
+    runs = read_runs([write_run(tmp_path / "run")])
     out = tmp_path / "curves.png"
     out.write_bytes(b"old")
     with pytest.raises(ValueError, match="width=50 pixels is invalid"):
@@ -141,20 +118,8 @@ def test_bad_size_or_suffix_leaves_the_old_file(tmp_path):
 
 
 # --- CLI ----------------------------------------------------------------------------------------------
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    monkeypatch.setattr(qelm.cli, "_COMMAND_MODULES", ("draw",))
-
-    def run(*argv):
-        rc = qelm.cli.main([str(a) for a in argv])
-        out = capsys.readouterr()
-        return rc, out.out, out.err
-
-    return run
-
-
-def test_cli_plot_curves(cli, tmp_path):
-    run = _write_run(tmp_path / "run")
+def test_cli_plot_curves(cli, tmp_path, write_run):
+    run = write_run(tmp_path / "run")
     rc, out, err = cli("plot", "curves", run, "--out", tmp_path / "c.png", "--width", 800, "--height", 400)
     assert rc == 0 and err == "" and "2 curve set(s)" in out
     assert _pixels(tmp_path / "c.png") == (800, 400)
@@ -163,11 +128,10 @@ def test_cli_plot_curves(cli, tmp_path):
 
 
 def test_cli_plot_attention_side_by_side(cli, tmp_path, tiny_config):
-    checkpoint = pytest.importorskip("qelm.checkpoint")
-    tokenizer = pytest.importorskip("qelm.tokenizer").CharTokenizer(list("abcdefghijk"))
+    tokenizer = CharTokenizer(list("abcdefghijk"))
     q = QELM(tiny_config)
-    checkpoint.save_checkpoint(tmp_path / "q", q, tokenizer)
-    checkpoint.save_checkpoint(tmp_path / "c", ClassicalLM.matched_to(q), tokenizer)
+    save_checkpoint(tmp_path / "q", q, tokenizer)
+    save_checkpoint(tmp_path / "c", ClassicalLM.matched_to(q), tokenizer)
     rc, out, err = cli("plot", "attention", "--checkpoint", tmp_path / "q", "--checkpoint", tmp_path / "c",
                        "--text", "abcdefgh", "--out", tmp_path / "a.png", "--width", 1000, "--height", 380)
     assert rc == 0, err

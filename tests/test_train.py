@@ -1,44 +1,32 @@
-"""Training end to end: a QELM learns, its classical twin and parameter-matched classical model train
-beside it, a killed run resumes to the same losses, two data-parallel processes equal one, evaluation and
-generation are exact and reproducible, and the CLI turns every user error into one line."""
+"""Training end to end (qelm.train): a QELM learns, its classical twin and parameter-matched classical
+model train beside it, a killed run resumes to the same losses, settings resolve by precedence, and the
+CLI turns every user error into one line."""
 
-import importlib
+import errno
 import json
 import math
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
-from qelm import ClassicalLM, QELMConfig
+import qelm.train.run
+from qelm import ClassicalLM, QELMConfig, TrainSettings
 from qelm.checkpoint import CONFIG, WEIGHTS, load_checkpoint
-from qelm.cli import main
 from qelm.data import TextDataset
-from qelm.train import (LOSS_CURVE, METRICS, SUMMARY, _verdict, evaluate, generate_text, read_metrics, train,
-                        unigram_baseline)
+from qelm.evaluate import evaluate, unigram_baseline
+from qelm.metrics import read_metrics
+from qelm.train import LOSS_CURVE, METRICS, SUMMARY, train
 
-PERIODIC = "hello world. " * 60  # 9 characters; which one follows 'l' or 'o' depends on context
+pytestmark = pytest.mark.usefixtures("_one_thread")
 
 
 def tiny(vocab_size: int, **changes) -> QELMConfig:
     cfg = dict(vocab_size=vocab_size, d_model=8, n_heads=2, d_hidden=16, n_layers=1, context_len=8, n_qubits=2,
                circuit_layers=1)
     return QELMConfig(**{**cfg, **changes})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models' tensors are tiny: one torch thread is fastest, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def periodic():
-    return TextDataset.from_text(PERIODIC)
 
 
 @pytest.fixture
@@ -118,37 +106,27 @@ def test_a_model_no_classical_model_can_match_fails_before_training(tmp_path):
     assert train(cfg, wide, steps=1, batch_size=2, out=tmp_path, matched=False).matched is None
 
 
-def test_verdict_says_how_the_qelm_compares_with_each_classical_model():
-    def figures(q, t, m):
-        return {"qelm": {"val_perplexity": q, "parameters": 400, "circuit_parameters": 48},
-                "twin": {"val_perplexity": t, "parameters": 800, "circuit_parameters": 0},
-                "matched": {"val_perplexity": m, "parameters": 402, "circuit_parameters": 0}}
-
-    unigram = {"perplexity": 9.0}
-    winner, text = _verdict(figures(5.0, 4.0, 6.0), unigram)
-    assert winner == "twin"
-    assert ("the QELM lost to its classical twin, which has 2.00x its parameters: validation perplexity 5.000 vs "
-            "4.000") in text
-    assert "the QELM beat the equally-sized classical model (402 parameters vs the QELM's 400, +0.5%)" in text
-    assert "better than a classical model of its own size, but not than the larger twin" in text
-    winner, text = _verdict(figures(5.0, 4.0, 4.5), unigram)
-    assert winner == "twin" and "the QELM lost to the equally-sized" in text
-    assert "at equal parameter count the classical model did better" in text
-    winner, text = _verdict(figures(3.0, 4.0, 6.0), unigram)
-    assert winner == "qelm" and "classical models of its own size and larger" in text
-    winner, text = _verdict(figures(5.0, 5.0001, 9.5), unigram)
-    assert winner == "tie" and "the QELM tied with its classical twin" in text
-    assert "not better than the unigram baseline (9.000): the parameter-matched classical model (9.500)" in text
-    only_twin = {n: f for n, f in figures(5.0, 4.0, 6.0).items() if n != "matched"}
-    winner, text = _verdict(only_twin, unigram)
-    assert winner == "twin" and "does not tell size from circuits" in text and "equally-sized" not in text
-
-
 def test_existing_run_is_not_overwritten_by_accident(tmp_path, periodic):
     train(tiny(periodic.vocab_size), periodic, steps=1, batch_size=2, out=tmp_path, twin=False)
     with pytest.raises(ValueError, match="already holds a training run: resume it"):
         train(tiny(periodic.vocab_size), periodic, steps=1, batch_size=2, out=tmp_path, twin=False)
     train(tiny(periodic.vocab_size), periodic, steps=1, batch_size=2, out=tmp_path, twin=False, overwrite=True)
+
+
+def test_settings_come_as_a_dataclass_or_as_keywords(tmp_path, periodic):
+    cfg = tiny(periodic.vocab_size)
+    settings = TrainSettings(steps=3, batch_size=4, lr=0.02, twin=False, matched=False)
+    by_dataclass = train(cfg, periodic, settings, out=tmp_path / "a")
+    by_keywords = train(cfg, periodic, out=tmp_path / "b", steps=3, batch_size=4, lr=0.02, twin=False, matched=False)
+    assert by_dataclass.qelm.losses == by_keywords.qelm.losses and len(by_dataclass.qelm.losses) == 3
+    assert by_dataclass.summary["run"] == by_keywords.summary["run"]
+    # a keyword overrides the dataclass's field; None leaves it alone
+    mixed = train(cfg, periodic, settings, out=tmp_path / "c", steps=2, lr=None)
+    assert mixed.summary["run"]["steps"] == 2 and mixed.summary["run"]["lr"] == 0.02
+    with pytest.raises(TypeError, match="unexpected keyword argument 'step'"):
+        train(cfg, periodic, settings, out=tmp_path / "d", step=2)
+    with pytest.raises(ValueError, match="steps=0 is invalid"):
+        train(cfg, periodic, settings.replace(steps=0), out=tmp_path / "e")
 
 
 # --- exact resume -----------------------------------------------------------------------------------------------
@@ -199,7 +177,7 @@ def test_resume_refuses_what_would_change_the_numbers(tmp_path, periodic, corpus
     with pytest.raises(ValueError, match=r"different model config \(d_hidden: 16 vs 32"):
         train(cfg.replace(d_hidden=32), periodic, out=tmp_path, resume=True, steps=6)
     with pytest.raises(ValueError, match="cannot resume on a different corpus"):
-        train(None, TextDataset.from_text(PERIODIC + "hello"), out=tmp_path, resume=True, steps=6)
+        train(None, TextDataset.from_text("hello world. " * 60 + "hello"), out=tmp_path, resume=True, steps=6)
     with pytest.raises(ValueError, match="already took 4 steps, more than steps=3"):
         train(None, periodic, out=tmp_path, resume=True, steps=3)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
@@ -208,139 +186,48 @@ def test_resume_refuses_what_would_change_the_numbers(tmp_path, periodic, corpus
 
 def test_resume_refuses_a_matched_checkpoint_of_another_shape(tmp_path, periodic, monkeypatch):
     """If the matched config a run derives changed (another qelm version), resuming must not mix models."""
-    qtrain = importlib.import_module("qelm.train")  # the module (qelm.train is also the train function)
-
     cfg = tiny(periodic.vocab_size)
     with pytest.raises(Killed):
         train(cfg, periodic, steps=4, batch_size=4, out=tmp_path, save_every=2, twin=False,
               callback=_kill_at(3, "matched"))
-    derived = qtrain.matched_config(cfg)
-    monkeypatch.setattr(qtrain, "matched_config", lambda config: derived.replace(d_hidden=derived.d_hidden + 1))
+    derived = qelm.train.run.matched_config(cfg)
+    monkeypatch.setattr(qelm.train.run, "matched_config", lambda config: derived.replace(d_hidden=derived.d_hidden + 1))
     with pytest.raises(ValueError, match=rf"cannot resume the matched classical .*d_hidden: {derived.d_hidden} vs "
                                          rf"{derived.d_hidden + 1}; saved vs expected"):
         train(None, periodic, out=tmp_path, resume=True)
 
 
-# --- data parallel ----------------------------------------------------------------------------------------------
-def _ddp_worker(rank, world, rendezvous, out, steps):
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    try:
-        ds = TextDataset.from_text(PERIODIC)
-        train(tiny(ds.vocab_size), ds, steps=steps, batch_size=4, lr=0.02, seed=3, out=out, twin=False, eval_every=steps)
-    finally:
-        dist.destroy_process_group()
-
-
-def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, periodic):
-    steps = 4
-    one = train(tiny(periodic.vocab_size), periodic, steps=steps, batch_size=4, lr=0.02, seed=3, out=tmp_path / "one",
-                twin=False, eval_every=steps)
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "two"), steps), nprocs=2, join=True)
-    assert not (tmp_path / "two" / "twin").exists()
-    for model in ("qelm", "matched"):  # the matched model trains data-parallel like the QELM
-        two = read_metrics(tmp_path / "two" / model / METRICS)
-        run = getattr(one, model)
-        assert [r["step"] for r in two] == list(range(1, steps + 1))
-        assert [r["loss"] for r in two] == pytest.approx(run.losses, rel=1e-5, abs=1e-6)
-        assert two[-1]["val_loss"] == pytest.approx(run.val["loss"], rel=1e-5)
-        loaded = load_checkpoint(tmp_path / "two" / model).model
-        idx = periodic.val_ids[:32].view(4, 8)
-        assert torch.allclose(loaded(idx)[0], run.model.eval()(idx)[0], rtol=1e-4, atol=1e-5), model
-    # the QELM's weights too; not the classical model's: its attention key bias has a zero gradient (softmax
-    # ignores a shift shared by all keys), and AdamW turns that zero's rounding noise into lr-sized steps
-    weights = load_checkpoint(tmp_path / "two" / "qelm").model.state_dict()
-    for name, p in one.qelm.model.state_dict().items():
-        assert torch.allclose(p, weights[name], rtol=1e-4, atol=1e-6), name
-
-
-# --- evaluation and generation ----------------------------------------------------------------------------------
-def test_evaluate_scores_every_token_once_whatever_the_batch(periodic):
-    torch.manual_seed(0)
-    from qelm import ClassicalLM
-
-    model = ClassicalLM(tiny(periodic.vocab_size)).eval()
-    ids = periodic.val_ids[:30]  # 29 targets: 3 full windows of 8 and a window of 5
-    total, count = 0.0, 0
-    for start in range(0, 29, 8):  # the loop lives only here, in the test
-        window = ids[start:start + 9]
-        logits, _ = model(window[None, :-1])
-        total += torch.nn.functional.cross_entropy(logits[0], window[1:], reduction="sum").item()
-        count += len(window) - 1
-    for batch_size in (1, 2, 64):
-        res = evaluate(model, ids, batch_size=batch_size, context_len=8)
-        assert res["tokens"] == count == 29
-        assert res["loss"] == pytest.approx(total / count, rel=1e-6)
-        assert res["perplexity"] == pytest.approx(math.exp(total / count))
-
-
-def test_unigram_baseline_is_smoothed_frequency_cross_entropy():
-    res = unigram_baseline(torch.tensor([0, 0, 0, 1]), torch.tensor([2, 0, 1]), vocab_size=3)
-    p = torch.tensor([4.0, 2.0, 1.0]) / 7  # add-one counts
-    assert res["loss"] == pytest.approx(-(p[0].log() + p[1].log()).item() / 2)
-    assert res["tokens"] == 2
-
-
-def test_generation_is_reproducible_by_seed_and_names_unknown_characters(periodic):
-    from qelm import QELM
-
-    model = QELM(tiny(periodic.vocab_size))
-    a = generate_text(model, periodic.tokenizer, "hel", max_new_tokens=12, seed=1)
-    b = generate_text(model, periodic.tokenizer, "hel", max_new_tokens=12, seed=1)
-    others = {generate_text(model, periodic.tokenizer, "hel", max_new_tokens=12, seed=s) for s in range(2, 6)}
-    assert a == b and len(periodic.tokenizer.encode(a)) == 12
-    assert others - {a}, "different seeds must be able to give different text"
-    long_prompt = "hello world. " * 2  # longer than the context: the window slides
-    assert len(generate_text(model, periodic.tokenizer, long_prompt, max_new_tokens=3, seed=0)) == 3
-    with pytest.raises(ValueError, match=r"'X' \(U\+0058"):
-        generate_text(model, periodic.tokenizer, "hello X", seed=0)
-    with pytest.raises(ValueError, match="temperature=0"):
-        generate_text(model, periodic.tokenizer, "hel", temperature=0)
-
-
 # --- command line -----------------------------------------------------------------------------------------------
-def _cli(capsys, *argv):
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def _user_error(capsys, *argv):
-    rc, out, err = _cli(capsys, *argv)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert rc == 2, (rc, out, err)
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
-def test_cli_train_eval_generate(tmp_path, capsys, corpus, config_file):
+def test_cli_train_eval_generate(tmp_path, cli, corpus, config_file):
     out = tmp_path / "run"
-    rc, stdout, _ = _cli(capsys, "train", "--data", str(corpus), "--config", str(config_file), "--out", str(out))
+    rc, stdout, _ = cli("train", "--data", str(corpus), "--config", str(config_file), "--out", str(out))
     assert rc == 0
-    assert "Result: the " in stdout and "won" in stdout or "tie" in stdout
     summary = json.loads((out / SUMMARY).read_text())
+    # the printed result is the run's verdict, which names the winner (or the tie) first
+    assert "".join(f"Result: {summary['verdict']}.".split()) in "".join(stdout.split())  # however it wrapped
+    names = {"qelm": "the QELM", "twin": "the classical twin", "matched": "the parameter-matched classical model"}
+    winner = summary["winner"]
+    assert summary["verdict"].startswith("a tie for best" if winner == "tie" else f"{names[winner]} won")
     assert summary["run"]["steps"] == 4 and summary["run"]["batch_size"] == 4  # from the config's [train] table
     table = {line.split("  ")[1]: line for line in stdout.splitlines() if line.startswith("  ") and "  " in line[2:]}
     for name, label in (("qelm", "QELM"), ("twin", "classical twin"), ("matched", "matched classical")):
         m = summary["models"][name]
         assert f"{m['parameters']}" in table[label] and f"{m['val_perplexity']:.3f}" in table[label], label
-        rc, stdout, _ = _cli(capsys, "eval", "--checkpoint", str(out / name), "--data", str(corpus), "--json")
+        rc, stdout, _ = cli("eval", "--checkpoint", str(out / name), "--data", str(corpus), "--json")
         assert rc == 0
         res = json.loads(stdout)
         assert res["perplexity"] == pytest.approx(m["val_perplexity"], rel=1e-9), name
     gen = ["generate", "--checkpoint", str(out / "twin"), "--prompt", "the ", "--max-new-tokens", "20", "--seed", "4"]
-    first, second = _cli(capsys, *gen)[1], _cli(capsys, *gen)[1]
+    first, second = cli(*gen)[1], cli(*gen)[1]
     assert first == second and first.startswith("the ") and len(first.rstrip("\n")) == 24
     # --steps is the total: resuming to 6 runs two more steps of each model
-    rc, _, _ = _cli(capsys, "train", "--resume", str(out), "--steps", "6")
+    rc, _, _ = cli("train", "--resume", str(out), "--steps", "6")
     assert rc == 0
     assert [[r["step"] for r in read_metrics(out / n / METRICS)][-1] for n in ("qelm", "twin", "matched")] == [6, 6, 6]
 
 
-def test_cli_bpe_tokenizer(tmp_path, capsys, corpus, config_file):
-    rc, _, _ = _cli(capsys, "train", "--data", str(corpus), "--config", str(config_file), "--out", str(tmp_path / "r"),
+def test_cli_bpe_tokenizer(tmp_path, cli, corpus, config_file):
+    rc, _, _ = cli("train", "--data", str(corpus), "--config", str(config_file), "--out", str(tmp_path / "r"),
                     "--tokenizer", "bpe", "--vocab-size", "40", "--steps", "1", "--no-twin", "--no-matched")
     assert rc == 0
     assert sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir()) == ["qelm"]
@@ -355,72 +242,86 @@ def test_cli_bpe_tokenizer(tmp_path, capsys, corpus, config_file):
     (b"\xff\xfe caf\xe9", "is not UTF-8 text"),
     (b"too short", "is too short: its training part"),
 ])
-def test_cli_corpus_errors(tmp_path, capsys, config_file, content, message):
+def test_cli_corpus_errors(tmp_path, cli, config_file, content, message):
     path = tmp_path / "corpus.txt"
     if content is not None:
         path.write_bytes(content)
-    line = _user_error(capsys, "train", "--data", str(path), "--config", str(config_file), "--out", str(tmp_path / "o"))
+    line = cli.error("train", "--data", str(path), "--config", str(config_file), "--out", str(tmp_path / "o"))
     assert line.startswith("qelm train: error:") and message in line and "corpus.txt" in line
 
 
-def test_cli_prompt_outside_vocabulary_says_which_characters(tmp_path, capsys, corpus, config_file):
-    assert _cli(capsys, "train", "--data", str(corpus), "--config", str(config_file), "--out", str(tmp_path / "r"),
+def test_cli_prompt_outside_vocabulary_says_which_characters(tmp_path, cli, corpus, config_file):
+    assert cli("train", "--data", str(corpus), "--config", str(config_file), "--out", str(tmp_path / "r"),
                 "--steps", "1", "--no-twin")[0] == 0
-    line = _user_error(capsys, "generate", "--checkpoint", str(tmp_path / "r" / "qelm"), "--prompt", "the Cat!")
+    line = cli.error("generate", "--checkpoint", str(tmp_path / "r" / "qelm"), "--prompt", "the Cat!")
     assert "'C' (U+0043" in line and "'!' (U+0021" in line
 
 
-def test_cli_checkpoint_errors(tmp_path, capsys, corpus, config_file):
+def test_cli_checkpoint_errors(tmp_path, cli, corpus, config_file):
     run = tmp_path / "r"
-    assert _cli(capsys, "train", "--data", str(corpus), "--config", str(config_file), "--out", str(run),
+    assert cli("train", "--data", str(corpus), "--config", str(config_file), "--out", str(run),
                 "--steps", "1", "--no-twin")[0] == 0
     ck = run / "qelm"
     config = (ck / CONFIG).read_text()
     (ck / CONFIG).write_text(config.replace("n_qubits = 2", "n_qubits = 3"))
-    line = _user_error(capsys, "eval", "--checkpoint", str(ck), "--data", str(corpus))
+    line = cli.error("eval", "--checkpoint", str(ck), "--data", str(corpus))
     assert "does not match config.toml" in line and "n_qubits=3" in line
     (ck / CONFIG).write_text(config)
     (ck / WEIGHTS).write_bytes(b"\x00" * 40)
-    line = _user_error(capsys, "generate", "--checkpoint", str(ck), "--prompt", "the")
+    line = cli.error("generate", "--checkpoint", str(ck), "--prompt", "the")
     assert "is corrupt: model.safetensors cannot be read" in line
-    line = _user_error(capsys, "eval", "--checkpoint", str(run), "--data", str(corpus))
+    line = cli.error("eval", "--checkpoint", str(run), "--data", str(corpus))
     assert "training run folder" in line
 
 
-def test_cli_resume_with_another_config_names_the_field(tmp_path, capsys, corpus, config_file):
+def test_cli_resume_with_another_config_names_the_field(tmp_path, cli, corpus, config_file):
     run = tmp_path / "r"
-    assert _cli(capsys, "train", "--data", str(corpus), "--config", str(config_file), "--out", str(run),
+    assert cli("train", "--data", str(corpus), "--config", str(config_file), "--out", str(run),
                 "--steps", "2", "--no-twin")[0] == 0
     other = tmp_path / "other.toml"
     other.write_text(config_file.read_text().replace("d_hidden = 16", "d_hidden = 24"))
-    line = _user_error(capsys, "train", "--resume", str(run), "--config", str(other), "--steps", "3")
+    line = cli.error("train", "--resume", str(run), "--config", str(other), "--steps", "3")
     assert "different model config (d_hidden: 16 vs 24; saved vs given)" in line
 
 
-def test_cli_output_folder_not_writable(tmp_path, capsys, corpus, config_file):
+def test_cli_output_folder_not_writable(tmp_path, cli, corpus, config_file):
     (tmp_path / "file").write_text("x")
-    line = _user_error(capsys, "train", "--data", str(corpus), "--config", str(config_file),
+    line = cli.error("train", "--data", str(corpus), "--config", str(config_file),
                        "--out", str(tmp_path / "file" / "run"))
     assert "is not writable" in line and "--out" in line
 
 
-def test_cli_backend_unavailable(tmp_path, capsys, corpus, config_file):
+def test_cli_backend_unavailable(tmp_path, cli, corpus, config_file):
     try:
         import pennylane_lightning_gpu  # noqa: F401
         pytest.skip("lightning.gpu is installed here")
     except ImportError:
         pass
-    line = _user_error(capsys, "train", "--data", str(corpus), "--config", str(config_file), "--out",
+    line = cli.error("train", "--data", str(corpus), "--config", str(config_file), "--out",
                        str(tmp_path / "r"), "--backend", "lightning.gpu")
     assert "lightning.gpu" in line and "pip install" in line
-    line = _user_error(capsys, "train", "--data", str(corpus), "--config", str(config_file), "--out",
+    line = cli.error("train", "--data", str(corpus), "--config", str(config_file), "--out",
                        str(tmp_path / "r"), "--backend", "no.such")
     assert "unknown backend 'no.such'" in line or "backend='no.such'" in line
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write into read-only folders")
-def test_cli_read_only_output_folder(tmp_path, capsys, corpus, config_file):
+def test_cli_read_only_output_folder(tmp_path, cli, corpus, config_file, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    line = _user_error(capsys, "train", "--data", str(corpus), "--config", str(config_file), "--out", str(locked / "r"))
-    assert "is not writable" in line
+    try:  # root writes whatever the mode bits say: there the folder refuses writes as a read-only mount does
+        (locked / "probe").touch()
+    except PermissionError:
+        pass
+    else:
+        (locked / "probe").unlink()
+        real = tempfile.TemporaryFile
+
+        def read_only_mount(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).is_relative_to(locked):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", read_only_mount)
+    line = cli.error("train", "--data", str(corpus), "--config", str(config_file), "--out", str(locked / "r"))
+    assert "is not writable" in line and str(locked / "r") in line
+    assert not [p for p in locked.rglob("*") if p.is_file()], "nothing was written"

@@ -1,3 +1,5 @@
+"""``python -m qelm.cli``: the ``qelm`` command line."""
+
 import sys
 
 from . import main

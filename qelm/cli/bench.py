@@ -15,6 +15,7 @@ from pathlib import Path
 from ..bench import (MODES, BenchResult, BenchSettings, expected_rows, format_scaling, format_table, plot,
                      run_benchmark, write_json)
 from ..config import QELMConfig
+from ..plot import figure_format
 from . import UserError
 
 _QUICK = BenchSettings.quick()
@@ -96,8 +97,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[QELMConfig, BenchSetti
         target = getattr(args, flag)
         if target and Path(target).is_dir():
             raise UserError(f"--{flag} {target!r} is a folder; give a file name")
-    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise UserError(f"--plot {args.plot!r} needs a .png, .svg or .pdf suffix")
+    if args.plot:
+        figure_format(args.plot)  # a bad suffix fails now, not after the measurement
     return config, settings
 
 

@@ -5,10 +5,12 @@ parameters, measured file sizes, FLOPs and circuit cost per token, perplexity. P
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from ..compare import CLASSIC_SETTING, compare, plot_comparison, plot_path
+from ..compare import PUBLISHED_SETTING, compare, plot_comparison
 from ..config import QELMConfig
+from ..plot import figure_format
 from . import UserError
 
 # flag -> QELMConfig field
@@ -28,9 +30,11 @@ def register(subparsers) -> None:
                     "written, FLOPs per token, circuit executions, gates, simulation cost and hardware shots.")
     model = p.add_argument_group("model (defaults: QELMConfig defaults)")
     model.add_argument("--config", metavar="FILE", help="QELMConfig TOML file; the flags below override its fields")
-    model.add_argument("--classic", action="store_true",
-                       help="the classic QELM setting: " + ", ".join(f"{k}={v}" for k, v in CLASSIC_SETTING.items())
+    model.add_argument("--published", action="store_true",
+                       help="the setting of a published QELM claim: "
+                       + ", ".join(f"{k}={v}" for k, v in PUBLISHED_SETTING.items())
                        + " (checks the published 2,165 KB vs 15-20 MB claim); other flags still override")
+    model.add_argument("--classic", action="store_true", help=argparse.SUPPRESS)  # the old name of --published
     model.add_argument("--vocab-size", type=int, metavar="V")
     model.add_argument("--d-model", type=int, metavar="D")
     model.add_argument("--heads", type=int, metavar="H")
@@ -61,14 +65,18 @@ def register(subparsers) -> None:
 
 
 def _config(args: argparse.Namespace) -> QELMConfig | None:
+    if args.classic:
+        print("qelm compare: note: --classic is now --published; the old name goes in the next release",
+              file=sys.stderr)
+        args.published = True
     overrides = {field: getattr(args, flag) for flag, field in _CONFIG_FLAGS.items() if getattr(args, flag) is not None}
-    if args.config is None and not args.classic and not overrides:
+    if args.config is None and not args.published and not overrides:
         return None if args.checkpoint else QELMConfig()
     if args.checkpoint:
-        raise UserError("--checkpoint compares the checkpoints' own configs; drop --config, --classic and the "
+        raise UserError("--checkpoint compares the checkpoints' own configs; drop --config, --published and the "
                         "model flags, or drop --checkpoint")
-    if args.config is not None and args.classic:
-        raise UserError("use either --config FILE or --classic, not both")
+    if args.config is not None and args.published:
+        raise UserError("use either --config FILE or --published, not both")
     if args.config is not None:
         if not Path(args.config).is_file():
             raise FileNotFoundError(f"config file {args.config!r} does not exist")
@@ -76,13 +84,13 @@ def _config(args: argparse.Namespace) -> QELMConfig | None:
     else:
         base = QELMConfig()
     fields = base.to_dict()
-    if args.classic:
-        fixed = {k: v for k, v in overrides.items() if k in CLASSIC_SETTING and v != CLASSIC_SETTING[k]}
+    if args.published:
+        fixed = {k: v for k, v in overrides.items() if k in PUBLISHED_SETTING and v != PUBLISHED_SETTING[k]}
         if fixed:
             flags = {field: flag for flag, field in _CONFIG_FLAGS.items()}
-            raise UserError(f"--classic fixes {', '.join(f'{k}={CLASSIC_SETTING[k]}' for k in fixed)}; drop "
-                            f"{', '.join('--' + flags[k].replace('_', '-') for k in fixed)} or drop --classic")
-        fields.update(CLASSIC_SETTING)
+            raise UserError(f"--published fixes {', '.join(f'{k}={PUBLISHED_SETTING[k]}' for k in fixed)}; drop "
+                            f"{', '.join('--' + flags[k].replace('_', '-') for k in fixed)} or drop --published")
+        fields.update(PUBLISHED_SETTING)
     fields.update(overrides)
     return QELMConfig.from_dict(fields)  # validates: a bad flag value names its field and the fix
 
@@ -94,12 +102,12 @@ def run(args: argparse.Namespace) -> int:
         if target and Path(target).is_dir():
             raise UserError(f"--{flag} {target!r} is a folder; give a file name")
     if args.plot:
-        plot_path(args.plot)  # a bad suffix fails now, not after the measurement
+        figure_format(args.plot)  # a bad suffix fails now, not after the measurement
     if args.keep_files and Path(args.keep_files).exists() and not Path(args.keep_files).is_dir():
         raise UserError(f"--keep-files {args.keep_files!r} is a file; give a folder to keep the model files in")
     result = compare(config, checkpoints=args.checkpoint, data=args.data, batch_size=args.batch_size,
                      seed=args.seed, eps=args.eps, backend=args.backend, keep_dir=args.keep_files,
-                     eval_batch_size=args.eval_batch_size, classic=args.classic)
+                     eval_batch_size=args.eval_batch_size, published=args.published)
     print(result.to_markdown())
     if args.json:
         print(f"\nwrote {result.save_json(args.json)}")

@@ -1,5 +1,6 @@
-"""``qelm draw`` (a built-in circuit as text, PNG, SVG, OpenQASM, qiskit drawing or resource summary) and
-``qelm plot attention`` / ``qelm plot curves`` (figures of trained models and training runs)."""
+"""``qelm draw`` (a built-in circuit as text, PNG, SVG, OpenQASM, qiskit drawing or resource summary),
+``qelm gallery`` (the ``circuits/`` gallery of every built-in circuit) and ``qelm plot attention`` /
+``qelm plot curves`` (figures of trained models and training runs)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="significant digits of OpenQASM angles (default: full double precision)")
     p.set_defaults(func=_draw)
 
+    g = sub.add_parser("gallery", help="regenerate (or check) the gallery of every built-in circuit",
+                       description="Write every built-in circuit drawn, as OpenQASM and with its resources, and a "
+                                   "README.md index, into DIR; with --check, write nothing and list the files that "
+                                   "differ from what the code draws now (exit 1 if any).")
+    g.add_argument("directory", nargs="?", default="circuits", metavar="DIR", help="gallery folder (default: circuits)")
+    g.add_argument("--check", action="store_true", help="do not write: report files that differ and exit 1")
+    g.set_defaults(func=_gallery)
+
     plot = sub.add_parser("plot", help="plot attention maps of checkpoints or training curves of runs",
                           description="Figures of trained models and training runs (PNG, SVG or PDF by the --out suffix).")
     kinds = plot.add_subparsers(dest="plot_command", metavar="FIGURE", required=True)
@@ -63,10 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_checkpoint(directory: str):
-    try:
-        from ..checkpoint import load_checkpoint
-    except ImportError as e:
-        raise UserError(f"cannot read checkpoints: qelm.checkpoint is unavailable ({e})") from None
+    from ..checkpoint import load_checkpoint
+
     if not Path(directory).is_dir():
         raise FileNotFoundError(f"checkpoint folder {directory!r} does not exist")
     return load_checkpoint(directory)
@@ -129,6 +136,25 @@ def _draw(args) -> int:
     return 0
 
 
+def _gallery(args) -> int:
+    from ..circuits import CIRCUITS
+    from ..gallery import GALLERY_LAYERS, GALLERY_QUBITS, gallery_drift, write_gallery
+
+    if args.check:
+        problems = gallery_drift(args.directory)
+        for p in problems:
+            print(f"{args.directory}/{p}", file=sys.stderr)
+        if problems:
+            print("gallery is out of date: run `make gallery`", file=sys.stderr)
+            return 1
+        print(f"{args.directory}: up to date")
+        return 0
+    paths = write_gallery(args.directory)
+    print(f"wrote {len(paths)} files to {args.directory}/ ({len(CIRCUITS)} circuits at n_qubits={GALLERY_QUBITS}, "
+          f"n_layers={GALLERY_LAYERS})")
+    return 0
+
+
 def _plot_attention(args) -> int:
     from ..plot import attention_for_text, plot_attention
 
@@ -156,7 +182,8 @@ def _plot_attention(args) -> int:
 
 
 def _plot_curves(args) -> int:
-    from ..plot import plot_curves, read_runs
+    from ..metrics import read_runs
+    from ..plot import plot_curves
 
     runs = read_runs(args.runs)
     out = plot_curves(runs, args.out, width=args.width, height=args.height, title=args.title)

@@ -1,5 +1,5 @@
 """``qelm demo``, ``qelm train``, ``qelm eval`` and ``qelm generate``: thin wrappers that parse arguments,
-call :mod:`qelm.train`, and print.
+call :mod:`qelm.train` and :mod:`qelm.evaluate`, and print.
 
 ``demo`` trains the tiny QELM, its classical twin and the parameter-matched classical model on the bundled
 corpus, shows their validation perplexities beside the unigram baseline's, says how the QELM compares with
@@ -25,6 +25,12 @@ _THREADS_HELP = ("torch CPU threads per process (default 1: these models' tensor
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_demo(subparsers)
+    _register_train(subparsers)
+    _register_eval_and_generate(subparsers)
+
+
+def _register_demo(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser("demo", help="train a tiny QELM and two classical baselines on the bundled corpus "
                                               "and compare",
                                  description="Train the tiny demo QELM, its classical twin (same config, every slot "
@@ -43,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_runtime(demo)
     demo.set_defaults(func=run_demo)
 
+
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
     tr = subparsers.add_parser("train", help="train a QELM and its classical baselines on a text file",
                                description="Train a QELM, its classical twin and the parameter-matched classical "
                                            "model on any UTF-8 text file. Settings left out come from the config's "
@@ -71,6 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_runtime(tr)
     tr.set_defaults(func=run_train)
 
+
+def _register_eval_and_generate(subparsers: argparse._SubParsersAction) -> None:
     ev = subparsers.add_parser("eval", help="perplexity of a checkpoint on a text file",
                                description="Validation loss and perplexity of a checkpoint on a text file: by default "
                                            "its last 10%% (the split training validates on).")
@@ -211,7 +221,8 @@ def _wrote(result, out: Path) -> str:
 # --- commands ---------------------------------------------------------------------------------------------------
 def run_demo(args: argparse.Namespace) -> int:
     from ..data import bundled_config, bundled_corpus
-    from ..train import LABELS, generate_text
+    from ..evaluate import generate_text
+    from ..train import LABELS
 
     start = time.perf_counter()
     _set_threads(args)
@@ -240,7 +251,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from ..train import init_distributed
+    from ..distributed import init_distributed
 
     start = time.perf_counter()
     _set_threads(args)
@@ -274,7 +285,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from ..checkpoint import load_checkpoint
     from ..data import read_corpus, split_text
-    from ..train import evaluate
+    from ..evaluate import evaluate
 
     _set_threads(args)
     ck = load_checkpoint(args.checkpoint, backend=args.backend)
@@ -299,7 +310,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
-    from ..train import generate_text
+    from ..evaluate import generate_text
 
     _set_threads(args)
     ck = load_checkpoint(args.checkpoint, backend=args.backend)

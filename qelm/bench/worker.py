@@ -1,0 +1,231 @@
+"""One measurement, run inside a worker process: build the model a spec describes, time its inference,
+training or generation iterations within a budget, and record the peak memory they added and the share
+of time spent in the circuit simulator."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import QELMConfig
+from .settings import TWIN_BACKEND
+
+__all__ = ["measure"]
+
+
+def _proc_status_kib(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class _PeakMemory:
+    """Peak memory added while the ``with`` block runs, in bytes (see the module docstring)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.peak_bytes: int | None = None
+        self.baseline_bytes: int | None = None
+        self.file_growth_bytes: int | None = None
+        self.peak_rss_bytes: int | None = None
+        self.method = ""
+
+    def __enter__(self) -> "_PeakMemory":
+        gc.collect()
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.baseline_bytes = torch.cuda.memory_allocated()
+            self.method = "torch.cuda.max_memory_allocated minus memory_allocated at the start"
+            return self
+        rss = _proc_status_kib("VmRSS")
+        self._file_start = _proc_status_kib("RssFile")
+        try:
+            with open("/proc/self/clear_refs", "w") as f:  # "5": reset VmHWM to the current RSS (Linux >= 4.0)
+                f.write("5")
+            self._hwm = True
+            self.method = ("peak RSS (Linux VmHWM, reset via /proc/self/clear_refs) minus RSS at the start, minus the "
+                           "growth of file-backed RSS (library code pages first touched)")
+        except OSError:  # not Linux, or not allowed: ru_maxrss is monotone, so this can under-count
+            import resource
+
+            self._hwm = False
+            self._maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            self.method = "growth of ru_maxrss (monotone: a lower bound)"
+        self.baseline_bytes = (rss or 0) * 1024
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            self.peak_bytes = torch.cuda.max_memory_allocated() - self.baseline_bytes
+            self.peak_rss_bytes = None
+        elif self._hwm:
+            self.peak_rss_bytes = (_proc_status_kib("VmHWM") or 0) * 1024 - self.baseline_bytes
+            self.peak_bytes = self.peak_rss_bytes
+            if self._file_start is not None:
+                # RSS also counts file-backed pages: library code first touched by this run (~15-20 MB of
+                # torch kernels whatever the model). They are loaded in the warm-up, before the peak, so
+                # subtracting their growth leaves the peak of the memory the run allocated.
+                self.file_growth_bytes = ((_proc_status_kib("RssFile") or 0) - self._file_start) * 1024
+                self.peak_bytes = max(0, self.peak_rss_bytes - self.file_growth_bytes)
+        else:
+            import resource
+
+            scale = 1 if platform.system() == "Darwin" else 1024  # bytes on macOS, KiB on Linux
+            self.peak_bytes = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self._maxrss) * scale
+            self.peak_rss_bytes = self.peak_bytes
+
+
+class _CircuitClock:
+    """Seconds spent inside the backend's circuit executions (forward only): an observer of
+    :meth:`qelm.backends.Backend.run` for the life of the ``with`` block."""
+
+    def __init__(self, backend, device: str) -> None:
+        self.backend, self.device, self.seconds, self.on = backend, device, 0.0, False
+        self._start = 0.0
+
+    def before(self, circuit, kind) -> None:
+        if self.on:
+            _sync(self.device)
+            self._start = time.perf_counter()
+
+    def after(self, circuit, kind, executions, out) -> None:
+        if self.on:
+            _sync(self.device)
+            self.seconds += time.perf_counter() - self._start
+
+    def __enter__(self) -> "_CircuitClock":
+        self._observing = self.backend.observe(self)
+        self._observing.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._observing.__exit__(*exc)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _quartiles(times: list[float]) -> tuple[float, float]:
+    if len(times) == 1:
+        return times[0], times[0]
+    q = statistics.quantiles(times, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def _workload(spec: dict[str, Any]):
+    """``(model, step, warm)``: the model ``spec`` describes, built and seeded, the timed iteration of its
+    mode and the untimed warm-up iteration (generation warms up with one new token)."""
+    from ..model import QELM, ClassicalLM
+
+    device, mode, B = spec["device"], spec["mode"], spec["batch"]
+    config = QELMConfig.from_dict(spec["config"])
+    T = config.context_len
+    torch.manual_seed(spec["seed"])
+    model = (QELM(config) if spec["model"] == "qelm" else ClassicalLM(config)).to(device)
+    gen = torch.Generator(device=device).manual_seed(spec["seed"])
+    idx = torch.randint(0, config.vocab_size, (B, T), generator=gen, device=device)  # (B, T)
+    targets = torch.randint(0, config.vocab_size, (B, T), generator=gen, device=device)  # (B, T)
+    if mode == "training":
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"])
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            _, loss = model(idx, targets)
+            loss.backward()
+            opt.step()
+
+        return model, step, step
+    model.eval()
+    if mode == "inference":
+
+        def forward() -> None:
+            with torch.no_grad():
+                model(idx)
+
+        return model, forward, forward
+
+    def generate() -> None:
+        model.generate(idx, spec["gen_tokens"], generator=gen)
+
+    def warm() -> None:  # one new token: the same forward at T and the same sampling path
+        model.generate(idx, 1, generator=gen)
+
+    return model, generate, warm
+
+
+def _timed_runs(spec: dict[str, Any], step, warm, clock: _CircuitClock | None) -> tuple[list[float], _PeakMemory]:
+    """Warm up, then time up to ``repeats`` runs of ``step`` within the budget; the memory they took."""
+    device = spec["device"]
+    times: list[float] = []
+    budget = spec.get("budget_s")
+    begin = time.perf_counter()
+    with _PeakMemory(device) as memory, clock or contextlib.nullcontext():
+        for _ in range(spec["warmup"]):
+            warm()
+        if clock is not None:
+            clock.on = True  # circuit time of the timed runs only
+        for _ in range(spec["repeats"]):
+            _sync(device)
+            t = time.perf_counter()
+            step()
+            _sync(device)
+            times.append(time.perf_counter() - t)
+            # stay within the budget: stop when one more run would pass it (at least one run is kept)
+            if budget is not None and time.perf_counter() - begin + statistics.median(times) > budget:
+                break
+    return times, memory
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement described by ``spec`` (keys: ``config`` (a QELMConfig dict), ``model``
+    ("qelm" or "twin"), ``mode``, ``batch``, ``repeats``, ``warmup``, ``gen_tokens``, ``device``, ``seed``,
+    ``lr``; optional ``threads`` (0: torch's default) and ``budget_s``) in this process and return its
+    measured fields. Errors propagate. :func:`~qelm.bench.run_benchmark` calls it in a fresh process per
+    measurement."""
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    model, step, warm = _workload(spec)
+    backend = model.backend if spec["model"] == "qelm" else None
+    clock = _CircuitClock(backend, spec["device"]) if backend is not None and spec["mode"] == "inference" else None
+    times, memory = _timed_runs(spec, step, warm, clock)
+    q25, q75 = _quartiles(times)
+    median = statistics.median(times)
+    tokens = spec["batch"] * (spec["gen_tokens"] if spec["mode"] == "generation" else model.config.context_len)
+    return {
+        "status": "ok",
+        "repeats": len(times),
+        "times_s": times,
+        "median_s": median,
+        "q25_s": q25,
+        "q75_s": q75,
+        "min_s": min(times),
+        "max_s": max(times),
+        "tokens_per_s": tokens / median,
+        "seconds_per_token": median / tokens,
+        "peak_memory_bytes": memory.peak_bytes,
+        "memory_baseline_bytes": memory.baseline_bytes,
+        "memory_method": memory.method,
+        "peak_rss_bytes": memory.peak_rss_bytes,
+        "rss_file_growth_bytes": memory.file_growth_bytes,
+        "circuit_time_fraction": (clock.seconds / sum(times)) if clock is not None else None,
+        "n_parameters": model.num_parameters(),
+        "circuit_parameters": model.circuit_parameters(),
+        "backend_described": backend.describe() if backend is not None else TWIN_BACKEND,
+        "threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,96 @@
+"""Measuring and sampling a trained model: validation loss and perplexity (:func:`evaluate`), the unigram
+baseline every run is set against (:func:`unigram_baseline`), and text generation (:func:`generate_text`).
+
+Validation loss is the mean cross-entropy (nats/token) over every token of a text, read in non-overlapping
+windows of ``context_len`` tokens; perplexity is its exponential. The unigram baseline is a token-frequency
+model fitted on the training split (add-one smoothing), scored on the same tokens. ``qelm.evaluate(...)``
+calls :func:`evaluate`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ._compat import make_callable
+from .model import QELM
+from .tokenizer import Tokenizer
+
+__all__ = ["evaluate", "unigram_baseline", "generate_text"]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, token_ids: torch.Tensor, *, batch_size: int, context_len: int) -> dict[str, float]:
+    """Mean next-token cross-entropy of ``model`` over every token of ``token_ids`` (1-D), read in
+    non-overlapping windows of ``context_len`` (the last, shorter window takes the remainder), so each
+    token but the first is predicted exactly once. Returns ``loss`` (nats/token), ``perplexity``
+    (``exp(loss)``) and ``tokens`` (how many were scored). Deterministic; uses no RNG."""
+    model = getattr(model, "module", model)
+    ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)
+    if ids.numel() < 2:
+        raise ValueError(f"evaluation needs at least 2 tokens, got {ids.numel()}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is invalid: use an integer >= 1")
+    device = next(model.parameters()).device
+    n_full = (ids.numel() - 1) // context_len
+    full = ids[: n_full * context_len + 1]
+    # (W, T+1) windows sharing their boundary token: window w covers tokens w*T .. (w+1)*T
+    windows = full.unfold(0, context_len + 1, context_len) if n_full else ids.new_empty(0, context_len + 1)
+    chunks = list(windows.split(batch_size)) if n_full else []
+    rest = (ids.numel() - 1) - n_full * context_len
+    if rest:
+        chunks.append(ids[-(rest + 1):].unsqueeze(0))  # (1, rest+1)
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64)
+    try:
+        for chunk in chunks:  # batches of windows, not tokens
+            chunk = chunk.to(device)
+            logits, _ = model(chunk[:, :-1])  # (b, t, V)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), chunk[:, 1:].reshape(-1), reduction="sum")
+            total += loss.double().cpu()
+    finally:
+        model.train(was_training)
+    count = ids.numel() - 1
+    mean = float(total) / count
+    return {"loss": mean, "perplexity": math.exp(mean), "tokens": count}
+
+
+def unigram_baseline(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: int) -> dict[str, float]:
+    """The unigram model (token frequencies of ``train_ids``, add-one smoothed) scored like
+    :func:`evaluate`: mean cross-entropy over ``val_ids[1:]``, its perplexity and the token count."""
+    counts = torch.bincount(torch.as_tensor(train_ids).reshape(-1), minlength=vocab_size).double() + 1.0  # (V,)
+    logp = counts.log() - counts.sum().log()
+    targets = torch.as_tensor(val_ids).reshape(-1)[1:]
+    mean = float(-logp[targets].mean())
+    return {"loss": mean, "perplexity": math.exp(mean), "tokens": int(targets.numel())}
+
+
+def generate_text(model: QELM, tokenizer: Tokenizer, prompt: str, *, max_new_tokens: int = 200,
+                  temperature: float = 1.0, top_k: int | None = None, seed: int = 0) -> str:
+    """Sample a continuation of ``prompt`` (the new text only). The same seed gives the same text."""
+    if not prompt:
+        raise ValueError("the prompt is empty: give at least one character to continue from")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} is invalid: use an integer >= 0")
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature!r} is invalid: use a number > 0 (1.0 samples the model as trained)")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k={top_k!r} is invalid: use an integer >= 1, or leave it out")
+    ids = tokenizer.encode(prompt)  # raises, naming characters outside the vocabulary
+    model = getattr(model, "module", model)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T0)
+        out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator)
+    finally:
+        model.train(was_training)
+    return tokenizer.decode(out[0, len(ids):].tolist())
+
+
+make_callable(__name__)

@@ -1,0 +1,78 @@
+"""What a training run hands back: a :class:`ModelRun` per trained model (its figures feed
+``summary.json``) inside one :class:`TrainResult`, and the progress callback's type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..data import TextDataset
+from ..model import QELM
+
+__all__ = ["ModelRun", "TrainResult", "Callback"]
+
+Callback = Callable[[str, str, dict], None]  # (event: "start" | "step" | "end", model name, info)
+
+
+@dataclass
+class ModelRun:
+    """One trained model of a run and its measured figures."""
+
+    name: str  # "qelm", "twin" or "matched"
+    model: QELM  # QELM or ClassicalLM, in train mode, on the training device
+    path: Path  # its checkpoint folder
+    history: list[dict[str, Any]]  # metrics records, earlier (resumed) steps included; rank 0 only
+    val: dict[str, float]  # final evaluate() on the validation split; empty on ranks other than 0
+    steps_run: int  # optimizer steps taken in this call (fewer than the total after a resume)
+
+    @property
+    def losses(self) -> list[float]:
+        return [r["loss"] for r in self.history]
+
+    def figures(self) -> dict[str, Any]:
+        """Parameter counts, validation loss/perplexity, throughput, memory: the summary.json entry."""
+        secs = [r["step_seconds"] for r in self.history if "step_seconds" in r]
+        tokens = sum(r["tokens"] for r in self.history if "step_seconds" in r)
+        return {
+            "class": type(self.model).__name__,
+            "d_model": self.model.config.d_model,
+            "d_hidden": self.model.config.d_hidden,
+            "parameters": self.model.num_parameters(),
+            "circuit_parameters": self.model.circuit_parameters(),
+            "val_loss": self.val.get("loss"),
+            "val_perplexity": self.val.get("perplexity"),
+            "val_tokens": self.val.get("tokens"),
+            "final_train_loss": self.history[-1]["loss"] if self.history else None,
+            "tokens_per_s": tokens / sum(secs) if secs else None,  # over all logged steps
+            "train_seconds": sum(secs),  # logged steps only: forward, backward, optimizer
+            "peak_memory_bytes": max((r["peak_memory_bytes"] for r in self.history), default=None),
+            "steps": self.history[-1]["step"] if self.history else 0,
+        }
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. ``twin`` / ``matched`` are None when the run trains no twin / no
+    parameter-matched model; ``summary`` is the content of ``summary.json`` (empty on ranks other than 0)."""
+
+    out: Path
+    qelm: ModelRun
+    twin: ModelRun | None
+    matched: ModelRun | None
+    unigram: dict[str, float]
+    dataset: TextDataset
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def winner(self) -> str | None:
+        return self.summary.get("winner")
+
+    @property
+    def verdict(self) -> str:
+        return self.summary.get("verdict", "")
+
+    def runs(self) -> dict[str, ModelRun]:
+        """The models that trained, QELM first."""
+        return {name: run for name, run in (("qelm", self.qelm), ("twin", self.twin), ("matched", self.matched))
+                if run is not None}

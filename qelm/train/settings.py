@@ -1,0 +1,133 @@
+"""How a training run is set: :class:`TrainSettings` (steps, batch, learning rate, which baselines
+train...), their defaults, the ``[train]`` table of a config file, and the rule that decides each setting
+of a run: an explicit setting > the resumed run's > the config file's > :data:`TRAIN_DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import QELMConfig, read_toml
+from ..data import bundled_config
+
+__all__ = ["TrainSettings", "TRAIN_DEFAULTS", "MATCH_TOLERANCE", "load_run_config", "resolve_settings"]
+
+MATCH_TOLERANCE = 0.02  # the matched model's parameter count is within this fraction of the QELM's
+
+#: training settings when neither the caller nor the config file's [train] table gives one
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": 300,
+    "batch_size": 8,
+    "lr": 1e-2,
+    "seed": 0,
+    "tokenizer": "char",
+    "vocab_size": None,
+    "eval_every": None,  # None: five evaluations over the run, the last at the final step
+    "save_every": None,  # None: five checkpoints over the run
+    "log_every": 1,
+    "grad_clip": 1.0,
+    "weight_decay": 0.0,
+    "twin": True,
+    "matched": True,  # train ClassicalLM.matched_to(qelm) too
+}
+#: settings a resumed run must keep: each changes the numbers the run computes
+_FIXED_ON_RESUME = ("batch_size", "lr", "seed", "tokenizer", "vocab_size", "grad_clip", "weight_decay")
+
+
+@dataclass
+class TrainSettings:
+    """How to train. A field left ``None`` takes the resumed run's value, else the config file's
+    ``[train]`` table's, else :data:`TRAIN_DEFAULTS`'; :func:`resolve_settings` fills them in."""
+
+    steps: int | None = None  # total optimizer steps per model (on resume: the total, not the steps still to run)
+    batch_size: int | None = None  # global batch, split over data-parallel processes
+    lr: float | None = None  # AdamW learning rate
+    seed: int | None = None  # initialisation and batches: every model draws the same ones
+    tokenizer: str | None = None  # "char" or "bpe"
+    vocab_size: int | None = None  # BPE vocabulary size
+    eval_every: int | None = None  # steps between validation evaluations (default: five over the run)
+    save_every: int | None = None  # steps between checkpoints (default: five over the run)
+    log_every: int | None = None  # steps between metrics records
+    grad_clip: float | None = None  # gradient-norm clip; 0 turns it off
+    weight_decay: float | None = None  # AdamW weight decay
+    twin: bool | None = None  # train the classical twin (the same config, every slot classical)
+    matched: bool | None = None  # train the parameter-matched classical model
+
+    def replace(self, **changes: Any) -> "TrainSettings":
+        """A copy with some fields changed; an unknown name is a ``TypeError`` naming it."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first setting that cannot run (``None`` is allowed only where
+        a default is computed: ``vocab_size``, ``eval_every``, ``save_every``)."""
+        s = self.to_dict()
+
+        def bad(name: str, fix: str) -> None:
+            raise ValueError(f"{name}={s[name]!r} is invalid: {fix}")
+
+        for name in ("steps", "batch_size", "seed", "log_every"):
+            if isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < (0 if name == "seed" else 1):
+                bad(name, "use a non-negative integer" if name == "seed" else "use an integer >= 1")
+        for name in ("eval_every", "save_every"):
+            if s[name] is not None and (isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < 1):
+                bad(name, "use an integer >= 1")
+        if isinstance(s["lr"], bool) or not isinstance(s["lr"], (int, float)) or not s["lr"] > 0:
+            bad("lr", "use a positive learning rate, e.g. 0.01")
+        for name in ("grad_clip", "weight_decay"):
+            if isinstance(s[name], bool) or not isinstance(s[name], (int, float)) or s[name] < 0:
+                bad(name, "use a number >= 0 (0 turns it off)")
+        for name in ("twin", "matched"):
+            if not isinstance(s[name], bool):
+                bad(name, "use true or false")
+
+    def scheduled(self) -> "TrainSettings":
+        """These settings with ``eval_every`` and ``save_every`` set: five of each over the run by default."""
+        every = max(1, self.steps // 5)
+        return self.replace(eval_every=self.eval_every or every, save_every=self.save_every or every)
+
+
+def load_run_config(path: str | os.PathLike | None = None) -> tuple[QELMConfig, dict[str, Any]]:
+    """``(model config, training settings)`` from a TOML file: the ``[model]`` table (or top-level fields)
+    and the optional ``[train]`` table (keys of :data:`TRAIN_DEFAULTS`). ``None``: the tiny demo config."""
+    p = Path(path) if path is not None else bundled_config()
+    data = read_toml(p)
+    settings = data.get("train", {}) if "model" in data else {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"config file {str(p)!r}: [train] must be a table")
+    unknown = sorted(set(settings) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"config file {str(p)!r}: unknown [train] setting(s) {', '.join(unknown)}; valid settings are "
+                         f"{', '.join(TRAIN_DEFAULTS)}")
+    try:
+        config = QELMConfig.from_dict(data["model"] if "model" in data else data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"config file {str(p)!r}: {e}") from None
+    return config, dict(settings)
+
+
+def resolve_settings(given: TrainSettings, file_settings: dict[str, Any], stored: dict[str, Any] | None) -> TrainSettings:
+    """Settings by precedence: ``given`` > the resumed run's (``stored``) > the config file's [train] >
+    defaults, checked. On resume a given setting that would change the computed numbers must equal the
+    stored one; the others (the total steps, how often to evaluate, save, log) may change."""
+    settings = {**TRAIN_DEFAULTS, **file_settings}
+    explicit = given.to_dict()
+    if stored is not None:
+        for name in TRAIN_DEFAULTS:
+            if name in stored:
+                settings[name] = stored[name]
+        for name in _FIXED_ON_RESUME:
+            if explicit.get(name) is not None and name in stored and explicit[name] != stored[name]:
+                raise ValueError(f"cannot resume with {name}={explicit[name]!r}: the run was trained with "
+                                 f"{name}={stored[name]!r}; drop that option to resume exactly, or start a new run "
+                                 f"in another --out")
+    settings.update({k: v for k, v in explicit.items() if v is not None})
+    resolved = TrainSettings(**settings)
+    resolved.check()
+    return resolved

@@ -1,0 +1,67 @@
+"""What users run: every script in examples/ and `qelm demo`, each at settings small enough to take a few
+seconds, run in this process as ``python examples/NAME.py`` / the ``qelm`` script would run them."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+pytestmark = pytest.mark.usefixtures("_one_thread")
+
+
+def _run_example(name: str, *argv: str, monkeypatch, capsys) -> str:
+    monkeypatch.setattr(sys, "argv", [str(EXAMPLES / name), *argv])
+    runpy.run_path(str(EXAMPLES / name), run_name="__main__")
+    return capsys.readouterr().out
+
+
+# tiny settings for the scripts that take options; the others are small as written
+ARGS = {
+    "draw_circuits.py": lambda tmp: ["--qubits", "2", "--layers", "1", "--out", str(tmp / "drawings")],
+    "compare_sizes.py": lambda tmp: ["--plot", str(tmp / "sizes.png")],
+    "train_tiny.py": lambda tmp: ["--steps", "2", "--out", str(tmp / "run")],
+}
+
+
+def test_every_example_is_tested():
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(
+        ["quickstart.py", "swap_backends.py", *ARGS]), "a new example needs its line in this module"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_example_runs(name, tmp_path, monkeypatch, capsys):
+    out = _run_example(name, *ARGS.get(name, lambda tmp: [])(tmp_path), monkeypatch=monkeypatch, capsys=capsys)
+    expect = {
+        "quickstart.py": ["QELM", "classical twin", "matched classical baseline"],
+        "swap_backends.py": ["default.qubit", "max |logits - "],
+        "draw_circuits.py": ["max |diff|", "wrote 14 files"],
+        "compare_sizes.py": ["Claim check:", "QELM parameters:", "wrote "],
+        "train_tiny.py": ["reloaded QELM: validation perplexity", "sample: 'The "],
+    }[name]
+    for text in expect:
+        assert text in out, (text, out)
+    if name == "draw_circuits.py":  # qiskit runs the exported circuit to PennyLane's state
+        diffs = [float(line.split()[-1]) for line in out.splitlines() if line.split() and line.split()[-1][:1].isdigit()
+                 and "e" in line.split()[-1]]
+        assert diffs and max(diffs) < 1e-8, out
+    if name == "swap_backends.py":  # the same weights give the same logits on every backend that runs here
+        diffs = [float(line.rsplit("= ", 1)[1]) for line in out.splitlines() if "max |logits" in line]
+        assert diffs and max(diffs) < 1e-4, out
+    if name == "train_tiny.py":  # the reloaded checkpoint measures what the run measured
+        line = next(ln for ln in out.splitlines() if ln.startswith("reloaded QELM"))
+        again, measured = line.split("perplexity ")[1].split(" ")[0], line.split("measured ")[1].rstrip(")")
+        assert again == measured
+
+
+def test_qelm_demo(cli, tmp_path):
+    out = tmp_path / "demo"
+    rc, stdout, _ = cli("demo", "--steps", "2", "--out", out, "--max-new-tokens", "12")
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["steps"] == 2 and set(summary["models"]) == {"qelm", "twin", "matched"}
+    assert "".join(f"Result: {summary['verdict']}.".split()) in "".join(stdout.split())
+    assert stdout.count("Sample from the ") == 3 and (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
