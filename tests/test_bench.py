@@ -46,6 +46,8 @@ def test_every_mode_and_length_is_measured_with_positive_figures(result):
         assert math.isclose(r["tokens_per_s"], tokens / r["median_s"])
         assert r["extrapolated"] is None and r["error"] is None and r["memory_method"]
         assert r["threads"] == 1  # the default: one torch thread per measurement
+        if r["mode"] == "generation":  # with and without the KV cache, the same tokens
+            assert r["cache_same_tokens"] is True and r["no_cache_tokens_per_s"] > 0
     qelm = [r for r in result.rows if r["model"] == "qelm"]
     twin = [r for r in result.rows if r["model"] == "twin"]
     assert all(0 < r["circuit_time_fraction"] <= 1 for r in qelm if r["mode"] == "inference")

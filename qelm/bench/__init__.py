@@ -7,9 +7,9 @@ sequence length ``T`` (the config's ``context_len`` is set to ``T``) and per mod
   tokens/s = ``batch * T / median``;
 * ``training``: one optimizer step, ``forward(idx, targets)`` + ``loss.backward()`` + ``AdamW.step()``,
   really run; tokens/s = ``batch * T / median``;
-* ``generation``: ``model.generate`` of ``gen_tokens`` new tokens after a ``T``-token prompt. The model has
-  no KV cache, so every new token is a full forward over the last ``T`` tokens; tokens/s =
-  ``batch * gen_tokens / median``.
+* ``generation``: ``model.generate`` of ``gen_tokens`` new tokens after a prompt of ``T - gen_tokens``
+  tokens, with the KV cache (each new token runs only its own circuits) and without it (each new token
+  re-reads the window); tokens/s = ``batch * gen_tokens / median``, and whether both gave the same tokens.
 
 Each measurement runs ``warmup`` untimed iterations, then up to ``repeats`` timed ones
 (``time.perf_counter``; ``torch.cuda.synchronize`` before each clock read on CUDA), stopping early (at

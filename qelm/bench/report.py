@@ -67,14 +67,15 @@ def format_table(result: BenchResult | dict[str, Any]) -> str:
             return f"{_fmt(rr['time_ratio'])}x" if rr else "-"
 
         lines.append(f"| {row_label(model, backend)} | {T} | {fwd} | {cell(inf, lambda r: r['tokens_per_s'])} | "
-                     f"{cell(trn, lambda r: r['tokens_per_s'])} | {cell(gen, lambda r: r['tokens_per_s'])} | "
+                     f"{cell(trn, lambda r: r['tokens_per_s'])} | {cell(gen, lambda r: r['tokens_per_s'])}"
+                     f"{' / ' + cell(gen, lambda r: r.get('no_cache_tokens_per_s')) if gen else ''} | "
                      f"{mb} | {ratio('inference')} | {ratio('training')} |")
     s = d["settings"]
     foot = [f"batch {s['batch']}, up to {s['repeats']} timed runs after {s['warmup']} warm-up (fewer where the "
             f"{s['max_seconds']:g} s budget ran out), device {s['device']}"
             + f", torch threads {s['threads'] or 'default'}; "
-            + (f"gen: {s['gen_tokens']} new tokens after a T-token prompt, no KV cache (each token is a full "
-               "forward); " if "generation" in s["modes"] else "")
+            + (f"gen tok/s: {s['gen_tokens']} new tokens after a prompt of T - {s['gen_tokens']}, with the KV cache "
+               "/ without it (each token re-reads the window); " if "generation" in s["modes"] else "")
             + "x twin: QELM time / twin time (>1: the QELM is slower)."]
     if any(r["extrapolated"] for r in rows):
         foot.append(f"~X*: {EXTRAPOLATED}: predicted for a length over the budget (model in the JSON: time_model).")

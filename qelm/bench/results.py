@@ -44,9 +44,10 @@ METHOD = {
                  "`warmup` untimed ones; tokens/s = batch*T/median",
     "training": "median of the timed optimizer steps (forward + loss.backward() + AdamW.step()); "
                 "tokens/s = batch*T/median",
-    "generation": "median of the timed model.generate calls of gen_tokens new tokens after a T-token "
-                  "prompt; there is no KV cache, so each new token is a full forward over the last T tokens; "
-                  "tokens/s = batch*gen_tokens/median",
+    "generation": "median of the timed model.generate calls of gen_tokens new tokens after a prompt of "
+                  "T - gen_tokens tokens, with the KV cache (tokens_per_s) and re-reading the window at every "
+                  "step (no_cache_tokens_per_s); tokens/s = batch*gen_tokens/median; cache_same_tokens: the "
+                  "same seed gave the same tokens both ways",
     "spread": "q25_s/q75_s (inclusive quartiles) and min_s/max_s of the timed runs",
     "memory": "each measurement in a fresh forked process, warm-up included. CPU (peak_memory_bytes): peak RSS "
               "(VmHWM reset at the start) minus RSS at the start, minus the growth of file-backed RSS (library "

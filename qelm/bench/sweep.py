@@ -160,8 +160,10 @@ def _notes(config: QELMConfig, result: BenchResult) -> list[str]:
     """Caveats a reader of the figures needs, decided from the config and the machine."""
     notes = []
     if "generation" in result.settings["modes"]:
-        notes.append("generation: the model has no KV cache, so each new token costs a full forward over the "
-                     "last T tokens (generation tok/s ~ inference tok/s / T).")
+        notes.append("generation: gen_tokens new tokens after a prompt of T - gen_tokens tokens, with the KV cache "
+                     "(each new token runs its own circuits and attends to cached keys) and without it (each new "
+                     "token re-reads the window: no_cache_tokens_per_s); cache_same_tokens says whether the two "
+                     "gave the same tokens from the same seed.")
     if config.attention == "fidelity":
         what = ("T(T+1)/2 swap-test circuits" if config.fidelity_method == "swap_test"
                 else "T state vectors and T^2 overlaps")

@@ -160,12 +160,22 @@ def _workload(spec: dict[str, Any]):
 
         return model, forward, forward
 
-    def generate() -> None:
-        model.generate(idx, spec["gen_tokens"], generator=gen)
+    # the prompt leaves room for the new tokens: the KV cache is exact within one context window (positions
+    # are absolute), so this is where it can be compared with re-reading the window at every step
+    prompt = idx[:, : max(1, T - spec["gen_tokens"])]
 
-    def warm() -> None:  # one new token: the same forward at T and the same sampling path
-        model.generate(idx, 1, generator=gen)
+    def generate(use_cache: bool = True, generator=gen):
+        return model.generate(prompt, spec["gen_tokens"], generator=generator, use_cache=use_cache)
 
+    def warm() -> None:  # one new token: the same prompt and the same sampling path
+        model.generate(prompt, 1, generator=gen)
+
+    def same_tokens() -> bool:  # the same seed gives the same tokens with and without the cache
+        seeded = [torch.Generator(device=device).manual_seed(spec["seed"]) for _ in range(2)]
+        return bool(torch.equal(generate(True, seeded[0]), generate(False, seeded[1])))
+
+    generate.without_cache = lambda: generate(False)
+    generate.same_tokens = same_tokens
     return model, generate, warm
 
 
@@ -204,6 +214,12 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     backend = model.backend if spec["model"] == "qelm" else None
     clock = _CircuitClock(backend, spec["device"]) if backend is not None and spec["mode"] == "inference" else None
     times, memory = _timed_runs(spec, step, warm, clock)
+    extra = {}
+    if spec["mode"] == "generation":  # the same generation re-reading the window at every step
+        plain, _ = _timed_runs({**spec, "warmup": 1}, step.without_cache, step.without_cache, None)
+        extra = {"no_cache_median_s": statistics.median(plain), "no_cache_times_s": plain,
+                 "no_cache_tokens_per_s": spec["batch"] * spec["gen_tokens"] / statistics.median(plain),
+                 "cache_same_tokens": step.same_tokens()}
     q25, q75 = _quartiles(times)
     median = statistics.median(times)
     tokens = spec["batch"] * (spec["gen_tokens"] if spec["mode"] == "generation" else model.config.context_len)
@@ -228,4 +244,5 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "circuit_parameters": model.circuit_parameters(),
         "backend_described": backend.describe() if backend is not None else TWIN_BACKEND,
         "threads": torch.get_num_threads(),
+        **extra,
     }
