@@ -266,18 +266,27 @@ class _Executor:
 
     # --- blocks ------------------------------------------------------------------------------------
     def _unitary(self, block: Block) -> torch.Tensor:
-        """The block's unitary on its support, ``(*S, K, K)`` (or ``(K, K)`` without weights)."""
+        """The block's unitary on its support, ``(*S, K, K)`` (or ``(K, K)`` without weights). Blocks of
+        one signature are built together, once per call."""
         if not block.uses_weights:
-            return self.cache.get(("u", id(block)), lambda: self._build_unitary(block))
-        return self._build_unitary(block)
+            return self.cache.get(("u", id(block)), lambda: self._build_unitaries([block])[..., 0, :, :])
+        if id(block) not in self.unitaries:
+            group = next(g for g in self.plan.groups if any(b is block for b in g))
+            built = self._build_unitaries(group)  # (*S, len(group), K, K)
+            for j, b in enumerate(group):
+                self.unitaries[id(b)] = built[..., j, :, :]
+        return self.unitaries[id(block)]
 
-    def _build_unitary(self, block: Block) -> torch.Tensor:
+    def _build_unitaries(self, group: list[Block]) -> torch.Tensor:
+        """The unitaries of blocks with one signature, ``(*S, nb, K, K)``: their items walked once, every
+        tensor carrying the blocks along one axis."""
         cache = self.cache
-        K = 2 ** len(block.support)
-        spec = cache.get(("layers", id(block)), lambda: _layer_spec(block, cache))
-        layers = self._layers(spec) if spec["n_layers"] else None  # (*S, L, K, K)
+        first = group[0]
+        K = 2 ** len(first.support)
+        spec = cache.get(("layers", tuple(id(b) for b in group)), lambda: _layer_spec(group, cache))
+        layers = self._layers(spec) if spec["n_layers"] else None  # (*S, nb, L, K, K)
         u, li = None, 0
-        for item in block.items:
+        for i, item in enumerate(first.items):
             if item[0] == "layer":
                 mat = layers[..., li, :, :]
                 li += 1
@@ -294,33 +303,39 @@ class _Executor:
             elif item[0] == "dense":
                 mat = cache.get(("dense", id(item[1])), lambda: torch.as_tensor(item[1], dtype=cache.cplx, device=cache.device))
                 u = mat if u is None else mat @ u
-            else:  # multi-qubit rotation: c U + s G U
-                op, gp = item[1], item[2]
-                c, s = self._cos_sin(op)
+            else:  # multi-qubit rotation: c U + s G U, one angle per block of the group
+                gp = item[2]
+                cs = [self._cos_sin(b.items[i][1]) for b in group]
+                c = torch.stack([x[0].reshape(x[0].shape[:-2]) for x in cs], -1)[..., None, None]  # (*S, nb, 1, 1)
+                s = torch.stack([x[1].reshape(x[1].shape[:-2]) for x in cs], -1)[..., None, None]
                 g = cache.get(("dense", id(gp)), lambda: torch.as_tensor(gp.dense(), dtype=cache.cplx, device=cache.device))
                 cur = torch.eye(K, dtype=cache.cplx, device=cache.device) if u is None else u
                 u = c * cur + s * (g @ cur)
         if u is None:
             u = torch.eye(K, dtype=cache.cplx, device=cache.device)
+        if u.dim() == 2:  # fixed gates only: the same for every block
+            u = u.expand((len(group), K, K))
         return u
 
     def _layers(self, spec) -> torch.Tensor:
-        """Every layer of one-qubit gates of a block as a ``K x K`` matrix, all at once: the gates' 2x2
-        matrices from their angles (one vectorized formula), each wire's chain multiplied out, then the
-        Kronecker product over wires as one gather and one product. ``(*S, L, K, K)``."""
+        """Every layer of one-qubit gates of a group of blocks as a ``K x K`` matrix, all at once: the gates'
+        2x2 matrices from their angles (one vectorized formula), each wire's chain multiplied out, then the
+        Kronecker product over wires as one gather and one product. ``(*S, nb, L, K, K)``."""
         table = spec["fixed"]  # (F + 1, 2, 2): constant gates, then the identity
         if spec["n_weight"]:
-            idx = spec["weight_index"]
-            c, s = self.cw[..., idx, None, None], self.sw[..., idx, None, None]  # (*S, G, 1, 1)
-            mats = c * spec["eye"] + s * spec["gen_w"]  # (*S, G, 2, 2)
+            idx = spec["weight_index"]  # (nb, G): each block's weight entries
+            c, s = self.cw[..., idx, None, None], self.sw[..., idx, None, None]  # (*S, nb, G, 1, 1)
+            mats = c * spec["eye"] + s * spec["gen_w"]  # (*S, nb, G, 2, 2)
             if spec["phase_w"] is not None:  # PhaseShift = e^{i theta/2} RZ
                 mats = mats * torch.where(spec["phase_w"], torch.complex(c, s), torch.ones_like(c, dtype=mats.dtype))
             table = torch.cat([mats, table.expand(mats.shape[:-3] + table.shape)], dim=-3)
-        t = table[..., spec["chain"], :, :]  # (*S, L, k, C, 2, 2)
+        else:
+            table = table.expand((spec["n_blocks"],) + table.shape)
+        t = table[..., spec["chain"], :, :]  # (*S, nb, L, k, C, 2, 2)
         m = t[..., 0, :, :]
         for j in range(1, t.shape[-3]):  # later gates act after earlier ones
             m = t[..., j, :, :] @ m
-        # (*S, L, k, 2, 2) -> (*S, L, K, K): U[r, c] = prod_w m_w[r_w, c_w]
+        # (*S, nb, L, k, 2, 2) -> (*S, nb, L, K, K): U[r, c] = prod_w m_w[r_w, c_w]
         return m[..., spec["kw"], spec["kr"], spec["kc"]].prod(dim=-3)
 
     def _block(self, t, cplx, block: Block):
@@ -359,6 +374,7 @@ class _Executor:
         if w is not None:
             half = w * 0.5
             self.cw, self.sw = torch.cos(half), torch.sin(half)
+        self.unitaries = {}
         t, cplx = self._prefix(lead, m)
         for stage, content in self.plan.stages:
             if stage == "data" and _ry_layer(content):
@@ -371,7 +387,7 @@ class _Executor:
                     t, cplx = self._op(t, cplx, op)
             else:
                 t, cplx = self._block(t, cplx, content)
-        self.x = self.cx = self.sx = self.cw = self.sw = None
+        self.x = self.cx = self.sx = self.cw = self.sw = self.unitaries = None
         if kind == "state":
             if not cplx:
                 t = _complexify(t)
@@ -427,8 +443,10 @@ def _rotation_matrix(name: str, theta: float) -> np.ndarray:
     return m * np.exp(0.5j * theta) if name == "PhaseShift" else m
 
 
-def _layer_spec(block: Block, cache: _Tensors) -> dict:
-    """Constant tensors that build every one-qubit layer of a fused block in one vectorized pass."""
+def _layer_spec(group: list[Block], cache: _Tensors) -> dict:
+    """Constant tensors that build every one-qubit layer of a group of fused blocks (one signature) in one
+    vectorized pass; the blocks differ only in which weight entries drive their gates."""
+    block = group[0]
     weighted, fixed = [], []
     chains = [item[1] for item in block.items if item[0] == "layer"]
     for layer in chains:
@@ -450,9 +468,12 @@ def _layer_spec(block: Block, cache: _Tensors) -> dict:
     K = 2**k
     as_c = lambda a: torch.as_tensor(a, dtype=cache.cplx, device=cache.device)  # noqa: E731
     ps = [o.name == "PhaseShift" for o in weighted]
+    # the same walk over every block of the group meets its gates in the same order: their weight entries
+    per_block = [[o.index for item in b.items if item[0] == "layer" for ch in item[1] for o in ch if o.source == "weight"]
+                 for b in group]
     return {
-        "n_layers": len(chains), "n_weight": len(weighted),
-        "weight_index": torch.as_tensor([o.index for o in weighted], dtype=torch.long, device=cache.device),
+        "n_layers": len(chains), "n_weight": len(weighted), "n_blocks": len(group),
+        "weight_index": torch.as_tensor(per_block, dtype=torch.long, device=cache.device),
         "eye": as_c(np.eye(2)),
         "gen_w": as_c(np.stack([local_matrix(o.name, 1) for o in weighted])) if weighted else None,
         "phase_w": torch.as_tensor(ps, device=cache.device)[:, None, None] if any(ps) else None,

@@ -175,6 +175,20 @@ class Block:
         return any(o.source == "weight" for o in self.ops)
 
     @property
+    def signature(self) -> tuple:
+        """What the unitary is as a function of its weight angles: blocks with equal signatures (the layers
+        of a re-uploading circuit, the two states of a swap test) are built together in one pass."""
+        def key(item):
+            if item[0] == "layer":
+                return ("layer",) + tuple(tuple((o.name, o.source, o.value) for o in ch) for ch in item[1])
+            if item[0] in ("perm", "rot"):
+                gp = item[-1]
+                return (item[0], gp.perm.tobytes(), gp.phase.tobytes()) + ((item[1].name, item[1].source, item[1].value)
+                                                                          if item[0] == "rot" else ())
+            return ("dense", item[1].tobytes())
+        return (len(self.support), self.real) + tuple(key(i) for i in self.items)
+
+    @property
     def real(self) -> bool:
         return all(o.real for o in self.ops)
 
@@ -189,6 +203,8 @@ class Plan:
     stages: list[tuple[str, object]]  # ("data", [Op]) or ("block", Block)
     n_data: int
     n_weights: int
+    #: fused blocks that use weights, grouped by :attr:`Block.signature`
+    groups: list[list[Block]] = field(default_factory=list)
 
 
 def _classify(circuit, layout) -> list[Op]:
@@ -312,4 +328,8 @@ def build_plan(circuit, layout) -> Plan:
     stages = [(kind, group if kind == "data" else _block(group, n)) for kind, group in _stages(rest)]
     n_data = 1 + max((j for w, j in layout if not w), default=-1)
     n_weights = 1 + max((j for w, j in layout if w), default=-1)
-    return Plan(n, tuple(circuit.observables), prefix, stages, n_data, n_weights)
+    groups: dict[tuple, list[Block]] = {}
+    for kind, block in stages:
+        if kind == "block" and block.mode == "matrix" and block.uses_weights:
+            groups.setdefault(block.signature, []).append(block)
+    return Plan(n, tuple(circuit.observables), prefix, stages, n_data, n_weights, list(groups.values()))
