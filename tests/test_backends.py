@@ -249,12 +249,26 @@ def test_unknown_option_lists_valid_options():
 
 
 def test_lightning_gpu_unavailable_gives_install_hint():
-    try:
-        backend = get_backend("lightning.gpu")
-    except BackendUnavailable as e:
-        assert "pip install" in str(e)
-        return
-    pytest.skip(f"lightning.gpu is usable here ({backend})")
+    """The real condition: the package pennylane-lightning-gpu 0.45 installs (pennylane_lightning.lightning_gpu)
+    and a CUDA GPU; the message says which one is missing."""
+    from qelm.backends.pennylane import installed
+
+    has_package = installed("pennylane_lightning.lightning_gpu")
+    if has_package and torch.cuda.is_available():
+        pytest.skip("lightning.gpu can run here")
+    with pytest.raises(BackendUnavailable) as e:
+        get_backend("lightning.gpu")
+    if not has_package:
+        assert "is not installed" in str(e.value) and "pip install 'qelm[gpu]'" in str(e.value)
+    else:
+        assert "no CUDA GPU" in str(e.value)
+
+
+def test_installed_looks_inside_packages():
+    from qelm.backends.pennylane import installed
+
+    assert installed("pennylane_lightning") and installed("qelm.backends.fused")
+    assert not installed("pennylane_lightning.no_such_device") and not installed("no_such_package.sub")
 
 
 @pytest.mark.parametrize("device", ["default.qubit", pytest.param("lightning.qubit", marks=pytest.mark.skipif(

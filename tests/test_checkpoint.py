@@ -86,11 +86,10 @@ def test_loading_on_another_backend_keeps_the_weights(tmp_path, tiny_config, tok
 
 def test_unavailable_backend_is_reported(tmp_path, tiny_config, tokenizer):
     save_checkpoint(tmp_path / "ck", QELM(tiny_config), tokenizer)
-    try:
-        import pennylane_lightning_gpu  # noqa: F401
+    from qelm.backends.pennylane import installed
+
+    if installed("pennylane_lightning.lightning_gpu"):
         pytest.skip("lightning.gpu is installed here")
-    except ImportError:
-        pass
     with pytest.raises(BackendUnavailable, match="lightning.gpu"):
         load_checkpoint(tmp_path / "ck", backend="lightning.gpu")
 

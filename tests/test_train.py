@@ -292,11 +292,10 @@ def test_cli_output_folder_not_writable(tmp_path, cli, corpus, config_file):
 
 
 def test_cli_backend_unavailable(tmp_path, cli, corpus, config_file):
-    try:
-        import pennylane_lightning_gpu  # noqa: F401
+    from qelm.backends.pennylane import installed
+
+    if installed("pennylane_lightning.lightning_gpu"):
         pytest.skip("lightning.gpu is installed here")
-    except ImportError:
-        pass
     line = cli.error("train", "--data", str(corpus), "--config", str(config_file), "--out",
                        str(tmp_path / "r"), "--backend", "lightning.gpu")
     assert "lightning.gpu" in line and "pip install" in line

@@ -25,11 +25,20 @@ from .cuda_graph import GraphPool
 from .gates import GATE_SET
 
 _DIFF = {"default.qubit": "backprop", "lightning.qubit": "adjoint", "lightning.gpu": "adjoint"}
-_PACKAGE = {"lightning.qubit": "pennylane_lightning", "lightning.gpu": "pennylane_lightning_gpu"}
+# the module each device lives in: pennylane-lightning-gpu 0.45 installs pennylane_lightning.lightning_gpu
+_PACKAGE = {"lightning.qubit": "pennylane_lightning", "lightning.gpu": "pennylane_lightning.lightning_gpu"}
 _INSTALL = {
     "lightning.qubit": "pip install pennylane-lightning",
     "lightning.gpu": "pip install 'qelm[gpu]' (pennylane-lightning-gpu, needs an NVIDIA GPU with CUDA 12)",
 }
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` (dotted: its parent package is imported to look) can be imported."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        return False
 
 
 def _keeps_all_but_rot(op) -> bool:
@@ -47,13 +56,17 @@ class PennyLaneBackend(Backend):
         super().__init__(shots=shots, seed=seed)
         self.name = device_name
         pkg = _PACKAGE.get(device_name)
-        if pkg and importlib.util.find_spec(pkg) is None:
+        if pkg and not installed(pkg):
             raise BackendUnavailable(f"backend {device_name!r} is not installed: {_INSTALL[device_name]}")
         if device_name == "lightning.gpu":
+            if not torch.cuda.is_available():
+                raise BackendUnavailable("backend 'lightning.gpu' is installed but torch sees no CUDA GPU here: run on "
+                                         "a machine with an NVIDIA GPU, or use 'qelm.fused' (CPU or CUDA)")
             try:  # fail here, with the hint, rather than at the first forward pass
                 qml.device("lightning.gpu", wires=1)
             except Exception as e:  # the plugin raises several types when no GPU / CUDA runtime is found
-                raise BackendUnavailable(f"backend 'lightning.gpu' cannot start ({e}); {_INSTALL[device_name]}") from None
+                raise BackendUnavailable(f"backend 'lightning.gpu' cannot start ({e}); it needs the CUDA 12 runtime "
+                                         f"libraries: {_INSTALL[device_name]}") from None
         default = _DIFF[device_name] if shots is None else "parameter-shift"
         self.diff_method = diff_method or default
         self.supports_state = device_name == "default.qubit" and shots is None
