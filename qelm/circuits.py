@@ -37,7 +37,12 @@ __all__ = [
     "build_circuit",
     "amplitude_tree_angles",
     "z_signs",
+    "z_product",
+    "READOUTS",
 ]
+
+#: how a feature circuit is read out: <Z_i>; <Z_i> and <Z_i Z_j>; basis probabilities
+READOUTS = ("z", "zz", "probs")
 
 
 def _entangler_shape(n_layers: int, n_qubits: int) -> tuple[int, ...]:
@@ -56,6 +61,9 @@ class Circuit:
 
     n_qubits: int = 4
     n_layers: int = 2
+    #: what the circuit is read out as (see :data:`READOUTS`): <Z> per qubit, plus <Z_i Z_j> of every pair,
+    #: or the full basis probabilities
+    readout: str = "z"
     name = "circuit"
     kind = "circuit"
     #: what a backend returns for it: "expval" (Pauli-Z on ``observables``) or "state" (the state vector)
@@ -66,6 +74,11 @@ class Circuit:
             raise ValueError(f"n_qubits={self.n_qubits!r} is invalid for circuit {self.name!r}: use an integer >= 1")
         if not isinstance(self.n_layers, int) or self.n_layers < 1:
             raise ValueError(f"n_layers={self.n_layers!r} is invalid for circuit {self.name!r}: use an integer >= 1")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout={self.readout!r} is invalid for circuit {self.name!r}: choose one of {', '.join(READOUTS)}")
+        if self.readout != "z" and (self.returns == "state" or len(self.observables) != self.n_wires):
+            raise ValueError(f"circuit {self.name!r} has a fixed readout; readout={self.readout!r} applies to the "
+                             "embedding, attention-feature and feed-forward circuits")
 
     # --- sizes, derived from config so callers never hard-code them ---------------------------------
     @property
@@ -110,9 +123,37 @@ class Circuit:
         return tuple(range(self.n_qubits))
 
     @property
+    def z_strings(self) -> tuple[tuple[int, ...], ...]:
+        """The Pauli-Z products a backend measures: one tuple of wires each. ``z``: each wire of
+        ``observables``; ``zz``: those, then every pair ``(i, j)``, ``i < j``; ``probs``: every non-empty subset
+        of the wires (:meth:`features` turns their expectations into the ``2**n`` basis probabilities)."""
+        wires = self.observables
+        if self.readout == "z":
+            return tuple((w,) for w in wires)
+        if self.readout == "zz":
+            n = len(wires)
+            return tuple((w,) for w in wires) + tuple((wires[i], wires[j]) for i in range(n) for j in range(i + 1, n))
+        n = len(wires)
+        return tuple(tuple(w for k, w in enumerate(wires) if mask >> (n - 1 - k) & 1) for mask in range(1, 2**n))
+
+    @property
+    def n_outputs(self) -> int:
+        """Features per instance after :meth:`features`: n, n + n(n-1)/2 or 2**n."""
+        return 2 ** len(self.observables) if self.readout == "probs" else len(self.z_strings)
+
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """Expectations of :attr:`z_strings` ``(..., len(z_strings))`` -> the readout's features. For
+        ``probs``: ``P(b) = 2**-n sum_S (-1)**|b & S| <Z_S>`` over all subsets S (``<Z_{}> = 1``), exact for
+        exact expectations and an unbiased estimate from shot estimates."""
+        if self.readout != "probs":
+            return z
+        signs = z_signs(len(self.observables), self.z_strings, z)  # (D, D - 1): (-1)^|b & S|
+        return (1 + z @ signs.T) / signs.shape[0]
+
+    @property
     def key(self) -> tuple:
-        """Identifies the gate structure; backends cache compiled circuits under it."""
-        return (self.name, self.n_qubits, self.n_layers)
+        """Identifies the gate structure and readout; backends cache compiled circuits under it."""
+        return (self.name, self.n_qubits, self.n_layers, self.readout)
 
     # --- the circuit -----------------------------------------------------------------------------
     def apply(self, angles: torch.Tensor) -> None:
@@ -150,7 +191,7 @@ class Circuit:
         self.apply(angles)
         if self.returns == "state":
             return qml.state()
-        return [qml.expval(qml.PauliZ(w)) for w in self.observables]
+        return [qml.expval(z_product(s)) for s in self.z_strings]
 
     def draw(self, angles: torch.Tensor | None = None, **kwargs) -> str:
         """Text drawing by ``qml.draw``; symbolic-looking index angles when ``angles`` is omitted."""
@@ -434,24 +475,42 @@ CIRCUITS: dict[str, type[Circuit]] = {
 EMBEDDING_CIRCUITS = tuple(n for n, c in CIRCUITS.items() if c.kind == "embedding")
 
 
-def build_circuit(name: str, n_qubits: int = 4, n_layers: int = 2) -> Circuit:
+def build_circuit(name: str, n_qubits: int = 4, n_layers: int = 2, readout: str = "z") -> Circuit:
     """Build a built-in circuit by name: one of ``CIRCUITS`` (angle, polar, amplitude, attention,
     fidelity, swap_test, feed_forward)."""
     if name not in CIRCUITS:
         raise ValueError(f"unknown circuit {name!r}: valid circuits are {', '.join(sorted(CIRCUITS))}")
-    return CIRCUITS[name](n_qubits=n_qubits, n_layers=n_layers)
+    return CIRCUITS[name](n_qubits=n_qubits, n_layers=n_layers, readout=readout)
+
+
+def z_product(wires: tuple[int, ...]):
+    """The PennyLane observable ``Z_a Z_b ...`` on ``wires``."""
+    op = qml.PauliZ(wires[0])
+    for w in wires[1:]:
+        op = op @ qml.PauliZ(w)
+    return op
 
 
 def z_signs(n_wires: int, wires, like: torch.Tensor) -> torch.Tensor:
     """``(2**n_wires, len(wires))`` matrix of Pauli-Z eigenvalues (+1 for bit 0, -1 for bit 1) of each basis
-    state on each wire; wire 0 is the most significant bit. ``probs @ z_signs`` gives <Z_w>. Read-only: one
+    state on each wire (or the product over a tuple of wires: a Z string); wire 0 is the most significant bit. ``probs @ z_signs`` gives <Z_w>. Read-only: one
     tensor per (wires, device, dtype) is built and reused, so a call never copies from the host (which
     also lets the call be captured in a CUDA graph)."""
-    return _z_signs(n_wires, tuple(int(w) for w in wires), like.device, like.dtype)
+    return _z_signs(n_wires, tuple(int(w) if not isinstance(w, tuple) else tuple(int(v) for v in w) for w in wires),
+                    like.device, like.dtype)
 
 
 @lru_cache(maxsize=256)
-def _z_signs(n_wires: int, wires: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _z_signs(n_wires: int, wires: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     index = torch.arange(2**n_wires, device=device).unsqueeze(-1)
-    shifts = torch.tensor([n_wires - 1 - w for w in wires], device=device)
-    return (1 - 2 * ((index >> shifts) & 1)).to(dtype)
+    columns = []
+    for w in wires:  # a wire, or a tuple of wires: the product of their signs
+        mask = sum(1 << (n_wires - 1 - v) for v in ((w,) if isinstance(w, int) else w))
+        columns.append(mask)
+    masks = torch.tensor(columns, device=device)
+    parity = torch.zeros(index.shape[0], len(columns), dtype=torch.long, device=device)
+    bits = index & masks
+    for _ in range(n_wires):  # popcount of each (basis state, mask)
+        parity ^= bits & 1
+        bits = bits >> 1
+    return (1 - 2 * parity).to(dtype)

@@ -16,7 +16,7 @@ from typing import Any
 
 import tomli_w
 
-from .circuits import EMBEDDING_CIRCUITS, build_circuit
+from .circuits import EMBEDDING_CIRCUITS, READOUTS, build_circuit
 
 __all__ = ["QELMConfig", "SLOT_CHOICES", "state_vector_bytes", "available_memory_bytes", "read_toml",
            "config_differences", "with_backend"]
@@ -26,6 +26,7 @@ SLOT_CHOICES = {
     "attention": ("quantum", "fidelity", "classical"),
     "feed_forward": ("quantum", "classical"),
     "fidelity_method": ("exact", "swap_test"),
+    "readout": READOUTS,
 }
 
 
@@ -60,6 +61,7 @@ class QELMConfig:
     fidelity_method: str = "exact"  # "exact" (state overlap) | "swap_test" (circuit, works with shots)
     adaptive_threshold: bool = False  # fidelity: keep scores >= row mean + 0.5 std
     feed_forward: str = "quantum"  # "quantum" | "classical"
+    readout: str = "z"  # feature circuits read out as "z" (<Z_i>), "zz" (+ <Z_i Z_j>) or "probs" (2**n probabilities)
     backend: str = "qelm.fused"  # simulator the circuits run on (see qelm.backends)
     shots: int | None = None  # None: exact expectations; an int: sampled
     batch_hint: int = 8  # batch size the memory check assumes (circuits in flight = batch * context * heads)
@@ -181,8 +183,10 @@ class QELMConfig:
         return cls.from_dict(data.get("model", data))
 
     def circuit(self, name: str):
-        """The built-in circuit ``name`` at this config's qubits and layers."""
-        return build_circuit(name, self.n_qubits, self.circuit_layers)
+        """The built-in circuit ``name`` at this config's qubits and layers (and readout, for the circuits
+        whose outputs are features: embeddings, attention features, feed-forward)."""
+        fixed = name in ("fidelity", "swap_test")
+        return build_circuit(name, self.n_qubits, self.circuit_layers, "z" if fixed else self.readout)
 
 
 # --- helpers for code that loads or compares configs ------------------------------------------------------

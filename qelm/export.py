@@ -85,7 +85,9 @@ def resources(circuit: Circuit) -> dict:
         "n_qubits": circuit.n_qubits,
         "n_layers": circuit.n_layers,
         "wires": circuit.n_wires,
-        "returns": "state vector" if circuit.returns == "state" else f"<Z> on wires {list(circuit.observables)}",
+        "returns": "state vector" if circuit.returns == "state" else (
+            f"<Z> on wires {list(circuit.observables)}" if circuit.readout == "z"
+            else f"readout {circuit.readout!r}: <Z...> of the wire sets {[list(z) for z in circuit.z_strings]}"),
         "parameters": {
             "gate_angles": circuit.n_angles,
             "data_angles": int((~mask).sum()),

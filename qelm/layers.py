@@ -39,9 +39,10 @@ class QuantumLayer(nn.Module):
         self.backend = get_backend(backend, **options)
 
     def run(self, circuit: Circuit, inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Pauli-Z expectations: ``inputs`` ``(S..., *batch, *input_shape)``, ``weights``
-        ``(S..., *weight_shape)`` -> ``(S..., *batch, n_out)``, one execution."""
-        return self.backend.run(circuit, inputs, weights, "expval")
+        """The circuit's readout features (<Z> per qubit, plus <ZZ> pairs, or basis probabilities):
+        ``inputs`` ``(S..., *batch, *input_shape)``, ``weights`` ``(S..., *weight_shape)`` ->
+        ``(S..., *batch, circuit.n_outputs)``, one execution."""
+        return circuit.features(self.backend.run(circuit, inputs, weights, "expval"))
 
     def run_state(self, circuit: Circuit, inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """State vectors, laid out as :meth:`run`: ``(S..., *batch, D)`` complex, one execution."""
@@ -65,7 +66,7 @@ class QuantumEmbedding(QuantumLayer):
         c = self.circuit
         self.token_inputs = nn.Parameter(torch.randn(config.vocab_size, c.n_inputs) * (0.5 if c.name != "amplitude" else 1.0))
         self.weights = _init_circuit_weights(c.weight_shape)
-        self.expand = nn.Linear(config.n_qubits, config.d_model)
+        self.expand = nn.Linear(c.n_outputs, config.d_model)
         self.position = None if c.name == "polar" else nn.Embedding(config.context_len, config.d_model)
 
     def forward(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:  # idx (B, T) -> (B, T, d_model)
@@ -103,7 +104,7 @@ class QuantumAttentionHead(QuantumLayer):
 
     def __init__(self, n_qubits: int = 4, circuit_layers: int = 2, n_heads: int = 1, mode: str = "quantum",
                  method: str = "exact", adaptive_threshold: bool = False, backend: str | Backend = "qelm.fused",
-                 **backend_options) -> None:
+                 readout: str = "z", **backend_options) -> None:
         super().__init__(backend, **backend_options)
         if mode not in ("quantum", "fidelity"):
             raise ValueError(f"attention mode {mode!r} is invalid: choose quantum or fidelity")
@@ -111,7 +112,9 @@ class QuantumAttentionHead(QuantumLayer):
             raise ValueError(f"fidelity method {method!r} is invalid: choose exact or swap_test")
         self.mode, self.method, self.adaptive_threshold = mode, method, adaptive_threshold
         self.n_heads, self.n_qubits = n_heads, n_qubits
-        self.features = build_circuit("attention", n_qubits, circuit_layers)
+        # q/k/v features read out as the config says; fidelity values stay <Z> per qubit
+        self.features = build_circuit("attention", n_qubits, circuit_layers, readout if mode == "quantum" else "z")
+        self.out_features = self.features.n_outputs  # per head: F for quantum attention, n for fidelity
         self.fidelity = build_circuit("fidelity", n_qubits, circuit_layers)
         self.swap_test = build_circuit("swap_test", n_qubits, circuit_layers)
         slots = 3 if mode == "quantum" else 1  # q, k, v circuits per head, or one state per head
@@ -129,10 +132,11 @@ class QuantumAttentionHead(QuantumLayer):
         if self.mode == "quantum":
             # weight sets (H, 3) first: the same features go into the q, k and v circuits of each head
             inputs = x.permute(2, 0, 1, 3).reshape(H, 1, B * T, n).expand(H, 3, B * T, n)
-            qkv = self.run(self.features, inputs, self.weights)  # (H, 3, B*T, n)
-            q, k, v = qkv.reshape(H, 3, B, T, n).permute(1, 2, 0, 3, 4).unbind(0)  # each (B, H, T, n)
-            k, v = _cached(cache, "k", k), _cached(cache, "v", v)  # (B, H, Tk, n)
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(n)  # (B, H, T, Tk)
+            qkv = self.run(self.features, inputs, self.weights)  # (H, 3, B*T, F), F features per circuit
+            F = qkv.shape[-1]
+            q, k, v = qkv.reshape(H, 3, B, T, F).permute(1, 2, 0, 3, 4).unbind(0)  # each (B, H, T, F)
+            k, v = _cached(cache, "k", k), _cached(cache, "v", v)  # (B, H, Tk, F)
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(F)  # (B, H, T, Tk)
             att = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
         else:
             w = self.weights[:, 0]  # (H, *weight_shape)
@@ -205,8 +209,9 @@ class QuantumMultiHeadAttention(QuantumLayer):
         self.n_heads, self.n_qubits = config.n_heads, config.n_qubits
         self.reduce = nn.Linear(config.d_model, config.n_heads * config.n_qubits)
         self.heads = QuantumAttentionHead(config.n_qubits, config.circuit_layers, config.n_heads, config.attention,
-                                          config.fidelity_method, config.adaptive_threshold, self.backend)
-        self.expand = nn.Linear(config.n_heads * config.n_qubits, config.d_model)
+                                          config.fidelity_method, config.adaptive_threshold, self.backend,
+                                          readout=config.readout)
+        self.expand = nn.Linear(config.n_heads * self.heads.out_features, config.d_model)
 
     def set_backend(self, backend: str | Backend, **options) -> None:
         super().set_backend(backend, **options)
@@ -227,7 +232,7 @@ class QuantumFeedForward(QuantumLayer):
         self.circuit = config.circuit("feed_forward")
         self.reduce = nn.Linear(config.d_model, config.n_qubits)
         self.weights = _init_circuit_weights(self.circuit.weight_shape)
-        self.expand = nn.Linear(config.n_qubits, config.d_model)
+        self.expand = nn.Linear(self.circuit.n_outputs, config.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, d_model)
         z = self.run(self.circuit, self.reduce(x), self.weights)  # (B, T, n)

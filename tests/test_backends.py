@@ -298,3 +298,85 @@ def test_pennylane_shots_give_gradients_within_bound():
     # parameter shift from shots: each entry is a sum over observables of (E+ - E-)/2
     bound = 5 * (len(circuit.observables) * 0.5 / shots) ** 0.5
     assert torch.all((grad - exact).abs() <= bound) and (grad - exact).abs().max() > 0
+
+
+READOUT_BACKENDS = [
+    pytest.param("qelm.fused", {}, id="qelm.fused"),
+    pytest.param("default.qubit", {}, id="default.qubit"),
+    pytest.param("lightning.qubit", {}, id="lightning.qubit",
+                 marks=pytest.mark.skipif(not HAS_LIGHTNING, reason="pennylane-lightning not installed")),
+    pytest.param("qiskit.aer", {}, id="qiskit.aer", marks=pytest.mark.skipif(not HAS_AER, reason="qiskit-aer not installed")),
+]
+
+
+def _readout_reference(circuit, x, w):
+    """Features from a plain default.qubit QNode's basis probabilities: <Z_S> = sum_b p_b (-1)^|b & S|."""
+    from qelm.circuits import z_signs
+
+    dev = qml.device("default.qubit", wires=circuit.n_wires)
+
+    @qml.qnode(dev, interface="torch", diff_method="backprop")
+    def node(angles):
+        circuit.apply(angles)
+        return qml.probs(wires=circuit.wires)
+
+    probs = node(circuit.angles(x, w))  # (N, 2**n)
+    if circuit.readout == "probs":
+        return probs
+    return probs @ z_signs(circuit.n_wires, circuit.z_strings, probs)
+
+
+@pytest.mark.parametrize("backend_name, options", READOUT_BACKENDS)
+@pytest.mark.parametrize("readout", ["zz", "probs"])
+@pytest.mark.parametrize("name", ["angle", "attention", "feed_forward"])
+def test_readouts_match_reference_with_gradients(backend_name, options, readout, name):
+    from qelm.circuits import build_circuit
+
+    circuit = build_circuit(name, 3, 2, readout)
+    assert circuit.n_outputs == {"zz": 3 + 3, "probs": 8}[readout]
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand((4,) + circuit.input_shape, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    w = (torch.rand(circuit.weight_shape, generator=g, dtype=torch.float64) * 6).requires_grad_()
+    ref = _readout_reference(circuit, x, w)
+    out = circuit.features(_backend(backend_name, **options).run(circuit, x, w))
+    torch.testing.assert_close(out, ref, atol=VALUE_TOL, rtol=0)
+    if readout == "probs":
+        torch.testing.assert_close(out.sum(-1), torch.ones(4, dtype=torch.float64), atol=1e-9, rtol=0)
+    cot = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).reshape(out.shape)
+    for a, b in zip(torch.autograd.grad(ref, (x, w), cot), torch.autograd.grad(out, (x, w), cot)):
+        torch.testing.assert_close(b, a, atol=GRAD_TOL, rtol=0)
+
+
+@pytest.mark.parametrize("backend_name", [pytest.param("default.qubit"), pytest.param(
+    "qiskit.aer", marks=pytest.mark.skipif(not HAS_AER, reason="qiskit-aer not installed"))])
+@pytest.mark.parametrize("readout", ["zz", "probs"])
+def test_readouts_with_shots_within_binomial_bound(backend_name, readout):
+    """Each Z string is a +-1 observable: its shot estimate is within 5 sigma of sqrt((1 - <Z>^2) / shots)."""
+    from qelm.circuits import build_circuit
+
+    circuit = build_circuit("angle", 3, 1, readout)
+    x = torch.rand((6,) + circuit.input_shape, dtype=torch.float64) * 3
+    w = torch.rand(circuit.weight_shape, dtype=torch.float64) * 6
+    shots = 4000
+    exact = get_backend("qelm.fused").run(circuit, x, w)
+    sampled = get_backend(backend_name, shots=shots, seed=1).run(circuit, x, w).detach()
+    sigma = ((1 - exact.square()).clamp_min(1e-12) / shots).sqrt()
+    assert ((sampled - exact).abs() <= 5 * sigma + 1e-9).all()
+
+
+@pytest.mark.parametrize("readout", ["zz", "probs"])
+def test_model_with_richer_readout_trains(readout):
+    from qelm import QELM, QELMConfig
+
+    cfg = QELMConfig(vocab_size=11, d_model=8, n_heads=2, d_hidden=16, context_len=6, n_qubits=2, circuit_layers=1,
+                     readout=readout)
+    model = QELM(cfg)
+    features = {"zz": 3, "probs": 4}[readout]  # n + n(n-1)/2, or 2**n, for n = 2
+    assert model.embedding.expand.in_features == features
+    assert model.blocks[0].attention.expand.in_features == 2 * features
+    idx = torch.randint(0, 11, (2, 6))
+    _, loss = model(idx, idx)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    with pytest.raises(ValueError, match="readout='xyz'"):
+        QELMConfig(readout="xyz")

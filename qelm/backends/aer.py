@@ -89,7 +89,8 @@ def translate(circuit):
             getattr(qc, _QISKIT[g.name])(*qubits)
 
     cols = np.array([p.index for p in qc.parameters], dtype=np.int64)
-    paulis = [SparsePauliOp.from_sparse_list([("Z", [q(w)], 1.0)], num_qubits=n) for w in circuit.observables]
+    paulis = [SparsePauliOp.from_sparse_list([("Z" * len(z), [q(w) for w in z], 1.0)], num_qubits=n)
+              for z in circuit.z_strings]  # the readout's Z strings
     observables = [paulis]  # shape (1, n_obs): broadcasts against values (N, 1, U) to (N, n_obs)
     return _Compiled(qc, observables, cols, n_angles)
 

@@ -71,6 +71,7 @@ class _Tensors:
         return self.get(("perm", id(gp), interleaved), make)
 
     def z(self, n: int, wires, interleaved: bool) -> torch.Tensor:
+        """Signs of the Z strings ``wires`` on each basis state, ``(D or 2D, n_obs)``."""
         def make():
             z = z_signs(n, wires, torch.empty(0, dtype=self.real, device=self.device))
             return z.repeat_interleave(2, dim=0) if interleaved else z

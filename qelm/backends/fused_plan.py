@@ -198,7 +198,7 @@ class Plan:
     """What :mod:`qelm.backends.fused` runs for one circuit structure and angle layout."""
 
     n_wires: int
-    observables: tuple[int, ...]
+    observables: tuple[tuple[int, ...], ...]  # the Z strings measured
     prefix: list[list[Op]]  # per wire: its one-qubit gates on |0>
     stages: list[tuple[str, object]]  # ("data", [Op]) or ("block", Block)
     n_data: int
@@ -332,4 +332,4 @@ def build_plan(circuit, layout) -> Plan:
     for kind, block in stages:
         if kind == "block" and block.mode == "matrix" and block.uses_weights:
             groups.setdefault(block.signature, []).append(block)
-    return Plan(n, tuple(circuit.observables), prefix, stages, n_data, n_weights, list(groups.values()))
+    return Plan(n, tuple(circuit.z_strings), prefix, stages, n_data, n_weights, list(groups.values()))

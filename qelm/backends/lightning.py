@@ -32,7 +32,7 @@ class _Kernels:
     """One circuit structure, ready for Lightning's kernels."""
 
     def __init__(self, circuit) -> None:
-        from pennylane_lightning.lightning_qubit_ops.observables import NamedObsC128
+        from pennylane_lightning.lightning_qubit_ops.observables import NamedObsC128, TensorProdObsC128
 
         gates = gate_list(circuit)
         self.n_wires, self.n_angles = circuit.n_wires, circuit.n_angles
@@ -47,7 +47,8 @@ class _Kernels:
         # Lightning numbers the parameters of all gates in order; the trainable ones are the driven angles
         self.trainable = [k for k, g in enumerate(rotations) if g.angle is not None]
         self.cols = self.param_cols[self.trainable]
-        self.observables = [NamedObsC128("PauliZ", [w]) for w in circuit.observables]
+        named = [[NamedObsC128("PauliZ", [w]) for w in z] for z in circuit.z_strings]  # Z strings of the readout
+        self.observables = [obs[0] if len(obs) == 1 else TensorProdObsC128(obs) for obs in named]
         self._empty = np.zeros(0, dtype=np.complex128)
 
     def params(self, values: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import importlib.util
 import pennylane as qml
 import torch
 
-from ..circuits import z_signs
+from ..circuits import z_product, z_signs
 from . import Backend, BackendUnavailable
 from .cuda_graph import GraphPool
 from .gates import GATE_SET
@@ -95,7 +95,7 @@ class PennyLaneBackend(Backend):
                     return qml.state()
                 if kind == "probs":
                     return qml.probs(wires=circuit.wires)
-                return [qml.expval(qml.PauliZ(w)) for w in circuit.observables]
+                return [qml.expval(z_product(z)) for z in circuit.z_strings]
 
             diff = "backprop" if kind in ("state", "probs") else self.diff_method
             node = qml.QNode(qfunc, dev, interface="torch", diff_method=diff)
@@ -141,7 +141,7 @@ class PennyLaneBackend(Backend):
             # cheaper than one PennyLane measurement process per observable once N is in the thousands, as
             # the layers' batches are (same numbers to rounding; benchmarks/backends.py measures both)
             probs = self._run(circuit, angles, "probs").reshape(angles.shape[0], -1)  # (N, 2**n_wires)
-            return (probs @ z_signs(circuit.n_wires, circuit.observables, probs)).to(angles.dtype)
+            return (probs @ z_signs(circuit.n_wires, circuit.z_strings, probs)).to(angles.dtype)
         out = self._run(circuit, angles, "expval")
         out = torch.stack(list(out), dim=-1) if isinstance(out, (list, tuple)) else out.unsqueeze(-1)
         if out.dim() == 1:  # N == 1 with one observable

@@ -177,7 +177,7 @@ def _circuit_costs(records: dict, tokens: int, eps: float) -> list[CircuitCost]:
         c = rec.circuit
         sim, basis, depth = _gate_counts(c)
         per_token = rec.executions / tokens
-        n_obs = len(c.observables) if rec.kind == "expval" else 0
+        n_obs = len(c.z_strings) if rec.kind == "expval" else 0
         shot_based = rec.kind == "expval"
         costs.append(CircuitCost(
             name=c.name, returns=rec.kind, n_wires=c.n_wires, observables=n_obs, executions=rec.executions,
