@@ -182,3 +182,19 @@ def test_torch_compile_runs_and_matches_eager(backend):
     for a, b in zip(torch.autograd.grad(loss_c, list(model.parameters())), grads):
         torch.testing.assert_close(a, b)
     dynamo.reset()
+
+
+@pytest.mark.parametrize("backend", ["qelm.fused", "default.qubit", "lightning.qubit", "qiskit.aer"])
+def test_torch_save_and_deepcopy_keep_the_model(backend, tmp_path):
+    """Backends drop their caches (QNodes, kernels, device tensors) when pickled and rebuild them on use."""
+    import copy
+
+    model = QELM(QELMConfig(vocab_size=11, d_model=8, n_heads=2, d_hidden=16, context_len=6, n_qubits=2,
+                            circuit_layers=1, backend=backend, backend_options={"cuda_graph": True} if backend in ("qelm.fused", "default.qubit") else {}))
+    idx = torch.randint(0, 11, (2, 6))
+    logits, _ = model(idx)  # caches filled
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    for other in (loaded, copy.deepcopy(model)):
+        assert other.backend is not model.backend and other.backend.name == model.backend.name
+        torch.testing.assert_close(other(idx)[0], logits)

@@ -120,6 +120,22 @@ class Backend:
             f"backend {self.name!r} does not return state vectors; use fidelity_method='swap_test' with it"
         )
 
+    #: attributes that are caches (compiled circuits, device tensors, recorded graphs): not pickled, so
+    #: ``torch.save(model)`` and ``copy.deepcopy(model)`` work; they are rebuilt on first use
+    _transient: tuple[str, ...] = ("_observers",)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for name in self._transient:
+            if name in state:
+                value = state[name]
+                state[name] = type(value)() if isinstance(value, (dict, list, set)) else None
+        if state.get("_graphs") is not None:  # recorded CUDA graphs stay behind: a fresh pool, same setting
+            from .cuda_graph import GraphPool
+
+            state["_graphs"] = GraphPool()
+        return state
+
     def describe(self) -> str:
         shots = "exact" if self.shots is None else f"{self.shots} shots"
         return f"{self.name} ({shots})"

@@ -529,9 +529,7 @@ class FusedBackend(Backend):
     def describe(self) -> str:
         return f"{self.name} (exact, {self.dtype})"
 
-    def __getstate__(self):  # caches hold device tensors, ids and recorded graphs; rebuilt on demand
-        return {**self.__dict__, "_plans": {}, "_tensors": {}, "_observers": [],
-                "_graphs": None if self._graphs is None else GraphPool()}
+    _transient = Backend._transient + ("_plans", "_tensors")  # device tensors and ids: rebuilt on demand
 
     # --- plans -------------------------------------------------------------------------------------
     def _plan(self, circuit, split: bool) -> Plan:

@@ -50,6 +50,7 @@ def _keeps_all_but_rot(op) -> bool:
 class PennyLaneBackend(Backend):
     supports_state = True
     options = ("diff_method", "cuda_graph")
+    _transient = Backend._transient + ("_qnodes", "_zero_states", "_kernels")
 
     def __init__(self, device_name: str, shots: int | None = None, seed: int | None = None,
                  diff_method: str | None = None, cuda_graph: bool = False) -> None:
