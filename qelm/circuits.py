@@ -35,6 +35,8 @@ __all__ = [
     "SwapTestCircuit",
     "CIRCUITS",
     "build_circuit",
+    "register_circuit",
+    "embedding_circuits",
     "amplitude_tree_angles",
     "z_signs",
     "z_product",
@@ -472,14 +474,35 @@ CIRCUITS: dict[str, type[Circuit]] = {
         FeedForwardCircuit,
     )
 }
-EMBEDDING_CIRCUITS = tuple(n for n, c in CIRCUITS.items() if c.kind == "embedding")
+EMBEDDING_CIRCUITS = tuple(n for n, c in CIRCUITS.items() if c.kind == "embedding")  # the built-in ones
+
+
+def embedding_circuits() -> tuple[str, ...]:
+    """Names of every registered embedding circuit (built-in and :func:`register_circuit`-ed)."""
+    return tuple(n for n, c in CIRCUITS.items() if c.kind == "embedding")
+
+
+def register_circuit(cls: type[Circuit]) -> type[Circuit]:
+    """Make a :class:`Circuit` subclass usable by name (``QELMConfig(embedding_circuit=cls.name)`` for
+    ``kind = "embedding"``), and let checkpoints that name it load. Usable as a class decorator.
+
+    Loading a checkpoint never imports code: it finds circuits only in this registry, so register the class
+    (import the module that defines it) before loading a model that uses it."""
+    if not (isinstance(cls, type) and issubclass(cls, Circuit)):
+        raise TypeError(f"register_circuit takes a Circuit subclass, got {cls!r}")
+    if cls.name in CIRCUITS and CIRCUITS[cls.name] is not cls:
+        raise ValueError(f"a circuit named {cls.name!r} is already registered ({CIRCUITS[cls.name].__qualname__}): "
+                         "give yours another name")
+    CIRCUITS[cls.name] = cls
+    return cls
 
 
 def build_circuit(name: str, n_qubits: int = 4, n_layers: int = 2, readout: str = "z") -> Circuit:
     """Build a built-in circuit by name: one of ``CIRCUITS`` (angle, polar, amplitude, attention,
     fidelity, swap_test, feed_forward)."""
     if name not in CIRCUITS:
-        raise ValueError(f"unknown circuit {name!r}: valid circuits are {', '.join(sorted(CIRCUITS))}")
+        raise ValueError(f"unknown circuit {name!r}: valid circuits are {', '.join(sorted(CIRCUITS))}; a circuit of "
+                         "your own must be registered first with qelm.circuits.register_circuit(YourCircuit)")
     return CIRCUITS[name](n_qubits=n_qubits, n_layers=n_layers, readout=readout)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import tomli_w
 
-from .circuits import EMBEDDING_CIRCUITS, READOUTS, build_circuit
+from .circuits import READOUTS, build_circuit, embedding_circuits
 
 __all__ = ["QELMConfig", "SLOT_CHOICES", "state_vector_bytes", "available_memory_bytes", "read_toml",
            "config_differences", "with_backend"]
@@ -87,18 +87,20 @@ class QELMConfig:
         for name, choices in SLOT_CHOICES.items():
             if getattr(self, name) not in choices:
                 bad(name, f"choose one of {', '.join(choices)}")
-        if self.embedding_circuit not in EMBEDDING_CIRCUITS:
-            bad("embedding_circuit", f"choose one of {', '.join(EMBEDDING_CIRCUITS)}")
+        if self.embedding_circuit not in embedding_circuits():
+            bad("embedding_circuit", f"choose one of {', '.join(embedding_circuits())}, or register a circuit of "
+                                     "your own (kind 'embedding') with qelm.circuits.register_circuit before using it")
         if not isinstance(self.adaptive_threshold, bool):
             bad("adaptive_threshold", "use true or false")
         if self.shots is not None and (isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots < 1):
             bad("shots", "use None (exact) or an integer >= 1")
         if not isinstance(self.backend_options, dict):
             bad("backend_options", "use a table of option names to values")
-        from .backends import BACKENDS  # late import: backends import circuits, not config
+        from .backends import BACKENDS, is_pennylane_device  # late import: backends import circuits, not config
 
-        if self.backend not in BACKENDS:
-            bad("backend", f"choose one of {', '.join(sorted(BACKENDS))}")
+        if self.backend not in BACKENDS and not is_pennylane_device(self.backend):
+            bad("backend", f"choose one of {', '.join(sorted(BACKENDS))}, or the name of an installed PennyLane "
+                           "device (e.g. default.mixed)")
         if self.backend == "qelm.fused" and self.shots is not None:
             bad("shots", "backend qelm.fused is exact and takes no shots: use backend qiskit.aer or default.qubit "
                          "for sampled estimates, or remove shots")

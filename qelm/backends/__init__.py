@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["Backend", "BackendUnavailable", "BACKENDS", "get_backend", "available_backends", "check_run_shapes"]
+__all__ = ["Backend", "BackendUnavailable", "BACKENDS", "get_backend", "available_backends", "check_run_shapes",
+           "is_pennylane_device"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -174,9 +175,13 @@ def get_backend(name: str, **options: Any) -> Backend:
     ``diff_method`` for PennyLane devices; ``noise_model``, ``device``, ``method`` for qiskit.aer)."""
     if isinstance(name, Backend):
         return name
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}: valid backends are {', '.join(sorted(BACKENDS))}")
-    entry = BACKENDS[name]
+    if name not in BACKENDS and is_pennylane_device(name):  # any other PennyLane device, through a QNode
+        entry = _Entry("pennylane", "PennyLaneBackend", (("device_name", name),), "a PennyLane device")
+    elif name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: valid backends are {', '.join(sorted(BACKENDS))}, or the name "
+                         "of an installed PennyLane device (qml.plugin_devices)")
+    else:
+        entry = BACKENDS[name]
     module = importlib.import_module(f"{__name__}.{entry.module}")
     cls = getattr(module, entry.cls)
     valid = ("shots", "seed") + tuple(cls.options)
@@ -186,6 +191,13 @@ def get_backend(name: str, **options: Any) -> Backend:
             f"unknown option(s) {', '.join(unknown)} for backend {name!r}: valid options are {', '.join(valid)}"
         )
     return cls(**dict(entry.kwargs), **options)
+
+
+def is_pennylane_device(name: str) -> bool:
+    """Whether ``name`` is a PennyLane device installed here (``default.mixed``, ``lightning.kokkos``, ...)."""
+    import pennylane as qml
+
+    return isinstance(name, str) and name in qml.plugin_devices
 
 
 def available_backends() -> dict[str, str]:

@@ -68,7 +68,7 @@ class PennyLaneBackend(Backend):
             except Exception as e:  # the plugin raises several types when no GPU / CUDA runtime is found
                 raise BackendUnavailable(f"backend 'lightning.gpu' cannot start ({e}); it needs the CUDA 12 runtime "
                                          f"libraries: {_INSTALL[device_name]}") from None
-        default = _DIFF[device_name] if shots is None else "parameter-shift"
+        default = _DIFF.get(device_name, "best") if shots is None else "parameter-shift"
         self.diff_method = diff_method or default
         self.supports_state = device_name == "default.qubit" and shots is None
         if not isinstance(cuda_graph, bool):
