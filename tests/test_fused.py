@@ -230,3 +230,18 @@ def test_checkpoint_runs_on_fused_and_back(tmp_path):
     back = load_checkpoint(tmp_path / "ck2", backend="default.qubit").model.double()
     torch.testing.assert_close(back(idx)[0], model(idx)[0], atol=1e-10, rtol=0)
     assert math.isfinite(float(back(idx, idx)[1]))
+
+
+def test_no_grad_calls_reuse_unitaries_until_the_weights_change():
+    circuit = build_circuit("attention", 3, 2)
+    fused = get_backend("qelm.fused")
+    x, w = _data(circuit, (2,), 5)
+    x, w = x.detach(), w.detach().clone()
+    with torch.no_grad():
+        first = fused.run(circuit, x, w)
+        again = fused.run(circuit, x, w)
+        w.add_(0.3)  # in place, as an optimizer step would
+        moved = fused.run(circuit, x, w)
+    torch.testing.assert_close(again, first, atol=0, rtol=0)
+    torch.testing.assert_close(moved, get_backend("default.qubit").run(circuit, x, w), atol=1e-10, rtol=0)
+    assert not torch.allclose(moved, first)

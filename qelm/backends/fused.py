@@ -126,9 +126,11 @@ def _matrix_for(u: torch.Tensor, real_u: bool, cplx: bool) -> tuple[torch.Tensor
     return torch.stack([top, bottom], dim=-3).flatten(-4, -3).flatten(-2), True
 
 
-def _apply_matrix(t: torch.Tensor, cplx: bool, u: torch.Tensor, real_u: bool, support: tuple[int, ...], n: int):
-    """Apply ``u`` (``(*S, K, K)`` or ``(K, K)``, on wires ``support``) to every state of ``t``: one GEMM."""
-    a, out_cplx = _matrix_for(u, real_u, cplx)
+def _apply_matrix(t: torch.Tensor, cplx: bool, u: torch.Tensor, real_u: bool, support: tuple[int, ...], n: int,
+                  a: tuple[torch.Tensor, bool] | None = None):
+    """Apply ``u`` (``(*S, K, K)`` or ``(K, K)``, on wires ``support``) to every state of ``t``: one GEMM.
+    ``a``: ``_matrix_for(u, real_u, cplx)`` when the caller has it already."""
+    a, out_cplx = a if a is not None else _matrix_for(u, real_u, cplx)
     k = len(support)
     if k == n:
         return a @ t, out_cplx
@@ -351,8 +353,10 @@ class _Executor:
             for op in block.ops:
                 t, cplx = self._op(t, cplx, op)
             return t, cplx
-        u = self._unitary(block)  # (*S, K, K): each set's states meet its unitary in one batched GEMM
-        return _apply_matrix(t, cplx, u, block.real, block.support, self.n)
+        key = (id(block), cplx)
+        if key not in self.matrices:  # (*S, K, K): each set's states meet its unitary in one batched GEMM
+            self.matrices[key] = _matrix_for(self._unitary(block), block.real, cplx)
+        return _apply_matrix(t, cplx, None, block.real, block.support, self.n, self.matrices[key])
 
     def _op(self, t, cplx, op):
         """One gate on the full state (data gates; gates of blocks too wide to fuse)."""
@@ -371,8 +375,10 @@ class _Executor:
         return _apply_matrix(t, cplx, self._unitary(block), op.real, block.support, self.n)
 
     # --- a call ------------------------------------------------------------------------------------
-    def run(self, x: torch.Tensor, w: torch.Tensor | None, lead: tuple[int, ...], kind: str):
-        """``x``: data angles ``(*S, n_data, M)``; returns ``(*S, M, n_obs)`` or states ``(*S, M, D)``."""
+    def run(self, x: torch.Tensor, w: torch.Tensor | None, lead: tuple[int, ...], kind: str, matrices: dict | None = None):
+        """``x``: data angles ``(*S, n_data, M)``; returns ``(*S, M, n_obs)`` or states ``(*S, M, D)``.
+        ``matrices``: the blocks' matrices of an earlier call with the same weights (filled here)."""
+        self.matrices = {} if matrices is None else matrices
         m = x.shape[-1]
         self.x = x
         half = x * 0.5
@@ -393,7 +399,7 @@ class _Executor:
                     t, cplx = self._op(t, cplx, op)
             else:
                 t, cplx = self._block(t, cplx, content)
-        self.x = self.cx = self.sx = self.cw = self.sw = self.unitaries = None
+        self.x = self.cx = self.sx = self.cw = self.sw = self.unitaries = self.matrices = None
         if kind == "state":
             if not cplx:
                 t = _complexify(t)
@@ -525,11 +531,12 @@ class FusedBackend(Backend):
         self._graphs = GraphPool() if cuda_graph else None
         self._plans: dict = {}
         self._tensors: dict = {}
+        self._reuse: dict = {}  # block matrices of the last no-grad call per (plan, weight shape), by weight value
 
     def describe(self) -> str:
         return f"{self.name} (exact, {self.dtype})"
 
-    _transient = Backend._transient + ("_plans", "_tensors")  # device tensors and ids: rebuilt on demand
+    _transient = Backend._transient + ("_plans", "_tensors", "_reuse")  # device tensors and ids: rebuilt on demand
 
     # --- plans -------------------------------------------------------------------------------------
     def _plan(self, circuit, split: bool) -> Plan:
@@ -585,9 +592,22 @@ class FusedBackend(Backend):
         x = circuit.data_angles(inputs).to(real)  # (*batch, n_data), computed in the caller's dtype
         x = x.reshape(sets + (math.prod(batch[len(sets):]), x.shape[-1])).mT  # (*S, n_data, M): samples last
         w = weights.to(inputs.dtype).to(real).reshape(sets + (-1,))  # (*S, n_weights)
-        out = _Executor(plan, self._cache(inputs.device)).run(x, w, sets, kind)
+        out = _Executor(plan, self._cache(inputs.device)).run(x, w, sets, kind, self._reusable(plan, w))
         out = out.reshape(batch + out.shape[-1:])
         return out if kind == "state" else out.to(inputs.dtype)
+
+    def _reusable(self, plan: Plan, w: torch.Tensor) -> dict | None:
+        """The block matrices of the last call with these weight values, when no gradient is wanted
+        (evaluation, generation: the weights do not change between calls, so neither do the unitaries);
+        None (build them) when training. Keyed by value, not identity: an optimizer step changes them."""
+        if torch.is_grad_enabled() and w.requires_grad or torch.compiler.is_compiling():
+            return None
+        key = (id(plan), tuple(w.shape), w.dtype, w.device)
+        held = self._reuse.get(key)
+        if held is None or not torch.equal(held[0], w):
+            held = (w.detach().clone(), {})
+            self._reuse[key] = held
+        return held[1]
 
     def _angles(self, circuit, angles: torch.Tensor, kind: str) -> torch.Tensor:
         if angles.dim() != 2 or angles.shape[-1] != circuit.n_angles:
