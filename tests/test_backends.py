@@ -380,3 +380,8 @@ def test_model_with_richer_readout_trains(readout):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     with pytest.raises(ValueError, match="readout='xyz'"):
         QELMConfig(readout="xyz")
+
+
+def test_an_option_a_backend_does_not_take_is_one_error():
+    with pytest.raises(ValueError, match=r"unknown option(s) cuda_graph for backend .lightning.qubit.: valid options are shots, seed, diff_method"):
+        get_backend("lightning.qubit", cuda_graph=True)

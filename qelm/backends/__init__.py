@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 __all__ = ["Backend", "BackendUnavailable", "BACKENDS", "get_backend", "available_backends", "check_run_shapes",
-           "is_pennylane_device"]
+           "is_pennylane_device", "check_angles"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -149,6 +149,12 @@ class Backend:
 def _opaque_run(backend: Backend, circuit, inputs, weights, kind):
     """A backend call the compiler does not trace (PennyLane, Lightning, qiskit-aer)."""
     return Backend.run(backend, circuit, inputs, weights, kind)
+
+
+def check_angles(circuit, angles: torch.Tensor) -> None:
+    """The angle-vector interface's one input check: ``angles`` must be ``(N, circuit.n_angles)``."""
+    if angles.dim() != 2 or angles.shape[-1] != circuit.n_angles:
+        raise ValueError(f"angles must be (N, {circuit.n_angles}) for circuit {circuit.name!r}, got {tuple(angles.shape)}")
 
 
 def check_run_shapes(circuit, inputs: torch.Tensor, weights: torch.Tensor, kind: str):

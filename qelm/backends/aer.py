@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import Backend, BackendUnavailable
+from . import Backend, BackendUnavailable, check_angles
 from .gates import ROTATIONS, gate_list
 
 __all__ = ["AerBackend", "translate", "DEVICES", "METHODS"]
@@ -189,8 +189,7 @@ class AerBackend(Backend):
         return np.array(ev, dtype=np.float64)
 
     def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
-        if angles.dim() != 2 or angles.shape[-1] != circuit.n_angles:
-            raise ValueError(f"angles must be (N, {circuit.n_angles}) for circuit {circuit.name!r}, got {tuple(angles.shape)}")
+        check_angles(circuit, angles)
         compiled = self.compile(circuit)
         if angles.requires_grad and torch.is_grad_enabled():
             return _AerExpval.apply(angles, self, compiled)

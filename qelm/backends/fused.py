@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..circuits import z_signs
-from . import Backend
+from . import Backend, check_angles
 from .cuda_graph import GraphPool
 from .fused_plan import MAX_FUSED_WIRES, Block, GenPerm, Plan, UnsupportedGate, build_plan, genperm, local_matrix
 
@@ -610,8 +610,7 @@ class FusedBackend(Backend):
         return held[1]
 
     def _angles(self, circuit, angles: torch.Tensor, kind: str) -> torch.Tensor:
-        if angles.dim() != 2 or angles.shape[-1] != circuit.n_angles:
-            raise ValueError(f"angles must be (N, {circuit.n_angles}) for circuit {circuit.name!r}, got {tuple(angles.shape)}")
+        check_angles(circuit, angles)
         self._check_memory(circuit, angles.shape[0], 1, angles.device)
         plan = self._plan(circuit, split=False)  # every angle per sample: no weight block to fuse
         x = angles.to(DTYPES[self.dtype][1]).mT  # (n_angles, N)

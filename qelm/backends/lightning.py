@@ -23,6 +23,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .gates import ROTATIONS, gate_list
+from . import check_angles
 from .pennylane import PennyLaneBackend
 
 __all__ = ["LightningBackend"]
@@ -126,6 +127,8 @@ class LightningBackend(PennyLaneBackend):
     """``lightning.qubit``: exact adjoint runs on Lightning's kernels; shots or another diff method go
     through a PennyLane QNode on the same device."""
 
+    options = ("diff_method",)  # no cuda_graph: Lightning runs on the CPU
+
     def __init__(self, shots: int | None = None, seed: int | None = None, diff_method: str | None = None) -> None:
         super().__init__("lightning.qubit", shots=shots, seed=seed, diff_method=diff_method)
         self.uses_kernels = shots is None and self.diff_method == "adjoint"
@@ -134,8 +137,7 @@ class LightningBackend(PennyLaneBackend):
     def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
         if not self.uses_kernels:
             return super().expval(circuit, angles)
-        if angles.dim() != 2 or angles.shape[-1] != circuit.n_angles:
-            raise ValueError(f"angles must be (N, {circuit.n_angles}) for circuit {circuit.name!r}, got {tuple(angles.shape)}")
+        check_angles(circuit, angles)
         if angles.device.type != "cpu":
             raise ValueError(f"backend {self.name!r} takes CPU tensors; move the model to the CPU or use default.qubit")
         if circuit.key not in self._kernels:

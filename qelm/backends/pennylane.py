@@ -20,7 +20,7 @@ import pennylane as qml
 import torch
 
 from ..circuits import z_product, z_signs
-from . import Backend, BackendUnavailable
+from . import Backend, BackendUnavailable, check_angles
 from .cuda_graph import GraphPool
 from .gates import GATE_SET
 
@@ -115,8 +115,7 @@ class PennyLaneBackend(Backend):
         return self._qnodes[key]
 
     def _run(self, circuit, angles: torch.Tensor, kind: str):
-        if angles.dim() != 2 or angles.shape[-1] != circuit.n_angles:
-            raise ValueError(f"angles must be (N, {circuit.n_angles}) for circuit {circuit.name!r}, got {tuple(angles.shape)}")
+        check_angles(circuit, angles)
         zero = None
         if angles.device.type != "cpu":
             if self.name != "default.qubit":
