@@ -3,13 +3,13 @@
 Why qelm writes a simulator: the general-purpose ones (PennyLane's default.qubit, Lightning, qiskit-aer)
 simulate every sample gate by gate, although most gates of a qelm circuit have angles shared by the whole
 batch (the variational weights, per call or per head). No library fuses by that split, so this module does.
-It runs a plan from :mod:`qelm.backends.fused_plan`:
+It runs (:mod:`.fused_executor`) a plan from :mod:`.fused_plan`:
 
 * the prefix of data rotations on ``|0...0>`` is a product state: per-wire 2-vectors and ``n - 1`` Kronecker
   products, no ``2**n`` simulation;
 * each block of batch-invariant gates is one unitary per weight set, built in torch once per call (so
   autograd differentiates it), and applied to all states of its set by one matrix product, states laid out
-  weight-set-major: ``(S, M, D) @ (S, D, D)``;
+  weight-set-major with the samples last: ``(S, D', D) @ (S, D, M)`` (:mod:`.fused_kernels`);
 * data gates act per sample as ``c * psi + s * (G psi)``, ``G = -iP`` a signed permutation.
 
 States are real tensors: ``(..., D)`` while every amplitude is real (a product of RY rotations is), then
