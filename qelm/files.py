@@ -9,18 +9,26 @@ over the target only once it is complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["atomic_path", "atomic_write", "fsync_path", "make_ordinary", "remove_stray_temps"]
+
+TEMP_SUFFIX = ".tmp"  # temporary files are named .NAME.RANDOM.tmp beside their target
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def make_ordinary(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode of an ordinary new file: read-write as the umask allows."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 @contextlib.contextmanager
@@ -38,11 +46,19 @@ def atomic_path(path: str | os.PathLike, *, make_parents: bool = False) -> Itera
         target.parent.mkdir(parents=True, exist_ok=True)
     elif not target.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(target.parent)!r} does not exist: create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
+    except OSError as e:  # name the file asked for, not the hidden temporary one
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise PermissionError(f"cannot write {str(target)!r}: its folder {str(target.parent)!r} is not writable "
+                                  f"({e.strerror}); choose another path") from None
+        raise OSError(e.errno, f"cannot write {str(target)!r}: {e.strerror}") from None
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result is an ordinary file
         yield Path(tmp)
+        # after the write: mkstemp makes the file private, and some writers (safetensors) replace it with
+        # their own private file; the result is an ordinary file, as the umask says
+        make_ordinary(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -58,3 +74,27 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, *, make_parents: bo
         else:
             tmp.write_bytes(data)
     return Path(path)
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file (or a folder's entries) to the disk, so that a rename after it never exposes a file
+    whose data a power cut could still lose."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot sync a folder; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stray_temps(folder: str | os.PathLike, names: tuple[str, ...]) -> list[Path]:
+    """Remove the temporary files that writes of ``names`` in ``folder`` left when their process was killed.
+    Only for a caller that knows no other process is writing there (a run holding its lock)."""
+    removed = []
+    for name in names:
+        for path in Path(folder).glob(f".{name}.*{TEMP_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed

@@ -14,7 +14,7 @@ import torch
 
 import qelm.train.run
 from qelm import ClassicalLM, QELMConfig, TrainSettings
-from qelm.checkpoint import CONFIG, WEIGHTS, load_checkpoint
+from qelm.checkpoint import CONFIG, MANIFEST, WEIGHTS, load_checkpoint
 from qelm.data import TextDataset
 from qelm.evaluate import evaluate, unigram_baseline
 from qelm.metrics import read_metrics
@@ -264,6 +264,9 @@ def test_cli_checkpoint_errors(tmp_path, cli, corpus, config_file):
     ck = run / "qelm"
     config = (ck / CONFIG).read_text()
     (ck / CONFIG).write_text(config.replace("n_qubits = 2", "n_qubits = 3"))
+    line = cli.error("eval", "--checkpoint", str(ck), "--data", str(corpus))
+    assert "is corrupt: config.toml is not the file that was saved" in line
+    (ck / MANIFEST).unlink()  # loaded unchecked: the weights then say what does not fit
     line = cli.error("eval", "--checkpoint", str(ck), "--data", str(corpus))
     assert "does not match config.toml" in line and "n_qubits=3" in line
     (ck / CONFIG).write_text(config)
