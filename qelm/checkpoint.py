@@ -42,7 +42,7 @@ from .model import QELM, ClassicalLM
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "atomic_write", "atomic_path", "ensure_writable_dir",
-           "read_checkpoint_config", "read_training_state", "checkpoint_files", "recover_checkpoint", "WEIGHTS", "CONFIG", "TOKENIZER",
+           "read_checkpoint_config", "read_training_state", "has_checkpoint", "checkpoint_files", "recover_checkpoint", "WEIGHTS", "CONFIG", "TOKENIZER",
            "TRAINING_STATE", "MANIFEST", "PENDING"]
 
 WEIGHTS = "model.safetensors"
@@ -180,6 +180,12 @@ def _resolve(folder: Path) -> dict[str, Path] | None:
                              f"{MANIFEST} to load the files as they are, unchecked")
         paths[name] = path
     return paths
+
+
+def has_checkpoint(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a checkpoint (complete or not: loading it says which)."""
+    folder = Path(directory)
+    return any((folder / p).is_file() for p in (MANIFEST, f"{PENDING}/{MANIFEST}", CONFIG, WEIGHTS))
 
 
 def checkpoint_files(directory: str | os.PathLike) -> dict[str, Path]:

@@ -19,7 +19,7 @@ import tomli_w
 from .circuits import EMBEDDING_CIRCUITS, build_circuit
 
 __all__ = ["QELMConfig", "SLOT_CHOICES", "state_vector_bytes", "available_memory_bytes", "read_toml",
-           "config_differences", "with_backend"]
+           "config_differences", "with_backend", "model_table"]
 
 SLOT_CHOICES = {
     "embedding": ("quantum", "classical"),
@@ -108,15 +108,22 @@ class QELMConfig:
             return 2 * self.n_qubits + 1
         return self.n_qubits
 
-    def _check_memory(self) -> None:
+    def circuit_memory(self, batch: int | None = None) -> tuple[int, int, int]:
+        """``(circuits, qubits, bytes)``: the circuits a forward and backward pass over ``batch`` sequences
+        of ``context_len`` tokens keeps in flight (default ``batch_hint``), the qubits of the widest, and
+        about how much memory their state vectors take; ``(0, 0, 0)`` for a model without circuits."""
         if not self.uses_circuits:
-            return
+            return 0, 0, 0
+        batch = self.batch_hint if batch is None else batch
         wires = self.widest_circuit_wires()
-        circuits = self.batch_hint * self.context_len * self.n_heads * 3
+        circuits = batch * self.context_len * self.n_heads * 3
         if self.attention == "fidelity" and self.fidelity_method == "swap_test":
-            circuits = self.batch_hint * self.n_heads * self.context_len * (self.context_len + 1) // 2
+            circuits = batch * self.n_heads * self.context_len * (self.context_len + 1) // 2
         # x3: the simulator keeps the state, a work copy and (backprop) the saved activations
-        need = 3 * state_vector_bytes(wires, circuits)
+        return circuits, wires, 3 * state_vector_bytes(wires, circuits)
+
+    def _check_memory(self) -> None:
+        circuits, wires, need = self.circuit_memory()
         have = available_memory_bytes()
         if need > have:
             raise ValueError(
@@ -178,7 +185,7 @@ class QELMConfig:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"config {str(p) if p else 'text'} is not valid TOML: {e}") from None
-        return cls.from_dict(data.get("model", data))
+        return cls.from_dict(model_table(data, f"config file {str(p)!r}" if p else "config text"))
 
     def circuit(self, name: str):
         """The built-in circuit ``name`` at this config's qubits and layers."""
@@ -197,6 +204,23 @@ def read_toml(path: str | os.PathLike, *, what: str | None = None) -> dict[str, 
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{what} is not valid TOML ({e})") from None
+
+
+CONFIG_FILE_LAYOUT = ("a config file holds the model's fields under [model] (d_model = 16, n_qubits = 4, ...; an "
+                      "empty [model] is the default model) and training settings under [train] (steps = 300, ...)")
+
+
+def model_table(data: dict[str, Any], what: str) -> dict[str, Any]:
+    """The model fields of a config file's tables: its ``[model]`` table, or its top-level fields when it
+    has none. A file with a ``[train]`` table must put the model under ``[model]``: say so, rather than
+    calling ``train`` an unknown field."""
+    if "model" in data:
+        if not isinstance(data["model"], dict):
+            raise ValueError(f"{what}: model must be a table ([model]); {CONFIG_FILE_LAYOUT}")
+        return data["model"]
+    if "train" in data:
+        raise ValueError(f"{what} has a [train] table but no [model] table: {CONFIG_FILE_LAYOUT}")
+    return data
 
 
 RUNTIME_FIELDS = ("backend", "shots", "backend_options", "batch_hint")  # how to run, not what the model is

@@ -55,7 +55,7 @@ def evaluate(model: torch.nn.Module, token_ids: torch.Tensor, *, batch_size: int
         model.train(was_training)
     count = ids.numel() - 1
     mean = float(total) / count
-    return {"loss": mean, "perplexity": math.exp(mean), "tokens": count}
+    return {"loss": mean, "perplexity": _perplexity(mean), "tokens": count}
 
 
 def unigram_baseline(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: int) -> dict[str, float]:
@@ -65,7 +65,12 @@ def unigram_baseline(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size:
     logp = counts.log() - counts.sum().log()
     targets = torch.as_tensor(val_ids).reshape(-1)[1:]
     mean = float(-logp[targets].mean())
-    return {"loss": mean, "perplexity": math.exp(mean), "tokens": int(targets.numel())}
+    return {"loss": mean, "perplexity": _perplexity(mean), "tokens": int(targets.numel())}
+
+
+def _perplexity(loss: float) -> float:
+    """``exp(loss)``, held at ``exp(700)`` (about 1e304) where a diverged model's loss would overflow it."""
+    return math.exp(min(loss, 700.0))
 
 
 def generate_text(model: QELM, tokenizer: Tokenizer, prompt: str, *, max_new_tokens: int = 200,

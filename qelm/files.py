@@ -1,5 +1,6 @@
 """Atomic file writes: every file qelm produces (checkpoints, logs, drawings, plots, JSON results) goes
 through here, so a reader never sees a half-written file and an interrupted write leaves the old one whole.
+Also the lock that keeps two processes from writing one folder (:class:`FolderLock`).
 
 Hand-written because the standard library has no atomic-replace helper; this is the usual recipe: a
 temporary file in the target's own folder (same filesystem, so ``os.replace`` is one atomic rename), moved
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write", "fsync_path", "make_ordinary", "remove_stray_temps"]
+__all__ = ["atomic_path", "atomic_write", "fsync_path", "make_ordinary", "remove_stray_temps", "FolderLock", "FolderInUse"]
 
 TEMP_SUFFIX = ".tmp"  # temporary files are named .NAME.RANDOM.tmp beside their target
 
@@ -98,3 +102,58 @@ def remove_stray_temps(folder: str | os.PathLike, names: tuple[str, ...]) -> lis
                 path.unlink()
                 removed.append(path)
     return removed
+
+
+class FolderInUse(Exception):
+    """Another process holds the lock of a folder; the message names it (pid, host, since when)."""
+
+
+class FolderLock:
+    """An exclusive lock on a folder, held from :meth:`acquire` to :meth:`release` (or the end of the
+    process). It is an ``flock`` on the file ``name`` inside the folder: the kernel drops it when the
+    holder exits, even by SIGKILL, so a killed process never leaves a stale lock behind. The file records
+    the holder's pid, host and start time for the error another process gets. (Where ``fcntl`` is missing,
+    as on Windows, nothing is locked.)"""
+
+    def __init__(self, folder: str | os.PathLike, name: str = ".lock", *, what: str = "folder") -> None:
+        self.path = Path(folder) / name
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise FolderInUse(f"{self.what} {str(self.path.parent)!r} is in use by {self._holder()}: wait for it to "
+                              f"finish or stop it, or choose another folder") from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(holder) + "\n").encode())
+        self._fd = fd
+        return self
+
+    def _holder(self) -> str:
+        try:
+            h = json.loads(self.path.read_text(encoding="utf-8"))
+            return f"process {h['pid']} on host {h['host']} (since {h['since']})"
+        except (OSError, ValueError, KeyError, TypeError):  # it is writing the file this moment
+            return "another process"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

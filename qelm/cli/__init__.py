@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from ..backends import BackendUnavailable
+from ..files import FolderInUse
 
 # sub-modules that register commands, in the order `qelm --help` lists them
 _COMMAND_MODULES = ("train", "compare", "draw", "bench")
@@ -20,7 +21,7 @@ class UserError(Exception):
 
 
 USER_ERRORS = (UserError, ValueError, BackendUnavailable, FileNotFoundError, FileExistsError, PermissionError,
-               IsADirectoryError, NotADirectoryError, UnicodeDecodeError)
+               IsADirectoryError, NotADirectoryError, UnicodeDecodeError, FolderInUse, FloatingPointError)
 
 
 def build_parser() -> argparse.ArgumentParser:
