@@ -90,6 +90,14 @@ def test_loading_on_another_backend_keeps_the_weights(tmp_path, tiny_config, tok
     assert torch.allclose(ck.model(idx)[0], model(idx)[0], atol=1e-5)
 
 
+def test_a_checkpoint_saved_after_a_backend_switch_loads_on_that_backend(tmp_path, tiny_config, tokenizer, idx):
+    model = QELM(tiny_config).eval().set_backend("lightning.qubit")
+    assert tiny_config.backend == "qelm.fused", "set_backend changes the model's own copy of the config"
+    ck = load_checkpoint(save_checkpoint(tmp_path / "ck", model, tokenizer))
+    assert ck.config == tiny_config.replace(backend="lightning.qubit") and ck.model.backend.name == "lightning.qubit"
+    assert torch.allclose(ck.model(idx)[0], model(idx)[0], atol=1e-6)
+
+
 def test_unavailable_backend_is_reported(tmp_path, tiny_config, tokenizer):
     save_checkpoint(tmp_path / "ck", QELM(tiny_config), tokenizer)
     try:
