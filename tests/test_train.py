@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import qelm.cli
+import qelm.cli.train
 import qelm.train.run
 import qelm.train.steps
 from qelm import ClassicalLM, QELMConfig, TrainSettings
@@ -275,21 +277,37 @@ def test_non_finite_or_out_of_range_settings_are_refused_before_any_work(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-def test_a_diverging_run_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_path, periodic):
-    with pytest.raises(FloatingPointError, match=r"the QELM's training loss became nan at step 2; training stopped "
-                                                 r"there and the last good checkpoint, of step 1, is kept in .*run/qelm"):
-        train(tiny(periodic.vocab_size), periodic, steps=4, batch_size=4, lr=1e30, grad_clip=0.0, save_every=1,
-              out=tmp_path / "run", twin=False, matched=False)
+def test_a_diverging_run_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_path, periodic, monkeypatch):
+    clip, calls = torch.nn.utils.clip_grad_norm_, [0]
+
+    def nan_gradient_at_step_3(parameters, max_norm):  # as a batch that overflows the backward pass would
+        calls[0] += 1
+        parameters = list(parameters)
+        if calls[0] == 3:
+            parameters[0].grad.fill_(math.nan)
+        return clip(parameters, max_norm)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", nan_gradient_at_step_3)
+    with pytest.raises(FloatingPointError, match=r"the QELM's gradient norm became nan at step 3; training stopped "
+                                                 r"there and the last good checkpoint, of step 2, is kept in .*run/qelm"):
+        train(tiny(periodic.vocab_size), periodic, steps=4, batch_size=4, save_every=1, out=tmp_path / "run",
+              twin=False, matched=False)
+    monkeypatch.undo()
     ck = load_checkpoint(tmp_path / "run" / "qelm")
-    assert ck.training_state["step"] == 1
-    assert all(torch.isfinite(p).all() for p in ck.model.parameters())
-    assert [r["step"] for r in read_metrics(tmp_path / "run" / "qelm" / METRICS)] == [1]
-    # weights that go non-finite while the loss is still finite are never saved either
-    with pytest.raises(FloatingPointError, match=r"weights \(.*\) became NaN or infinite at step 1; they are not saved, "
-                                                 r"and no checkpoint had been saved yet: .*weight decay"):
-        train(tiny(periodic.vocab_size), periodic, steps=2, batch_size=4, lr=0.1, weight_decay=1e300, save_every=1,
-              out=tmp_path / "wd", twin=False, matched=False)
-    assert not (tmp_path / "wd" / "qelm" / MANIFEST).exists()
+    assert ck.training_state["step"] == 2
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "qelm" / METRICS)] == [1, 2]
+    assert train(None, periodic, out=tmp_path / "run", resume=True).qelm.steps_run == 2, "it resumes from there"
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(lr=1e30, grad_clip=0.0), r"weights after step 1 give a loss of nan; they are not saved"),  # huge, finite
+    (dict(lr=0.1, weight_decay=1e300), r"weights \(.*\) became NaN or infinite at step 1; they are not saved"),
+])
+def test_weights_that_diverged_are_never_saved(tmp_path, periodic, settings, message):
+    with pytest.raises(FloatingPointError, match=message + r", and no checkpoint had been saved yet: .*weight decay"):
+        train(tiny(periodic.vocab_size), periodic, steps=3, batch_size=4, save_every=1, out=tmp_path / "run",
+              twin=False, matched=False, **settings)
+    assert not (tmp_path / "run" / "qelm" / MANIFEST).exists()
 
 
 def test_memory_is_checked_with_the_real_batch_before_any_work(tmp_path, periodic, monkeypatch):
@@ -370,6 +388,93 @@ def test_cli_prompt_outside_vocabulary_says_which_characters(tmp_path, cli, corp
                 "--steps", "1", "--no-twin")[0] == 0
     line = cli.error("generate", "--checkpoint", str(tmp_path / "r" / "qelm"), "--prompt", "the Cat!")
     assert "'C' (U+0043" in line and "'!' (U+0021" in line
+
+
+@pytest.fixture
+def trained(tmp_path, cli, corpus, config_file):
+    """A checkpoint of a QELM trained for one step by the command line."""
+    assert cli("train", "--data", corpus, "--config", config_file, "--out", tmp_path / "r", "--steps", "1",
+               "--no-twin", "--no-matched")[0] == 0
+    return tmp_path / "r" / "qelm"
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--temperature", "inf", "argument --temperature: inf is invalid: use a finite number > 0"),
+    ("--temperature", "-1", "argument --temperature: -1 is invalid"),
+    ("--temperature", "nan", "argument --temperature: nan is invalid"),
+    ("--max-new-tokens", "-1", "argument --max-new-tokens: -1 is invalid: use an integer >= 0"),
+    ("--top-k", "0", "argument --top-k: 0 is invalid"),
+    ("--seed", str(2**64), "argument --seed: 18446744073709551616 is invalid: use an integer from 0 to "
+                           "9223372036854775807"),
+    ("--seed", "-1", "argument --seed: -1 is invalid"),
+])
+def test_cli_generate_refuses_sampling_flags_by_name(trained, cli, flag, value, message):
+    line = cli.error("generate", "--checkpoint", trained, "--prompt", "the ", flag, value)
+    assert message in line
+
+
+class _Terminal:
+    """stdout that records each write; the ``stop_at``-th write is a Ctrl-C."""
+
+    def __init__(self, stop_at):
+        self.writes, self.stop_at = [], stop_at
+
+    def write(self, text):
+        if len(self.writes) + 1 == self.stop_at:
+            self.stop_at = None
+            raise KeyboardInterrupt
+        self.writes.append(text)
+
+    def flush(self):
+        pass
+
+
+def test_cli_generate_streams_and_keeps_the_text_on_ctrl_c(trained, cli, monkeypatch):
+    terminal = _Terminal(stop_at=30)
+    monkeypatch.setattr("sys.stdout", terminal)
+    rc, _, err = cli("generate", "--checkpoint", trained, "--prompt", "the ", "--max-new-tokens", "100000", "--seed", "2")
+    # 100000 tokens would take minutes: the text came token by token, and the interrupt came after 28 of them
+    assert rc == 130 and terminal.writes[0] == "the " and len(terminal.writes) == 30 and terminal.writes[-1] == "\n"
+    assert err.strip() == "qelm generate: interrupted; the 28 character(s) generated before it are printed above"
+    monkeypatch.undo()
+    rc, out, _ = cli("generate", "--checkpoint", trained, "--prompt", "the ", "--max-new-tokens", "28", "--seed", "2")
+    assert out == "".join(terminal.writes), "what was kept is what an uninterrupted run prints"
+
+
+def test_cli_progress_bars_show_on_a_terminal_and_not_in_a_pipe(tmp_path, cli, corpus, config_file, trained, monkeypatch):
+    args = ("train", "--data", corpus, "--config", config_file, "--steps", "2", "--no-matched")
+    rc, _, err = cli(*args, "--out", tmp_path / "pipe")
+    assert rc == 0 and err == "", "a pipe gets no bars"
+    rc, _, err = cli("eval", "--checkpoint", trained, "--data", corpus)
+    assert rc == 0 and err == ""
+    monkeypatch.setattr(qelm.cli, "show_progress", lambda: True)  # stderr is a terminal
+    for module in (qelm.cli.train,):
+        monkeypatch.setattr(module, "show_progress", lambda: True)
+    rc, _, err = cli(*args, "--out", tmp_path / "tty")
+    assert rc == 0 and "2/2" in err and "step" in err
+    rc, _, err = cli("eval", "--checkpoint", trained, "--data", corpus)
+    assert rc == 0 and "token" in err
+
+
+def test_cli_demo_checks_the_prompt_before_training(tmp_path, cli):
+    line = cli.error("demo", "--prompt", "Zebra \u20ac", "--out", tmp_path / "demo", "--steps", "1")
+    assert line.startswith("qelm demo: error: --prompt 'Zebra \u20ac': text has") and "'\u20ac' (U+20AC" in line
+    assert not (tmp_path / "demo").exists(), "nothing trained"
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "inf"), ("--lr", "0"), ("--steps", "0"), ("--batch-size", "-2"),
+                                         ("--seed", str(2**63)), ("--eval-every", "0"), ("--threads", "0")])
+def test_cli_train_refuses_numbers_by_flag_before_any_work(tmp_path, cli, corpus, config_file, flag, value):
+    line = cli.error("train", "--data", corpus, "--config", config_file, "--out", tmp_path / "run", flag, value)
+    assert f"argument {flag}: {value} is invalid" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_a_diverging_run_is_one_line(tmp_path, cli, corpus, config_file):
+    line = cli.error("train", "--data", corpus, "--config", config_file, "--out", tmp_path / "run", "--lr", "1e30",
+                     "--save-every", "1", "--no-matched")
+    assert "classical twin's weights after step 1 give a loss of nan; they are not saved" in line
+    assert "(lr=1e+30)" in line and not (tmp_path / "run" / "twin" / MANIFEST).exists()
 
 
 def test_cli_checkpoint_errors(tmp_path, cli, corpus, config_file):

@@ -228,19 +228,41 @@ def _step(m: _Model, net: torch.nn.Module, settings: TrainSettings, device: torc
 
 
 def _save(m: _Model, step: int, dataset: TextDataset, run_record: dict[str, Any]) -> None:
+    """Save a checkpoint of ``m`` at ``step``, unless its weights are not finite or give a loss that is not
+    (a model that diverged is never saved over a good checkpoint)."""
+    kept = (f"the last good checkpoint, of step {m.saved}, is kept in {m.folder}" if m.saved
+            else "no checkpoint had been saved yet")
+    advice = (f"train again with a smaller learning rate (lr={m.optimizer.defaults['lr']}) or weight decay "
+              f"(weight_decay={m.optimizer.defaults['weight_decay']})")
     bad = [name for name, p in m.model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:  # the step itself was finite, but it left weights that are not (a huge weight decay, say)
         raise FloatingPointError(f"the {LABELS[m.name]}'s weights ({', '.join(bad[:3])}) became NaN or infinite at "
-                                 f"step {step}; they are not saved, and "
-                                 + (f"the last good checkpoint, of step {m.saved}, is kept in {m.folder}" if m.saved
-                                    else "no checkpoint had been saved yet")
-                                 + f": train again with a smaller learning rate (lr={m.optimizer.defaults['lr']}) or weight "
-                                   f"decay (weight_decay={m.optimizer.defaults['weight_decay']})")
+                                 f"step {step}; they are not saved, and {kept}: {advice}")
+    loss = _probe_loss(m.model, dataset)
+    if not math.isfinite(loss):  # finite weights so large that the model's outputs overflow
+        raise FloatingPointError(f"the {LABELS[m.name]}'s weights after step {step} give a loss of {loss}; they are "
+                                 f"not saved, and {kept}: {advice}")
     state = {"step": step, "optimizer": m.optimizer.state_dict(), "sampler": m.sampler.state_dict(),
              "torch_rng": torch.get_rng_state(), "run": run_record,
              "metrics_bytes": m.metrics_bytes, "metrics_sha256": m.metrics_sha256.hexdigest()}
     save_checkpoint(m.folder, m.model, dataset.tokenizer, training_state=state)
     m.saved = step
+
+
+@torch.no_grad()
+def _probe_loss(model: torch.nn.Module, dataset: TextDataset) -> float:
+    """The loss of ``model`` on the first validation window: a cheap check that its outputs are finite.
+    Leaves every random state and the training mode as they were (the run stays exact)."""
+    T = model.config.context_len
+    window = dataset.val_ids[:T + 1].unsqueeze(0).to(next(model.parameters()).device)  # (1, <= T+1)
+    was_training = model.training
+    with torch.random.fork_rng(devices=[window.device] if window.device.type == "cuda" else []):
+        model.eval()
+        try:
+            _, loss = model(window[:, :-1], window[:, 1:])
+        finally:
+            model.train(was_training)
+    return float(loss)
 
 
 def _optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
