@@ -100,7 +100,30 @@ class QELMConfig:
         if self.backend == "qelm.fused" and self.shots is not None:
             bad("shots", "backend qelm.fused is exact and takes no shots: use backend qiskit.aer or default.qubit "
                          "for sampled estimates, or remove shots")
+        self._check_parameters()
         self._check_memory()
+
+    def parameter_bound(self) -> int:
+        """An upper bound on the parameter count of this config's QELM and of its classical twin: the twin's
+        exact count plus every circuit's gate angles (three per qubit and layer, one circuit set per head and
+        slot). Cheap to compute for any sizes, so absurd ones are refused before a tensor is allocated."""
+        V, C, d, h, L = self.vocab_size, self.context_len, self.d_model, self.d_hidden, self.n_layers
+        classical = V * d + C * d + L * (6 * d + 4 * d * d + 4 * d + 2 * d * h + h + d) + 2 * d + d * V
+        circuits = (L * (3 * self.n_heads + 1) + 1) * self.circuit_layers * self.n_qubits * 3
+        return classical + circuits
+
+    def _check_parameters(self) -> None:
+        # x16: float32 weights, their gradients and AdamW's two moments
+        need, have = 16 * self.parameter_bound(), available_memory_bytes()
+        if need > have:
+            sizes = {n: getattr(self, n) for n in ("vocab_size", "d_model", "d_hidden", "n_layers", "context_len",
+                                                     "n_heads", "n_qubits", "circuit_layers")}
+            largest = max(sizes, key=sizes.get)
+            raise ValueError(
+                f"config field {largest}={sizes[largest]!r} is invalid: a model of {', '.join(f'{k}={v}' for k, v in sizes.items())} "
+                f"has about {self.parameter_bound():.3g} parameters, which need about {need / 2**30:.3g} GiB to "
+                f"train, more than this machine's {have / 2**30:.1f} GiB; use smaller sizes"
+            )
 
     def widest_circuit_wires(self) -> int:
         """Qubits of the widest circuit this config runs (the swap test doubles the data register)."""
@@ -119,8 +142,9 @@ class QELMConfig:
         circuits = batch * self.context_len * self.n_heads * 3
         if self.attention == "fidelity" and self.fidelity_method == "swap_test":
             circuits = batch * self.n_heads * self.context_len * (self.context_len + 1) // 2
-        # x3: the simulator keeps the state, a work copy and (backprop) the saved activations
-        return circuits, wires, 3 * state_vector_bytes(wires, circuits)
+        # x3: the simulator keeps the state, a work copy and (backprop) the saved activations; past 128 qubits
+        # the exact (astronomical) figure is not worth computing
+        return circuits, wires, 3 * state_vector_bytes(min(wires, 128), circuits)
 
     def _check_memory(self) -> None:
         circuits, wires, need = self.circuit_memory()

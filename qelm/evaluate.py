@@ -43,7 +43,7 @@ def evaluate(model: torch.nn.Module, token_ids: torch.Tensor, *, batch_size: int
     full = ids[: n_full * context_len + 1]
     # (W, T+1) windows sharing their boundary token: window w covers tokens w*T .. (w+1)*T
     windows = full.unfold(0, context_len + 1, context_len) if n_full else ids.new_empty(0, context_len + 1)
-    chunks = list(windows.split(batch_size)) if n_full else []
+    chunks = list(windows.split(min(batch_size, n_full))) if n_full else []  # (a batch beyond the text is the text)
     rest = (ids.numel() - 1) - n_full * context_len
     if rest:
         chunks.append(ids[-(rest + 1):].unsqueeze(0))  # (1, rest+1)

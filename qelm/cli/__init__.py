@@ -23,6 +23,9 @@ from ..files import FolderInUse
 _COMMAND_MODULES = ("train", "compare", "draw", "bench")
 
 
+MAX_THREADS = 1024  # torch threads per process: more only queue for the same cores
+
+
 class UserError(Exception):
     """An error the user can fix; the CLI prints its message only."""
 
@@ -65,6 +68,10 @@ def positive_int(text: str) -> int:
 
 def nonnegative_int(text: str) -> int:
     return _integer(text, 0, None, "an integer >= 0")
+
+
+def threads(text: str) -> int:
+    return _integer(text, 1, MAX_THREADS, f"an integer from 1 to {MAX_THREADS}")
 
 
 def seed(text: str) -> int:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import UserError, nonnegative_int, positive_float, positive_int, seed, show_progress
+from . import UserError, nonnegative_int, positive_float, positive_int, seed, show_progress, threads
 
 DEFAULT_THREADS = 1  # see --threads
 _THREADS_HELP = ("torch CPU threads per process (default 1: these models' tensors are too small to gain from "
@@ -107,7 +107,7 @@ def _register_eval_and_generate(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_runtime(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="simulator for the circuits (default: the config's; weights are unchanged)")
-    parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, help=_THREADS_HELP)
+    parser.add_argument("--threads", type=threads, default=DEFAULT_THREADS, help=_THREADS_HELP)
 
 
 def _set_threads(args: argparse.Namespace) -> None:
