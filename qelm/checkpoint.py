@@ -42,8 +42,8 @@ from .model import QELM, ClassicalLM
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "atomic_write", "atomic_path", "ensure_writable_dir",
-           "read_checkpoint_config", "read_training_state", "has_checkpoint", "checkpoint_files", "recover_checkpoint", "WEIGHTS", "CONFIG", "TOKENIZER",
-           "TRAINING_STATE", "MANIFEST", "PENDING"]
+           "read_checkpoint_config", "read_training_state", "has_checkpoint", "checkpoint_files", "recover_checkpoint",
+           "WEIGHTS", "CONFIG", "TOKENIZER", "TRAINING_STATE", "MANIFEST", "PENDING"]
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.toml"
@@ -151,8 +151,8 @@ def _read_manifest(path: Path, folder: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} cannot be read ({e})") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or not all(isinstance(v, dict) and {"bytes", "sha256"} <= set(v) for v in files.values()) \
-            or not {WEIGHTS, CONFIG, TOKENIZER} <= set(files) or not set(files) <= set(FILES):
+    described = isinstance(files, dict) and all(isinstance(v, dict) and {"bytes", "sha256"} <= set(v) for v in files.values())
+    if not described or not {WEIGHTS, CONFIG, TOKENIZER} <= set(files) or not set(files) <= set(FILES):
         raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} does not list the checkpoint's files "
                          f"with their sizes and sha256")
     return manifest

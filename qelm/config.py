@@ -119,10 +119,11 @@ class QELMConfig:
             sizes = {n: getattr(self, n) for n in ("vocab_size", "d_model", "d_hidden", "n_layers", "context_len",
                                                      "n_heads", "n_qubits", "circuit_layers")}
             largest = max(sizes, key=sizes.get)
+            model = ", ".join(f"{k}={v}" for k, v in sizes.items())
             raise ValueError(
-                f"config field {largest}={sizes[largest]!r} is invalid: a model of {', '.join(f'{k}={v}' for k, v in sizes.items())} "
-                f"has about {self.parameter_bound():.3g} parameters, which need about {need / 2**30:.3g} GiB to "
-                f"train, more than this machine's {have / 2**30:.1f} GiB; use smaller sizes"
+                f"config field {largest}={sizes[largest]!r} is invalid: a model of {model} has about "
+                f"{self.parameter_bound():.3g} parameters, which need about {need / 2**30:.3g} GiB to train, more than "
+                f"this machine's {have / 2**30:.1f} GiB; use smaller sizes"
             )
 
     def widest_circuit_wires(self) -> int:

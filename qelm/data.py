@@ -27,8 +27,8 @@ import torch
 
 from .tokenizer import Tokenizer, build_tokenizer
 
-__all__ = ["VAL_FRACTION", "MAX_SEED", "check_seed", "bundled_corpus", "bundled_config", "read_corpus", "split_text", "TextDataset",
-           "BatchSampler"]
+__all__ = ["VAL_FRACTION", "MAX_SEED", "check_seed", "bundled_corpus", "bundled_config", "read_corpus", "split_text",
+           "TextDataset", "BatchSampler"]
 
 VAL_FRACTION = 0.1  # the last 10% of the text is the validation split
 MAX_SEED = 2**63 - 1  # the largest seed that torch, a TOML file and JSON all hold

@@ -116,7 +116,8 @@ def _check_folder_takes_files(folder: Path, flag: str, given: str | os.PathLike)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        why = str(e) if isinstance(e, NotADirectoryError) else f"folder {str(folder)!r} is not writable ({e.strerror or e})"
+        why = (str(e) if isinstance(e, NotADirectoryError)
+               else f"folder {str(folder)!r} is not writable ({e.strerror or e})")
         raise UserError(f"{flag} {str(given)!r}: {why}; choose another path") from None
 
 

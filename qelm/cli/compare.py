@@ -53,7 +53,8 @@ def register(subparsers) -> None:
                         "its qelm/, twin/ and matched/)")
     p.add_argument("--data", metavar="FILE", help="text file: validation perplexity of each --checkpoint on it")
     p.add_argument("--backend", metavar="NAME", help="run the circuits on this backend while measuring")
-    p.add_argument("--batch-size", type=positive_int, default=2, help="rows of context_len tokens in the measuring forward pass (2)")
+    p.add_argument("--batch-size", type=positive_int, default=2,
+                   help="rows of context_len tokens in the measuring forward pass (2)")
     p.add_argument("--eval-batch-size", type=positive_int, default=16, help="batch size for the perplexity pass (16)")
     p.add_argument("--eps", type=positive_float, default=0.01,
                    help="target standard error of each <Z> on hardware, for the shot counts (0.01)")

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output format (default: from the --out suffix .txt/.png/.svg/.qasm/.json, else text); "
                         "resources is a JSON summary from qml.specs and qiskit")
     p.add_argument("--out", metavar="FILE", help="write here (default: text formats to stdout, images to CIRCUIT.FORMAT)")
-    p.add_argument("--decimals", type=nonnegative_int, default=2, metavar="D", help="decimals of drawn angle values (default 2)")
+    p.add_argument("--decimals", type=nonnegative_int, default=2, metavar="D",
+                   help="decimals of drawn angle values (default 2)")
     p.add_argument("--precision", type=positive_int, default=None, metavar="P",
                    help="significant digits of OpenQASM angles (default: full double precision)")
     p.set_defaults(func=_draw)

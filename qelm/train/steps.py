@@ -2,19 +2,20 @@
 states), then step by step, with every rank drawing its slice of the same global batch; rank 0 logs to
 ``metrics.jsonl``, evaluates and saves checkpoints.
 
-A step whose loss or gradient norm is not finite stops the run before it changes the weights, naming the
-step; the last checkpoint stays as it was (a diverged model is never saved).
+A step whose loss or gradient norm is not finite, or whose update overflows, stops the run there, naming
+the step; the last checkpoint stays as it was, since weights that are not finite, or give a loss that is
+not, are never saved.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import resource
 import sys
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import TRAINING_STATE, checkpoint_files, ensure_writable_dir, has_checkpoint, load_checkpoint, save_checkpoint
+from ..checkpoint import (TRAINING_STATE, checkpoint_files, ensure_writable_dir, has_checkpoint, load_checkpoint,
+                          save_checkpoint)
 from ..config import QELMConfig, available_memory_bytes, config_differences
 from ..data import BatchSampler, TextDataset
 from ..distributed import local_device
