@@ -6,18 +6,26 @@ A checkpoint folder holds
 * ``config.toml`` — ``kind`` ("qelm" or "classical": which class to build) and the ``[model]`` table of
   :class:`~qelm.config.QELMConfig`;
 * ``tokenizer.json`` — the tokenizer (:mod:`qelm.tokenizer`);
-* ``training_state.pt`` — optional: optimizer, step, RNG states (the data sampler's too), run settings.
+* ``training_state.pt`` — optional: optimizer, step, RNG states (the data sampler's too), run settings;
+* ``checkpoint.json`` — the manifest: the step and every file above with its size and sha256.
 
-Every file is written to a temporary file in the same folder and moved into place with ``os.replace``, so
-a killed save leaves the previous file whole. Weights and training state both record the step they were
-saved at, and loading checks that they agree (a save interrupted between the two files is detected).
-Loading checks every tensor against the config and says what mismatched.
+A save commits as one unit. Every file is first written into the hidden folder ``.pending/`` beside
+them, and its manifest last: the moment that manifest exists, the new checkpoint is complete. The files
+then move into place one rename at a time and the manifest follows. A save killed before its manifest
+leaves the previous checkpoint whole (the pending files are discarded by the next save or resume); one
+killed after it is the newest complete checkpoint, read from ``.pending/`` and the files already moved,
+and the next save or resume finishes moving it. Loading checks every file against the manifest and names
+the one that is wrong, then checks every tensor against the config. A folder without a manifest (written
+by an older qelm, or by hand) loads unchecked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,19 +37,23 @@ import torch
 from ._compat import moved_names
 from .config import QELMConfig, read_toml
 from .config import with_backend as _with_backend  # private here: the public name is qelm.config.with_backend
-from .files import atomic_path, atomic_write
+from .files import atomic_path, atomic_write, fsync_path, make_ordinary, remove_stray_temps
 from .model import QELM, ClassicalLM
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "atomic_write", "atomic_path", "ensure_writable_dir",
-           "read_checkpoint_config", "WEIGHTS", "CONFIG", "TOKENIZER", "TRAINING_STATE"]
+           "read_checkpoint_config", "read_training_state", "has_checkpoint", "checkpoint_files", "recover_checkpoint",
+           "WEIGHTS", "CONFIG", "TOKENIZER", "TRAINING_STATE", "MANIFEST", "PENDING"]
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.toml"
 TOKENIZER = "tokenizer.json"
 TRAINING_STATE = "training_state.pt"
+MANIFEST = "checkpoint.json"
+PENDING = ".pending"  # the save in progress: complete once its manifest is there
+FILES = (WEIGHTS, CONFIG, TOKENIZER, TRAINING_STATE)
 KINDS = ("qelm", "classical")
-FORMAT = 1  # version of this folder layout
+FORMAT = 2  # version of this folder layout (2: the manifest)
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -70,7 +82,10 @@ def save_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, tokeni
                     training_state: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (a :class:`QELM` or :class:`ClassicalLM`), its config and ``tokenizer`` into
     ``directory`` (created if needed); with ``training_state`` (a dict holding at least ``step``) also
-    ``training_state.pt``. Returns the folder."""
+    ``training_state.pt``. The save commits as one unit (module docstring). Returns the folder.
+
+    A model whose weights hold NaN or infinity is refused (``ValueError`` naming the tensors): a diverged
+    model is never saved over a good checkpoint."""
     from safetensors.torch import save_file
 
     model = getattr(model, "module", model)  # a DistributedDataParallel wrapper saves its module
@@ -79,7 +94,6 @@ def save_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, tokeni
     if tokenizer.vocab_size != config.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's config says "
                          f"vocab_size={config.vocab_size}: save the tokenizer the model was trained with")
-    folder = ensure_writable_dir(directory)
     metadata = {"format": "pt", "qelm_kind": kind}
     if training_state is not None:
         if "step" not in training_state:
@@ -91,19 +105,147 @@ def save_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, tokeni
         raise ValueError(f"config cannot be written to TOML ({e}): backend_options may hold only numbers, strings, "
                          f"booleans and tables of them") from None
     weights = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
-    # training state first, weights last: a save cut short leaves weights and state of different steps,
-    # which load_checkpoint detects through the step recorded in both
+    bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"the model's weights hold NaN or infinity ({', '.join(bad[:4])}"
+                         f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}): a diverged model is not saved")
+    folder = ensure_writable_dir(directory)
+    recover_checkpoint(folder)
+    pending = folder / PENDING
+    if pending.exists():  # an interrupted save recover_checkpoint could not finish: never part of a checkpoint
+        shutil.rmtree(pending)
+    pending.mkdir()
+    save_file(weights, str(pending / WEIGHTS), metadata=metadata)
+    (pending / CONFIG).write_text(config_text, encoding="utf-8")
+    (pending / TOKENIZER).write_text(tokenizer.to_json(), encoding="utf-8")
     if training_state is not None:
-        with atomic_path(folder / TRAINING_STATE) as tmp:
-            torch.save(training_state, tmp)
-    tokenizer.save(folder / TOKENIZER)
-    atomic_write(folder / CONFIG, config_text)
-    with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(weights, str(tmp), metadata=metadata)
-    if training_state is None:  # a stale state from an earlier save would not match these weights
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(folder / TRAINING_STATE)
+        torch.save(training_state, pending / TRAINING_STATE)
+    names = [n for n in FILES if (pending / n).is_file()]
+    for name in names:
+        make_ordinary(pending / name)  # safetensors writes a private file
+        fsync_path(pending / name)
+    manifest = {"format": FORMAT, "kind": kind, "step": None if training_state is None else int(training_state["step"]),
+                "files": {name: _describe(pending / name) for name in names}}
+    atomic_write(pending / MANIFEST, json.dumps(manifest, indent=1) + "\n")  # the commit: complete from here on
+    fsync_path(pending / MANIFEST)
+    fsync_path(pending)
+    _publish(folder)
     return folder
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _read_manifest(path: Path, folder: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} cannot be read ({e})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    described = isinstance(files, dict) and all(isinstance(v, dict) and {"bytes", "sha256"} <= set(v) for v in files.values())
+    if not described or not {WEIGHTS, CONFIG, TOKENIZER} <= set(files) or not set(files) <= set(FILES):
+        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} does not list the checkpoint's files "
+                         f"with their sizes and sha256")
+    return manifest
+
+
+def _resolve(folder: Path) -> dict[str, Path] | None:
+    """The files of the newest complete checkpoint in ``folder``, each checked against its manifest;
+    ``None`` for a folder without a manifest (an older layout: its files are read unchecked)."""
+    pending_manifest = folder / PENDING / MANIFEST
+    if pending_manifest.is_file():  # a committed save not yet (fully) moved into place: the newest
+        manifest, where = _read_manifest(pending_manifest, folder), (folder / PENDING, folder)
+    elif (folder / MANIFEST).is_file():
+        manifest, where = _read_manifest(folder / MANIFEST, folder), (folder,)
+    else:
+        return None
+    paths = {}
+    for name, expected in manifest["files"].items():
+        path = next((d / name for d in where if (d / name).is_file()), None)
+        if path is None:
+            raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {name}, which its {MANIFEST} lists: the "
+                                    f"folder is incomplete (files removed)")
+        if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
+            raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {name} is not the file that was saved (its size "
+                             f"or sha256 differs from {MANIFEST}): it was edited or damaged; restore it, or remove "
+                             f"{MANIFEST} to load the files as they are, unchecked")
+        paths[name] = path
+    return paths
+
+
+def has_checkpoint(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a checkpoint (complete or not: loading it says which)."""
+    folder = Path(directory)
+    return any((folder / p).is_file() for p in (MANIFEST, f"{PENDING}/{MANIFEST}", CONFIG, WEIGHTS))
+
+
+def checkpoint_files(directory: str | os.PathLike) -> dict[str, Path]:
+    """``{file name: path}`` of the newest complete checkpoint in ``directory``, every file checked against
+    the manifest (``ValueError`` names a file that differs, ``FileNotFoundError`` a missing one). Only
+    ``training_state.pt`` may be absent. Reads only: a save another process is finishing is read where
+    it lies."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {str(folder)!r} does not exist")
+    paths = _resolve(folder)
+    if paths is None:  # an older layout: the files as they are
+        paths = {name: folder / name for name in FILES if (folder / name).is_file()}
+        if CONFIG not in paths and (folder / PENDING).exists():
+            raise FileNotFoundError(f"checkpoint {str(folder)!r} holds no complete checkpoint yet: its first save "
+                                    f"was interrupted")
+        if CONFIG not in paths:
+            inside = [n for n in ("qelm", "twin", "matched") if (folder / n / CONFIG).is_file() or
+                      (folder / n / MANIFEST).is_file() or (folder / n / PENDING / MANIFEST).is_file()]
+            hint = (f": it is a training run folder; pass one of its checkpoints, "
+                    f"{' or '.join(str(folder / n) for n in inside)}" if inside else ": it is not a qelm checkpoint folder")
+            raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {CONFIG}{hint}")
+        for name in (WEIGHTS, TOKENIZER):
+            if name not in paths:
+                raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {name}: the folder is incomplete "
+                                        f"(an interrupted save, or files removed)")
+    return paths
+
+
+def recover_checkpoint(directory: str | os.PathLike) -> None:
+    """Bring ``directory`` to its newest complete checkpoint: finish moving a committed save into place, or
+    discard the files of one killed before it committed, and the temporary files of killed writes. Only
+    for the process that writes the folder (a training run holding its lock)."""
+    folder = Path(directory)
+    pending = folder / PENDING
+    if (pending / MANIFEST).is_file():
+        _resolve(folder)  # every file of the committed save is there and whole
+        _publish(folder)
+    elif pending.exists():
+        shutil.rmtree(pending)
+    if folder.is_dir():
+        remove_stray_temps(folder, FILES + (MANIFEST,))
+
+
+def _publish(folder: Path) -> None:
+    """Move a committed save from ``.pending/`` into place: its files, then the removal of a training state
+    it does not have, then its manifest, then the empty ``.pending/``. Each step is one rename or unlink,
+    and the state between any two of them resolves to this save (:func:`_resolve`)."""
+    pending = folder / PENDING
+    manifest = _read_manifest(pending / MANIFEST, folder)
+    for name in FILES:
+        if (pending / name).is_file():
+            os.replace(pending / name, folder / name)
+    for name in FILES:
+        if name not in manifest["files"]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / name)  # a stale state would not match these weights
+    os.replace(pending / MANIFEST, folder / MANIFEST)
+    shutil.rmtree(pending)  # only temporary files of the save can be left in it
+    fsync_path(folder)
 
 
 @dataclass
@@ -120,15 +262,10 @@ class Checkpoint:
 
 def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QELMConfig]:
     """``(kind, config)`` from a checkpoint folder's ``config.toml``, checked."""
-    folder = Path(directory)
-    path = folder / CONFIG
-    if not folder.is_dir():
-        raise FileNotFoundError(f"checkpoint folder {str(folder)!r} does not exist")
-    if not path.is_file():
-        inside = [n for n in ("qelm", "twin", "matched") if (folder / n / CONFIG).is_file()]
-        hint = (f": it is a training run folder; pass one of its checkpoints, {' or '.join(str(folder / n) for n in inside)}"
-                if inside else ": it is not a qelm checkpoint folder")
-        raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {CONFIG}{hint}")
+    return _read_config(Path(directory), checkpoint_files(directory)[CONFIG])
+
+
+def _read_config(folder: Path, path: Path) -> tuple[str, QELMConfig]:
     data = read_toml(path, what=f"checkpoint {str(folder)!r} is corrupt: {CONFIG}")
     kind = data.get("kind", "qelm")
     if kind not in KINDS:
@@ -142,22 +279,39 @@ def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QELMConfi
     return kind, config
 
 
+def read_training_state(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The training state of the newest complete checkpoint in ``directory`` (``None`` when it saved
+    none), checked like :func:`load_checkpoint` checks it, without building the model."""
+    folder = Path(directory)
+    paths = checkpoint_files(folder)
+    return _read_state(folder, paths[TRAINING_STATE]) if TRAINING_STATE in paths else None
+
+
+def _read_state(folder: Path, path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types (pickle, zip, runtime) on a bad file
+        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} cannot be read "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} has no step")
+    return state
+
+
 def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None, **backend_options: Any) -> Checkpoint:
-    """Load a checkpoint folder written by :func:`save_checkpoint`. ``backend`` (and options such as
-    ``shots``) run the circuits elsewhere than the saved config says; the weights are the same.
+    """Load the newest complete checkpoint in a folder written by :func:`save_checkpoint`. ``backend``
+    (and options such as ``shots``) run the circuits elsewhere than the saved config says; the weights
+    are the same.
 
     Raises ``FileNotFoundError`` when a file is missing, ``ValueError`` naming the file and what is wrong
-    when one is corrupt or the weights do not match the config, and ``BackendUnavailable`` when the
-    backend cannot run here."""
+    when one is corrupt, edited after the save, or the weights do not match the config, and
+    ``BackendUnavailable`` when the backend cannot run here."""
     from safetensors import SafetensorError, safe_open
 
     folder = Path(directory)
-    kind, config = read_checkpoint_config(folder)
-    for name in (WEIGHTS, TOKENIZER):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {name}: the folder is incomplete "
-                                    f"(an interrupted save, or files removed)")
-    tokenizer = load_tokenizer(folder / TOKENIZER)
+    paths = checkpoint_files(folder)
+    kind, config = _read_config(folder, paths[CONFIG])
+    tokenizer = load_tokenizer(paths[TOKENIZER])
     if tokenizer.vocab_size != config.vocab_size:
         raise ValueError(f"checkpoint {str(folder)!r} does not match its config: {TOKENIZER} has "
                          f"{tokenizer.vocab_size} tokens but {CONFIG} says vocab_size={config.vocab_size}")
@@ -165,24 +319,22 @@ def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None,
     model = ClassicalLM(config) if kind == "classical" else QELM(config)
 
     try:
-        with safe_open(str(folder / WEIGHTS), framework="pt") as f:
+        with safe_open(str(paths[WEIGHTS]), framework="pt") as f:
             metadata = f.metadata() or {}
             weights = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {WEIGHTS} cannot be read ({e})") from None
     _check_weights(folder, model, weights, config)
+    bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"checkpoint {str(folder)!r} cannot be used: {WEIGHTS} holds NaN or infinity in "
+                         f"{', '.join(bad[:4])} (the model diverged before it was saved); train it again")
     model.load_state_dict(weights, strict=True)
     model.eval()
 
     state = None
-    if (folder / TRAINING_STATE).is_file():
-        try:
-            state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch.load raises many types (pickle, zip, runtime) on a bad file
-            raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} cannot be read "
-                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-        if not isinstance(state, dict) or "step" not in state:
-            raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} has no step")
+    if TRAINING_STATE in paths:
+        state = _read_state(folder, paths[TRAINING_STATE])
         saved_step = metadata.get("step")
         if saved_step is not None and int(saved_step) != int(state["step"]):
             raise ValueError(f"checkpoint {str(folder)!r} is inconsistent: {WEIGHTS} is from step {saved_step} but "

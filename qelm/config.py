@@ -19,7 +19,7 @@ import tomli_w
 from .circuits import READOUTS, build_circuit, embedding_circuits
 
 __all__ = ["QELMConfig", "SLOT_CHOICES", "state_vector_bytes", "available_memory_bytes", "read_toml",
-           "config_differences", "with_backend"]
+           "config_differences", "with_backend", "model_table"]
 
 SLOT_CHOICES = {
     "embedding": ("quantum", "classical"),
@@ -104,7 +104,31 @@ class QELMConfig:
         if self.backend == "qelm.fused" and self.shots is not None:
             bad("shots", "backend qelm.fused is exact and takes no shots: use backend qiskit.aer or default.qubit "
                          "for sampled estimates, or remove shots")
+        self._check_parameters()
         self._check_memory()
+
+    def parameter_bound(self) -> int:
+        """An upper bound on the parameter count of this config's QELM and of its classical twin: the twin's
+        exact count plus every circuit's gate angles (three per qubit and layer, one circuit set per head and
+        slot). Cheap to compute for any sizes, so absurd ones are refused before a tensor is allocated."""
+        V, C, d, h, L = self.vocab_size, self.context_len, self.d_model, self.d_hidden, self.n_layers
+        classical = V * d + C * d + L * (6 * d + 4 * d * d + 4 * d + 2 * d * h + h + d) + 2 * d + d * V
+        circuits = (L * (3 * self.n_heads + 1) + 1) * self.circuit_layers * self.n_qubits * 3
+        return classical + circuits
+
+    def _check_parameters(self) -> None:
+        # x16: float32 weights, their gradients and AdamW's two moments
+        need, have = 16 * self.parameter_bound(), available_memory_bytes()
+        if need > have:
+            sizes = {n: getattr(self, n) for n in ("vocab_size", "d_model", "d_hidden", "n_layers", "context_len",
+                                                     "n_heads", "n_qubits", "circuit_layers")}
+            largest = max(sizes, key=sizes.get)
+            model = ", ".join(f"{k}={v}" for k, v in sizes.items())
+            raise ValueError(
+                f"config field {largest}={sizes[largest]!r} is invalid: a model of {model} has about "
+                f"{self.parameter_bound():.3g} parameters, which need about {need / 2**30:.3g} GiB to train, more than "
+                f"this machine's {have / 2**30:.1f} GiB; use smaller sizes"
+            )
 
     def widest_circuit_wires(self) -> int:
         """Qubits of the widest circuit this config runs (the swap test doubles the data register)."""
@@ -112,15 +136,23 @@ class QELMConfig:
             return 2 * self.n_qubits + 1
         return self.n_qubits
 
-    def _check_memory(self) -> None:
+    def circuit_memory(self, batch: int | None = None) -> tuple[int, int, int]:
+        """``(circuits, qubits, bytes)``: the circuits a forward and backward pass over ``batch`` sequences
+        of ``context_len`` tokens keeps in flight (default ``batch_hint``), the qubits of the widest, and
+        about how much memory their state vectors take; ``(0, 0, 0)`` for a model without circuits."""
         if not self.uses_circuits:
-            return
+            return 0, 0, 0
+        batch = self.batch_hint if batch is None else batch
         wires = self.widest_circuit_wires()
-        circuits = self.batch_hint * self.context_len * self.n_heads * 3
+        circuits = batch * self.context_len * self.n_heads * 3
         if self.attention == "fidelity" and self.fidelity_method == "swap_test":
-            circuits = self.batch_hint * self.n_heads * self.context_len * (self.context_len + 1) // 2
-        # x3: the simulator keeps the state, a work copy and (backprop) the saved activations
-        need = 3 * state_vector_bytes(wires, circuits)
+            circuits = batch * self.n_heads * self.context_len * (self.context_len + 1) // 2
+        # x3: the simulator keeps the state, a work copy and (backprop) the saved activations; past 128 qubits
+        # the exact (astronomical) figure is not worth computing
+        return circuits, wires, 3 * state_vector_bytes(min(wires, 128), circuits)
+
+    def _check_memory(self) -> None:
+        circuits, wires, need = self.circuit_memory()
         have = available_memory_bytes()
         if need > have:
             raise ValueError(
@@ -182,7 +214,7 @@ class QELMConfig:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"config {str(p) if p else 'text'} is not valid TOML: {e}") from None
-        return cls.from_dict(data.get("model", data))
+        return cls.from_dict(model_table(data, f"config file {str(p)!r}" if p else "config text"))
 
     def circuit(self, name: str):
         """The built-in circuit ``name`` at this config's qubits and layers (and readout, for the circuits
@@ -203,6 +235,23 @@ def read_toml(path: str | os.PathLike, *, what: str | None = None) -> dict[str, 
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{what} is not valid TOML ({e})") from None
+
+
+CONFIG_FILE_LAYOUT = ("a config file holds the model's fields under [model] (d_model = 16, n_qubits = 4, ...; an "
+                      "empty [model] is the default model) and training settings under [train] (steps = 300, ...)")
+
+
+def model_table(data: dict[str, Any], what: str) -> dict[str, Any]:
+    """The model fields of a config file's tables: its ``[model]`` table, or its top-level fields when it
+    has none. A file with a ``[train]`` table must put the model under ``[model]``: say so, rather than
+    calling ``train`` an unknown field."""
+    if "model" in data:
+        if not isinstance(data["model"], dict):
+            raise ValueError(f"{what}: model must be a table ([model]); {CONFIG_FILE_LAYOUT}")
+        return data["model"]
+    if "train" in data:
+        raise ValueError(f"{what} has a [train] table but no [model] table: {CONFIG_FILE_LAYOUT}")
+    return data
 
 
 RUNTIME_FIELDS = ("backend", "shots", "backend_options", "batch_hint")  # how to run, not what the model is

@@ -27,10 +27,18 @@ import torch
 
 from .tokenizer import Tokenizer, build_tokenizer
 
-__all__ = ["VAL_FRACTION", "bundled_corpus", "bundled_config", "read_corpus", "split_text", "TextDataset",
-           "BatchSampler"]
+__all__ = ["VAL_FRACTION", "MAX_SEED", "check_seed", "bundled_corpus", "bundled_config", "read_corpus", "split_text",
+           "TextDataset", "BatchSampler"]
 
 VAL_FRACTION = 0.1  # the last 10% of the text is the validation split
+MAX_SEED = 2**63 - 1  # the largest seed that torch, a TOML file and JSON all hold
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    """``seed`` if it is an integer from 0 to :data:`MAX_SEED`; else ``ValueError`` naming ``name``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name}={seed!r} is invalid: use an integer from 0 to {MAX_SEED} (2**63 - 1)")
+    return seed
 _DATA_DIR = Path(__file__).resolve().parent / "data"
 
 

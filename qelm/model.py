@@ -19,7 +19,7 @@ from .backends import Backend, get_backend
 from .config import QELMConfig
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
 
-__all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache"]
+__all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache", "check_sampling"]
 
 
 class KVCache:
@@ -111,8 +111,15 @@ class QELM(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: "KVCache | None" = None):
         """``cache`` (a :class:`KVCache`): ``idx`` continues the tokens the cache has seen; their keys and
-        values are reused and the new ones added (generation, one token at a time)."""
-        self._check_ids(idx)
+        values are reused and the new ones added (generation, one token at a time). ``idx`` may also be a
+        numpy array or nested list of token ids."""
+        idx = self._check_ids(idx)
+        if targets is not None and not isinstance(targets, torch.Tensor):
+            targets = torch.as_tensor(targets, dtype=torch.long, device=idx.device)
+        if idx.numel() == 0:  # an empty batch, or empty sequences: empty logits, as torch's own layers give
+            logits = self.lm_head(self.ln_f(self.lm_head.weight.new_zeros(*idx.shape, self.config.d_model)))  # (B, T, vocab)
+            return logits, None if targets is None else F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                                        targets.reshape(-1))
         start = cache.length if cache is not None else 0
         if start + idx.shape[1] > self.config.context_len:
             raise ValueError(f"the KV cache holds {start} tokens; {idx.shape[1]} more exceed context_len="
@@ -128,18 +135,27 @@ class QELM(nn.Module):
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
         return logits, loss
 
-    def _check_ids(self, idx: torch.Tensor) -> None:
+    def _check_ids(self, idx) -> torch.Tensor:
+        """``idx`` as a (batch, seq) tensor of token ids, checked; a numpy array or list becomes one."""
+        if not isinstance(idx, torch.Tensor):
+            idx = torch.as_tensor(idx, device=self.lm_head.weight.device)
+        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+            raise ValueError(f"token ids must be integers, got dtype {idx.dtype}: pass a tensor of token ids "
+                             f"(torch.long)")
+        if idx.dtype != torch.long:
+            idx = idx.long()
         if idx.dim() != 2:
             raise ValueError(f"token ids must be (batch, seq), got shape {tuple(idx.shape)}")
         if idx.shape[1] > self.config.context_len:
             raise ValueError(f"sequence length {idx.shape[1]} exceeds context_len={self.config.context_len}; "
                              f"crop the input to its last {self.config.context_len} tokens")
         if torch.compiler.is_compiling():  # value checks read the tensor: done when the model runs eagerly
-            return
+            return idx
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
             bad = int(idx.max()) if int(idx.max()) >= self.config.vocab_size else int(idx.min())
             raise ValueError(f"token id {bad} is out of range for vocab_size={self.config.vocab_size}: "
                              f"ids must be in [0, {self.config.vocab_size - 1}]")
+        return idx
 
     # --- backends ------------------------------------------------------------------------------------
     def quantum_layers(self) -> list[QuantumLayer]:
@@ -176,6 +192,9 @@ class QELM(nn.Module):
         cached keys and values of the tokens before it. Positions are absolute, so once the sequence
         passes ``context_len`` the window slides and every step re-reads the whole window (as without the
         cache); the logits are the same either way."""
+        check_sampling(max_new_tokens, temperature, top_k)
+        if idx.dim() != 2 or idx.shape[1] == 0:
+            raise ValueError(f"generate continues (batch, seq) token ids with seq >= 1, got shape {tuple(idx.shape)}")
         C = self.config.context_len
         cache = None
         for _ in range(max_new_tokens):  # autoregressive: each step depends on the previous token
@@ -193,6 +212,19 @@ class QELM(nn.Module):
             nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
             idx = torch.cat([idx, nxt], dim=1)
         return idx
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None) -> None:
+    """Raise ``ValueError`` naming a sampling setting that cannot be meant: a negative or non-integer
+    token count, a temperature that is not a finite number > 0 (0 would be greedy only by accident, infinity
+    uniform noise), a ``top_k`` below 1."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} is invalid: use an integer >= 0")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise ValueError(f"temperature={temperature!r} is invalid: use a finite number > 0 (1.0 samples the model as "
+                         f"trained; smaller is greedier)")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k={top_k!r} is invalid: use an integer >= 1, or leave it out")
 
 
 class ClassicalLM(QELM):

@@ -21,6 +21,7 @@ from typing import Iterable
 __all__ = ["CharTokenizer", "BPETokenizer", "Tokenizer", "load_tokenizer", "build_tokenizer", "TOKENIZER_KINDS"]
 
 TOKENIZER_KINDS = ("char", "bpe")
+MAX_VOCAB_SIZE = 2**31 - 1  # the most tokens a BPE vocabulary may ask for (the tokenizers library counts in 32 bits)
 _CHAR_FORMAT = "qelm.char"  # the "type" key of a saved CharTokenizer
 
 
@@ -117,6 +118,9 @@ class BPETokenizer:
         tok.decoder = decoders.ByteLevel()
         source = text if alphabet_text is None else alphabet_text
         alphabet = sorted({c for word, _ in tok.pre_tokenizer.pre_tokenize_str(source) for c in word})
+        if isinstance(vocab_size, int) and vocab_size > MAX_VOCAB_SIZE:
+            raise ValueError(f"BPE vocab_size={vocab_size} is too large: use at most {MAX_VOCAB_SIZE} (2**31 - 1) "
+                             f"tokens; training stops early anyway once no pair of tokens is left to merge")
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < len(alphabet):
             raise ValueError(f"BPE vocab_size={vocab_size!r} is too small: the corpus has {len(alphabet)} distinct bytes, "
                              f"each needs a token; use a vocab_size of at least {max(len(alphabet), 2)}")

@@ -1,5 +1,9 @@
+import errno
 import json
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,3 +102,27 @@ class _CLI:
 def cli(capsys) -> _CLI:
     """``cli("train", "--data", ...)`` -> ``(rc, stdout, stderr)``; ``cli.error(...)`` -> the error line."""
     return _CLI(capsys)
+
+
+@pytest.fixture
+def read_only_folder(tmp_path, monkeypatch) -> Path:
+    """A folder that refuses new files, as a read-only mount does: by its mode bits, or (for root, who
+    writes whatever they say) by refusing the temporary files qelm probes and writes with."""
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o500)
+    try:
+        (folder / "probe").touch()
+    except PermissionError:
+        return folder
+    (folder / "probe").unlink()
+
+    def refuse(real):
+        def make(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir).is_relative_to(folder):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+            return real(*args, dir=dir, **kwargs)
+        return make
+
+    for name in ("TemporaryFile", "mkstemp"):
+        monkeypatch.setattr(tempfile, name, refuse(getattr(tempfile, name)))
+    return folder

@@ -192,9 +192,23 @@ def test_cli_prints_table_and_writes_json(tiny, tmp_path, cli):
     (["--modes", "inference,fly"], "fly"),
     (["--plot", "out.jpg"], ".png, .svg or .pdf"),
     (["--config", "missing.toml"], "config file 'missing.toml' does not exist"),
-    (["--batch", "0"], "batch value 0"),
+    (["--batch", "0"], "argument --batch: 0 is invalid: use an integer >= 1"),
+    (["--max-seconds", "inf"], "argument --max-seconds: inf is invalid: use a finite number > 0"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(argv, message, cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli("bench", *argv)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag, name", [("--json", "b.json"), ("--plot", "b.png")])
+def test_cli_a_read_only_output_fails_before_measuring(cli, read_only_folder, monkeypatch, flag, name):
+    import qelm.cli.bench
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before the output was checked")
+
+    monkeypatch.setattr(qelm.cli.bench, "run_benchmark", measured)
+    target = read_only_folder / name
+    line = cli.error("bench", "--quick", flag, target)
+    assert f"{flag} {str(target)!r}" in line and "is not writable" in line and ".tmp" not in line

@@ -223,8 +223,10 @@ def test_cli_json_has_every_field(cli, tmp_path):
     (["--published", "--d-model", "64"], "--published fixes d_model=128"),
     (["--data", "missing.txt"], "checkpoints"),
     (["--checkpoint", "no/such/folder"], "no/such/folder"),
-    (["--qubits", "0"], "n_qubits=0"),
-    (["--eps", "2"], "eps=2"),
+    (["--qubits", "0"], "argument --qubits: 0 is invalid: use an integer >= 1"),
+    (["--eps", "2"], "--eps 2.0 is invalid"),
+    (["--eps", "nan"], "argument --eps: nan is invalid: use a finite number > 0"),
+    (["--seed", str(2**64)], "argument --seed: 18446744073709551616 is invalid: use an integer from 0 to"),
     (["--plot", "sizes.xyz"], "sizes.xyz"),
 ])
 def test_cli_bad_flags_give_one_line_and_exit_2(cli, argv, needle):
@@ -248,3 +250,16 @@ def test_checkpoints_and_perplexity(tiny_config, tmp_path):
         expected = evaluate(loaded.model, torch.tensor(tok.encode(text)), batch_size=4, context_len=cfg.context_len)
         assert math.isclose(m.perplexity["perplexity"], float(expected["perplexity"]), rel_tol=1e-6)
     assert "validation perplexity" in comp.to_markdown() and "perplexity" in comp.verdict.lower()
+
+
+@pytest.mark.parametrize("flag, name", [("--json", "c.json"), ("--plot", "c.png"), ("--keep-files", "files")])
+def test_cli_a_read_only_output_fails_before_measuring(cli, read_only_folder, monkeypatch, flag, name):
+    import qelm.cli.compare
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before the output was checked")
+
+    monkeypatch.setattr(qelm.cli.compare, "compare", measured)
+    target = read_only_folder / name
+    line = cli.error("compare", flag, target)
+    assert f"{flag} {str(target)!r}" in line and "is not writable" in line and ".tmp" not in line

@@ -117,7 +117,7 @@ def test_cli_infers_the_format_from_the_file_name(cli, tmp_path, suffix, magic):
     (["draw", "nope"], "unknown circuit 'nope': valid circuits are amplitude, angle"),
     (["draw", "angle", "--out", "x.bmp"], "cannot tell the format from --out 'x.bmp'"),
     (["draw", "angle", "--format", "png", "--out", "x.svg"], "does not end in .png"),
-    (["draw", "angle", "--qubits", "0"], "n_qubits=0 is invalid"),
+    (["draw", "angle", "--qubits", "0"], "argument --qubits: 0 is invalid: use an integer >= 1"),
     (["draw", "angle", "--config", "missing.toml"], "config file 'missing.toml' does not exist"),
     (["draw", "angle", "--checkpoint", "missing_dir"], "'missing_dir' does not exist"),
 ])

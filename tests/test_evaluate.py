@@ -1,5 +1,6 @@
 """qelm.evaluate: evaluation scores every token exactly once, the unigram baseline is the smoothed
-frequency cross-entropy, and generation is reproducible by seed."""
+frequency cross-entropy, and generation is reproducible by seed, streams the tokens QELM.generate samples,
+and refuses settings that cannot be meant."""
 
 import math
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from qelm import QELM, ClassicalLM
-from qelm.evaluate import evaluate, generate_text, unigram_baseline
+from qelm.data import TextDataset
+from qelm.evaluate import evaluate, generate_text, sample_tokens, stream_text, unigram_baseline
 
 
 @pytest.fixture
@@ -52,3 +54,35 @@ def test_generation_is_reproducible_by_seed_and_names_unknown_characters(periodi
         generate_text(model, periodic.tokenizer, "hello X", seed=0)
     with pytest.raises(ValueError, match="temperature=0"):
         generate_text(model, periodic.tokenizer, "hel", temperature=0)
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(temperature=0.5, top_k=3), dict(temperature=1e-9)])
+def test_streamed_tokens_are_the_ones_generate_samples(periodic, config, settings):
+    model = QELM(config).eval()
+    prompt = periodic.tokenizer.encode("hello w")  # 7 of 8 context tokens: the window slides at once
+    streamed = list(sample_tokens(model, prompt, max_new_tokens=20, seed=4, **settings))
+    whole = model.generate(torch.tensor([prompt]), 20, generator=torch.Generator().manual_seed(4), **settings)
+    assert streamed == whole[0, len(prompt):].tolist()
+
+
+def test_streamed_text_joins_to_the_generated_text_and_holds_back_split_characters(tiny_config):
+    ds = TextDataset.from_text("caf\u00e9 \u00fcber na\u00efve \U0001f600 " * 40, tokenizer="bpe", vocab_size=40)
+    model = ClassicalLM(tiny_config.replace(vocab_size=ds.vocab_size)).eval()
+    for seed in range(3):
+        pieces = list(stream_text(model, ds.tokenizer, "caf", max_new_tokens=40, seed=seed))
+        assert "".join(pieces) == generate_text(model, ds.tokenizer, "caf", max_new_tokens=40, seed=seed)
+        assert len(pieces) > 10, "text comes piece by piece"
+        whole = "".join(pieces)
+        assert sum(p.count("\ufffd") for p in pieces) == whole.count("\ufffd")
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(temperature=math.inf), "temperature=inf is invalid"),
+    (dict(temperature=-0.5), "temperature=-0.5 is invalid"),
+    (dict(max_new_tokens=-3), "max_new_tokens=-3 is invalid"),
+    (dict(seed=2**63), "seed=9223372036854775808 is invalid: use an integer from 0 to"),
+    (dict(seed=-1), "seed=-1 is invalid"),
+])
+def test_generation_refuses_settings_before_sampling(periodic, config, setting, message):
+    with pytest.raises(ValueError, match=message):
+        stream_text(QELM(config), periodic.tokenizer, "hel", **setting)  # before the first token, not on iteration

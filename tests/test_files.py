@@ -35,3 +35,16 @@ def test_folder_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist: create it first"):
         atomic_write(tmp_path / "missing" / "a.txt", "x")
     assert atomic_write(tmp_path / "made" / "a.txt", "x", make_parents=True).read_text() == "x"
+
+
+def test_a_read_only_folder_names_the_file_asked_for(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(*args, dir=None, **kwargs):  # as a read-only mount answers (root ignores mode bits)
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(dir, ".out.json.x1y2.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(PermissionError) as e:
+        atomic_write(tmp_path / "out.json", "{}")
+    assert f"cannot write {str(tmp_path / 'out.json')!r}" in str(e.value) and ".tmp" not in str(e.value)

@@ -96,13 +96,49 @@ def test_token_ids_out_of_range_and_too_long_sequences(tiny_config):
         model(torch.zeros(1, 7, dtype=torch.long))
 
 
+@pytest.mark.parametrize("cls", [QELM, ClassicalLM])
+def test_empty_batches_and_numpy_or_list_input_work_as_in_torch(tiny_config, cls):
+    import numpy as np
+
+    model = cls(tiny_config)
+    for shape in ((0, 4), (1, 0), (0, 0)):
+        logits, loss = model(torch.zeros(shape, dtype=torch.long))
+        assert logits.shape == (*shape, tiny_config.vocab_size) and loss is None, shape
+    ids = [[1, 2, 3], [4, 5, 6]]
+    ref, ref_loss = model(torch.tensor(ids), torch.tensor(ids))
+    for given in (np.array(ids), np.array(ids, dtype=np.int32), ids):
+        logits, loss = model(given, given)
+        assert torch.equal(logits, ref) and torch.equal(loss, ref_loss), type(given)
+    with pytest.raises(ValueError, match="token ids must be integers, got dtype torch.float64"):
+        model(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"token ids must be \(batch, seq\), got shape \(3,\)"):
+        model([1, 2, 3])
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(temperature=-1.0), "temperature=-1.0 is invalid: use a finite number > 0"),
+    (dict(temperature=0.0), "temperature=0.0 is invalid"),
+    (dict(temperature=float("inf")), "temperature=inf is invalid"),
+    (dict(temperature=float("nan")), "temperature=nan is invalid"),
+    (dict(max_new_tokens=-1), "max_new_tokens=-1 is invalid: use an integer >= 0"),
+    (dict(top_k=0), "top_k=0 is invalid"),
+])
+def test_generate_refuses_settings_that_cannot_be_meant(tiny_config, setting, message):
+    model = QELM(tiny_config)
+    with pytest.raises(ValueError, match=message):
+        model.generate(torch.zeros(1, 2, dtype=torch.long), **{"max_new_tokens": 3, **setting})
+    with pytest.raises(ValueError, match=r"seq >= 1, got shape \(1, 0\)"):
+        model.generate(torch.zeros(1, 0, dtype=torch.long), 3)
+
+
 def test_set_backend_keeps_weights_and_outputs(tiny_config):
     model = QELM(tiny_config)
     idx = torch.randint(0, tiny_config.vocab_size, (2, 5))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ref = model(idx)[0]
     model.set_backend("lightning.qubit")
-    assert model.backend.name == "lightning.qubit"
+    assert model.backend.name == "lightning.qubit" and model.config.backend == "lightning.qubit"
+    assert tiny_config.backend == "qelm.fused", "the caller's config is not changed"
     assert all(layer.backend is model.backend for layer in model.quantum_layers())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.allclose(model(idx)[0], ref, atol=1e-5)

@@ -6,19 +6,25 @@ import errno
 import json
 import math
 import os
+import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+import qelm.cli
+import qelm.cli.train
 import qelm.train.run
+import qelm.train.steps
 from qelm import ClassicalLM, QELMConfig, TrainSettings
-from qelm.checkpoint import CONFIG, WEIGHTS, load_checkpoint
+from qelm.checkpoint import CONFIG, MANIFEST, TOKENIZER, WEIGHTS, load_checkpoint
+from qelm.files import FolderInUse, FolderLock
 from qelm.data import TextDataset
 from qelm.evaluate import evaluate, unigram_baseline
 from qelm.metrics import read_metrics
 from qelm.train import LOSS_CURVE, METRICS, SUMMARY, train
+from qelm.train.run import LOCK
 
 pytestmark = pytest.mark.usefixtures("_one_thread")
 
@@ -171,15 +177,16 @@ def test_resume_after_a_kill_gives_the_same_losses_as_an_uninterrupted_run(tmp_p
 
 def test_resume_refuses_what_would_change_the_numbers(tmp_path, periodic, corpus):
     cfg = tiny(periodic.vocab_size)
-    train(cfg, periodic, steps=4, batch_size=4, lr=0.02, out=tmp_path, save_every=2, twin=False)
+    run = tmp_path / "run"  # tmp_path holds the corpus file
+    train(cfg, periodic, steps=4, batch_size=4, lr=0.02, out=run, save_every=2, twin=False)
     with pytest.raises(ValueError, match="cannot resume with lr=0.05: the run was trained with lr=0.02"):
-        train(None, periodic, out=tmp_path, resume=True, steps=6, lr=0.05)
+        train(None, periodic, out=run, resume=True, steps=6, lr=0.05)
     with pytest.raises(ValueError, match=r"different model config \(d_hidden: 16 vs 32"):
-        train(cfg.replace(d_hidden=32), periodic, out=tmp_path, resume=True, steps=6)
+        train(cfg.replace(d_hidden=32), periodic, out=run, resume=True, steps=6)
     with pytest.raises(ValueError, match="cannot resume on a different corpus"):
-        train(None, TextDataset.from_text("hello world. " * 60 + "hello"), out=tmp_path, resume=True, steps=6)
+        train(None, TextDataset.from_text("hello world. " * 60 + "hello"), out=run, resume=True, steps=6)
     with pytest.raises(ValueError, match="already took 4 steps, more than steps=3"):
-        train(None, periodic, out=tmp_path, resume=True, steps=3)
+        train(None, periodic, out=run, resume=True, steps=3)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(None, periodic, out=tmp_path / "empty", resume=True, steps=6)
 
@@ -195,6 +202,132 @@ def test_resume_refuses_a_matched_checkpoint_of_another_shape(tmp_path, periodic
     with pytest.raises(ValueError, match=rf"cannot resume the matched classical .*d_hidden: {derived.d_hidden} vs "
                                          rf"{derived.d_hidden + 1}; saved vs expected"):
         train(None, periodic, out=tmp_path, resume=True)
+
+
+# --- the run folder: one writer, nothing of the user's overwritten, every file checked -----------------------------
+def test_a_run_folder_is_locked_while_a_run_writes_it(tmp_path, periodic, cli, corpus, config_file):
+    run = tmp_path / "run"
+    run.mkdir()
+    with FolderLock(run, LOCK, what="run folder"):  # another qelm train holds it
+        with pytest.raises(FolderInUse, match=rf"run folder .* is in use by process {os.getpid()} on host "
+                                              rf"{socket.gethostname()} \(since .*\): wait for it"):
+            train(tiny(periodic.vocab_size), periodic, steps=1, batch_size=2, out=run)
+        line = cli.error("train", "--data", corpus, "--config", config_file, "--out", run)
+        assert f"in use by process {os.getpid()} on host {socket.gethostname()}" in line
+        assert sorted(p.name for p in run.iterdir()) == [LOCK], "nothing written"
+    train(tiny(periodic.vocab_size), periodic, steps=2, batch_size=2, out=run, twin=False, matched=False)
+    with FolderLock(run, LOCK):  # a resume too: it would read files the other process is writing
+        with pytest.raises(FolderInUse, match="is in use by process"):
+            train(None, periodic, out=run, resume=True, steps=3)
+    assert train(None, periodic, out=run, resume=True, steps=3).qelm.steps_run == 1, "released when a run ends"
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_of_the_users_files_is_refused(tmp_path, periodic, overwrite):
+    out = tmp_path / "mine"
+    (out / "qelm").mkdir(parents=True)
+    (out / "notes.txt").write_text("my notes")
+    (out / "data").mkdir()
+    with pytest.raises(FileExistsError, match=r"holds files that are not a qelm run \(data/, notes.txt\): choose an "
+                                              r"empty or new folder"):
+        train(tiny(periodic.vocab_size), periodic, steps=1, batch_size=2, out=out, overwrite=overwrite)
+    assert (out / "notes.txt").read_text() == "my notes" and not list((out / "qelm").iterdir())
+
+
+def test_resume_refuses_a_metrics_file_edited_before_the_checkpoint(tmp_path, periodic):
+    cfg = tiny(periodic.vocab_size)
+    train(cfg, periodic, steps=4, batch_size=4, out=tmp_path / "run", save_every=2, twin=False, matched=False)
+    path = tmp_path / "run" / "qelm" / METRICS
+    good = path.read_text()
+    path.write_text(good + '{"step": 5, "loss": 1.0}\n{"step": 6, "lo')  # after the checkpoint, then torn: cut
+    assert train(None, periodic, out=tmp_path / "run", resume=True, steps=5).qelm.steps_run == 1
+    assert [r["step"] for r in read_metrics(path)] == [1, 2, 3, 4, 5]
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace('"loss": ', '"loss": 1')  # an edited number before the checkpoint
+    path.write_text("".join(lines))
+    with pytest.raises(ValueError, match=r"metrics.jsonl is not what the run wrote up to its checkpoint at step 5: its "
+                                         r"first \d+ bytes differ"):
+        train(None, periodic, out=tmp_path / "run", resume=True, steps=6)
+    path.write_text("".join(lines[:2]))  # lines lost
+    with pytest.raises(ValueError, match=r"metrics.jsonl is not what the run wrote .* are missing"):
+        train(None, periodic, out=tmp_path / "run", resume=True, steps=6)
+
+
+@pytest.mark.parametrize("name", [TOKENIZER, CONFIG])
+def test_resume_names_a_checkpoint_file_edited_by_hand(tmp_path, periodic, name):
+    train(tiny(periodic.vocab_size), periodic, steps=2, batch_size=4, out=tmp_path / "run", twin=False, matched=False)
+    path = tmp_path / "run" / "qelm" / name
+    path.write_text(path.read_text().replace("e", "E", 1))
+    with pytest.raises(ValueError, match=rf"run/qelm' is corrupt: {name} is not the file that was saved"):
+        train(None, periodic, out=tmp_path / "run", resume=True, steps=3)
+
+
+# --- numbers refused before any work ----------------------------------------------------------------------------
+@pytest.mark.parametrize("setting, value, message", [
+    ("lr", math.inf, "lr=inf is invalid: use a finite, positive learning rate"),
+    ("lr", math.nan, "lr=nan is invalid"),
+    ("grad_clip", math.nan, "grad_clip=nan is invalid: use a finite number >= 0"),
+    ("weight_decay", math.inf, "weight_decay=inf is invalid: use a finite number >= 0"),
+    ("seed", 2**63, r"seed=9223372036854775808 is invalid: use an integer from 0 to 9223372036854775807"),
+    ("seed", -1, "seed=-1 is invalid"),
+])
+def test_non_finite_or_out_of_range_settings_are_refused_before_any_work(tmp_path, periodic, setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        train(tiny(periodic.vocab_size), periodic, steps=2, batch_size=2, out=tmp_path / "run", **{setting: value})
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_diverging_run_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_path, periodic, monkeypatch):
+    clip, calls = torch.nn.utils.clip_grad_norm_, [0]
+
+    def nan_gradient_at_step_3(parameters, max_norm):  # as a batch that overflows the backward pass would
+        calls[0] += 1
+        parameters = list(parameters)
+        if calls[0] == 3:
+            parameters[0].grad.fill_(math.nan)
+        return clip(parameters, max_norm)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", nan_gradient_at_step_3)
+    with pytest.raises(FloatingPointError, match=r"the QELM's gradient norm became nan at step 3; training stopped "
+                                                 r"there and the last good checkpoint, of step 2, is kept in .*run/qelm"):
+        train(tiny(periodic.vocab_size), periodic, steps=4, batch_size=4, save_every=1, out=tmp_path / "run",
+              twin=False, matched=False)
+    monkeypatch.undo()
+    ck = load_checkpoint(tmp_path / "run" / "qelm")
+    assert ck.training_state["step"] == 2
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "qelm" / METRICS)] == [1, 2]
+    assert train(None, periodic, out=tmp_path / "run", resume=True).qelm.steps_run == 2, "it resumes from there"
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(lr=1e30, grad_clip=0.0), r"weights after step 1 give a loss of nan; they are not saved"),  # huge, finite
+    (dict(lr=0.1, weight_decay=1e300), r"weights \(.*\) became NaN or infinite at step 1; they are not saved"),
+])
+def test_weights_that_diverged_are_never_saved(tmp_path, periodic, settings, message):
+    with pytest.raises(FloatingPointError, match=message + r", and no checkpoint had been saved yet: .*weight decay"):
+        train(tiny(periodic.vocab_size), periodic, steps=3, batch_size=4, save_every=1, out=tmp_path / "run",
+              twin=False, matched=False, **settings)
+    assert not (tmp_path / "run" / "qelm" / MANIFEST).exists()
+
+
+def test_memory_is_checked_with_the_real_batch_before_any_work(tmp_path, periodic, monkeypatch):
+    cfg = tiny(periodic.vocab_size, n_qubits=14)  # the config's own check (batch_hint=8) passes
+    monkeypatch.setattr(qelm.train.steps, "available_memory_bytes", lambda: 2**30)
+    per_sequence = cfg.circuit_memory(1)[2]  # 48 circuits of 14 qubits: 36 MiB
+    with pytest.raises(ValueError, match=rf"batch_size=20000 does not fit: 960000 circuits of 14 qubits need about "
+                                         rf"703.1 GiB .* 1.0 GiB of CPU memory here; use batch_size={2**30 // per_sequence} "
+                                         rf"or less"):
+        train(cfg, periodic, steps=1, batch_size=20000, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_with_train_but_no_model_table_says_what_it_should_hold(tmp_path, cli, corpus):
+    path = tmp_path / "c.toml"
+    path.write_text("d_model = 8\n[train]\nsteps = 2\n")
+    line = cli.error("train", "--data", corpus, "--config", path, "--out", tmp_path / "run")
+    assert "has a [train] table but no [model] table: a config file holds the model's fields under [model]" in line
+    with pytest.raises(ValueError, match=r"has a \[train\] table but no \[model\] table"):
+        QELMConfig.from_toml(path)
 
 
 # --- command line -----------------------------------------------------------------------------------------------
@@ -257,6 +390,93 @@ def test_cli_prompt_outside_vocabulary_says_which_characters(tmp_path, cli, corp
     assert "'C' (U+0043" in line and "'!' (U+0021" in line
 
 
+@pytest.fixture
+def trained(tmp_path, cli, corpus, config_file):
+    """A checkpoint of a QELM trained for one step by the command line."""
+    assert cli("train", "--data", corpus, "--config", config_file, "--out", tmp_path / "r", "--steps", "1",
+               "--no-twin", "--no-matched")[0] == 0
+    return tmp_path / "r" / "qelm"
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--temperature", "inf", "argument --temperature: inf is invalid: use a finite number > 0"),
+    ("--temperature", "-1", "argument --temperature: -1 is invalid"),
+    ("--temperature", "nan", "argument --temperature: nan is invalid"),
+    ("--max-new-tokens", "-1", "argument --max-new-tokens: -1 is invalid: use an integer >= 0"),
+    ("--top-k", "0", "argument --top-k: 0 is invalid"),
+    ("--seed", str(2**64), "argument --seed: 18446744073709551616 is invalid: use an integer from 0 to "
+                           "9223372036854775807"),
+    ("--seed", "-1", "argument --seed: -1 is invalid"),
+])
+def test_cli_generate_refuses_sampling_flags_by_name(trained, cli, flag, value, message):
+    line = cli.error("generate", "--checkpoint", trained, "--prompt", "the ", flag, value)
+    assert message in line
+
+
+class _Terminal:
+    """stdout that records each write; the ``stop_at``-th write is a Ctrl-C."""
+
+    def __init__(self, stop_at):
+        self.writes, self.stop_at = [], stop_at
+
+    def write(self, text):
+        if len(self.writes) + 1 == self.stop_at:
+            self.stop_at = None
+            raise KeyboardInterrupt
+        self.writes.append(text)
+
+    def flush(self):
+        pass
+
+
+def test_cli_generate_streams_and_keeps_the_text_on_ctrl_c(trained, cli, monkeypatch):
+    terminal = _Terminal(stop_at=30)
+    monkeypatch.setattr("sys.stdout", terminal)
+    rc, _, err = cli("generate", "--checkpoint", trained, "--prompt", "the ", "--max-new-tokens", "100000", "--seed", "2")
+    # 100000 tokens would take minutes: the text came token by token, and the interrupt came after 28 of them
+    assert rc == 130 and terminal.writes[0] == "the " and len(terminal.writes) == 30 and terminal.writes[-1] == "\n"
+    assert err.strip() == "qelm generate: interrupted; the 28 character(s) generated before it are printed above"
+    monkeypatch.undo()
+    rc, out, _ = cli("generate", "--checkpoint", trained, "--prompt", "the ", "--max-new-tokens", "28", "--seed", "2")
+    assert out == "".join(terminal.writes), "what was kept is what an uninterrupted run prints"
+
+
+def test_cli_progress_bars_show_on_a_terminal_and_not_in_a_pipe(tmp_path, cli, corpus, config_file, trained, monkeypatch):
+    args = ("train", "--data", corpus, "--config", config_file, "--steps", "2", "--no-matched")
+    rc, _, err = cli(*args, "--out", tmp_path / "pipe")
+    assert rc == 0 and err == "", "a pipe gets no bars"
+    rc, _, err = cli("eval", "--checkpoint", trained, "--data", corpus)
+    assert rc == 0 and err == ""
+    monkeypatch.setattr(qelm.cli, "show_progress", lambda: True)  # stderr is a terminal
+    for module in (qelm.cli.train,):
+        monkeypatch.setattr(module, "show_progress", lambda: True)
+    rc, _, err = cli(*args, "--out", tmp_path / "tty")
+    assert rc == 0 and "2/2" in err and "step" in err
+    rc, _, err = cli("eval", "--checkpoint", trained, "--data", corpus)
+    assert rc == 0 and "token" in err
+
+
+def test_cli_demo_checks_the_prompt_before_training(tmp_path, cli):
+    line = cli.error("demo", "--prompt", "Zebra \u20ac", "--out", tmp_path / "demo", "--steps", "1")
+    assert line.startswith("qelm demo: error: --prompt 'Zebra \u20ac': text has") and "'\u20ac' (U+20AC" in line
+    assert not (tmp_path / "demo").exists(), "nothing trained"
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "inf"), ("--lr", "0"), ("--steps", "0"), ("--batch-size", "-2"),
+                                         ("--seed", str(2**63)), ("--eval-every", "0"), ("--threads", "0")])
+def test_cli_train_refuses_numbers_by_flag_before_any_work(tmp_path, cli, corpus, config_file, flag, value):
+    line = cli.error("train", "--data", corpus, "--config", config_file, "--out", tmp_path / "run", flag, value)
+    assert f"argument {flag}: {value} is invalid" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_a_diverging_run_is_one_line(tmp_path, cli, corpus, config_file):
+    line = cli.error("train", "--data", corpus, "--config", config_file, "--out", tmp_path / "run", "--lr", "1e30",
+                     "--save-every", "1", "--no-matched")
+    assert "classical twin's weights after step 1 give a loss of nan; they are not saved" in line
+    assert "(lr=1e+30)" in line and not (tmp_path / "run" / "twin" / MANIFEST).exists()
+
+
 def test_cli_checkpoint_errors(tmp_path, cli, corpus, config_file):
     run = tmp_path / "r"
     assert cli("train", "--data", str(corpus), "--config", str(config_file), "--out", str(run),
@@ -264,6 +484,9 @@ def test_cli_checkpoint_errors(tmp_path, cli, corpus, config_file):
     ck = run / "qelm"
     config = (ck / CONFIG).read_text()
     (ck / CONFIG).write_text(config.replace("n_qubits = 2", "n_qubits = 3"))
+    line = cli.error("eval", "--checkpoint", str(ck), "--data", str(corpus))
+    assert "is corrupt: config.toml is not the file that was saved" in line
+    (ck / MANIFEST).unlink()  # loaded unchecked: the weights then say what does not fit
     line = cli.error("eval", "--checkpoint", str(ck), "--data", str(corpus))
     assert "does not match config.toml" in line and "n_qubits=3" in line
     (ck / CONFIG).write_text(config)

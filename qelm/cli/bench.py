@@ -16,7 +16,7 @@ from ..bench import (MODES, BenchResult, BenchSettings, expected_rows, format_sc
                      run_benchmark, write_json)
 from ..config import QELMConfig
 from ..plot import figure_format
-from . import UserError
+from . import check_output_file, nonnegative_int, positive_float, positive_int, seed, show_progress
 
 _QUICK = BenchSettings.quick()
 
@@ -51,25 +51,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq-lens", type=_int_list, metavar="T,T,...",
                    help=f"sequence lengths (default {','.join(map(str, d.seq_lens))}; --quick "
                         f"{','.join(map(str, _QUICK.seq_lens))})")
-    p.add_argument("--batch", type=int, metavar="B", help=f"sequences per batch (default {d.batch})")
+    p.add_argument("--batch", type=positive_int, metavar="B", help=f"sequences per batch (default {d.batch})")
     p.add_argument("--modes", type=_modes, metavar="M,M", help=f"any of {','.join(MODES)} (default: all)")
     p.add_argument("--qubits", type=_int_list, metavar="N,N,...",
                    help="qubit-count sweep, e.g. 2,4,6: time vs qubits per circuit at --qubit-seq-len (default: none)")
-    p.add_argument("--qubit-seq-len", type=int, metavar="T", help="sequence length of the qubit sweep (default: the "
+    p.add_argument("--qubit-seq-len", type=positive_int, metavar="T", help="sequence length of the qubit sweep (default: the "
                                                                   "shortest --seq-lens)")
-    p.add_argument("--repeats", type=int, metavar="R", help=f"timed runs per measurement (default {d.repeats}; "
+    p.add_argument("--repeats", type=positive_int, metavar="R", help=f"timed runs per measurement (default {d.repeats}; "
                                                             f"--quick {_QUICK.repeats})")
-    p.add_argument("--warmup", type=int, metavar="W", help=f"untimed runs first (default {d.warmup})")
-    p.add_argument("--gen-tokens", type=int, metavar="G", help=f"new tokens per generate call (default "
+    p.add_argument("--warmup", type=nonnegative_int, metavar="W", help=f"untimed runs first (default {d.warmup})")
+    p.add_argument("--gen-tokens", type=positive_int, metavar="G", help=f"new tokens per generate call (default "
                                                                f"{d.gen_tokens}; --quick {_QUICK.gen_tokens})")
-    p.add_argument("--max-seconds", type=float, metavar="S",
+    p.add_argument("--max-seconds", type=positive_float, metavar="S",
                    help=f"budget per measurement: a length predicted to take longer is skipped and its extrapolation "
                         f"recorded (default {d.max_seconds:g}; --quick {_QUICK.max_seconds:g})")
     p.add_argument("--device", choices=("cpu", "cuda"), help="run on the CPU or a CUDA GPU (default cpu)")
-    p.add_argument("--threads", type=int, metavar="N",
+    p.add_argument("--threads", type=nonnegative_int, metavar="N",
                    help=f"torch threads per measurement; 0: torch's default, one per core (default {d.threads}: "
                         "more threads made timings stall when other processes shared the cores)")
-    p.add_argument("--seed", type=int, metavar="S", help=f"seed of weights, inputs and sampling (default {d.seed})")
+    p.add_argument("--seed", type=seed, metavar="S", help=f"seed of weights, inputs and sampling (default {d.seed})")
     p.add_argument("--quick", action="store_true",
                    help=f"reduced sweep: seq lens {','.join(map(str, _QUICK.seq_lens))}, batch {_QUICK.batch}, "
                         f"{_QUICK.repeats} repeats (flags given still override)")
@@ -93,20 +93,20 @@ def settings_from_args(args: argparse.Namespace) -> tuple[QELMConfig, BenchSetti
     if args.backend:
         given["backends"] = tuple(dict.fromkeys(args.backend))
     settings = BenchSettings.quick(**given) if args.quick else BenchSettings(**given)
-    for flag in ("json", "plot"):
+    for flag in ("json", "plot"):  # checked before the measurement, not after it
         target = getattr(args, flag)
-        if target and Path(target).is_dir():
-            raise UserError(f"--{flag} {target!r} is a folder; give a file name")
+        if target:
+            check_output_file(target, f"--{flag}", make_parents=True)
     if args.plot:
         figure_format(args.plot)  # a bad suffix fails now, not after the measurement
     return config, settings
 
 
 def progress_bar(total: int):
-    """A tqdm bar on stderr and the callback that advances it (one row at a time)."""
+    """A tqdm bar on stderr (on a terminal only) and the callback that advances it (one row at a time)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, leave=False, disable=not show_progress())
 
     def update(row: dict) -> None:
         state = f"{row['median_s'] * 1e3:.3g} ms" if row["status"] == "ok" else row["status"].split(":")[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..compare import PUBLISHED_SETTING, compare, plot_comparison
 from ..config import QELMConfig
 from ..plot import figure_format
-from . import UserError
+from . import UserError, check_output_file, check_output_folder, positive_float, positive_int, seed, show_progress
 
 # flag -> QELMConfig field
 _CONFIG_FLAGS = {
@@ -35,14 +35,14 @@ def register(subparsers) -> None:
                        + ", ".join(f"{k}={v}" for k, v in PUBLISHED_SETTING.items())
                        + " (checks the published 2,165 KB vs 15-20 MB claim); other flags still override")
     model.add_argument("--classic", action="store_true", help=argparse.SUPPRESS)  # the old name of --published
-    model.add_argument("--vocab-size", type=int, metavar="V")
-    model.add_argument("--d-model", type=int, metavar="D")
-    model.add_argument("--heads", type=int, metavar="H")
-    model.add_argument("--hidden", type=int, metavar="F", help="feed-forward hidden width (d_hidden)")
-    model.add_argument("--layers", type=int, metavar="L", help="transformer blocks")
-    model.add_argument("--context", type=int, metavar="C", help="context length")
-    model.add_argument("--qubits", type=int, metavar="N", help="qubits per circuit")
-    model.add_argument("--circuit-layers", type=int, metavar="K", help="variational layers per circuit")
+    model.add_argument("--vocab-size", type=positive_int, metavar="V")
+    model.add_argument("--d-model", type=positive_int, metavar="D")
+    model.add_argument("--heads", type=positive_int, metavar="H")
+    model.add_argument("--hidden", type=positive_int, metavar="F", help="feed-forward hidden width (d_hidden)")
+    model.add_argument("--layers", type=positive_int, metavar="L", help="transformer blocks")
+    model.add_argument("--context", type=positive_int, metavar="C", help="context length")
+    model.add_argument("--qubits", type=positive_int, metavar="N", help="qubits per circuit")
+    model.add_argument("--circuit-layers", type=positive_int, metavar="K", help="variational layers per circuit")
     model.add_argument("--embedding", metavar="SLOT", help="quantum | classical")
     model.add_argument("--embedding-circuit", metavar="NAME", help="angle | polar | amplitude")
     model.add_argument("--attention", metavar="SLOT", help="quantum | fidelity | classical")
@@ -53,11 +53,12 @@ def register(subparsers) -> None:
                         "its qelm/, twin/ and matched/)")
     p.add_argument("--data", metavar="FILE", help="text file: validation perplexity of each --checkpoint on it")
     p.add_argument("--backend", metavar="NAME", help="run the circuits on this backend while measuring")
-    p.add_argument("--batch-size", type=int, default=2, help="rows of context_len tokens in the measuring forward pass (2)")
-    p.add_argument("--eval-batch-size", type=int, default=16, help="batch size for the perplexity pass (16)")
-    p.add_argument("--eps", type=float, default=0.01,
+    p.add_argument("--batch-size", type=positive_int, default=2,
+                   help="rows of context_len tokens in the measuring forward pass (2)")
+    p.add_argument("--eval-batch-size", type=positive_int, default=16, help="batch size for the perplexity pass (16)")
+    p.add_argument("--eps", type=positive_float, default=0.01,
                    help="target standard error of each <Z> on hardware, for the shot counts (0.01)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and measuring tokens (0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed for weights and measuring tokens (0)")
     p.add_argument("--keep-files", metavar="DIR", help="keep the written model files here (default: a temp dir)")
     p.add_argument("--json", metavar="OUT", help="write every number as JSON here")
     p.add_argument("--plot", metavar="OUT.png", help="grouped bar chart (log scale) of parameters and bytes")
@@ -97,17 +98,29 @@ def _config(args: argparse.Namespace) -> QELMConfig | None:
 
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
-    for flag in ("plot", "json"):
+    for flag in ("plot", "json"):  # every output is checked before the measurement, not after it
         target = getattr(args, flag)
-        if target and Path(target).is_dir():
-            raise UserError(f"--{flag} {target!r} is a folder; give a file name")
+        if target:
+            check_output_file(target, f"--{flag}", make_parents=True)
     if args.plot:
         figure_format(args.plot)  # a bad suffix fails now, not after the measurement
-    if args.keep_files and Path(args.keep_files).exists() and not Path(args.keep_files).is_dir():
-        raise UserError(f"--keep-files {args.keep_files!r} is a file; give a folder to keep the model files in")
-    result = compare(config, checkpoints=args.checkpoint, data=args.data, batch_size=args.batch_size,
-                     seed=args.seed, eps=args.eps, backend=args.backend, keep_dir=args.keep_files,
-                     eval_batch_size=args.eval_batch_size, published=args.published)
+    if args.keep_files:
+        if Path(args.keep_files).exists() and not Path(args.keep_files).is_dir():
+            raise UserError(f"--keep-files {args.keep_files!r} is a file; give a folder to keep the model files in")
+        check_output_folder(args.keep_files, "--keep-files")
+    if args.eps >= 1:
+        raise UserError(f"--eps {args.eps} is invalid: use a target standard error between 0 and 1, e.g. 0.01")
+    from tqdm import tqdm
+
+    with tqdm(unit="model", file=sys.stderr, dynamic_ncols=True, leave=False, disable=not show_progress()) as bar:
+        def progress(label: str, done: int, total: int) -> None:
+            bar.total = total
+            bar.set_postfix_str(label, refresh=False)
+            bar.update(done - bar.n)
+
+        result = compare(config, checkpoints=args.checkpoint, data=args.data, batch_size=args.batch_size,
+                         seed=args.seed, eps=args.eps, backend=args.backend, keep_dir=args.keep_files,
+                         eval_batch_size=args.eval_batch_size, published=args.published, progress=progress)
     print(result.to_markdown())
     if args.json:
         print(f"\nwrote {result.save_json(args.json)}")

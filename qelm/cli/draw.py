@@ -9,7 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import UserError
+from . import UserError, check_output_file, nonnegative_int, positive_int
 
 _SUFFIX_FORMAT = {".txt": "text", ".png": "png", ".svg": "svg", ".qasm": "qasm", ".json": "resources"}
 
@@ -28,14 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--config", metavar="FILE", help="take n_qubits and circuit_layers from this TOML config")
     source.add_argument("--checkpoint", metavar="DIR", help="draw the trained circuit of this checkpoint folder")
-    p.add_argument("--qubits", type=int, metavar="N", help="data qubits (default: the config's, else 4)")
-    p.add_argument("--layers", type=int, metavar="L", help="variational layers (default: the config's, else 2)")
+    p.add_argument("--qubits", type=positive_int, metavar="N", help="data qubits (default: the config's, else 4)")
+    p.add_argument("--layers", type=positive_int, metavar="L", help="variational layers (default: the config's, else 2)")
     p.add_argument("--format", choices=FORMATS,
                    help="output format (default: from the --out suffix .txt/.png/.svg/.qasm/.json, else text); "
                         "resources is a JSON summary from qml.specs and qiskit")
     p.add_argument("--out", metavar="FILE", help="write here (default: text formats to stdout, images to CIRCUIT.FORMAT)")
-    p.add_argument("--decimals", type=int, default=2, metavar="D", help="decimals of drawn angle values (default 2)")
-    p.add_argument("--precision", type=int, default=None, metavar="P",
+    p.add_argument("--decimals", type=nonnegative_int, default=2, metavar="D",
+                   help="decimals of drawn angle values (default 2)")
+    p.add_argument("--precision", type=positive_int, default=None, metavar="P",
                    help="significant digits of OpenQASM angles (default: full double precision)")
     p.set_defaults(func=_draw)
 
@@ -57,16 +58,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint folder (repeat to compare models side by side)")
     a.add_argument("--text", required=True, help="the prompt (longer than context_len: its last tokens are kept)")
     a.add_argument("--out", required=True, metavar="FILE.png")
-    a.add_argument("--width", type=int, default=None, metavar="PX", help="width in pixels (default: 330 per heatmap)")
-    a.add_argument("--height", type=int, default=None, metavar="PX", help="height in pixels (default: 330 per layer)")
+    a.add_argument("--width", type=positive_int, default=None, metavar="PX", help="width in pixels (default: 330 per heatmap)")
+    a.add_argument("--height", type=positive_int, default=None, metavar="PX", help="height in pixels (default: 330 per layer)")
     a.set_defaults(func=_plot_attention)
     c = kinds.add_parser("curves", help="loss and perplexity curves of one or more training runs",
                          description="Loss and perplexity against step, read from metrics.jsonl of each run folder "
                                      "(or of its qelm/, twin/ and matched/ checkpoints).")
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--out", required=True, metavar="FILE.png")
-    c.add_argument("--width", type=int, default=1200, metavar="PX", help="width in pixels (default 1200)")
-    c.add_argument("--height", type=int, default=560, metavar="PX", help="height in pixels (default 560)")
+    c.add_argument("--width", type=positive_int, default=1200, metavar="PX", help="width in pixels (default 1200)")
+    c.add_argument("--height", type=positive_int, default=560, metavar="PX", help="height in pixels (default 560)")
     c.add_argument("--title", default=None, help="figure title (default: Training curves)")
     c.set_defaults(func=_plot_curves)
 
@@ -107,10 +108,8 @@ def _draw(args) -> int:
         fmt = _SUFFIX_FORMAT.get(suffix, "text")
     if fmt in ("png", "svg") and args.out and Path(args.out).suffix.lower() != f".{fmt}":
         raise UserError(f"--out {args.out!r} does not end in .{fmt} for --format {fmt}: name the file FILE.{fmt}")
-    if args.decimals < 0:
-        raise UserError(f"--decimals {args.decimals} is invalid: use an integer >= 0")
-    if args.precision is not None and args.precision < 1:
-        raise UserError(f"--precision {args.precision} is invalid: use an integer >= 1 (significant digits)")
+    if args.out:
+        check_output_file(args.out, "--out")
 
     checkpoint = _load_checkpoint(args.checkpoint) if args.checkpoint else None
     config = checkpoint.config if checkpoint else (QELMConfig.from_toml(args.config) if args.config else None)
@@ -156,8 +155,10 @@ def _gallery(args) -> int:
 
 
 def _plot_attention(args) -> int:
-    from ..plot import attention_for_text, plot_attention
+    from ..plot import attention_for_text, figure_format, plot_attention
 
+    figure_format(args.out)  # a bad suffix or folder fails before any checkpoint loads
+    check_output_file(args.out, "--out")
     panels, sources, dropped_any = {}, [], False
     for directory in args.checkpoint:
         ckpt = _load_checkpoint(directory)
@@ -183,8 +184,10 @@ def _plot_attention(args) -> int:
 
 def _plot_curves(args) -> int:
     from ..metrics import read_runs
-    from ..plot import plot_curves
+    from ..plot import figure_format, plot_curves
 
+    figure_format(args.out)
+    check_output_file(args.out, "--out")
     runs = read_runs(args.runs)
     out = plot_curves(runs, args.out, width=args.width, height=args.height, title=args.title)
     print(f"wrote {out} ({len(runs)} curve set(s): {', '.join(runs)})")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import UserError
+from . import UserError, nonnegative_int, positive_float, positive_int, seed, show_progress, threads
 
 DEFAULT_THREADS = 1  # see --threads
 _THREADS_HELP = ("torch CPU threads per process (default 1: these models' tensors are too small to gain from "
@@ -40,10 +40,10 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
                                              "a sample from each.")
     demo.add_argument("--out", default="runs/demo",
                       help="run folder to write (default: runs/demo; replaced if it holds a run)")
-    demo.add_argument("--steps", type=int, help="optimizer steps per model (default: the demo config's)")
-    demo.add_argument("--seed", type=int, help="seed of initialisation and batches (default 0)")
+    demo.add_argument("--steps", type=positive_int, help="optimizer steps per model (default: the demo config's)")
+    demo.add_argument("--seed", type=seed, help="seed of initialisation and batches (default 0)")
     demo.add_argument("--prompt", default="The ", help="text the samples continue (default 'The ')")
-    demo.add_argument("--max-new-tokens", type=int, default=200, help="length of each sample (default 200)")
+    demo.add_argument("--max-new-tokens", type=nonnegative_int, default=200, help="length of each sample (default 200)")
     demo.add_argument("--no-matched", dest="matched", action="store_const", const=False,
                       help="skip the parameter-matched classical model")
     _add_runtime(demo)
@@ -62,15 +62,15 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--resume", metavar="DIR",
                     help="continue the run in DIR from its last checkpoint (--steps is the total; default: the run's)")
     tr.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    tr.add_argument("--steps", type=int, help="total optimizer steps per model")
-    tr.add_argument("--batch-size", type=int, help="global batch size (split over processes)")
-    tr.add_argument("--lr", type=float, help="AdamW learning rate")
-    tr.add_argument("--seed", type=int, help="seed of initialisation and batches")
+    tr.add_argument("--steps", type=positive_int, help="total optimizer steps per model")
+    tr.add_argument("--batch-size", type=positive_int, help="global batch size (split over processes)")
+    tr.add_argument("--lr", type=positive_float, help="AdamW learning rate")
+    tr.add_argument("--seed", type=seed, help="seed of initialisation and batches")
     tr.add_argument("--tokenizer", choices=("char", "bpe"), help="char (default) or byte-level BPE")
-    tr.add_argument("--vocab-size", type=int, help="BPE vocabulary size, e.g. 100")
-    tr.add_argument("--eval-every", type=int, help="steps between validation evaluations")
-    tr.add_argument("--save-every", type=int, help="steps between checkpoints")
-    tr.add_argument("--log-every", type=int, help="steps between metrics records")
+    tr.add_argument("--vocab-size", type=positive_int, help="BPE vocabulary size, e.g. 100")
+    tr.add_argument("--eval-every", type=positive_int, help="steps between validation evaluations")
+    tr.add_argument("--save-every", type=positive_int, help="steps between checkpoints")
+    tr.add_argument("--log-every", type=positive_int, help="steps between metrics records")
     tr.add_argument("--no-twin", dest="twin", action="store_const", const=False,
                     help="skip the classical twin (the same config with every slot classical)")
     tr.add_argument("--no-matched", dest="matched", action="store_const", const=False,
@@ -88,7 +88,7 @@ def _register_eval_and_generate(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--data", required=True, help="UTF-8 text file")
     ev.add_argument("--split", choices=("val", "train", "all"), default="val",
                     help="val: the last 10%% (default); train: the first 90%%; all: the whole text")
-    ev.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (default 64)")
+    ev.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass (default 64)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     _add_runtime(ev)
     ev.set_defaults(func=run_eval)
@@ -97,30 +97,29 @@ def _register_eval_and_generate(subparsers: argparse._SubParsersAction) -> None:
                                 description="Continue a prompt with text sampled from a checkpoint.")
     gen.add_argument("--checkpoint", required=True, help="checkpoint folder (e.g. runs/demo/qelm)")
     gen.add_argument("--prompt", required=True, help="text to continue")
-    gen.add_argument("--max-new-tokens", type=int, default=200, help="tokens to sample (default 200)")
-    gen.add_argument("--temperature", type=float, default=1.0, help="sampling temperature > 0 (default 1.0)")
-    gen.add_argument("--top-k", type=int, help="sample among the k most likely tokens only")
-    gen.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same text (default 0)")
+    gen.add_argument("--max-new-tokens", type=nonnegative_int, default=200, help="tokens to sample (default 200)")
+    gen.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature > 0 (default 1.0)")
+    gen.add_argument("--top-k", type=positive_int, help="sample among the k most likely tokens only")
+    gen.add_argument("--seed", type=seed, default=0, help="sampling seed: the same seed gives the same text (default 0)")
     _add_runtime(gen)
     gen.set_defaults(func=run_generate)
 
 
 def _add_runtime(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="simulator for the circuits (default: the config's; weights are unchanged)")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=_THREADS_HELP)
+    parser.add_argument("--threads", type=threads, default=DEFAULT_THREADS, help=_THREADS_HELP)
 
 
 def _set_threads(args: argparse.Namespace) -> None:
     import torch
 
-    if args.threads < 1:
-        raise UserError(f"--threads {args.threads} is invalid: use an integer >= 1")
     torch.set_num_threads(args.threads)
 
 
 # --- progress and tables --------------------------------------------------------------------------------------
 class _Progress:
-    """tqdm bars fed by :func:`qelm.train.train`'s callback: loss and tokens/s per model."""
+    """tqdm bars fed by :func:`qelm.train.train`'s callback: loss and tokens/s per model (on a terminal;
+    nothing in a pipe)."""
 
     def __init__(self) -> None:
         self.bars: dict[str, Any] = {}
@@ -133,7 +132,7 @@ class _Progress:
         if event == "start":
             width = max(len(label) for label in LABELS.values())
             self.bars[name] = tqdm(total=info["steps"], initial=info["step"], desc=f"{LABELS[name]:>{width}}",
-                                   unit="step", dynamic_ncols=True, file=sys.stderr)
+                                   unit="step", dynamic_ncols=True, file=sys.stderr, disable=not show_progress())
         elif event == "step":
             bar = self.bars[name]
             postfix = {"loss": f"{info['loss']:.3f}", "tok/s": f"{info['tokens_per_s']:.0f}"}
@@ -220,20 +219,27 @@ def _wrote(result, out: Path) -> str:
 
 # --- commands ---------------------------------------------------------------------------------------------------
 def run_demo(args: argparse.Namespace) -> int:
-    from ..data import bundled_config, bundled_corpus
+    from ..data import TextDataset, bundled_config, bundled_corpus
     from ..evaluate import generate_text
-    from ..train import LABELS
+    from ..train import LABELS, load_run_config
 
     start = time.perf_counter()
     _set_threads(args)
-    if args.max_new_tokens < 0:
-        raise UserError(f"--max-new-tokens {args.max_new_tokens} is invalid: use an integer >= 0")
+    settings = load_run_config(bundled_config())[1]
+    dataset = TextDataset.from_file(bundled_corpus(), tokenizer=settings.get("tokenizer", "char"),
+                                    vocab_size=settings.get("vocab_size"))
+    try:  # before training: the samples continue the prompt
+        dataset.tokenizer.encode(args.prompt)
+    except ValueError as e:
+        raise UserError(f"--prompt {args.prompt!r}: {e}") from None
+    if not args.prompt:
+        raise UserError("--prompt is empty: give at least one character for the samples to continue")
     models = ["the tiny QELM", "its classical twin (the same config with every slot classical)"]
     if args.matched is not False:
         models.append("a classical model of the QELM's parameter count")
     print(f"qelm demo: training {', '.join(models[:-1])} and {models[-1]} on the same batches of the bundled corpus",
           flush=True)
-    result = _train_call(config=bundled_config(), data=bundled_corpus(), steps=args.steps, seed=args.seed, out=args.out,
+    result = _train_call(config=bundled_config(), data=dataset, steps=args.steps, seed=args.seed, out=args.out,
                          backend=args.backend, overwrite=True, matched=args.matched, callback=_Progress())
     s = result.summary
     print(f"\nTrained: {_describe_run(s)}\n")
@@ -281,6 +287,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    import math
+
     import torch
 
     from ..checkpoint import load_checkpoint
@@ -296,7 +304,12 @@ def run_eval(args: argparse.Namespace) -> int:
     if ids.numel() < 2:
         raise UserError(f"the {args.split} split of {args.data} has {ids.numel()} token(s); scoring needs at least 2: "
                         f"use a longer text")
-    res = evaluate(ck.model, ids, batch_size=args.batch_size, context_len=ck.config.context_len)
+    with _bar(ids.numel() - 1, "token") as bar:
+        res = evaluate(ck.model, ids, batch_size=args.batch_size, context_len=ck.config.context_len,
+                       progress=lambda done, total: bar.update(done - bar.n))
+    if not math.isfinite(res["loss"]):
+        raise UserError(f"the model of {ck.path} gives a cross-entropy of {res['loss']} on this text: its outputs are "
+                        f"not finite numbers, so it has no perplexity")
     backend = ck.config.backend if ck.kind == "qelm" else "none (classical)"
     if args.json:
         print(json.dumps({"checkpoint": str(ck.path), "kind": ck.kind, "data": args.data, "split": args.split,
@@ -308,13 +321,35 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bar(total: int, unit: str):
+    """A tqdm bar on stderr, shown on a terminal only (it closes itself as a context manager)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr, dynamic_ncols=True, leave=False,
+                disable=not show_progress())
+
+
 def run_generate(args: argparse.Namespace) -> int:
+    """Print the prompt, then each piece of text as it is sampled; Ctrl-C stops, keeping what was printed."""
     from ..checkpoint import load_checkpoint
-    from ..evaluate import generate_text
+    from ..evaluate import stream_text
 
     _set_threads(args)
     ck = load_checkpoint(args.checkpoint, backend=args.backend)
-    text = generate_text(ck.model, ck.tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
-                         temperature=args.temperature, top_k=args.top_k, seed=args.seed)
-    print(args.prompt + text)
+    pieces = stream_text(ck.model, ck.tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
+                         temperature=args.temperature, top_k=args.top_k, seed=args.seed)  # checks every argument
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+    written = 0
+    try:
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            written += len(piece)
+    except KeyboardInterrupt:
+        print(flush=True)
+        print(f"qelm generate: interrupted; the {written} character(s) generated before it are printed above",
+              file=sys.stderr)
+        return 130
+    print()
     return 0

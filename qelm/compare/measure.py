@@ -224,12 +224,13 @@ def measure_model(name: str, model: nn.Module, idx: torch.Tensor, directory: Pat
 def measure_models(models: Mapping[str, nn.Module], *, reference: str | None = None, batch_size: int = 2,
                    seed: int = 0, eps: float = 0.01, idx: torch.Tensor | None = None,
                    keep_dir: str | os.PathLike | None = None, tokenizers: Mapping[str, Any] | None = None,
-                   setting: str = "models") -> Comparison:
+                   setting: str = "models", progress: Callable[[str, int, int], None] | None = None) -> Comparison:
     """Measure already-built models (QELM or ClassicalLM, sharing vocab and context) side by side.
 
     ``idx``: the ``(B, T)`` token ids of the measuring forward pass; by default ``batch_size`` rows of
     ``context_len`` random ids drawn with ``seed``. ``keep_dir``: keep the written files there (else a
-    temp dir is removed). ``reference``: the model that ratios are taken to."""
+    temp dir is removed). ``reference``: the model that ratios are taken to. ``progress(label, done,
+    total)`` is called as each model's measurement starts and when all are done."""
     if not models:
         raise ValueError("nothing to compare: give at least one model")
     if not (isinstance(eps, (int, float)) and 0 < eps < 1):
@@ -250,7 +251,13 @@ def measure_models(models: Mapping[str, nn.Module], *, reference: str | None = N
     tokenizers = tokenizers or {}
     with contextlib.ExitStack() as stack:
         directory = Path(keep_dir) if keep_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        reports = [measure_model(name, model, idx, directory, eps, tokenizers.get(name)) for name, model in models.items()]
+        reports = []
+        for i, (name, model) in enumerate(models.items()):
+            if progress is not None:
+                progress(f"measuring {name}", i, len(models))
+            reports.append(measure_model(name, model, idx, directory, eps, tokenizers.get(name)))
+        if progress is not None:
+            progress("done", len(models), len(models))
     comp = Comparison(models=reports, reference=reference, eps=float(eps), batch_size=int(idx.shape[0]),
                       setting=setting, verdict="")
     comp.verdict = verdict(comp)

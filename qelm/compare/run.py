@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ from .measure import measure_models, model_kind
 from .report import claim_verdict, verdict
 from .results import PUBLISHED_SETTING, Comparison
 
-__all__ = ["compare", "published_config"]
+__all__ = ["compare", "published_config", "Progress"]
+
+Progress = Callable[[str, int, int], None]  # progress(what starts now, steps done, steps in all)
 
 
 def _setting_text() -> str:
@@ -36,7 +38,7 @@ def published_config(**overrides: Any) -> QELMConfig:
 def compare(config: QELMConfig | None = None, *, published: bool = False, checkpoints: Sequence[str | os.PathLike] = (),
             data: str | os.PathLike | None = None, batch_size: int = 2, seed: int = 0, eps: float = 0.01,
             backend: str | None = None, keep_dir: str | os.PathLike | None = None, eval_batch_size: int = 16,
-            classic: bool | None = None, **backend_options: Any) -> Comparison:
+            classic: bool | None = None, progress: Progress | None = None, **backend_options: Any) -> Comparison:
     """Measure a QELM against its classical twins, or a set of checkpoints against each other.
 
     * ``config`` (default: ``QELMConfig()``) or ``published=True`` (``published_config()``, or a ``config``
@@ -48,7 +50,8 @@ def compare(config: QELMConfig | None = None, *, published: bool = False, checkp
       validation perplexity on it through ``qelm.evaluate``. Ratios are to the first classical one.
 
     ``backend`` (+ options): run the circuits there while measuring. ``classic`` is the old name of
-    ``published``. Returns a :class:`Comparison`."""
+    ``published``. ``progress(label, done, total)`` is called as each model's measurement (and
+    perplexity) starts and when all are done. Returns a :class:`Comparison`."""
     if classic is not None:
         warnings.warn("compare(classic=...) is now compare(published=...); the old name goes in the next release",
                       DeprecationWarning, stacklevel=2)
@@ -59,7 +62,7 @@ def compare(config: QELMConfig | None = None, *, published: bool = False, checkp
                              "their own config")
         return _compare_checkpoints(checkpoints, data=data, batch_size=batch_size, seed=seed, eps=eps,
                                     backend=backend, keep_dir=keep_dir, eval_batch_size=eval_batch_size,
-                                    **backend_options)
+                                    progress=progress, **backend_options)
     if data is not None:
         raise ValueError("data needs checkpoints: perplexity of untrained models measures nothing; "
                          "pass trained checkpoint folders (qelm train writes OUT/qelm and OUT/twin)")
@@ -72,14 +75,15 @@ def compare(config: QELMConfig | None = None, *, published: bool = False, checkp
                 raise ValueError(f"published=True is the setting {_setting_text()}, but the config has "
                                  f"{name}={getattr(config, name)!r}: drop published, or keep {name}={value}")
     comp = _compare_config(config, batch_size=batch_size, seed=seed, eps=eps, backend=backend, keep_dir=keep_dir,
-                           setting="published" if published else "config", **backend_options)
+                           setting="published" if published else "config", progress=progress, **backend_options)
     if published:
         comp.claim_verdict = claim_verdict(comp)
     return comp
 
 
 def _compare_config(config: QELMConfig, *, batch_size: int, seed: int, eps: float, backend: str | None,
-                    keep_dir: str | os.PathLike | None, setting: str, **backend_options: Any) -> Comparison:
+                    keep_dir: str | os.PathLike | None, setting: str, progress: Progress | None = None,
+                    **backend_options: Any) -> Comparison:
     """``QELM(config)``, its twin and its parameter-matched classical model, seeded, measured."""
     with torch.random.fork_rng():  # seeded weights without disturbing the caller's random state
         torch.manual_seed(seed)
@@ -90,7 +94,7 @@ def _compare_config(config: QELMConfig, *, batch_size: int, seed: int, eps: floa
         matched = ClassicalLM.matched_to(qelm)
     models = {"qelm": qelm, "twin": twin, "matched": matched}
     return measure_models(models, reference="twin", batch_size=batch_size, seed=seed, eps=eps, keep_dir=keep_dir,
-                          setting=setting)
+                          setting=setting, progress=progress)
 
 
 def _expand_checkpoints(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -105,7 +109,7 @@ def _expand_checkpoints(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def _compare_checkpoints(paths, *, data, batch_size, seed, eps, backend, keep_dir, eval_batch_size,
+def _compare_checkpoints(paths, *, data, batch_size, seed, eps, backend, keep_dir, eval_batch_size, progress=None,
                          **backend_options) -> Comparison:
     folders = _expand_checkpoints(paths)
     text = None
@@ -123,15 +127,21 @@ def _compare_checkpoints(paths, *, data, batch_size, seed, eps, backend, keep_di
         loaded.append(ckpt)
     models = {n: c.model for n, c in zip(names, loaded)}
     reference = next((n for n in names if model_kind(models[n]) == "classical"), None)
+    steps = len(models) * (2 if text is not None else 1)
     comp = measure_models(models, reference=reference, batch_size=batch_size, seed=seed, eps=eps, keep_dir=keep_dir,
-                          tokenizers={n: c.tokenizer for n, c in zip(names, loaded)}, setting="checkpoints")
+                          tokenizers={n: c.tokenizer for n, c in zip(names, loaded)}, setting="checkpoints",
+                          progress=None if progress is None else lambda label, done, _: progress(label, done, steps))
     if text is not None:
-        for report, ckpt in zip(comp.models, loaded):
+        for i, (report, ckpt) in enumerate(zip(comp.models, loaded)):
+            if progress is not None:
+                progress(f"perplexity of {report.name}", len(models) + i, steps)
             ids = torch.tensor(ckpt.tokenizer.encode(text), dtype=torch.long)
             if ids.numel() < 2:
                 raise ValueError(f"data file {str(data)!r} gives {ids.numel()} tokens for {report.name!r}; "
                                  f"perplexity needs at least 2")
             result = evaluate(ckpt.model, ids, batch_size=eval_batch_size, context_len=ckpt.model.config.context_len)
             report.perplexity = {k: float(v) for k, v in result.items()}
+        if progress is not None:
+            progress("done", steps, steps)
         comp.verdict = verdict(comp)
     return comp

@@ -8,6 +8,10 @@ the same validation text (:mod:`qelm.evaluate`), and write the run folder.
     OUT/qelm/    checkpoint of the QELM + metrics.jsonl
     OUT/summary.json    every figure of the run, with the method that measured it (:mod:`.report`)
     OUT/loss_curve.png  training loss of every model, validation points, the unigram baseline
+    OUT/.lock           held while a process trains in OUT: a second one is refused, told who holds it
+
+A new run goes only into an empty folder, a new one, or an earlier run's (with ``overwrite``): a folder
+holding anything else is refused, so no file of the user's is ever replaced.
 
 The two baselines answer different questions. The twin (``ClassicalLM(config)``: the same config with
 every slot classical) has roughly twice the QELM's parameters, so "the twin won" may only mean "bigger
@@ -23,6 +27,9 @@ then matched, then the QELM): they are quick, and their peak memory is then not 
 Exact resume: a checkpoint's ``training_state.pt`` holds the optimizer, the step, the torch RNG state and
 the data sampler's generator state, so ``train(..., resume=True)`` draws exactly the batches an
 uninterrupted run would and logs the same losses. ``steps`` is the total, not the number still to run.
+A run killed at any moment (even inside a save) resumes from each model's newest complete checkpoint
+(:mod:`qelm.checkpoint`); its ``metrics.jsonl`` is checked against the hash the checkpoint recorded of
+it and cut back to the checkpoint's step.
 
 Data parallel: when ``torch.distributed`` is initialised (``torchrun``; :mod:`qelm.distributed`), every
 rank draws the same global batch and keeps its slice, ``DistributedDataParallel`` averages gradients, and
@@ -43,12 +50,13 @@ import torch
 import torch.distributed as dist
 
 from ..backends import get_backend
-from ..checkpoint import CONFIG, TOKENIZER, TRAINING_STATE, WEIGHTS, ensure_writable_dir
+from ..checkpoint import (FILES, MANIFEST, TOKENIZER, TRAINING_STATE, checkpoint_files, ensure_writable_dir,
+                          has_checkpoint, read_training_state, recover_checkpoint)
 from ..config import QELMConfig, config_differences, with_backend
 from ..data import TextDataset
 from ..distributed import rank_and_world
 from ..evaluate import unigram_baseline
-from ..files import atomic_write
+from ..files import FolderLock, atomic_write, remove_stray_temps
 from ..metrics import METRICS
 from ..model import QELM, ClassicalLM
 from ..plot import plot_curves
@@ -56,12 +64,13 @@ from ..tokenizer import load_tokenizer
 from .report import LABELS, summary
 from .results import Callback, TrainResult
 from .settings import MATCH_TOLERANCE, TrainSettings, load_run_config, resolve_settings
-from .steps import train_one
+from .steps import memory_bytes, train_one
 
-__all__ = ["train", "matched_config", "SUMMARY", "LOSS_CURVE", "MODEL_NAMES"]
+__all__ = ["train", "matched_config", "SUMMARY", "LOSS_CURVE", "LOCK", "MODEL_NAMES"]
 
 SUMMARY = "summary.json"
 LOSS_CURVE = "loss_curve.png"
+LOCK = ".lock"
 MODEL_NAMES = ("twin", "matched", "qelm")  # training order (see the module docstring)
 
 
@@ -103,28 +112,53 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
     given = _given(settings, changes)
     model_config, file_settings = (config, {}) if isinstance(config, QELMConfig) or (config is None and resume) \
         else load_run_config(config)
-    resumed = _Resumed.load(out) if resume else None
-    if resumed is not None and model_config is None:
-        model_config = resumed.config
-    data = _corpus(data, resumed)
-    settings = resolve_settings(given, file_settings, resumed.run if resumed else None)
-    dataset = _dataset(data, settings, resumed)
-    config = _run_config(model_config or QELMConfig(), dataset, backend, backend_options, resumed)
-    configs = _model_configs(config, dataset, settings, world)
-    _prepare_folder(out, resume=resume, overwrite=overwrite, rank=rank, world=world)
-    settings = settings.scheduled()
-    run_record = {**settings.to_dict(), "data": str(Path(dataset.source).resolve()) if dataset.source != "<text>" else None,
-                  "data_sha256": dataset.sha256, "config": config.to_dict()}
-    runs = {name: train_one(name, configs[name], dataset, settings, run_record, out / name, resume=resume,
-                            device=device, callback=callback, rank=rank, world=world)
-            for name in MODEL_NAMES if name == "qelm" or getattr(settings, name)}
-    unigram = unigram_baseline(dataset.train_ids, dataset.val_ids, dataset.vocab_size)
-    result = TrainResult(out=out, qelm=runs["qelm"], twin=runs.get("twin"), matched=runs.get("matched"),
-                         unigram=unigram, dataset=dataset)
+    lock = _on_rank0(lambda: _lock_for_resume(out), rank, world) if resume else None
+    try:
+        resumed = _Resumed.load(out) if resume else None
+        if resumed is not None and model_config is None:
+            model_config = resumed.config
+        data = _corpus(data, resumed)
+        settings = resolve_settings(given, file_settings, resumed.run if resumed else None)
+        dataset = _dataset(data, settings, resumed)
+        config = _run_config(model_config or QELMConfig(), dataset, backend, backend_options, resumed)
+        configs = _model_configs(config, dataset, settings, world, device)
+        if not resume:
+            lock = _on_rank0(lambda: _prepare_folder(out, overwrite=overwrite), rank, world)
+        settings = settings.scheduled()
+        run_record = {**settings.to_dict(), "data": str(Path(dataset.source).resolve()) if dataset.source != "<text>" else None,
+                      "data_sha256": dataset.sha256, "config": config.to_dict()}
+        runs = {name: train_one(name, configs[name], dataset, settings, run_record, out / name, resume=resume,
+                                device=device, callback=callback, rank=rank, world=world)
+                for name in MODEL_NAMES if name == "qelm" or getattr(settings, name)}
+        unigram = unigram_baseline(dataset.train_ids, dataset.val_ids, dataset.vocab_size)
+        result = TrainResult(out=out, qelm=runs["qelm"], twin=runs.get("twin"), matched=runs.get("matched"),
+                             unigram=unigram, dataset=dataset)
+        if rank == 0:
+            _write_report(result, config, settings, world, device)
+        if world > 1:
+            dist.barrier()  # no rank returns before rank 0 has written the run folder
+        return result
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _on_rank0(fn, rank: int, world: int):
+    """``fn()`` on rank 0 only (the one that writes the run folder); with several processes every rank
+    waits for it and raises if it failed, so an error stops all of them rather than hanging some."""
+    result, error = None, None
     if rank == 0:
-        _write_report(result, config, settings, world, device)
+        try:
+            result = fn()
+        except Exception as e:  # handed to the other ranks, then raised here
+            error = e
     if world > 1:
-        dist.barrier()  # no rank returns before rank 0 has written the run folder
+        message = [f"{type(error).__name__}: {error}" if error is not None else None]
+        dist.broadcast_object_list(message, src=0)
+        if rank != 0 and message[0] is not None:
+            raise RuntimeError(f"rank 0 stopped: {message[0]}")
+    if error is not None:
+        raise error
     return result
 
 
@@ -162,18 +196,13 @@ class _Resumed:
     @classmethod
     def load(cls, out: Path) -> "_Resumed":
         for name in MODEL_NAMES:
-            path = out / name / TRAINING_STATE
-            if path.is_file():
+            state = read_training_state(out / name) if has_checkpoint(out / name) else None
+            if state is not None:
                 break
         else:
             raise FileNotFoundError(f"nothing to resume in {str(out)!r}: no checkpoint with a training state there "
                                     f"(the run saved none yet, or this is not a run folder); train without resume")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # many types: zip, pickle, runtime
-            raise ValueError(f"checkpoint {str(out / name)!r} is corrupt: {TRAINING_STATE} cannot be read "
-                             f"({type(e).__name__})") from None
-        if not isinstance(state, dict) or not isinstance(state.get("run"), dict):
+        if not isinstance(state.get("run"), dict):
             raise ValueError(f"checkpoint {str(out / name)!r} is corrupt: {TRAINING_STATE} holds no run settings")
         try:
             config = QELMConfig.from_dict(state["run"]["config"])  # the QELM's (the twin's is all classical)
@@ -201,7 +230,7 @@ def _dataset(data: str | os.PathLike | TextDataset, settings: TrainSettings, res
     if isinstance(data, TextDataset):
         dataset = data
     else:
-        tok = load_tokenizer(resumed.folder / TOKENIZER) if resumed is not None else settings.tokenizer
+        tok = load_tokenizer(checkpoint_files(resumed.folder)[TOKENIZER]) if resumed is not None else settings.tokenizer
         dataset = TextDataset.from_file(data, tokenizer=tok, vocab_size=settings.vocab_size if isinstance(tok, str) else None)
     if resumed is not None and dataset.sha256 != resumed.run.get("data_sha256"):
         raise ValueError(f"cannot resume on a different corpus: {dataset.source} (sha256 {dataset.sha256[:12]}...) is "
@@ -225,7 +254,8 @@ def _run_config(model_config: QELMConfig, dataset: TextDataset, backend: str | N
     return config
 
 
-def _model_configs(config: QELMConfig, dataset: TextDataset, settings: TrainSettings, world: int) -> dict[str, QELMConfig]:
+def _model_configs(config: QELMConfig, dataset: TextDataset, settings: TrainSettings, world: int,
+                   device: torch.device) -> dict[str, QELMConfig]:
     """The config of each model of the run. Everything that can fail does so here, before any training."""
     dataset.check_context(config.context_len)
     if config.uses_circuits:  # an unavailable backend fails now, not after the twin has trained
@@ -236,24 +266,79 @@ def _model_configs(config: QELMConfig, dataset: TextDataset, settings: TrainSett
     if settings.batch_size % world:
         raise ValueError(f"batch_size={settings.batch_size} does not split over {world} processes: use a multiple "
                          f"of {world}")
+    _check_memory(config, settings.batch_size, world, device)
     return configs
 
 
-def _prepare_folder(out: Path, *, resume: bool, overwrite: bool, rank: int, world: int) -> None:
-    """Check the output folder (every rank, so that an error stops all of them rather than hanging some);
-    a new run clears the files of an earlier one, so none is mistaken for this one's."""
+def _check_memory(config: QELMConfig, batch_size: int, world: int, device: torch.device) -> None:
+    """Refuse a batch whose circuits cannot fit in memory, saying which batch would (the config's own
+    check assumes its ``batch_hint``; this one uses the batch each process will really run)."""
+    per_process = batch_size // world
+    circuits, wires, need = config.circuit_memory(per_process)
+    have = memory_bytes(device)
+    if need <= have:
+        return
+    fits = have // config.circuit_memory(1)[2] * world  # the global batch whose share fits each process
+    where = f"{device.type.upper()} {'GPU' if device.type == 'cuda' else 'memory'}"
+    share = f" ({per_process} per process)" if world > 1 else ""
+    advice = (f"use batch_size={fits} or less" if fits >= world else "not even one sequence fits: use fewer qubits or "
+              "a shorter context_len")
+    raise ValueError(f"batch_size={batch_size}{share} does not fit: {circuits} circuits of {wires} qubits need about "
+                     f"{need / 2**30:.1f} GiB of state vectors, more than the {have / 2**30:.1f} GiB of {where} here; "
+                     f"{advice}")
+
+
+def _lock_for_resume(out: Path) -> FolderLock:
+    """Lock the run folder to resume, and bring each model's checkpoint to its newest complete one."""
+    if not out.is_dir():
+        raise FileNotFoundError(f"nothing to resume in {str(out)!r}: the folder does not exist; train without resume")
     ensure_writable_dir(out)
-    previous = [out / n / WEIGHTS for n in MODEL_NAMES] + [out / SUMMARY]
-    if not resume and not overwrite and any(p.exists() for p in previous):
-        raise ValueError(f"output folder {str(out)!r} already holds a training run: resume it (--resume), replace "
-                         f"it (--overwrite), or choose another --out")
-    if world > 1:
-        dist.barrier()  # every rank has looked before rank 0 clears
-    if rank == 0 and not resume:
-        for path in [out / SUMMARY, out / LOSS_CURVE] + [out / n / f for n in MODEL_NAMES
-                                                         for f in (WEIGHTS, CONFIG, TOKENIZER, TRAINING_STATE, METRICS)]:
+    lock = FolderLock(out, LOCK, what="run folder").acquire()
+    try:
+        _tidy(out)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _tidy(out: Path) -> None:
+    """Finish or discard a save a killed process left, and remove its temporary files (holding the lock)."""
+    remove_stray_temps(out, (SUMMARY, LOSS_CURVE))
+    for name in MODEL_NAMES:
+        if (out / name).is_dir():
+            recover_checkpoint(out / name)
+            remove_stray_temps(out / name, (METRICS,))
+
+
+def _is_run_entry(path: Path) -> bool:
+    return (path.name in MODEL_NAMES and path.is_dir()) or path.name in (SUMMARY, LOSS_CURVE, LOCK) or \
+        any(path.name.startswith(f".{n}.") and path.name.endswith(".tmp") for n in (SUMMARY, LOSS_CURVE))
+
+
+def _prepare_folder(out: Path, *, overwrite: bool) -> FolderLock:
+    """Lock the folder of a new run and clear the files of an earlier run there, so none is mistaken for
+    this one's. A folder holding anything that is not a qelm run is refused: nothing of the user's is
+    overwritten."""
+    ensure_writable_dir(out)
+    lock = FolderLock(out, LOCK, what="run folder").acquire()
+    try:
+        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not _is_run_entry(p))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise FileExistsError(f"output folder {str(out)!r} holds files that are not a qelm run ({shown}): "
+                                  f"choose an empty or new folder with --out")
+        if not overwrite and ((out / SUMMARY).exists() or any(has_checkpoint(out / n) for n in MODEL_NAMES)):
+            raise ValueError(f"output folder {str(out)!r} already holds a training run: resume it (--resume), replace "
+                             f"it (--overwrite), or choose another --out")
+        _tidy(out)
+        for path in [out / SUMMARY, out / LOSS_CURVE] + [out / n / f for n in MODEL_NAMES for f in FILES + (MANIFEST, METRICS)]:
             if path.is_file():
                 path.unlink()
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _write_report(result: TrainResult, config: QELMConfig, settings: TrainSettings, world: int, device) -> None:

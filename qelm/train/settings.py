@@ -6,13 +6,14 @@ of a run: an explicit setting > the resumed run's > the config file's > :data:`T
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import QELMConfig, read_toml
-from ..data import bundled_config
+from ..config import QELMConfig, model_table, read_toml
+from ..data import bundled_config, check_seed
 
 __all__ = ["TrainSettings", "TRAIN_DEFAULTS", "MATCH_TOLERANCE", "load_run_config", "resolve_settings"]
 
@@ -72,17 +73,18 @@ class TrainSettings:
         def bad(name: str, fix: str) -> None:
             raise ValueError(f"{name}={s[name]!r} is invalid: {fix}")
 
-        for name in ("steps", "batch_size", "seed", "log_every"):
-            if isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < (0 if name == "seed" else 1):
-                bad(name, "use a non-negative integer" if name == "seed" else "use an integer >= 1")
+        for name in ("steps", "batch_size", "log_every"):
+            if isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < 1:
+                bad(name, "use an integer >= 1")
+        check_seed(s["seed"])
         for name in ("eval_every", "save_every"):
             if s[name] is not None and (isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < 1):
                 bad(name, "use an integer >= 1")
-        if isinstance(s["lr"], bool) or not isinstance(s["lr"], (int, float)) or not s["lr"] > 0:
-            bad("lr", "use a positive learning rate, e.g. 0.01")
+        if isinstance(s["lr"], bool) or not isinstance(s["lr"], (int, float)) or not 0 < s["lr"] < math.inf:
+            bad("lr", "use a finite, positive learning rate, e.g. 0.01")
         for name in ("grad_clip", "weight_decay"):
-            if isinstance(s[name], bool) or not isinstance(s[name], (int, float)) or s[name] < 0:
-                bad(name, "use a number >= 0 (0 turns it off)")
+            if isinstance(s[name], bool) or not isinstance(s[name], (int, float)) or not 0 <= s[name] < math.inf:
+                bad(name, "use a finite number >= 0 (0 turns it off)")
         for name in ("twin", "matched"):
             if not isinstance(s[name], bool):
                 bad(name, "use true or false")
@@ -98,7 +100,8 @@ def load_run_config(path: str | os.PathLike | None = None) -> tuple[QELMConfig, 
     and the optional ``[train]`` table (keys of :data:`TRAIN_DEFAULTS`). ``None``: the tiny demo config."""
     p = Path(path) if path is not None else bundled_config()
     data = read_toml(p)
-    settings = data.get("train", {}) if "model" in data else {}
+    model = model_table(data, f"config file {str(p)!r}")
+    settings = data.get("train", {})
     if not isinstance(settings, dict):
         raise ValueError(f"config file {str(p)!r}: [train] must be a table")
     unknown = sorted(set(settings) - set(TRAIN_DEFAULTS))
@@ -106,7 +109,7 @@ def load_run_config(path: str | os.PathLike | None = None) -> tuple[QELMConfig, 
         raise ValueError(f"config file {str(p)!r}: unknown [train] setting(s) {', '.join(unknown)}; valid settings are "
                          f"{', '.join(TRAIN_DEFAULTS)}")
     try:
-        config = QELMConfig.from_dict(data["model"] if "model" in data else data)
+        config = QELMConfig.from_dict(model)
     except (TypeError, ValueError) as e:
         raise ValueError(f"config file {str(p)!r}: {e}") from None
     return config, dict(settings)

@@ -1,9 +1,16 @@
 """Training one model of a run: built fresh or restored from its checkpoint (optimizer, sampler and RNG
 states), then step by step, with every rank drawing its slice of the same global batch; rank 0 logs to
-``metrics.jsonl``, evaluates and saves checkpoints."""
+``metrics.jsonl``, evaluates and saves checkpoints.
+
+A step whose loss or gradient norm is not finite, or whose update overflows, stops the run there, naming
+the step; the last checkpoint stays as it was, since weights that are not finite, or give a loss that is
+not, are never saved.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import resource
@@ -16,18 +23,20 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import TRAINING_STATE, ensure_writable_dir, load_checkpoint, save_checkpoint
-from ..config import QELMConfig, config_differences
+from ..checkpoint import (TRAINING_STATE, checkpoint_files, ensure_writable_dir, has_checkpoint, load_checkpoint,
+                          save_checkpoint)
+from ..config import QELMConfig, available_memory_bytes, config_differences
 from ..data import BatchSampler, TextDataset
 from ..distributed import local_device
 from ..evaluate import evaluate
+from ..files import atomic_write
 from ..metrics import METRICS, read_metrics, write_metrics
 from ..model import QELM, ClassicalLM
 from .report import LABELS
 from .results import Callback, ModelRun
 from .settings import TrainSettings
 
-__all__ = ["train_one"]
+__all__ = ["train_one", "memory_bytes"]
 
 
 @dataclass
@@ -41,6 +50,9 @@ class _Model:
     folder: Path
     start: int  # optimizer steps already taken (0, or the resumed checkpoint's step)
     history: list[dict[str, Any]]  # rank 0: metrics records of the steps before ``start``
+    metrics_bytes: int = 0  # rank 0: bytes of metrics.jsonl written so far, and their sha256 (kept running)
+    metrics_sha256: Any = dataclasses.field(default_factory=hashlib.sha256)
+    saved: int | None = None  # the step of the last checkpoint (None: none yet)
 
 
 def train_one(name: str, config: QELMConfig, dataset: TextDataset, settings: TrainSettings, run_record: dict[str, Any],
@@ -49,7 +61,7 @@ def train_one(name: str, config: QELMConfig, dataset: TextDataset, settings: Tra
     """Train one model of the run (fresh, or from its checkpoint in ``folder``); see :func:`~qelm.train.train`."""
     device = local_device(device, world)
     sampler = BatchSampler(dataset.train_ids, config.context_len, settings.batch_size, settings.seed, rank, world)
-    if resume and (folder / TRAINING_STATE).is_file():
+    if resume and has_checkpoint(folder) and TRAINING_STATE in checkpoint_files(folder):
         m = _restore(name, config, folder, settings, sampler, device, rank)
     else:
         torch.manual_seed(settings.seed)
@@ -61,7 +73,8 @@ def train_one(name: str, config: QELMConfig, dataset: TextDataset, settings: Tra
     val = _run_steps(m, dataset, settings, run_record, device=device, callback=callback, rank=rank, world=world)
     if rank == 0:
         if not val:  # nothing left to run (resumed a finished model): measure it now
-            val = evaluate(m.model, dataset.val_ids, batch_size=max(64, settings.batch_size), context_len=config.context_len)
+            val = evaluate(m.model, dataset.val_ids, batch_size=_eval_batch(config, settings.batch_size, device),
+                           context_len=config.context_len)
         if callback:
             callback("end", name, {"val": val})
     return ModelRun(name=name, model=m.model, path=folder, history=m.history, val=val, steps_run=settings.steps - m.start)
@@ -90,12 +103,31 @@ def _restore(name: str, config: QELMConfig, folder: Path, settings: TrainSetting
     optimizer.load_state_dict(state["optimizer"])
     sampler.load_state_dict(state["sampler"])
     torch.set_rng_state(state["torch_rng"])
-    history = []
-    if rank == 0:  # steps logged after the checkpoint (before a kill) are run again: drop them
-        logged = read_metrics(folder / METRICS) if (folder / METRICS).is_file() else []
-        history = [r for r in logged if r["step"] <= start]
-        write_metrics(folder / METRICS, history)
-    return _Model(name, model, optimizer, sampler, folder, start=start, history=history)
+    m = _Model(name, model, optimizer, sampler, folder, start=start, history=[], saved=start)
+    if rank == 0:
+        _restore_metrics(m, state)
+    return m
+
+
+def _restore_metrics(m: _Model, state: dict[str, Any]) -> None:
+    """Cut ``metrics.jsonl`` back to the checkpoint's step (the steps logged after it run again), checked
+    against the size and sha256 the checkpoint recorded of it: a line edited or lost is an error, never
+    silently dropped."""
+    path = m.folder / METRICS
+    data = path.read_bytes() if path.is_file() else b""
+    n = state.get("metrics_bytes")
+    if n is None:  # a checkpoint of an older qelm: keep the records up to its step
+        kept = [r for r in read_metrics(path) if r["step"] <= m.start] if data else []
+        data = "".join(json.dumps(r) + "\n" for r in kept).encode()
+    elif len(data) < n or hashlib.sha256(data[:n]).hexdigest() != state.get("metrics_sha256"):
+        raise ValueError(f"{path} is not what the run wrote up to its checkpoint at step {m.start}: its first {n} bytes "
+                         f"{'are missing' if len(data) < n else 'differ from the sha256 the checkpoint recorded'} (edited "
+                         f"or damaged); restore the file, or start a new run in another --out")
+    else:
+        data = data[:n]
+    m.history = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+    atomic_write(path, data)
+    m.metrics_bytes, m.metrics_sha256 = len(data), hashlib.sha256(data)
 
 
 def _run_steps(m: _Model, dataset: TextDataset, settings: TrainSettings, run_record: dict[str, Any], *,
@@ -114,13 +146,11 @@ def _run_steps(m: _Model, dataset: TextDataset, settings: TrainSettings, run_rec
     if rank == 0 and callback:
         callback("start", m.name, {"step": m.start, "steps": settings.steps, "tokens_per_step": tokens_per_step})
     val: dict[str, float] = {}
-    metrics_file = open(m.folder / METRICS, "a", encoding="utf-8") if rank == 0 else None
+    eval_batch = _eval_batch(m.model.config, settings.batch_size, device)
+    metrics_file = open(m.folder / METRICS, "ab") if rank == 0 else None
     try:
         for step in range(m.start + 1, settings.steps + 1):
-            loss, seconds = _step(m, net, settings, device, world)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"the {LABELS[m.name]}'s training loss became {loss} at step {step}: "
-                                         f"lower the learning rate (lr={settings.lr})")
+            loss, seconds = _step(m, net, settings, device, world, step)
             if rank != 0:
                 continue
             is_eval = step % settings.eval_every == 0 or step == settings.steps
@@ -128,12 +158,15 @@ def _run_steps(m: _Model, dataset: TextDataset, settings: TrainSettings, run_rec
                       "tokens_per_s": tokens_per_step / seconds, "peak_memory_bytes": _peak_memory_bytes(device),
                       "tokens": tokens_per_step, "step_seconds": seconds}
             if is_eval:
-                val = evaluate(m.model, dataset.val_ids, batch_size=max(64, settings.batch_size), context_len=T)
+                val = evaluate(m.model, dataset.val_ids, batch_size=eval_batch, context_len=T)
                 record.update(val_loss=val["loss"], val_perplexity=val["perplexity"])
             if is_eval or step % settings.log_every == 0:
                 m.history.append(record)
-                metrics_file.write(json.dumps(record) + "\n")
+                line = (json.dumps(record) + "\n").encode()
+                metrics_file.write(line)
                 metrics_file.flush()
+                m.metrics_bytes += len(line)
+                m.metrics_sha256.update(line)
                 if callback:
                     callback("step", m.name, record)
             if step % settings.save_every == 0 or step == settings.steps:
@@ -144,28 +177,94 @@ def _run_steps(m: _Model, dataset: TextDataset, settings: TrainSettings, run_rec
     return val
 
 
-def _step(m: _Model, net: torch.nn.Module, settings: TrainSettings, device: torch.device, world: int) -> tuple[float, float]:
-    """One optimizer step on the next batch: ``(global-batch loss, seconds)``."""
+def _eval_batch(config: QELMConfig, batch_size: int, device: torch.device) -> int:
+    """Windows per evaluation pass: at least 64 (fewer passes), but never more than fit in memory."""
+    per_window = config.circuit_memory(1)[2]
+    if not per_window:
+        return max(64, batch_size)
+    return max(1, min(max(64, batch_size), memory_bytes(device) // per_window))
+
+
+def memory_bytes(device: torch.device) -> int:
+    """The memory a simulation on ``device`` must fit in: the GPU's, else this machine's."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return available_memory_bytes()
+
+
+def _diverged(m: _Model, settings: TrainSettings, step: int, what: str) -> FloatingPointError:
+    kept = (f"the last good checkpoint, of step {m.saved}, is kept in {m.folder}" if m.saved
+            else "no checkpoint had been saved yet")
+    return FloatingPointError(f"the {LABELS[m.name]}'s {what} at step {step}; training stopped there and {kept}: "
+                              f"train again with a smaller learning rate (lr={settings.lr}) or a gradient clip "
+                              f"(grad_clip={settings.grad_clip})")
+
+
+def _step(m: _Model, net: torch.nn.Module, settings: TrainSettings, device: torch.device, world: int,
+          step: int) -> tuple[float, float]:
+    """One optimizer step on the next batch: ``(global-batch loss, seconds)``. A loss or gradient that is
+    not finite raises ``FloatingPointError`` before the optimizer touches the weights."""
     t0 = time.perf_counter()
     x, y = m.sampler.next()  # this rank's slice: (b, T) each
     _, loss = net(x.to(device), y.to(device))
     m.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if settings.grad_clip:
-        torch.nn.utils.clip_grad_norm_(m.model.parameters(), settings.grad_clip)
-    m.optimizer.step()
     value = loss.detach()
     if world > 1:
         dist.all_reduce(value)  # mean of equal slices = the global-batch mean
         value /= world
     value = float(value)
+    if not math.isfinite(value):
+        raise _diverged(m, settings, step, f"training loss became {value}")
+    if settings.grad_clip:
+        norm = float(torch.nn.utils.clip_grad_norm_(m.model.parameters(), settings.grad_clip))
+        if not math.isfinite(norm):
+            raise _diverged(m, settings, step, f"gradient norm became {norm}")
+    try:
+        m.optimizer.step()
+    except RuntimeError as e:  # an update too large for float32 (lr * weight_decay, lr / (1 - beta1), ...)
+        if "overflow" not in str(e):
+            raise
+        raise _diverged(m, settings, step, "optimizer update overflowed float32") from None
     return value, time.perf_counter() - t0
 
 
 def _save(m: _Model, step: int, dataset: TextDataset, run_record: dict[str, Any]) -> None:
+    """Save a checkpoint of ``m`` at ``step``, unless its weights are not finite or give a loss that is not
+    (a model that diverged is never saved over a good checkpoint)."""
+    kept = (f"the last good checkpoint, of step {m.saved}, is kept in {m.folder}" if m.saved
+            else "no checkpoint had been saved yet")
+    advice = (f"train again with a smaller learning rate (lr={m.optimizer.defaults['lr']}) or weight decay "
+              f"(weight_decay={m.optimizer.defaults['weight_decay']})")
+    bad = [name for name, p in m.model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:  # the step itself was finite, but it left weights that are not (a huge weight decay, say)
+        raise FloatingPointError(f"the {LABELS[m.name]}'s weights ({', '.join(bad[:3])}) became NaN or infinite at "
+                                 f"step {step}; they are not saved, and {kept}: {advice}")
+    loss = _probe_loss(m.model, dataset)
+    if not math.isfinite(loss):  # finite weights so large that the model's outputs overflow
+        raise FloatingPointError(f"the {LABELS[m.name]}'s weights after step {step} give a loss of {loss}; they are "
+                                 f"not saved, and {kept}: {advice}")
     state = {"step": step, "optimizer": m.optimizer.state_dict(), "sampler": m.sampler.state_dict(),
-             "torch_rng": torch.get_rng_state(), "run": run_record}
+             "torch_rng": torch.get_rng_state(), "run": run_record,
+             "metrics_bytes": m.metrics_bytes, "metrics_sha256": m.metrics_sha256.hexdigest()}
     save_checkpoint(m.folder, m.model, dataset.tokenizer, training_state=state)
+    m.saved = step
+
+
+@torch.no_grad()
+def _probe_loss(model: torch.nn.Module, dataset: TextDataset) -> float:
+    """The loss of ``model`` on the first validation window: a cheap check that its outputs are finite.
+    Leaves every random state and the training mode as they were (the run stays exact)."""
+    T = model.config.context_len
+    window = dataset.val_ids[:T + 1].unsqueeze(0).to(next(model.parameters()).device)  # (1, <= T+1)
+    was_training = model.training
+    with torch.random.fork_rng(devices=[window.device] if window.device.type == "cuda" else []):
+        model.eval()
+        try:
+            _, loss = model(window[:, :-1], window[:, 1:])
+        finally:
+            model.train(was_training)
+    return float(loss)
 
 
 def _optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
