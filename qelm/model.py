@@ -10,11 +10,15 @@ count, the fair "is the circuit worth its parameters?" baseline.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
 
 from .backends import Backend, get_backend
 from .config import QELMConfig
@@ -97,8 +101,13 @@ class Block(nn.Module):
         return x + self.feed_forward(self.ln2(x))
 
 
-class QELM(nn.Module):
-    """Decoder-only quantum-enhanced language model. ``forward(idx, targets=None) -> (logits, loss)``."""
+class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache-2.0",
+           tags=["quantum-machine-learning", "language-model", "qelm"]):
+    """Decoder-only quantum-enhanced language model. ``forward(idx, targets=None) -> (logits, loss)``.
+
+    ``save_pretrained(folder)`` / ``QELM.from_pretrained(folder or Hub id)`` / ``push_to_hub(repo)`` come
+    from Hugging Face's ``PyTorchModelHubMixin``: ``model.safetensors`` and ``config.json``. A qelm
+    checkpoint folder is such a folder too (:mod:`qelm.checkpoint`), so either loads either."""
 
     def __init__(self, config: QELMConfig) -> None:
         super().__init__()
@@ -158,6 +167,44 @@ class QELM(nn.Module):
             raise ValueError(f"token id {bad} is out of range for vocab_size={self.config.vocab_size}: "
                              f"ids must be in [0, {self.config.vocab_size - 1}]")
         return idx
+
+    # --- Hugging Face Hub ------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any):
+        """Hugging Face's ``save_pretrained`` (``model.safetensors``, ``config.json``, a model card); a qelm
+        checkpoint folder is refused before anything in it changes (use :func:`qelm.save_checkpoint`)."""
+        from .checkpoint import check_pretrained_folder
+
+        check_pretrained_folder(save_directory)
+        return super().save_pretrained(save_directory, **kwargs)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from .checkpoint import save_pretrained
+
+        save_pretrained(save_directory, self)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                         force_download: bool = False, local_files_only: bool = False, token: str | bool | None = None,
+                         map_location: str = "cpu", strict: bool = True, backend: str | None = None,
+                         **options: Any) -> "QELM":
+        """Read the folder (a local one, else the Hub repository ``model_id`` downloaded): safetensors and the
+        config only, checked strictly (``strict`` is accepted for the mixin's signature and always on).
+        ``backend`` and its options run the circuits elsewhere than the saved config says."""
+        from .checkpoint import CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, load_pretrained
+
+        options.pop("config", None)  # the mixin's reading of config.json; the folder's own config is read below
+        folder = Path(model_id)
+        if not folder.is_dir():
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache_dir,
+                                            force_download=force_download, local_files_only=local_files_only,
+                                            token=token, allow_patterns=[WEIGHTS, CONFIG_JSON, CONFIG, TOKENIZER]))
+        model = load_pretrained(folder, backend=backend, **options)
+        if not isinstance(model, cls):
+            raise ValueError(f"{model_id} holds a {type(model).__name__}, not a {cls.__name__}: load it with "
+                             f"{type(model).__name__}.from_pretrained (or QELM.from_pretrained, which loads either)")
+        return model.to(map_location)
 
     # --- backends ------------------------------------------------------------------------------------
     def quantum_layers(self) -> list[QuantumLayer]:
