@@ -155,7 +155,10 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="qelm", description="Build, train and honestly measure tiny quantum-enhanced language models.")
+    from .options import VOCABULARY
+
+    parser = _Parser(prog="qelm", description="Build, train and honestly measure tiny quantum-enhanced language models.",
+                     epilog=VOCABULARY, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_Version, help="print the version of qelm and of what it runs on, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
