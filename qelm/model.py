@@ -183,6 +183,16 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         save_pretrained(save_directory, self)
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "QELM":
+        """Hugging Face's ``from_pretrained``: a local folder (a ``save_pretrained`` folder or a qelm
+        checkpoint, older ones without ``config.json`` too) is read here directly, a Hub id through the
+        mixin (downloaded first). Keywords: ``map_location``, ``backend`` and backend options, and for the
+        Hub ``revision``, ``cache_dir``, ``token``, ..."""
+        if Path(pretrained_model_name_or_path).is_dir():
+            return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
                          force_download: bool = False, local_files_only: bool = False, token: str | bool | None = None,
                          map_location: str = "cpu", strict: bool = True, backend: str | None = None,

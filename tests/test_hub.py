@@ -42,7 +42,7 @@ def test_save_pretrained_then_from_pretrained_gives_the_same_model(tmp_path, tin
     assert capsys.readouterr().out == "", "the library never prints"
 
 
-def test_a_checkpoint_folder_is_a_hugging_face_folder_and_back(tmp_path, tiny_config, tokenizer, idx):
+def test_a_checkpoint_folder_is_a_hugging_face_folder_and_back(tmp_path, tiny_config, tokenizer, idx, capfd):
     """qelm -> Hugging Face: QELM.from_pretrained reads a checkpoint folder as it is. Hugging Face -> qelm:
     a save_pretrained folder with the tokenizer saved beside it loads with load_checkpoint. Weights and
     config come through bit for bit, both ways."""
@@ -50,6 +50,11 @@ def test_a_checkpoint_folder_is_a_hugging_face_folder_and_back(tmp_path, tiny_co
     save_checkpoint(tmp_path / "ck", model, tokenizer)
     from_ck = QELM.from_pretrained(tmp_path / "ck")
     assert from_ck.config == model.config and torch.equal(from_ck(idx)[0], model(idx)[0])
+    older = tmp_path / "older"  # a checkpoint of an older qelm: no config.json, no manifest
+    older.mkdir()
+    for name in (WEIGHTS, CONFIG, TOKENIZER):
+        (older / name).write_bytes((tmp_path / "ck" / name).read_bytes())
+    assert torch.equal(QELM.from_pretrained(older)(idx)[0], model(idx)[0])
 
     from_ck.save_pretrained(tmp_path / "hf")
     tokenizer.save_pretrained(tmp_path / "hf")
@@ -63,6 +68,7 @@ def test_a_checkpoint_folder_is_a_hugging_face_folder_and_back(tmp_path, tiny_co
     save_checkpoint(tmp_path / "back", ck.model, ck.tokenizer)  # and back into a checkpoint: the same files
     for name in (CONFIG, CONFIG_JSON, TOKENIZER):
         assert (tmp_path / "back" / name).read_bytes() == (tmp_path / "ck" / name).read_bytes(), name
+    assert capfd.readouterr() == ("", ""), "nothing printed or logged"
     a, b = _tensors(tmp_path / "ck" / WEIGHTS), _tensors(tmp_path / "back" / WEIGHTS)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # (the header's key order may differ)
 
