@@ -1,5 +1,5 @@
-"""``qelm demo``, ``qelm train``, ``qelm eval`` and ``qelm generate``: thin wrappers that parse arguments,
-call :mod:`qelm.train` and :mod:`qelm.evaluate`, and print.
+"""``qelm demo``, ``qelm train``, ``qelm eval``, ``qelm generate`` and ``qelm chat``: thin wrappers that parse
+arguments, call :mod:`qelm.train`, :mod:`qelm.evaluate` and :mod:`qelm.chat`, and print.
 
 ``demo`` trains the tiny QELM, its classical twin and the parameter-matched classical model on the bundled
 corpus, shows their validation perplexities beside the unigram baseline's, says how the QELM compares with
