@@ -6,7 +6,7 @@ fits the device by default, prints the Markdown table and the fitted exponents, 
 figure). A backend that cannot run here is recorded with its error in the JSON; the run goes on.
 
     python benchmarks/speed.py --quick                          # about a minute: seq lens 16,32,64
-    python benchmarks/speed.py --qubits 2,4,6,8 --max-seconds 60  # the committed CPU run (see README.md)
+    python benchmarks/speed.py --qubit-sweep 2,4,6,8 --max-seconds 60  # the committed CPU run (see README.md)
     python benchmarks/speed.py --device cuda                    # on a CUDA machine
 """
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         device = args.device or "cpu"
         if not args.backend:
             args.backend = DEFAULT_BACKENDS[device]
-        if not args.json:
+        if not args.json or args.json == "-":  # this script always writes its file
             args.json = str(RESULTS / f"bench-{device}{'-quick' if args.quick else ''}.json")
         result = measure(args)
     except USER_ERRORS as e:

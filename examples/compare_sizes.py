@@ -6,7 +6,7 @@ formats and prints what was measured: parameters, bytes, FLOPs per token, circui
 shots.
 
     python examples/compare_sizes.py                 # the published setting
-    python examples/compare_sizes.py --qubits 6      # same, with 6-qubit circuits
+    python examples/compare_sizes.py --n-qubits 6    # same, with 6-qubit circuits
     python examples/compare_sizes.py --plot sizes.png
 
 The same numbers come from the command line: ``qelm compare --published``.
@@ -19,12 +19,12 @@ from qelm.compare import compare, plot_comparison, published_config
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--qubits", type=int, default=4, help="qubits per circuit (4)")
-    parser.add_argument("--layers", type=int, default=1, help="transformer blocks (1)")
-    parser.add_argument("--plot", help="also save a bar chart here (.png/.svg/.pdf)")
+    parser.add_argument("--n-qubits", type=int, default=4, help="qubits per circuit (default 4)")
+    parser.add_argument("--n-layers", type=int, default=1, help="transformer blocks (default 1)")
+    parser.add_argument("--plot", help="also save a bar chart here (.png/.svg/.pdf; default: none)")
     args = parser.parse_args()
 
-    config = published_config(n_qubits=args.qubits, n_layers=args.layers)
+    config = published_config(n_qubits=args.n_qubits, n_layers=args.n_layers)
     result = compare(config, published=True)
     print(result.to_markdown())
 

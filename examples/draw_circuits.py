@@ -6,7 +6,7 @@ export loaded back with ``qiskit.qasm2.loads`` whose state vector is compared wi
 angles. With ``--out DIR`` each circuit's PNG (``qml.draw_mpl``) and QASM file are written there too.
 
     python examples/draw_circuits.py
-    python examples/draw_circuits.py --qubits 3 --layers 1 --out drawings
+    python examples/draw_circuits.py --n-qubits 3 --circuit-layers 1 --out drawings
 
 The same drawings come from the command line: ``qelm draw angle --format png --out angle.png``.
 """
@@ -38,8 +38,8 @@ def pennylane_state(circuit, angles):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--qubits", type=int, default=2, help="data qubits per circuit (2)")
-    parser.add_argument("--layers", type=int, default=2, help="variational layers per circuit (2)")
+    parser.add_argument("--n-qubits", type=int, default=2, help="data qubits per circuit (default 2)")
+    parser.add_argument("--circuit-layers", type=int, default=2, help="variational layers per circuit (default 2)")
     parser.add_argument("--out", type=Path, help="also write NAME.png and NAME.qasm into this folder")
     args = parser.parse_args()
     if args.out:
@@ -48,7 +48,7 @@ def main() -> None:
     torch.manual_seed(0)
     rows = []
     for name in CIRCUITS:
-        circuit = build_circuit(name, args.qubits, args.layers)
+        circuit = build_circuit(name, args.n_qubits, args.circuit_layers)
         print(render(circuit, "text"))
 
         # the OpenQASM export runs the same circuit in qiskit: compare state vectors at random angles
@@ -64,7 +64,7 @@ def main() -> None:
             atomic_write(args.out / f"{name}.png", render(circuit, "png"))
             atomic_write(args.out / f"{name}.qasm", render(circuit, "qasm"))
 
-    print(f"n_qubits={args.qubits}, n_layers={args.layers}; gates and depth by qml.specs (level='device'), CNOTs "
+    print(f"n_qubits={args.n_qubits}, n_layers={args.circuit_layers}; gates and depth by qml.specs (level='device'), CNOTs "
           "counted by qiskit in the OpenQASM export; last column: max |amplitude difference| qiskit vs PennyLane")
     print(f"{'circuit':<13}{'wires':>6}{'angles':>8}{'gates':>7}{'depth':>7}{'CNOTs':>7}{'max |diff|':>12}")
     for name, wires, angles, gates, depth, cx, error in rows:

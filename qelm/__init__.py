@@ -16,6 +16,7 @@ from .model import QELM, ClassicalLM
 from .train import TrainResult, TrainSettings
 
 __version__ = "0.1.0"
+DISTRIBUTION = "qelm-lab"  # the name on the package index (``qelm`` there is another project); ``import qelm`` stays
 
 __all__ = [
     "QELMConfig",

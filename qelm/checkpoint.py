@@ -5,9 +5,16 @@ A checkpoint folder holds
 * ``model.safetensors`` — the weights (safetensors: no pickle, so loading runs no code);
 * ``config.toml`` — ``kind`` ("qelm" or "classical": which class to build) and the ``[model]`` table of
   :class:`~qelm.config.QELMConfig`;
+* ``config.json`` — the same, flat, as Hugging Face reads it: with ``model.safetensors`` the folder is what
+  ``QELM.save_pretrained`` writes and ``QELM.from_pretrained`` reads (:data:`CONFIG_JSON`);
 * ``tokenizer.json`` — the tokenizer (:mod:`qelm.tokenizer`);
 * ``training_state.pt`` — optional: optimizer, step, RNG states (the data sampler's too), run settings;
-* ``checkpoint.json`` — the manifest: the step and every file above with its size and sha256.
+* ``checkpoint.json`` — the manifest: the step, every file above with its size and sha256, and an
+  optional ``info`` table (the best checkpoint of a run records its step and validation loss there).
+
+One format, two readers. :func:`load_checkpoint` also loads a Hugging Face folder (``model.safetensors``,
+``config.json`` and a ``tokenizer.json`` saved beside them), and ``QELM.from_pretrained`` loads a
+checkpoint folder, so neither needs converting; :func:`save_pretrained` writes the Hugging Face files.
 
 A save commits as one unit. Every file is first written into the hidden folder ``.pending/`` beside
 them, and its manifest last: the moment that manifest exists, the new checkpoint is complete. The files
@@ -27,7 +34,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +50,18 @@ from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "atomic_write", "atomic_path", "ensure_writable_dir",
            "read_checkpoint_config", "read_training_state", "has_checkpoint", "checkpoint_files", "recover_checkpoint",
-           "WEIGHTS", "CONFIG", "TOKENIZER", "TRAINING_STATE", "MANIFEST", "PENDING"]
+           "save_pretrained", "load_pretrained", "WEIGHTS", "CONFIG", "CONFIG_JSON", "TOKENIZER", "TRAINING_STATE",
+           "MANIFEST", "PENDING", "BEST", "read_manifest"]
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.toml"
+CONFIG_JSON = "config.json"  # the Hugging Face config: the same fields, flat
 TOKENIZER = "tokenizer.json"
 TRAINING_STATE = "training_state.pt"
 MANIFEST = "checkpoint.json"
 PENDING = ".pending"  # the save in progress: complete once its manifest is there
-FILES = (WEIGHTS, CONFIG, TOKENIZER, TRAINING_STATE)
+BEST = "best"  # a training run keeps its best checkpoint by validation in this sub-folder of each model's
+FILES = (WEIGHTS, CONFIG, CONFIG_JSON, TOKENIZER, TRAINING_STATE)
 KINDS = ("qelm", "classical")
 FORMAT = 2  # version of this folder layout (2: the manifest)
 
@@ -78,11 +88,33 @@ def _kind(model: torch.nn.Module) -> str:
     raise ValueError(f"save_checkpoint takes a QELM or ClassicalLM, got {type(model).__name__}")
 
 
+def _config_texts(kind: str, config: QELMConfig) -> tuple[str, str]:
+    """``(config.toml, config.json)`` of a model: the same fields, in qelm's TOML and Hugging Face's JSON."""
+    try:
+        toml_text = tomli_w.dumps({"format": FORMAT, "kind": kind, "model": config.to_dict()})
+    except TypeError as e:
+        raise ValueError(f"config cannot be written to TOML ({e}): backend_options may hold only numbers, strings, "
+                         f"booleans and tables of them") from None
+    json_text = json.dumps({"format": FORMAT, "kind": kind, **config.to_dict()}, indent=2, sort_keys=True) + "\n"
+    return toml_text, json_text
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors on the CPU; ``ValueError`` naming those that hold NaN or infinity."""
+    weights = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"the model's weights hold NaN or infinity ({', '.join(bad[:4])}"
+                         f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}): a diverged model is not saved")
+    return weights
+
+
 def save_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, tokenizer: Tokenizer, *,
-                    training_state: dict[str, Any] | None = None) -> Path:
+                    training_state: dict[str, Any] | None = None, info: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (a :class:`QELM` or :class:`ClassicalLM`), its config and ``tokenizer`` into
     ``directory`` (created if needed); with ``training_state`` (a dict holding at least ``step``) also
-    ``training_state.pt``. The save commits as one unit (module docstring). Returns the folder.
+    ``training_state.pt``; ``info`` (JSON values) goes into the manifest. The save commits as one unit
+    (module docstring). Returns the folder.
 
     A model whose weights hold NaN or infinity is refused (``ValueError`` naming the tensors): a diverged
     model is never saved over a good checkpoint."""
@@ -99,16 +131,8 @@ def save_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, tokeni
         if "step" not in training_state:
             raise ValueError("training_state needs a 'step' entry (the optimizer steps taken)")
         metadata["step"] = str(int(training_state["step"]))
-    try:
-        config_text = tomli_w.dumps({"format": FORMAT, "kind": kind, "model": config.to_dict()})
-    except TypeError as e:
-        raise ValueError(f"config cannot be written to TOML ({e}): backend_options may hold only numbers, strings, "
-                         f"booleans and tables of them") from None
-    weights = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
-    bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise ValueError(f"the model's weights hold NaN or infinity ({', '.join(bad[:4])}"
-                         f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}): a diverged model is not saved")
+    config_text, config_json = _config_texts(kind, config)
+    weights = _weights(model)
     folder = ensure_writable_dir(directory)
     recover_checkpoint(folder)
     pending = folder / PENDING
@@ -117,6 +141,7 @@ def save_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, tokeni
     pending.mkdir()
     save_file(weights, str(pending / WEIGHTS), metadata=metadata)
     (pending / CONFIG).write_text(config_text, encoding="utf-8")
+    (pending / CONFIG_JSON).write_text(config_json, encoding="utf-8")
     (pending / TOKENIZER).write_text(tokenizer.to_json(), encoding="utf-8")
     if training_state is not None:
         torch.save(training_state, pending / TRAINING_STATE)
@@ -126,6 +151,8 @@ def save_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, tokeni
         fsync_path(pending / name)
     manifest = {"format": FORMAT, "kind": kind, "step": None if training_state is None else int(training_state["step"]),
                 "files": {name: _describe(pending / name) for name in names}}
+    if info is not None:
+        manifest["info"] = info
     atomic_write(pending / MANIFEST, json.dumps(manifest, indent=1) + "\n")  # the commit: complete from here on
     fsync_path(pending / MANIFEST)
     fsync_path(pending)
@@ -191,7 +218,8 @@ def has_checkpoint(directory: str | os.PathLike) -> bool:
 def checkpoint_files(directory: str | os.PathLike) -> dict[str, Path]:
     """``{file name: path}`` of the newest complete checkpoint in ``directory``, every file checked against
     the manifest (``ValueError`` names a file that differs, ``FileNotFoundError`` a missing one). Only
-    ``training_state.pt`` may be absent. Reads only: a save another process is finishing is read where
+    ``training_state.pt`` may be absent (and, in a Hugging Face folder, which has ``config.json`` for
+    ``config.toml``, ``tokenizer.json``). Reads only: a save another process is finishing is read where
     it lies."""
     folder = Path(directory)
     if not folder.is_dir():
@@ -199,16 +227,17 @@ def checkpoint_files(directory: str | os.PathLike) -> dict[str, Path]:
     paths = _resolve(folder)
     if paths is None:  # an older layout: the files as they are
         paths = {name: folder / name for name in FILES if (folder / name).is_file()}
-        if CONFIG not in paths and (folder / PENDING).exists():
+        has_config = CONFIG in paths or CONFIG_JSON in paths
+        if not has_config and (folder / PENDING).exists():
             raise FileNotFoundError(f"checkpoint {str(folder)!r} holds no complete checkpoint yet: its first save "
                                     f"was interrupted")
-        if CONFIG not in paths:
+        if not has_config:
             inside = [n for n in ("qelm", "twin", "matched") if (folder / n / CONFIG).is_file() or
                       (folder / n / MANIFEST).is_file() or (folder / n / PENDING / MANIFEST).is_file()]
             hint = (f": it is a training run folder; pass one of its checkpoints, "
                     f"{' or '.join(str(folder / n) for n in inside)}" if inside else ": it is not a qelm checkpoint folder")
             raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {CONFIG}{hint}")
-        for name in (WEIGHTS, TOKENIZER):
+        for name in (WEIGHTS,) if CONFIG not in paths else (WEIGHTS, TOKENIZER):
             if name not in paths:
                 raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {name}: the folder is incomplete "
                                         f"(an interrupted save, or files removed)")
@@ -258,25 +287,61 @@ class Checkpoint:
     training_state: dict[str, Any] | None
     path: Path
     kind: str = "qelm"
+    step: int | None = None  # optimizer steps the weights took, where the manifest records them
+    info: dict[str, Any] = field(default_factory=dict)  # the manifest's info table (a run's best: step, val_loss)
+
+    def describe(self) -> str:
+        """Which checkpoint this is, in words: ``runs/x/qelm (qelm, step 800)``, or for a run's best
+        ``runs/x/qelm/best (qelm, best by validation: step 600, val loss 2.1234)``."""
+        if self.info.get("role") == "best":
+            which = f"best by validation: step {self.info.get('step')}, val loss {self.info.get('val_loss', float('nan')):.4f}"
+        elif self.step is not None:
+            which = f"step {self.step}" + (", the last of its run" if (self.path / BEST).is_dir() else "")
+        else:
+            which = "no step recorded"
+        return f"{self.path} ({self.kind}, {which})"
 
 
 def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QELMConfig]:
-    """``(kind, config)`` from a checkpoint folder's ``config.toml``, checked."""
-    return _read_config(Path(directory), checkpoint_files(directory)[CONFIG])
+    """``(kind, config)`` from a checkpoint folder's ``config.toml`` (or a Hugging Face folder's
+    ``config.json``), checked."""
+    return _read_config(Path(directory), checkpoint_files(directory))
 
 
-def _read_config(folder: Path, path: Path) -> tuple[str, QELMConfig]:
-    data = read_toml(path, what=f"checkpoint {str(folder)!r} is corrupt: {CONFIG}")
+def _read_config(folder: Path, paths: dict[str, Path]) -> tuple[str, QELMConfig]:
+    if CONFIG in paths:
+        name = CONFIG
+        data = read_toml(paths[CONFIG], what=f"checkpoint {str(folder)!r} is corrupt: {CONFIG}")
+        if not isinstance(data.get("model"), dict):
+            raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG} has no [model] table")
+        fields = data["model"]
+    else:  # a Hugging Face folder: the fields flat, beside format and kind
+        name = CONFIG_JSON
+        try:
+            data = json.loads(paths[CONFIG_JSON].read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG_JSON} cannot be read ({e})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG_JSON} is not a JSON object")
+        fields = {k: v for k, v in data.items() if k not in ("format", "kind")}
     kind = data.get("kind", "qelm")
     if kind not in KINDS:
-        raise ValueError(f"checkpoint {str(folder)!r}: {CONFIG} has kind={kind!r}; expected one of {', '.join(KINDS)}")
-    if not isinstance(data.get("model"), dict):
-        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG} has no [model] table")
+        raise ValueError(f"checkpoint {str(folder)!r}: {name} has kind={kind!r}; expected one of {', '.join(KINDS)}")
     try:
-        config = QELMConfig.from_dict(data["model"])
+        config = QELMConfig.from_dict(fields)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"checkpoint {str(folder)!r}: {CONFIG} is invalid: {e}") from None
+        raise ValueError(f"checkpoint {str(folder)!r}: {name} is invalid: {e}") from None
     return kind, config
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest of the newest complete checkpoint in ``directory`` (``None`` for a folder without one:
+    an older layout, or a Hugging Face folder). Its files are not checked here (:func:`checkpoint_files`)."""
+    folder = Path(directory)
+    for path in (folder / PENDING / MANIFEST, folder / MANIFEST):
+        if path.is_file():
+            return _read_manifest(path, folder)
+    return None
 
 
 def read_training_state(directory: str | os.PathLike) -> dict[str, Any] | None:
@@ -306,31 +371,14 @@ def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None,
     Raises ``FileNotFoundError`` when a file is missing, ``ValueError`` naming the file and what is wrong
     when one is corrupt, edited after the save, or the weights do not match the config, and
     ``BackendUnavailable`` when the backend cannot run here."""
-    from safetensors import SafetensorError, safe_open
-
     folder = Path(directory)
     paths = checkpoint_files(folder)
-    kind, config = _read_config(folder, paths[CONFIG])
+    if TOKENIZER not in paths:
+        raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {TOKENIZER}: save the tokenizer beside the model "
+                                f"(tokenizer.save_pretrained(folder)), or load the model alone with "
+                                f"QELM.from_pretrained(folder)")
     tokenizer = load_tokenizer(paths[TOKENIZER])
-    if tokenizer.vocab_size != config.vocab_size:
-        raise ValueError(f"checkpoint {str(folder)!r} does not match its config: {TOKENIZER} has "
-                         f"{tokenizer.vocab_size} tokens but {CONFIG} says vocab_size={config.vocab_size}")
-    config = _with_backend(config, backend, backend_options)
-    model = ClassicalLM(config) if kind == "classical" else QELM(config)
-
-    try:
-        with safe_open(str(paths[WEIGHTS]), framework="pt") as f:
-            metadata = f.metadata() or {}
-            weights = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {WEIGHTS} cannot be read ({e})") from None
-    _check_weights(folder, model, weights, config)
-    bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise ValueError(f"checkpoint {str(folder)!r} cannot be used: {WEIGHTS} holds NaN or infinity in "
-                         f"{', '.join(bad[:4])} (the model diverged before it was saved); train it again")
-    model.load_state_dict(weights, strict=True)
-    model.eval()
+    kind, model, metadata = _load_model(folder, paths, backend, backend_options, vocab_size=tokenizer.vocab_size)
 
     state = None
     if TRAINING_STATE in paths:
@@ -340,11 +388,78 @@ def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None,
             raise ValueError(f"checkpoint {str(folder)!r} is inconsistent: {WEIGHTS} is from step {saved_step} but "
                              f"{TRAINING_STATE} from step {state['step']} (a save was interrupted); resume from "
                              f"another copy or start again")
+    manifest = read_manifest(folder) or {}
+    info = manifest.get("info") if isinstance(manifest.get("info"), dict) else {}
+    step = manifest.get("step") if isinstance(manifest.get("step"), int) else info.get("step")
     return Checkpoint(model=model, config=model.config, tokenizer=tokenizer, training_state=state, path=folder,
-                      kind=kind)
+                      kind=kind, step=step, info=info)
 
 
-def _check_weights(folder: Path, model: torch.nn.Module, weights: dict[str, torch.Tensor], config: QELMConfig) -> None:
+def _load_model(folder: Path, paths: dict[str, Path], backend: str | None, backend_options: dict[str, Any], *,
+                vocab_size: int | None = None) -> tuple[str, QELM, dict[str, str]]:
+    """``(kind, model in eval mode, safetensors metadata)`` of a checked folder: the config read, the
+    weights checked against it and loaded. Only safetensors and the config are read: nothing runs code."""
+    from safetensors import SafetensorError, safe_open
+
+    kind, config = _read_config(folder, paths)
+    if vocab_size is not None and vocab_size != config.vocab_size:
+        raise ValueError(f"checkpoint {str(folder)!r} does not match its config: {TOKENIZER} has "
+                         f"{vocab_size} tokens but {CONFIG if CONFIG in paths else CONFIG_JSON} says "
+                         f"vocab_size={config.vocab_size}")
+    config = _with_backend(config, backend, backend_options)
+    model = ClassicalLM(config) if kind == "classical" else QELM(config)
+
+    try:
+        with safe_open(str(paths[WEIGHTS]), framework="pt") as f:
+            metadata = f.metadata() or {}
+            weights = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {WEIGHTS} cannot be read ({e})") from None
+    _check_weights(folder, model, weights, config, CONFIG if CONFIG in paths else CONFIG_JSON)
+    bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"checkpoint {str(folder)!r} cannot be used: {WEIGHTS} holds NaN or infinity in "
+                         f"{', '.join(bad[:4])} (the model diverged before it was saved); train it again")
+    model.load_state_dict(weights, strict=True)
+    model.eval()
+    return kind, model, metadata
+
+
+def load_pretrained(directory: str | os.PathLike, *, backend: str | None = None, **backend_options: Any) -> QELM:
+    """The model alone of a Hugging Face folder or a checkpoint folder (what ``QELM.from_pretrained``
+    reads locally), in eval mode; checked as :func:`load_checkpoint` checks it. No tokenizer is needed."""
+    folder = Path(directory)
+    return _load_model(folder, checkpoint_files(folder), backend, backend_options)[1]
+
+
+def check_pretrained_folder(directory: str | os.PathLike) -> None:
+    """Refuse (``ValueError``) to write Hugging Face files into a qelm checkpoint folder: its manifest would
+    no longer match them."""
+    if read_manifest(directory) is not None:
+        raise ValueError(f"folder {str(directory)!r} holds a qelm checkpoint; save_pretrained would leave its "
+                         f"{MANIFEST} out of date: update it with save_checkpoint, or choose another folder")
+
+
+def save_pretrained(directory: str | os.PathLike, model: torch.nn.Module) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` of ``model`` into ``directory`` (what
+    ``QELM.save_pretrained`` writes, each file atomically). A qelm checkpoint folder (one with a manifest)
+    is refused: its manifest would no longer match; update it with :func:`save_checkpoint`."""
+    from safetensors.torch import save_file
+
+    model = getattr(model, "module", model)
+    kind = _kind(model)
+    config_json = _config_texts(kind, model.config)[1]
+    weights = _weights(model)
+    folder = ensure_writable_dir(directory)
+    check_pretrained_folder(folder)
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file(weights, str(tmp), metadata={"format": "pt", "qelm_kind": kind})
+    atomic_write(folder / CONFIG_JSON, config_json)
+    return folder
+
+
+def _check_weights(folder: Path, model: torch.nn.Module, weights: dict[str, torch.Tensor], config: QELMConfig,
+                   config_file: str = CONFIG) -> None:
     """Raise ``ValueError`` listing every tensor whose presence or shape differs from what ``config`` builds."""
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     found = {name: tuple(t.shape) for name, t in weights.items()}
@@ -354,7 +469,7 @@ def _check_weights(folder: Path, model: torch.nn.Module, weights: dict[str, torc
     problems += [f"{n} in the file has no place in the config's model" for n in sorted(found.keys() - expected.keys())]
     if problems:
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
-        raise ValueError(f"checkpoint {str(folder)!r}: {WEIGHTS} does not match {CONFIG} "
+        raise ValueError(f"checkpoint {str(folder)!r}: {WEIGHTS} does not match {config_file} "
                          f"(vocab_size={config.vocab_size}, d_model={config.d_model}, n_qubits={config.n_qubits}, "
                          f"embedding={config.embedding}, attention={config.attention}, "
                          f"feed_forward={config.feed_forward}): {shown}")

@@ -11,17 +11,17 @@ calls :func:`evaluate`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ._compat import make_callable
 from .data import check_seed
-from .model import QELM, KVCache, check_sampling
+from .model import QELM
 from .tokenizer import Tokenizer
 
-__all__ = ["evaluate", "unigram_baseline", "generate_text", "stream_text", "sample_tokens"]
+__all__ = ["evaluate", "unigram_baseline", "generate_text", "stream_text", "stream_ids", "sample_tokens", "check_stop"]
 
 
 @torch.no_grad()
@@ -83,70 +83,125 @@ def _perplexity(loss: float) -> float:
 
 
 def generate_text(model: QELM, tokenizer: Tokenizer, prompt: str, *, max_new_tokens: int = 200,
-                  temperature: float = 1.0, top_k: int | None = None, seed: int = 0) -> str:
-    """Sample a continuation of ``prompt`` (the new text only). The same seed gives the same text."""
+                  temperature: float = 1.0, top_k: int | None = None, seed: int = 0, top_p: float | None = None,
+                  min_p: float | None = None, repetition_penalty: float = 1.0, stop: Sequence[str] = ()) -> str:
+    """Sample a continuation of ``prompt`` (the new text only). The same seed gives the same text. The
+    sampling options are :meth:`QELM.generate`'s; ``stop``: strings that end the text (the first one
+    sampled is not part of it)."""
     return "".join(stream_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
-                               top_k=top_k, seed=seed))
+                               top_k=top_k, seed=seed, top_p=top_p, min_p=min_p,
+                               repetition_penalty=repetition_penalty, stop=stop))
 
 
 def stream_text(model: QELM, tokenizer: Tokenizer, prompt: str, *, max_new_tokens: int = 200,
-                temperature: float = 1.0, top_k: int | None = None, seed: int = 0) -> Iterator[str]:
+                temperature: float = 1.0, top_k: int | None = None, seed: int = 0, top_p: float | None = None,
+                min_p: float | None = None, repetition_penalty: float = 1.0, stop: Sequence[str] = (),
+                generator: torch.Generator | None = None) -> Iterator[str]:
     """:func:`generate_text` piece by piece, each as soon as its tokens are sampled: a caller can print
     them as they come and keep what it has when it stops early. The pieces join to the same text.
-    Every argument is checked before the first token is sampled."""
+    Every argument is checked before the first token is sampled. ``generator`` (instead of ``seed``)
+    carries one random stream across calls, as a conversation does."""
     if not prompt:
         raise ValueError("the prompt is empty: give at least one character to continue from")
-    check_sampling(max_new_tokens, temperature, top_k)
-    check_seed(seed)
-    ids = tokenizer.encode(prompt)  # raises, naming characters outside the vocabulary
-    return _decoded(tokenizer, sample_tokens(model, ids, max_new_tokens=max_new_tokens, temperature=temperature,
-                                             top_k=top_k, seed=seed))
+    ids = tokenizer.encode(prompt)  # characters outside the vocabulary become the unknown token (or raise, naming them)
+    return stream_ids(model, tokenizer, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                      seed=seed, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, stop=stop,
+                      generator=generator)
+
+
+def stream_ids(model: QELM, tokenizer: Tokenizer, ids: list[int], *, max_new_tokens: int = 200,
+               temperature: float = 1.0, top_k: int | None = None, seed: int = 0, top_p: float | None = None,
+               min_p: float | None = None, repetition_penalty: float = 1.0, stop: Sequence[str] = (),
+               generator: torch.Generator | None = None) -> Iterator[str]:
+    """:func:`stream_text` after token ids rather than text (a conversation keeps its tokens)."""
+    stop = check_stop(stop)
+    tokens = sample_tokens(model, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
+                           top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, generator=generator)
+    return _until_stop(_decoded(tokenizer, tokens), stop)
+
+
+def check_stop(stop: Sequence[str] | str | None) -> tuple[str, ...]:
+    """``stop`` as a tuple of non-empty strings (one string is one stop string); ``ValueError`` otherwise."""
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        stop = (stop,)
+    stop = tuple(stop)
+    for s in stop:
+        if not isinstance(s, str) or not s:
+            raise ValueError(f"stop string {s!r} is invalid: use non-empty text")
+    return stop
 
 
 def _decoded(tokenizer: Tokenizer, tokens: Iterator[int]) -> Iterator[str]:
     """Text of ``tokens`` as it completes: a byte-level BPE token can hold part of a character, so tokens
-    wait until they decode to whole characters (or eight of them have waited)."""
+    wait until they decode to whole characters (or eight of them have waited). The unknown token, which
+    decodes to U+FFFD itself, never waits."""
     waiting: list[int] = []
-    for token in tokens:
-        waiting.append(token)
-        text = tokenizer.decode(waiting)
-        if not text.endswith("\ufffd") or len(waiting) >= 8:
-            waiting.clear()
-            yield text
-    if waiting:
-        yield tokenizer.decode(waiting)
+    unk = getattr(tokenizer, "unk_id", None)
+    try:
+        for token in tokens:
+            waiting.append(token)
+            text = tokenizer.decode(waiting)
+            if not text.endswith("\ufffd") or token == unk or len(waiting) >= 8:
+                waiting.clear()
+                yield text
+        if waiting:
+            yield tokenizer.decode(waiting)
+    finally:
+        tokens.close()  # a caller that stops early stops the sampling (and restores the model's mode) now
 
 
-@torch.no_grad()
+def _until_stop(pieces: Iterator[str], stop: tuple[str, ...]) -> Iterator[str]:
+    """``pieces`` up to the first stop string (left out); text that may be the start of one waits until
+    it is known not to be."""
+    held = ""
+    try:
+        for piece in pieces:
+            if not stop:
+                yield piece
+                continue
+            held += piece
+            found = [i for i in (held.find(s) for s in stop) if i >= 0]
+            if found:
+                if min(found):
+                    yield held[:min(found)]
+                return
+            keep = max((k for s in stop for k in range(min(len(s) - 1, len(held)), 0, -1) if held.endswith(s[:k])),
+                       default=0)
+            if len(held) > keep:
+                yield held[:len(held) - keep]
+                held = held[len(held) - keep:]
+        if held:
+            yield held
+    finally:
+        pieces.close()
+
+
 def sample_tokens(model: QELM, ids: list[int], *, max_new_tokens: int, temperature: float = 1.0,
-                  top_k: int | None = None, seed: int = 0) -> Iterator[int]:
-    """The token ids :meth:`QELM.generate` samples after ``ids`` (one sequence) with a generator seeded
-    by ``seed``, yielded one by one as they are drawn; the same ids, by the same steps (KV cache, sliding
-    window)."""
-    check_sampling(max_new_tokens, temperature, top_k)
+                  top_k: int | None = None, seed: int = 0, top_p: float | None = None, min_p: float | None = None,
+                  repetition_penalty: float = 1.0, generator: torch.Generator | None = None) -> Iterator[int]:
+    """The token ids :meth:`QELM.generate` samples after ``ids`` (one sequence) with a generator seeded by
+    ``seed`` (or ``generator``), yielded one by one as they are drawn, with the model in eval mode
+    meanwhile: :meth:`QELM.stream`, the one sampling loop. Every argument is checked here."""
     model = getattr(model, "module", model)
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(check_seed(seed))
-    C = model.config.context_len
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(check_seed(seed))
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T0)
+    steps = model.stream(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                         repetition_penalty=repetition_penalty, generator=generator)  # checks every argument
+    return _in_eval_mode(model, steps)
+
+
+def _in_eval_mode(model: QELM, steps: Iterator[torch.Tensor]) -> Iterator[int]:
     was_training = model.training
     model.eval()
     try:
-        cache = None
-        for _ in range(max_new_tokens):
-            if cache is None or cache.length >= C:  # start, or the window slid: read the whole window
-                cache = KVCache(len(model.blocks))
-                logits, _ = model(idx[:, -C:], cache=cache)
-            else:
-                logits, _ = model(idx[:, -1:], cache=cache)
-            logits = logits[:, -1, :] / max(temperature, 1e-8)  # as QELM.generate
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)  # (1, 1)
-            idx = torch.cat([idx, nxt], dim=1)
+        for nxt in steps:  # (1, 1)
             yield int(nxt)
     finally:
+        steps.close()
         model.train(was_training)
 
 

@@ -10,16 +10,22 @@ count, the fair "is the circuit worth its parameters?" baseline.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
 
 from .backends import Backend, get_backend
 from .config import QELMConfig
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
 
-__all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache", "check_sampling"]
+__all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache", "check_sampling",
+           "sample_next"]
 
 
 class KVCache:
@@ -95,8 +101,13 @@ class Block(nn.Module):
         return x + self.feed_forward(self.ln2(x))
 
 
-class QELM(nn.Module):
-    """Decoder-only quantum-enhanced language model. ``forward(idx, targets=None) -> (logits, loss)``."""
+class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache-2.0",
+           tags=["quantum-machine-learning", "language-model", "qelm"]):
+    """Decoder-only quantum-enhanced language model. ``forward(idx, targets=None) -> (logits, loss)``.
+
+    ``save_pretrained(folder)`` / ``QELM.from_pretrained(folder or Hub id)`` / ``push_to_hub(repo)`` come
+    from Hugging Face's ``PyTorchModelHubMixin``: ``model.safetensors`` and ``config.json``. A qelm
+    checkpoint folder is such a folder too (:mod:`qelm.checkpoint`), so either loads either."""
 
     def __init__(self, config: QELMConfig) -> None:
         super().__init__()
@@ -157,6 +168,54 @@ class QELM(nn.Module):
                              f"ids must be in [0, {self.config.vocab_size - 1}]")
         return idx
 
+    # --- Hugging Face Hub ------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any):
+        """Hugging Face's ``save_pretrained`` (``model.safetensors``, ``config.json``, a model card); a qelm
+        checkpoint folder is refused before anything in it changes (use :func:`qelm.save_checkpoint`)."""
+        from .checkpoint import check_pretrained_folder
+
+        check_pretrained_folder(save_directory)
+        return super().save_pretrained(save_directory, **kwargs)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from .checkpoint import save_pretrained
+
+        save_pretrained(save_directory, self)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "QELM":
+        """Hugging Face's ``from_pretrained``: a local folder (a ``save_pretrained`` folder or a qelm
+        checkpoint, older ones without ``config.json`` too) is read here directly, a Hub id through the
+        mixin (downloaded first). Keywords: ``map_location``, ``backend`` and backend options, and for the
+        Hub ``revision``, ``cache_dir``, ``token``, ..."""
+        if Path(pretrained_model_name_or_path).is_dir():
+            return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                         force_download: bool = False, local_files_only: bool = False, token: str | bool | None = None,
+                         map_location: str = "cpu", strict: bool = True, backend: str | None = None,
+                         **options: Any) -> "QELM":
+        """Read the folder (a local one, else the Hub repository ``model_id`` downloaded): safetensors and the
+        config only, checked strictly (``strict`` is accepted for the mixin's signature and always on).
+        ``backend`` and its options run the circuits elsewhere than the saved config says."""
+        from .checkpoint import CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, load_pretrained
+
+        options.pop("config", None)  # the mixin's reading of config.json; the folder's own config is read below
+        folder = Path(model_id)
+        if not folder.is_dir():
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache_dir,
+                                            force_download=force_download, local_files_only=local_files_only,
+                                            token=token, allow_patterns=[WEIGHTS, CONFIG_JSON, CONFIG, TOKENIZER]))
+        model = load_pretrained(folder, backend=backend, **options)
+        if not isinstance(model, cls):
+            raise ValueError(f"{model_id} holds a {type(model).__name__}, not a {cls.__name__}: load it with "
+                             f"{type(model).__name__}.from_pretrained (or QELM.from_pretrained, which loads either)")
+        return model.to(map_location)
+
     # --- backends ------------------------------------------------------------------------------------
     def quantum_layers(self) -> list[QuantumLayer]:
         return [m for m in self.modules() if isinstance(m, QuantumLayer)]
@@ -185,16 +244,37 @@ class QELM(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
-        """Sample ``max_new_tokens`` tokens after ``idx`` (B, T); the window slides at ``context_len``.
+                 generator: torch.Generator | None = None, use_cache: bool = True, *, top_p: float | None = None,
+                 min_p: float | None = None, repetition_penalty: float = 1.0) -> torch.Tensor:
+        """Sample ``max_new_tokens`` tokens after ``idx`` (B, T) and return ``idx`` with them appended
+        (B, T + max_new_tokens); the window slides at ``context_len``. The sampling options are those of
+        Hugging Face's ``generate`` (:func:`sample_next` applies them, :func:`check_sampling` checks them).
 
         With ``use_cache`` (the default) each new token runs only its own circuits and attends to the
         cached keys and values of the tokens before it. Positions are absolute, so once the sequence
         passes ``context_len`` the window slides and every step re-reads the whole window (as without the
         cache); the logits are the same either way."""
-        check_sampling(max_new_tokens, temperature, top_k)
-        if idx.dim() != 2 or idx.shape[1] == 0:
-            raise ValueError(f"generate continues (batch, seq) token ids with seq >= 1, got shape {tuple(idx.shape)}")
+        steps = self.stream(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                            repetition_penalty=repetition_penalty, generator=generator, use_cache=use_cache)
+        return torch.cat([idx, *steps], dim=1)
+
+    def stream(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,
+               generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+        """:meth:`generate` one step at a time: yields each step's new tokens (B, 1) as they are drawn, so a
+        caller can print them or stop early. The one sampling loop: :meth:`generate` and
+        :func:`qelm.evaluate.stream_text` both run it. Every argument is checked before the first step."""
+        check_sampling(max_new_tokens, temperature, top_k, top_p=top_p, min_p=min_p,
+                       repetition_penalty=repetition_penalty)
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[1] == 0:
+            got = f"shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise ValueError(f"generate continues (batch, seq) token ids with seq >= 1, got {got}")
+        return self._steps(idx, max_new_tokens, dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                                     repetition_penalty=repetition_penalty), generator, use_cache)
+
+    @torch.no_grad()
+    def _steps(self, idx: torch.Tensor, max_new_tokens: int, sampling: dict, generator: torch.Generator | None,
+               use_cache: bool) -> Iterator[torch.Tensor]:
         C = self.config.context_len
         cache = None
         for _ in range(max_new_tokens):  # autoregressive: each step depends on the previous token
@@ -205,26 +285,63 @@ class QELM(nn.Module):
                 logits, _ = self(idx[:, -C:], cache=cache)
             else:
                 logits, _ = self(idx[:, -1:], cache=cache)
-            logits = logits[:, -1, :] / max(temperature, 1e-8)
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            nxt = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+            nxt = sample_next(logits[:, -1, :], idx, generator=generator, **sampling)  # (B, 1)
             idx = torch.cat([idx, nxt], dim=1)
-        return idx
+            yield nxt
 
 
-def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None) -> None:
+def sample_next(logits: torch.Tensor, seen: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw the next token (B, 1) from ``logits`` (B, V), in Hugging Face's order: the repetition penalty
+    on every token of ``seen`` (B, T) (a positive logit divided by it, a negative one multiplied), then
+    temperature, top-k (the k most likely), top-p (the smallest set whose probability reaches p; the most
+    likely token always stays), min-p (tokens at least ``min_p`` times as likely as the most likely)."""
+    logits = logits.float()
+    if repetition_penalty != 1.0:
+        score = logits.gather(1, seen)  # (B, T)
+        score = torch.where(score > 0, score / repetition_penalty, score * repetition_penalty)
+        logits = logits.scatter(1, seen, score)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        ordered, order = logits.sort(dim=-1, descending=True)  # (B, V)
+        probs = ordered.softmax(dim=-1)
+        beyond = probs.cumsum(dim=-1) - probs > top_p  # the mass before this token already reaches p
+        logits = logits.masked_fill(beyond.scatter(1, order, beyond), float("-inf"))
+    if min_p is not None and min_p > 0.0:
+        probs = logits.softmax(dim=-1)
+        logits = logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+
+
+def check_sampling(max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, *,
+                   top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0) -> None:
     """Raise ``ValueError`` naming a sampling setting that cannot be meant: a negative or non-integer
     token count, a temperature that is not a finite number > 0 (0 would be greedy only by accident, infinity
-    uniform noise), a ``top_k`` below 1."""
+    uniform noise), a ``top_k`` below 1, a ``top_p`` outside (0, 1], a ``min_p`` outside [0, 1], a
+    ``repetition_penalty`` that is not a finite number > 0 (1 is none)."""
+    def number(value) -> bool:
+        return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} is invalid: use an integer >= 0")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+    if not number(temperature) or temperature <= 0:
         raise ValueError(f"temperature={temperature!r} is invalid: use a finite number > 0 (1.0 samples the model as "
                          f"trained; smaller is greedier)")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k={top_k!r} is invalid: use an integer >= 1, or leave it out")
+    if top_p is not None and (not number(top_p) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p={top_p!r} is invalid: use a number in (0, 1] (the probability mass sampled from; "
+                         f"1 keeps every token), or leave it out")
+    if min_p is not None and (not number(min_p) or not 0 <= min_p <= 1):
+        raise ValueError(f"min_p={min_p!r} is invalid: use a number in [0, 1] (tokens less likely than min_p times "
+                         f"the most likely one are dropped), or leave it out")
+    if not number(repetition_penalty) or repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty={repetition_penalty!r} is invalid: use a finite number > 0 (1.0 is "
+                         f"none; above 1 discourages tokens already in the text)")
 
 
 class ClassicalLM(QELM):

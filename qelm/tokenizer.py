@@ -4,10 +4,15 @@
 * :class:`BPETokenizer`: byte-level BPE trained by the Hugging Face ``tokenizers`` library. Its alphabet is
   the byte symbols that occur in the corpus (not all 256), so vocabularies as small as ~100 tokens work.
 
-Both share one small interface: ``encode(str) -> list[int]``, ``decode(list[int]) -> str``, ``vocab_size``
-and ``save(path)`` (one JSON file, written atomically); :func:`load_tokenizer` reads either kind back.
-Encoding text that holds characters outside the vocabulary is an error that names those characters,
-never a silent drop.
+Both share one small interface: ``encode(str) -> list[int]``, ``decode(list[int]) -> str``, ``vocab_size``,
+``save(path)`` (one JSON file, written atomically) and ``save_pretrained(folder)`` (``tokenizer.json`` in
+it, as Hugging Face names it); :func:`load_tokenizer` reads either kind back, from the file or the folder.
+
+The unknown token. A tokenizer built from a corpus has one more token, :data:`UNKNOWN` (U+FFFD, the
+replacement character), that a character outside the vocabulary (char) or a byte outside the alphabet
+(BPE) becomes: any text can be scored or continued, and :meth:`count_unknown` says how many of its tokens
+fell back. A tokenizer saved by an older qelm has no unknown token; encoding such text with it is an
+error that names the characters, never a silent drop.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["CharTokenizer", "BPETokenizer", "Tokenizer", "load_tokenizer", "build_tokenizer", "TOKENIZER_KINDS"]
+__all__ = ["CharTokenizer", "BPETokenizer", "Tokenizer", "load_tokenizer", "build_tokenizer", "TOKENIZER_KINDS",
+           "UNKNOWN", "TOKENIZER_FILE"]
 
 TOKENIZER_KINDS = ("char", "bpe")
 MAX_VOCAB_SIZE = 2**31 - 1  # the most tokens a BPE vocabulary may ask for (the tokenizers library counts in 32 bits)
 _CHAR_FORMAT = "qelm.char"  # the "type" key of a saved CharTokenizer
+UNKNOWN = "\ufffd"  # the unknown token's text: what text outside the vocabulary becomes, and decodes to
+TOKENIZER_FILE = "tokenizer.json"  # the file save_pretrained writes in a folder
 
 
 def describe_chars(chars: Iterable[str], limit: int = 8) -> str:
@@ -40,17 +48,36 @@ def _outside_vocabulary(bad: Iterable[str], vocab_size: int) -> ValueError:
     bad = set(bad)
     return ValueError(
         f"text has {len(bad)} character(s) outside the tokenizer's vocabulary: {describe_chars(bad)}; "
-        f"the {vocab_size}-token vocabulary was built from the training corpus: remove those characters, "
-        f"or train on a corpus that contains them"
+        f"the {vocab_size}-token vocabulary was built from the training corpus and has no unknown token (it "
+        f"was saved by an older qelm): remove those characters, or train on a corpus that contains them"
     )
 
 
-class CharTokenizer:
-    """One token per character; ids follow the order of ``chars`` (sorted when built from text)."""
+class _Saving:
+    """What both tokenizers share: writing their JSON to a file or, as Hugging Face does, into a folder."""
+
+    def to_json(self) -> str:  # pragma: no cover - each tokenizer has its own
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> Path:
+        from .files import atomic_write
+
+        return atomic_write(path, self.to_json())
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``tokenizer.json`` into ``directory`` (created if needed), beside a model's
+        ``save_pretrained`` files: the folder then loads with :func:`qelm.load_checkpoint`. Returns the file."""
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        return self.save(Path(directory) / TOKENIZER_FILE)
+
+
+class CharTokenizer(_Saving):
+    """One token per character; ids follow the order of ``chars`` (sorted when built from text). ``unk``:
+    the character of ``chars`` that characters outside them become (``None``: they are an error)."""
 
     kind = "char"
 
-    def __init__(self, chars: Iterable[str]) -> None:
+    def __init__(self, chars: Iterable[str], unk: str | None = None) -> None:
         chars = list(chars)
         for c in chars:
             if not isinstance(c, str) or len(c) != 1:
@@ -60,19 +87,38 @@ class CharTokenizer:
         if len(chars) < 2:
             raise ValueError(f"a vocabulary of {len(chars)} character(s) is too small for a language model: "
                              f"the corpus needs at least 2 distinct characters")
+        if unk is not None and unk not in chars:
+            raise ValueError(f"CharTokenizer unknown token {unk!r} is not in its vocabulary: add it to chars")
         self.chars = chars
+        self.unk = unk
         self._index = {c: i for i, c in enumerate(chars)}
 
     @classmethod
     def from_text(cls, text: str) -> "CharTokenizer":
-        """The vocabulary of ``text``: its distinct characters, sorted."""
-        return cls(sorted(set(text)))
+        """The vocabulary of ``text``: its distinct characters and the unknown token, sorted."""
+        return cls(sorted(set(text) | {UNKNOWN}), unk=UNKNOWN)
+
+    @property
+    def unk_id(self) -> int | None:
+        """The id characters outside the vocabulary become (``None``: this tokenizer has no unknown token)."""
+        return None if self.unk is None else self._index[self.unk]
+
+    def count_unknown(self, text: str) -> int:
+        """How many tokens of ``text`` fall back to the unknown token: its characters outside the vocabulary."""
+        return sum(c not in self._index for c in text)
+
+    def unknown_characters(self, text: str) -> set[str]:
+        """The characters of ``text`` outside the vocabulary."""
+        return set(text) - self._index.keys()
 
     @property
     def vocab_size(self) -> int:
         return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
+        if self.unk is not None:
+            unk = self._index[self.unk]
+            return [self._index.get(c, unk) for c in text]
         try:
             return [self._index[c] for c in text]
         except KeyError:
@@ -86,19 +132,18 @@ class CharTokenizer:
         return "".join(self.chars[i] for i in ids)
 
     def to_json(self) -> str:
-        return json.dumps({"type": _CHAR_FORMAT, "version": 1, "chars": self.chars}, ensure_ascii=False, indent=1)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        from .files import atomic_write
-
-        return atomic_write(path, self.to_json())
+        data = {"type": _CHAR_FORMAT, "version": 1, "chars": self.chars}
+        if self.unk is not None:  # version 2: the unknown token; version 1 files (none) still load
+            data.update(version=2, unk=self.unk)
+        return json.dumps(data, ensure_ascii=False, indent=1)
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
 
-class BPETokenizer:
-    """Byte-level BPE (``tokenizers`` library): ByteLevel pre-tokenizer and decoder, a BPE model."""
+class BPETokenizer(_Saving):
+    """Byte-level BPE (``tokenizers`` library): ByteLevel pre-tokenizer and decoder, a BPE model whose
+    unknown token (special, id 0) is what a byte outside the alphabet becomes."""
 
     kind = "bpe"
 
@@ -113,7 +158,7 @@ class BPETokenizer:
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
-        tok = HFTokenizer(models.BPE())
+        tok = HFTokenizer(models.BPE(unk_token=UNKNOWN))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         source = text if alphabet_text is None else alphabet_text
@@ -121,12 +166,13 @@ class BPETokenizer:
         if isinstance(vocab_size, int) and vocab_size > MAX_VOCAB_SIZE:
             raise ValueError(f"BPE vocab_size={vocab_size} is too large: use at most {MAX_VOCAB_SIZE} (2**31 - 1) "
                              f"tokens; training stops early anyway once no pair of tokens is left to merge")
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < len(alphabet):
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < len(alphabet) + 1:
             raise ValueError(f"BPE vocab_size={vocab_size!r} is too small: the corpus has {len(alphabet)} distinct bytes, "
-                             f"each needs a token; use a vocab_size of at least {max(len(alphabet), 2)}")
+                             f"each needs a token, and the unknown token one more; use a vocab_size of at least "
+                             f"{max(len(alphabet), 2) + 1}")
         if len(alphabet) < 2:
             raise ValueError("the corpus needs at least 2 distinct bytes to train a BPE tokenizer")
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet, special_tokens=[],
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet, special_tokens=[UNKNOWN],
                                       show_progress=False)
         tok.train_from_iterator([text], trainer=trainer)
         return cls(tok)
@@ -135,9 +181,32 @@ class BPETokenizer:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
+    @property
+    def unk_id(self) -> int | None:
+        """The id bytes outside the alphabet become (``None``: a tokenizer of an older qelm, which has none)."""
+        unk = getattr(self.tokenizer.model, "unk_token", None)
+        return None if unk is None else self.tokenizer.token_to_id(unk)
+
+    def count_unknown(self, text: str) -> int:
+        """How many tokens of ``text`` fall back to the unknown token (one per byte outside the alphabet)."""
+        unk = self.unk_id
+        if unk is None:
+            self.encode(text)  # raises, naming the characters, where any would fall back
+            return 0
+        return self.tokenizer.encode(text).ids.count(unk)
+
+    def unknown_characters(self, text: str) -> set[str]:
+        """The characters of ``text`` some byte of which is outside the alphabet."""
+        unk = self.unk_id
+        if unk is None:
+            return {c for c in set(text) if self.tokenizer.decode(self.tokenizer.encode(c).ids) != c}
+        return {c for c in set(text) if unk in self.tokenizer.encode(c).ids}
+
     def encode(self, text: str) -> list[int]:
         ids = self.tokenizer.encode(text).ids
-        # the BPE model drops bytes it has no token for; a round trip finds them
+        if self.unk_id is not None:
+            return ids
+        # an older tokenizer's BPE model drops bytes it has no token for; a round trip finds them
         if self.tokenizer.decode(ids) != text:
             unknown = {c for c in set(text) if self.tokenizer.decode(self.tokenizer.encode(c).ids) != c}
             if unknown:
@@ -149,15 +218,10 @@ class BPETokenizer:
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise ValueError(f"token id {bad[0]} is out of range for this {self.vocab_size}-token vocabulary")
-        return self.tokenizer.decode(ids)
+        return self.tokenizer.decode(ids, skip_special_tokens=False)  # the unknown token decodes to U+FFFD
 
     def to_json(self) -> str:
         return self.tokenizer.to_str()
-
-    def save(self, path: str | os.PathLike) -> Path:
-        from .files import atomic_write
-
-        return atomic_write(path, self.to_json())
 
     def __repr__(self) -> str:
         return f"BPETokenizer(vocab_size={self.vocab_size})"
@@ -182,8 +246,11 @@ def build_tokenizer(kind: str, text: str, vocab_size: int | None = None, alphabe
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Read a tokenizer saved by ``save``: a qelm char vocabulary or a ``tokenizers`` JSON file."""
+    """Read a tokenizer saved by ``save`` (a qelm char vocabulary or a ``tokenizers`` JSON file), or by
+    ``save_pretrained`` (the folder holding its ``tokenizer.json``)."""
     p = Path(path)
+    if p.is_dir():
+        p = p / TOKENIZER_FILE
     if not p.is_file():
         raise FileNotFoundError(f"tokenizer file {str(p)!r} does not exist")
     text = p.read_text(encoding="utf-8")
@@ -195,7 +262,10 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         chars = data.get("chars")
         if not isinstance(chars, list):
             raise ValueError(f"tokenizer file {str(p)!r} is corrupt: its 'chars' entry is not a list")
-        return CharTokenizer(chars)
+        unk = data.get("unk")
+        if unk is not None and not isinstance(unk, str):
+            raise ValueError(f"tokenizer file {str(p)!r} is corrupt: its 'unk' entry is not a character")
+        return CharTokenizer(chars, unk=unk)
     if isinstance(data, dict) and "model" in data:
         from tokenizers import Tokenizer as HFTokenizer
 

@@ -192,7 +192,7 @@ def test_cli_prints_table_and_writes_json(tiny, tmp_path, cli):
     (["--modes", "inference,fly"], "fly"),
     (["--plot", "out.jpg"], ".png, .svg or .pdf"),
     (["--config", "missing.toml"], "config file 'missing.toml' does not exist"),
-    (["--batch", "0"], "argument --batch: 0 is invalid: use an integer >= 1"),
+    (["--batch-size", "0"], "argument --batch-size: 0 is invalid: use an integer >= 1"),
     (["--max-seconds", "inf"], "argument --max-seconds: inf is invalid: use a finite number > 0"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(argv, message, cli, tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import torch
 from qelm import QELM, ClassicalLM
 from qelm.backends import BackendUnavailable
 import qelm.checkpoint
-from qelm.checkpoint import (CONFIG, MANIFEST, PENDING, TOKENIZER, TRAINING_STATE, WEIGHTS, checkpoint_files,
+from qelm.checkpoint import (CONFIG, CONFIG_JSON, MANIFEST, PENDING, TOKENIZER, TRAINING_STATE, WEIGHTS, checkpoint_files,
                              ensure_writable_dir, load_checkpoint, read_training_state, recover_checkpoint,
                              save_checkpoint)
 from qelm.tokenizer import CharTokenizer
@@ -36,7 +36,7 @@ def idx():
 def test_qelm_round_trip_gives_identical_outputs(tmp_path, tiny_config, tokenizer, idx):
     model = QELM(tiny_config).eval()
     folder = save_checkpoint(tmp_path / "ck", model, tokenizer)
-    assert sorted(p.name for p in folder.iterdir()) == sorted([WEIGHTS, CONFIG, TOKENIZER, MANIFEST]), \
+    assert sorted(p.name for p in folder.iterdir()) == sorted([WEIGHTS, CONFIG, CONFIG_JSON, TOKENIZER, MANIFEST]), \
         "no temporary files left"
     ck = load_checkpoint(folder)
     assert type(ck.model) is QELM and ck.kind == "qelm" and not ck.model.training
@@ -186,7 +186,7 @@ def test_files_take_the_umask_like_every_other_file(tmp_path, tiny_config, token
         finally:
             os.umask(old)
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
-        assert modes == dict.fromkeys([WEIGHTS, CONFIG, TOKENIZER, TRAINING_STATE, MANIFEST], mode), (oct(umask), modes)
+        assert modes == dict.fromkeys([WEIGHTS, CONFIG, CONFIG_JSON, TOKENIZER, TRAINING_STATE, MANIFEST], mode), (oct(umask), modes)
 
 
 def test_a_diverged_model_is_never_saved_and_never_loaded(tmp_path, tiny_config, tokenizer):
@@ -252,7 +252,7 @@ def test_a_save_cut_anywhere_leaves_the_old_or_the_new_checkpoint_whole(tmp_path
             assert torch.equal(a, b), (event, name)
         assert read_training_state(folder)["step"] == step
         recover_checkpoint(folder)  # what the next save or resume does first
-        assert sorted(p.name for p in folder.iterdir()) == sorted([WEIGHTS, CONFIG, TOKENIZER, TRAINING_STATE, MANIFEST])
+        assert sorted(p.name for p in folder.iterdir()) == sorted([WEIGHTS, CONFIG, CONFIG_JSON, TOKENIZER, TRAINING_STATE, MANIFEST])
         assert load_checkpoint(folder).training_state["step"] == step
         seen.add(step)
     assert seen == {4, 8}, "cut both before and after the commit"

@@ -192,8 +192,8 @@ def test_data_without_checkpoints_is_refused(tiny_config):
 
 
 # --- CLI -------------------------------------------------------------------------------------------------
-TINY_FLAGS = ["--vocab-size", "11", "--d-model", "8", "--heads", "2", "--hidden", "16", "--layers", "1",
-              "--context", "6", "--qubits", "2", "--circuit-layers", "1"]
+TINY_FLAGS = ["--vocab-size", "11", "--d-model", "8", "--n-heads", "2", "--d-hidden", "16", "--n-layers", "1",
+              "--context-len", "6", "--n-qubits", "2", "--circuit-layers", "1"]
 
 
 def test_cli_json_has_every_field(cli, tmp_path):
@@ -219,11 +219,11 @@ def test_cli_json_has_every_field(cli, tmp_path):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--d-model", "10", "--heads", "3"], "d_model=10"),
+    (["--d-model", "10", "--n-heads", "3"], "d_model=10"),
     (["--published", "--d-model", "64"], "--published fixes d_model=128"),
     (["--data", "missing.txt"], "checkpoints"),
     (["--checkpoint", "no/such/folder"], "no/such/folder"),
-    (["--qubits", "0"], "argument --qubits: 0 is invalid: use an integer >= 1"),
+    (["--n-qubits", "0"], "argument --n-qubits: 0 is invalid: use an integer >= 1"),
     (["--eps", "2"], "--eps 2.0 is invalid"),
     (["--eps", "nan"], "argument --eps: nan is invalid: use a finite number > 0"),
     (["--seed", str(2**64)], "argument --seed: 18446744073709551616 is invalid: use an integer from 0 to"),

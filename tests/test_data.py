@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qelm.data import BatchSampler, TextDataset, bundled_corpus, read_corpus, split_text
-from qelm.tokenizer import BPETokenizer, CharTokenizer, build_tokenizer, load_tokenizer
+from qelm.tokenizer import UNKNOWN, BPETokenizer, CharTokenizer, build_tokenizer, load_tokenizer
 
 TEXT = "the cat sat on the mat.\nthe dog sat on the log.\n" * 20
 
@@ -59,7 +59,7 @@ def test_split_keeps_the_last_tenth_for_validation():
 # --- tokenizers -------------------------------------------------------------------------------------------------
 def test_char_tokenizer_round_trip_and_save_load(tmp_path):
     tok = CharTokenizer.from_text(TEXT)
-    assert tok.vocab_size == len(set(TEXT))
+    assert tok.vocab_size == len(set(TEXT)) + 1 and tok.chars[-1] == UNKNOWN, "every character and the unknown token"
     ids = tok.encode(TEXT)
     assert tok.decode(ids) == TEXT
     assert ids[:3] == [tok.chars.index("t"), tok.chars.index("h"), tok.chars.index("e")]
@@ -68,12 +68,37 @@ def test_char_tokenizer_round_trip_and_save_load(tmp_path):
     assert isinstance(again, CharTokenizer) and again.encode(TEXT) == ids
 
 
-def test_char_tokenizer_names_characters_outside_the_vocabulary():
+def test_char_tokenizer_falls_back_to_the_unknown_token_and_counts_it(tmp_path):
     tok = CharTokenizer.from_text(TEXT)
+    ids = tok.encode("the Zoo é")
+    assert ids.count(tok.unk_id) == 2 and tok.count_unknown("the Zoo é") == 2
+    assert tok.unknown_characters("the Zoo é") == {"Z", "é"}
+    assert tok.decode(ids) == "the \ufffdoo \ufffd", "the unknown token decodes to U+FFFD"
+    tok.save(tmp_path / "t.json")
+    assert load_tokenizer(tmp_path / "t.json").encode("the Zoo é") == ids
+
+
+def test_a_tokenizer_without_unknown_token_names_characters_outside_the_vocabulary(tmp_path):
+    """A vocabulary saved by an older qelm (version 1, no unknown token) still loads, and refuses text it
+    cannot encode, naming the characters."""
+    (tmp_path / "t.json").write_text(json.dumps({"type": "qelm.char", "version": 1, "chars": sorted(set(TEXT))}))
+    tok = load_tokenizer(tmp_path / "t.json")
+    assert tok.unk_id is None and tok.vocab_size == len(set(TEXT))
     with pytest.raises(ValueError, match=r"'Z' \(U\+005A LATIN CAPITAL LETTER Z\)") as e:
         tok.encode("the Zoo é")
     assert "'é' (U+00E9" in str(e.value)
     assert "2 character(s) outside" in str(e.value)
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    older = Tokenizer(models.BPE())  # a BPE tokenizer as older qelm trained it: no unknown token
+    older.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    older.decoder = decoders.ByteLevel()
+    older.train_from_iterator([TEXT], trainer=trainers.BpeTrainer(vocab_size=40, show_progress=False))
+    (tmp_path / "bpe.json").write_text(older.to_str())
+    bpe = load_tokenizer(tmp_path / "bpe.json")
+    assert bpe.unk_id is None and bpe.encode("the cat") and bpe.decode(bpe.encode("the cat")) == "the cat"
+    with pytest.raises(ValueError, match=r"'Q' \(U\+0051"):
+        bpe.encode("the Quick cat")
 
 
 def test_bpe_tokenizer_round_trip_merges_and_save_load(tmp_path):
@@ -88,10 +113,14 @@ def test_bpe_tokenizer_round_trip_merges_and_save_load(tmp_path):
     assert isinstance(again, BPETokenizer) and again.encode(text) == ids
 
 
-def test_bpe_tokenizer_names_unknown_characters_and_checks_vocab_size():
+def test_bpe_tokenizer_falls_back_to_the_unknown_token_and_checks_vocab_size(tmp_path):
     tok = BPETokenizer.train(TEXT, vocab_size=40)
-    with pytest.raises(ValueError, match=r"'Q' \(U\+0051"):
-        tok.encode("the Quick cat")
+    ids = tok.encode("the Zoo cat é")
+    assert tok.count_unknown("the Zoo cat é") == 3, "Z, and each of the two bytes of é"
+    assert ids.count(tok.unk_id) == 3 and tok.unknown_characters("the Zoo cat é") == {"Z", "é"}
+    assert tok.decode(ids) == "the \ufffdoo cat \ufffd\ufffd"
+    tok.save_pretrained(tmp_path)  # tokenizer.json in the folder, as Hugging Face names it
+    assert load_tokenizer(tmp_path).encode("the Zoo cat é") == ids
     distinct = len(set(TEXT.encode()))
     with pytest.raises(ValueError, match=f"vocab_size=5 is too small: the corpus has {distinct} distinct bytes"):
         BPETokenizer.train(TEXT, vocab_size=5)
@@ -160,5 +189,5 @@ def test_rank_slices_of_the_global_batch_add_up_to_the_one_process_batch():
 
 def test_saved_char_vocabulary_is_readable_json(tmp_path):
     CharTokenizer.from_text("ab").save(tmp_path / "t.json")
-    assert json.loads((tmp_path / "t.json").read_text())["chars"] == ["a", "b"]
+    assert json.loads((tmp_path / "t.json").read_text())["chars"] == ["a", "b", UNKNOWN]
     assert [p.name for p in tmp_path.iterdir()] == ["t.json"], "the atomic write leaves no temporary file"

@@ -99,7 +99,7 @@ def test_values_drawing_shows_the_trained_weights(tiny_config):
 
 # --- CLI ----------------------------------------------------------------------------------------------
 def test_cli_draws_text_to_stdout(cli):
-    rc, out, err = cli("draw", "attention", "--qubits", 2, "--layers", 1)
+    rc, out, err = cli("draw", "attention", "--n-qubits", 2, "--circuit-layers", 1)
     assert rc == 0 and err == ""
     assert out.startswith("# circuit 'attention'") and "Rot(2,3,4)" in out
 
@@ -108,7 +108,7 @@ def test_cli_draws_text_to_stdout(cli):
                                            (".json", b"{")])
 def test_cli_infers_the_format_from_the_file_name(cli, tmp_path, suffix, magic):
     out = tmp_path / f"c{suffix}"
-    rc, stdout, _ = cli("draw", "angle", "--qubits", 2, "--layers", 1, "--out", out)
+    rc, stdout, _ = cli("draw", "angle", "--n-qubits", 2, "--circuit-layers", 1, "--out", out)
     assert rc == 0 and str(out) in stdout
     assert out.read_bytes().startswith(magic)
 
@@ -117,7 +117,7 @@ def test_cli_infers_the_format_from_the_file_name(cli, tmp_path, suffix, magic):
     (["draw", "nope"], "unknown circuit 'nope': valid circuits are amplitude, angle"),
     (["draw", "angle", "--out", "x.bmp"], "cannot tell the format from --out 'x.bmp'"),
     (["draw", "angle", "--format", "png", "--out", "x.svg"], "does not end in .png"),
-    (["draw", "angle", "--qubits", "0"], "argument --qubits: 0 is invalid: use an integer >= 1"),
+    (["draw", "angle", "--n-qubits", "0"], "argument --n-qubits: 0 is invalid: use an integer >= 1"),
     (["draw", "angle", "--config", "missing.toml"], "config file 'missing.toml' does not exist"),
     (["draw", "angle", "--checkpoint", "missing_dir"], "'missing_dir' does not exist"),
 ])
@@ -135,7 +135,7 @@ def test_cli_draws_a_checkpoint_with_its_trained_values(cli, tmp_path, tiny_conf
     assert rc == 0 and "trained weights of embedding" in out
     w = model.embedding.weights.detach()[0, 0]
     assert f"Rot({w[0]:.3f},{w[1]:.3f},{w[2]:.3f})" in out
-    rc, _, err = cli("draw", "angle", "--checkpoint", tmp_path / "ck", "--qubits", 3)
-    assert rc == 2 and "--qubits 3 does not match the checkpoint's n_qubits=2" in err
+    rc, _, err = cli("draw", "angle", "--checkpoint", tmp_path / "ck", "--n-qubits", 3)
+    assert rc == 2 and "--n-qubits 3 does not match the checkpoint's n_qubits=2" in err
     rc, _, err = cli("draw", "fidelity", "--checkpoint", tmp_path / "ck")
     assert rc == 2 and "does not run circuit 'fidelity'" in err

@@ -9,6 +9,7 @@ import torch
 
 from qelm import QELM, ClassicalLM
 from qelm.data import TextDataset
+from qelm.tokenizer import CharTokenizer
 from qelm.evaluate import evaluate, generate_text, sample_tokens, stream_text, unigram_baseline
 
 
@@ -50,13 +51,17 @@ def test_generation_is_reproducible_by_seed_and_names_unknown_characters(periodi
     assert others - {a}, "different seeds must be able to give different text"
     long_prompt = "hello world. " * 2  # longer than the context: the window slides
     assert len(generate_text(model, periodic.tokenizer, long_prompt, max_new_tokens=3, seed=0)) == 3
+    assert len(generate_text(model, periodic.tokenizer, "hello X", max_new_tokens=3, seed=0)) == 3, \
+        "a character outside the vocabulary is read as the unknown token"
+    older = CharTokenizer(periodic.tokenizer.chars)  # the same vocabulary without an unknown token (older qelm)
     with pytest.raises(ValueError, match=r"'X' \(U\+0058"):
-        generate_text(model, periodic.tokenizer, "hello X", seed=0)
+        generate_text(model, older, "hello X", seed=0)
     with pytest.raises(ValueError, match="temperature=0"):
         generate_text(model, periodic.tokenizer, "hel", temperature=0)
 
 
-@pytest.mark.parametrize("settings", [dict(), dict(temperature=0.5, top_k=3), dict(temperature=1e-9)])
+@pytest.mark.parametrize("settings", [dict(), dict(temperature=0.5, top_k=3), dict(temperature=1e-9),
+                                      dict(top_p=0.7, min_p=0.1, repetition_penalty=1.4)])
 def test_streamed_tokens_are_the_ones_generate_samples(periodic, config, settings):
     model = QELM(config).eval()
     prompt = periodic.tokenizer.encode("hello w")  # 7 of 8 context tokens: the window slides at once
@@ -86,3 +91,18 @@ def test_streamed_text_joins_to_the_generated_text_and_holds_back_split_characte
 def test_generation_refuses_settings_before_sampling(periodic, config, setting, message):
     with pytest.raises(ValueError, match=message):
         stream_text(QELM(config), periodic.tokenizer, "hel", **setting)  # before the first token, not on iteration
+
+
+def test_stop_strings_end_the_text_and_are_left_out(periodic, config):
+    model = QELM(config).eval()
+    full = generate_text(model, periodic.tokenizer, "hel", max_new_tokens=60, seed=3)
+    stop = next(full[i:i + 2] for i in range(1, len(full) - 1) if full[i:i + 2].strip())  # a pair sampled in it
+    cut = generate_text(model, periodic.tokenizer, "hel", max_new_tokens=60, seed=3, stop=[stop, "not sampled"])
+    assert cut == full[:full.index(stop)], "the text up to the first stop string, without it"
+    pieces = list(stream_text(model, periodic.tokenizer, "hel", max_new_tokens=60, seed=3, stop=stop))
+    assert "".join(pieces) == cut and all(p for p in pieces)
+    assert generate_text(model, periodic.tokenizer, "hel", max_new_tokens=60, seed=3, stop="qq") == full, \
+        "text held back as a possible start of a stop string comes out once it is not one"
+    for bad in ("", ["a", ""], [3]):
+        with pytest.raises(ValueError, match="stop string .* is invalid"):
+            stream_text(model, periodic.tokenizer, "hel", stop=bad)

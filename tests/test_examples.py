@@ -21,7 +21,7 @@ def _run_example(name: str, *argv: str, monkeypatch, capsys) -> str:
 
 # tiny settings for the scripts that take options; the others are small as written
 ARGS = {
-    "draw_circuits.py": lambda tmp: ["--qubits", "2", "--layers", "1", "--out", str(tmp / "drawings")],
+    "draw_circuits.py": lambda tmp: ["--n-qubits", "2", "--circuit-layers", "1", "--out", str(tmp / "drawings")],
     "compare_sizes.py": lambda tmp: ["--plot", str(tmp / "sizes.png")],
     "train_tiny.py": lambda tmp: ["--steps", "2", "--out", str(tmp / "run")],
 }

@@ -1,5 +1,7 @@
 """QELM and its classical twins: shapes, learnability, state_dict round trips, matched baseline."""
 
+import math
+
 import pytest
 import torch
 
@@ -165,6 +167,10 @@ def test_cuda_keeps_the_simulation_on_the_gpu(tiny_config):
     assert torch.allclose(logits.cpu(), ref, atol=1e-5)
 
 
+SAMPLING = [dict(top_p=0.8), dict(min_p=0.2), dict(repetition_penalty=1.5), dict(repetition_penalty=0.7),
+            dict(temperature=0.7, top_k=5, top_p=0.9, min_p=0.05, repetition_penalty=1.3)]
+
+
 @pytest.mark.parametrize("slots", [{}, {"attention": "fidelity"},
                                    {"attention": "fidelity", "fidelity_method": "swap_test", "adaptive_threshold": True},
                                    {"embedding_circuit": "polar"},
@@ -182,6 +188,10 @@ def test_kv_cache_gives_the_same_logits_and_tokens(slots):
     plain = model.generate(idx, 12, generator=torch.Generator().manual_seed(1), use_cache=False)
     cached = model.generate(idx, 12, generator=torch.Generator().manual_seed(1))
     assert torch.equal(plain, cached)
+    for options in SAMPLING:  # every sampling option, with and without the cache: the same tokens
+        runs = [model.generate(idx, 12, generator=torch.Generator().manual_seed(2), use_cache=c, **options)
+                for c in (False, True)]
+        assert torch.equal(*runs), options
     cache = KVCache(1)
     step = [model(plain[:, :3], cache=cache)[0][:, -1]] + [model(plain[:, t - 1:t], cache=cache)[0][:, -1] for t in range(4, 9)]
     full = [model(plain[:, :t])[0][:, -1] for t in range(3, 9)]
@@ -234,3 +244,67 @@ def test_torch_save_and_deepcopy_keep_the_model(backend, tmp_path):
     for other in (loaded, copy.deepcopy(model)):
         assert other.backend is not model.backend and other.backend.name == model.backend.name
         torch.testing.assert_close(other(idx)[0], logits)
+
+
+# --- sampling -------------------------------------------------------------------------------------------------
+def _draws(logits, n=4000, **options):
+    """How often each token is drawn from ``logits`` (1, V) by :func:`sample_next` in ``n`` draws."""
+    from qelm.model import sample_next
+
+    g = torch.Generator().manual_seed(0)
+    seen = options.pop("seen", torch.zeros(1, 1, dtype=torch.long))
+    counts = torch.zeros(logits.shape[-1])
+    for _ in range(n):
+        counts[int(sample_next(logits, seen, generator=g, **options))] += 1
+    return counts / n
+
+
+def test_top_p_keeps_the_fewest_tokens_whose_probability_reaches_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    freq = _draws(probs.log(), top_p=0.75)  # 0.5 < 0.75 <= 0.5 + 0.3: the first two
+    assert freq[2] == freq[3] == 0 and abs(freq[0] - 0.625) < 0.03
+    assert (_draws(probs.log(), top_p=0.1)[0] == 1).all(), "the most likely token always stays"
+    assert (_draws(probs.log(), n=2000, top_p=1.0) > 0).all(), "p = 1 keeps every token"
+
+
+def test_min_p_drops_tokens_less_likely_than_p_times_the_best():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    freq = _draws(probs.log(), min_p=0.3)  # threshold 0.15: 0.05 goes
+    assert freq[3] == 0 and freq[2] > 0
+
+
+def test_repetition_penalty_discourages_tokens_already_seen():
+    logits = torch.tensor([[2.0, 2.0, -1.0, -1.0]])
+    seen = torch.tensor([[0, 2, 0]])  # token 0 (positive logit) and 2 (negative) were seen
+    freq = _draws(logits.clone(), repetition_penalty=2.0, seen=seen)
+    plain = _draws(logits.clone(), seen=seen)
+    assert freq[0] < plain[0] and freq[2] < plain[2] and freq[1] > plain[1]
+    assert abs(freq[0] / freq[1] - math.exp(1.0 - 2.0)) < 0.05, "a positive logit is divided by the penalty"
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(top_p=0.0), "top_p=0.0 is invalid: use a number in \\(0, 1\\]"),
+    (dict(top_p=1.5), "top_p=1.5 is invalid"),
+    (dict(top_p=math.nan), "top_p=nan is invalid"),
+    (dict(min_p=-0.1), "min_p=-0.1 is invalid: use a number in \\[0, 1\\]"),
+    (dict(min_p=2), "min_p=2 is invalid"),
+    (dict(repetition_penalty=0), "repetition_penalty=0 is invalid: use a finite number > 0"),
+    (dict(repetition_penalty=math.inf), "repetition_penalty=inf is invalid"),
+    (dict(repetition_penalty=True), "repetition_penalty=True is invalid"),
+])
+def test_sampling_options_are_checked_before_any_step(tiny_config, setting, message):
+    model = QELM(tiny_config)
+    with pytest.raises(ValueError, match=message):
+        model.generate(torch.zeros(1, 2, dtype=torch.long), 3, **setting)
+    with pytest.raises(ValueError, match=message):
+        model.stream(torch.zeros(1, 2, dtype=torch.long), 3, **setting)  # at the call, not at the first step
+
+
+def test_stream_yields_the_tokens_generate_returns(tiny_config):
+    model = QELM(tiny_config).eval()
+    idx = torch.randint(0, tiny_config.vocab_size, (2, 3))
+    options = dict(temperature=0.8, top_p=0.9, repetition_penalty=1.2)
+    steps = list(model.stream(idx, 9, generator=torch.Generator().manual_seed(5), **options))
+    assert all(s.shape == (2, 1) for s in steps)
+    whole = model.generate(idx, 9, generator=torch.Generator().manual_seed(5), **options)
+    assert torch.equal(torch.cat([idx, *steps], dim=1), whole)

@@ -133,11 +133,11 @@ def test_cli_plot_attention_side_by_side(cli, tmp_path, tiny_config):
     save_checkpoint(tmp_path / "q", q, tokenizer)
     save_checkpoint(tmp_path / "c", ClassicalLM.matched_to(q), tokenizer)
     rc, out, err = cli("plot", "attention", "--checkpoint", tmp_path / "q", "--checkpoint", tmp_path / "c",
-                       "--text", "abcdefgh", "--out", tmp_path / "a.png", "--width", 1000, "--height", 380)
+                       "--prompt", "abcdefgh", "--out", tmp_path / "a.png", "--width", 1000, "--height", 380)
     assert rc == 0, err
     assert "plotting its last 6 tokens (2 dropped)" in out and "QELM = " in out and "classical = " in out
     assert _pixels(tmp_path / "a.png") == (1000, 380)
-    rc, _, err = cli("plot", "attention", "--checkpoint", tmp_path / "q", "--text", "xyz", "--out", tmp_path / "b.png")
+    rc, _, err = cli("plot", "attention", "--checkpoint", tmp_path / "q", "--prompt", "xyz", "--out", tmp_path / "b.png")
     assert rc == 2 and "outside the tokenizer's vocabulary" in err and not (tmp_path / "b.png").exists()
 
 

@@ -18,12 +18,13 @@ import qelm.cli.train
 import qelm.train.run
 import qelm.train.steps
 from qelm import ClassicalLM, QELMConfig, TrainSettings
-from qelm.checkpoint import CONFIG, MANIFEST, TOKENIZER, WEIGHTS, load_checkpoint
+from qelm.checkpoint import BEST, CONFIG, MANIFEST, TOKENIZER, WEIGHTS, load_checkpoint
 from qelm.files import FolderInUse, FolderLock
 from qelm.data import TextDataset
 from qelm.evaluate import evaluate, unigram_baseline
 from qelm.metrics import read_metrics
-from qelm.train import LOSS_CURVE, METRICS, SUMMARY, train
+from qelm.train import LOSS_CURVE, METRICS, SUMMARY, TRAIN_DEFAULTS, train
+from qelm.train.settings import resolve_settings
 from qelm.train.run import LOCK
 
 pytestmark = pytest.mark.usefixtures("_one_thread")
@@ -172,7 +173,56 @@ def test_resume_after_a_kill_gives_the_same_losses_as_an_uninterrupted_run(tmp_p
             assert torch.equal(p, q), name
     for name in ("qelm", "twin", "matched"):
         assert resumed.summary["models"][name]["val_loss"] == whole.summary["models"][name]["val_loss"], name
+        assert resumed.summary["models"][name]["best"] == whole.summary["models"][name]["best"], name
+        a, b = load_checkpoint(tmp_path / "whole" / name / BEST), load_checkpoint(tmp_path / "cut" / name / BEST)
+        assert a.info == b.info and all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(),
+                                                                          b.model.state_dict().values())), name
     assert resumed.summary["verdict"] == whole.summary["verdict"]
+
+
+def test_learning_rate_warms_up_then_decays_on_a_cosine(tmp_path, periodic):
+    result = train(tiny(periodic.vocab_size), periodic, steps=20, batch_size=2, lr=0.02, warmup_steps=4, out=tmp_path,
+                   twin=False, matched=False)
+    lrs = [r["lr"] for r in result.qelm.history]
+    assert lrs[:4] == pytest.approx([0.005, 0.01, 0.015, 0.02]), "linear warm-up to lr"
+    assert all(a > b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] == pytest.approx(0.002), "cosine down to lr / 10"
+    assert lrs[4 + 8] == pytest.approx(0.002 + 0.018 * 0.5 * (1 + math.cos(math.pi * 9 / 16)))
+    assert result.summary["run"]["lr_schedule"] == "cosine" and result.summary["run"]["warmup_steps"] == 4
+    flat = train(tiny(periodic.vocab_size), periodic, steps=5, batch_size=2, lr=0.02, lr_schedule="constant",
+                 out=tmp_path / "flat", twin=False, matched=False)
+    assert [r["lr"] for r in flat.qelm.history] == [0.02] * 5
+    defaults = TrainSettings(steps=200, lr=0.01, lr_schedule="cosine").scheduled()
+    assert (defaults.warmup_steps, defaults.min_lr) == (10, 0.001), "5% of the steps; lr / 10"
+    for bad, message in ((dict(lr_schedule="linear"), "lr_schedule='linear' is invalid: choose one of cosine, constant"),
+                         (dict(warmup_steps=-1), "warmup_steps=-1 is invalid"),
+                         (dict(min_lr=0.5), "min_lr=0.5 is invalid: use a finite number from 0 to lr=0.02")):
+        with pytest.raises(ValueError, match=message):
+            train(tiny(periodic.vocab_size), periodic, steps=2, lr=0.02, out=tmp_path / "bad", **bad)
+
+
+def test_a_run_of_an_older_qelm_resumes_at_its_constant_rate():
+    stored = {**TRAIN_DEFAULTS, "steps": 10}
+    del stored["lr_schedule"], stored["warmup_steps"], stored["min_lr"]  # what an older run recorded
+    assert resolve_settings(TrainSettings(), {}, stored).lr_schedule == "constant"
+    assert resolve_settings(TrainSettings(), {}, None).lr_schedule == "cosine"
+
+
+def test_the_best_checkpoint_by_validation_is_kept_beside_the_last(tmp_path, periodic):
+    result = train(tiny(periodic.vocab_size), periodic, steps=12, batch_size=4, lr=0.05, out=tmp_path, eval_every=3,
+                   twin=False, matched=False)
+    evals = [(r["step"], r["val_loss"]) for r in result.qelm.history if "val_loss" in r]
+    step, loss = min(evals, key=lambda e: e[1])  # the first of equal ones
+    best = load_checkpoint(tmp_path / "qelm" / BEST)
+    assert best.info["role"] == "best" and (best.info["step"], best.info["val_loss"]) == (step, loss)
+    assert best.training_state is None, "the best checkpoint is for use; the last one resumes"
+    assert evaluate(best.model, periodic.val_ids, batch_size=8, context_len=8)["loss"] == pytest.approx(loss, abs=1e-6)
+    assert result.summary["models"]["qelm"]["best"]["step"] == step
+    last = load_checkpoint(tmp_path / "qelm")
+    assert last.step == 12 and "step 12, the last of its run" in last.describe()
+    assert f"best by validation: step {step}, val loss {loss:.4f}" in best.describe()
+    train(tiny(periodic.vocab_size), periodic, steps=1, batch_size=4, out=tmp_path, overwrite=True, eval_every=5,
+          twin=False, matched=False)
+    assert load_checkpoint(tmp_path / "qelm" / BEST).info["step"] == 1, "a new run never keeps an earlier run's best"
 
 
 def test_resume_refuses_what_would_change_the_numbers(tmp_path, periodic, corpus):
@@ -383,11 +433,13 @@ def test_cli_corpus_errors(tmp_path, cli, config_file, content, message):
     assert line.startswith("qelm train: error:") and message in line and "corpus.txt" in line
 
 
-def test_cli_prompt_outside_vocabulary_says_which_characters(tmp_path, cli, corpus, config_file):
+def test_cli_prompt_outside_vocabulary_is_read_as_the_unknown_token_and_named(tmp_path, cli, corpus, config_file):
     assert cli("train", "--data", str(corpus), "--config", str(config_file), "--out", str(tmp_path / "r"),
                 "--steps", "1", "--no-twin")[0] == 0
-    line = cli.error("generate", "--checkpoint", str(tmp_path / "r" / "qelm"), "--prompt", "the Cat!")
-    assert "'C' (U+0043" in line and "'!' (U+0021" in line
+    rc, out, err = cli("generate", "--checkpoint", str(tmp_path / "r" / "qelm"), "--prompt", "the Cat!",
+                       "--max-new-tokens", "5")
+    assert rc == 0 and out.startswith("the Cat!")
+    assert "2 character(s) outside the vocabulary" in err and "'C' (U+0043" in err and "'!' (U+0021" in err
 
 
 @pytest.fixture
@@ -435,7 +487,8 @@ def test_cli_generate_streams_and_keeps_the_text_on_ctrl_c(trained, cli, monkeyp
     rc, _, err = cli("generate", "--checkpoint", trained, "--prompt", "the ", "--max-new-tokens", "100000", "--seed", "2")
     # 100000 tokens would take minutes: the text came token by token, and the interrupt came after 28 of them
     assert rc == 130 and terminal.writes[0] == "the " and len(terminal.writes) == 30 and terminal.writes[-1] == "\n"
-    assert err.strip() == "qelm generate: interrupted; the 28 character(s) generated before it are printed above"
+    assert err.strip().splitlines()[-1] == ("qelm generate: interrupted; the 28 character(s) generated before it are "
+                                            "printed above")
     monkeypatch.undo()
     rc, out, _ = cli("generate", "--checkpoint", trained, "--prompt", "the ", "--max-new-tokens", "28", "--seed", "2")
     assert out == "".join(terminal.writes), "what was kept is what an uninterrupted run prints"
@@ -451,14 +504,14 @@ def test_cli_progress_bars_show_on_a_terminal_and_not_in_a_pipe(tmp_path, cli, c
     for module in (qelm.cli.train,):
         monkeypatch.setattr(module, "show_progress", lambda: True)
     rc, _, err = cli(*args, "--out", tmp_path / "tty")
-    assert rc == 0 and "2/2" in err and "step" in err
+    assert rc == 0 and "2/2" in err and "tok/s" in err
     rc, _, err = cli("eval", "--checkpoint", trained, "--data", corpus)
     assert rc == 0 and "token" in err
 
 
 def test_cli_demo_checks_the_prompt_before_training(tmp_path, cli):
-    line = cli.error("demo", "--prompt", "Zebra \u20ac", "--out", tmp_path / "demo", "--steps", "1")
-    assert line.startswith("qelm demo: error: --prompt 'Zebra \u20ac': text has") and "'\u20ac' (U+20AC" in line
+    line = cli.error("demo", "--prompt", "", "--out", tmp_path / "demo", "--steps", "1")
+    assert line.startswith("qelm demo: error: --prompt is empty")
     assert not (tmp_path / "demo").exists(), "nothing trained"
 
 

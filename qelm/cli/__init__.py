@@ -126,8 +126,40 @@ def show_progress() -> bool:
     return sys.stderr.isatty()
 
 
+def version_text() -> str:
+    """``qelm --version``: qelm's version, the distribution that installs it, and the versions it runs on."""
+    import platform
+    from importlib import metadata
+
+    from .. import DISTRIBUTION, __version__
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (f"qelm {__version__} (pip install {DISTRIBUTION}; python {platform.python_version()}, torch "
+            f"{installed('torch')}, pennylane {installed('pennylane')}, qiskit {installed('qiskit')})")
+
+
+class _Version(argparse.Action):
+    """``--version``: print :func:`version_text` and exit (computed only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="qelm", description="Build, train and honestly measure tiny quantum-enhanced language models.")
+    from .options import VOCABULARY
+
+    parser = _Parser(prog="qelm", description="Build, train and honestly measure tiny quantum-enhanced language models.",
+                     epilog=VOCABULARY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, help="print the version of qelm and of what it runs on, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
         try:

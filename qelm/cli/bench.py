@@ -8,6 +8,7 @@ scaling exponents. Prints a Markdown table; ``--json`` and ``--plot`` write the 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..bench import (MODES, BenchResult, BenchSettings, expected_rows, format_sc
 from ..config import QELMConfig
 from ..plot import figure_format
 from . import check_output_file, nonnegative_int, positive_float, positive_int, seed, show_progress
+from .options import MODEL_FLAGS, add_json_flag, add_model_flags, deprecated, json_to_stdout, model_overrides
 
 _QUICK = BenchSettings.quick()
 
@@ -41,20 +43,34 @@ def _modes(text: str) -> tuple[str, ...]:
     return modes
 
 
+class _Backends(argparse.Action):
+    """``--backend NAME``, repeatable; several names after one flag (the old spelling) still work, with a note."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) > 1:
+            print(f"{parser.prog}: note: one --backend takes one name now; repeat the flag (--backend "
+                  f"{' --backend '.join(values)}); several names after one flag go in the next release", file=sys.stderr)
+        setattr(namespace, self.dest, (getattr(namespace, self.dest) or []) + list(values))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's options (defaults None, so ``--quick`` can tell which ones were given)."""
     d = BenchSettings()
-    p.add_argument("--config", metavar="FILE", help="QELMConfig TOML file (default: the QELMConfig defaults)")
-    p.add_argument("--backend", action="extend", nargs="+", metavar="NAME",
-                   help="backend(s) to run the QELM on, repeatable (default: the config's backend); one that fails "
-                        "is recorded with its error, the others still run")
+    p.add_argument("--config", metavar="FILE", help="QELMConfig TOML file; the model flags below override its fields "
+                                                    "(default: QELMConfig's defaults)")
+    p.add_argument("--backend", action=_Backends, nargs="+", metavar="NAME",
+                   help="a backend to run the QELM on; repeat the flag for several (default: the config's backend); "
+                        "one that fails is recorded with its error, the others still run")
     p.add_argument("--seq-lens", type=_int_list, metavar="T,T,...",
                    help=f"sequence lengths (default {','.join(map(str, d.seq_lens))}; --quick "
                         f"{','.join(map(str, _QUICK.seq_lens))})")
-    p.add_argument("--batch", type=positive_int, metavar="B", help=f"sequences per batch (default {d.batch})")
+    p.add_argument("--batch-size", dest="batch", type=positive_int, metavar="B",
+                   help=f"sequences per batch (default {d.batch})")
+    p.add_argument("--batch", dest="batch", type=positive_int, action=deprecated("--batch-size"), help=argparse.SUPPRESS)
     p.add_argument("--modes", type=_modes, metavar="M,M", help=f"any of {','.join(MODES)} (default: all)")
-    p.add_argument("--qubits", type=_int_list, metavar="N,N,...",
+    p.add_argument("--qubit-sweep", dest="qubits", type=_int_list, metavar="N,N,...",
                    help="qubit-count sweep, e.g. 2,4,6: time vs qubits per circuit at --qubit-seq-len (default: none)")
+    p.add_argument("--qubits", dest="qubits", type=_int_list, action=deprecated("--qubit-sweep"), help=argparse.SUPPRESS)
     p.add_argument("--qubit-seq-len", type=positive_int, metavar="T", help="sequence length of the qubit sweep (default: the "
                                                                   "shortest --seq-lens)")
     p.add_argument("--repeats", type=positive_int, metavar="R", help=f"timed runs per measurement (default {d.repeats}; "
@@ -73,8 +89,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help=f"reduced sweep: seq lens {','.join(map(str, _QUICK.seq_lens))}, batch {_QUICK.batch}, "
                         f"{_QUICK.repeats} repeats (flags given still override)")
-    p.add_argument("--json", metavar="OUT.json", help="write every figure, the settings and the machine as JSON")
-    p.add_argument("--plot", metavar="OUT.png", help="log-log plot of time vs sequence length (and qubits)")
+    add_json_flag(p, "every figure, the settings and the machine")
+    p.add_argument("--plot", metavar="FILE", help="log-log plot of time vs sequence length (and qubits) (default: "
+                                                  "none)")
+    add_model_flags(p, QELMConfig().to_dict(), "QELMConfig's; with --config, that file's [model]")
 
 
 _SETTING_FLAGS = ("seq_lens", "batch", "modes", "qubits", "qubit_seq_len", "repeats", "warmup", "gen_tokens",
@@ -89,14 +107,17 @@ def settings_from_args(args: argparse.Namespace) -> tuple[QELMConfig, BenchSetti
         config = QELMConfig.from_toml(args.config)
     else:
         config = QELMConfig()
+    changes = model_overrides(args) if hasattr(args, "set") else {}
+    if changes:
+        config = QELMConfig.from_dict({**config.to_dict(), **changes})
     given = {name: getattr(args, name) for name in _SETTING_FLAGS if getattr(args, name) is not None}
     if args.backend:
         given["backends"] = tuple(dict.fromkeys(args.backend))
     settings = BenchSettings.quick(**given) if args.quick else BenchSettings(**given)
-    for flag in ("json", "plot"):  # checked before the measurement, not after it
-        target = getattr(args, flag)
-        if target:
-            check_output_file(target, f"--{flag}", make_parents=True)
+    for name in ("json", "plot"):  # checked before the measurement, not after it
+        target = getattr(args, name)
+        if target and target != "-":
+            check_output_file(target, f"--{name}", make_parents=True)
     if args.plot:
         figure_format(args.plot)  # a bad suffix fails now, not after the measurement
     return config, settings
@@ -133,17 +154,21 @@ def report(result: BenchResult) -> str:
 def command_line(args: argparse.Namespace, prog: str) -> str:
     """The flags that were given, as one shell line (recorded in the JSON so a run can be repeated)."""
     parts = [prog]
-    for name in ("config", "backend") + _SETTING_FLAGS + ("quick", "json", "plot"):
+    for name in ("config", "backend") + _SETTING_FLAGS + ("quick", "json", "plot") + tuple(MODEL_FLAGS):
         value = getattr(args, name, None)
         if value is None or value is False or value == []:
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = {"batch": "--batch-size", "qubits": "--qubit-sweep"}.get(name, "--" + name.replace("_", "-"))
         if value is True:
             parts.append(flag)
+        elif name == "backend":
+            parts += [part for v in value for part in (flag, shlex.quote(v))]
         elif isinstance(value, (list, tuple)):
-            parts += [flag, ",".join(map(str, value)) if name != "backend" else " ".join(map(shlex.quote, value))]
+            parts += [flag, ",".join(map(str, value))]
         else:
             parts += [flag, shlex.quote(str(value))]
+    for name, value in getattr(args, "set", None) or []:
+        parts += ["--set", shlex.quote(f"{name}={value}")]
     return " ".join(parts)
 
 
@@ -160,8 +185,11 @@ def measure(args: argparse.Namespace) -> BenchResult:
 def run(args: argparse.Namespace) -> int:
     result = measure(args)
     result.command = command_line(args, "qelm bench")
-    print(report(result))
-    if args.json:
+    if json_to_stdout(args):
+        print(json.dumps(result.to_dict(), indent=1))
+    else:
+        print(report(result))
+    if args.json and not json_to_stdout(args):
         print(f"\nwrote {write_json(result, args.json)}")
     if args.plot:
         print(f"wrote {plot(result, args.plot)}")

@@ -5,6 +5,7 @@ parameters, measured file sizes, FLOPs and circuit cost per token, perplexity. P
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -12,14 +13,11 @@ from ..compare import PUBLISHED_SETTING, compare, plot_comparison
 from ..config import QELMConfig
 from ..plot import figure_format
 from . import UserError, check_output_file, check_output_folder, positive_float, positive_int, seed, show_progress
+from .options import add_json_flag, add_model_flags, flag, json_to_stdout, model_overrides
 
-# flag -> QELMConfig field
-_CONFIG_FLAGS = {
-    "vocab_size": "vocab_size", "d_model": "d_model", "heads": "n_heads", "hidden": "d_hidden", "layers": "n_layers",
-    "context": "context_len", "qubits": "n_qubits", "circuit_layers": "circuit_layers", "embedding": "embedding",
-    "embedding_circuit": "embedding_circuit", "attention": "attention", "fidelity_method": "fidelity_method",
-    "feed_forward": "feed_forward",
-}
+# the old spellings of the model flags (each flag is now its config field's name)
+_RENAMED = {"--heads": "n_heads", "--hidden": "d_hidden", "--layers": "n_layers", "--context": "context_len",
+            "--qubits": "n_qubits"}
 
 
 def register(subparsers) -> None:
@@ -28,40 +26,32 @@ def register(subparsers) -> None:
         description="Measure a QELM, its full-size classical twin and the parameter-matched classical baseline "
                     "side by side (or trained checkpoints): parameters per component, bytes of files actually "
                     "written, FLOPs per token, circuit executions, gates, simulation cost and hardware shots.")
-    model = p.add_argument_group("model (defaults: QELMConfig defaults)")
-    model.add_argument("--config", metavar="FILE", help="QELMConfig TOML file; the flags below override its fields")
-    model.add_argument("--published", action="store_true",
+    group = add_model_flags(p, QELMConfig().to_dict(), "QELMConfig's; with --config, that file's [model]",
+                            renamed=_RENAMED)
+    group.add_argument("--config", metavar="FILE", help="QELMConfig TOML file; the flags above override its fields "
+                                                        "(default: QELMConfig's defaults)")
+    group.add_argument("--published", action="store_true",
                        help="the setting of a published QELM claim: "
                        + ", ".join(f"{k}={v}" for k, v in PUBLISHED_SETTING.items())
                        + " (checks the published 2,165 KB vs 15-20 MB claim); other flags still override")
-    model.add_argument("--classic", action="store_true", help=argparse.SUPPRESS)  # the old name of --published
-    model.add_argument("--vocab-size", type=positive_int, metavar="V")
-    model.add_argument("--d-model", type=positive_int, metavar="D")
-    model.add_argument("--heads", type=positive_int, metavar="H")
-    model.add_argument("--hidden", type=positive_int, metavar="F", help="feed-forward hidden width (d_hidden)")
-    model.add_argument("--layers", type=positive_int, metavar="L", help="transformer blocks")
-    model.add_argument("--context", type=positive_int, metavar="C", help="context length")
-    model.add_argument("--qubits", type=positive_int, metavar="N", help="qubits per circuit")
-    model.add_argument("--circuit-layers", type=positive_int, metavar="K", help="variational layers per circuit")
-    model.add_argument("--embedding", metavar="SLOT", help="quantum | classical")
-    model.add_argument("--embedding-circuit", metavar="NAME", help="angle | polar | amplitude")
-    model.add_argument("--attention", metavar="SLOT", help="quantum | fidelity | classical")
-    model.add_argument("--fidelity-method", metavar="M", help="exact | swap_test")
-    model.add_argument("--feed-forward", metavar="SLOT", help="quantum | classical")
+    group.add_argument("--classic", action="store_true", help=argparse.SUPPRESS)  # the old name of --published
     p.add_argument("--checkpoint", action="append", default=[], metavar="DIR",
                    help="compare trained checkpoint folders instead (repeatable; a training run folder counts as "
-                        "its qelm/, twin/ and matched/)")
-    p.add_argument("--data", metavar="FILE", help="text file: validation perplexity of each --checkpoint on it")
-    p.add_argument("--backend", metavar="NAME", help="run the circuits on this backend while measuring")
+                        "its qelm/, twin/ and matched/; default: none, a model of the flags above)")
+    p.add_argument("--data", metavar="FILE", help="text file: validation perplexity of each --checkpoint on it "
+                                                  "(default: none, no perplexity)")
+    p.add_argument("--backend", metavar="NAME", help="run the circuits on this backend while measuring (default: "
+                                                     "the config's)")
     p.add_argument("--batch-size", type=positive_int, default=2,
-                   help="rows of context_len tokens in the measuring forward pass (2)")
-    p.add_argument("--eval-batch-size", type=positive_int, default=16, help="batch size for the perplexity pass (16)")
+                   help="rows of context_len tokens in the measuring forward pass (default 2)")
+    p.add_argument("--eval-batch-size", type=positive_int, default=16, help="batch size for the perplexity pass (default 16)")
     p.add_argument("--eps", type=positive_float, default=0.01,
-                   help="target standard error of each <Z> on hardware, for the shot counts (0.01)")
-    p.add_argument("--seed", type=seed, default=0, help="seed for weights and measuring tokens (0)")
+                   help="target standard error of each <Z> on hardware, for the shot counts (default 0.01)")
+    p.add_argument("--seed", type=seed, default=0, help="seed for weights and measuring tokens (default 0)")
     p.add_argument("--keep-files", metavar="DIR", help="keep the written model files here (default: a temp dir)")
-    p.add_argument("--json", metavar="OUT", help="write every number as JSON here")
-    p.add_argument("--plot", metavar="OUT.png", help="grouped bar chart (log scale) of parameters and bytes")
+    add_json_flag(p, "every number")
+    p.add_argument("--plot", metavar="FILE", help="grouped bar chart (log scale) of parameters and bytes (default: "
+                                                  "none)")
     p.set_defaults(func=run)
 
 
@@ -70,7 +60,7 @@ def _config(args: argparse.Namespace) -> QELMConfig | None:
         print("qelm compare: note: --classic is now --published; the old name goes in the next release",
               file=sys.stderr)
         args.published = True
-    overrides = {field: getattr(args, flag) for flag, field in _CONFIG_FLAGS.items() if getattr(args, flag) is not None}
+    overrides = model_overrides(args)
     if args.config is None and not args.published and not overrides:
         return None if args.checkpoint else QELMConfig()
     if args.checkpoint:
@@ -88,9 +78,8 @@ def _config(args: argparse.Namespace) -> QELMConfig | None:
     if args.published:
         fixed = {k: v for k, v in overrides.items() if k in PUBLISHED_SETTING and v != PUBLISHED_SETTING[k]}
         if fixed:
-            flags = {field: flag for flag, field in _CONFIG_FLAGS.items()}
             raise UserError(f"--published fixes {', '.join(f'{k}={PUBLISHED_SETTING[k]}' for k in fixed)}; drop "
-                            f"{', '.join('--' + flags[k].replace('_', '-') for k in fixed)} or drop --published")
+                            f"{', '.join(flag(k) for k in fixed)} or drop --published")
         fields.update(PUBLISHED_SETTING)
     fields.update(overrides)
     return QELMConfig.from_dict(fields)  # validates: a bad flag value names its field and the fix
@@ -98,10 +87,10 @@ def _config(args: argparse.Namespace) -> QELMConfig | None:
 
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
-    for flag in ("plot", "json"):  # every output is checked before the measurement, not after it
-        target = getattr(args, flag)
-        if target:
-            check_output_file(target, f"--{flag}", make_parents=True)
+    for name in ("plot", "json"):  # every output is checked before the measurement, not after it
+        target = getattr(args, name)
+        if target and target != "-":
+            check_output_file(target, f"--{name}", make_parents=True)
     if args.plot:
         figure_format(args.plot)  # a bad suffix fails now, not after the measurement
     if args.keep_files:
@@ -121,8 +110,11 @@ def run(args: argparse.Namespace) -> int:
         result = compare(config, checkpoints=args.checkpoint, data=args.data, batch_size=args.batch_size,
                          seed=args.seed, eps=args.eps, backend=args.backend, keep_dir=args.keep_files,
                          eval_batch_size=args.eval_batch_size, published=args.published, progress=progress)
-    print(result.to_markdown())
-    if args.json:
+    if json_to_stdout(args):
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.to_markdown())
+    if args.json and not json_to_stdout(args):
         print(f"\nwrote {result.save_json(args.json)}")
     if args.plot:
         print(f"wrote {plot_comparison(result, args.plot)}")

@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 from . import UserError, check_output_file, nonnegative_int, positive_int
+from .options import add_model_flags, deprecated
 
 _SUFFIX_FORMAT = {".txt": "text", ".png": "png", ".svg": "svg", ".qasm": "qasm", ".json": "resources"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..circuits import CIRCUITS
+    from ..config import QELMConfig
     from ..draw import FORMATS
 
     p = sub.add_parser(
@@ -26,14 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "drawn, with every data angle set to 0.")
     p.add_argument("circuit", metavar="CIRCUIT", help=f"one of: {', '.join(CIRCUITS)}")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--config", metavar="FILE", help="take n_qubits and circuit_layers from this TOML config")
-    source.add_argument("--checkpoint", metavar="DIR", help="draw the trained circuit of this checkpoint folder")
-    p.add_argument("--qubits", type=positive_int, metavar="N", help="data qubits (default: the config's, else 4)")
-    p.add_argument("--layers", type=positive_int, metavar="L", help="variational layers (default: the config's, else 2)")
+    source.add_argument("--config", metavar="FILE", help="take n_qubits and circuit_layers from this TOML config "
+                                                         "(default: none)")
+    source.add_argument("--checkpoint", metavar="DIR", help="draw the trained circuit of this checkpoint folder "
+                                                           "(default: none, symbolic angles)")
+    add_model_flags(p, QELMConfig().to_dict(), "QELMConfig's; with --config or --checkpoint, its own",
+                    fields=("n_qubits", "circuit_layers"), title="circuit size (a config file's [model] fields)",
+                    renamed={"--qubits": "n_qubits", "--layers": "circuit_layers"})
     p.add_argument("--format", choices=FORMATS,
                    help="output format (default: from the --out suffix .txt/.png/.svg/.qasm/.json, else text); "
                         "resources is a JSON summary from qml.specs and qiskit")
-    p.add_argument("--out", metavar="FILE", help="write here (default: text formats to stdout, images to CIRCUIT.FORMAT)")
+    p.add_argument("--out", metavar="FILE", help="write here (default: text formats to stdout, images to "
+                                                 "CIRCUIT.FORMAT)")
     p.add_argument("--decimals", type=nonnegative_int, default=2, metavar="D",
                    help="decimals of drawn angle values (default 2)")
     p.add_argument("--precision", type=positive_int, default=None, metavar="P",
@@ -56,8 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "classical checkpoint to see them side by side.")
     a.add_argument("--checkpoint", action="append", required=True, metavar="DIR",
                    help="checkpoint folder (repeat to compare models side by side)")
-    a.add_argument("--text", required=True, help="the prompt (longer than context_len: its last tokens are kept)")
-    a.add_argument("--out", required=True, metavar="FILE.png")
+    a.add_argument("--prompt", help="the text whose attention is drawn (longer than context_len: its last tokens "
+                                    "are kept; no default: required)")
+    a.add_argument("--text", dest="prompt", action=deprecated("--prompt"), help=argparse.SUPPRESS)
+    a.add_argument("--out", required=True, metavar="FILE", help="the figure (.png, .svg or .pdf; no default)")
     a.add_argument("--width", type=positive_int, default=None, metavar="PX", help="width in pixels (default: 330 per heatmap)")
     a.add_argument("--height", type=positive_int, default=None, metavar="PX", help="height in pixels (default: 330 per layer)")
     a.set_defaults(func=_plot_attention)
@@ -65,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="Loss and perplexity against step, read from metrics.jsonl of each run folder "
                                      "(or of its qelm/, twin/ and matched/ checkpoints).")
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    c.add_argument("--out", required=True, metavar="FILE.png")
+    c.add_argument("--out", required=True, metavar="FILE", help="the figure (.png, .svg or .pdf; no default)")
     c.add_argument("--width", type=positive_int, default=1200, metavar="PX", help="width in pixels (default 1200)")
     c.add_argument("--height", type=positive_int, default=560, metavar="PX", help="height in pixels (default 560)")
     c.add_argument("--title", default=None, help="figure title (default: Training curves)")
@@ -81,16 +89,18 @@ def _load_checkpoint(directory: str):
 
 
 def _size(args, config) -> tuple[int, int]:
-    n_qubits = config.n_qubits if config is not None else 4
-    n_layers = config.circuit_layers if config is not None else 2
+    from ..config import QELMConfig
+
+    base = config if config is not None else QELMConfig()
+    n_qubits, n_layers = base.n_qubits, base.circuit_layers
     if args.checkpoint:
-        for flag, given, fixed, field in (("--qubits", args.qubits, n_qubits, "n_qubits"),
-                                          ("--layers", args.layers, n_layers, "circuit_layers")):
+        for flag, given, fixed, field in (("--n-qubits", args.n_qubits, n_qubits, "n_qubits"),
+                                          ("--circuit-layers", args.circuit_layers, n_layers, "circuit_layers")):
             if given is not None and given != fixed:
                 raise UserError(f"{flag} {given} does not match the checkpoint's {field}={fixed}: the trained "
                                 f"weights fix the circuit size; drop {flag}")
-    return (args.qubits if args.qubits is not None else n_qubits,
-            args.layers if args.layers is not None else n_layers)
+    return (args.n_qubits if args.n_qubits is not None else n_qubits,
+            args.circuit_layers if args.circuit_layers is not None else n_layers)
 
 
 def _draw(args) -> int:
@@ -157,6 +167,8 @@ def _gallery(args) -> int:
 def _plot_attention(args) -> int:
     from ..plot import attention_for_text, figure_format, plot_attention
 
+    if args.prompt is None:
+        raise UserError("--prompt is required: the text whose attention is drawn")
     figure_format(args.out)  # a bad suffix or folder fails before any checkpoint loads
     check_output_file(args.out, "--out")
     panels, sources, dropped_any = {}, [], False
@@ -167,14 +179,14 @@ def _plot_attention(args) -> int:
         label, k = kind, 2
         while label in panels:
             label, k = f"{kind} {k}", k + 1
-        maps, tokens, dropped = attention_for_text(ckpt.model, ckpt.tokenizer, args.text)
+        maps, tokens, dropped = attention_for_text(ckpt.model, ckpt.tokenizer, args.prompt)
         if dropped:
             dropped_any = True
             print(f"{directory}: the prompt is longer than context_len={ckpt.model.config.context_len}; "
                   f"plotting its last {len(tokens)} tokens ({dropped} dropped)")
         panels[label] = (maps, tokens)
         sources.append(f"{label} = {directory} (attention: {ckpt.model.config.attention})")
-    shown = args.text if len(args.text) <= 60 else args.text[:57] + "..."
+    shown = args.prompt if len(args.prompt) <= 60 else args.prompt[:57] + "..."
     cut = " (the last context_len tokens)" if dropped_any else ""
     title = f"Attention weights for {shown!r}{cut}\n" + "; ".join(sources)
     out = plot_attention(panels, args.out, width=args.width, height=args.height, title=title)

@@ -1,5 +1,5 @@
-"""``qelm demo``, ``qelm train``, ``qelm eval`` and ``qelm generate``: thin wrappers that parse arguments,
-call :mod:`qelm.train` and :mod:`qelm.evaluate`, and print.
+"""``qelm demo``, ``qelm train``, ``qelm eval``, ``qelm generate`` and ``qelm chat``: thin wrappers that parse
+arguments, call :mod:`qelm.train`, :mod:`qelm.evaluate` and :mod:`qelm.chat`, and print.
 
 ``demo`` trains the tiny QELM, its classical twin and the parameter-matched classical model on the bundled
 corpus, shows their validation perplexities beside the unigram baseline's, says how the QELM compares with
@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import UserError, nonnegative_int, positive_float, positive_int, seed, show_progress, threads
+from . import (UserError, check_output_file, nonnegative_float, nonnegative_int, positive_float, positive_int, seed, show_progress,
+               threads)
+from .options import assignment
 
 DEFAULT_THREADS = 1  # see --threads
 _THREADS_HELP = ("torch CPU threads per process (default 1: these models' tensors are too small to gain from "
@@ -31,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_demo(subparsers: argparse._SubParsersAction) -> None:
+    from ..train import TRAIN_DEFAULTS, load_run_config
+
+    tiny = load_run_config(None)[1]
     demo = subparsers.add_parser("demo", help="train a tiny QELM and two classical baselines on the bundled corpus "
                                               "and compare",
                                  description="Train the tiny demo QELM, its classical twin (same config, every slot "
@@ -38,10 +43,12 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
                                              "bundled corpus (same seed, batches and steps); print their validation "
                                              "perplexities, the unigram baseline, how the QELM compares with each, and "
                                              "a sample from each.")
-    demo.add_argument("--out", default="runs/demo",
+    demo.add_argument("--out", default="runs/demo", metavar="DIR",
                       help="run folder to write (default: runs/demo; replaced if it holds a run)")
-    demo.add_argument("--steps", type=positive_int, help="optimizer steps per model (default: the demo config's)")
-    demo.add_argument("--seed", type=seed, help="seed of initialisation and batches (default 0)")
+    demo.add_argument("--steps", type=positive_int,
+                      help=f"optimizer steps per model (default {tiny.get('steps', TRAIN_DEFAULTS['steps'])}: the "
+                           f"bundled tiny config's [train])")
+    demo.add_argument("--seed", type=seed, help="seed of initialisation, batches and samples (default 0)")
     demo.add_argument("--prompt", default="The ", help="text the samples continue (default 'The ')")
     demo.add_argument("--max-new-tokens", type=nonnegative_int, default=200, help="length of each sample (default 200)")
     demo.add_argument("--no-matched", dest="matched", action="store_const", const=False,
@@ -50,64 +57,132 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=run_demo)
 
 
+def _train_default(name: str, tiny: dict[str, Any]) -> str:
+    """Where ``qelm train`` takes a setting from when its flag is left out, in words."""
+    from ..train import TRAIN_DEFAULTS
+
+    built_in = {"eval_every": "five evaluations over the run", "save_every": "five checkpoints over the run",
+                "warmup_steps": "5%% of the steps", "min_lr": "lr / 10", "vocab_size": "none (char tokenizer)"}
+    fallback = built_in.get(name, TRAIN_DEFAULTS[name])
+    if name in tiny:
+        return (f"default {tiny[name]}: the bundled tiny config's [train]; with --config, that file's [train], else "
+                f"{fallback}")
+    return f"default {fallback}: qelm's own; a --config file's [train] may set it"
+
+
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
-    tr = subparsers.add_parser("train", help="train a QELM and its classical baselines on a text file",
-                               description="Train a QELM, its classical twin and the parameter-matched classical "
-                                           "model on any UTF-8 text file. Settings left out come from the config's "
-                                           "[train] table, then built-in defaults. Run with torchrun "
-                                           "--nproc-per-node N for data-parallel training.")
-    tr.add_argument("--data", help="UTF-8 text file to train on (required unless --resume)")
-    tr.add_argument("--config", help="TOML config: [model] and optional [train] tables (default: the tiny demo config)")
-    tr.add_argument("--out", help="run folder to write (default: runs/train)")
+    from ..train import load_run_config
+    from .options import add_model_flags, flag
+
+    tiny_model, tiny = load_run_config(None)
+    tr = subparsers.add_parser(
+        "train", help="train a QELM and its classical baselines on a text file",
+        description="Train a QELM, its classical twin and the parameter-matched classical model on any UTF-8 text "
+                    "file. Each setting comes from, in order: its flag (or --set); on --resume, the run's own; the "
+                    "[train] table of --config FILE (without --config: of the bundled tiny config, qelm/data/tiny.toml); "
+                    "qelm's own default. The model is --config FILE's [model] table (default: the tiny config's), "
+                    "changed by the model flags. The learning rate warms up linearly, then decays on a cosine "
+                    "(--lr-schedule constant keeps it). Each model's folder keeps its last checkpoint, and its best by "
+                    "validation loss in best/. Run with torchrun --nproc-per-node N for data-parallel training.")
+    tr.add_argument("--data", metavar="FILE", help="UTF-8 text file to train on (no default: required unless --resume, which rereads "
+                                   "the run's own)")
+    tr.add_argument("--config", metavar="FILE", help="TOML config: [model] and optional [train] tables (default: the bundled tiny "
+                                     "config, qelm/data/tiny.toml)")
+    tr.add_argument("--out", metavar="DIR", help="run folder to write (default: runs/train)")
     tr.add_argument("--resume", metavar="DIR",
-                    help="continue the run in DIR from its last checkpoint (--steps is the total; default: the run's)")
+                    help="continue the run in DIR from its last checkpoint (--steps is the total; default: start a "
+                         "new run)")
     tr.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    tr.add_argument("--steps", type=positive_int, help="total optimizer steps per model")
-    tr.add_argument("--batch-size", type=positive_int, help="global batch size (split over processes)")
-    tr.add_argument("--lr", type=positive_float, help="AdamW learning rate")
-    tr.add_argument("--seed", type=seed, help="seed of initialisation and batches")
-    tr.add_argument("--tokenizer", choices=("char", "bpe"), help="char (default) or byte-level BPE")
-    tr.add_argument("--vocab-size", type=positive_int, help="BPE vocabulary size, e.g. 100")
-    tr.add_argument("--eval-every", type=positive_int, help="steps between validation evaluations")
-    tr.add_argument("--save-every", type=positive_int, help="steps between checkpoints")
-    tr.add_argument("--log-every", type=positive_int, help="steps between metrics records")
-    tr.add_argument("--no-twin", dest="twin", action="store_const", const=False,
-                    help="skip the classical twin (the same config with every slot classical)")
-    tr.add_argument("--no-matched", dest="matched", action="store_const", const=False,
-                    help="skip the parameter-matched classical model (ClassicalLM.matched_to(qelm))")
-    tr.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    settings = tr.add_argument_group("training (a config file's [train] settings)")
+    for name, kind, metavar, what in (
+            ("steps", positive_int, "N", "total optimizer steps per model"),
+            ("batch_size", positive_int, "B", "global batch size (split over processes)"),
+            ("lr", positive_float, "LR", "AdamW peak learning rate"),
+            ("lr_schedule", None, None, "cosine: linear warm-up, then cosine decay to --min-lr; constant: --lr "
+                                        "throughout"),
+            ("warmup_steps", nonnegative_int, "N", "steps of linear warm-up from 0 to --lr"),
+            ("min_lr", nonnegative_float, "LR", "learning rate the cosine reaches at the last step"),
+            ("weight_decay", nonnegative_float, "W", "AdamW weight decay"),
+            ("grad_clip", nonnegative_float, "G", "gradient-norm clip; 0 turns it off"),
+            ("seed", seed, "S", "seed of initialisation and batches"),
+            ("tokenizer", None, None, "char or byte-level BPE"),
+            ("vocab_size", positive_int, "V", "BPE vocabulary size, e.g. 100 (a char vocabulary has one token per "
+                                              "distinct character, and the unknown token)"),
+            ("eval_every", positive_int, "N", "steps between validation evaluations"),
+            ("save_every", positive_int, "N", "steps between checkpoints"),
+            ("log_every", positive_int, "N", "steps between metrics records")):
+        extra = {"choices": {"lr_schedule": ("cosine", "constant"), "tokenizer": ("char", "bpe")}[name]} \
+            if kind is None else {"type": kind, "metavar": metavar}
+        settings.add_argument(flag(name), dest=name, help=f"{what} ({_train_default(name, tiny)})", **extra)
+    settings.add_argument("--no-twin", dest="twin", action="store_const", const=False,
+                          help="skip the classical twin (the same config with every slot classical)")
+    settings.add_argument("--no-matched", dest="matched", action="store_const", const=False,
+                          help="skip the parameter-matched classical model (ClassicalLM.matched_to(qelm))")
+    add_model_flags(tr, tiny_model.to_dict(), "the bundled tiny config; with --config, that file's [model]",
+                    fields=tuple(n for n in _MODEL_FIELDS if n != "vocab_size"))
+    tr.add_argument("--set", dest="set", action="append", type=assignment, default=[], metavar="FIELD=VALUE",
+                    help="set any [model] field or [train] setting (repeatable; default: none), e.g. --set "
+                         "readout=zz --set weight_decay=0.1")
+    tr.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu or cuda (default cpu)")
     _add_runtime(tr)
     tr.set_defaults(func=run_train)
 
 
+_MODEL_FIELDS = ("vocab_size", "d_model", "n_heads", "d_hidden", "n_layers", "context_len", "n_qubits", "circuit_layers",
+                 "embedding", "embedding_circuit", "attention", "fidelity_method", "feed_forward", "readout")
+
+
 def _register_eval_and_generate(subparsers: argparse._SubParsersAction) -> None:
+    from .options import add_json_flag, add_sampling_flags
+
     ev = subparsers.add_parser("eval", help="perplexity of a checkpoint on a text file",
                                description="Validation loss and perplexity of a checkpoint on a text file: by default "
-                                           "its last 10%% (the split training validates on).")
-    ev.add_argument("--checkpoint", required=True, help="checkpoint folder (e.g. runs/demo/qelm)")
-    ev.add_argument("--data", required=True, help="UTF-8 text file")
+                                           "its last 10% (the split training validates on). Characters outside the "
+                                           "checkpoint's vocabulary become its unknown token, and the result says how "
+                                           "many tokens did.")
+    ev.add_argument("--checkpoint", required=True, metavar="DIR",
+                    help="checkpoint folder (e.g. runs/demo/qelm: the last step's; runs/demo/qelm/best: the best by "
+                         "validation)")
+    ev.add_argument("--data", required=True, metavar="FILE", help="UTF-8 text file (no default)")
     ev.add_argument("--split", choices=("val", "train", "all"), default="val",
                     help="val: the last 10%% (default); train: the first 90%%; all: the whole text")
     ev.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass (default 64)")
-    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_flag(ev, "the result")
     _add_runtime(ev)
     ev.set_defaults(func=run_eval)
 
     gen = subparsers.add_parser("generate", help="sample text from a checkpoint",
-                                description="Continue a prompt with text sampled from a checkpoint.")
-    gen.add_argument("--checkpoint", required=True, help="checkpoint folder (e.g. runs/demo/qelm)")
-    gen.add_argument("--prompt", required=True, help="text to continue")
-    gen.add_argument("--max-new-tokens", type=nonnegative_int, default=200, help="tokens to sample (default 200)")
-    gen.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature > 0 (default 1.0)")
-    gen.add_argument("--top-k", type=positive_int, help="sample among the k most likely tokens only")
-    gen.add_argument("--seed", type=seed, default=0, help="sampling seed: the same seed gives the same text (default 0)")
+                                description="Continue a prompt with text sampled from a checkpoint, printed as it is "
+                                            "sampled. The sampling flags are Hugging Face's.")
+    gen.add_argument("--checkpoint", required=True, metavar="DIR",
+                     help="checkpoint folder (e.g. runs/demo/qelm, or runs/demo/qelm/best; no default)")
+    gen.add_argument("--prompt", required=True, help="text to continue (no default)")
+    add_sampling_flags(gen)
     _add_runtime(gen)
     gen.set_defaults(func=run_generate)
 
+    chat = subparsers.add_parser("chat", help="talk with a checkpoint: each line you type, the model continues",
+                                 description="An interactive loop: each line read (from the terminal, or piped in) is "
+                                             "added to the conversation, and the model's reply is streamed as it is "
+                                             "sampled, up to --max-new-tokens or a --stop string (default: the end of "
+                                             "the line). The model reads the whole conversation up to its context "
+                                             "length; older tokens drop out. /reset forgets the conversation; /quit, "
+                                             "Ctrl-D or the end of the input ends.")
+    chat.add_argument("checkpoint_dir", nargs="?", metavar="CHECKPOINT",
+                      help="checkpoint folder (no default: give it, or --checkpoint)")
+    chat.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder, as CHECKPOINT (no default: give one of the two)")
+    add_sampling_flags(chat, stop=CHAT_STOP, max_new_tokens=CHAT_MAX_NEW_TOKENS)
+    _add_runtime(chat)
+    chat.set_defaults(func=run_chat)
+
+
+CHAT_STOP = ("\n",)  # a reply ends with its line
+CHAT_MAX_NEW_TOKENS = 200
+
 
 def _add_runtime(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", help="simulator for the circuits (default: the config's; weights are unchanged)")
-    parser.add_argument("--threads", type=threads, default=DEFAULT_THREADS, help=_THREADS_HELP)
+    parser.add_argument("--backend", metavar="NAME", help="simulator for the circuits (default: the config's; weights are unchanged)")
+    parser.add_argument("--threads", type=threads, default=DEFAULT_THREADS, metavar="N", help=_THREADS_HELP)
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -119,10 +194,22 @@ def _set_threads(args: argparse.Namespace) -> None:
 # --- progress and tables --------------------------------------------------------------------------------------
 class _Progress:
     """tqdm bars fed by :func:`qelm.train.train`'s callback: loss and tokens/s per model (on a terminal;
-    nothing in a pipe)."""
+    nothing in a pipe).
 
-    def __init__(self) -> None:
+    The live tokens/s is an exponential moving average of the step times (:attr:`SMOOTHING` weight on the
+    newest), so one slow or fast step does not swing it. Each bar is drawn finished once, when its model
+    ends, with the rate of its training steps alone (validation and saving left out) and the validation
+    perplexity of its last evaluation."""
+
+    SMOOTHING = 0.1  # weight of the newest step in the live tokens/s (tqdm's own smoothing)
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"  # no tqdm rate
+
+    def __init__(self, file=None) -> None:
+        self.file = file  # default: stderr
         self.bars: dict[str, Any] = {}
+        self.per_token: dict[str, float | None] = {}  # smoothed seconds per training token
+        self.totals: dict[str, list[float]] = {}  # [tokens, seconds] of the training steps seen
+        self.postfix: dict[str, dict[str, str]] = {}
 
     def __call__(self, event: str, name: str, info: dict) -> None:
         from tqdm import tqdm
@@ -131,17 +218,33 @@ class _Progress:
 
         if event == "start":
             width = max(len(label) for label in LABELS.values())
+            self.per_token[name], self.totals[name], self.postfix[name] = None, [0.0, 0.0], {}
             self.bars[name] = tqdm(total=info["steps"], initial=info["step"], desc=f"{LABELS[name]:>{width}}",
-                                   unit="step", dynamic_ncols=True, file=sys.stderr, disable=not show_progress())
+                                   unit="step", dynamic_ncols=True, file=self.file or sys.stderr,
+                                   disable=not show_progress(), bar_format=self.FORMAT)
         elif event == "step":
-            bar = self.bars[name]
-            postfix = {"loss": f"{info['loss']:.3f}", "tok/s": f"{info['tokens_per_s']:.0f}"}
+            bar, postfix = self.bars[name], self.postfix[name]
+            seconds = info["step_seconds"] / info["tokens"]
+            old = self.per_token[name]
+            self.per_token[name] = seconds if old is None else old + self.SMOOTHING * (seconds - old)
+            self.totals[name][0] += info["tokens"]
+            self.totals[name][1] += info["step_seconds"]
+            postfix.update({"loss": f"{info['loss']:.3f}", "tok/s": f"{1 / self.per_token[name]:.0f}"})
             if "val_loss" in info:
                 postfix["val_ppl"] = f"{info['val_perplexity']:.2f}"
             bar.set_postfix(postfix, refresh=False)  # shown by the update below: this step's figures
-            bar.update(info["step"] - bar.n)
+            if info["step"] < bar.total:
+                bar.update(info["step"] - bar.n)  # the last step is drawn once, by "end"
         elif event == "end":
-            self.bars.pop(name).close()
+            bar, postfix = self.bars.pop(name), self.postfix.pop(name)
+            tokens, seconds = self.totals.pop(name)
+            if seconds:
+                postfix["tok/s"] = f"{tokens / seconds:.0f}"  # the training steps' own rate
+            if info.get("val"):
+                postfix["val_ppl"] = f"{info['val']['perplexity']:.2f}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.n = bar.total
+            bar.close()  # draws the finished bar, once
 
     def close(self) -> None:
         for bar in self.bars.values():
@@ -254,6 +357,31 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_SETTING_FLAGS = ("steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "min_lr", "weight_decay", "grad_clip",
+                  "seed", "tokenizer", "vocab_size", "eval_every", "save_every", "log_every", "twin", "matched")
+
+
+def _train_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(model field changes, training settings)`` from the flags and ``--set`` (a name that is both, as
+    vocab_size, is the training setting: the model's vocabulary is the tokenizer's)."""
+    import dataclasses
+
+    from ..config import QELMConfig
+    from ..train import TRAIN_DEFAULTS
+    from .options import model_overrides
+
+    settings = {name: getattr(args, name) for name in _SETTING_FLAGS}
+    model_fields = {f.name for f in dataclasses.fields(QELMConfig)} - set(TRAIN_DEFAULTS)
+    sets = [(n, v) for n, v in args.set if n in TRAIN_DEFAULTS]
+    args.set = [(n, v) for n, v in args.set if n not in TRAIN_DEFAULTS]
+    for name, value in sets:
+        if settings.get(name) is not None and settings[name] != value:
+            raise UserError(f"{name} is given twice ({settings[name]!r} and {value!r}): give it once")
+        settings[name] = value
+    changes = model_overrides(args, set(TRAIN_DEFAULTS))
+    return {k: v for k, v in changes.items() if k in model_fields}, settings
+
+
 def run_train(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
@@ -267,14 +395,12 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.resume and not args.data:
         raise UserError("--data is required: a UTF-8 text file to train on (or --resume DIR to continue a run)")
     out = args.resume or args.out or "runs/train"
+    changes, settings = _train_options(args)
     rank, world = init_distributed(args.device)
     try:
-        result = _train_call(config=args.config, data=args.data, steps=args.steps, batch_size=args.batch_size,
-                             lr=args.lr, seed=args.seed, out=out, backend=args.backend, resume=bool(args.resume),
-                             overwrite=args.overwrite, twin=args.twin, matched=args.matched, tokenizer=args.tokenizer,
-                             vocab_size=args.vocab_size, eval_every=args.eval_every, save_every=args.save_every,
-                             log_every=args.log_every, device=args.device,
-                             callback=_Progress() if rank == 0 else None)
+        result = _train_call(config=args.config, data=args.data, out=out, backend=args.backend, resume=bool(args.resume),
+                             overwrite=args.overwrite, device=args.device, config_changes=changes,
+                             callback=_Progress() if rank == 0 else None, **settings)
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -294,16 +420,21 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..data import read_corpus, split_text
     from ..evaluate import evaluate
+    from ..files import atomic_write
+    from .options import json_to_stdout
 
     _set_threads(args)
+    if args.json and not json_to_stdout(args):
+        check_output_file(args.json, "--json", make_parents=True)
     ck = load_checkpoint(args.checkpoint, backend=args.backend)
     text = read_corpus(args.data)
     train_text, val_text = split_text(text)
     part = {"val": val_text, "train": train_text, "all": text}[args.split]
-    ids = torch.tensor(ck.tokenizer.encode(part), dtype=torch.long)
+    ids = torch.tensor(ck.tokenizer.encode(part), dtype=torch.long)  # unknown characters: the unknown token
     if ids.numel() < 2:
         raise UserError(f"the {args.split} split of {args.data} has {ids.numel()} token(s); scoring needs at least 2: "
                         f"use a longer text")
+    unknown = ck.tokenizer.count_unknown(part)
     with _bar(ids.numel() - 1, "token") as bar:
         res = evaluate(ck.model, ids, batch_size=args.batch_size, context_len=ck.config.context_len,
                        progress=lambda done, total: bar.update(done - bar.n))
@@ -311,14 +442,32 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError(f"the model of {ck.path} gives a cross-entropy of {res['loss']} on this text: its outputs are "
                         f"not finite numbers, so it has no perplexity")
     backend = ck.config.backend if ck.kind == "qelm" else "none (classical)"
+    record = {"checkpoint": str(ck.path), "kind": ck.kind, "step": ck.step, "which": _which(ck), "data": args.data,
+              "split": args.split, "loss": res["loss"], "perplexity": res["perplexity"], "tokens": res["tokens"],
+              "unknown_tokens": unknown, "backend": backend, "shots": ck.config.shots}
+    if json_to_stdout(args):
+        print(json.dumps(record))
+        return 0
+    fell_back = ""
+    if unknown:
+        from ..tokenizer import describe_chars
+
+        fell_back = (f"; {unknown} of the {ids.numel()} tokens fell back to the unknown token (characters outside the "
+                     f"vocabulary: {describe_chars(ck.tokenizer.unknown_characters(part))})")
+    print(f"perplexity {res['perplexity']:.4f} (cross-entropy {res['loss']:.4f} nats/token over {res['tokens']} "
+          f"tokens of the {args.split} split of {args.data}{fell_back}; checkpoint {ck.describe()}, backend {backend})")
     if args.json:
-        print(json.dumps({"checkpoint": str(ck.path), "kind": ck.kind, "data": args.data, "split": args.split,
-                          "loss": res["loss"], "perplexity": res["perplexity"], "tokens": res["tokens"],
-                          "backend": backend, "shots": ck.config.shots}))
-    else:
-        print(f"perplexity {res['perplexity']:.4f} (cross-entropy {res['loss']:.4f} nats/token over {res['tokens']} "
-              f"tokens of the {args.split} split of {args.data}; {ck.kind} model {ck.path}, backend {backend})")
+        print(f"wrote {atomic_write(args.json, json.dumps(record, indent=1) + chr(10), make_parents=True)}")
     return 0
+
+
+def _which(ck) -> str:
+    """"best" (a run's best by validation), "last" (a run's last step) or "checkpoint" (any other)."""
+    from ..checkpoint import BEST
+
+    if ck.info.get("role") == "best":
+        return "best"
+    return "last" if (ck.path / BEST).is_dir() or ck.training_state is not None else "checkpoint"
 
 
 def _bar(total: int, unit: str):
@@ -329,15 +478,28 @@ def _bar(total: int, unit: str):
                 disable=not show_progress())
 
 
+def _note_unknown(command: str, tokenizer, text: str, what: str) -> None:
+    """A note on stderr naming the characters of ``text`` that become the unknown token."""
+    unknown = tokenizer.unknown_characters(text) if getattr(tokenizer, "unk_id", None) is not None else set()
+    if unknown:
+        from ..tokenizer import describe_chars
+
+        print(f"qelm {command}: note: {what} has {len(unknown)} character(s) outside the vocabulary, read as the "
+              f"unknown token: {describe_chars(unknown)}", file=sys.stderr)
+
+
 def run_generate(args: argparse.Namespace) -> int:
     """Print the prompt, then each piece of text as it is sampled; Ctrl-C stops, keeping what was printed."""
     from ..checkpoint import load_checkpoint
     from ..evaluate import stream_text
+    from .options import sampling_kwargs
 
     _set_threads(args)
     ck = load_checkpoint(args.checkpoint, backend=args.backend)
-    pieces = stream_text(ck.model, ck.tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
-                         temperature=args.temperature, top_k=args.top_k, seed=args.seed)  # checks every argument
+    pieces = stream_text(ck.model, ck.tokenizer, args.prompt, seed=args.seed,
+                         **sampling_kwargs(args))  # checks every argument
+    print(f"qelm generate: checkpoint {ck.describe()}", file=sys.stderr)
+    _note_unknown("generate", ck.tokenizer, args.prompt, "the prompt")
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
     written = 0
@@ -352,4 +514,50 @@ def run_generate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     print()
+    return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    """Read a line, stream the reply; until /quit or the end of the input. Ctrl-C stops a reply (keeping
+    what was printed) and, at the prompt, ends the chat."""
+    from ..chat import Chat
+    from ..checkpoint import load_checkpoint
+    from .options import sampling_kwargs
+
+    if args.checkpoint_dir and args.checkpoint and args.checkpoint_dir != args.checkpoint:
+        raise UserError(f"two checkpoints given ({args.checkpoint_dir} and --checkpoint {args.checkpoint}): give one")
+    folder = args.checkpoint_dir or args.checkpoint
+    if not folder:
+        raise UserError("no checkpoint given: qelm chat CHECKPOINT (a checkpoint folder, e.g. runs/demo/qelm)")
+    _set_threads(args)
+    ck = load_checkpoint(folder, backend=args.backend)
+    chat = Chat(ck.model, ck.tokenizer, seed=args.seed, **sampling_kwargs(args, CHAT_STOP))
+    interactive = sys.stdin.isatty()
+    print(f"qelm chat: checkpoint {ck.describe()}; the model reads the last {chat.context_len} tokens of the "
+          f"conversation. /reset forgets it; /quit{' or Ctrl-D' if interactive else ''} ends.", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ") if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            line = ""
+            if interactive:
+                print()
+                break
+        if not interactive and not line:  # the end of the input
+            break
+        line = line.removesuffix("\n")
+        if line.strip() == "/quit":
+            break
+        if line.strip() == "/reset":
+            chat.reset()
+            print("qelm chat: conversation forgotten", file=sys.stderr)
+            continue
+        _note_unknown("chat", ck.tokenizer, line, "the line")
+        try:
+            for piece in chat.reply(line):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            print(f"\nqelm chat: reply stopped", file=sys.stderr)
+        print(flush=True)
     return 0

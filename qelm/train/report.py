@@ -120,6 +120,13 @@ def _baselines_method(models: dict[str, dict[str, Any]]) -> str:
     return " ".join(parts) or "No classical model was trained."
 
 
+def _schedule(settings: TrainSettings) -> str:
+    if settings.lr_schedule == "constant":
+        return f"constant lr {settings.lr:g}"
+    return (f"AdamW lr {settings.lr:g} after {settings.warmup_steps} warm-up steps, cosine decay to {settings.min_lr:g} "
+            f"at the last step")
+
+
 def _method(models: dict[str, dict[str, Any]], dataset, config, settings: TrainSettings, device) -> str:
     return (f"validation: mean next-token cross-entropy (nats/token) over all {dataset.val_ids.numel() - 1} tokens of "
             f"the last {dataset.val_fraction:.0%} of the corpus, non-overlapping windows of {config.context_len} tokens; "
@@ -127,7 +134,8 @@ def _method(models: dict[str, dict[str, Any]], dataset, config, settings: TrainS
             f"scored on the same tokens. tokens_per_s: training tokens (global batch x context) per second of "
             f"forward + backward + optimizer step, over the logged steps. peak_memory_bytes: "
             f"{_MEMORY_METHOD['cuda' if str(device).startswith('cuda') else 'cpu']}. Every model starts from "
-            f"seed {settings.seed} and trains on the same batches for the same steps at the same lr. "
+            f"seed {settings.seed} and trains on the same batches for the same steps at the same learning rates "
+            f"({_schedule(settings)}). "
             + _baselines_method(models))
 
 
@@ -147,7 +155,8 @@ def summary(models: dict[str, dict[str, Any]], unigram: dict[str, float], datase
                  "vocab_size": ds.vocab_size, "train_tokens": int(ds.train_ids.numel()),
                  "val_tokens": int(ds.val_ids.numel()), "val_fraction": ds.val_fraction},
         "run": {"steps": settings.steps, "batch_size": settings.batch_size, "context_len": config.context_len,
-                "lr": settings.lr, "seed": settings.seed, "grad_clip": settings.grad_clip,
+                "lr": settings.lr, "lr_schedule": settings.lr_schedule, "warmup_steps": settings.warmup_steps,
+                "min_lr": settings.min_lr, "seed": settings.seed, "grad_clip": settings.grad_clip,
                 "weight_decay": settings.weight_decay, "optimizer": "AdamW", "world_size": world, "device": str(device),
                 "backend": config.backend, "shots": config.shots, "torch_threads": torch.get_num_threads()},
         "config": config.to_dict(),

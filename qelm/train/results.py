@@ -25,6 +25,7 @@ class ModelRun:
     history: list[dict[str, Any]]  # metrics records, earlier (resumed) steps included; rank 0 only
     val: dict[str, float]  # final evaluate() on the validation split; empty on ranks other than 0
     steps_run: int  # optimizer steps taken in this call (fewer than the total after a resume)
+    best: dict[str, Any] | None = None  # the checkpoint in path / "best": step, val_loss, val_perplexity (rank 0)
 
     @property
     def losses(self) -> list[float]:
@@ -48,6 +49,7 @@ class ModelRun:
             "train_seconds": sum(secs),  # logged steps only: forward, backward, optimizer
             "peak_memory_bytes": max((r["peak_memory_bytes"] for r in self.history), default=None),
             "steps": self.history[-1]["step"] if self.history else 0,
+            "best": self.best,  # the best checkpoint by validation loss (saved in best/), or None
         }
 
 

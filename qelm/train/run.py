@@ -5,7 +5,8 @@ the same validation text (:mod:`qelm.evaluate`), and write the run folder.
 
     OUT/twin/    checkpoint of the classical twin (ClassicalLM at the same config) + metrics.jsonl
     OUT/matched/ checkpoint of the parameter-matched classical model + metrics.jsonl
-    OUT/qelm/    checkpoint of the QELM + metrics.jsonl
+    OUT/qelm/    checkpoint of the QELM + metrics.jsonl (the last step's)
+    OUT/*/best/  the checkpoint of each model with the lowest validation loss so far
     OUT/summary.json    every figure of the run, with the method that measured it (:mod:`.report`)
     OUT/loss_curve.png  training loss of every model, validation points, the unigram baseline
     OUT/.lock           held while a process trains in OUT: a second one is refused, told who holds it
@@ -42,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,7 @@ import torch
 import torch.distributed as dist
 
 from ..backends import get_backend
-from ..checkpoint import (FILES, MANIFEST, TOKENIZER, TRAINING_STATE, checkpoint_files, ensure_writable_dir,
+from ..checkpoint import (BEST, FILES, MANIFEST, TOKENIZER, TRAINING_STATE, checkpoint_files, ensure_writable_dir,
                           has_checkpoint, read_training_state, recover_checkpoint)
 from ..config import QELMConfig, config_differences, with_backend
 from ..data import TextDataset
@@ -92,7 +94,8 @@ def matched_config(config: QELMConfig) -> QELMConfig:
 def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.PathLike | TextDataset | None = None,
           settings: TrainSettings | None = None, *, out: str | os.PathLike, resume: bool = False,
           overwrite: bool = False, backend: str | None = None, backend_options: dict[str, Any] | None = None,
-          device: str = "cpu", callback: Callback | None = None, **changes: Any) -> TrainResult:
+          device: str = "cpu", callback: Callback | None = None, config_changes: dict[str, Any] | None = None,
+          **changes: Any) -> TrainResult:
     """Train a QELM (and, unless ``twin=False``, its classical twin; unless ``matched=False``, the
     parameter-matched classical model) on ``data`` and write the run folder ``out`` (layout in the module
     docstring). Returns a :class:`TrainResult` with every measured figure.
@@ -103,7 +106,9 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
     reread and checked against the hash it was trained on). ``settings``: a :class:`TrainSettings`; any
     of its fields may also be given as a keyword (``steps=100``), which takes precedence. Settings left
     ``None`` come from the resumed run, the config file or :data:`TRAIN_DEFAULTS`; ``steps`` is the total.
-    ``backend`` (+ ``backend_options``) runs the circuits on another simulator than the config names.
+    ``config_changes`` (``{"n_qubits": 6}``) changes fields of the model config (on resume they must
+    match the run's). ``backend`` (+ ``backend_options``) runs the circuits on another simulator than the
+    config names.
     ``callback(event, model_name, info)`` is called on rank 0 at "start", each logged "step" (``info`` is
     the metrics record) and "end" of each model (a progress bar hooks in here; this function never prints).
     """
@@ -117,6 +122,8 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
         resumed = _Resumed.load(out) if resume else None
         if resumed is not None and model_config is None:
             model_config = resumed.config
+        if config_changes:
+            model_config = _changed(model_config or QELMConfig(), config_changes)
         data = _corpus(data, resumed)
         settings = resolve_settings(given, file_settings, resumed.run if resumed else None)
         dataset = _dataset(data, settings, resumed)
@@ -170,6 +177,15 @@ def _given(settings: TrainSettings | None, changes: dict[str, Any]) -> TrainSett
             raise TypeError(f"train() got an unexpected keyword argument {name!r}; settings are "
                             f"{', '.join(sorted(names))}")
     return (settings or TrainSettings()).replace(**{k: v for k, v in changes.items() if v is not None})
+
+
+def _changed(config: QELMConfig, changes: dict[str, Any]) -> QELMConfig:
+    """``config`` with ``changes``; an unknown field is a ``ValueError`` naming it and the valid ones."""
+    names = {f.name for f in dataclasses.fields(QELMConfig)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {', '.join(unknown)}: valid fields are {', '.join(sorted(names))}")
+    return config.replace(**changes)
 
 
 def _check_device(device: str | torch.device) -> torch.device:
@@ -308,6 +324,8 @@ def _tidy(out: Path) -> None:
     for name in MODEL_NAMES:
         if (out / name).is_dir():
             recover_checkpoint(out / name)
+            if (out / name / BEST).is_dir():
+                recover_checkpoint(out / name / BEST)
             remove_stray_temps(out / name, (METRICS,))
 
 
@@ -335,6 +353,9 @@ def _prepare_folder(out: Path, *, overwrite: bool) -> FolderLock:
         for path in [out / SUMMARY, out / LOSS_CURVE] + [out / n / f for n in MODEL_NAMES for f in FILES + (MANIFEST, METRICS)]:
             if path.is_file():
                 path.unlink()
+        for name in MODEL_NAMES:
+            if (out / name / BEST).is_dir():  # the earlier run's best: never this run's
+                shutil.rmtree(out / name / BEST)
     except BaseException:
         lock.release()
         raise

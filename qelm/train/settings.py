@@ -24,6 +24,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "steps": 300,
     "batch_size": 8,
     "lr": 1e-2,
+    "lr_schedule": "cosine",  # linear warm-up, then cosine decay to min_lr; "constant" keeps lr
+    "warmup_steps": None,  # None: 5% of the steps
+    "min_lr": None,  # None: lr / 10 (where the cosine ends)
     "seed": 0,
     "tokenizer": "char",
     "vocab_size": None,
@@ -36,7 +39,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "matched": True,  # train ClassicalLM.matched_to(qelm) too
 }
 #: settings a resumed run must keep: each changes the numbers the run computes
-_FIXED_ON_RESUME = ("batch_size", "lr", "seed", "tokenizer", "vocab_size", "grad_clip", "weight_decay")
+_FIXED_ON_RESUME = ("batch_size", "lr", "lr_schedule", "warmup_steps", "min_lr", "seed", "tokenizer", "vocab_size",
+                    "grad_clip", "weight_decay")
+LR_SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -46,7 +51,10 @@ class TrainSettings:
 
     steps: int | None = None  # total optimizer steps per model (on resume: the total, not the steps still to run)
     batch_size: int | None = None  # global batch, split over data-parallel processes
-    lr: float | None = None  # AdamW learning rate
+    lr: float | None = None  # AdamW peak learning rate
+    lr_schedule: str | None = None  # "cosine" (warm-up, then cosine decay to min_lr) or "constant"
+    warmup_steps: int | None = None  # steps of linear warm-up from 0 to lr (default: 5% of the steps)
+    min_lr: float | None = None  # the learning rate the cosine decays to at the last step (default: lr / 10)
     seed: int | None = None  # initialisation and batches: every model draws the same ones
     tokenizer: str | None = None  # "char" or "bpe"
     vocab_size: int | None = None  # BPE vocabulary size
@@ -88,11 +96,33 @@ class TrainSettings:
         for name in ("twin", "matched"):
             if not isinstance(s[name], bool):
                 bad(name, "use true or false")
+        if s["lr_schedule"] not in LR_SCHEDULES:
+            bad("lr_schedule", f"choose one of {', '.join(LR_SCHEDULES)}")
+        if s["warmup_steps"] is not None and (isinstance(s["warmup_steps"], bool) or not isinstance(s["warmup_steps"], int)
+                                              or s["warmup_steps"] < 0):
+            bad("warmup_steps", "use an integer >= 0 (0: no warm-up)")
+        if s["min_lr"] is not None and (isinstance(s["min_lr"], bool) or not isinstance(s["min_lr"], (int, float))
+                                        or not 0 <= s["min_lr"] <= s["lr"]):
+            bad("min_lr", f"use a finite number from 0 to lr={s['lr']}")
 
     def scheduled(self) -> "TrainSettings":
-        """These settings with ``eval_every`` and ``save_every`` set: five of each over the run by default."""
+        """These settings with every computed default set: ``eval_every`` and ``save_every`` (five of each
+        over the run), ``warmup_steps`` (5% of the steps) and ``min_lr`` (lr / 10)."""
         every = max(1, self.steps // 5)
-        return self.replace(eval_every=self.eval_every or every, save_every=self.save_every or every)
+        return self.replace(eval_every=self.eval_every or every, save_every=self.save_every or every,
+                            warmup_steps=self.steps // 20 if self.warmup_steps is None else self.warmup_steps,
+                            min_lr=self.lr / 10 if self.min_lr is None else self.min_lr)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (1 to ``steps``) of scheduled settings: a function of
+        the step alone, so a resumed run takes the same rates. ``cosine``: linear warm-up over
+        ``warmup_steps`` to ``lr``, then half a cosine from ``lr`` down to ``min_lr`` at the last step."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        if step <= self.warmup_steps:
+            return self.lr * step / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def load_run_config(path: str | os.PathLike | None = None) -> tuple[QELMConfig, dict[str, Any]]:
@@ -122,6 +152,8 @@ def resolve_settings(given: TrainSettings, file_settings: dict[str, Any], stored
     settings = {**TRAIN_DEFAULTS, **file_settings}
     explicit = given.to_dict()
     if stored is not None:
+        if "lr_schedule" not in stored:  # a run of an older qelm trained at a constant rate: it resumes so
+            stored = {**stored, "lr_schedule": "constant"}
         for name in TRAIN_DEFAULTS:
             if name in stored:
                 settings[name] = stored[name]

@@ -1,6 +1,7 @@
 """Training one model of a run: built fresh or restored from its checkpoint (optimizer, sampler and RNG
 states), then step by step, with every rank drawing its slice of the same global batch; rank 0 logs to
-``metrics.jsonl``, evaluates and saves checkpoints.
+``metrics.jsonl``, evaluates and saves checkpoints: the last one in the model's folder, and the best by
+validation loss so far in its ``best/`` sub-folder (its manifest's ``info`` records the step and loss).
 
 A step whose loss or gradient norm is not finite, or whose update overflows, stops the run there, naming
 the step; the last checkpoint stays as it was, since weights that are not finite, or give a loss that is
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import (TRAINING_STATE, checkpoint_files, ensure_writable_dir, has_checkpoint, load_checkpoint,
+from ..checkpoint import (BEST, TRAINING_STATE, checkpoint_files, ensure_writable_dir, has_checkpoint, load_checkpoint,
                           save_checkpoint)
 from ..config import QELMConfig, available_memory_bytes, config_differences
 from ..data import BatchSampler, TextDataset
@@ -53,6 +54,7 @@ class _Model:
     metrics_bytes: int = 0  # rank 0: bytes of metrics.jsonl written so far, and their sha256 (kept running)
     metrics_sha256: Any = dataclasses.field(default_factory=hashlib.sha256)
     saved: int | None = None  # the step of the last checkpoint (None: none yet)
+    best: dict[str, Any] | None = None  # the best checkpoint so far: step, val_loss, val_perplexity (rank 0)
 
 
 def train_one(name: str, config: QELMConfig, dataset: TextDataset, settings: TrainSettings, run_record: dict[str, Any],
@@ -77,7 +79,8 @@ def train_one(name: str, config: QELMConfig, dataset: TextDataset, settings: Tra
                            context_len=config.context_len)
         if callback:
             callback("end", name, {"val": val})
-    return ModelRun(name=name, model=m.model, path=folder, history=m.history, val=val, steps_run=settings.steps - m.start)
+    return ModelRun(name=name, model=m.model, path=folder, history=m.history, val=val, steps_run=settings.steps - m.start,
+                    best=m.best)
 
 
 def _restore(name: str, config: QELMConfig, folder: Path, settings: TrainSettings, sampler: BatchSampler,
@@ -103,7 +106,7 @@ def _restore(name: str, config: QELMConfig, folder: Path, settings: TrainSetting
     optimizer.load_state_dict(state["optimizer"])
     sampler.load_state_dict(state["sampler"])
     torch.set_rng_state(state["torch_rng"])
-    m = _Model(name, model, optimizer, sampler, folder, start=start, history=[], saved=start)
+    m = _Model(name, model, optimizer, sampler, folder, start=start, history=[], saved=start, best=state.get("best"))
     if rank == 0:
         _restore_metrics(m, state)
     return m
@@ -156,10 +159,11 @@ def _run_steps(m: _Model, dataset: TextDataset, settings: TrainSettings, run_rec
             is_eval = step % settings.eval_every == 0 or step == settings.steps
             record = {"step": step, "loss": loss, "perplexity": math.exp(min(loss, 700.0)),
                       "tokens_per_s": tokens_per_step / seconds, "peak_memory_bytes": _peak_memory_bytes(device),
-                      "tokens": tokens_per_step, "step_seconds": seconds}
+                      "tokens": tokens_per_step, "step_seconds": seconds, "lr": settings.lr_at(step)}
             if is_eval:
                 val = evaluate(m.model, dataset.val_ids, batch_size=eval_batch, context_len=T)
                 record.update(val_loss=val["loss"], val_perplexity=val["perplexity"])
+                _keep_if_best(m, step, val, dataset)
             if is_eval or step % settings.log_every == 0:
                 m.history.append(record)
                 line = (json.dumps(record) + "\n").encode()
@@ -175,6 +179,17 @@ def _run_steps(m: _Model, dataset: TextDataset, settings: TrainSettings, run_rec
         if metrics_file is not None:
             metrics_file.close()
     return val
+
+
+def _keep_if_best(m: _Model, step: int, val: dict[str, float], dataset: TextDataset) -> None:
+    """Save ``m`` into ``best/`` when its validation loss is the lowest so far (the first of equal ones
+    stays). Its step and loss go into that checkpoint's manifest and into the next training state, so a
+    resumed run compares against the same best."""
+    if not math.isfinite(val["loss"]) or (m.best is not None and val["loss"] >= m.best["val_loss"]):
+        return
+    best = {"step": step, "val_loss": val["loss"], "val_perplexity": val["perplexity"]}
+    save_checkpoint(m.folder / BEST, m.model, dataset.tokenizer, info={"role": "best", **best})
+    m.best = best
 
 
 def _eval_batch(config: QELMConfig, batch_size: int, device: torch.device) -> int:
@@ -220,6 +235,8 @@ def _step(m: _Model, net: torch.nn.Module, settings: TrainSettings, device: torc
         norm = float(torch.nn.utils.clip_grad_norm_(m.model.parameters(), settings.grad_clip))
         if not math.isfinite(norm):
             raise _diverged(m, settings, step, f"gradient norm became {norm}")
+    for group in m.optimizer.param_groups:  # the schedule's rate for this step (a function of the step alone)
+        group["lr"] = settings.lr_at(step)
     try:
         m.optimizer.step()
     except RuntimeError as e:  # an update too large for float32 (lr * weight_decay, lr / (1 - beta1), ...)
@@ -245,7 +262,7 @@ def _save(m: _Model, step: int, dataset: TextDataset, run_record: dict[str, Any]
         raise FloatingPointError(f"the {LABELS[m.name]}'s weights after step {step} give a loss of {loss}; they are "
                                  f"not saved, and {kept}: {advice}")
     state = {"step": step, "optimizer": m.optimizer.state_dict(), "sampler": m.sampler.state_dict(),
-             "torch_rng": torch.get_rng_state(), "run": run_record,
+             "torch_rng": torch.get_rng_state(), "run": run_record, "best": m.best,
              "metrics_bytes": m.metrics_bytes, "metrics_sha256": m.metrics_sha256.hexdigest()}
     save_checkpoint(m.folder, m.model, dataset.tokenizer, training_state=state)
     m.saved = step
