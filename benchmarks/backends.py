@@ -19,7 +19,7 @@ Entries:
                                                       gates, a batch of states [2]*n + [N], torch autograd
   tensorcircuit-ng (pytorch, vmap)                    tensorcircuit-ng on its pytorch backend, vmapped over the batch
 
-The torch-native peers (pyqtorch, tensorcircuit-ng) are the ``bench`` extra: ``pip install "qelm[bench]"``.
+The torch-native peers (pyqtorch, tensorcircuit-ng) are the ``bench`` extra: ``pip install "qelm-lab[bench]"``.
 ``--batches 64,4096,65536`` runs the table at each batch size; entries too slow for a size (one simulator
 job per sample) run only at the sizes they finish in (``max_batch`` in ``entries``).
 
@@ -310,7 +310,7 @@ def entries(device: str):
     ]
 
 
-INSTALL = {"pyqtorch": "pip install 'qelm[bench]' (pyqtorch)", "tensorcircuit": "pip install 'qelm[bench]' (tensorcircuit-ng)",
+INSTALL = {"pyqtorch": "pip install 'qelm-lab[bench]' (pyqtorch)", "tensorcircuit": "pip install 'qelm-lab[bench]' (tensorcircuit-ng)",
            "pennylane_lightning": "pip install pennylane-lightning", "qiskit_aer": "pip install qiskit qiskit-aer",
            "pennylane_qiskit": "pip install pennylane-qiskit",
            "qiskit_machine_learning": "pip install qiskit-machine-learning", "pennylane": "pip install pennylane"}

@@ -259,7 +259,7 @@ def test_lightning_gpu_unavailable_gives_install_hint():
     with pytest.raises(BackendUnavailable) as e:
         get_backend("lightning.gpu")
     if not has_package:
-        assert "is not installed" in str(e.value) and "pip install 'qelm[gpu]'" in str(e.value)
+        assert "is not installed" in str(e.value) and "pip install 'qelm-lab[gpu]'" in str(e.value)
     else:
         assert "no CUDA GPU" in str(e.value)
 

@@ -53,7 +53,7 @@ BACKENDS: dict[str, _Entry] = {
     "lightning.qubit": _Entry("lightning", "LightningBackend", (),
                               "PennyLane Lightning (C++ state vector) kernels, adjoint differentiation"),
     "lightning.gpu": _Entry("pennylane", "PennyLaneBackend", (("device_name", "lightning.gpu"),),
-                            "PennyLane Lightning on NVIDIA cuStateVec, adjoint differentiation (extra: qelm[gpu])"),
+                            "PennyLane Lightning on NVIDIA cuStateVec, adjoint differentiation (extra: qelm-lab[gpu])"),
     "qiskit.aer": _Entry("aer", "AerBackend", (),
                          "qiskit-aer EstimatorV2, whole batch per call, batched parameter-shift gradients"),
 }

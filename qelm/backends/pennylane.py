@@ -29,7 +29,7 @@ _DIFF = {"default.qubit": "backprop", "lightning.qubit": "adjoint", "lightning.g
 _PACKAGE = {"lightning.qubit": "pennylane_lightning", "lightning.gpu": "pennylane_lightning.lightning_gpu"}
 _INSTALL = {
     "lightning.qubit": "pip install pennylane-lightning",
-    "lightning.gpu": "pip install 'qelm[gpu]' (pennylane-lightning-gpu, needs an NVIDIA GPU with CUDA 12)",
+    "lightning.gpu": "pip install 'qelm-lab[gpu]' (pennylane-lightning-gpu, needs an NVIDIA GPU with CUDA 12)",
 }
 
 
