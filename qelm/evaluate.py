@@ -205,4 +205,108 @@ def _in_eval_mode(model: QELM, steps: Iterator[torch.Tensor]) -> Iterator[int]:
         model.train(was_training)
 
 
+
+# --- metrics users compare models by ----------------------------------------------------------------------
+# Bits per character (per byte for BPE) put models of different tokenizers on one scale; top-k accuracy
+# says how often the next token is the model's first (or among its first k) guesses; on text the model
+# samples, distinct-n and the repetition rate say whether it varies its words or loops. ``qelm eval`` and
+# ``qelm sweep`` report all of them.
+__all__ += ["bits_per_unit", "next_token_accuracy", "distinct_n", "repetition_rate", "text_diversity",
+            "sample_diversity", "REPETITION_N"]
+
+REPETITION_N = 4  # the repetition rate counts repeated word 4-grams
+
+
+def bits_per_unit(loss: float, token_ids, tokenizer: Tokenizer) -> tuple[float, str]:
+    """``(bits, unit)``: the cross-entropy ``loss`` (nats per scored token, as :func:`evaluate` gives it over
+    ``token_ids[1:]``) as bits per character of the text those tokens decode to (char tokenizer), or per
+    UTF-8 byte (BPE, whose tokens are byte sequences). Lower is better; comparable across tokenizers."""
+    ids = torch.as_tensor(token_ids).reshape(-1).tolist()
+    if len(ids) < 2:
+        raise ValueError(f"bits per unit need at least 2 tokens, got {len(ids)}")
+    text = tokenizer.decode(ids[1:])  # the scored tokens (the first one only conditions)
+    unit = "byte" if tokenizer.kind == "bpe" else "character"
+    units = len(text.encode("utf-8")) if unit == "byte" else len(text)
+    return loss * (len(ids) - 1) / (math.log(2) * units), unit
+
+
+def _windows(ids: torch.Tensor, context_len: int, batch_size: int) -> list[torch.Tensor]:
+    """Batches of non-overlapping ``(b, t + 1)`` windows covering ``ids`` as :func:`evaluate` reads them."""
+    n_full = (ids.numel() - 1) // context_len
+    chunks = list(ids[: n_full * context_len + 1].unfold(0, context_len + 1, context_len).split(batch_size)) if n_full else []
+    rest = (ids.numel() - 1) - n_full * context_len
+    if rest:
+        chunks.append(ids[-(rest + 1):].unsqueeze(0))  # (1, rest+1)
+    return chunks
+
+
+@torch.no_grad()
+def next_token_accuracy(model: torch.nn.Module, token_ids: torch.Tensor, *, batch_size: int, context_len: int,
+                        k: int = 5) -> dict[str, float]:
+    """Top-1 and top-``k`` next-token accuracy over every token of ``token_ids`` but the first, read in the
+    windows :func:`evaluate` reads: the share of tokens that are the model's most likely next token
+    (``top1_accuracy``), or among its ``k`` most likely (``top5_accuracy`` for the default k = 5)."""
+    model = getattr(model, "module", model)
+    ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)
+    if ids.numel() < 2:
+        raise ValueError(f"accuracy needs at least 2 tokens, got {ids.numel()}")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    top1 = topk = 0
+    try:
+        for chunk in _windows(ids, context_len, batch_size):
+            chunk = chunk.to(device)
+            logits, _ = model(chunk[:, :-1])  # (b, t, V)
+            targets = chunk[:, 1:].unsqueeze(-1)  # (b, t, 1)
+            best = logits.topk(min(k, logits.shape[-1]), dim=-1).indices  # (b, t, k)
+            top1 += int((best[..., :1] == targets).sum())
+            topk += int((best == targets).any(dim=-1).sum())
+    finally:
+        model.train(was_training)
+    count = ids.numel() - 1
+    return {"top1_accuracy": top1 / count, f"top{k}_accuracy": topk / count}
+
+
+def distinct_n(words: list[str], n: int) -> float | None:
+    """Distinct-n: distinct word n-grams over all word n-grams of ``words`` (1.0: no n-gram repeats);
+    ``None`` when there are fewer than ``n`` words."""
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def repetition_rate(words: list[str], n: int = REPETITION_N) -> float | None:
+    """The share of word ``n``-grams of ``words`` that already occurred earlier in them (0: none repeats;
+    a sampler stuck in a loop approaches 1); ``None`` when there are fewer than ``n`` words."""
+    d = distinct_n(words, n)
+    return None if d is None else 1.0 - d
+
+
+def text_diversity(text: str) -> dict[str, float | int | None]:
+    """Distinct-1, distinct-2 and the repetition rate of ``text``'s whitespace-separated words, and how
+    many words there were. Words, not tokens, so models of any tokenizer compare on the same footing."""
+    words = text.split()
+    return {"distinct_1": distinct_n(words, 1), "distinct_2": distinct_n(words, 2),
+            "repetition_rate": repetition_rate(words), "words": len(words)}
+
+
+@torch.no_grad()
+def sample_diversity(model: QELM, tokenizer: Tokenizer, prompt_ids, *, max_new_tokens: int,
+                     seed: int = 0) -> dict[str, float | int | str | None]:
+    """Sample ``max_new_tokens`` tokens after ``prompt_ids`` (temperature 1, seeded) and measure the new
+    text with :func:`text_diversity`; the text is returned under ``"text"``."""
+    model = getattr(model, "module", model)
+    device = next(model.parameters()).device
+    idx = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(1, -1).to(device)  # (1, T0)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(idx, max_new_tokens, generator=generator)
+    finally:
+        model.train(was_training)
+    text = tokenizer.decode(out[0, idx.shape[1]:].tolist())
+    return {**text_diversity(text), "text": text}
+
+
 make_callable(__name__)

@@ -2,6 +2,7 @@
 frequency cross-entropy, and generation is reproducible by seed, streams the tokens QELM.generate samples,
 and refuses settings that cannot be meant."""
 
+import json
 import math
 
 import pytest
@@ -10,7 +11,8 @@ import torch
 from qelm import QELM, ClassicalLM
 from qelm.data import TextDataset
 from qelm.tokenizer import CharTokenizer
-from qelm.evaluate import evaluate, generate_text, sample_tokens, stream_text, unigram_baseline
+from qelm.evaluate import (bits_per_unit, distinct_n, evaluate, generate_text, next_token_accuracy, repetition_rate,
+                           sample_diversity, sample_tokens, stream_text, text_diversity, unigram_baseline)
 
 
 @pytest.fixture
@@ -106,3 +108,76 @@ def test_stop_strings_end_the_text_and_are_left_out(periodic, config):
     for bad in ("", ["a", ""], [3]):
         with pytest.raises(ValueError, match="stop string .* is invalid"):
             stream_text(model, periodic.tokenizer, "hel", stop=bad)
+
+
+# --- the metrics models are compared by ---------------------------------------------------------------------
+def test_bits_per_character_is_the_loss_in_bits_per_scored_character(periodic):
+    ids = periodic.val_ids[:21]  # 20 scored characters
+    bits, unit = bits_per_unit(1.5, ids, periodic.tokenizer)
+    assert unit == "character" and bits == pytest.approx(1.5 / math.log(2))
+    bpe = TextDataset.from_text("héllo wörld. " * 40, tokenizer="bpe", vocab_size=30)
+    ids = bpe.val_ids
+    scored = bpe.tokenizer.decode(ids[1:].tolist()).encode("utf-8")
+    bits, unit = bits_per_unit(2.0, ids, bpe.tokenizer)
+    assert unit == "byte" and len(scored) > len(ids) - 1  # BPE tokens cover several bytes each
+    assert bits == pytest.approx(2.0 * (len(ids) - 1) / math.log(2) / len(scored))
+
+
+def test_next_token_accuracy_counts_top1_and_top5_over_the_evaluated_tokens(periodic, config):
+    torch.manual_seed(0)
+    model = ClassicalLM(config).eval()
+    ids = periodic.val_ids[:30]
+    hits1 = hits5 = 0
+    for start in range(0, 29, 8):  # evaluate's windows, written out here
+        window = ids[start:start + 9]
+        logits, _ = model(window[None, :-1])
+        order = logits[0].argsort(dim=-1, descending=True)  # (t, V)
+        hits1 += int((order[:, 0] == window[1:]).sum())
+        hits5 += int((order[:, :5] == window[1:, None]).any(-1).sum())
+    for batch_size in (1, 64):
+        acc = next_token_accuracy(model, ids, batch_size=batch_size, context_len=8)
+        assert acc == {"top1_accuracy": hits1 / 29, "top5_accuracy": hits5 / 29}
+    assert 0 <= hits1 <= hits5 <= 29
+
+
+def test_diversity_of_words_distinct_n_and_repetition():
+    assert distinct_n("a b a b".split(), 1) == 0.5
+    assert distinct_n("a b a b".split(), 2) == pytest.approx(2 / 3)  # (a b) (b a) (a b)
+    assert distinct_n(["a"], 2) is None
+    loop = "the cat sat . " * 10
+    fresh = " ".join(f"w{i}" for i in range(40))
+    assert repetition_rate(fresh.split()) == 0.0
+    assert repetition_rate(loop.split()) == pytest.approx(1 - 4 / 37)  # 4 distinct 4-grams among 37
+    d = text_diversity(loop)
+    assert d["words"] == 40 and d["distinct_1"] == pytest.approx(4 / 40) and d["repetition_rate"] > 0.85
+
+
+def test_sample_diversity_is_reproducible_by_seed(periodic, config):
+    model = QELM(config)
+    a = sample_diversity(model, periodic.tokenizer, periodic.val_ids[:1], max_new_tokens=30, seed=3)
+    b = sample_diversity(model, periodic.tokenizer, periodic.val_ids[:1], max_new_tokens=30, seed=3)
+    assert a == b and len(a["text"]) == 30 and model.training
+    assert a["words"] == len(a["text"].split())
+
+
+def test_cli_eval_prints_every_metric(tmp_path, cli, periodic, config):
+    from qelm.checkpoint import save_checkpoint
+
+    corpus = tmp_path / "corpus.txt"
+    tok = periodic.tokenizer
+    corpus.write_text(tok.decode(periodic.train_ids.tolist()) + tok.decode(periodic.val_ids.tolist()), encoding="utf-8")
+    model = ClassicalLM(config)
+    save_checkpoint(tmp_path / "ck", model, periodic.tokenizer)
+    rc, out, _ = cli("eval", "--checkpoint", tmp_path / "ck", "--data", corpus, "--json", "--sample-tokens", "50")
+    res = json.loads(out)
+    assert rc == 0
+    ids = periodic.val_ids
+    assert res["bits_per_character"] == pytest.approx(res["loss"] / math.log(2))  # char tokens: one per character
+    assert res["top1_accuracy"] == next_token_accuracy(model, ids, batch_size=64, context_len=8)["top1_accuracy"]
+    assert res["top1_accuracy"] <= res["top5_accuracy"] and res["sample_tokens"] == 50
+    sample = sample_diversity(model, periodic.tokenizer, ids[:1], max_new_tokens=50, seed=0)
+    assert (res["distinct_1"], res["distinct_2"], res["repetition_rate"]) == \
+        (sample["distinct_1"], sample["distinct_2"], sample["repetition_rate"])
+    rc, out, _ = cli("eval", "--checkpoint", tmp_path / "ck", "--data", corpus, "--sample-tokens", "0")
+    assert rc == 0 and "bits per character" in out and "top-5" in out and "distinct" not in out
+    assert "must be" not in cli.error("eval", "--checkpoint", tmp_path / "ck", "--data", corpus, "--sample-tokens", "-1")
