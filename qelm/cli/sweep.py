@@ -1,0 +1,133 @@
+"""``qelm sweep``: run, resume or join a sweep over QELM configurations (:mod:`qelm.sweep`), and report it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+import time
+from pathlib import Path
+
+from . import UserError
+
+_DESCRIPTION = """\
+Train many QELM configurations, each at several seeds beside its classical twin and its
+parameter-matched classical model, on one corpus; record every trial in an Optuna study;
+print the Pareto frontier (parameters vs validation perplexity) and whether any quantum
+configuration beats the classical model of equal parameters.
+
+The search space is a TOML file (example: examples/sweep.toml):
+  [sweep]          trials, seeds (list or count), sampler (tpe | random | grid),
+                   sampler_seed, sample_tokens, name
+  [model]          QELMConfig fields every trial shares
+  [train]          training settings every trial shares (steps, or tokens: a budget)
+  [search.model]   QELMConfig fields to search: a list of choices, or a range
+                   { low = .., high = .. [, step = ..] [, log = true] }
+  [search.train]   steps, tokens, batch_size, lr, grad_clip, weight_decay to search
+Every combination of model choices must be a valid model; the space is refused, naming the
+field, before any trial otherwise.
+
+Per model and seed the sweep records validation perplexity, parameters, circuit
+parameters, train tokens/s, training seconds, bits per character (per byte for BPE),
+top-1/top-5 next-token accuracy and, on sampled text, distinct-1/2 and the repetition rate
+(defined in qelm eval --help); per trial its wall time, or the reason it failed.
+
+The study lives in OUT/sweep.db (SQLite) unless --storage names a database URL; with one
+URL, processes on several machines can work on the same sweep (each runs this command
+with --resume once the sweep exists). A killed sweep continues with --resume and loses at
+most the trials that were in flight."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    sw = subparsers.add_parser("sweep", help="search QELM configurations against classical models of equal parameters",
+                               description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw.add_argument("--space", help="search space TOML file (required for a new sweep; see examples/sweep.toml)")
+    sw.add_argument("--data", help="UTF-8 text every trial trains on (default: the bundled corpus; on --resume the "
+                                   "sweep's own)")
+    sw.add_argument("--out", default="runs/sweep", help="sweep folder: study database, trial runs, sweep.json, "
+                                                        "pareto.png (default runs/sweep)")
+    sw.add_argument("--storage", metavar="URL", help="Optuna database URL instead of OUT/sweep.db, e.g. "
+                                                     "postgresql://user@host/db: several machines share one sweep")
+    sw.add_argument("--study", help="the sweep's name in the storage (default: [sweep] name, else the space file's "
+                                    "name; with --report, the storage's only sweep)")
+    sw.add_argument("--workers", type=int, default=1, help="processes that run trials at once on this machine "
+                                                           "(default 1)")
+    sw.add_argument("--trials", type=int, help="total trials to reach (default: the space's [sweep] trials); with "
+                                               "--resume, raise it to extend a finished sweep")
+    sw.add_argument("--resume", action="store_true", help="continue (or join) the sweep in OUT / --storage")
+    sw.add_argument("--report", action="store_true", help="run nothing: print the frontier and the verdict of the "
+                                                          "sweep in OUT / --storage and write its JSON and plot")
+    sw.add_argument("--json", metavar="FILE", help="write the table of all trials here (default OUT/sweep.json)")
+    sw.add_argument("--plot", metavar="FILE", help="write the Pareto plot here (.png, .svg or .pdf; default "
+                                                   "OUT/pareto.png)")
+    sw.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker (default 1)")
+    sw.set_defaults(func=run_sweep_command)
+
+
+def _print_trial(row: dict) -> None:
+    """One line per finished trial (called in the worker that ran it)."""
+    wall = f" in {row['wall_seconds']:.1f} s" if row.get("wall_seconds") is not None else ""
+    params = " ".join(f"{k.split('.', 1)[1]}={v:g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
+                      for k, v in row["params"].items())
+    if row["state"] == "complete":
+        q, m = row["qelm"]["seeds"], row["matched"]["seeds"]
+        ppl = sum(f["val_perplexity"] for f in q.values()) / len(q)
+        mppl = sum(f["val_perplexity"] for f in m.values()) / len(m)
+        line = (f"trial {row['number']}{wall}: {params}: {row['parameters']:,} params, val ppl {ppl:.3f} vs matched "
+                f"{mppl:.3f} (ratio {row['value']:.3f}, {len(q)} seeds)")
+    else:
+        line = f"trial {row['number']} {row['state']}{wall}: {params}: {row.get('error', '')}"
+    print(line, flush=True)
+
+
+def _write_outputs(table: dict, args: argparse.Namespace) -> tuple[Path, Path]:
+    from ..files import atomic_write
+    from ..plot import figure_format
+    from ..sweep import plot_pareto
+
+    json_path = Path(args.json or Path(args.out) / "sweep.json")
+    plot_path = Path(args.plot or Path(args.out) / "pareto.png")
+    figure_format(plot_path)
+    atomic_write(json_path, json.dumps(table, indent=1) + "\n", make_parents=True)
+    plot_pareto(table, plot_path)
+    return json_path, plot_path
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    try:
+        from ..sweep import open_study, report_text, run_sweep, sweep_table
+        from ..sweep.study import import_optuna
+
+        import_optuna()
+    except ModuleNotFoundError as e:
+        if e.name != "optuna":
+            raise
+        raise UserError(str(e)) from None
+    if args.threads < 1:
+        raise UserError(f"--threads {args.threads} is invalid: use an integer >= 1")
+    if args.plot:
+        from ..plot import figure_format
+
+        figure_format(args.plot)  # a bad name fails before the sweep, not after it
+    start = time.perf_counter()
+    if args.report:
+        if args.space or args.resume or args.data:
+            raise UserError("--report runs nothing: drop --space, --data and --resume")
+        study, _ = open_study(args.out, args.storage, args.study)
+        table = sweep_table(study)
+    else:
+        if not args.resume and not args.space:
+            raise UserError("--space is required for a new sweep (see examples/sweep.toml), or --resume to continue one")
+        print(f"qelm sweep: {'resuming' if args.resume else 'starting'} the sweep in {args.storage or args.out} "
+              f"with {args.workers} worker(s)", flush=True)
+        table = run_sweep(args.space, args.data, out=args.out, storage=args.storage, study=args.study, workers=args.workers,
+                          resume=args.resume, trials=args.trials, threads=args.threads, progress=_print_trial)
+        print()
+    json_path, plot_path = _write_outputs(table, args)
+    text = report_text(table)
+    for line in text.splitlines():
+        print(textwrap.fill(line, width=120, subsequent_indent="  ") if not line.startswith("  ") else line)
+    print(f"\nWrote {json_path} and {plot_path}")
+    if not args.report:
+        print(f"Wall time: {time.perf_counter() - start:.1f} s")
+    return 0

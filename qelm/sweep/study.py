@@ -1,0 +1,354 @@
+"""The sweep on Optuna: one study per sweep, stored in a database, worked on by any number of processes.
+
+* Storage: a SQLite file in the sweep folder (``OUT/sweep.db``) unless a database URL is given; any URL
+  Optuna's ``RDBStorage`` accepts (PostgreSQL, MySQL) lets processes on several machines join one study.
+* The study records what it sweeps (the space file's text, the corpus and its sha256) as study user
+  attributes, so a resumed or joining process runs the same sweep, on the same text.
+* A trial is one configuration at every seed (:mod:`.trial`); its figures are trial user attributes, its
+  value the mean perplexity ratio to the matched classical model, which the sampler minimises.
+* A trial that fails (a non-finite loss, a config no classical model matches) is recorded as failed with
+  its reason (user attribute ``error``) and the sweep goes on. A trial whose process died (killed,
+  interrupted) is "lost": ``--resume`` fails it if it still shows as running and its worker on this host
+  is gone, and queues a retry with its parameters (Optuna's ``RetryHeartbeatStaleTrialCallback``); on
+  other hosts Optuna's heartbeat does the same once the trial has been silent for ``GRACE_PERIOD``.
+* The sweep has run when ``trials`` trials are finished (complete, or failed with a reason; with the grid
+  sampler, when that many distinct grid points are, at most the whole grid); lost trials do not count,
+  so a killed sweep loses at most the trials that were in flight.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+from ..data import TextDataset, bundled_corpus
+from .space import SearchSpace, load_space, model_key, parse_space
+from .results import trial_state
+from .trial import objective_value, run_configuration
+
+__all__ = ["run_sweep", "open_study", "import_optuna", "storage_url", "finished_trials", "lost_trials",
+           "STORAGE_FILE", "INSTALL_HINT", "HEARTBEAT_INTERVAL", "GRACE_PERIOD"]
+
+STORAGE_FILE = "sweep.db"
+INSTALL_HINT = 'qelm sweep needs Optuna: pip install "qelm[sweep]" (or pip install "optuna>=4")'
+HEARTBEAT_INTERVAL = 30  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 120  # a running trial silent this long is lost (its process died); Optuna fails and retries it
+
+Progress = Callable[[dict[str, Any]], None]  # called with a trial's row when it finishes (in its worker)
+
+
+def import_optuna():
+    """The ``optuna`` module, or ``ModuleNotFoundError`` saying how to install it."""
+    try:
+        import optuna
+    except ModuleNotFoundError as e:
+        if e.name != "optuna":
+            raise
+        raise ModuleNotFoundError(INSTALL_HINT, name="optuna") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints one line per trial instead
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def storage_url(out: str | os.PathLike, storage: str | None = None) -> str:
+    """The study database: ``storage`` if given, else the SQLite file in the sweep folder ``out``."""
+    return storage or f"sqlite:///{(Path(out) / STORAGE_FILE).resolve()}"
+
+
+def _storage(url: str):
+    optuna = import_optuna()
+    from optuna.storages import RDBStorage
+
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    callback = "heartbeat_stale_trial_callback" if "RetryHeartbeat" in retry.__name__ else "failed_trial_callback"
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
+                          **{callback: retry(max_retry=3)})
+    except Exception as e:  # sqlalchemy: a bad URL, a missing driver, an unreachable server
+        raise ValueError(f"cannot open the sweep storage {_redact(url)!r}: {type(e).__name__}: {e}") from None
+
+
+def _redact(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def _sampler(space: SearchSpace, worker: int):
+    optuna = import_optuna()
+    kind = space.sweep["sampler"]
+    if kind == "grid":  # the seed orders the grid: every worker must share it (the storage keeps them apart)
+        return optuna.samplers.GridSampler(space.grid(), seed=space.sweep["sampler_seed"])
+    seed = space.sweep["sampler_seed"] + worker  # workers of one sweep must not propose the same trials
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    startup = max(3, min(10, space.sweep["trials"] // 3))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
+def open_study(out: str | os.PathLike, storage: str | None = None, name: str | None = None, *, worker: int = 0):
+    """``(study, space)`` of the sweep stored at ``storage`` (default: the sweep folder's database); ``name``
+    picks the study when the storage holds several. Raises ``FileNotFoundError`` when there is none."""
+    study, space, _ = _open(out, storage, name, worker)
+    return study, space
+
+
+def _open(out, storage, name, worker):
+    optuna = import_optuna()
+    url = storage_url(out, storage)
+    if storage is None and not (Path(out) / STORAGE_FILE).is_file():
+        raise FileNotFoundError(f"no sweep in {str(out)!r}: it holds no {STORAGE_FILE} (run qelm sweep --space FILE "
+                                f"--out {out} first, or pass --storage URL)")
+    st = _storage(url)
+    names = optuna.get_all_study_names(st)
+    if name is None:
+        if len(names) != 1:
+            raise ValueError(f"the sweep storage {_redact(url)!r} holds {len(names)} studies"
+                             f"{' (' + ', '.join(names) + ')' if names else ''}: name one with --study")
+        name = names[0]
+    if name not in names:
+        raise FileNotFoundError(f"no sweep {name!r} in the storage {_redact(url)!r}"
+                                f"{': it holds ' + ', '.join(names) if names else ''}")
+    study = optuna.load_study(study_name=name, storage=st)
+    space = parse_space(study.user_attrs["space"], source=study.user_attrs.get("space_file", name))
+    study = optuna.load_study(study_name=name, storage=st, sampler=_sampler(space, worker))
+    return study, space, st
+
+
+def finished_trials(study) -> list:
+    """Trials that count towards the sweep's total: complete, or failed with a reason."""
+    return [t for t in study.get_trials(deepcopy=False) if trial_state(t) in ("complete", "failed")]
+
+
+def _progress(study, space: SearchSpace, *, running: bool) -> int:
+    """How far the sweep is: finished trials (and, with ``running``, those in flight). A grid counts
+    distinct grid points: two workers can race to the same point, and the grid is done when each point is."""
+    states = ("complete", "failed", "running") if running else ("complete", "failed")
+    trials = [t for t in study.get_trials(deepcopy=False) if trial_state(t) in states]
+    if space.sweep["sampler"] == "grid":
+        return len({tuple(sorted(t.params.items())) for t in trials})
+    return len(trials)
+
+
+def _target(space: SearchSpace, trials: int | None) -> int:
+    target = trials or space.sweep["trials"]
+    return min(target, space.grid_size()) if space.sweep["sampler"] == "grid" else target
+
+
+def lost_trials(study) -> list:
+    return [t for t in study.get_trials(deepcopy=False) if trial_state(t) == "lost"]
+
+
+# --- workers --------------------------------------------------------------------------------------------------
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _known_baselines(study) -> dict[str, dict[str, dict]]:
+    """``{key: {seed: figures}}`` of every model completed trials measured, for reuse by new trials."""
+    known: dict[str, dict[str, dict]] = {}
+    for t in study.get_trials(deepcopy=False, states=(_complete(),)):
+        record = t.user_attrs.get("record") or {}
+        for role in ("qelm", "twin", "matched"):
+            if role in record:
+                known.setdefault(record[role]["key"], {}).update(record[role]["seeds"])
+    return known
+
+
+def _complete():
+    return import_optuna().trial.TrialState.COMPLETE
+
+
+class _TrialFailed(Exception):
+    """A trial that failed with a reason (recorded in its ``error`` attribute); the sweep goes on."""
+
+
+def _objective(space: SearchSpace, dataset: TextDataset, out: Path):
+    def objective(trial) -> float:
+        trial.set_user_attr("worker", _worker_id())
+        start = time.perf_counter()
+        try:
+            config, settings = space.suggest(trial, dataset.vocab_size)
+            trial.set_user_attr("key", model_key(config, settings))
+            record = run_configuration(config, settings, dataset, space.seeds, out / "trials" / f"{trial.number:04d}",
+                                       known=_known_baselines(trial.study), sample_tokens=space.sweep["sample_tokens"])
+            value = objective_value(record)
+        except Exception as e:  # the reason is recorded and the sweep goes on (see the module docstring)
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            trial.set_user_attr("wall_seconds", time.perf_counter() - start)
+            raise _TrialFailed(str(e)) from e
+        trial.set_user_attr("record", record)
+        trial.set_user_attr("wall_seconds", time.perf_counter() - start)
+        return value
+
+    return objective
+
+
+def _work(out: str, url: str, name: str, data: str, target: int, worker: int, threads: int,
+          progress: Progress | None) -> None:
+    """One worker: run trials of the study until ``target`` trials are finished or in flight."""
+    import torch
+
+    torch.set_num_threads(threads)
+    study, space = open_study(out, url, name, worker=worker)
+    dataset = _dataset(data, space, study.user_attrs["data_sha256"])
+
+    def stop_when_done(study, trial) -> None:
+        if progress is not None:
+            from .results import trial_row
+
+            progress(trial_row(trial))
+        if _progress(study, space, running=True) >= target:
+            study.stop()
+
+    if _progress(study, space, running=False) < target:
+        study.optimize(_objective(space, dataset, Path(out)), callbacks=[stop_when_done], catch=(_TrialFailed,),
+                       gc_after_trial=True)
+
+
+def _dataset(data: str, space: SearchSpace, sha256: str | None = None) -> TextDataset:
+    dataset = TextDataset.from_file(data, tokenizer=space.train.get("tokenizer", "char"),
+                                    vocab_size=space.train.get("vocab_size"))
+    if sha256 is not None and dataset.sha256 != sha256:
+        raise ValueError(f"the corpus {data!r} (sha256 {dataset.sha256[:12]}...) is not the text this sweep trains on "
+                         f"(sha256 {sha256[:12]}...): pass the sweep's own --data")
+    return dataset
+
+
+def _describe(dataset: TextDataset, source: str) -> dict[str, Any]:
+    return {"source": source, "sha256": dataset.sha256, "chars": dataset.chars,
+            "tokenizer": dataset.tokenizer.kind, "vocab_size": dataset.vocab_size,
+            "train_tokens": len(dataset.train_ids), "val_tokens": len(dataset.val_ids)}
+
+
+def _unigram(dataset: TextDataset) -> dict[str, float]:
+    """The unigram baseline of the corpus (token frequencies of the training split), scored like the models."""
+    from ..evaluate import bits_per_unit, unigram_baseline
+
+    u = unigram_baseline(dataset.train_ids, dataset.val_ids, dataset.vocab_size)
+    bits, unit = bits_per_unit(u["loss"], dataset.val_ids, dataset.tokenizer)
+    return {"val_loss": u["loss"], "perplexity": u["perplexity"], f"bits_per_{unit}": bits}
+
+
+def _fail_lost(study, storage) -> list[int]:
+    """Trials shown as running whose worker on this host is gone: fail them and queue a retry of each
+    (Optuna's heartbeat callback, as the heartbeat would after GRACE_PERIOD). Returns their numbers."""
+    optuna = import_optuna()
+    host = socket.gethostname()
+    study_id = storage.get_study_id_from_name(study.study_name)
+    retry = storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") \
+        else storage.get_failed_trial_callback()
+    lost = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker", "")
+        whost, _, pid = worker.rpartition(":")
+        if whost != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "lost", f"its worker {worker} was gone when the sweep resumed")
+        try:
+            storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process got there first
+        lost.append(t.number)
+        if retry is not None:
+            retry(study, storage.get_trial(trial_id))
+    return lost
+
+
+def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | os.PathLike | None = None, *,
+              out: str | os.PathLike, storage: str | None = None, study: str | None = None, workers: int = 1,
+              resume: bool = False,
+              trials: int | None = None, threads: int = 1, progress: Progress | None = None) -> dict[str, Any]:
+    """Run (or resume, or join) a sweep and return its table (:func:`qelm.sweep.results.sweep_table`).
+
+    ``space``: a :class:`SearchSpace` or its TOML file (required for a new sweep; on resume the study's own
+    is used, and a given one must match it). ``data``: the corpus every trial trains on (default: the
+    bundled corpus; on resume the study's). ``storage``: an Optuna database URL (default: ``OUT/sweep.db``);
+    ``study``: the sweep's name there (default: the space's ``[sweep] name``, else its file name).
+    ``workers``: processes that work on the study at once. ``trials``: the total to reach (default: the
+    space's ``[sweep] trials``). ``progress(row)`` is called in the worker when each trial finishes."""
+    from ..checkpoint import ensure_writable_dir
+    from .results import sweep_table
+
+    optuna = import_optuna()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r} is invalid: use an integer >= 1")
+    if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
+        raise ValueError(f"trials={trials!r} is invalid: use an integer >= 1")
+    out = ensure_writable_dir(out)
+    if space is not None and not isinstance(space, SearchSpace):
+        space = load_space(space)
+    url = storage_url(out, storage)
+    if resume:
+        found, stored, st = _open(out, storage, study or (space.name if space is not None else None), 0)
+        if space is not None and space.text != stored.text:
+            raise ValueError(f"the search space {space.source!r} differs from the one sweep {found.study_name!r} was "
+                             f"started with: drop --space to resume it as it was, or start a new sweep in another --out")
+        space, study = stored, found
+        data = data or study.user_attrs["data"]
+        _dataset(str(data), space, study.user_attrs["data_sha256"])  # the same text, or an error now
+        _fail_lost(study, st)
+    else:
+        if space is None:
+            raise ValueError("a new sweep needs a search space: pass --space FILE (see examples/sweep.toml)")
+        name = study or space.name
+        st = _storage(url)
+        if name in optuna.get_all_study_names(st):
+            raise ValueError(f"the sweep storage {_redact(url)!r} already holds sweep {name!r}: continue it with "
+                             f"--resume, or start a new one in another --out (or under another name: --study)")
+        source = str(data) if data is not None else "qelm/data/corpus.txt (the bundled corpus)"
+        data = Path(data or bundled_corpus()).resolve()
+        dataset = _dataset(str(data), space)
+        contexts = {space.model["context_len"]} | {v for d in space.dims if d.table == "model"
+                                                   and d.name == "context_len" for v in d.values()}
+        for context_len in sorted(contexts):  # the corpus is long enough for every context (before any trial)
+            dataset.check_context(context_len)
+        study = optuna.create_study(study_name=name, storage=st, direction="minimize",
+                                    sampler=_sampler(space, 0))
+        for key, value in {"space": space.text, "space_file": str(space.source), "data": str(data),
+                           "data_sha256": dataset.sha256, "corpus": _describe(dataset, source),
+                           "unigram": _unigram(dataset)}.items():
+            study.set_user_attr(key, value)
+        (out / "space.toml").write_text(space.text, encoding="utf-8")
+    target = _target(space, trials)
+    args = (str(out), url, study.study_name, str(data), target)
+    if workers == 1:
+        _work(*args, 0, threads, progress)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # torch and sqlite connections do not survive fork safely
+        procs = [ctx.Process(target=_work, args=(*args, i, threads, progress), name=f"qelm-sweep-{i}")
+                 for i in range(workers)]
+        for p in procs:
+            p.start()
+        try:
+            for p in procs:
+                p.join()
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+        failed = [p.name for p in procs if p.exitcode not in (0, None)]
+        if failed and _progress(study, space, running=False) < target:
+            raise RuntimeError(f"sweep worker(s) {', '.join(failed)} stopped with an error before the sweep finished "
+                               f"(see their messages above); resume with --resume")
+    return sweep_table(study)
