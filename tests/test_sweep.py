@@ -137,12 +137,16 @@ def test_pareto_frontier_keeps_points_no_other_beats_on_both_axes():
     assert [p["key"] for p in pareto_frontier(pts)] == ["e", "a", "c"]
 
 
-def _model(key, kind, params, ppl, ratios=None, matched=None):
+def _model(key, kind, params, ppl, ratios=None, matched=None, classical=None, to_classical=None):
     m = {"key": key, "kind": kind, "label": key, "parameters": params,
          "val_perplexity": {"mean": ppl, "sd": 0.1, "min": ppl - 0.1, "max": ppl + 0.1, "n": 3}}
+
+    def stats(r):
+        return {"mean": sum(r) / 3, "sd": 0.01, "min": min(r), "max": max(r), "n": 3}
+
     if ratios:
-        m["ratio_to_matched"] = {"mean": sum(ratios) / 3, "sd": 0.01, "min": min(ratios), "max": max(ratios), "n": 3}
-        m["matched_key"] = matched
+        m.update(matched_key=matched, ratio_to_matched=stats(ratios), classical_key=classical or matched,
+                 ratio_to_classical=stats(to_classical or ratios))
     return m
 
 
@@ -157,7 +161,18 @@ def test_the_verdict_says_whether_by_how_much_and_with_what_spread(ratios, start
               "w": _model("w", "quantum", 1010, 9.0, [1.5, 1.5, 1.5], "m")}
     sentence, best = verdict(models)
     assert sentence.startswith(start) and words in sentence and best["key"] == "q"
-    assert "the best of 2 quantum configurations" in sentence and "over 3 seeds" in sentence
+    assert "of 2 quantum configurations the closest, q (1,010 parameters)" in sentence and "over 3 seeds" in sentence
+    assert "best classical model the sweep trained with no more parameters (m, 1,000 parameters)" in sentence
+
+
+def test_the_verdict_sets_a_quantum_model_against_the_best_classical_one_not_only_its_matched_model():
+    """A quantum model can beat its own matched model at a poor learning rate that both share while a
+    classical model of fewer parameters, at another learning rate, beats both: the answer is then no."""
+    models = {"m": _model("m", "matched", 1000, 8.0), "t": _model("t", "twin", 900, 6.5),
+              "q": _model("q", "quantum", 1010, 7.5, [0.93, 0.94, 0.95], "m", "t", [1.14, 1.15, 1.16])}
+    sentence, best = verdict(models)
+    assert sentence.startswith("No: ") and "(t, 900 parameters), 15.0% higher" in sentence
+    assert "against its own matched model at the same settings it is 6.0% lower" in sentence
 
 
 # --- sweeps -----------------------------------------------------------------------------------------------------
@@ -178,21 +193,23 @@ def test_a_sweep_records_every_trial_its_baselines_and_metrics_and_reports_the_f
     assert [t["state"] for t in trials] == ["complete"] * 4
     assert {(t["params"]["model.feed_forward"], t["params"]["model.embedding_circuit"]) for t in trials} == \
         {(f, c) for f in ("quantum", "classical") for c in ("angle", "polar")}
+    models = {m["key"]: m for m in table["models"]}
     for t in trials:
         assert t["wall_seconds"] > 0
-        for role in ("qelm", "twin", "matched"):
-            assert sorted(t[role]["seeds"]) == ["0", "1", "2"]
-            for figures in t[role]["seeds"].values():
+        for role, key in t["keys"].items():
+            assert sorted(models[key]["seeds"]) == ["0", "1", "2"]
+            for figures in models[key]["seeds"].values():
                 assert {"val_perplexity", "parameters", "circuit_parameters", "tokens_per_s", "train_seconds",
                         "bits_per_character", "top1_accuracy", "top5_accuracy", "distinct_1", "distinct_2",
                         "repetition_rate"} <= set(figures)
-        assert t["qelm"]["seeds"]["0"]["circuit_parameters"] > 0 and t["twin"]["seeds"]["0"]["circuit_parameters"] == 0
-        assert t["value"] == pytest.approx(sum(t["ratio_to_matched"].values()) / 3)
+        assert models[t["keys"]["qelm"]]["circuit_parameters"] > 0 == models[t["keys"]["twin"]]["circuit_parameters"]
+        assert t["value"] == pytest.approx(sum(t["ratio_to_matched"].values()) / 3, rel=1e-5)  # JSON: 6 digits
+        q, m = models[t["keys"]["qelm"]]["seeds"], models[t["keys"]["matched"]]["seeds"]
+        assert t["ratio_to_matched"] == pytest.approx({s: q[s]["val_perplexity"] / m[s]["val_perplexity"] for s in q},
+                                                      rel=1e-5)
     # one twin serves every trial (the same d_model and width): trained by the first, copied by the others
-    assert len({t["twin"]["key"] for t in trials}) == 1
-    assert trials[0]["twin"]["trained"] == [0, 1, 2] and all(t["twin"]["trained"] == [] for t in trials[1:])
-    assert all(t["twin"]["seeds"] == trials[0]["twin"]["seeds"] for t in trials)
-    models = {m["key"]: m for m in table["models"]}
+    assert len({t["keys"]["twin"] for t in trials}) == 1
+    assert trials[0]["trained"]["twin"] == [0, 1, 2] and all(t["trained"]["twin"] == [] for t in trials[1:])
     assert {m["kind"] for m in models.values()} == {"quantum", "twin", "matched", "unigram"}
     for key in table["frontier"]:
         assert models[key]["kind"] == "unigram" or models[key]["val_perplexity"]["n"] == 3  # >= 3 seeds

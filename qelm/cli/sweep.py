@@ -70,14 +70,34 @@ def _print_trial(row: dict) -> None:
     params = " ".join(f"{k.split('.', 1)[1]}={v:g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
                       for k, v in row["params"].items())
     if row["state"] == "complete":
-        q, m = row["qelm"]["seeds"], row["matched"]["seeds"]
-        ppl = sum(f["val_perplexity"] for f in q.values()) / len(q)
-        mppl = sum(f["val_perplexity"] for f in m.values()) / len(m)
-        line = (f"trial {row['number']}{wall}: {params}: {row['parameters']:,} params, val ppl {ppl:.3f} vs matched "
-                f"{mppl:.3f} (ratio {row['value']:.3f}, {len(q)} seeds)")
+        line = (f"trial {row['number']}{wall}: {params}: {row['parameters']:,} params, val ppl "
+                f"{row['val_perplexity']:.3f} vs matched {row['matched_val_perplexity']:.3f} (ratio {row['value']:.3f}, "
+                f"{len(row['ratio_to_matched'])} seeds)")
     else:
         line = f"trial {row['number']} {row['state']}{wall}: {params}: {row.get('error', '')}"
     print(line, flush=True)
+
+
+def _rounded(x):
+    """Floats to 6 significant digits (the figures carry no more), recursively."""
+    if isinstance(x, float):
+        return float(f"{x:.6g}")
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
+
+
+def _dumps(table: dict) -> str:
+    """The table as JSON, one line per trial and per model, so the file reads (and diffs) by row."""
+    table = _rounded(table)
+    head = {k: v for k, v in table.items() if k not in ("models", "trials")}
+    lines = json.dumps(head, indent=1)[:-2].splitlines()  # without the closing brace
+    for key in ("models", "trials"):
+        rows = ",\n".join("  " + json.dumps(row) for row in table[key])
+        lines.append(f' ,"{key}": [\n{rows}\n ]')
+    return "\n".join(lines) + "\n}\n"
 
 
 def _write_outputs(table: dict, args: argparse.Namespace) -> tuple[Path, Path]:
@@ -88,7 +108,7 @@ def _write_outputs(table: dict, args: argparse.Namespace) -> tuple[Path, Path]:
     json_path = Path(args.json or Path(args.out) / "sweep.json")
     plot_path = Path(args.plot or Path(args.out) / "pareto.png")
     figure_format(plot_path)
-    atomic_write(json_path, json.dumps(table, indent=1) + "\n", make_parents=True)
+    atomic_write(json_path, _dumps(table), make_parents=True)
     plot_pareto(table, plot_path)
     return json_path, plot_path
 

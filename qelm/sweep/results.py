@@ -1,7 +1,7 @@
 """The table of a sweep, its Pareto frontier and its verdict, all read from the study.
 
 * ``trials``: every trial of the study, finished or not, with its parameters, state (complete, failed
-  with its reason, lost, running, waiting), wall time and each model's figures at each seed.
+  with its reason, lost, running, waiting), wall time and the keys of its three models.
 * ``models``: every distinct model the trials measured, by key: the sampled configurations ("quantum"
   when a slot runs circuits, else "classical"), their classical twins ("twin"), their parameter-matched
   classical models ("matched") and the unigram model; each with its figures per seed and their mean,
@@ -74,8 +74,9 @@ def trial_state(trial) -> str:
 
 
 def trial_row(trial) -> dict[str, Any]:
-    """One trial as a row of the table: its number, state, parameters, value, timings, reason of failure,
-    and (when complete) the figures of its three models at each seed."""
+    """One trial as a row of the table: its number, state, parameters, value, wall time, reason of failure,
+    and (when complete) the keys of its three models (their figures are under ``models``), which of the
+    baselines it trained rather than copied, its QELM's parameters and its mean validation perplexities."""
     ua = trial.user_attrs
     record = ua.get("record")
     row: dict[str, Any] = {"number": trial.number, "state": trial_state(trial), "params": dict(trial.params),
@@ -86,13 +87,13 @@ def trial_row(trial) -> dict[str, Any]:
     if row["state"] == "lost":
         row["error"] = ua.get("lost", "its process stopped before the trial finished (killed or interrupted)")
     if record:
-        row["settings"] = record["settings"]
-        row["ratio_to_matched"] = record["ratio_to_matched"]
-        for role in ("qelm", "twin", "matched"):
-            row[role] = {k: record[role][k] for k in ("key", "config", "seeds", "trained")}
-        q = record["qelm"]["seeds"]
-        row["parameters"] = next(iter(q.values()))["parameters"] if q else None
-        row["val_perplexity"] = _stats([f["val_perplexity"] for f in q.values()])["mean"]
+        q, m = record["qelm"]["seeds"], record["matched"]["seeds"]
+        row.update(keys={role: record[role]["key"] for role in ("qelm", "twin", "matched")},
+                   trained={role: record[role]["trained"] for role in ("twin", "matched")},
+                   parameters=next(iter(q.values()))["parameters"],
+                   val_perplexity=_stats([f["val_perplexity"] for f in q.values()])["mean"],
+                   matched_val_perplexity=_stats([f["val_perplexity"] for f in m.values()])["mean"],
+                   ratio_to_matched=record["ratio_to_matched"])
     return row
 
 
@@ -107,27 +108,29 @@ def pareto_frontier(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return frontier
 
 
-def _models(rows: list[dict[str, Any]], model_names: list[str], train_names: list[str]) -> dict[str, dict[str, Any]]:
-    """Every distinct model the complete trials measured, by key, with its figures at each seed."""
+def _models(trials: list, model_names: list[str], train_names: list[str]) -> dict[str, dict[str, Any]]:
+    """Every distinct model the complete ``trials`` measured, by key, with its figures at each seed."""
     models: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row["state"] != "complete":
+    for trial in trials:
+        record = trial.user_attrs.get("record")
+        if trial.state.name != "COMPLETE" or not record:
             continue
+        settings = record["settings"]
         for role in ("qelm", "twin", "matched"):
-            rec = row[role]
+            rec = record[role]
             kind = role if role != "qelm" else ("quantum" if _uses_circuits(rec["config"]) else "classical")
             m = models.setdefault(rec["key"], {
-                "key": rec["key"], "kind": kind, "config": rec["config"], "settings": row["settings"],
-                "label": (config_label(rec["config"], row["settings"], model_names, train_names) if role == "qelm"
-                          else config_label(rec["config"], row["settings"], ["d_model", "d_hidden"], train_names)
+                "key": rec["key"], "kind": kind, "config": rec["config"], "settings": settings,
+                "label": (config_label(rec["config"], settings, model_names, train_names) if role == "qelm"
+                          else config_label(rec["config"], settings, ["d_model", "d_hidden"], train_names)
                           .replace("d=", f"{role} d=", 1)),
                 "seeds": {}, "trials": []})
             for seed, figures in rec["seeds"].items():
                 m["seeds"].setdefault(seed, figures)
-            m["trials"].append(row["number"])
+            m["trials"].append(trial.number)
             if role == "qelm":
-                m["matched_key"] = row["matched"]["key"]
-                m["twin_key"] = row["twin"]["key"]
+                m["matched_key"] = record["matched"]["key"]
+                m["twin_key"] = record["twin"]["key"]
     for m in models.values():
         first = next(iter(m["seeds"].values()))
         m["parameters"], m["circuit_parameters"] = first["parameters"], first["circuit_parameters"]
@@ -209,8 +212,9 @@ def sweep_table(study) -> dict[str, Any]:
     space = parse_space(attrs["space"], source=attrs.get("space_file", study.study_name))
     model_names = [d.name for d in space.dims if d.table == "model"]
     train_names = [d.name for d in space.dims if d.table == "train"]
-    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
-    models = _models(rows, model_names, train_names)
+    trials = study.get_trials(deepcopy=False)
+    rows = [trial_row(t) for t in trials]
+    models = _models(trials, model_names, train_names)
     corpus = attrs.get("corpus", {})
     unigram = attrs.get("unigram")
     if unigram:
