@@ -146,7 +146,7 @@ def _model(key, kind, params, ppl, ratios=None, matched=None, classical=None, to
 
     if ratios:
         m.update(matched_key=matched, ratio_to_matched=stats(ratios), classical_key=classical or matched,
-                 ratio_to_classical=stats(to_classical or ratios))
+                 ratio_to_classical=stats(to_classical or ratios), classical_models=2 if classical else 1)
     return m
 
 
@@ -162,7 +162,7 @@ def test_the_verdict_says_whether_by_how_much_and_with_what_spread(ratios, start
     sentence, best = verdict(models)
     assert sentence.startswith(start) and words in sentence and best["key"] == "q"
     assert "of 2 quantum configurations the closest, q (1,010 parameters)" in sentence and "over 3 seeds" in sentence
-    assert "best classical model the sweep trained with no more parameters (m, 1,000 parameters)" in sentence
+    assert "the only classical model the sweep trained with no more parameters (m, 1,000 parameters)" in sentence
 
 
 def test_the_verdict_sets_a_quantum_model_against_the_best_classical_one_not_only_its_matched_model():
@@ -171,7 +171,8 @@ def test_the_verdict_sets_a_quantum_model_against_the_best_classical_one_not_onl
     models = {"m": _model("m", "matched", 1000, 8.0), "t": _model("t", "twin", 900, 6.5),
               "q": _model("q", "quantum", 1010, 7.5, [0.93, 0.94, 0.95], "m", "t", [1.14, 1.15, 1.16])}
     sentence, best = verdict(models)
-    assert sentence.startswith("No: ") and "(t, 900 parameters), 15.0% higher" in sentence
+    assert sentence.startswith("No: ") and "the best of the 2 classical models the sweep trained" in sentence
+    assert "(t, 900 parameters), 15.0% higher" in sentence
     assert "against its own matched model at the same settings it is 6.0% lower" in sentence
 
 

@@ -79,11 +79,12 @@ def _print_trial(row: dict) -> None:
 
 
 def _rounded(x):
-    """Floats to 6 significant digits (the figures carry no more), recursively."""
+    """Measured floats to 6 significant digits (they carry no more), recursively; a trial's parameters and
+    a model's config and settings stay exact, so a run can be repeated from them."""
     if isinstance(x, float):
         return float(f"{x:.6g}")
     if isinstance(x, dict):
-        return {k: _rounded(v) for k, v in x.items()}
+        return {k: v if k in ("params", "config", "settings") else _rounded(v) for k, v in x.items()}
     if isinstance(x, list):
         return [_rounded(v) for v in x]
     return x

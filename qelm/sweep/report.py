@@ -35,7 +35,8 @@ def report_text(table: dict[str, Any]) -> str:
         p = m["val_perplexity"]
         r, rc = m.get("ratio_to_matched"), m.get("ratio_to_classical")
         rows.append((f"{m['parameters']:,}", f"{p['mean']:.3f}", _num(p["sd"], ".3f"),
-                     f"{p['min']:.3f}-{p['max']:.3f}" if p["n"] > 1 else "-", str(p["n"]),
+                     f"{p['min']:.3f}-{p['max']:.3f}" if p["n"] > 1 else "-",
+                     "-" if m["kind"] == "unigram" else str(p["n"]),
                      f"{r['mean']:.3f}" if r and r["n"] else "-", f"{rc['mean']:.3f}" if rc and rc["n"] else "-",
                      m["kind"], m["label"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -142,8 +142,9 @@ def _models(trials: list, model_names: list[str], train_names: list[str]) -> dic
             m["ratio_to_matched"] = _paired(m, models[m["matched_key"]])
     for m in models.values():  # ... and over the best classical model the sweep trained with no more parameters
         if m["kind"] == "quantum":
-            best = _best_classical(models, m["parameters"])
-            m["classical_key"] = best["key"]
+            fits = _classical_within(models, m["parameters"])
+            best = min(fits, key=lambda c: c["val_perplexity"]["mean"])
+            m["classical_key"], m["classical_models"] = best["key"], len(fits)
             m["ratio_to_classical"] = _paired(m, best)
     return models
 
@@ -154,11 +155,10 @@ def _paired(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float | int | Non
                    if s in b["seeds"]])
 
 
-def _best_classical(models: dict[str, dict[str, Any]], parameters: int) -> dict[str, Any]:
-    """The classical model (matched, twin or a sampled all-classical configuration, at any learning rate
-    the sweep tried) of lowest mean perplexity with at most ``parameters`` (+ the 2% matching tolerance)."""
-    fits = [m for m in models.values() if m["kind"] in CLASSICAL_KINDS and m["parameters"] <= parameters * MATCH_SLACK]
-    return min(fits, key=lambda m: m["val_perplexity"]["mean"])
+def _classical_within(models: dict[str, dict[str, Any]], parameters: int) -> list[dict[str, Any]]:
+    """The classical models (matched, twins, sampled all-classical configurations, at every learning rate
+    the sweep tried) with at most ``parameters`` (+ the 2% matching tolerance)."""
+    return [m for m in models.values() if m["kind"] in CLASSICAL_KINDS and m["parameters"] <= parameters * MATCH_SLACK]
 
 
 def verdict(models: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
@@ -175,8 +175,8 @@ def verdict(models: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any] | No
     r, q, c = best["ratio_to_classical"], best["val_perplexity"], models[best["classical_key"]]
     rm = best["ratio_to_matched"]
     head = (f"of {len(quantum)} quantum configurations the closest, {best['label']} ({best['parameters']:,} parameters), "
-            f"reaches validation perplexity {q['mean']:.3f} against {c['val_perplexity']['mean']:.3f} for the best "
-            f"classical model the sweep trained with no more parameters ({c['label']}, {c['parameters']:,} parameters)")
+            f"reaches validation perplexity {q['mean']:.3f} against {c['val_perplexity']['mean']:.3f} for "
+            f"{_which(best['classical_models'])} with no more parameters ({c['label']}, {c['parameters']:,} parameters)")
     spread = _spread(r)
     paired = (f"; against its own matched model at the same settings it is {_percent(rm['mean'])} "
               f"({_spread(rm)})") if best["classical_key"] != best.get("matched_key") else ""
@@ -185,6 +185,11 @@ def verdict(models: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any] | No
     if r["mean"] < 1:
         return f"Not reliably: {head}, {_percent(r['mean'])} on average but not on every seed ({spread}){paired}.", best
     return f"No: {head}, {_percent(r['mean'])} ({spread}){paired}.", best
+
+
+def _which(n: int) -> str:
+    return ("the only classical model the sweep trained" if n == 1
+            else f"the best of the {n} classical models the sweep trained")
 
 
 def _percent(ratio: float) -> str:
@@ -218,7 +223,7 @@ def sweep_table(study) -> dict[str, Any]:
     corpus = attrs.get("corpus", {})
     unigram = attrs.get("unigram")
     if unigram:
-        models["unigram"] = {"key": "unigram", "kind": "unigram", "label": "unigram (token frequencies)",
+        models["unigram"] = {"key": "unigram", "kind": "unigram", "label": "unigram (token frequencies; no seed)",
                              "parameters": corpus.get("vocab_size"), "circuit_parameters": 0,
                              "val_perplexity": {"mean": unigram["perplexity"], "sd": None, "min": unigram["perplexity"],
                                                 "max": unigram["perplexity"], "n": 1},

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..data import TextDataset, bundled_corpus
-from .space import SearchSpace, load_space, model_key, parse_space
+from .space import SearchSpace, load_space, parse_space
 from .results import trial_state
 from .trial import objective_value, run_configuration
 
@@ -188,7 +188,6 @@ def _objective(space: SearchSpace, dataset: TextDataset, out: Path):
         start = time.perf_counter()
         try:
             config, settings = space.suggest(trial, dataset.vocab_size)
-            trial.set_user_attr("key", model_key(config, settings))
             record = run_configuration(config, settings, dataset, space.seeds, out / "trials" / f"{trial.number:04d}",
                                        known=_known_baselines(trial.study), sample_tokens=space.sweep["sample_tokens"])
             value = objective_value(record)
