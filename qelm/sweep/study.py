@@ -250,8 +250,11 @@ def _unigram(dataset: TextDataset) -> dict[str, float]:
 
 def _fail_lost(study, storage) -> list[int]:
     """Trials shown as running whose worker on this host is gone: fail them and queue a retry of each
-    (Optuna's heartbeat callback, as the heartbeat would after GRACE_PERIOD). Returns their numbers."""
+    (Optuna's heartbeat callback, as the heartbeat would after GRACE_PERIOD). Returns their numbers.
+    A trial killed before its objective recorded its worker is left to the heartbeat, which fails it once
+    it has been silent for GRACE_PERIOD (checked here and whenever a trial starts)."""
     optuna = import_optuna()
+    optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
     study_id = storage.get_study_id_from_name(study.study_name)
     retry = storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") \
