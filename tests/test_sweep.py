@@ -220,6 +220,8 @@ def test_a_sweep_records_every_trial_its_baselines_and_metrics_and_reports_the_f
     # --report reads the same study and prints the same verdict
     rc, again, _ = cli("sweep", "--report", "--out", out, "--json", tmp_path / "again.json")
     assert rc == 0 and json.loads((tmp_path / "again.json").read_text())["verdict"] == table["verdict"]
+    rc, again, _ = cli("sweep", "--report", "--out", out, "--json")  # alone: the JSON on stdout, nothing else
+    assert rc == 0 and json.loads(again)["verdict"] == table["verdict"]
 
 
 def test_a_failed_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_path, cli, corpus):
@@ -256,7 +258,7 @@ def test_bad_input_is_refused_before_any_trial(tmp_path, cli, corpus, monkeypatc
     other.write_text("another text entirely, long enough to train on. " * 10)
     assert "is not the text this sweep trains on" in cli.error("sweep", "--resume", "--out", out, "--data", other)
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if Optuna were not installed
-    assert 'pip install "qelm[sweep]"' in cli.error("sweep", "--report", "--out", out)
+    assert 'pip install "qelm-lab[sweep]"' in cli.error("sweep", "--report", "--out", out)
 
 
 def test_a_killed_sweep_resumes_losing_only_the_trial_in_flight(tmp_path, corpus, cli):

@@ -8,7 +8,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from . import UserError
+from . import UserError, check_output_file, check_output_folder, positive_int, threads
+from .options import add_json_flag, json_to_stdout
 
 _DESCRIPTION = """\
 Train many QELM configurations, each at several seeds beside its classical twin and its
@@ -23,7 +24,8 @@ The search space is a TOML file (example: examples/sweep.toml):
   [train]          training settings every trial shares (steps, or tokens: a budget)
   [search.model]   QELMConfig fields to search: a list of choices, or a range
                    { low = .., high = .. [, step = ..] [, log = true] }
-  [search.train]   steps, tokens, batch_size, lr, grad_clip, weight_decay to search
+  [search.train]   steps, tokens, batch_size, lr, lr_schedule, warmup_steps, min_lr,
+                   grad_clip, weight_decay to search
 Every combination of model choices must be a valid model; the space is refused, naming the
 field, before any trial otherwise.
 
@@ -41,26 +43,27 @@ most the trials that were in flight."""
 def register(subparsers: argparse._SubParsersAction) -> None:
     sw = subparsers.add_parser("sweep", help="search QELM configurations against classical models of equal parameters",
                                description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sw.add_argument("--space", help="search space TOML file (required for a new sweep; see examples/sweep.toml)")
-    sw.add_argument("--data", help="UTF-8 text every trial trains on (default: the bundled corpus; on --resume the "
-                                   "sweep's own)")
-    sw.add_argument("--out", default="runs/sweep", help="sweep folder: study database, trial runs, sweep.json, "
-                                                        "pareto.png (default runs/sweep)")
+    sw.add_argument("--space", metavar="FILE", help="search space TOML file (required for a new sweep; see "
+                                                    "examples/sweep.toml)")
+    sw.add_argument("--data", metavar="FILE", help="UTF-8 text every trial trains on (default: the bundled corpus; on "
+                                                   "--resume the sweep's own)")
+    sw.add_argument("--out", default="runs/sweep", metavar="DIR",
+                    help="sweep folder: study database, trial runs, sweep.json, pareto.png (default runs/sweep)")
     sw.add_argument("--storage", metavar="URL", help="Optuna database URL instead of OUT/sweep.db, e.g. "
                                                      "postgresql://user@host/db: several machines share one sweep")
-    sw.add_argument("--study", help="the sweep's name in the storage (default: [sweep] name, else the space file's "
-                                    "name; with --report, the storage's only sweep)")
-    sw.add_argument("--workers", type=int, default=1, help="processes that run trials at once on this machine "
-                                                           "(default 1)")
-    sw.add_argument("--trials", type=int, help="total trials to reach (default: the space's [sweep] trials); with "
-                                               "--resume, raise it to extend a finished sweep")
+    sw.add_argument("--study", metavar="NAME", help="the sweep's name in the storage (default: [sweep] name, else the "
+                                                    "space file's name; with --report, the storage's only sweep)")
+    sw.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                    help="processes that run trials at once on this machine (default 1)")
+    sw.add_argument("--trials", type=positive_int, metavar="N",
+                    help="total trials to reach (default: the space's [sweep] trials); with --resume, raise it to "
+                         "extend a finished sweep")
     sw.add_argument("--resume", action="store_true", help="continue (or join) the sweep in OUT / --storage")
     sw.add_argument("--report", action="store_true", help="run nothing: print the frontier and the verdict of the "
                                                           "sweep in OUT / --storage and write its JSON and plot")
-    sw.add_argument("--json", metavar="FILE", help="write the table of all trials here (default OUT/sweep.json)")
-    sw.add_argument("--plot", metavar="FILE", help="write the Pareto plot here (.png, .svg or .pdf; default "
-                                                   "OUT/pareto.png)")
-    sw.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker (default 1)")
+    add_json_flag(sw, "the table of all trials (default: into OUT/sweep.json, beside the text)")
+    sw.add_argument("--plot", metavar="FILE", help="the Pareto plot (.png, .svg or .pdf; default OUT/pareto.png)")
+    sw.add_argument("--threads", type=threads, default=1, metavar="N", help="torch CPU threads per worker (default 1)")
     sw.set_defaults(func=run_sweep_command)
 
 
@@ -106,11 +109,15 @@ def _write_outputs(table: dict, args: argparse.Namespace) -> tuple[Path, Path]:
     from ..plot import figure_format
     from ..sweep import plot_pareto
 
-    json_path = Path(args.json or Path(args.out) / "sweep.json")
+    to_stdout = json_to_stdout(args)
+    json_path = Path(args.json if args.json and not to_stdout else Path(args.out) / "sweep.json")
     plot_path = Path(args.plot or Path(args.out) / "pareto.png")
     figure_format(plot_path)
-    atomic_write(json_path, _dumps(table), make_parents=True)
+    text = _dumps(table)
+    atomic_write(json_path, text, make_parents=True)
     plot_pareto(table, plot_path)
+    if to_stdout:
+        print(text, end="")
     return json_path, plot_path
 
 
@@ -124,12 +131,15 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         if e.name != "optuna":
             raise
         raise UserError(str(e)) from None
-    if args.threads < 1:
-        raise UserError(f"--threads {args.threads} is invalid: use an integer >= 1")
-    if args.plot:
+    if args.plot:  # bad output names fail before the sweep, not after it
         from ..plot import figure_format
 
-        figure_format(args.plot)  # a bad name fails before the sweep, not after it
+        figure_format(args.plot)
+        check_output_file(args.plot, "--plot", make_parents=True)
+    if args.json and not json_to_stdout(args):
+        check_output_file(args.json, "--json", make_parents=True)
+    if not args.report:
+        check_output_folder(args.out, "--out")
     start = time.perf_counter()
     if args.report:
         if args.space or args.resume or args.data:
@@ -139,12 +149,18 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     else:
         if not args.resume and not args.space:
             raise UserError("--space is required for a new sweep (see examples/sweep.toml), or --resume to continue one")
-        print(f"qelm sweep: {'resuming' if args.resume else 'starting'} the sweep in {args.storage or args.out} "
-              f"with {args.workers} worker(s)", flush=True)
+        quiet = json_to_stdout(args)  # stdout carries the JSON only
+        if not quiet:
+            print(f"qelm sweep: {'resuming' if args.resume else 'starting'} the sweep in {args.storage or args.out} "
+                  f"with {args.workers} worker(s)", flush=True)
         table = run_sweep(args.space, args.data, out=args.out, storage=args.storage, study=args.study, workers=args.workers,
-                          resume=args.resume, trials=args.trials, threads=args.threads, progress=_print_trial)
-        print()
+                          resume=args.resume, trials=args.trials, threads=args.threads,
+                          progress=None if quiet else _print_trial)
+        if not quiet:
+            print()
     json_path, plot_path = _write_outputs(table, args)
+    if json_to_stdout(args):
+        return 0
     text = report_text(table)
     for line in text.splitlines():
         print(textwrap.fill(line, width=120, subsequent_indent="  ") if not line.startswith("  ") else line)

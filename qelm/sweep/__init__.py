@@ -1,5 +1,5 @@
 """Which quantum circuits earn their parameters? A sweep over QELM configurations, each set against the
-classical models of equal parameters, on Optuna (``pip install "qelm[sweep]"``).
+classical models of equal parameters, on Optuna (``pip install "qelm-lab[sweep]"``).
 
 * :mod:`.space` — the search space: a TOML file read and checked before any trial (:func:`load_space`);
 * :mod:`.trial` — one trial: a configuration at every seed, with its twin and matched classical model;

@@ -49,7 +49,9 @@ SWEEP_DEFAULTS: dict[str, Any] = {
 }
 SAMPLERS = ("tpe", "random", "grid")
 #: training settings [search.train] may choose; the others are fixed for the whole sweep
-SEARCHABLE_SETTINGS = ("steps", "tokens", "batch_size", "lr", "grad_clip", "weight_decay")
+SEARCHABLE_SETTINGS = ("steps", "tokens", "batch_size", "lr", "lr_schedule", "warmup_steps", "min_lr", "grad_clip",
+                       "weight_decay")
+_NOT_THE_MODEL = ("seed", "twin", "matched", "eval_every", "save_every", "log_every")  # settings that train the same model
 _FIXED_SETTINGS = tuple(k for k in TRAIN_DEFAULTS if k not in ("seed", "twin", "matched")) + ("tokens",)
 _UNSEARCHABLE_FIELDS = {"vocab_size": "the tokenizer sets it", "backend_options": "it is a table, not a value"}
 _MAX_COMBINATIONS = 200_000  # model configurations load_space builds to prove each is valid
@@ -171,8 +173,7 @@ def model_key(config: QELMConfig, settings: TrainSettings) -> str:
         drop += ["fidelity_method", "adaptive_threshold"]
     for name in drop:
         c.pop(name, None)
-    s = {k: v for k, v in settings.to_dict().items() if k in ("steps", "batch_size", "lr", "grad_clip", "weight_decay",
-                                                                 "tokenizer", "vocab_size")}
+    s = {k: v for k, v in settings.to_dict().items() if k not in _NOT_THE_MODEL}
     return hashlib.sha256(json.dumps([c, s], sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -35,7 +35,7 @@ __all__ = ["run_sweep", "open_study", "import_optuna", "storage_url", "finished_
            "STORAGE_FILE", "INSTALL_HINT", "HEARTBEAT_INTERVAL", "GRACE_PERIOD"]
 
 STORAGE_FILE = "sweep.db"
-INSTALL_HINT = 'qelm sweep needs Optuna: pip install "qelm[sweep]" (or pip install "optuna>=4")'
+INSTALL_HINT = 'qelm sweep needs Optuna: pip install "qelm-lab[sweep]" (or pip install "optuna>=4")'
 HEARTBEAT_INTERVAL = 30  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 120  # a running trial silent this long is lost (its process died); Optuna fails and retries it
 
