@@ -93,6 +93,7 @@ def test_every_config_field_can_be_searched_by_its_dataclass_name():
     ("[search.train]\ntokenizer = ['char', 'bpe']\n", ["'tokenizer' is not a searchable"]),
     ("[search.model]\nvocab_size = [10, 20]\n", ["vocab_size cannot be searched: the tokenizer sets it"]),
     ("[sweep]\ntrails = 3\n", ["[sweep] 'trails' is not a sweep option"]),
+    ("[train]\nseed = 3\n", ["[train] seed cannot be set: the sweep trains every model at each of [sweep] seeds"]),
     ("[searches.model]\nd_model = [8]\n", ["unknown table(s) [searches]"]),
     ("[search.model]\nd_model = [8, 12]\nn_heads = [1, 8]\n", ["d_model=12, n_heads=8 is impossible",
                                                                "config field d_model=12 is invalid"]),

@@ -252,7 +252,14 @@ def _table(search: dict, name: str, bad) -> dict:
     return table
 
 
+_SWEEP_OWNED = {"seed": "the sweep trains every model at each of [sweep] seeds",
+                "twin": "every trial trains the classical twin", "matched": "every trial trains the matched model"}
+
+
 def _fixed(table: dict, name: str, valid: list[str], bad) -> dict:
+    owned = sorted(set(table) & set(_SWEEP_OWNED)) if name == "train" else []
+    if owned:
+        raise bad(f"[train] {owned[0]} cannot be set: {_SWEEP_OWNED[owned[0]]}")
     unknown = sorted(set(table) - set(valid))
     if unknown:
         what = "QELMConfig field" if name == "model" else "training setting"
