@@ -67,11 +67,17 @@ def _storage(url: str):
     retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
     callback = "heartbeat_stale_trial_callback" if "RetryHeartbeat" in retry.__name__ else "failed_trial_callback"
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
-                          **{callback: retry(max_retry=3)})
-    except Exception as e:  # sqlalchemy: a bad URL, a missing driver, an unreachable server
-        raise ValueError(f"cannot open the sweep storage {_redact(url)!r}: {type(e).__name__}: {e}") from None
+    for attempt in range(5):
+        try:
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
+                              **{callback: retry(max_retry=3)})
+        except Exception as e:  # sqlalchemy: a bad URL, a missing driver, an unreachable server
+            # two processes opening a new database at once (workers, a --report beside a running sweep) race
+            # to write its schema version: the loser sees the row the winner wrote; open it again
+            if "IntegrityError" in type(e).__name__ and attempt < 4:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise ValueError(f"cannot open the sweep storage {_redact(url)!r}: {type(e).__name__}: {e}") from None
 
 
 def _redact(url: str) -> str:
