@@ -77,6 +77,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
                     help="skip the parameter-matched classical model (ClassicalLM.matched_to(qelm))")
     tr.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     _add_runtime(tr)
+    _add_noise(tr, train=True)
     tr.set_defaults(func=run_train)
 
 
@@ -91,6 +92,7 @@ def _register_eval_and_generate(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (default 64)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     _add_runtime(ev)
+    _add_noise(ev, train=False)
     ev.set_defaults(func=run_eval)
 
     gen = subparsers.add_parser("generate", help="sample text from a checkpoint",
@@ -108,6 +110,63 @@ def _register_eval_and_generate(subparsers: argparse._SubParsersAction) -> None:
 def _add_runtime(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", help="simulator for the circuits (default: the config's; weights are unchanged)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=_THREADS_HELP)
+
+
+def _add_noise(parser: argparse.ArgumentParser, *, train: bool) -> None:
+    group = parser.add_argument_group("noise and shots (backend qiskit.aer)")
+    group.add_argument("--noise", metavar="SPEC",
+                       help="noise model: depolarizing[:p1=P,p2=P], thermal[:t1=S,t2=S,time1=S,time2=S], "
+                            "readout[:p0to1=P,p1to0=P], joined with '+', or a device's calibration (fake_manila, "
+                            "fake_sherbrooke, ...: circuits are transpiled to it); needs --shots")
+    group.add_argument("--shots", type=int, help="measurements per circuit (default: exact expectations)")
+    if train:
+        group.add_argument("--grad", choices=("parameter-shift", "spsa"),
+                           help="circuit gradients on qiskit.aer: parameter-shift (2 circuits per angle, the default) "
+                                "or spsa (2 circuits per sample)")
+    else:
+        group.add_argument("--mitigate", metavar="SPEC",
+                           help="error mitigation: zne[:fit=richardson|linear,scales=1/3/5,fold=global|random], "
+                                "readout[:shots=N], twirl[:n=4], joined with '+'; needs --noise")
+        group.add_argument("--seed", type=int, default=0, help="seed of the sampled shots (default 0)")
+
+
+def _noise_backend(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
+    """``(backend, options)`` from --noise, --shots, --mitigate and --grad, every one checked before any work;
+    ``(None, {})`` when none is given."""
+    noise, shots = args.noise, args.shots
+    mitigation, grad = getattr(args, "mitigate", None), getattr(args, "grad", None)
+    if noise is None and shots is None and mitigation is None and grad is None:
+        return args.backend, {}
+    if shots is not None and shots < 1:
+        raise UserError(f"--shots {shots} is invalid: use an integer >= 1")
+    backend = args.backend or "qiskit.aer"
+    for flag, value in (("--noise", noise), ("--mitigate", mitigation), ("--grad", grad)):
+        if value is not None and backend != "qiskit.aer":
+            raise UserError(f"{flag} runs on backend qiskit.aer only (noise models, shots, batched parameter shift); "
+                            f"--backend {backend} cannot: use --backend qiskit.aer or drop --backend")
+    if noise is not None:
+        from ..noise import parse_noise
+
+        try:
+            noise = parse_noise(noise).spec
+        except ValueError as e:
+            raise UserError(f"--noise {args.noise!r} is invalid: {str(e).split(': ', 1)[-1]}") from None
+        if shots is None:
+            raise UserError("--noise needs --shots: noisy hardware answers with measured bitstrings, and readout "
+                            "errors and mitigation act on them (e.g. --shots 8192)")
+    if mitigation is not None:
+        from ..mitigation import parse_mitigation
+
+        if noise is None:
+            raise UserError("--mitigate needs --noise (a noise model to mitigate) and --shots")
+        try:
+            parse_mitigation(mitigation)
+        except ValueError as e:
+            raise UserError(f"--mitigate {mitigation!r} is invalid: {str(e).split(': ', 1)[-1]}") from None
+    options = {"shots": shots, "noise": noise, "mitigation": mitigation,
+               "gradient": grad.replace("-", "_") if grad else None,
+               "seed": (getattr(args, "seed", None) or 0) if (shots is not None or grad) else None}
+    return backend, {k: v for k, v in options.items() if v is not None}
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -261,10 +320,12 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.resume and not args.data:
         raise UserError("--data is required: a UTF-8 text file to train on (or --resume DIR to continue a run)")
     out = args.resume or args.out or "runs/train"
+    backend, backend_options = _noise_backend(args)
     rank, world = init_distributed(args.device)
     try:
         result = _train_call(config=args.config, data=args.data, steps=args.steps, batch_size=args.batch_size,
-                             lr=args.lr, seed=args.seed, out=out, backend=args.backend, resume=bool(args.resume),
+                             lr=args.lr, seed=args.seed, out=out, backend=backend, backend_options=backend_options,
+                             resume=bool(args.resume),
                              overwrite=args.overwrite, twin=args.twin, matched=args.matched, tokenizer=args.tokenizer,
                              vocab_size=args.vocab_size, eval_every=args.eval_every, save_every=args.save_every,
                              log_every=args.log_every, device=args.device,
@@ -288,7 +349,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
 
     _set_threads(args)
-    ck = load_checkpoint(args.checkpoint, backend=args.backend)
+    backend, options = _noise_backend(args)
+    ck = load_checkpoint(args.checkpoint, backend=backend, **options)
     text = read_corpus(args.data)
     train_text, val_text = split_text(text)
     part = {"val": val_text, "train": train_text, "all": text}[args.split]
@@ -296,15 +358,25 @@ def run_eval(args: argparse.Namespace) -> int:
     if ids.numel() < 2:
         raise UserError(f"the {args.split} split of {args.data} has {ids.numel()} token(s); scoring needs at least 2: "
                         f"use a longer text")
+    start = time.perf_counter()
     res = evaluate(ck.model, ids, batch_size=args.batch_size, context_len=ck.config.context_len)
-    backend = ck.config.backend if ck.kind == "qelm" else "none (classical)"
+    seconds = time.perf_counter() - start
+    engine = ck.model.backend if ck.kind == "qelm" else None
+    backend = engine.describe() if engine is not None else "none (classical)"
+    usage = dict(getattr(engine, "usage", None) or {})
     if args.json:
         print(json.dumps({"checkpoint": str(ck.path), "kind": ck.kind, "data": args.data, "split": args.split,
                           "loss": res["loss"], "perplexity": res["perplexity"], "tokens": res["tokens"],
-                          "backend": backend, "shots": ck.config.shots}))
+                          "backend": ck.config.backend if ck.kind == "qelm" else backend, "shots": ck.config.shots,
+                          "noise": ck.config.backend_options.get("noise"),
+                          "mitigation": ck.config.backend_options.get("mitigation"), "circuits_run": usage.get("circuits"),
+                          "shots_taken": usage.get("shots"), "seconds": seconds}))
     else:
         print(f"perplexity {res['perplexity']:.4f} (cross-entropy {res['loss']:.4f} nats/token over {res['tokens']} "
               f"tokens of the {args.split} split of {args.data}; {ck.kind} model {ck.path}, backend {backend})")
+        if usage.get("shots"):
+            print(f"{usage['circuits']:,} circuits run, {usage['shots']:,} shots taken (calibration and mitigation "
+                  f"included), {_duration(seconds)}")
     return 0
 
 
