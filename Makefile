@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: demo test test-gpu gallery bench clean
+.PHONY: demo test test-gpu test-noise gallery bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ test: $(VENV)/.installed
 test-gpu: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m gpu
 
+# the noise extra (mitiq, device snapshots) in a venv of its own: mitiq 1.1 holds numpy below 2.3
+NOISE_VENV := .venv-noise
+$(NOISE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(NOISE_VENV)
+	$(NOISE_VENV)/bin/pip install --quiet torch==2.13.0
+	$(NOISE_VENV)/bin/pip install --quiet -e '.[dev,noise]'
+	touch $@
+
+test-noise: $(NOISE_VENV)/.installed
+	$(NOISE_VENV)/bin/python -m pytest -q tests/test_noise.py tests/test_mitigation.py
+
 gallery: $(VENV)/.installed
 	$(BIN)/qelm gallery circuits
 
@@ -33,4 +44,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/speed.py --quick
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(NOISE_VENV) runs

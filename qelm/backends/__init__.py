@@ -178,7 +178,8 @@ def check_run_shapes(circuit, inputs: torch.Tensor, weights: torch.Tensor, kind:
 
 def get_backend(name: str, **options: Any) -> Backend:
     """Build the backend registered as ``name`` with ``options`` (``shots``, ``seed``, and per backend:
-    ``diff_method`` for PennyLane devices; ``noise_model``, ``device``, ``method`` for qiskit.aer)."""
+    ``diff_method`` for PennyLane devices; ``noise_model``, ``device``, ``method``, ``noise``, ``mitigation``,
+    ``gradient`` for qiskit.aer)."""
     if isinstance(name, Backend):
         return name
     if name not in BACKENDS and is_pennylane_device(name):  # any other PennyLane device, through a QNode

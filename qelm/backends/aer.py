@@ -22,6 +22,21 @@ the same generator also seeds ``seed_simulator`` of every Aer run (noise traject
 Noise: ``noise_model`` (a ``qiskit_aer.noise.NoiseModel``) goes to the ``AerSimulator``. With
 ``method="density_matrix"`` the noisy expectations are exact; with ``"statevector"`` Aer averages
 ``shots`` (1024 when shots is None) Monte-Carlo noise trajectories.
+
+Noise as hardware would show it: ``noise`` (a spec of :mod:`qelm.noise`: named models or a device's
+calibration) needs ``shots``. Each circuit is prepared once as it would run (transpiled to the device,
+for a device model), its noisy outcome probabilities are simulated exactly (density matrix), the
+readout errors are applied to them, and ``shots`` bitstrings are drawn per sample; every Z string of the
+readout is read from the same bitstrings, as on hardware. ``mitigation`` (a spec of
+:mod:`qelm.mitigation`: ``zne``, ``readout``, ``twirl``) runs the folded and twirled variants of each
+circuit for the whole batch in one Aer call and combines them. ``usage`` counts the circuits run and
+the shots they took, calibration and mitigation included.
+
+Gradients: ``gradient="parameter_shift"`` (default; 2 circuits per angle and sample) or ``"spsa"``
+(simultaneous perturbation: every angle of a sample moved at once by ``+-SPSA_STEP`` along a random
+sign vector, 2 circuits per sample whatever the number of angles). SPSA is a noisy, slightly shrunk
+estimate (each component by about ``cos(SPSA_STEP)**(angles - 1)``, 0.86 at 32 angles); an optimizer
+like AdamW, which normalises step sizes, absorbs the shrink.
 """
 
 from __future__ import annotations
@@ -35,12 +50,14 @@ from torch.autograd.function import once_differentiable
 from . import Backend, BackendUnavailable, check_angles
 from .gates import ROTATIONS, gate_list
 
-__all__ = ["AerBackend", "translate", "DEVICES", "METHODS"]
+__all__ = ["AerBackend", "translate", "DEVICES", "METHODS", "GRADIENTS", "SPSA_STEP"]
 
 _INSTALL = "pip install qiskit qiskit-aer"
 _INSTALL_GPU = "pip install qiskit-aer-gpu (replaces qiskit-aer; needs an NVIDIA GPU with CUDA)"
 DEVICES = ("CPU", "GPU")
 METHODS = ("automatic", "statevector", "density_matrix", "matrix_product_state")
+GRADIENTS = ("parameter_shift", "spsa")
+SPSA_STEP = 0.1  # SPSA perturbation of every angle (radians)
 
 # PennyLane gate name -> qiskit method name. ``q`` maps wires to qubits.
 _QISKIT = {
@@ -54,12 +71,14 @@ _QISKIT = {
 class _Compiled:
     """One circuit structure in qiskit form."""
 
-    def __init__(self, qc, observables, cols: np.ndarray, n_angles: int) -> None:
+    def __init__(self, qc, observables, cols: np.ndarray, n_angles: int, z_qubits=(), key=None) -> None:
         self.qc = qc  # parameterized QuantumCircuit, parameters theta[i] for the used angle entries
         self.observables = observables  # [[SparsePauliOp, ...]]: shape (1, n_obs)
         self.n_obs = len(observables[0])
         self.cols = cols  # angle-vector column of each of qc.parameters, in qc.parameters order
         self.n_angles = n_angles
+        self.z_qubits = z_qubits  # the qiskit qubits of each observable's Z string
+        self.key = key  # the circuit structure it came from
 
 
 def translate(circuit):
@@ -89,10 +108,10 @@ def translate(circuit):
             getattr(qc, _QISKIT[g.name])(*qubits)
 
     cols = np.array([p.index for p in qc.parameters], dtype=np.int64)
-    paulis = [SparsePauliOp.from_sparse_list([("Z" * len(z), [q(w) for w in z], 1.0)], num_qubits=n)
-              for z in circuit.z_strings]  # the readout's Z strings
+    z_qubits = [tuple(q(w) for w in z) for z in circuit.z_strings]  # the readout's Z strings
+    paulis = [SparsePauliOp.from_sparse_list([("Z" * len(z), list(z), 1.0)], num_qubits=n) for z in z_qubits]
     observables = [paulis]  # shape (1, n_obs): broadcasts against values (N, 1, U) to (N, n_obs)
-    return _Compiled(qc, observables, cols, n_angles)
+    return _Compiled(qc, observables, cols, n_angles, z_qubits, circuit.key)
 
 
 class _AerExpval(torch.autograd.Function):
@@ -112,7 +131,14 @@ class _AerExpval(torch.autograd.Function):
         values = angles.detach().to(device="cpu", dtype=torch.float64).numpy()[:, compiled.cols]  # (N, U)
         n, u = values.shape
         grad = np.zeros((n, compiled.n_angles))
-        if u and n:
+        if u and n and ctx.backend.gradient == "spsa":
+            # one random sign vector per sample, every angle moved at once: 2 circuits per sample
+            delta = ctx.backend._rng.choice(np.array([-1.0, 1.0]), size=(n, u))  # (N, U)
+            ev = ctx.backend._estimate(compiled, np.concatenate([values + SPSA_STEP * delta, values - SPSA_STEP * delta]))
+            slope = (ev[:n] - ev[n:]) / (2 * SPSA_STEP)  # (N, n_obs): directional derivative along delta
+            g = grad_output.detach().to(device="cpu", dtype=torch.float64).numpy()
+            grad[:, compiled.cols] = delta * np.einsum("no,no->n", slope, g)[:, None]
+        elif u and n:
             # every (sample, angle, sign) shifted copy at once: (N, 2, U, U) -> (2*U*N, U)
             shift = np.array([math.pi / 2, -math.pi / 2])[:, None, None] * np.eye(u)[None]
             shifted = (values[:, None, None, :] + shift[None]).reshape(-1, u)
@@ -128,10 +154,12 @@ class AerBackend(Backend):
 
     name = "qiskit.aer"
     supports_state = False
-    options = ("noise_model", "device", "method")
+    options = ("noise_model", "device", "method", "noise", "mitigation", "gradient")
+    _transient = Backend._transient + ("_sampled",)
 
     def __init__(self, shots: int | None = None, seed: int | None = None, noise_model=None,
-                 device: str = "CPU", method: str = "statevector") -> None:
+                 device: str = "CPU", method: str = "statevector", noise: str | None = None,
+                 mitigation: str | None = None, gradient: str = "parameter_shift") -> None:
         super().__init__(shots=shots, seed=seed)
         try:
             import qiskit  # noqa: F401
@@ -146,6 +174,28 @@ class AerBackend(Backend):
             raise ValueError(f"method={method!r} is invalid for backend 'qiskit.aer': valid methods are {', '.join(METHODS)}")
         if noise_model is not None and not isinstance(noise_model, NoiseModel):
             raise ValueError(f"noise_model must be None or a qiskit_aer.noise.NoiseModel, got {type(noise_model).__name__}")
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient={gradient!r} is invalid for backend 'qiskit.aer': valid gradients are "
+                             f"{', '.join(GRADIENTS)}")
+        self.gradient = gradient
+        self.noise = self.mitigation = None
+        if noise is not None:
+            from ..noise import parse_noise
+
+            if noise_model is not None:
+                raise ValueError("give noise (a spec such as 'depolarizing') or noise_model (a NoiseModel), not both")
+            self.noise = parse_noise(noise)
+        if mitigation is not None:
+            from ..mitigation import parse_mitigation
+
+            self.mitigation = parse_mitigation(mitigation)
+            if self.noise is None and noise_model is None:
+                raise ValueError(f"mitigation {mitigation!r} needs a noise model to mitigate: give noise (e.g. "
+                                 f"'depolarizing', --noise) or noise_model")
+        if (self.noise is not None or self.mitigation is not None) and shots is None:
+            raise ValueError(f"{'noise' if self.noise is not None else 'mitigation'} needs shots: noisy hardware "
+                             f"answers with measured bitstrings, and readout errors and mitigation act on them; set "
+                             f"shots (e.g. 1024, --shots 1024)")
         if device == "GPU" and "GPU" not in AerSimulator().available_devices():
             raise BackendUnavailable(f"backend 'qiskit.aer' with device='GPU' cannot run here (qiskit-aer sees "
                                      f"devices {AerSimulator().available_devices()}): {_INSTALL_GPU}")
@@ -163,6 +213,14 @@ class AerBackend(Backend):
                                                "run_options": run_options})
         self._rng = np.random.default_rng(seed)
         self._compiled: dict = {}
+        #: circuits run and shots taken (calibration and mitigation included): what hardware would be asked for
+        self.usage = {"circuits": 0, "shots": 0}
+        self._sampled = None  # the noisy path's state (prepared circuits, calibrations), built on first use
+
+    @property
+    def sampled(self) -> bool:
+        """Whether circuits run the noisy sampling path (``noise`` or ``mitigation`` given)."""
+        return self.noise is not None or self.mitigation is not None
 
     def compile(self, circuit) -> _Compiled:
         """The qiskit translation of ``circuit``, built once per ``circuit.key``."""
@@ -176,6 +234,14 @@ class AerBackend(Backend):
         n_obs = compiled.n_obs
         if m == 0:
             return np.zeros((0, n_obs))
+        if self.sampled:
+            if self._sampled is None:
+                from ._aer_noise import NoisySampler
+
+                self._sampled = NoisySampler(self.noise, self.noise_model, self.mitigation, self.device, self.seed)
+            return self._sampled.estimate(compiled, values, self.shots, self._rng, self.usage)
+        self.usage["circuits"] += m
+        self.usage["shots"] += m * (self.shots or 0)
         run_options = self._estimator.options.run_options
         if self.seed is not None:
             run_options["seed_simulator"] = int(self._rng.integers(2**31 - 1))
@@ -198,7 +264,14 @@ class AerBackend(Backend):
         return torch.as_tensor(out, device=angles.device).to(angles.dtype)
 
     def describe(self) -> str:
-        parts = [self.method, self.device, "exact" if self.shots is None else f"{self.shots} shots"]
-        if self.noise_model is not None:
+        method = "density_matrix" if self.sampled else self.method
+        parts = [method, self.device, "exact" if self.shots is None else f"{self.shots} shots"]
+        if self.noise is not None:
+            parts.append(f"noise {self.noise.describe()}")
+        elif self.noise_model is not None:
             parts.append("noise model")
+        if self.mitigation is not None:
+            parts.append(f"mitigation {self.mitigation.describe()}")
+        if self.gradient != "parameter_shift":
+            parts.append(f"{self.gradient} gradients")
         return f"{self.name} ({', '.join(parts)})"

@@ -125,6 +125,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
                          "readout=zz --set weight_decay=0.1")
     tr.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu or cuda (default cpu)")
     _add_runtime(tr)
+    _add_noise(tr, train=True)
     tr.set_defaults(func=run_train)
 
 
@@ -154,6 +155,7 @@ def _register_eval_and_generate(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--seed", type=seed, default=0, help="sampling seed of those tokens (default 0)")
     add_json_flag(ev, "the result")
     _add_runtime(ev)
+    _add_noise(ev, train=False)
     ev.set_defaults(func=run_eval)
 
     gen = subparsers.add_parser("generate", help="sample text from a checkpoint",
@@ -203,6 +205,62 @@ metrics:
 def _add_runtime(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", metavar="NAME", help="simulator for the circuits (default: the config's; weights are unchanged)")
     parser.add_argument("--threads", type=threads, default=DEFAULT_THREADS, metavar="N", help=_THREADS_HELP)
+
+
+def _add_noise(parser: argparse.ArgumentParser, *, train: bool) -> None:
+    group = parser.add_argument_group("noise and shots (backend qiskit.aer)")
+    group.add_argument("--noise", metavar="SPEC",
+                       help="noise model: depolarizing[:p1=P,p2=P], thermal[:t1=S,t2=S,time1=S,time2=S], "
+                            "readout[:p0to1=P,p1to0=P], joined with '+', or a device's calibration (fake_manila, "
+                            "fake_sherbrooke, ...: circuits are transpiled to it); needs --shots (default: none, exact)")
+    group.add_argument("--shots", type=int, help="measurements per circuit (default: exact expectations)")
+    if train:
+        group.add_argument("--grad", choices=("parameter-shift", "spsa"),
+                           help="circuit gradients on qiskit.aer: parameter-shift (2 circuits per angle, the default) "
+                                "or spsa (2 circuits per sample)")
+    else:
+        group.add_argument("--mitigate", metavar="SPEC",
+                           help="error mitigation: zne[:fit=richardson|linear,scales=1/3/5,fold=global|random], "
+                                "readout[:shots=N], twirl[:n=4], joined with '+'; needs --noise (default: none)")
+
+
+def _noise_backend(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
+    """``(backend, options)`` from --noise, --shots, --mitigate and --grad, every one checked before any work;
+    ``(args.backend, {})`` when none is given."""
+    noise, shots = args.noise, args.shots
+    mitigation, grad = getattr(args, "mitigate", None), getattr(args, "grad", None)
+    if noise is None and shots is None and mitigation is None and grad is None:
+        return args.backend, {}
+    if shots is not None and shots < 1:
+        raise UserError(f"--shots {shots} is invalid: use an integer >= 1")
+    backend = args.backend or "qiskit.aer"
+    for flag, value in (("--noise", noise), ("--mitigate", mitigation), ("--grad", grad)):
+        if value is not None and backend != "qiskit.aer":
+            raise UserError(f"{flag} runs on backend qiskit.aer only (noise models, shots, batched parameter shift); "
+                            f"--backend {backend} cannot: use --backend qiskit.aer or drop --backend")
+    if noise is not None:
+        from ..noise import parse_noise
+
+        try:
+            noise = parse_noise(noise).spec
+        except ValueError as e:
+            raise UserError(f"--noise {args.noise!r} is invalid: {str(e).split(': ', 1)[-1]}") from None
+        if shots is None:
+            raise UserError("--noise needs --shots: noisy hardware answers with measured bitstrings, and readout "
+                            "errors and mitigation act on them (e.g. --shots 8192)")
+    if mitigation is not None:
+        from ..mitigation import parse_mitigation
+
+        if noise is None:
+            raise UserError("--mitigate needs --noise (a noise model to mitigate) and --shots")
+        try:
+            parse_mitigation(mitigation)
+        except ValueError as e:
+            raise UserError(f"--mitigate {mitigation!r} is invalid: {str(e).split(': ', 1)[-1]}") from None
+    options = {"shots": shots, "noise": noise, "mitigation": mitigation,
+               "gradient": grad.replace("-", "_") if grad else None,
+               "seed": (getattr(args, "seed", None) or 0) if (shots is not None or grad) else None}
+    return backend, {k: v for k, v in options.items() if v is not None}
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -416,9 +474,12 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError("--data is required: a UTF-8 text file to train on (or --resume DIR to continue a run)")
     out = args.resume or args.out or "runs/train"
     changes, settings = _train_options(args)
+    backend, backend_options = _noise_backend(args)
+    if backend_options:
+        settings["backend_options"] = backend_options
     rank, world = init_distributed(args.device)
     try:
-        result = _train_call(config=args.config, data=args.data, out=out, backend=args.backend, resume=bool(args.resume),
+        result = _train_call(config=args.config, data=args.data, out=out, backend=backend, resume=bool(args.resume),
                              overwrite=args.overwrite, device=args.device, config_changes=changes,
                              callback=_Progress() if rank == 0 else None, **settings)
     finally:
@@ -446,7 +507,8 @@ def run_eval(args: argparse.Namespace) -> int:
     _set_threads(args)
     if args.json and not json_to_stdout(args):
         check_output_file(args.json, "--json", make_parents=True)
-    ck = load_checkpoint(args.checkpoint, backend=args.backend)
+    backend, options = _noise_backend(args)
+    ck = load_checkpoint(args.checkpoint, backend=backend, **options)
     text = read_corpus(args.data)
     train_text, val_text = split_text(text)
     part = {"val": val_text, "train": train_text, "all": text}[args.split]
