@@ -22,7 +22,7 @@ default depolarizing) on ``qiskit.aer`` (``qelm train --resume DIR --noise ... -
 with SPSA and with parameter-shift gradients, beside a control that trains the same extra steps exactly.
 Each is scored exactly and under that noise; circuits per step and wall time are measured.
 
-Needs the ``noise`` extra (``pip install "qelm[noise]"``: mitiq, qiskit-ibm-runtime's device snapshots).
+Needs the ``noise`` extra (``pip install "qelm-lab[noise]"``: mitiq, qiskit-ibm-runtime's device snapshots).
 
 Usage::
 

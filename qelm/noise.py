@@ -31,7 +31,7 @@ import numpy as np
 __all__ = ["Noise", "NOISE_MODELS", "parse_noise", "parse_spec", "device_names", "readout_confusion",
            "NOISE_INSTALL"]
 
-NOISE_INSTALL = 'pip install "qelm[noise]"'
+NOISE_INSTALL = 'pip install "qelm-lab[noise]"'
 
 #: named models: parameter -> (default, what it is)
 NOISE_MODELS: dict[str, dict[str, tuple[float, str]]] = {

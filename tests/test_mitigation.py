@@ -11,7 +11,7 @@ from qelm.backends import get_backend
 from qelm.backends.aer import translate
 from qelm.circuits import build_circuit
 
-INSTALL = 'needs the noise extra: pip install "qelm[noise]"'
+INSTALL = 'needs the noise extra: pip install "qelm-lab[noise]"'
 HAS_MITIQ = importlib.util.find_spec("mitiq") is not None
 HAS_RUNTIME = importlib.util.find_spec("qiskit_ibm_runtime") is not None
 needs_mitiq = pytest.mark.skipif(not HAS_MITIQ, reason=f"mitiq missing: {INSTALL}")

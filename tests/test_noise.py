@@ -221,7 +221,7 @@ def test_mitigation_without_mitiq_names_the_extra(checkpoint, cli):
     folder, data = checkpoint
     line = cli.error("eval", "--checkpoint", folder, "--data", data, "--noise", "depolarizing", "--shots", "10",
                      "--mitigate", "zne")
-    assert 'pip install "qelm[noise]"' in line
+    assert 'pip install "qelm-lab[noise]"' in line
     with pytest.raises(BackendUnavailable, match=r'mitiq: pip install "qelm\[noise\]"'):
         get_backend("qiskit.aer", shots=10, noise="depolarizing", mitigation="readout")
 

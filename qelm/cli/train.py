@@ -517,6 +517,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError(f"the {args.split} split of {args.data} has {ids.numel()} token(s); scoring needs at least 2: "
                         f"use a longer text")
     unknown = ck.tokenizer.count_unknown(part)
+    # more windows than the text holds changes nothing: cap it (a huge --batch-size overflowed in torch)
+    args.batch_size = min(args.batch_size, max(1, ids.numel()))
     with _bar(ids.numel() - 1, "token") as bar:
         res = evaluate(ck.model, ids, batch_size=args.batch_size, context_len=ck.config.context_len,
                        progress=lambda done, total: bar.update(done - bar.n))
