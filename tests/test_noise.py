@@ -63,7 +63,7 @@ def test_bad_specs_say_what_and_the_valid_choices(spec, match):
 
 @pytest.mark.skipif(HAS_RUNTIME, reason="checks the message shown when qiskit-ibm-runtime is missing")
 def test_device_without_runtime_names_the_extra():
-    with pytest.raises(ValueError, match=r'device models need .*pip install "qelm\[noise\]"'):
+    with pytest.raises(ValueError, match=r'device models need .*pip install "qelm-lab\[noise\]"'):
         parse_noise("fake_manila")
 
 
@@ -222,7 +222,7 @@ def test_mitigation_without_mitiq_names_the_extra(checkpoint, cli):
     line = cli.error("eval", "--checkpoint", folder, "--data", data, "--noise", "depolarizing", "--shots", "10",
                      "--mitigate", "zne")
     assert 'pip install "qelm-lab[noise]"' in line
-    with pytest.raises(BackendUnavailable, match=r'mitiq: pip install "qelm\[noise\]"'):
+    with pytest.raises(BackendUnavailable, match=r'mitiq: pip install "qelm-lab\[noise\]"'):
         get_backend("qiskit.aer", shots=10, noise="depolarizing", mitigation="readout")
 
 

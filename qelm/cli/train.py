@@ -519,17 +519,24 @@ def run_eval(args: argparse.Namespace) -> int:
     unknown = ck.tokenizer.count_unknown(part)
     # more windows than the text holds changes nothing: cap it (a huge --batch-size overflowed in torch)
     args.batch_size = min(args.batch_size, max(1, ids.numel()))
+    begun = time.perf_counter()
     with _bar(ids.numel() - 1, "token") as bar:
         res = evaluate(ck.model, ids, batch_size=args.batch_size, context_len=ck.config.context_len,
                        progress=lambda done, total: bar.update(done - bar.n))
+    seconds = time.perf_counter() - begun
     if not math.isfinite(res["loss"]):
         raise UserError(f"the model of {ck.path} gives a cross-entropy of {res['loss']} on this text: its outputs are "
                         f"not finite numbers, so it has no perplexity")
+    engine = ck.model.backend if ck.kind == "qelm" else None
+    usage = dict(getattr(engine, "usage", None) or {})  # circuits and shots the perplexity took (qiskit.aer)
     more = _comparison_metrics(ck, ids, res["loss"], args)
     backend = ck.config.backend if ck.kind == "qelm" else "none (classical)"
+    options = ck.config.backend_options if ck.kind == "qelm" else {}
     record = {"checkpoint": str(ck.path), "kind": ck.kind, "step": ck.step, "which": _which(ck), "data": args.data,
               "split": args.split, "loss": res["loss"], "perplexity": res["perplexity"], "tokens": res["tokens"],
-              "unknown_tokens": unknown, "backend": backend, "shots": ck.config.shots, **more}
+              "unknown_tokens": unknown, "backend": backend, "shots": ck.config.shots,
+              "noise": options.get("noise"), "mitigation": options.get("mitigation"),
+              "circuits_run": usage.get("circuits"), "shots_taken": usage.get("shots"), "seconds": seconds, **more}
     if json_to_stdout(args):
         print(json.dumps(record))
         return 0
@@ -540,7 +547,11 @@ def run_eval(args: argparse.Namespace) -> int:
         fell_back = (f"; {unknown} of the {ids.numel()} tokens fell back to the unknown token (characters outside the "
                      f"vocabulary: {describe_chars(ck.tokenizer.unknown_characters(part))})")
     print(f"perplexity {res['perplexity']:.4f} (cross-entropy {res['loss']:.4f} nats/token over {res['tokens']} "
-          f"tokens of the {args.split} split of {args.data}{fell_back}; checkpoint {ck.describe()}, backend {backend})")
+          f"tokens of the {args.split} split of {args.data}{fell_back}; checkpoint {ck.describe()}, backend "
+          f"{engine.describe() if engine is not None else backend})")
+    if usage.get("shots"):
+        print(f"{usage['circuits']:,} circuits run, {usage['shots']:,} shots taken (calibration and mitigation "
+              f"included), {_duration(seconds)}")
     print(_describe_metrics(more))
     if args.json:
         print(f"wrote {atomic_write(args.json, json.dumps(record, indent=1) + chr(10), make_parents=True)}")
