@@ -43,14 +43,14 @@ most the trials that were in flight."""
 def register(subparsers: argparse._SubParsersAction) -> None:
     sw = subparsers.add_parser("sweep", help="search QELM configurations against classical models of equal parameters",
                                description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sw.add_argument("--space", metavar="FILE", help="search space TOML file (required for a new sweep; see "
-                                                    "examples/sweep.toml)")
+    sw.add_argument("--space", metavar="FILE", help="search space TOML file (no default: required for a new "
+                                                    "sweep, see examples/sweep.toml; on --resume the sweep's own)")
     sw.add_argument("--data", metavar="FILE", help="UTF-8 text every trial trains on (default: the bundled corpus; on "
                                                    "--resume the sweep's own)")
     sw.add_argument("--out", default="runs/sweep", metavar="DIR",
                     help="sweep folder: study database, trial runs, sweep.json, pareto.png (default runs/sweep)")
-    sw.add_argument("--storage", metavar="URL", help="Optuna database URL instead of OUT/sweep.db, e.g. "
-                                                     "postgresql://user@host/db: several machines share one sweep")
+    sw.add_argument("--storage", metavar="URL", help="Optuna database URL (default: OUT/sweep.db, SQLite), "
+                                                     "e.g. postgresql://user@host/db: several machines share one sweep")
     sw.add_argument("--study", metavar="NAME", help="the sweep's name in the storage (default: [sweep] name, else the "
                                                     "space file's name; with --report, the storage's only sweep)")
     sw.add_argument("--workers", type=positive_int, default=1, metavar="N",
