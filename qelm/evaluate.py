@@ -115,8 +115,10 @@ def stream_ids(model: QELM, tokenizer: Tokenizer, ids: list[int], *, max_new_tok
                generator: torch.Generator | None = None) -> Iterator[str]:
     """:func:`stream_text` after token ids rather than text (a conversation keeps its tokens)."""
     stop = check_stop(stop)
+    unk = getattr(tokenizer, "unk_id", None)
     tokens = sample_tokens(model, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
-                           top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, generator=generator)
+                           top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, generator=generator,
+                           never=() if unk is None else (unk,))  # the unknown token is not text: never sampled
     return _until_stop(_decoded(tokenizer, tokens), stop)
 
 
@@ -180,7 +182,8 @@ def _until_stop(pieces: Iterator[str], stop: tuple[str, ...]) -> Iterator[str]:
 
 def sample_tokens(model: QELM, ids: list[int], *, max_new_tokens: int, temperature: float = 1.0,
                   top_k: int | None = None, seed: int = 0, top_p: float | None = None, min_p: float | None = None,
-                  repetition_penalty: float = 1.0, generator: torch.Generator | None = None) -> Iterator[int]:
+                  repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
+                  never: tuple[int, ...] = ()) -> Iterator[int]:
     """The token ids :meth:`QELM.generate` samples after ``ids`` (one sequence) with a generator seeded by
     ``seed`` (or ``generator``), yielded one by one as they are drawn, with the model in eval mode
     meanwhile: :meth:`QELM.stream`, the one sampling loop. Every argument is checked here."""
@@ -190,7 +193,7 @@ def sample_tokens(model: QELM, ids: list[int], *, max_new_tokens: int, temperatu
         generator = torch.Generator(device=device).manual_seed(check_seed(seed))
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T0)
     steps = model.stream(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                         repetition_penalty=repetition_penalty, generator=generator)  # checks every argument
+                         repetition_penalty=repetition_penalty, generator=generator, never=never)  # checks every argument
     return _in_eval_mode(model, steps)
 
 

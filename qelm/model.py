@@ -260,7 +260,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
 
     def stream(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,
-               generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+               generator: torch.Generator | None = None, use_cache: bool = True,
+               never: tuple[int, ...] = ()) -> Iterator[torch.Tensor]:
         """:meth:`generate` one step at a time: yields each step's new tokens (B, 1) as they are drawn, so a
         caller can print them or stop early. The one sampling loop: :meth:`generate` and
         :func:`qelm.evaluate.stream_text` both run it. Every argument is checked before the first step."""
@@ -270,7 +271,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
             got = f"shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
             raise ValueError(f"generate continues (batch, seq) token ids with seq >= 1, got {got}")
         return self._steps(idx, max_new_tokens, dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                                     repetition_penalty=repetition_penalty), generator, use_cache)
+                                                     repetition_penalty=repetition_penalty, never=tuple(never)),
+                           generator, use_cache)
 
     @torch.no_grad()
     def _steps(self, idx: torch.Tensor, max_new_tokens: int, sampling: dict, generator: torch.Generator | None,
@@ -292,7 +294,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
 
 def sample_next(logits: torch.Tensor, seen: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, never: tuple[int, ...] = ()) -> torch.Tensor:
     """Draw the next token (B, 1) from ``logits`` (B, V), in Hugging Face's order: the repetition penalty
     on every token of ``seen`` (B, T) (a positive logit divided by it, a negative one multiplied), then
     temperature, top-k (the k most likely), top-p (the smallest set whose probability reaches p; the most
@@ -314,7 +316,12 @@ def sample_next(logits: torch.Tensor, seen: torch.Tensor, *, temperature: float 
     if min_p is not None and min_p > 0.0:
         probs = logits.softmax(dim=-1)
         logits = logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+    probs = logits.softmax(dim=-1)
+    if never:  # tokens that are not text (the unknown token) are never drawn
+        probs = probs.index_fill(-1, torch.tensor(never, device=probs.device), 0.0)
+        probs = torch.where(probs.sum(-1, keepdim=True) > 0, probs, torch.ones_like(probs).index_fill(
+            -1, torch.tensor(never, device=probs.device), 0.0))
+    return torch.multinomial(probs, 1, generator=generator)
 
 
 def check_sampling(max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, *,
