@@ -23,6 +23,11 @@ SIZES = [(2, 1), (2, 2), (3, 1), (3, 2)]  # (n_qubits, n_layers)
 CASES = [(name, nq, nl) for name in CIRCUITS for nq, nl in SIZES]
 HAS_AER = importlib.util.find_spec("qiskit_aer") is not None
 HAS_LIGHTNING = importlib.util.find_spec("pennylane_lightning") is not None
+try:  # the module pennylane-lightning-gpu installs (its parent package may be missing)
+    HAS_LIGHTNING_GPU = importlib.util.find_spec("pennylane_lightning.lightning_gpu") is not None
+except ModuleNotFoundError:
+    HAS_LIGHTNING_GPU = False
+NO_LIGHTNING_GPU = "pennylane-lightning-gpu is not installed: pip install 'qelm-lab[gpu]'"
 
 BACKEND_PARAMS = [
     pytest.param("default.qubit", {}, id="default.qubit"),
@@ -30,11 +35,21 @@ BACKEND_PARAMS = [
                  marks=pytest.mark.skipif(not HAS_LIGHTNING, reason="pennylane-lightning not installed")),
     pytest.param("qiskit.aer", {}, id="qiskit.aer",
                  marks=pytest.mark.skipif(not HAS_AER, reason="qiskit-aer not installed")),
+    # the GPU backends (make test-gpu): skipped, with the reason, without a GPU or their package
+    pytest.param("lightning.gpu", {}, id="lightning.gpu",
+                 marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_LIGHTNING_GPU, reason=NO_LIGHTNING_GPU)]),
+    pytest.param("qiskit.aer", {"device": "GPU"}, id="qiskit.aer-GPU",
+                 marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_AER, reason="qiskit-aer not installed")]),
 ]
 
 
 @lru_cache(maxsize=None)
 def _backend(name: str, **options):
+    if options.get("device") == "GPU":  # qiskit-aer (CPU) is installed; its GPU build may not be
+        from qiskit_aer import AerSimulator
+
+        if "GPU" not in AerSimulator().available_devices():
+            pytest.skip("qiskit-aer has no GPU device here: pip install 'qelm-lab[gpu]' (see the README)")
     return get_backend(name, **options)
 
 
@@ -188,8 +203,16 @@ class TestAer:
 
         if "GPU" in AerSimulator().available_devices():
             pytest.skip("qiskit-aer-gpu is usable here")
-        with pytest.raises(BackendUnavailable, match="pip install qiskit-aer-gpu"):
+        with pytest.raises(BackendUnavailable, match="device='GPU' cannot run here") as e:
             get_backend("qiskit.aer", device="GPU")
+        import importlib.metadata
+
+        try:  # the real condition, named: the package missing, no GPU, or the CPU build shadowing the GPU one
+            importlib.metadata.version("qiskit-aer-gpu")
+            expected = "pip install --force-reinstall --no-deps" if torch.cuda.is_available() else "no CUDA GPU"
+        except importlib.metadata.PackageNotFoundError:
+            expected = "qiskit-aer-gpu is not installed: pip install 'qelm-lab[gpu]'"
+        assert expected in str(e.value)
 
 
 @pytest.mark.skipif(not HAS_LIGHTNING, reason="pennylane-lightning not installed")
@@ -211,6 +234,22 @@ class TestLightning:
             grads.append(torch.autograd.grad(out, a, cot)[0])
         torch.testing.assert_close(outs[0], outs[1], atol=VALUE_TOL, rtol=0)
         torch.testing.assert_close(grads[0], grads[1], atol=GRAD_TOL, rtol=0)
+
+    @pytest.mark.parametrize("name", ["angle", "swap_test", "fidelity"])
+    def test_host_readout_equals_lightning_measurements(self, name):
+        """The readout lightning.gpu uses for small states (the state copied to the host, |psi|^2 @ Z signs),
+        checked here on lightning.qubit's identical bindings against Lightning's own expvals."""
+        import numpy as np
+        from pennylane_lightning import lightning_qubit_ops
+
+        from qelm.backends.lightning import _Kernels
+
+        circuit, angles, ref, _, _ = _reference(name, 3, 2)
+        values = angles.numpy()
+        host = _Kernels(circuit, lightning_qubit_ops, host_readout=True).expval(values)
+        device = _Kernels(circuit, lightning_qubit_ops, host_readout=False).expval(values)
+        np.testing.assert_allclose(host, device, atol=1e-12, rtol=0)
+        np.testing.assert_allclose(host, ref.numpy(), atol=VALUE_TOL, rtol=0)
 
     def test_no_grad_path_dtype_single_and_empty_batch(self):
         circuit, angles, ref, _, _ = _reference("angle", 3, 2)
@@ -262,6 +301,30 @@ def test_lightning_gpu_unavailable_gives_install_hint():
         assert "is not installed" in str(e.value) and "pip install 'qelm-lab[gpu]'" in str(e.value)
     else:
         assert "no CUDA GPU" in str(e.value)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_LIGHTNING_GPU, reason=NO_LIGHTNING_GPU)
+@pytest.mark.parametrize("name", ["angle", "swap_test"])
+def test_lightning_gpu_kernels_take_cuda_tensors_and_agree_with_its_qnode(name):
+    """lightning.gpu's kernel path takes angles on the GPU (read on the host, results back on the GPU), and
+    agrees with the same device through a PennyLane QNode (parameter shift), and with default.qubit."""
+    circuit, angles, ref, cot, ref_grad = _reference(name, 3, 2)
+    kernels = _backend("lightning.gpu")
+    assert kernels.uses_kernels
+    a = angles.cuda().requires_grad_()
+    out = kernels.expval(circuit, a)
+    (grad,) = torch.autograd.grad(out, a, cot.cuda())
+    assert out.is_cuda and grad.is_cuda
+    torch.testing.assert_close(out.detach().cpu(), ref, atol=VALUE_TOL, rtol=0)
+    torch.testing.assert_close(grad.cpu(), ref_grad, atol=GRAD_TOL, rtol=0)
+    qnode = get_backend("lightning.gpu", diff_method="parameter-shift")
+    assert not qnode.uses_kernels
+    b = angles.cuda().requires_grad_()
+    out_q = qnode.expval(circuit, b)
+    (grad_q,) = torch.autograd.grad(out_q, b, cot.cuda())
+    torch.testing.assert_close(out_q.detach(), out.detach(), atol=VALUE_TOL, rtol=0)
+    torch.testing.assert_close(grad_q, grad, atol=GRAD_TOL, rtol=0)
 
 
 def test_installed_looks_inside_packages():

@@ -52,8 +52,9 @@ BACKENDS: dict[str, _Entry] = {
                             "PennyLane default.qubit, backprop through torch; CPU or CUDA (follows the tensors)"),
     "lightning.qubit": _Entry("lightning", "LightningBackend", (),
                               "PennyLane Lightning (C++ state vector) kernels, adjoint differentiation"),
-    "lightning.gpu": _Entry("pennylane", "PennyLaneBackend", (("device_name", "lightning.gpu"),),
-                            "PennyLane Lightning on NVIDIA cuStateVec, adjoint differentiation (extra: qelm-lab[gpu])"),
+    "lightning.gpu": _Entry("lightning", "LightningBackend", (("device_name", "lightning.gpu"),),
+                            "PennyLane Lightning kernels on NVIDIA cuStateVec, adjoint differentiation "
+                            "(extra: qelm-lab[gpu])"),
     "qiskit.aer": _Entry("aer", "AerBackend", (),
                          "qiskit-aer EstimatorV2, whole batch per call, batched parameter-shift gradients"),
 }

@@ -53,7 +53,11 @@ from .gates import ROTATIONS, gate_list
 __all__ = ["AerBackend", "translate", "DEVICES", "METHODS", "GRADIENTS", "SPSA_STEP"]
 
 _INSTALL = "pip install qiskit qiskit-aer"
-_INSTALL_GPU = "pip install qiskit-aer-gpu (replaces qiskit-aer; needs an NVIDIA GPU with CUDA)"
+# qiskit-aer-gpu installs the same module as qiskit-aer (a dependency of qelm), and pip lets the CPU build's
+# files win when both are installed together: the GPU build's files are put back on top, without its deps
+_REINSTALL_GPU = 'pip install --force-reinstall --no-deps "qiskit-aer-gpu>=0.18,<0.19"'
+_INSTALL_GPU = (f"pip install 'qelm-lab[gpu]' (qiskit-aer-gpu and the CUDA 12 libraries it links), then "
+                f"{_REINSTALL_GPU} (qiskit-aer's CPU build shares its module)")
 DEVICES = ("CPU", "GPU")
 METHODS = ("automatic", "statevector", "density_matrix", "matrix_product_state")
 GRADIENTS = ("parameter_shift", "spsa")
@@ -149,6 +153,23 @@ class _AerExpval(torch.autograd.Function):
         return torch.as_tensor(grad, device=angles.device).to(angles.dtype), None, None
 
 
+def _gpu_missing(devices) -> str:
+    """Why qiskit-aer offers no GPU device here, and the command that fixes it."""
+    import importlib.metadata
+
+    import torch
+
+    head = f"backend 'qiskit.aer' with device='GPU' cannot run here (qiskit-aer offers {', '.join(devices)})"
+    try:
+        gpu_version = importlib.metadata.version("qiskit-aer-gpu")
+    except importlib.metadata.PackageNotFoundError:
+        return f"{head}: qiskit-aer-gpu is not installed: {_INSTALL_GPU}"
+    if not torch.cuda.is_available():
+        return f"{head}: no CUDA GPU is visible (torch sees none); run on a machine with an NVIDIA GPU"
+    return (f"{head}: qiskit-aer-gpu {gpu_version} is installed but the module qiskit_aer is qiskit-aer's CPU build "
+            f"(both install it): {_REINSTALL_GPU}")
+
+
 class AerBackend(Backend):
     """qiskit-aer ``EstimatorV2``: the whole batch in one call, gradients by batched parameter shift."""
 
@@ -167,6 +188,9 @@ class AerBackend(Backend):
             from qiskit_aer.noise import NoiseModel
             from qiskit_aer.primitives import EstimatorV2
         except ImportError as e:
+            if ".so" in str(e):  # qiskit-aer-gpu without a CUDA 12 library it links
+                raise BackendUnavailable(f"backend 'qiskit.aer' cannot load qiskit-aer-gpu's CUDA libraries ({e}): "
+                                         f"{_INSTALL_GPU}") from None
             raise BackendUnavailable(f"backend 'qiskit.aer' is not installed ({e}): {_INSTALL}") from None
         if device not in DEVICES:
             raise ValueError(f"device={device!r} is invalid for backend 'qiskit.aer': valid devices are {', '.join(DEVICES)}")
@@ -197,8 +221,7 @@ class AerBackend(Backend):
                              f"answers with measured bitstrings, and readout errors and mitigation act on them; set "
                              f"shots (e.g. 1024, --shots 1024)")
         if device == "GPU" and "GPU" not in AerSimulator().available_devices():
-            raise BackendUnavailable(f"backend 'qiskit.aer' with device='GPU' cannot run here (qiskit-aer sees "
-                                     f"devices {AerSimulator().available_devices()}): {_INSTALL_GPU}")
+            raise BackendUnavailable(_gpu_missing(AerSimulator().available_devices()))
         self.noise_model, self.device, self.method = noise_model, device, method
         # runtime parameter binding: Aer binds the parameter sets at run time instead of building one bound
         # copy of the circuit per set; for the 4-qubit angle circuit's backward pass (3584 sets) it roughly

@@ -29,7 +29,8 @@ _DIFF = {"default.qubit": "backprop", "lightning.qubit": "adjoint", "lightning.g
 _PACKAGE = {"lightning.qubit": "pennylane_lightning", "lightning.gpu": "pennylane_lightning.lightning_gpu"}
 _INSTALL = {
     "lightning.qubit": "pip install pennylane-lightning",
-    "lightning.gpu": "pip install 'qelm-lab[gpu]' (pennylane-lightning-gpu, needs an NVIDIA GPU with CUDA 12)",
+    "lightning.gpu": "pip install 'qelm-lab[gpu]' (pennylane-lightning-gpu and the CUDA 12 libraries it links, "
+                     "from the package index; needs an NVIDIA GPU and a driver for CUDA 12 or newer)",
 }
 
 
@@ -59,15 +60,6 @@ class PennyLaneBackend(Backend):
         pkg = _PACKAGE.get(device_name)
         if pkg and not installed(pkg):
             raise BackendUnavailable(f"backend {device_name!r} is not installed: {_INSTALL[device_name]}")
-        if device_name == "lightning.gpu":
-            if not torch.cuda.is_available():
-                raise BackendUnavailable("backend 'lightning.gpu' is installed but torch sees no CUDA GPU here: run on "
-                                         "a machine with an NVIDIA GPU, or use 'qelm.fused' (CPU or CUDA)")
-            try:  # fail here, with the hint, rather than at the first forward pass
-                qml.device("lightning.gpu", wires=1)
-            except Exception as e:  # the plugin raises several types when no GPU / CUDA runtime is found
-                raise BackendUnavailable(f"backend 'lightning.gpu' cannot start ({e}); it needs the CUDA 12 runtime "
-                                         f"libraries: {_INSTALL[device_name]}") from None
         default = _DIFF.get(device_name, "best") if shots is None else "parameter-shift"
         self.diff_method = diff_method or default
         self.supports_state = device_name == "default.qubit" and shots is None
@@ -117,7 +109,9 @@ class PennyLaneBackend(Backend):
     def _run(self, circuit, angles: torch.Tensor, kind: str):
         check_angles(circuit, angles)
         zero = None
-        if angles.device.type != "cpu":
+        if angles.device.type != "cpu" and self.name == "lightning.gpu":
+            angles = angles.cpu()  # Lightning takes its parameters on the host; results go back to the device
+        elif angles.device.type != "cpu":
             if self.name != "default.qubit":
                 raise ValueError(f"backend {self.name!r} takes CPU tensors; move the model to the CPU or use default.qubit")
             key = (circuit.n_wires, angles.device)
