@@ -274,6 +274,13 @@ def _gray_matrix(k: int) -> np.ndarray:
     return m / size
 
 
+@lru_cache(maxsize=256)
+def _gray_tensor(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`_gray_matrix` as a read-only tensor, built once per (k, dtype, device): a call never copies from
+    the host, so it can be captured in a CUDA graph (as :func:`z_signs`)."""
+    return torch.as_tensor(_gray_matrix(k), dtype=dtype, device=device)
+
+
 def _gray_controls(k: int) -> list[int]:
     """Bit (from the least significant) that flips between consecutive Gray codes, cyclically."""
     size = 2**k
@@ -325,8 +332,7 @@ class AmplitudeEmbeddingCircuit(Circuit):
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
         thetas = []
         for k, alpha in enumerate(amplitude_tree_angles(inputs)):
-            m = torch.as_tensor(_gray_matrix(k), dtype=alpha.dtype, device=alpha.device)
-            thetas.append(alpha @ m.T)
+            thetas.append(alpha @ _gray_tensor(k, alpha.dtype, alpha.device).T)
         return torch.cat(thetas, dim=-1)
 
     def apply(self, angles: torch.Tensor) -> None:
