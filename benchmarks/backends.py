@@ -85,8 +85,8 @@ def _version(pkg: str) -> str:
         return "not installed"
 
 
-def versions() -> dict[str, str]:
-    return {"python": platform.python_version(), **{pkg: _version(pkg) for pkg in PACKAGES}}
+def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    return {"python": platform.python_version(), **{pkg: _version(pkg) for pkg in packages}}
 
 
 def sync(device: str) -> None:
@@ -109,15 +109,16 @@ def time_it(step, repeats: int, warmup: int, device: str = "cpu") -> float:
 
 
 # --- the workload ------------------------------------------------------------------------------------
-def make_data(batch: int, device: str = "cpu", seed: int = 0):
-    circuit = build_circuit("angle", N_QUBITS, N_LAYERS)
+def make_data(batch: int, device: str = "cpu", seed: int = 0, n_qubits: int = N_QUBITS):
+    circuit = build_circuit("angle", n_qubits, N_LAYERS)
     g = torch.Generator().manual_seed(seed)
     x = (torch.rand(batch, circuit.n_inputs, generator=g, dtype=torch.float64) * math.pi).to(device)
     w = (torch.rand(circuit.weight_shape, generator=g, dtype=torch.float64) * 2 * math.pi).to(device)
     return circuit, x, w
 
 
-def qelm_entry(name: str, device: str, qnode: bool = False, split_rot: bool = True, **options):
+def qelm_entry(name: str, device: str, /, qnode: bool = False, split_rot: bool = True, **options):
+    # device is positional-only: ``options`` may hold a backend's own ``device`` (qiskit.aer's "GPU")
     backend = get_backend(name, **options)
     if qnode:  # lightning.qubit through a PennyLane QNode instead of its kernels, to show what the kernels save
         backend.uses_kernels = False
