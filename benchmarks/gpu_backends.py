@@ -58,8 +58,8 @@ PACKAGES = ("torch", "pennylane", "pennylane_lightning", "pennylane_lightning_gp
             "qiskit-aer-gpu")
 GROW_UNTIL_S = 0.5  # per-sample simulators: N doubles while a step takes less than this
 CHECK_SAMPLES = 8
-FIELDS = ("N", "seconds_per_step", "ms_per_sample", "samples_per_second", "max_abs_diff", "peak_mib", "tensors_on",
-          "probes", "skipped", "error")  # every row has them all, None where they do not apply
+FIELDS = ("N", "seconds_per_step", "ms_per_sample", "samples_per_second", "max_abs_diff", "reference", "peak_mib",
+          "tensors_on", "probes", "skipped", "error")  # every row has them all, None where they do not apply
 
 
 # --- batch sizes -------------------------------------------------------------------------------------
@@ -135,23 +135,30 @@ def measure(spec: str, n: int, data, reference, args) -> dict:
     return row
 
 
-def reference_output(data, device: str) -> torch.Tensor:
-    """qelm.fused's forward on the first samples, on the torch device, as CPU float64."""
+def reference_output(data, device: str) -> tuple[str, torch.Tensor]:
+    """The forward on the first samples, on the torch device, as CPU float64: qelm.fused's, or default.qubit's
+    where qelm.fused refuses the size (its weight unitaries would not fit in memory)."""
     circuit, x, w = data
-    forward, _ = qelm_entry("qelm.fused", device)(circuit, x[:CHECK_SAMPLES].to(device), w.to(device))
-    with torch.no_grad():
-        return forward().to("cpu", torch.float64)
+    for name in BATCHED:
+        try:
+            forward, _ = qelm_entry(name, device)(circuit, x[:CHECK_SAMPLES].to(device), w.to(device))
+            with torch.no_grad():
+                return name, forward().to("cpu", torch.float64)
+        except MemoryError:
+            continue
+    raise MemoryError(f"neither {' nor '.join(BATCHED)} fits {circuit.n_wires} qubits here")
 
 
-def run(args) -> list[dict]:
+def run(args, save=lambda rows: None) -> list[dict]:
+    """Every (backend, n) row; ``save(rows)`` after each one, so a run cut short keeps what it measured."""
     rows, dropped = [], {}  # dropped: spec -> why it is not run at this or larger n
     for n in args.qubits:
         rows_n = batch_limit(n, args.max_batch, args.memory_gib * 2**30, args.state_copies)
         data = make_data(rows_n, "cpu", args.seed, n_qubits=n)
         try:
-            reference = reference_output(data, args.device)
+            reference_name, reference = reference_output(data, args.device)
         except Exception as e:
-            reference = None
+            reference_name, reference = None, None
             print(f"n={n}: no reference ({type(e).__name__}: {e})", flush=True)
         for spec in args.backends:
             row = {"backend": spec, "n_qubits": n, "batched": parse_spec(spec)[0] in BATCHED, **dict.fromkeys(FIELDS)}
@@ -159,7 +166,7 @@ def run(args) -> list[dict]:
                 row["skipped"] = dropped[spec]
             else:
                 try:
-                    row.update(measure(spec, n, data, reference, args))
+                    row.update(measure(spec, n, data, reference, args), reference=reference_name)
                     if row["skipped"]:
                         dropped[spec] = f"{row['skipped']} at n={n}"
                 except (BackendUnavailable, ImportError) as e:
@@ -169,6 +176,7 @@ def run(args) -> list[dict]:
             rows.append(row)
             print(f"n={n:2d} {spec:16s} " + (f"N={row['N']:<6d} {row['ms_per_sample']:.4g} ms/sample"
                   if row["ms_per_sample"] is not None else row["skipped"] or row["error"]), flush=True)
+            save(rows)
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -216,7 +224,8 @@ def print_table(rows: list[dict], args, summary: dict) -> None:
         print(f"n={n}: fastest " + (f"{f['backend']} ({f['ms_per_sample']:.3g} ms/sample)" if f else "none measured"))
     diffs = [r["max_abs_diff"] for r in rows if r["max_abs_diff"] is not None]
     if diffs:
-        print(f"max|diff| of the forward against qelm.fused, over every measured row: {max(diffs):.1e}")
+        print(f"max|diff| of the forward against the reference (qelm.fused; default.qubit where it refuses the "
+              f"size), over every measured row: {max(diffs):.1e}")
     for backend, reason in dict.fromkeys((r["backend"], r["skipped"] or r["error"]) for r in rows
                                          if r["ms_per_sample"] is None):
         print(f"not measured, {backend}: {reason}")
@@ -294,19 +303,21 @@ def main(argv=None) -> dict:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "workload": "angle circuit (AngleEmbedding RY + 2 StronglyEntanglingLayers), forward + backward of "
                         "sum(<Z>) w.r.t. inputs and weights; max_abs_diff: forward on the first "
-                        f"{CHECK_SAMPLES} samples against qelm.fused on the torch device",
+                        f"{CHECK_SAMPLES} samples against qelm.fused (default.qubit where qelm.fused refuses the "
+                        "size) on the torch device",
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}}
     m = meta["machine"]
     print(f"GPU {m['gpu']}, CPU {m['cpu']} ({m['cpu_count']} CPUs, torch threads {m['torch_threads']})\n"
           + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), flush=True)
-    rows = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"gpu-backends-{args.label}"
+    path = args.out / f"{stem}.json"
+    rows = run(args, save=lambda rows: path.write_text(json.dumps({**meta, "rows": rows, "partial": True}, indent=2)))
     meta["machine"]["load_average_end"] = os.getloadavg()
     summary = summarize(rows, args.qubits)
     print_table(rows, args, summary)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"gpu-backends-{args.label}"
     result = {**meta, "rows": rows, "summary": summary}
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    path.write_text(json.dumps(result, indent=2) + "\n")
     plot(rows, args, args.out / f"{stem}.png")
     print(f"wrote {args.out / stem}.json and {stem}.png")
     return result
