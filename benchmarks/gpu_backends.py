@@ -76,7 +76,8 @@ def fit_batch(one_step, n_max: int, batched: bool, cap_s: float) -> tuple[int, f
     """(N, seconds of one step at N, every (N, seconds) probed). Starts with one sample, then grows N by 8
     (batched; per-sample: to 8, then by 2 while a step is under ``GROW_UNTIL_S``), never past the largest
     N whose linear prediction fits the cap. A probe over the cap (slower than linear: caches, memory)
-    lowers the ceiling and N is tried again below it. One sample over the cap is returned (the caller skips)."""
+    lowers the ceiling and N is tried again below it; a probe out of memory (``one_step`` returns inf)
+    halves it. One sample over the cap is returned (the caller skips)."""
     n, t = 1, one_step(1)
     probes = [(1, t)]
     while n < n_max and t <= cap_s and (batched or t < GROW_UNTIL_S):
@@ -85,7 +86,9 @@ def fit_batch(one_step, n_max: int, batched: bool, cap_s: float) -> tuple[int, f
             break
         t_nxt = one_step(nxt)
         probes.append((nxt, t_nxt))
-        if t_nxt > cap_s:
+        if math.isinf(t_nxt):  # out of memory: the working set, not time, bounds N
+            n_max = nxt // 2
+        elif t_nxt > cap_s:
             n_max = min(nxt // 2, pow2_floor(nxt * cap_s / t_nxt))
         else:
             n, t = nxt, t_nxt
@@ -109,14 +112,23 @@ def measure(spec: str, n: int, data, reference, args) -> dict:
         return qelm_entry(name, on, **options)(circuit, x[:size].to(on), w.to(on))
 
     def one_step(size: int) -> float:
-        _, step = build(size)
-        t0 = time.perf_counter()
-        step()
-        sync(args.device)
-        return time.perf_counter() - t0
+        """Seconds of one cold step at ``size`` samples; inf when it runs out of device memory."""
+        try:
+            _, step = build(size)
+            t0 = time.perf_counter()
+            step()
+            sync(args.device)
+            return time.perf_counter() - t0
+        except torch.OutOfMemoryError:
+            pass
+        gc.collect()  # outside the handler: the traceback no longer holds the step's tensors
+        torch.cuda.empty_cache()
+        return math.inf
 
     size, t, probes = fit_batch(one_step, x.shape[0], batched, args.max_seconds)
     row = {"N": size, "tensors_on": on, "probes": [{"N": p, "seconds": s} for p, s in probes]}
+    if math.isinf(t):
+        return {**row, "skipped": "one sample does not fit in the device's memory"}
     if t > args.max_seconds:
         return {**row, "skipped": f"one sample takes {t:.3g} s > --max-seconds ({args.max_seconds:g})"}
     check, _ = build(min(size, CHECK_SAMPLES))
