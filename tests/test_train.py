@@ -580,6 +580,22 @@ def test_cli_backend_unavailable(tmp_path, cli, corpus, config_file):
     assert "unknown backend 'no.such'" in line or "backend='no.such'" in line
 
 
+def test_cli_backend_options_survive_backend_flag(tmp_path, cli, corpus, config_file):
+    """--set backend_options=... with --backend: the options given are the run's (they were dropped, so
+    qiskit.aer with device='GPU' silently trained on the CPU)."""
+    import json
+
+    rc, _, _ = cli("train", "--data", str(corpus), "--config", str(config_file), "--out", str(tmp_path / "r"),
+                   "--steps", "1", "--no-twin", "--no-matched", "--backend", "qelm.fused",
+                   "--set", 'backend_options={dtype="complex64"}')
+    assert rc == 0
+    saved = json.loads((tmp_path / "r" / "qelm" / "config.json").read_text())
+    assert saved["backend"] == "qelm.fused" and saved["backend_options"] == {"dtype": "complex64"}
+    line = cli.error("train", "--data", str(corpus), "--config", str(config_file), "--out", str(tmp_path / "g"),
+                     "--backend", "qelm.fused", "--set", 'backend_options={device="GPU"}')
+    assert "unknown option(s) device for backend 'qelm.fused'" in line
+
+
 def test_cli_read_only_output_folder(tmp_path, cli, corpus, config_file, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)

@@ -124,6 +124,8 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
             model_config = resumed.config
         if config_changes:
             model_config = _changed(model_config or QELMConfig(), config_changes)
+            if "backend_options" in config_changes:  # given explicitly: kept when --backend changes the name
+                backend_options = {**config_changes["backend_options"], **(backend_options or {})}
         data = _corpus(data, resumed)
         settings = resolve_settings(given, file_settings, resumed.run if resumed else None)
         dataset = _dataset(data, settings, resumed)
