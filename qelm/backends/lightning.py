@@ -76,8 +76,8 @@ def load_gpu_ops():
 class _Kernels:
     """One circuit structure, ready for Lightning's kernels (``ops``: the device's compiled module)."""
 
-    def __init__(self, circuit, ops, host_readout: bool | None = None) -> None:
-        self.ops = ops
+    def __init__(self, circuit, ops, host_readout: bool | None = None, gpu: int | None = None) -> None:
+        self.ops, self.gpu = ops, gpu  # gpu: the CUDA device index lightning.gpu's state vector lives on
         NamedObsC128, TensorProdObsC128 = ops.observables.NamedObsC128, ops.observables.TensorProdObsC128
         self._sv = None  # allocated on first use and reset for every sample (module docstring)
 
@@ -116,7 +116,8 @@ class _Kernels:
         it = iter(params)
         gate_params = [[next(it)] if p else [] for p in self.has_param]
         if self._sv is None:
-            self._sv = self.ops.StateVectorC128(self.n_wires)
+            self._sv = self.ops.StateVectorC128(self.n_wires) if self.gpu is None \
+                else self.ops.StateVectorC128(self.n_wires, self.ops.DevTag(self.gpu))
         sv = self._sv
         sv.resetStateVector()
         for name, wires, inverse, p in zip(self.names, self.wires, self.inverses, gate_params):
@@ -202,9 +203,12 @@ class LightningBackend(PennyLaneBackend):
         check_angles(circuit, angles)
         if angles.device.type != "cpu" and self.name == "lightning.qubit":
             raise ValueError(f"backend {self.name!r} takes CPU tensors; move the model to the CPU or use default.qubit")
-        if circuit.key not in self._kernels:
-            self._kernels[circuit.key] = _Kernels(circuit, self._ops)
-        kernels = self._kernels[circuit.key]
+        gpu = None
+        if self.name == "lightning.gpu":  # the angles' GPU, else the current one (each process's, under DDP)
+            gpu = angles.device.index if angles.is_cuda else torch.cuda.current_device()
+        if (circuit.key, gpu) not in self._kernels:
+            self._kernels[circuit.key, gpu] = _Kernels(circuit, self._ops, gpu=gpu)
+        kernels = self._kernels[circuit.key, gpu]
         if angles.requires_grad and torch.is_grad_enabled():
             return _LightningExpval.apply(angles, kernels)
         return _to(kernels.expval(_host(angles)), angles)
