@@ -17,8 +17,8 @@ here because the library offers no batched entry point; its body is C++ calls (a
 forward and backward for a 4-qubit, 40-gate circuit), and ``benchmarks/backends.py`` measures it against default.qubit and
 against the QNode path, which stays available with ``diff_method="parameter-shift"`` or shots.
 
-lightning.gpu is the same code on the GPU module. One state vector is allocated per circuit structure and
-reset for every sample: a lightning.gpu state vector owns cuBLAS / cuStateVec handles, whose creation costs
+lightning.gpu is the same code on the GPU module. One state vector is allocated per circuit structure (on
+the angles' GPU, else the current one: each process's under ``torch.distributed``) and reset for every sample: a lightning.gpu state vector owns cuBLAS / cuStateVec handles, whose creation costs
 far more than simulating a small circuit. The angles may live on any device (they are read on the host,
 where Lightning takes its parameters); results come back on the angles' device. What bounds the GPU path
 is the number of kernel launches per sample (one per gate, per observable, and the adjoint pass's two per
