@@ -160,6 +160,22 @@ def test_too_wide_is_refused_before_any_allocation():
         get_backend("qelm.fused").run(circuit, x, w)
 
 
+def test_memory_check_counts_gate_by_gate_passes(monkeypatch):
+    """Past MAX_FUSED_WIRES the weights run gate by gate and every pass keeps a state for backward (108
+    states per sample measured at 12 qubits): the check counts the passes, so a call that fits the old
+    per-layer count but not the real one is refused before it allocates."""
+    import qelm.backends.fused as fused
+    from qelm.backends.fused_plan import state_passes
+
+    small, wide = build_circuit("angle", 8, 2), build_circuit("angle", 12, 2)
+    assert state_passes(small, small.angle_layout()) == 1
+    assert state_passes(wide, wide.angle_layout()) > 50
+    x, w = _data(wide, (), 1024)
+    monkeypatch.setattr(fused, "_available_bytes", lambda device: 2 * 2**30)  # 14 states x 1024 fit in 1 GiB
+    with pytest.raises(MemoryError, match=r"n_qubits=12.*GiB for 1024 states"):
+        get_backend("qelm.fused").run(wide, x, w)
+
+
 def test_a_circuit_that_breaks_the_contract_names_the_backend_that_runs_it():
     @dataclass(frozen=True)
     class Doubled(Circuit):

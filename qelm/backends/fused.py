@@ -30,7 +30,7 @@ from . import Backend, check_angles
 from .cuda_graph import GraphPool
 from .fused_executor import Executor
 from .fused_kernels import Tensors
-from .fused_plan import MAX_FUSED_WIRES, Plan, UnsupportedGate, build_plan
+from .fused_plan import MAX_FUSED_WIRES, Plan, UnsupportedGate, build_plan, state_passes
 
 __all__ = ["FusedBackend", "DTYPES"]
 
@@ -74,13 +74,15 @@ class FusedBackend(Backend):
         # differentiated are recorded, so CPU runs and evaluation are untouched
         self._graphs = GraphPool() if cuda_graph else None
         self._plans: dict = {}
+        self._passes: dict = {}  # circuit -> passes over the state per call (memory check)
         self._tensors: dict = {}
         self._reuse: dict = {}  # block matrices of the last no-grad call per (plan, weight shape), by weight value
 
     def describe(self) -> str:
         return f"{self.name} (exact, {self.dtype})"
 
-    _transient = Backend._transient + ("_plans", "_tensors", "_reuse")  # device tensors and ids: rebuilt on demand
+    # device tensors, ids and plans: rebuilt on demand
+    _transient = Backend._transient + ("_plans", "_tensors", "_reuse", "_passes")
 
     # --- plans -------------------------------------------------------------------------------------
     def _plan(self, circuit, split: bool) -> Plan:
@@ -105,12 +107,21 @@ class FusedBackend(Backend):
 
     def _check_memory(self, circuit, n_states: int, n_sets: int, device: torch.device) -> None:
         """Refuse, before any allocation (the plan included), a call whose states and unitaries cannot fit:
-        interleaved states, about two kept per layer of the circuit for backward, and the unitaries."""
+        interleaved states, about two kept per layer of the circuit for backward or two per pass over the
+        state (:func:`~qelm.backends.fused_plan.state_passes`: past MAX_FUSED_WIRES the weights run gate by
+        gate), whichever is more, and the unitaries."""
         if torch.compiler.is_compiling() or (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
             return  # checked when the model ran eagerly; neither the compiler nor a graph capture can ask
         item = torch.empty(0, dtype=DTYPES[self.dtype][1]).element_size()
         n = circuit.n_wires
-        states = n_states * 2 * 2**n * item * (4 * circuit.n_layers + 6)
+        key, passes = (type(circuit), circuit.key), self.__dict__.setdefault("_passes", {})
+        if key not in passes:
+            try:
+                passes[key] = state_passes(circuit, circuit.angle_layout())
+            except Exception:  # a circuit the plan refuses: the plan says why, with the fix
+                passes[key] = 0
+        kept = max(4 * circuit.n_layers + 6, 2 * passes[key] + 6)
+        states = n_states * 2 * 2**n * item * kept
         unitaries = n_sets * 2 * 4 ** min(n, MAX_FUSED_WIRES) * item * 8
         plan_tables = 24 * 2**n * (4 * circuit.n_layers + 4)  # generalized permutations over all wires
         need, have = states + unitaries + plan_tables, _available_bytes(device)

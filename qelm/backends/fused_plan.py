@@ -33,7 +33,7 @@ import pennylane as qml
 
 from .gates import FIXED, ROTATIONS, gate_list
 
-__all__ = ["Op", "GenPerm", "Block", "Plan", "build_plan", "MAX_FUSED_WIRES", "UnsupportedGate"]
+__all__ = ["Op", "GenPerm", "Block", "Plan", "build_plan", "state_passes", "MAX_FUSED_WIRES", "UnsupportedGate"]
 
 #: widest block fused into one unitary (2**10 x 2**10 complex: 16 MiB per weight set in complex128)
 MAX_FUSED_WIRES = 10
@@ -305,6 +305,26 @@ def _embed(m: np.ndarray, wires: tuple[int, ...], k: int) -> np.ndarray:
     return np.asarray(qml.matrix(qml.QubitUnitary(m, wires=wires), wire_order=range(k)), dtype=complex)
 
 
+def _fused(ops: list[Op]) -> bool:
+    """Whether a block of weights is applied as one unitary (else gate by gate): :func:`_block`'s rule."""
+    k = len({w for o in ops for w in o.wires})
+    return k <= MAX_FUSED_WIRES and 2**k <= _FUSE_RATIO * len(ops)
+
+
+def state_passes(circuit, layout) -> int:
+    """How many passes over the whole state a call makes after the product-state prefix: one per data gate,
+    per gate-by-gate block gate, and per fused or permutation block. Each keeps a state for backward, so the
+    call's memory grows with it (measured on the angle circuit, 2 layers: 4.7-6 states per sample up to 10
+    qubits, 1 pass; 108 at 12 qubits, 65 passes; 173 at 14, 104 passes). Computed from the gate list alone,
+    without the plan's tables, so a call can be refused before the plan is built."""
+    _, rest = _split_prefix(_classify(circuit, layout), circuit.n_wires)
+    passes = 0
+    for kind, group in _stages(rest):
+        fixed = kind == "block" and all(o.source == "fixed" for o in group)
+        passes += 1 if fixed or (kind == "block" and _fused(group)) else len(group)
+    return passes
+
+
 def _block(ops: list[Op], n: int) -> Block:
     support = tuple(sorted({w for o in ops for w in o.wires}))
     if all(o.source == "fixed" for o in ops):
@@ -314,8 +334,7 @@ def _block(ops: list[Op], n: int) -> Block:
             for g in gps[1:]:
                 total = total.then(g)
             return Block(ops, support, "perm", gp=total)
-    k = len(support)
-    if k <= MAX_FUSED_WIRES and 2**k <= _FUSE_RATIO * len(ops):
+    if _fused(ops):
         return Block(ops, support, "matrix", items=_items(ops, support))
     return Block(ops, support, "gates")
 
