@@ -14,7 +14,10 @@
 #     call to one cannot pass unnoticed. cuStateVec comes from custatevec-cu13 (qelm does not enable Aer's
 #     cuStateVec option) and cuSPARSE from the machine's CUDA 13 libraries.
 #
-# Usage (from the project's root, the wheels already installed into SITE, e.g. by ../shared/gpu/carry.sh):
+# The wheels installed into SITE (pip install --no-deps --target SITE) for the H200 runs: qelm's dependencies
+# with qiskit-aer-gpu==0.18.2 in place of qiskit-aer, pennylane_lightning_gpu==0.45.0, custatevec-cu13==1.15.0,
+# nvidia-cuda-runtime-cu12==12.9.79 and nanobind==2.11.0.
+# Usage (from the project's root):
 #   bash benchmarks/gpu/setup_cuda13.sh SITE LIGHTNING_SRC.tar.gz [BUILT_lightning_gpu_ops.so]
 # (LIGHTNING_SRC.tar.gz: `git archive v0.45.0 CMakeLists.txt pyproject.toml cmake pennylane_lightning/core`
 # of PennyLaneAI/pennylane-lightning; a module built by an earlier run, given third, skips the build)
@@ -37,7 +40,7 @@ PY
 echo "CUDA libraries: $cuda_libs"
 
 # --- lightning.gpu 0.45.0 against CUDA 13 -------------------------------------------------------------
-build=/tmp/lightning-build
+build=${TMPDIR:-/tmp}/lightning-build
 if [ -n "$built" ]; then
   mkdir -p "$build/out" && cp "$built" "$build/out/"
 else
@@ -70,7 +73,7 @@ echo "built $(ls "$build"/out/lightning_gpu_ops*.so)"
 
 # --- qiskit-aer-gpu: stubs for the two CUDA 12 libraries it links but does not call here ----------------
 aer=$(ls "$site"/qiskit_aer/backends/controller_wrappers*.so)
-stubs=/tmp/aer-stubs; rm -rf "$stubs"; mkdir -p "$stubs"
+stubs=${TMPDIR:-/tmp}/aer-stubs; rm -rf "$stubs"; mkdir -p "$stubs"
 cd "$stubs"
 make_stub() {  # make_stub SONAME VERSION_NODE SYMBOL_PREFIX
   local soname=$1 node=$2 prefix=$3
