@@ -16,7 +16,7 @@
 #
 # The wheels installed into SITE (pip install --no-deps --target SITE) for the H200 runs: qelm's dependencies
 # with qiskit-aer-gpu==0.18.2 in place of qiskit-aer, pennylane_lightning_gpu==0.45.0, custatevec-cu13==1.15.0,
-# nvidia-cuda-runtime-cu12==12.9.79 and nanobind==2.11.0.
+# nvidia-cuda-runtime-cu12==12.9.79.
 # Usage (from the project's root):
 #   bash benchmarks/gpu/setup_cuda13.sh SITE LIGHTNING_SRC.tar.gz [BUILT_lightning_gpu_ops.so]
 # (LIGHTNING_SRC.tar.gz: `git archive v0.45.0 CMakeLists.txt pyproject.toml cmake pennylane_lightning/core`
@@ -48,7 +48,8 @@ rm -rf "$build"; mkdir -p "$build/src"
 tar xzf "$src_tar" -C "$build/src"
 cd "$build/src"
 printf 'version = "0.45.0"\n' > pyproject.toml  # the only line CMake reads (the release's is generated)
-# no network: nanobind from its Python package (the version the release pins) instead of a git fetch, and
+# no network: nanobind from the machine's Python package (3.1.0 on the H200 image; the release pins 2.11.0)
+# instead of a git fetch, and
 # the Catalyst plugin (whose headers CMake downloads) left out; neither changes the Python module
 "$py" - <<'PY'
 import re
@@ -62,7 +63,7 @@ s = open(p).read()
 open(p, "w").write(re.sub(r"\n\s*catalyst\n", "\n", s, count=1))
 PY
 cmake -S . -B build -G Ninja -DPL_BACKEND=lightning_gpu -DCMAKE_BUILD_TYPE=Release -DENABLE_WARNINGS=OFF \
-  -DPY_INSTALL=ON -DPython_EXECUTABLE="$py" -Dnanobind_DIR="$(PYTHONPATH=$site "$py" -m nanobind --cmake_dir)" \
+  -DPY_INSTALL=ON -DPython_EXECUTABLE="$py" -Dnanobind_DIR="$("$py" -m nanobind --cmake_dir)" \
   -DCUQUANTUM_SDK="$site/cuquantum" -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$build/out" >"$build/configure.log" 2>&1 \
   || { tail -40 "$build/configure.log"; exit 1; }
