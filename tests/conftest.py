@@ -25,6 +25,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def corpus(tmp_path):
+    """A small English text (the CLI and training tests' corpus)."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("the cat sat on the mat. the dog ran to the log. a hen and a fox.\n" * 8, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    """A TOML config of a tiny model and a 4-step run."""
+    path = tmp_path / "tiny.toml"
+    path.write_text('[model]\nd_model = 8\nn_heads = 2\nd_hidden = 16\ncontext_len = 8\nn_qubits = 2\n'
+                    'circuit_layers = 1\n\n[train]\nsteps = 4\nbatch_size = 4\neval_every = 2\nsave_every = 2\n')
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -24,20 +24,6 @@ pytestmark = pytest.mark.usefixtures("_one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text("the cat sat on the mat. the dog ran to the log. a hen and a fox.\n" * 8, encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def config_file(tmp_path):
-    path = tmp_path / "tiny.toml"
-    path.write_text('[model]\nd_model = 8\nn_heads = 2\nd_hidden = 16\ncontext_len = 8\nn_qubits = 2\n'
-                    'circuit_layers = 1\n\n[train]\nsteps = 4\nbatch_size = 4\neval_every = 2\nsave_every = 2\n')
-    return path
-
 
 def _commands(parser=None, prefix=""):
     """``{"train": parser, "plot curves": parser, ...}``: every (sub-)command's parser."""

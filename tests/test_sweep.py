@@ -58,12 +58,6 @@ def tiny_space(tmp_path, *, trials=4, sampler="grid", steps=4, search=GRID, seed
     return path
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text("the cat sat on the mat. the dog ran to the log. a hen and a fox.\n" * 8, encoding="utf-8")
-    return path
-
 
 # --- the search space -------------------------------------------------------------------------------------------
 def test_the_example_space_loads_and_searches_the_slots_circuits_sizes_readout_and_lr():

@@ -36,20 +36,6 @@ def tiny(vocab_size: int, **changes) -> QELMConfig:
     return QELMConfig(**{**cfg, **changes})
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text("the cat sat on the mat. the dog ran to the log. a hen and a fox.\n" * 8, encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def config_file(tmp_path):
-    path = tmp_path / "tiny.toml"
-    path.write_text('[model]\nd_model = 8\nn_heads = 2\nd_hidden = 16\ncontext_len = 8\nn_qubits = 2\n'
-                    'circuit_layers = 1\n\n[train]\nsteps = 4\nbatch_size = 4\neval_every = 2\nsave_every = 2\n')
-    return path
-
 
 # --- learning ---------------------------------------------------------------------------------------------------
 def test_qelm_learns_a_periodic_text_far_below_the_unigram_entropy(tmp_path, periodic):

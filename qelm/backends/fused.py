@@ -114,13 +114,13 @@ class FusedBackend(Backend):
             return  # checked when the model ran eagerly; neither the compiler nor a graph capture can ask
         item = torch.empty(0, dtype=DTYPES[self.dtype][1]).element_size()
         n = circuit.n_wires
-        key, passes = (type(circuit), circuit.key), self.__dict__.setdefault("_passes", {})
-        if key not in passes:
+        key = (type(circuit), circuit.key)
+        if key not in self._passes:
             try:
-                passes[key] = state_passes(circuit, circuit.angle_layout())
+                self._passes[key] = state_passes(circuit, circuit.angle_layout())
             except Exception:  # a circuit the plan refuses: the plan says why, with the fix
-                passes[key] = 0
-        kept = max(4 * circuit.n_layers + 6, 2 * passes[key] + 6)
+                self._passes[key] = 0
+        kept = max(4 * circuit.n_layers + 6, 2 * self._passes[key] + 6)
         states = n_states * 2 * 2**n * item * kept
         unitaries = n_sets * 2 * 4 ** min(n, MAX_FUSED_WIRES) * item * 8
         plan_tables = 24 * 2**n * (4 * circuit.n_layers + 4)  # generalized permutations over all wires

@@ -97,7 +97,7 @@ class _Kernels:
         named = [[NamedObsC128("PauliZ", [w]) for w in z] for z in circuit.z_strings]  # Z strings of the readout
         self.observables = [obs[0] if len(obs) == 1 else TensorProdObsC128(obs) for obs in named]
         if host_readout is None:
-            host_readout = ops.__name__.endswith("lightning_gpu_ops") and self.n_wires <= HOST_READOUT_MAX_WIRES
+            host_readout = gpu is not None and self.n_wires <= HOST_READOUT_MAX_WIRES
         self._signs = None  # (2**n, n_obs) Z-string signs when the readout is on the host (HOST_READOUT_MAX_WIRES)
         if host_readout:
             self._signs = z_signs(self.n_wires, circuit.z_strings, torch.empty(0, dtype=torch.float64)).numpy()
@@ -186,16 +186,15 @@ class LightningBackend(PennyLaneBackend):
         if device_name not in OPS:
             raise ValueError(f"device_name={device_name!r} is invalid: use one of {', '.join(OPS)}")
         super().__init__(device_name, shots=shots, seed=seed, diff_method=diff_method)  # checks the package
-        self._ops = load_gpu_ops() if device_name == "lightning.gpu" else importlib.import_module(OPS[device_name])
+        if device_name == "lightning.gpu":
+            load_gpu_ops()  # fail here, naming what is missing, rather than at the first forward pass
         self.uses_kernels = shots is None and self.diff_method == "adjoint"
         self._kernels: dict = {}
 
-    def __getstate__(self):
-        return {**super().__getstate__(), "_ops": None}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._ops = importlib.import_module(OPS[self.name])
+    @property
+    def _ops(self):
+        """The device's compiled module (imported once by Python; not pickled with the backend)."""
+        return importlib.import_module(OPS[self.name])
 
     def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
         if not self.uses_kernels:
