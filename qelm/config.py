@@ -17,9 +17,9 @@ from typing import Any
 import tomli_w
 
 from .circuits import READOUTS, build_circuit, embedding_circuits
+from .memory import available_memory_bytes, state_vector_bytes
 
-__all__ = ["QELMConfig", "SLOT_CHOICES", "state_vector_bytes", "available_memory_bytes", "read_toml",
-           "config_differences", "with_backend", "model_table"]
+__all__ = ["QELMConfig", "SLOT_CHOICES", "read_toml", "config_differences", "with_backend", "model_table"]
 
 SLOT_CHOICES = {
     "embedding": ("quantum", "classical"),
@@ -28,19 +28,6 @@ SLOT_CHOICES = {
     "fidelity_method": ("exact", "swap_test"),
     "readout": READOUTS,
 }
-
-
-def state_vector_bytes(n_wires: int, n_circuits: int = 1) -> int:
-    """Memory of ``n_circuits`` complex128 state vectors of ``n_wires`` qubits (what a simulator holds)."""
-    return 16 * (2**n_wires) * n_circuits
-
-
-def available_memory_bytes() -> int:
-    """Physical memory of this machine (the bound a CPU state-vector simulation must fit in)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 8 * 2**30
 
 
 @dataclass

@@ -171,7 +171,7 @@ def test_memory_check_counts_gate_by_gate_passes(monkeypatch):
     assert state_passes(small, small.angle_layout()) == 1
     assert state_passes(wide, wide.angle_layout()) > 50
     x, w = _data(wide, (), 1024)
-    monkeypatch.setattr(fused, "_available_bytes", lambda device: 2 * 2**30)  # 14 states x 1024 fit in 1 GiB
+    monkeypatch.setattr(fused, "free_memory_bytes", lambda device: 2 * 2**30)  # 14 states x 1024 fit in 1 GiB
     with pytest.raises(MemoryError, match=r"n_qubits=12.*GiB for 1024 states"):
         get_backend("qelm.fused").run(wide, x, w)
 

@@ -15,6 +15,7 @@ import torch
 
 import qelm.cli
 import qelm.cli.train
+import qelm.memory
 import qelm.train.run
 import qelm.train.steps
 from qelm import ClassicalLM, QELMConfig, TrainSettings
@@ -348,7 +349,7 @@ def test_weights_that_diverged_are_never_saved(tmp_path, periodic, settings, mes
 
 def test_memory_is_checked_with_the_real_batch_before_any_work(tmp_path, periodic, monkeypatch):
     cfg = tiny(periodic.vocab_size, n_qubits=14)  # the config's own check (batch_hint=8) passes
-    monkeypatch.setattr(qelm.train.steps, "available_memory_bytes", lambda: 2**30)
+    monkeypatch.setattr(qelm.memory, "available_memory_bytes", lambda: 2**30)
     per_sequence = cfg.circuit_memory(1)[2]  # 48 circuits of 14 qubits: 36 MiB
     with pytest.raises(ValueError, match=rf"batch_size=20000 does not fit: 960000 circuits of 14 qubits need about "
                                          rf"703.1 GiB .* 1.0 GiB of CPU memory here; use batch_size={2**30 // per_sequence} "

@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from ..memory import free_memory_bytes
 from . import Backend, check_angles
 from .cuda_graph import GraphPool
 from .fused_executor import Executor
@@ -36,15 +37,6 @@ __all__ = ["FusedBackend", "DTYPES"]
 
 DTYPES = {"complex128": (torch.complex128, torch.float64), "complex64": (torch.complex64, torch.float32)}
 _ALTERNATIVES = "'lightning.qubit' (one state at a time, no unitaries) or 'qiskit.aer' with method='matrix_product_state'"
-
-
-def _available_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    from ..config import available_memory_bytes
-
-    return available_memory_bytes()
 
 
 class FusedBackend(Backend):
@@ -124,7 +116,7 @@ class FusedBackend(Backend):
         states = n_states * 2 * 2**n * item * kept
         unitaries = n_sets * 2 * 4 ** min(n, MAX_FUSED_WIRES) * item * 8
         plan_tables = 24 * 2**n * (4 * circuit.n_layers + 4)  # generalized permutations over all wires
-        need, have = states + unitaries + plan_tables, _available_bytes(device)
+        need, have = states + unitaries + plan_tables, free_memory_bytes(device)
         if need > have:
             raise MemoryError(
                 f"circuit {circuit.name!r} on {n} wires (n_qubits={circuit.n_qubits}) needs about "

@@ -10,16 +10,9 @@ from typing import Any
 
 import torch
 
-from ..config import available_memory_bytes
+from ..memory import memory_bytes
 
-__all__ = ["machine_description", "memory_limit", "load_average"]
-
-
-def memory_limit(device: str) -> int:
-    """Bytes a measurement on ``device`` can use at most: the GPU's memory, or the machine's."""
-    if device == "cuda":
-        return torch.cuda.get_device_properties(0).total_memory
-    return available_memory_bytes()
+__all__ = ["machine_description", "load_average"]
 
 
 def _version(package: str) -> str | None:
@@ -55,7 +48,7 @@ def machine_description(device: str = "cpu") -> dict[str, Any]:
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_default_threads": torch.get_num_threads(),
-        "memory_bytes": memory_limit("cpu"),
+        "memory_bytes": memory_bytes("cpu"),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "device": device,

@@ -12,7 +12,8 @@ from typing import Any
 
 from ..config import QELMConfig
 from .fits import fit_for, predict, scaling
-from .machine import load_average, machine_description, memory_limit
+from ..memory import memory_bytes
+from .machine import load_average, machine_description
 from .results import BenchResult
 from .server import Server
 from .settings import EXTRAPOLATED, TWIN_BACKEND, BenchSettings, row_label
@@ -136,7 +137,7 @@ def run_benchmark(config: QELMConfig | None = None, settings: BenchSettings | No
     result = BenchResult(settings=asdict(settings) | {"backends": list(backends)}, config=config.to_dict(),
                          machine=machine_description(settings.device),
                          created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    mem_limit = memory_limit(settings.device)
+    mem_limit = memory_bytes(settings.device)
     models = [("qelm", b) for b in backends] + ([("twin", TWIN_BACKEND)] if settings.twin else [])
     with Server() as server:
         points = [(T, None) for T in sorted(settings.seq_lens)]

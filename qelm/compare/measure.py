@@ -20,8 +20,8 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..checkpoint import save_checkpoint
-from ..config import state_vector_bytes
 from ..files import atomic_path
+from ..memory import state_vector_bytes
 from ..layers import QuantumLayer
 from ..tokenizer import CharTokenizer
 from .report import verdict

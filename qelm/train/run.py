@@ -59,6 +59,7 @@ from ..data import TextDataset
 from ..distributed import rank_and_world
 from ..evaluate import unigram_baseline
 from ..files import FolderLock, atomic_write, remove_stray_temps
+from ..memory import memory_bytes
 from ..metrics import METRICS
 from ..model import QELM, ClassicalLM
 from ..plot import plot_curves
@@ -66,7 +67,7 @@ from ..tokenizer import load_tokenizer
 from .report import LABELS, summary
 from .results import Callback, TrainResult
 from .settings import MATCH_TOLERANCE, TrainSettings, load_run_config, resolve_settings
-from .steps import memory_bytes, train_one
+from .steps import train_one
 
 __all__ = ["train", "matched_config", "SUMMARY", "LOSS_CURVE", "LOCK", "MODEL_NAMES"]
 

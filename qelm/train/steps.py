@@ -26,18 +26,19 @@ import torch.distributed as dist
 
 from ..checkpoint import (BEST, TRAINING_STATE, checkpoint_files, ensure_writable_dir, has_checkpoint, load_checkpoint,
                           save_checkpoint)
-from ..config import QELMConfig, available_memory_bytes, config_differences
+from ..config import QELMConfig, config_differences
 from ..data import BatchSampler, TextDataset
 from ..distributed import local_device
 from ..evaluate import evaluate
 from ..files import atomic_write
+from ..memory import memory_bytes
 from ..metrics import METRICS, read_metrics, write_metrics
 from ..model import QELM, ClassicalLM
 from .report import LABELS
 from .results import Callback, ModelRun
 from .settings import TrainSettings
 
-__all__ = ["train_one", "memory_bytes"]
+__all__ = ["train_one"]
 
 
 @dataclass
@@ -198,13 +199,6 @@ def _eval_batch(config: QELMConfig, batch_size: int, device: torch.device) -> in
     if not per_window:
         return max(64, batch_size)
     return max(1, min(max(64, batch_size), memory_bytes(device) // per_window))
-
-
-def memory_bytes(device: torch.device) -> int:
-    """The memory a simulation on ``device`` must fit in: the GPU's, else this machine's."""
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory)
-    return available_memory_bytes()
 
 
 def _diverged(m: _Model, settings: TrainSettings, step: int, what: str) -> FloatingPointError:

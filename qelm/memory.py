@@ -1,0 +1,43 @@
+"""Memory arithmetic, in one place: how much a state vector takes, and how much memory a device has.
+
+Every memory check in qelm (the config's, training's batch check, the ``qelm.fused`` backend's, the
+benchmark's limits) reads its figures from here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+__all__ = ["state_vector_bytes", "available_memory_bytes", "memory_bytes", "free_memory_bytes"]
+
+
+def state_vector_bytes(n_wires: int, n_circuits: int = 1) -> int:
+    """Memory of ``n_circuits`` complex128 state vectors of ``n_wires`` qubits (what a simulator holds)."""
+    return 16 * (2**n_wires) * n_circuits
+
+
+def available_memory_bytes() -> int:
+    """Physical memory of this machine (the bound a CPU state-vector simulation must fit in)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 * 2**30
+
+
+def memory_bytes(device: torch.device | str) -> int:
+    """The memory a simulation on ``device`` must fit in: the GPU's, else this machine's."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return available_memory_bytes()
+
+
+def free_memory_bytes(device: torch.device | str) -> int:
+    """The memory a call on ``device`` can still allocate: the GPU's free memory, else this machine's."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    return available_memory_bytes()
