@@ -4,9 +4,9 @@ The demo QELM (the bundled config and corpus, 800 steps) is trained exactly on `
 validation split (every token, windows of the context length) is scored under each condition:
 
 * exact (``qelm.fused``), and shots only (``qiskit.aer``, no noise);
-* each noise model (:mod:`qelm.noise`): depolarizing, thermal relaxation, readout error, and a device's
+* each noise model (:mod:`qelm.backends.noise`): depolarizing, thermal relaxation, readout error, and a device's
   calibration snapshot (``fake_manila``, circuits transpiled to it), without mitigation and with the
-  mitigations of :mod:`qelm.mitigation` that apply to it.
+  mitigations of :mod:`qelm.backends.mitigation` that apply to it.
 
 For each: held-out perplexity; the mean absolute error of every circuit output against the exact output
 of the same circuit on the same inputs (each circuit call is also run on ``qelm.fused``, so later layers

@@ -39,7 +39,7 @@ def _bound(qc, values):
 # --- specs --------------------------------------------------------------------------------------------------------
 @needs_mitiq
 def test_parse_mitigation_fields_and_defaults():
-    from qelm.mitigation import parse_mitigation
+    from qelm.backends.mitigation import parse_mitigation
 
     m = parse_mitigation("zne+readout:shots=500+twirl:n=3")
     assert (m.fit, m.scales, m.fold, m.readout, m.readout_shots, m.twirls) == ("richardson", (1.0, 3.0, 5.0), "global",
@@ -61,7 +61,7 @@ def test_parse_mitigation_fields_and_defaults():
     ("zne+zne", r"'zne' appears twice"),
 ])
 def test_bad_mitigation_specs(spec, match):
-    from qelm.mitigation import parse_mitigation
+    from qelm.backends.mitigation import parse_mitigation
 
     with pytest.raises(ValueError, match=match):
         parse_mitigation(spec)
@@ -72,7 +72,7 @@ def test_bad_mitigation_specs(spec, match):
 def test_zne_weights_are_mitiqs_extrapolations():
     from mitiq.zne.inference import LinearFactory, RichardsonFactory
 
-    from qelm.mitigation import zne_weights
+    from qelm.backends.mitigation import zne_weights
 
     np.testing.assert_allclose(zne_weights("richardson", (1.0, 3.0, 5.0)), [15 / 8, -5 / 4, 3 / 8], atol=1e-12)
     y = np.random.default_rng(0).normal(size=(5, 3))
@@ -87,7 +87,7 @@ def test_zne_weights_are_mitiqs_extrapolations():
 def test_folding_keeps_the_unitary_and_scales_the_gates(method, scale):
     from qiskit.quantum_info import Operator
 
-    from qelm.mitigation import fold
+    from qelm.backends.mitigation import fold
 
     circuit, angles, _ = _batch(n=2)
     qc = translate(circuit).qc
@@ -101,7 +101,7 @@ def test_folding_keeps_the_unitary_and_scales_the_gates(method, scale):
 def test_twirled_copies_keep_the_unitary():
     from qiskit.quantum_info import Operator
 
-    from qelm.mitigation import twirl
+    from qelm.backends.mitigation import twirl
 
     circuit, angles, _ = _batch(n=1)
     qc = translate(circuit).qc
@@ -155,7 +155,7 @@ def test_device_circuits_run_on_its_basis_and_coupling_map():
     from qiskit_aer import AerSimulator
 
     from qelm.backends._aer_noise import _signs
-    from qelm.noise import parse_noise
+    from qelm.backends.noise import parse_noise
 
     noise = parse_noise("fake_manila")
     assert noise.device == "fake_manila" and "calibration" in noise.describe()
@@ -182,8 +182,8 @@ def test_device_circuits_run_on_its_basis_and_coupling_map():
 @needs_runtime
 @needs_mitiq
 def test_device_noise_is_reduced_by_zne_and_readout_mitigation():
-    from qelm.mitigation import fold
-    from qelm.noise import parse_noise
+    from qelm.backends.mitigation import fold
+    from qelm.backends.noise import parse_noise
 
     noise = parse_noise("fake_manila")
     circuit, angles, exact = _batch("attention", 4, 2, n=12)
@@ -198,7 +198,7 @@ def test_device_noise_is_reduced_by_zne_and_readout_mitigation():
 
 @needs_runtime
 def test_unknown_device_lists_the_devices():
-    from qelm.noise import parse_noise
+    from qelm.backends.noise import parse_noise
 
     with pytest.raises(ValueError, match=r"unknown device 'fake_nowhere'; devices are .*fake_manila"):
         parse_noise("fake_nowhere")

@@ -14,7 +14,7 @@ from qelm import QELM, QELMConfig
 from qelm.backends import BackendUnavailable, get_backend
 from qelm.checkpoint import load_checkpoint, save_checkpoint
 from qelm.circuits import build_circuit
-from qelm.noise import NOISE_MODELS, parse_noise, readout_confusion
+from qelm.backends.noise import NOISE_MODELS, parse_noise, readout_confusion
 from qelm.tokenizer import CharTokenizer
 
 HAS_MITIQ = importlib.util.find_spec("mitiq") is not None
@@ -124,7 +124,7 @@ def test_depolarizing_damps_and_the_seed_repeats_the_draws():
 
 def test_wide_gates_are_split_so_named_noise_reaches_them():
     from qelm.backends.aer import translate
-    from qelm.noise import _split_wide_gates
+    from qelm.backends.noise import _split_wide_gates
 
     circuit, angles, exact = _batch("swap_test", 2, 1, n=4)
     qc = _split_wide_gates(translate(circuit).qc)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..mitigation import Mitigation, confusion_from_frequencies, fold, inverse_confusion, twirl
-from ..noise import readout_confusion
+from .mitigation import Mitigation, confusion_from_frequencies, fold, inverse_confusion, twirl
+from .noise import readout_confusion
 
 __all__ = ["NoisySampler"]
 

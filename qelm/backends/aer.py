@@ -23,12 +23,12 @@ Noise: ``noise_model`` (a ``qiskit_aer.noise.NoiseModel``) goes to the ``AerSimu
 ``method="density_matrix"`` the noisy expectations are exact; with ``"statevector"`` Aer averages
 ``shots`` (1024 when shots is None) Monte-Carlo noise trajectories.
 
-Noise as hardware would show it: ``noise`` (a spec of :mod:`qelm.noise`: named models or a device's
+Noise as hardware would show it: ``noise`` (a spec of :mod:`qelm.backends.noise`: named models or a device's
 calibration) needs ``shots``. Each circuit is prepared once as it would run (transpiled to the device,
 for a device model), its noisy outcome probabilities are simulated exactly (density matrix), the
 readout errors are applied to them, and ``shots`` bitstrings are drawn per sample; every Z string of the
 readout is read from the same bitstrings, as on hardware. ``mitigation`` (a spec of
-:mod:`qelm.mitigation`: ``zne``, ``readout``, ``twirl``) runs the folded and twirled variants of each
+:mod:`qelm.backends.mitigation`: ``zne``, ``readout``, ``twirl``) runs the folded and twirled variants of each
 circuit for the whole batch in one Aer call and combines them. ``usage`` counts the circuits run and
 the shots they took, calibration and mitigation included.
 
@@ -47,8 +47,10 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import Backend, BackendUnavailable, check_angles
+from .base import Backend, BackendUnavailable, check_angles
 from .gates import ROTATIONS, gate_list
+from .mitigation import parse_mitigation
+from .noise import parse_noise
 
 __all__ = ["AerBackend", "translate", "DEVICES", "METHODS", "GRADIENTS", "SPSA_STEP"]
 
@@ -204,14 +206,10 @@ class AerBackend(Backend):
         self.gradient = gradient
         self.noise = self.mitigation = None
         if noise is not None:
-            from ..noise import parse_noise
-
             if noise_model is not None:
                 raise ValueError("give noise (a spec such as 'depolarizing') or noise_model (a NoiseModel), not both")
             self.noise = parse_noise(noise)
         if mitigation is not None:
-            from ..mitigation import parse_mitigation
-
             self.mitigation = parse_mitigation(mitigation)
             if self.noise is None and noise_model is None:
                 raise ValueError(f"mitigation {mitigation!r} needs a noise model to mitigate: give noise (e.g. "

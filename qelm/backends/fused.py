@@ -27,7 +27,7 @@ import math
 import torch
 
 from ..memory import free_memory_bytes
-from . import Backend, check_angles
+from .base import Backend, check_angles
 from .cuda_graph import GraphPool
 from .fused_executor import Executor
 from .fused_kernels import Tensors

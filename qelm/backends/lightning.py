@@ -35,8 +35,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..circuits import z_signs
+from .base import BackendUnavailable, check_angles
 from .gates import ROTATIONS, gate_list
-from . import BackendUnavailable, check_angles
 from .pennylane import _INSTALL, PennyLaneBackend
 
 __all__ = ["LightningBackend"]

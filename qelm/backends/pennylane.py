@@ -20,7 +20,7 @@ import pennylane as qml
 import torch
 
 from ..circuits import z_product, z_signs
-from . import Backend, BackendUnavailable, check_angles
+from .base import Backend, BackendUnavailable, check_angles
 from .cuda_graph import GraphPool
 from .gates import GATE_SET
 

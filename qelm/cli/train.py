@@ -239,7 +239,7 @@ def _noise_backend(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]
             raise UserError(f"{flag} runs on backend qiskit.aer only (noise models, shots, batched parameter shift); "
                             f"--backend {backend} cannot: use --backend qiskit.aer or drop --backend")
     if noise is not None:
-        from ..noise import parse_noise
+        from ..backends.noise import parse_noise
 
         try:
             noise = parse_noise(noise).spec
@@ -249,7 +249,7 @@ def _noise_backend(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]
             raise UserError("--noise needs --shots: noisy hardware answers with measured bitstrings, and readout "
                             "errors and mitigation act on them (e.g. --shots 8192)")
     if mitigation is not None:
-        from ..mitigation import parse_mitigation
+        from ..backends.mitigation import parse_mitigation
 
         if noise is None:
             raise UserError("--mitigate needs --noise (a noise model to mitigate) and --shots")

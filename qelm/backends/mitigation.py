@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backends import BackendUnavailable
+from .base import BackendUnavailable
 from .noise import NOISE_INSTALL, parse_spec
 
 __all__ = ["Mitigation", "MITIGATIONS", "parse_mitigation", "fold", "zne_weights", "twirl", "inverse_confusion",

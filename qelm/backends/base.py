@@ -1,0 +1,134 @@
+"""The interface every simulator backend implements (:class:`Backend`), and the input checks they share.
+
+What layers call, and what each backend provides, is described in :mod:`qelm.backends`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from .cuda_graph import GraphPool
+
+__all__ = ["Backend", "BackendUnavailable", "check_run_shapes", "check_angles"]
+
+
+class BackendUnavailable(RuntimeError):
+    """The chosen backend cannot run here (missing package or hardware); the message says how to fix it."""
+
+
+class Backend:
+    """Interface every engine implements. Options are keyword arguments; unknown ones are an error."""
+
+    name: str = "backend"
+    supports_state: bool = False
+    #: pure torch operations that ``torch.compile`` can trace (qelm.fused); other backends are a boundary
+    traceable: bool = False
+    #: option names this backend accepts (beyond ``shots`` and ``seed``)
+    options: tuple[str, ...] = ()
+
+    def __init__(self, shots: int | None = None, seed: int | None = None) -> None:
+        if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
+            raise ValueError(f"shots={shots!r} is invalid: use None for exact expectations or an integer >= 1")
+        self.shots = shots
+        self.seed = seed
+
+    def run(self, circuit, inputs: torch.Tensor, weights: torch.Tensor, kind: str = "expval") -> torch.Tensor:
+        """Run ``circuit`` for data ``inputs`` ``(*S, *batch, *input_shape)`` and weight sets ``weights``
+        ``(*S, *weight_shape)``; ``kind`` "expval" or "state" (see the module docstring). Observers added by
+        :meth:`observe` see every call. Under ``torch.compile`` the call is traced when the backend is
+        (``traceable``: pure torch) and is a compile boundary otherwise, so the rest of a model compiles."""
+        if torch.compiler.is_compiling() and not self.traceable:
+            return _opaque_run(self, circuit, inputs, weights, kind)
+        sets, batch = check_run_shapes(circuit, inputs, weights, kind)
+        observers = self.__dict__.get("_observers")
+        if not observers:
+            return self._execute(circuit, inputs, weights, kind, sets, batch)
+        for o in observers:
+            o.before(circuit, kind)
+        out = self._execute(circuit, inputs, weights, kind, sets, batch)
+        executions = math.prod(batch)
+        for o in reversed(observers):
+            o.after(circuit, kind, executions, out)
+        return out
+
+    @contextlib.contextmanager
+    def observe(self, observer):
+        """Within the block, call ``observer.before(circuit, kind)`` before and ``observer.after(circuit,
+        kind, executions, output)`` after every :meth:`run` (how ``qelm bench`` times the circuits and
+        ``qelm compare`` counts executions and shots, without patching any method)."""
+        observers = self.__dict__.setdefault("_observers", [])
+        observers.append(observer)
+        try:
+            yield observer
+        finally:
+            observers.remove(observer)
+
+    def _execute(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
+        """The work of :meth:`run`, shapes checked: by default weights broadcast into angle vectors."""
+        w = weights.reshape(sets + (1,) * (len(batch) - len(sets)) + tuple(circuit.weight_shape))
+        angles = circuit.angles(inputs, w).reshape(-1, circuit.n_angles)  # (N, n_angles): weights broadcast here
+        out = self.expval(circuit, angles) if kind == "expval" else self.state(circuit, angles)
+        return out.reshape(batch + out.shape[-1:])
+
+    def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def state(self, circuit, angles: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(
+            f"backend {self.name!r} does not return state vectors; use fidelity_method='swap_test' with it"
+        )
+
+    #: attributes that are caches (compiled circuits, device tensors, recorded graphs): not pickled, so
+    #: ``torch.save(model)`` and ``copy.deepcopy(model)`` work; they are rebuilt on first use
+    _transient: tuple[str, ...] = ("_observers",)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for name in self._transient:
+            if name in state:
+                value = state[name]
+                state[name] = type(value)() if isinstance(value, (dict, list, set)) else None
+        if state.get("_graphs") is not None:  # recorded CUDA graphs stay behind: a fresh pool, same setting
+            state["_graphs"] = GraphPool()
+        return state
+
+    def describe(self) -> str:
+        shots = "exact" if self.shots is None else f"{self.shots} shots"
+        return f"{self.name} ({shots})"
+
+    def __repr__(self) -> str:
+        return f"<qelm backend {self.describe()}>"
+
+
+@torch.compiler.disable
+def _opaque_run(backend: Backend, circuit, inputs, weights, kind):
+    """A backend call the compiler does not trace (PennyLane, Lightning, qiskit-aer)."""
+    return Backend.run(backend, circuit, inputs, weights, kind)
+
+
+def check_angles(circuit, angles: torch.Tensor) -> None:
+    """The angle-vector interface's one input check: ``angles`` must be ``(N, circuit.n_angles)``."""
+    if angles.dim() != 2 or angles.shape[-1] != circuit.n_angles:
+        raise ValueError(f"angles must be (N, {circuit.n_angles}) for circuit {circuit.name!r}, got {tuple(angles.shape)}")
+
+
+def check_run_shapes(circuit, inputs: torch.Tensor, weights: torch.Tensor, kind: str):
+    """Validate a :meth:`Backend.run` call; returns ``(S, batch)``: the weight-set dims and all leading
+    dims of ``inputs`` (``S`` first). The one input check every backend shares."""
+    if kind not in ("expval", "state"):
+        raise ValueError(f"kind={kind!r} is invalid: use 'expval' or 'state'")
+    wshape, ishape = tuple(circuit.weight_shape), tuple(circuit.input_shape)
+    if weights.dim() < len(wshape) or tuple(weights.shape[weights.dim() - len(wshape):]) != wshape:
+        raise ValueError(f"weights of circuit {circuit.name!r} must end in {wshape}, got {tuple(weights.shape)}")
+    if inputs.dim() < len(ishape) or tuple(inputs.shape[inputs.dim() - len(ishape):]) != ishape:
+        raise ValueError(f"inputs of circuit {circuit.name!r} must end in {ishape} (one instance's data), "
+                         f"got {tuple(inputs.shape)}")
+    sets = tuple(weights.shape[: weights.dim() - len(wshape)])
+    batch = tuple(inputs.shape[: inputs.dim() - len(ishape)])
+    if batch[: len(sets)] != sets:
+        raise ValueError(f"inputs {tuple(inputs.shape)} must start with the weight-set dims {sets} of weights "
+                         f"{tuple(weights.shape)}: lay the samples out as (*sets, *batch, *input_shape)")
+    return sets, batch
