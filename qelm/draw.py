@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import textwrap
 from collections.abc import Sequence
 
@@ -28,13 +27,13 @@ import pennylane as qml
 import torch
 
 from ._compat import moved_names
-from .circuits import CIRCUITS, Circuit, SwapTestCircuit
+from .circuits import CIRCUITS, Circuit
+from .circuits.angles import angles_and_decimals, qnode, symbolic_angles, trained_angles, weight_mask
+from .export import resources, to_qasm, to_qiskit
+from .layers import QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward
 
 __all__ = [
     "FORMATS",
-    "symbolic_angles",
-    "weight_mask",
-    "trained_angles",
     "circuit_weights",
     "caption",
     "draw_text",
@@ -47,47 +46,11 @@ FORMATS = ("text", "png", "svg", "qasm", "qiskit", "resources")
 _NO_WRAP = 10**6  # qml.draw max_length that never wraps
 
 
-# --- angles -------------------------------------------------------------------------------------------
-def symbolic_angles(circuit: Circuit) -> torch.Tensor:
-    """The angle vector ``theta[i] = i``: drawn with no decimals, every gate shows its angle's index."""
-    return torch.arange(circuit.n_angles, dtype=torch.float64)  # (n_angles,)
-
-
-def _zero_inputs(circuit: Circuit) -> torch.Tensor:
-    if isinstance(circuit, SwapTestCircuit):  # the two states' data: (2, n_inputs of one state)
-        return torch.zeros(2, circuit.inner.n_inputs, dtype=torch.float64)
-    return torch.zeros(circuit.n_inputs, dtype=torch.float64)
-
-
-def weight_mask(circuit: Circuit) -> torch.Tensor:
-    """Boolean ``(n_angles,)``: True where the angle vector holds a trainable weight, False for data.
-
-    Found from ``circuit.angles`` itself (weights 0 vs 1 at fixed data), so it follows each circuit's own
-    layout, including the swap test's two copies of the weights."""
-    x = _zero_inputs(circuit)
-    w = torch.zeros(circuit.weight_shape, dtype=torch.float64)
-    return circuit.angles(x, w) != circuit.angles(x, w + 1)
-
-
-def trained_angles(circuit: Circuit, weights: torch.Tensor) -> torch.Tensor:
-    """The angle vector with ``weights`` (``circuit.weight_shape``) in the weight entries and every data
-    angle 0: the trained circuit itself, independent of any token."""
-    weights = torch.as_tensor(weights).detach().to("cpu", torch.float64)
-    if tuple(weights.shape) != tuple(circuit.weight_shape):
-        raise ValueError(f"weights of shape {tuple(weights.shape)} do not fit circuit {circuit.name!r} with "
-                         f"{circuit.n_qubits} qubits and {circuit.n_layers} layers (needs {circuit.weight_shape}); "
-                         "build the circuit at the checkpoint's n_qubits and circuit_layers")
-    angles = circuit.angles(_zero_inputs(circuit), weights)  # (n_angles,)
-    return torch.where(weight_mask(circuit), angles, torch.zeros_like(angles))
-
-
 def circuit_weights(model: torch.nn.Module, name: str) -> tuple[torch.Tensor, str]:
     """The trained weights of the first layer of ``model`` that runs circuit ``name``, and where they
     came from (``"blocks.0.attention.heads, head 0, query circuit"``).
 
     Attention heads hold one weight set per head (and per q/k/v slot); the drawing shows head 0's first."""
-    from .layers import QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward
-
     if name not in CIRCUITS:
         raise ValueError(f"unknown circuit {name!r}: valid circuits are {', '.join(sorted(CIRCUITS))}")
     found: list[str] = []
@@ -142,22 +105,6 @@ def caption(circuit: Circuit, source: str | None = None, *, parameters: bool = F
 
 
 # --- drawings -----------------------------------------------------------------------------------------
-def qnode(circuit: Circuit) -> qml.QNode:
-    """The circuit as a QNode on ``default.qubit`` taking one angle vector (what the drawers draw)."""
-    return qml.QNode(circuit.qfunc, qml.device("default.qubit", wires=circuit.n_wires))
-
-
-def angles_and_decimals(circuit: Circuit, angles: torch.Tensor | None, decimals: int | None):
-    """``(angle vector, decimals to draw)``: symbolic indices with no decimals, or ``angles`` checked."""
-    if angles is None:
-        return symbolic_angles(circuit), 0  # integers drawn with no decimals: the index itself
-    angles = torch.as_tensor(angles, dtype=torch.float64).detach().cpu()
-    if tuple(angles.shape) != (circuit.n_angles,):
-        raise ValueError(f"angles of shape {tuple(angles.shape)} do not fit circuit {circuit.name!r}: "
-                         f"it takes one vector of {circuit.n_angles} angles")
-    return angles, 2 if decimals is None else decimals
-
-
 def draw_text(circuit: Circuit, angles: torch.Tensor | None = None, *, decimals: int | None = None,
               max_length: int | None = None) -> str:
     """``qml.draw`` of the decomposed circuit (``level="device"``); symbolic when ``angles`` is None.
@@ -186,8 +133,6 @@ def render(circuit: Circuit, fmt: str, angles: torch.Tensor | None = None, *, so
            decimals: int | None = None, precision: int | None = None, max_length: int | None = None) -> str | bytes:
     """The circuit in one of :data:`FORMATS`: text formats as ``str`` (with a caption line), images as
     ``bytes``. ``source`` says where non-symbolic ``angles`` came from (it goes into the caption)."""
-    from .export import resources, to_qasm, to_qiskit  # late: the exports use this module's angle helpers
-
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is invalid: choose one of {', '.join(FORMATS)}")
     if angles is not None and source is None:
@@ -235,8 +180,3 @@ __getattr__ = moved_names(__name__, {
                                                  "GALLERY_EXACT")},
 })
 
-
-if __name__ == "__main__":  # the old spelling of `qelm gallery DIR [--check]`
-    from .cli import main
-
-    sys.exit(main(["gallery", *(a for a in sys.argv[1:] if a != "--gallery")]))

@@ -13,8 +13,9 @@ from __future__ import annotations
 import pennylane as qml
 import torch
 
+from .backends.aer import translate
 from .circuits import Circuit
-from .draw import angles_and_decimals, qnode, symbolic_angles, weight_mask
+from .circuits.angles import angles_and_decimals, qnode, symbolic_angles, weight_mask
 
 __all__ = ["QELIB1_GATES", "to_qasm", "to_qiskit", "resources"]
 
@@ -57,8 +58,6 @@ def to_qiskit(circuit: Circuit, angles: torch.Tensor | None = None):
 
     Symbolic when ``angles`` is None: gate angles are the Parameters ``theta[i]``. Built by the qiskit.aer
     backend's own translation (:func:`qelm.backends.aer.translate`), so it is the circuit that backend runs."""
-    from .backends.aer import translate
-
     qc = translate(circuit).qc.reverse_bits()  # translate maps wire w -> qubit n-1-w; undo for reading
     if angles is None:
         return qc

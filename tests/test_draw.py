@@ -11,7 +11,8 @@ from qiskit import qasm2
 
 from qelm import QELM, ClassicalLM, CIRCUITS, build_circuit
 from qelm.checkpoint import save_checkpoint
-from qelm.draw import FORMATS, caption, circuit_weights, draw_text, render, trained_angles, weight_mask
+from qelm.circuits.angles import trained_angles, weight_mask
+from qelm.draw import FORMATS, caption, circuit_weights, draw_text, render
 from qelm.tokenizer import CharTokenizer
 
 

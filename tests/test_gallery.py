@@ -1,9 +1,7 @@
 """qelm.gallery: the committed circuits/ gallery is what the code draws now, drift is reported file by
-file, and `qelm gallery` (and its old spelling `python -m qelm.draw --gallery`) regenerates or checks it."""
+file, and `qelm gallery` regenerates or checks it."""
 
-import runpy
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -52,9 +50,3 @@ def test_cli_gallery_check_passes_on_the_committed_gallery_and_fails_on_drift(cl
     assert rc == 1 and f"{copy}/polar.txt: missing" in err and "run `make gallery`" in err
 
 
-@pytest.mark.filterwarnings("ignore:'qelm.draw' found in sys.modules")  # imported already by this test session
-def test_old_spelling_python_m_qelm_draw_still_checks_the_gallery(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["python -m qelm.draw", "--gallery", str(GALLERY), "--check"])
-    with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("qelm.draw", run_name="__main__")
-    assert exit_.value.code == 0 and "up to date" in capsys.readouterr().out

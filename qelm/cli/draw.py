@@ -106,7 +106,8 @@ def _size(args, config) -> tuple[int, int]:
 def _draw(args) -> int:
     from ..circuits import build_circuit
     from ..config import QELMConfig
-    from ..draw import circuit_weights, render, trained_angles
+    from ..circuits.angles import trained_angles
+    from ..draw import circuit_weights, render
     from ..files import atomic_write
 
     fmt = args.format

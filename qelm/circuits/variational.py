@@ -1,0 +1,133 @@
+"""The variational circuits of attention and feed-forward: data re-uploading (``attention``,
+``feed_forward``), its state for fidelity attention (``fidelity``) and the swap test of two such states
+(``swap_test``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pennylane as qml
+import torch
+
+from .base import Circuit, _apply_entangler
+
+__all__ = ["ReuploadingCircuit", "FidelityStateCircuit", "FeedForwardCircuit", "SwapTestCircuit"]
+
+
+@dataclass(frozen=True)
+class ReuploadingCircuit(Circuit):
+    """Data re-uploading ansatz (Perez-Salinas et al. 2020): ``n_layers`` times, encode the ``n_qubits``
+    input angles with RY, then one ``StronglyEntanglingLayers`` layer; outputs <Z> on every qubit.
+
+    Used for attention-head features (query/key/value), for the fidelity attention state (``returns``
+    "state") and for the quantum feed-forward block. Re-uploading repeats the input ``n_layers`` times in
+    the angle vector (done by :meth:`encode`), so each gate still owns one angle.
+    """
+
+    name = "attention"
+    kind = "attention"
+
+    @property
+    def n_inputs(self) -> int:
+        return self.n_qubits
+
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs.repeat((1,) * (inputs.dim() - 1) + (self.n_layers,))
+
+    @property
+    def n_angles(self) -> int:
+        return self.n_qubits * self.n_layers + self.n_weights
+
+    def apply(self, angles: torch.Tensor) -> None:
+        n, L = self.n_qubits, self.n_layers
+        w = angles[..., n * L :]
+        per_layer = 3 * n
+        for layer in range(L):
+            qml.AngleEmbedding(angles[..., layer * n : (layer + 1) * n], wires=self.wires, rotation="Y")
+            _apply_entangler(w[..., layer * per_layer : (layer + 1) * per_layer], self.wires)
+
+
+@dataclass(frozen=True)
+class FidelityStateCircuit(ReuploadingCircuit):
+    """The fidelity-attention state ``|psi_t>``: the re-uploading circuit, returning its state vector so
+    that scores ``|<psi_i|psi_j>|^2`` are exact."""
+
+    name = "fidelity"
+    kind = "attention"
+    returns = "state"
+
+
+@dataclass(frozen=True)
+class FeedForwardCircuit(ReuploadingCircuit):
+    """Quantum feed-forward block: the re-uploading ansatz in the MLP slot."""
+
+    name = "feed_forward"
+    kind = "feed_forward"
+
+
+@dataclass(frozen=True)
+class SwapTestCircuit(Circuit):
+    """Swap test of two fidelity states: ancilla wire 0, ``|psi_a>`` on wires ``1..n``, ``|psi_b>`` on
+    ``n+1..2n``; H, controlled SWAPs, H. ``<Z_0> = |<psi_a|psi_b>|^2`` exactly, so with shots it is the
+    hardware-faithful estimate of the fidelity score (``P(0) = (1 + |<a|b>|^2) / 2``).
+
+    Angle vector: the two states' angle vectors, concatenated (``2 * n_angles`` of the fidelity circuit).
+    """
+
+    name = "swap_test"
+    kind = "attention"
+
+    @property
+    def inner(self) -> FidelityStateCircuit:
+        return FidelityStateCircuit(self.n_qubits, self.n_layers)
+
+    @property
+    def n_wires(self) -> int:
+        return 2 * self.n_qubits + 1
+
+    @property
+    def n_inputs(self) -> int:
+        return 2 * self.inner.n_inputs
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return self.inner.weight_shape
+
+    @property
+    def n_angles(self) -> int:
+        return 2 * self.inner.n_angles
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (2, self.inner.n_inputs)
+
+    @property
+    def observables(self) -> tuple[int, ...]:
+        return (0,)
+
+    def data_angles(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.inner.data_angles(inputs[..., 0, :]), self.inner.data_angles(inputs[..., 1, :])], dim=-1)
+
+    def angle_layout(self) -> tuple[tuple[bool, int], ...]:
+        inner, shift = self.inner.angle_layout(), self.inner.n_data_angles
+        return inner + tuple((w, k if w else k + shift) for w, k in inner)
+
+    def angles(self, inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``inputs``: ``(..., 2, n_qubits)`` — the data angles of state a and state b."""
+        a = self.inner.angles(inputs[..., 0, :], weights)
+        b = self.inner.angles(inputs[..., 1, :], weights)
+        return torch.cat([a, b], dim=-1)
+
+    def apply(self, angles: torch.Tensor) -> None:
+        n, m = self.n_qubits, self.inner.n_angles
+        qml.Hadamard(wires=0)
+        _shifted(self.inner, angles[..., :m], offset=1)
+        _shifted(self.inner, angles[..., m:], offset=1 + n)
+        for i in range(n):
+            qml.CSWAP(wires=[0, 1 + i, 1 + n + i])
+        qml.Hadamard(wires=0)
+
+
+def _shifted(circuit: Circuit, angles: torch.Tensor, offset: int) -> None:
+    """Apply ``circuit`` on wires ``offset..offset+n_wires-1``."""
+    qml.map_wires(lambda: circuit.apply(angles), {w: w + offset for w in circuit.wires})()
