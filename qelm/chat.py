@@ -15,7 +15,8 @@ import torch
 
 from .data import check_seed
 from .evaluate import check_stop, stream_ids
-from .model import QELM, check_sampling
+from .model import QELM
+from .sampling import check_sampling
 from .tokenizer import Tokenizer
 
 __all__ = ["Chat"]

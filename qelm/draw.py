@@ -28,7 +28,7 @@ import torch
 
 from ._compat import moved_names
 from .circuits import CIRCUITS, Circuit
-from .circuits.angles import angles_and_decimals, qnode, symbolic_angles, trained_angles, weight_mask
+from .circuits.angles import angles_and_decimals, qnode, weight_mask
 from .export import resources, to_qasm, to_qiskit
 from .layers import QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward
 
@@ -175,7 +175,6 @@ def _short_title(circuit: Circuit, source: str | None) -> str:
 
 # names that moved to qelm.export and qelm.gallery
 __getattr__ = moved_names(__name__, {
-    **{name: f"qelm.export:{name}" for name in ("to_qasm", "to_qiskit", "resources", "QELIB1_GATES")},
     **{name: f"qelm.gallery:{name}" for name in ("write_gallery", "gallery_drift", "GALLERY_QUBITS", "GALLERY_LAYERS",
                                                  "GALLERY_EXACT")},
 })

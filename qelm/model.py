@@ -21,11 +21,14 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 
 from .backends import Backend, get_backend
-from .config import QELMConfig
+from .config import QELMConfig, with_backend
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
+from .model_files import (CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, check_weights, checkpoint_files,
+                          read_config, read_weights, write_pretrained)
+from .sampling import check_sampling, sample_next
 
-__all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache", "check_sampling",
-           "sample_next"]
+__all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache", "model_kind",
+           "load_model"]
 
 
 class KVCache:
@@ -172,15 +175,11 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any):
         """Hugging Face's ``save_pretrained`` (``model.safetensors``, ``config.json``, a model card); a qelm
         checkpoint folder is refused before anything in it changes (use :func:`qelm.save_checkpoint`)."""
-        from .checkpoint import check_pretrained_folder
-
         check_pretrained_folder(save_directory)
         return super().save_pretrained(save_directory, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        from .checkpoint import save_pretrained
-
-        save_pretrained(save_directory, self)
+        write_pretrained(save_directory, model_kind(self), self)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "QELM":
@@ -200,8 +199,6 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         """Read the folder (a local one, else the Hub repository ``model_id`` downloaded): safetensors and the
         config only, checked strictly (``strict`` is accepted for the mixin's signature and always on).
         ``backend`` and its options run the circuits elsewhere than the saved config says."""
-        from .checkpoint import CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, load_pretrained
-
         options.pop("config", None)  # the mixin's reading of config.json; the folder's own config is read below
         folder = Path(model_id)
         if not folder.is_dir():
@@ -210,7 +207,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
             folder = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache_dir,
                                             force_download=force_download, local_files_only=local_files_only,
                                             token=token, allow_patterns=[WEIGHTS, CONFIG_JSON, CONFIG, TOKENIZER]))
-        model = load_pretrained(folder, backend=backend, **options)
+        model = _load_pretrained(folder, backend=backend, **options)
         if not isinstance(model, cls):
             raise ValueError(f"{model_id} holds a {type(model).__name__}, not a {cls.__name__}: load it with "
                              f"{type(model).__name__}.from_pretrained (or QELM.from_pretrained, which loads either)")
@@ -292,65 +289,6 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
             yield nxt
 
 
-def sample_next(logits: torch.Tensor, seen: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,
-                generator: torch.Generator | None = None, never: tuple[int, ...] = ()) -> torch.Tensor:
-    """Draw the next token (B, 1) from ``logits`` (B, V), in Hugging Face's order: the repetition penalty
-    on every token of ``seen`` (B, T) (a positive logit divided by it, a negative one multiplied), then
-    temperature, top-k (the k most likely), top-p (the smallest set whose probability reaches p; the most
-    likely token always stays), min-p (tokens at least ``min_p`` times as likely as the most likely)."""
-    logits = logits.float()
-    if repetition_penalty != 1.0:
-        score = logits.gather(1, seen)  # (B, T)
-        score = torch.where(score > 0, score / repetition_penalty, score * repetition_penalty)
-        logits = logits.scatter(1, seen, score)
-    logits = logits / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        ordered, order = logits.sort(dim=-1, descending=True)  # (B, V)
-        probs = ordered.softmax(dim=-1)
-        beyond = probs.cumsum(dim=-1) - probs > top_p  # the mass before this token already reaches p
-        logits = logits.masked_fill(beyond.scatter(1, order, beyond), float("-inf"))
-    if min_p is not None and min_p > 0.0:
-        probs = logits.softmax(dim=-1)
-        logits = logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
-    probs = logits.softmax(dim=-1)
-    if never:  # tokens that are not text (the unknown token) are never drawn
-        probs = probs.index_fill(-1, torch.tensor(never, device=probs.device), 0.0)
-        probs = torch.where(probs.sum(-1, keepdim=True) > 0, probs, torch.ones_like(probs).index_fill(
-            -1, torch.tensor(never, device=probs.device), 0.0))
-    return torch.multinomial(probs, 1, generator=generator)
-
-
-def check_sampling(max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, *,
-                   top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0) -> None:
-    """Raise ``ValueError`` naming a sampling setting that cannot be meant: a negative or non-integer
-    token count, a temperature that is not a finite number > 0 (0 would be greedy only by accident, infinity
-    uniform noise), a ``top_k`` below 1, a ``top_p`` outside (0, 1], a ``min_p`` outside [0, 1], a
-    ``repetition_penalty`` that is not a finite number > 0 (1 is none)."""
-    def number(value) -> bool:
-        return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r} is invalid: use an integer >= 0")
-    if not number(temperature) or temperature <= 0:
-        raise ValueError(f"temperature={temperature!r} is invalid: use a finite number > 0 (1.0 samples the model as "
-                         f"trained; smaller is greedier)")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k={top_k!r} is invalid: use an integer >= 1, or leave it out")
-    if top_p is not None and (not number(top_p) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p={top_p!r} is invalid: use a number in (0, 1] (the probability mass sampled from; "
-                         f"1 keeps every token), or leave it out")
-    if min_p is not None and (not number(min_p) or not 0 <= min_p <= 1):
-        raise ValueError(f"min_p={min_p!r} is invalid: use a number in [0, 1] (tokens less likely than min_p times "
-                         f"the most likely one are dropped), or leave it out")
-    if not number(repetition_penalty) or repetition_penalty <= 0:
-        raise ValueError(f"repetition_penalty={repetition_penalty!r} is invalid: use a finite number > 0 (1.0 is "
-                         f"none; above 1 discourages tokens already in the text)")
-
-
 class ClassicalLM(QELM):
     """The classical twin: the same blocks as :class:`QELM` with every slot classical."""
 
@@ -385,3 +323,42 @@ class ClassicalLM(QELM):
                              f"n_heads={base.n_heads}, n_layers={base.n_layers} comes within {tolerance:.0%} of "
                              f"{target} parameters (closest: {target + err}); the fixed-size parts alone are too large")
         return cls(cfg)
+
+
+def model_kind(model: nn.Module) -> str:
+    """"qelm" or "classical": which class a checkpoint folder builds for ``model`` (``kind`` in its config)."""
+    if isinstance(model, ClassicalLM):
+        return "classical"
+    if isinstance(model, QELM):
+        return "qelm"
+    raise ValueError(f"save_checkpoint takes a QELM or ClassicalLM, got {type(model).__name__}")
+
+
+def load_model(folder: Path, paths: dict[str, Path], backend: str | None, backend_options: dict[str, Any], *,
+               vocab_size: int | None = None) -> tuple[str, QELM, dict[str, str]]:
+    """``(kind, model in eval mode, safetensors metadata)`` of a checked folder (:func:`checkpoint_files`):
+    the config read, the model of its kind built, the weights checked against it and loaded. Only safetensors
+    and the config are read: nothing runs code."""
+    kind, config = read_config(folder, paths)
+    if vocab_size is not None and vocab_size != config.vocab_size:
+        raise ValueError(f"checkpoint {str(folder)!r} does not match its config: {TOKENIZER} has "
+                         f"{vocab_size} tokens but {CONFIG if CONFIG in paths else CONFIG_JSON} says "
+                         f"vocab_size={config.vocab_size}")
+    config = with_backend(config, backend, backend_options)
+    model = ClassicalLM(config) if kind == "classical" else QELM(config)
+    weights, metadata = read_weights(folder, paths)
+    check_weights(folder, model, weights, config, CONFIG if CONFIG in paths else CONFIG_JSON)
+    bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"checkpoint {str(folder)!r} cannot be used: {WEIGHTS} holds NaN or infinity in "
+                         f"{', '.join(bad[:4])} (the model diverged before it was saved); train it again")
+    model.load_state_dict(weights, strict=True)
+    model.eval()
+    return kind, model, metadata
+
+
+def _load_pretrained(directory: str | os.PathLike, *, backend: str | None = None, **backend_options: Any) -> QELM:
+    """The model alone of a Hugging Face folder or a checkpoint folder (what ``QELM.from_pretrained``
+    reads locally), in eval mode; checked as :func:`load_checkpoint` checks it. No tokenizer is needed."""
+    folder = Path(directory)
+    return load_model(folder, checkpoint_files(folder), backend, backend_options)[1]

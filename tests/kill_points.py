@@ -27,7 +27,7 @@ torch.set_num_threads(1)
 
 import safetensors.torch  # noqa: E402
 
-import qelm.checkpoint  # noqa: E402
+import qelm.model_files  # noqa: E402
 import qelm.cli  # noqa: E402
 import qelm.metrics  # noqa: E402
 import qelm.train.run  # noqa: E402
@@ -38,7 +38,7 @@ qelm.train.run.plot_curves = lambda curves, path, **kwargs: atomic_write(path, b
 os.fsync = lambda fd: None  # a kill is not a power cut: what the kernel holds survives it, synced or not
 
 # every point where a kill leaves a different state: (module, function)
-HOOKED = [(qelm.train.steps, "_step"), (qelm.checkpoint, "fsync_path"), (qelm.checkpoint, "atomic_write"),
+HOOKED = [(qelm.train.steps, "_step"), (qelm.model_files, "fsync_path"), (qelm.model_files, "atomic_write"),
           (qelm.metrics, "atomic_write"), (qelm.train.steps, "atomic_write"), (qelm.train.run, "atomic_write"),
           (safetensors.torch, "save_file"), (torch, "save"), (os, "replace"), (os, "unlink"), (shutil, "rmtree")]
 
@@ -96,20 +96,20 @@ def outcome(out: Path) -> dict:
     and any file a killed process left behind."""
     models = {}
     for folder in sorted(p for p in out.iterdir() if p.is_dir()):
-        manifest = json.loads((folder / qelm.checkpoint.MANIFEST).read_text())
+        manifest = json.loads((folder / qelm.model_files.MANIFEST).read_text())
         records = qelm.metrics.read_metrics(folder / qelm.metrics.METRICS)
         models[folder.name] = {"weights": weights_sha256(folder / "model.safetensors"), "step": manifest["step"],
                                "steps": [r["step"] for r in records], "losses": [r["loss"] for r in records],
                                "val_losses": [r.get("val_loss") for r in records]}
     leftovers = sorted(str(p.relative_to(out)) for p in out.rglob("*")
-                       if p.name.endswith(".tmp") or p.name == qelm.checkpoint.PENDING)
+                       if p.name.endswith(".tmp") or p.name == qelm.model_files.PENDING)
     return {"models": models, "leftovers": leftovers, "summary": (out / "summary.json").is_file()}
 
 
 def kill_points(events: list[str], n_random: int, n_twice: int, seed: int) -> list[tuple[int, int | None]]:
     """Every event of the last save (from its weights file to its last sync), and random others."""
     saves = [i for i, e in enumerate(events) if e == "safetensors.torch.save_file"]
-    end = next(i for i in range(saves[-1], len(events)) if events[i] == "qelm.checkpoint.fsync_path" and
+    end = next(i for i in range(saves[-1], len(events)) if events[i] == "qelm.model_files.fsync_path" and
                events[i - 1] == "shutil.rmtree")
     in_save = list(range(saves[-1] + 1, end + 2))  # 1-based: kill before each of them
     rng = random.Random(seed)

@@ -11,10 +11,10 @@ import torch
 
 from qelm import QELM, ClassicalLM
 from qelm.backends import BackendUnavailable
-import qelm.checkpoint
-from qelm.checkpoint import (CONFIG, CONFIG_JSON, MANIFEST, PENDING, TOKENIZER, TRAINING_STATE, WEIGHTS, checkpoint_files,
-                             ensure_writable_dir, load_checkpoint, read_training_state, recover_checkpoint,
-                             save_checkpoint)
+import qelm.model_files
+from qelm.checkpoint import load_checkpoint, save_checkpoint
+from qelm.model_files import (CONFIG, CONFIG_JSON, MANIFEST, PENDING, TOKENIZER, TRAINING_STATE, WEIGHTS, checkpoint_files,
+                              ensure_writable_dir, read_training_state, recover_checkpoint)
 from qelm.tokenizer import CharTokenizer
 
 CHARS = "abcdefghijk"  # 11 tokens: the tiny_config's vocab_size
@@ -222,10 +222,10 @@ def _cut_save_at(monkeypatch, event):
         return wrapped
 
     for name in ("fsync_path", "atomic_write"):
-        monkeypatch.setattr(qelm.checkpoint, name, counting(getattr(qelm.checkpoint, name)))
+        monkeypatch.setattr(qelm.model_files, name, counting(getattr(qelm.model_files, name)))
     for name in ("replace", "unlink"):
-        monkeypatch.setattr(qelm.checkpoint.os, name, counting(getattr(os, name)))
-    monkeypatch.setattr(qelm.checkpoint.shutil, "rmtree", counting(shutil.rmtree))
+        monkeypatch.setattr(qelm.model_files.os, name, counting(getattr(os, name)))
+    monkeypatch.setattr(qelm.model_files.shutil, "rmtree", counting(shutil.rmtree))
     return count
 
 

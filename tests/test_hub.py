@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from qelm import QELM, ClassicalLM, load_checkpoint, save_checkpoint
-from qelm.checkpoint import CONFIG, CONFIG_JSON, MANIFEST, TOKENIZER, WEIGHTS
+from qelm.model_files import CONFIG, CONFIG_JSON, MANIFEST, TOKENIZER, WEIGHTS
 from qelm.tokenizer import CharTokenizer, load_tokenizer
 
 

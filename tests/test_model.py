@@ -249,7 +249,7 @@ def test_torch_save_and_deepcopy_keep_the_model(backend, tmp_path):
 # --- sampling -------------------------------------------------------------------------------------------------
 def _draws(logits, n=4000, **options):
     """How often each token is drawn from ``logits`` (1, V) by :func:`sample_next` in ``n`` draws."""
-    from qelm.model import sample_next
+    from qelm.sampling import sample_next
 
     g = torch.Generator().manual_seed(0)
     seen = options.pop("seen", torch.zeros(1, 1, dtype=torch.long))

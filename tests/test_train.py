@@ -19,7 +19,8 @@ import qelm.memory
 import qelm.train.run
 import qelm.train.steps
 from qelm import ClassicalLM, QELMConfig, TrainSettings
-from qelm.checkpoint import BEST, CONFIG, MANIFEST, TOKENIZER, WEIGHTS, load_checkpoint
+from qelm.checkpoint import load_checkpoint
+from qelm.model_files import BEST, CONFIG, MANIFEST, TOKENIZER, WEIGHTS
 from qelm.files import FolderInUse, FolderLock
 from qelm.data import TextDataset
 from qelm.evaluate import evaluate, unigram_baseline

@@ -34,7 +34,7 @@ def test_a_run_killed_anywhere_resumes_to_the_weights_of_an_uninterrupted_run(tm
     assert all(m["steps"] == [1, 2, 3, 4] for m in whole["models"].values())
     assert len(killed) >= 20
     # inside a save: as the weights and the state are written, at the commit, as files move into place
-    assert {"safetensors.torch.save_file", "torch.save", "qelm.checkpoint.atomic_write", "os.replace",
+    assert {"safetensors.torch.save_file", "torch.save", "qelm.model_files.atomic_write", "os.replace",
             "shutil.rmtree"} <= {e["event"] for e in killed}
     assert any(len(e["resumes"]) > 1 for e in killed), "a resume was killed as well"
     for entry in killed:

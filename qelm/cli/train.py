@@ -586,7 +586,7 @@ def _describe_metrics(m: dict[str, Any]) -> str:
 
 def _which(ck) -> str:
     """"best" (a run's best by validation), "last" (a run's last step) or "checkpoint" (any other)."""
-    from ..checkpoint import BEST
+    from ..model_files import BEST
 
     if ck.info.get("role") == "best":
         return "best"

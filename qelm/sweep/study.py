@@ -295,7 +295,7 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
     ``study``: the sweep's name there (default: the space's ``[sweep] name``, else its file name).
     ``workers``: processes that work on the study at once. ``trials``: the total to reach (default: the
     space's ``[sweep] trials``). ``progress(row)`` is called in the worker when each trial finishes."""
-    from ..checkpoint import ensure_writable_dir
+    from ..model_files import ensure_writable_dir
     from .results import sweep_table
 
     optuna = import_optuna()

@@ -52,8 +52,6 @@ import torch
 import torch.distributed as dist
 
 from ..backends import get_backend
-from ..checkpoint import (BEST, FILES, MANIFEST, TOKENIZER, TRAINING_STATE, checkpoint_files, ensure_writable_dir,
-                          has_checkpoint, read_training_state, recover_checkpoint)
 from ..config import QELMConfig, config_differences, with_backend
 from ..data import TextDataset
 from ..distributed import rank_and_world
@@ -62,6 +60,8 @@ from ..files import FolderLock, atomic_write, remove_stray_temps
 from ..memory import memory_bytes
 from ..metrics import METRICS
 from ..model import QELM, ClassicalLM
+from ..model_files import (BEST, FILES, MANIFEST, TOKENIZER, TRAINING_STATE, checkpoint_files, ensure_writable_dir,
+                           has_checkpoint, read_training_state, recover_checkpoint)
 from ..plot import plot_curves
 from ..tokenizer import load_tokenizer
 from .report import LABELS, summary

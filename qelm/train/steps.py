@@ -24,8 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import (BEST, TRAINING_STATE, checkpoint_files, ensure_writable_dir, has_checkpoint, load_checkpoint,
-                          save_checkpoint)
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import QELMConfig, config_differences
 from ..data import BatchSampler, TextDataset
 from ..distributed import local_device
@@ -33,6 +32,7 @@ from ..evaluate import evaluate
 from ..files import atomic_write
 from ..memory import memory_bytes
 from ..metrics import METRICS, read_metrics, write_metrics
+from ..model_files import BEST, TRAINING_STATE, checkpoint_files, ensure_writable_dir, has_checkpoint
 from ..model import QELM, ClassicalLM
 from .report import LABELS
 from .results import Callback, ModelRun

@@ -1,0 +1,71 @@
+"""Sampling the next token, as Hugging Face's ``generate`` does: the repetition penalty, temperature, top-k,
+top-p and min-p (:func:`sample_next`), and the check of those settings (:func:`check_sampling`). The one
+sampling loop that uses them is ``QELM.stream`` (:mod:`qelm.model`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["sample_next", "check_sampling"]
+
+
+def sample_next(logits: torch.Tensor, seen: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,
+                generator: torch.Generator | None = None, never: tuple[int, ...] = ()) -> torch.Tensor:
+    """Draw the next token (B, 1) from ``logits`` (B, V), in Hugging Face's order: the repetition penalty
+    on every token of ``seen`` (B, T) (a positive logit divided by it, a negative one multiplied), then
+    temperature, top-k (the k most likely), top-p (the smallest set whose probability reaches p; the most
+    likely token always stays), min-p (tokens at least ``min_p`` times as likely as the most likely)."""
+    logits = logits.float()
+    if repetition_penalty != 1.0:
+        score = logits.gather(1, seen)  # (B, T)
+        score = torch.where(score > 0, score / repetition_penalty, score * repetition_penalty)
+        logits = logits.scatter(1, seen, score)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        ordered, order = logits.sort(dim=-1, descending=True)  # (B, V)
+        probs = ordered.softmax(dim=-1)
+        beyond = probs.cumsum(dim=-1) - probs > top_p  # the mass before this token already reaches p
+        logits = logits.masked_fill(beyond.scatter(1, order, beyond), float("-inf"))
+    if min_p is not None and min_p > 0.0:
+        probs = logits.softmax(dim=-1)
+        logits = logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    if never:  # tokens that are not text (the unknown token) are never drawn
+        probs = probs.index_fill(-1, torch.tensor(never, device=probs.device), 0.0)
+        probs = torch.where(probs.sum(-1, keepdim=True) > 0, probs, torch.ones_like(probs).index_fill(
+            -1, torch.tensor(never, device=probs.device), 0.0))
+    return torch.multinomial(probs, 1, generator=generator)
+
+
+def check_sampling(max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, *,
+                   top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0) -> None:
+    """Raise ``ValueError`` naming a sampling setting that cannot be meant: a negative or non-integer
+    token count, a temperature that is not a finite number > 0 (0 would be greedy only by accident, infinity
+    uniform noise), a ``top_k`` below 1, a ``top_p`` outside (0, 1], a ``min_p`` outside [0, 1], a
+    ``repetition_penalty`` that is not a finite number > 0 (1 is none)."""
+    def number(value) -> bool:
+        return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} is invalid: use an integer >= 0")
+    if not number(temperature) or temperature <= 0:
+        raise ValueError(f"temperature={temperature!r} is invalid: use a finite number > 0 (1.0 samples the model as "
+                         f"trained; smaller is greedier)")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k={top_k!r} is invalid: use an integer >= 1, or leave it out")
+    if top_p is not None and (not number(top_p) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p={top_p!r} is invalid: use a number in (0, 1] (the probability mass sampled from; "
+                         f"1 keeps every token), or leave it out")
+    if min_p is not None and (not number(min_p) or not 0 <= min_p <= 1):
+        raise ValueError(f"min_p={min_p!r} is invalid: use a number in [0, 1] (tokens less likely than min_p times "
+                         f"the most likely one are dropped), or leave it out")
+    if not number(repetition_penalty) or repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty={repetition_penalty!r} is invalid: use a finite number > 0 (1.0 is "
+                         f"none; above 1 discourages tokens already in the text)")
