@@ -14,7 +14,7 @@ The same numbers come from the command line: ``qelm compare --published``.
 
 import argparse
 
-from qelm.compare import compare, plot_comparison, published_config
+from qelm.compare import compare, markdown, plot_comparison, published_config
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
 
     config = published_config(n_qubits=args.n_qubits, n_layers=args.n_layers)
     result = compare(config, published=True)
-    print(result.to_markdown())
+    print(markdown(result))
 
     qelm, twin, matched = result["qelm"], result["twin"], result["matched"]
     print()

@@ -14,9 +14,8 @@ from .evaluate import generate_text
 from .layers import QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward, QuantumMultiHeadAttention
 from .model import QELM, ClassicalLM
 from .train import TrainResult, TrainSettings
+from .version import DISTRIBUTION, __version__
 
-__version__ = "0.1.0"
-DISTRIBUTION = "qelm-lab"  # the name on the package index (``qelm`` there is another project); ``import qelm`` stays
 
 __all__ = [
     "QELMConfig",

@@ -18,6 +18,7 @@ from qelm.compare import (
     SIZE_FORMATS,
     compare,
     count_flops,
+    markdown,
     measure_models,
     plot_comparison,
     published_config,
@@ -152,7 +153,7 @@ def test_fidelity_state_readout_has_no_shot_figure(tiny_config):
     fid = [c for c in comp["qelm"].circuits if c.name == "fidelity"]
     assert fid and fid[0].returns == "state" and fid[0].shots_per_token_worst is None
     assert comp["qelm"].shots_per_token() is None
-    assert "no shot equivalent" in comp.to_markdown()
+    assert "no shot equivalent" in markdown(comp)
 
 
 def test_published_setting_and_its_verdict_come_from_measurement():
@@ -165,7 +166,7 @@ def test_published_setting_and_its_verdict_come_from_measurement():
     text = comp.claim_verdict
     assert f"measured gap {twin / qelm:.1f}x" in text
     assert f"the claim is {15e6 / twin:.1f}-" in text
-    assert comp.setting == "published" and "Claim check:" in comp.to_markdown()
+    assert comp.setting == "published" and "Claim check:" in markdown(comp)
     with pytest.raises(ValueError, match="d_model=64"):
         compare(cfg.replace(d_model=64), published=True)
 
@@ -249,7 +250,7 @@ def test_checkpoints_and_perplexity(tiny_config, tmp_path):
         loaded = load_checkpoint(tmp_path / "run" / kind)
         expected = evaluate(loaded.model, torch.tensor(tok.encode(text)), batch_size=4, context_len=cfg.context_len)
         assert math.isclose(m.perplexity["perplexity"], float(expected["perplexity"]), rel_tol=1e-6)
-    assert "validation perplexity" in comp.to_markdown() and "perplexity" in comp.verdict.lower()
+    assert "validation perplexity" in markdown(comp) and "perplexity" in comp.verdict.lower()
 
 
 @pytest.mark.parametrize("flag, name", [("--json", "c.json"), ("--plot", "c.png"), ("--keep-files", "files")])

@@ -15,7 +15,7 @@ import pytest
 
 import qelm
 import qelm.cli
-import qelm.cli.train
+import qelm.cli.progress
 from qelm.checkpoint import load_checkpoint
 from qelm.cli import build_parser
 from qelm.cli.options import MODEL_FLAGS, flag
@@ -172,9 +172,9 @@ class _Tty(io.StringIO):
 
 
 def test_progress_prints_the_finished_bar_once_with_the_training_rate(monkeypatch):
-    monkeypatch.setattr(qelm.cli.train, "show_progress", lambda: True)
+    monkeypatch.setattr(qelm.cli.progress, "show_progress", lambda: True)
     out = _Tty()
-    progress = qelm.cli.train._Progress(file=out)
+    progress = qelm.cli.progress.Progress(file=out)
     progress("start", "qelm", {"step": 0, "steps": 40, "tokens_per_step": 100})
     live = []
     for step in range(1, 41):

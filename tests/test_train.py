@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import qelm.cli
-import qelm.cli.train
+import qelm.cli.progress
 import qelm.memory
 import qelm.train.run
 import qelm.train.steps
@@ -488,9 +488,7 @@ def test_cli_progress_bars_show_on_a_terminal_and_not_in_a_pipe(tmp_path, cli, c
     assert rc == 0 and err == "", "a pipe gets no bars"
     rc, _, err = cli("eval", "--checkpoint", trained, "--data", corpus)
     assert rc == 0 and err == ""
-    monkeypatch.setattr(qelm.cli, "show_progress", lambda: True)  # stderr is a terminal
-    for module in (qelm.cli.train,):
-        monkeypatch.setattr(module, "show_progress", lambda: True)
+    monkeypatch.setattr(qelm.cli.progress, "show_progress", lambda: True)  # stderr is a terminal
     rc, _, err = cli(*args, "--out", tmp_path / "tty")
     assert rc == 0 and "2/2" in err and "tok/s" in err
     rc, _, err = cli("eval", "--checkpoint", trained, "--data", corpus)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..memory import memory_bytes
+from ..version import __version__
 
 __all__ = ["machine_description", "load_average"]
 
@@ -41,8 +42,6 @@ def load_average() -> list[float] | None:
 
 def machine_description(device: str = "cpu") -> dict[str, Any]:
     """Where the figures were measured: CPU model and cores, memory, GPU, library versions, load."""
-    from .. import __version__
-
     desc: dict[str, Any] = {
         "cpu_model": _cpu_model(),
         "cpu_cores": os.cpu_count(),

@@ -6,28 +6,22 @@ Every argument is checked before a command does any work: numbers by their argpa
 below: finite, in range, named by their flag), files and folders by the command before its first step.
 """
 
+
 from __future__ import annotations
 
 import argparse
-import importlib
-import math
-import os
+import platform
 import sys
-from pathlib import Path
+from importlib import metadata
 
 from ..backends import BackendUnavailable
-from ..data import MAX_SEED
 from ..files import FolderInUse
+from ..version import DISTRIBUTION, __version__
+from . import bench, compare, draw, evaluate, generate, sweep, train
+from .options import VOCABULARY, UserError
 
-# sub-modules that register commands, in the order `qelm --help` lists them
-_COMMAND_MODULES = ("train", "compare", "sweep", "draw", "bench")
-
-
-MAX_THREADS = 1024  # torch threads per process: more only queue for the same cores
-
-
-class UserError(Exception):
-    """An error the user can fix; the CLI prints its message only."""
+# the modules that register commands, in the order `qelm --help` lists them
+_COMMAND_MODULES = (train, evaluate, generate, compare, sweep, draw, bench)
 
 
 USER_ERRORS = (UserError, ValueError, BackendUnavailable, FileNotFoundError, FileExistsError, PermissionError,
@@ -41,98 +35,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-# --- argument types: a bad value is refused by argparse, naming its flag -----------------------------------
-def _integer(text: str, low: int, high: int | None, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < low or (high is not None and value > high):
-        raise argparse.ArgumentTypeError(f"{text} is invalid: use {what}")
-    return value
-
-
-def _number(text: str, low: float, inclusive: bool, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < low or (value == low and not inclusive):
-        raise argparse.ArgumentTypeError(f"{text} is invalid: use {what}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _integer(text, 1, None, "an integer >= 1")
-
-
-def nonnegative_int(text: str) -> int:
-    return _integer(text, 0, None, "an integer >= 0")
-
-
-def threads(text: str) -> int:
-    return _integer(text, 1, MAX_THREADS, f"an integer from 1 to {MAX_THREADS}")
-
-
-def seed(text: str) -> int:
-    return _integer(text, 0, MAX_SEED, f"an integer from 0 to {MAX_SEED} (2**63 - 1)")
-
-
-def positive_float(text: str) -> float:
-    return _number(text, 0.0, False, "a finite number > 0")
-
-
-def nonnegative_float(text: str) -> float:
-    return _number(text, 0.0, True, "a finite number >= 0")
-
-
-def check_output_file(path: str | os.PathLike, flag: str, *, make_parents: bool = False) -> None:
-    """Before any work: refuse an output file that cannot be written (a folder; a read-only parent folder;
-    a missing one unless ``make_parents``), naming the flag and the file."""
-    target = Path(path)
-    if target.is_dir():
-        raise UserError(f"{flag} {str(path)!r} is a folder; give a file name")
-    if not make_parents and not target.parent.is_dir():
-        raise UserError(f"{flag} {str(path)!r}: its folder {str(target.parent)!r} does not exist; create it first")
-    _check_folder_takes_files(target.parent, flag, path)
-
-
-def check_output_folder(path: str | os.PathLike, flag: str) -> None:
-    """Before any work: refuse an output folder that cannot be made or written, naming the flag."""
-    if Path(path).exists() and not Path(path).is_dir():
-        raise UserError(f"{flag} {str(path)!r} is a file; give a folder")
-    _check_folder_takes_files(Path(path), flag, path)
-
-
-def _check_folder_takes_files(folder: Path, flag: str, given: str | os.PathLike) -> None:
-    """``folder``, or the one it would be made in, takes new files (probed with a temporary file)."""
-    import tempfile
-
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        if not folder.is_dir():
-            raise NotADirectoryError(f"{str(folder)!r} is a file, not a folder")
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        why = (str(e) if isinstance(e, NotADirectoryError)
-               else f"folder {str(folder)!r} is not writable ({e.strerror or e})")
-        raise UserError(f"{flag} {str(given)!r}: {why}; choose another path") from None
-
-
-def show_progress() -> bool:
-    """Progress bars on a terminal only: a pipe or a log file gets none."""
-    return sys.stderr.isatty()
-
-
 def version_text() -> str:
     """``qelm --version``: qelm's version, the distribution that installs it, and the versions it runs on."""
-    import platform
-    from importlib import metadata
-
-    from .. import DISTRIBUTION, __version__
-
     def installed(name: str) -> str:
         try:
             return metadata.version(name)
@@ -155,19 +59,11 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .options import VOCABULARY
-
     parser = _Parser(prog="qelm", description="Build, train and honestly measure tiny quantum-enhanced language models.",
                      epilog=VOCABULARY, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_Version, help="print the version of qelm and of what it runs on, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:  # a command module not shipped in this build: skip only that one
-            if e.name != f"{__name__}.{name}":
-                raise
-            continue
+    for module in _COMMAND_MODULES:
         module.register(sub)
     return parser
 

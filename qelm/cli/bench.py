@@ -17,8 +17,9 @@ from ..bench import (MODES, BenchResult, BenchSettings, expected_rows, format_sc
                      run_benchmark, write_json)
 from ..config import QELMConfig
 from ..plot import figure_format
-from . import check_output_file, nonnegative_int, positive_float, positive_int, seed, show_progress
-from .options import MODEL_FLAGS, add_json_flag, add_model_flags, deprecated, json_to_stdout, model_overrides
+from .options import (MODEL_FLAGS, add_json_flag, add_model_flags, check_output_file, deprecated, json_to_stdout,
+                      model_overrides, nonnegative_int, positive_float, positive_int, seed)
+from .progress import show_progress
 
 _QUICK = BenchSettings.quick()
 

@@ -9,11 +9,12 @@ import json
 import sys
 from pathlib import Path
 
-from ..compare import PUBLISHED_SETTING, compare, plot_comparison
+from ..compare import PUBLISHED_SETTING, compare, markdown, plot_comparison
 from ..config import QELMConfig
 from ..plot import figure_format
-from . import UserError, check_output_file, check_output_folder, positive_float, positive_int, seed, show_progress
-from .options import add_json_flag, add_model_flags, flag, json_to_stdout, model_overrides
+from .options import (UserError, add_json_flag, add_model_flags, check_output_file, check_output_folder, flag, json_to_stdout,
+                      model_overrides, positive_float, positive_int, seed)
+from .progress import show_progress
 
 # the old spellings of the model flags (each flag is now its config field's name)
 _RENAMED = {"--heads": "n_heads", "--hidden": "d_hidden", "--layers": "n_layers", "--context": "context_len",
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if json_to_stdout(args):
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        print(result.to_markdown())
+        print(markdown(result))
     if args.json and not json_to_stdout(args):
         print(f"\nwrote {result.save_json(args.json)}")
     if args.plot:

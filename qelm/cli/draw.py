@@ -9,8 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import UserError, check_output_file, nonnegative_int, positive_int
-from .options import add_model_flags, deprecated
+from .options import UserError, add_model_flags, check_output_file, deprecated, nonnegative_int, positive_int
 
 _SUFFIX_FORMAT = {".txt": "text", ".png": "png", ".svg": "svg", ".qasm": "qasm", ".json": "resources"}
 

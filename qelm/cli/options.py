@@ -1,6 +1,8 @@
 """The flag vocabulary every command shares: one spelling and one meaning per flag (:data:`VOCABULARY`,
 printed by ``qelm --help``). A model field or training setting ``foo_bar`` of a config file is the flag
-``--foo-bar`` wherever a command takes it, and ``--set foo_bar=VALUE`` sets any of them.
+``--foo-bar`` wherever a command takes it, and ``--set foo_bar=VALUE`` sets any of them. Here too: the
+argument types that refuse a bad value naming its flag, the checks of output paths made before any work,
+and the runtime flags (backend, threads, noise and shots).
 
 Renamed flags keep working for one release: :func:`deprecated` prints a note naming the new spelling.
 """
@@ -8,12 +10,21 @@ Renamed flags keep working for one release: :func:`deprecated` prints a note nam
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import os
 import sys
+import tempfile
 import tomllib
+from pathlib import Path
 from typing import Any
 
-from . import nonnegative_float, positive_float, positive_int, seed
+import torch
+
+from ..backends.mitigation import parse_mitigation
+from ..backends.noise import parse_noise
+from ..config import QELMConfig
+from ..data import MAX_SEED
 
 VOCABULARY = """\
 one vocabulary, every command:
@@ -32,6 +43,91 @@ one vocabulary, every command:
   --seed S, --threads N, --device cpu|cuda, --batch-size B: the same meaning everywhere
 sampling (generate, chat): --max-new-tokens --temperature --top-k --top-p --min-p --repetition-penalty --stop
 Every --help shows each flag's default and where it comes from."""
+
+
+MAX_THREADS = 1024  # torch threads per process: more only queue for the same cores
+
+
+class UserError(Exception):
+    """An error the user can fix; the CLI prints its message only."""
+
+
+# --- argument types: a bad value is refused by argparse, naming its flag -----------------------------------
+def _integer(text: str, low: int, high: int | None, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{text} is invalid: use {what}")
+    return value
+
+
+def _number(text: str, low: float, inclusive: bool, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < low or (value == low and not inclusive):
+        raise argparse.ArgumentTypeError(f"{text} is invalid: use {what}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1, None, "an integer >= 1")
+
+
+def nonnegative_int(text: str) -> int:
+    return _integer(text, 0, None, "an integer >= 0")
+
+
+def threads(text: str) -> int:
+    return _integer(text, 1, MAX_THREADS, f"an integer from 1 to {MAX_THREADS}")
+
+
+def seed(text: str) -> int:
+    return _integer(text, 0, MAX_SEED, f"an integer from 0 to {MAX_SEED} (2**63 - 1)")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, 0.0, False, "a finite number > 0")
+
+
+def nonnegative_float(text: str) -> float:
+    return _number(text, 0.0, True, "a finite number >= 0")
+
+
+def check_output_file(path: str | os.PathLike, flag: str, *, make_parents: bool = False) -> None:
+    """Before any work: refuse an output file that cannot be written (a folder; a read-only parent folder;
+    a missing one unless ``make_parents``), naming the flag and the file."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{flag} {str(path)!r} is a folder; give a file name")
+    if not make_parents and not target.parent.is_dir():
+        raise UserError(f"{flag} {str(path)!r}: its folder {str(target.parent)!r} does not exist; create it first")
+    _check_folder_takes_files(target.parent, flag, path)
+
+
+def check_output_folder(path: str | os.PathLike, flag: str) -> None:
+    """Before any work: refuse an output folder that cannot be made or written, naming the flag."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise UserError(f"{flag} {str(path)!r} is a file; give a folder")
+    _check_folder_takes_files(Path(path), flag, path)
+
+
+def _check_folder_takes_files(folder: Path, flag: str, given: str | os.PathLike) -> None:
+    """``folder``, or the one it would be made in, takes new files (probed with a temporary file)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(f"{str(folder)!r} is a file, not a folder")
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        why = (str(e) if isinstance(e, NotADirectoryError)
+               else f"folder {str(folder)!r} is not writable ({e.strerror or e})")
+        raise UserError(f"{flag} {str(given)!r}: {why}; choose another path") from None
 
 
 # --- renamed flags ----------------------------------------------------------------------------------------------
@@ -130,22 +226,14 @@ def model_overrides(args: argparse.Namespace, allowed: set[str] | None = None) -
     """The model fields the flags and ``--set`` give (``--set`` may name any field; ``allowed`` also
     takes the names it may set besides :class:`~qelm.config.QELMConfig`'s, e.g. training settings).
     A field given twice with two values is an error naming both."""
-    import dataclasses
-
-    from ..config import QELMConfig
-
     fields = {f.name for f in dataclasses.fields(QELMConfig)}
     valid = fields | (allowed or set())
     given = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name, None) is not None}
     for name, value in getattr(args, "set", None) or []:
         if name not in valid:
-            from . import UserError
-
             raise UserError(f"--set {name}=...: {name!r} is not a config field; valid fields are "
                             f"{', '.join(sorted(valid))}")
         if name in given and given[name] != value:
-            from . import UserError
-
             raise UserError(f"{name} is given twice ({given[name]!r} and {value!r}): give it once")
         given[name] = value
     return given
@@ -155,8 +243,6 @@ def model_overrides(args: argparse.Namespace, allowed: set[str] | None = None) -
 def add_sampling_flags(parser: argparse.ArgumentParser, *, stop: tuple[str, ...] = (), max_new_tokens: int = 200
                        ) -> None:
     """The sampling flags of ``generate`` and ``chat`` (as Hugging Face's ``generate`` names them)."""
-    from . import nonnegative_int
-
     g = parser.add_argument_group("sampling")
     g.add_argument("--max-new-tokens", type=nonnegative_int, default=max_new_tokens, metavar="N",
                    help=f"tokens to sample (default {max_new_tokens})")
@@ -195,3 +281,70 @@ def add_json_flag(parser: argparse.ArgumentParser, what: str) -> None:
 
 def json_to_stdout(args: argparse.Namespace) -> bool:
     return getattr(args, "json", None) == "-"
+
+
+# --- runtime: backend, threads, noise -------------------------------------------------------------------------
+DEFAULT_THREADS = 1  # see --threads
+_THREADS_HELP = ("torch CPU threads per process (default 1: these models' tensors are too small to gain from "
+                 "intra-op threads, and on a busy 2-core machine 2 threads made a QELM step ~10x slower than 1)")
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", metavar="NAME", help="simulator for the circuits (default: the config's; weights are unchanged)")
+    parser.add_argument("--threads", type=threads, default=DEFAULT_THREADS, metavar="N", help=_THREADS_HELP)
+
+
+def add_noise_flags(parser: argparse.ArgumentParser, *, train: bool) -> None:
+    group = parser.add_argument_group("noise and shots (backend qiskit.aer)")
+    group.add_argument("--noise", metavar="SPEC",
+                       help="noise model: depolarizing[:p1=P,p2=P], thermal[:t1=S,t2=S,time1=S,time2=S], "
+                            "readout[:p0to1=P,p1to0=P], joined with '+', or a device's calibration (fake_manila, "
+                            "fake_sherbrooke, ...: circuits are transpiled to it); needs --shots (default: none, exact)")
+    group.add_argument("--shots", type=int, help="measurements per circuit (default: exact expectations)")
+    if train:
+        group.add_argument("--grad", choices=("parameter-shift", "spsa"),
+                           help="circuit gradients on qiskit.aer: parameter-shift (2 circuits per angle, the default) "
+                                "or spsa (2 circuits per sample)")
+    else:
+        group.add_argument("--mitigate", metavar="SPEC",
+                           help="error mitigation: zne[:fit=richardson|linear,scales=1/3/5,fold=global|random], "
+                                "readout[:shots=N], twirl[:n=4], joined with '+'; needs --noise (default: none)")
+
+
+def noise_backend(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
+    """``(backend, options)`` from --noise, --shots, --mitigate and --grad, every one checked before any work;
+    ``(args.backend, {})`` when none is given."""
+    noise, shots = args.noise, args.shots
+    mitigation, grad = getattr(args, "mitigate", None), getattr(args, "grad", None)
+    if noise is None and shots is None and mitigation is None and grad is None:
+        return args.backend, {}
+    if shots is not None and shots < 1:
+        raise UserError(f"--shots {shots} is invalid: use an integer >= 1")
+    backend = args.backend or "qiskit.aer"
+    for flag, value in (("--noise", noise), ("--mitigate", mitigation), ("--grad", grad)):
+        if value is not None and backend != "qiskit.aer":
+            raise UserError(f"{flag} runs on backend qiskit.aer only (noise models, shots, batched parameter shift); "
+                            f"--backend {backend} cannot: use --backend qiskit.aer or drop --backend")
+    if noise is not None:
+        try:
+            noise = parse_noise(noise).spec
+        except ValueError as e:
+            raise UserError(f"--noise {args.noise!r} is invalid: {str(e).split(': ', 1)[-1]}") from None
+        if shots is None:
+            raise UserError("--noise needs --shots: noisy hardware answers with measured bitstrings, and readout "
+                            "errors and mitigation act on them (e.g. --shots 8192)")
+    if mitigation is not None:
+        if noise is None:
+            raise UserError("--mitigate needs --noise (a noise model to mitigate) and --shots")
+        try:
+            parse_mitigation(mitigation)
+        except ValueError as e:
+            raise UserError(f"--mitigate {mitigation!r} is invalid: {str(e).split(': ', 1)[-1]}") from None
+    options = {"shots": shots, "noise": noise, "mitigation": mitigation,
+               "gradient": grad.replace("-", "_") if grad else None,
+               "seed": (getattr(args, "seed", None) or 0) if (shots is not None or grad) else None}
+    return backend, {k: v for k, v in options.items() if v is not None}
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)

@@ -8,8 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from . import UserError, check_output_file, check_output_folder, positive_int, threads
-from .options import add_json_flag, json_to_stdout
+from .options import UserError, add_json_flag, check_output_file, check_output_folder, json_to_stdout, positive_int, threads
 
 _DESCRIPTION = """\
 Train many QELM configurations, each at several seeds beside its classical twin and its

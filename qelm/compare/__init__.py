@@ -19,7 +19,7 @@ trained checkpoints. Every figure is measured on the models themselves, at the s
 
 The package: :mod:`.run` (:func:`compare`), :mod:`.measure` (the measurements), :mod:`.results` (the
 result classes), :mod:`.report` (verdicts and Markdown), :mod:`.plot` (the figure). The library never
-prints: :meth:`Comparison.to_markdown`, :meth:`Comparison.to_dict` and :func:`plot_comparison` hand the
+prints: :func:`markdown`, :meth:`Comparison.to_dict` and :func:`plot_comparison` hand the
 results to the CLI (``qelm compare``) or to a script. ``qelm.compare(...)`` calls :func:`compare`.
 """
 
@@ -28,10 +28,12 @@ from .measure import count_flops, measure_models, serialized_sizes
 from .plot import plot_comparison, plot_path
 from .results import (BASIS_GATES, COMPONENTS, METHOD, PUBLISHED_CLAIM, PUBLISHED_SETTING, SIZE_FORMATS, CircuitCost,
                       Comparison, ModelReport)
+from .report import markdown
 from .run import compare, published_config
 
 __all__ = [
     "compare",
+    "markdown",
     "measure_models",
     "Comparison",
     "ModelReport",

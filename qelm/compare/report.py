@@ -163,7 +163,7 @@ def _model_rows(comp: Comparison) -> list[list[str]]:
 
 
 def markdown(comp: Comparison) -> str:
-    """The Markdown :meth:`Comparison.to_markdown` returns: one column per model, the circuits each runs,
+    """A comparison as Markdown: one column per model, the circuits each runs,
     the method and the verdict."""
     header = ["", *[f"{m.name} ({m.kind})" for m in comp.models]]
     out = [_table(header, _model_rows(comp))]

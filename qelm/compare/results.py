@@ -201,9 +201,3 @@ class Comparison:
         """Write :meth:`to_dict` as JSON, atomically."""
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         return atomic_write(path, text, make_parents=True)
-
-    def to_markdown(self) -> str:
-        """The side-by-side table, the circuits table, the method and the verdict, as Markdown."""
-        from .report import markdown  # late: the report reads these classes
-
-        return markdown(self)
