@@ -10,8 +10,10 @@ import argparse
 
 import torch
 
-from qelm import evaluate, generate_text, load_checkpoint, train
+from qelm import load_checkpoint
 from qelm.data import bundled_config, bundled_corpus
+from qelm.evaluate import evaluate, generate_text
+from qelm.train import train
 
 
 def main() -> None:

@@ -1,10 +1,9 @@
 """qelm: build, train and honestly measure tiny quantum-enhanced language models.
 
-``qelm.train``, ``qelm.compare`` and ``qelm.evaluate`` are modules that can be called as their function
-of the same name: ``qelm.train(config, data, out=...)`` trains, ``import qelm.train`` gives the module.
+The public API is the names below. The verbs live in their modules: ``from qelm.train import train``,
+``from qelm.evaluate import evaluate``, ``from qelm.compare import compare``.
 """
 
-from . import compare, evaluate, train
 from .backends import BackendUnavailable, available_backends, get_backend
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .circuits import CIRCUITS, Circuit, build_circuit
@@ -15,7 +14,6 @@ from .layers import QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward, 
 from .model import QELM, ClassicalLM
 from .train import TrainResult, TrainSettings
 from .version import DISTRIBUTION, __version__
-
 
 __all__ = [
     "QELMConfig",
@@ -31,14 +29,13 @@ __all__ = [
     "get_backend",
     "available_backends",
     "BackendUnavailable",
-    "compare",
-    "train",
     "TrainSettings",
     "TrainResult",
-    "evaluate",
     "generate_text",
     "TextDataset",
     "Checkpoint",
     "save_checkpoint",
     "load_checkpoint",
+    "__version__",
+    "DISTRIBUTION",
 ]

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 import pennylane as qml
 import torch
 
-from ._compat import moved_names
 from .circuits import CIRCUITS, Circuit
 from .circuits.angles import angles_and_decimals, qnode, weight_mask
 from .export import resources, to_qasm, to_qiskit
@@ -171,11 +170,4 @@ def _short_title(circuit: Circuit, source: str | None) -> str:
     if source is None:
         return f"{title} (gate labels = angle index i of theta[i])"
     return f"{title} (gate angles in radians)\n{source}"
-
-
-# names that moved to qelm.export and qelm.gallery
-__getattr__ = moved_names(__name__, {
-    **{name: f"qelm.gallery:{name}" for name in ("write_gallery", "gallery_drift", "GALLERY_QUBITS", "GALLERY_LAYERS",
-                                                 "GALLERY_EXACT")},
-})
 

@@ -4,8 +4,7 @@ or :func:`stream_text` for the text piece by piece as it is sampled).
 
 Validation loss is the mean cross-entropy (nats/token) over every token of a text, read in non-overlapping
 windows of ``context_len`` tokens; perplexity is its exponential. The unigram baseline is a token-frequency
-model fitted on the training split (add-one smoothing), scored on the same tokens. ``qelm.evaluate(...)``
-calls :func:`evaluate`.
+model fitted on the training split (add-one smoothing), scored on the same tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from ._compat import make_callable
 from .data import check_seed
 from .model import QELM
 from .tokenizer import Tokenizer
@@ -311,5 +309,3 @@ def sample_diversity(model: QELM, tokenizer: Tokenizer, prompt_ids, *, max_new_t
     text = tokenizer.decode(out[0, idx.shape[1]:].tolist())
     return {**text_diversity(text), "text": text}
 
-
-make_callable(__name__)

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._compat import moved_names
 from .files import atomic_write
 
 __all__ = [
@@ -277,6 +276,3 @@ def plot_curves(runs: dict[str, list[dict]], out: str | os.PathLike, *, width: i
     fig.suptitle(title or ("Training curves" + (f" in {parent}" if parent else "")), fontsize=13)
     return save_figure(fig, out)
 
-
-# names that moved to qelm.metrics
-__getattr__ = moved_names(__name__, {"read_metrics": "qelm.metrics:read_metrics", "read_runs": "qelm.metrics:read_runs"})

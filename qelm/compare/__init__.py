@@ -20,12 +20,11 @@ trained checkpoints. Every figure is measured on the models themselves, at the s
 The package: :mod:`.run` (:func:`compare`), :mod:`.measure` (the measurements), :mod:`.results` (the
 result classes), :mod:`.report` (verdicts and Markdown), :mod:`.plot` (the figure). The library never
 prints: :func:`markdown`, :meth:`Comparison.to_dict` and :func:`plot_comparison` hand the
-results to the CLI (``qelm compare``) or to a script. ``qelm.compare(...)`` calls :func:`compare`.
+results to the CLI (``qelm compare``) or to a script.
 """
 
-from .._compat import make_callable, moved_names
 from .measure import count_flops, measure_models, serialized_sizes
-from .plot import plot_comparison, plot_path
+from .plot import plot_comparison
 from .results import (BASIS_GATES, COMPONENTS, METHOD, PUBLISHED_CLAIM, PUBLISHED_SETTING, SIZE_FORMATS, CircuitCost,
                       Comparison, ModelReport)
 from .report import markdown
@@ -49,12 +48,3 @@ __all__ = [
     "BASIS_GATES",
     "METHOD",
 ]
-
-# the published setting was once called "classic", too close to "classical" (every slot classical)
-__getattr__ = moved_names(__name__, {
-    "classic_config": "qelm.compare.run:published_config",
-    "CLASSIC_SETTING": "qelm.compare.results:PUBLISHED_SETTING",
-    "CLASSIC_CLAIM": "qelm.compare.results:PUBLISHED_CLAIM",
-})
-
-make_callable(__name__)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 from ..plot import figure_format, save_figure
 from .report import human_bytes, human_count
 from .results import COMPONENTS, SIZE_FORMATS, Comparison
 
-__all__ = ["plot_comparison", "plot_path"]
+__all__ = ["plot_comparison"]
 
 
 def plot_comparison(comp: Comparison, path: str | os.PathLike) -> Path:
@@ -49,9 +48,3 @@ def plot_comparison(comp: Comparison, path: str | os.PathLike) -> Path:
     fig.tight_layout(rect=(0, 0.06, 1, 1))  # room for the shared legend below
     return save_figure(fig, path, dpi=120, make_parents=True)
 
-
-def plot_path(path: str | os.PathLike) -> tuple[Path, str]:
-    """Deprecated: :func:`qelm.plot.figure_format` checks a figure's file name. ``(path, format)``."""
-    warnings.warn("qelm.compare.plot_path is now qelm.plot.figure_format; the old name goes in the next release",
-                  DeprecationWarning, stacklevel=2)
-    return Path(path), figure_format(path)

@@ -5,7 +5,6 @@ measure them side by side (:mod:`.measure`) and add the verdicts (:mod:`.report`
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ def published_config(**overrides: Any) -> QELMConfig:
 def compare(config: QELMConfig | None = None, *, published: bool = False, checkpoints: Sequence[str | os.PathLike] = (),
             data: str | os.PathLike | None = None, batch_size: int = 2, seed: int = 0, eps: float = 0.01,
             backend: str | None = None, keep_dir: str | os.PathLike | None = None, eval_batch_size: int = 16,
-            classic: bool | None = None, progress: Progress | None = None, **backend_options: Any) -> Comparison:
+            progress: Progress | None = None, **backend_options: Any) -> Comparison:
     """Measure a QELM against its classical twins, or a set of checkpoints against each other.
 
     * ``config`` (default: ``QELMConfig()``) or ``published=True`` (``published_config()``, or a ``config``
@@ -49,13 +48,8 @@ def compare(config: QELMConfig | None = None, *, published: bool = False, checkp
       both), loaded with ``qelm.checkpoint.load_checkpoint``; with ``data`` (a text file), each model's
       validation perplexity on it through ``qelm.evaluate``. Ratios are to the first classical one.
 
-    ``backend`` (+ options): run the circuits there while measuring. ``classic`` is the old name of
-    ``published``. ``progress(label, done, total)`` is called as each model's measurement (and
+    ``backend`` (+ options): run the circuits there while measuring. ``progress(label, done, total)`` is called as each model's measurement (and
     perplexity) starts and when all are done. Returns a :class:`Comparison`."""
-    if classic is not None:
-        warnings.warn("compare(classic=...) is now compare(published=...); the old name goes in the next release",
-                      DeprecationWarning, stacklevel=2)
-        published = published or classic
     if checkpoints:
         if config is not None or published:
             raise ValueError("give either a config (or published=True) or checkpoints, not both: checkpoints carry "
