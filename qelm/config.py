@@ -16,6 +16,7 @@ from typing import Any
 
 import tomli_w
 
+from .backends import BACKENDS, is_pennylane_device
 from .circuits import READOUTS, build_circuit, embedding_circuits
 from .memory import available_memory_bytes, state_vector_bytes
 
@@ -83,8 +84,6 @@ class QELMConfig:
             bad("shots", "use None (exact) or an integer >= 1")
         if not isinstance(self.backend_options, dict):
             bad("backend_options", "use a table of option names to values")
-        from .backends import BACKENDS, is_pennylane_device  # late import: backends import circuits, not config
-
         if self.backend not in BACKENDS and not is_pennylane_device(self.backend):
             bad("backend", f"choose one of {', '.join(sorted(BACKENDS))}, or the name of an installed PennyLane "
                            "device (e.g. default.mixed)")

@@ -23,6 +23,7 @@ import json
 import textwrap
 from collections.abc import Sequence
 
+import matplotlib.pyplot as plt
 import pennylane as qml
 import torch
 
@@ -147,8 +148,6 @@ def render(circuit: Circuit, fmt: str, angles: torch.Tensor | None = None, *, so
         return f"# {cap}\n# qubit q_i is PennyLane wire i\n{drawing}\n"
     if fmt == "resources":
         return json.dumps(resources(circuit), indent=2) + "\n"
-    import matplotlib.pyplot as plt
-
     fig = draw_figure(circuit, angles, decimals=decimals, title=_short_title(circuit, source if angles is not None else None))
     try:
         buf = io.BytesIO()

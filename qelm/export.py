@@ -69,7 +69,7 @@ def resources(circuit: Circuit) -> dict:
     """Resource summary: qubits, parameters, gates by type and depth, measured twice: by ``qml.specs`` on
     the decomposed circuit (``level="device"``, the gates default.qubit runs) and by qiskit on the
     exported OpenQASM (the qelib1 gate set a QASM consumer sees)."""
-    from qiskit import qasm2
+    from qiskit import qasm2  # lazy: qiskit is slow to import; only qiskit.aer and the exports use it
 
     angles = symbolic_angles(circuit)
     specs = qml.specs(qnode(circuit), level="device")(angles)

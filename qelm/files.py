@@ -121,7 +121,7 @@ class FolderLock:
         self._fd: int | None = None
 
     def acquire(self) -> "FolderLock":
-        try:
+        try:  # lazy: fcntl exists on POSIX only, and elsewhere the lock is skipped
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             return self

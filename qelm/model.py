@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 
 from .backends import Backend, get_backend
 from .config import QELMConfig, with_backend
@@ -202,8 +202,6 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         options.pop("config", None)  # the mixin's reading of config.json; the folder's own config is read below
         folder = Path(model_id)
         if not folder.is_dir():
-            from huggingface_hub import snapshot_download
-
             folder = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache_dir,
                                             force_download=force_download, local_files_only=local_files_only,
                                             token=token, allow_patterns=[WEIGHTS, CONFIG_JSON, CONFIG, TOKENIZER]))

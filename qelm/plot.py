@@ -15,8 +15,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from .files import atomic_write
 
@@ -128,9 +130,6 @@ def plot_attention(panels: dict[str, tuple[torch.Tensor, Sequence[str]]], out: s
     ``panels`` maps a model label (e.g. ``"quantum"``, ``"classical"``) to ``(maps (L, H, T, T), tokens)``
     from :func:`attention_for_text`. ``width``/``height`` in pixels (default: 330 x 330 per heatmap).
     Returns the path written."""
-    import matplotlib
-    from matplotlib.figure import Figure
-
     if not panels:
         raise ValueError("no attention maps to plot: give at least one model")
     for label, (maps, tokens) in panels.items():
@@ -246,8 +245,6 @@ def plot_curves(runs: dict[str, list[dict]], out: str | os.PathLike, *, width: i
     trainer measured them; the train perplexity line is ``exp(loss)`` of the logged train loss, and is
     labelled so. ``unigram_loss``: the unigram baseline's validation loss, drawn as a dotted line.
     Returns the path written."""
-    from matplotlib.figure import Figure
-
     if not runs:
         raise ValueError("no runs to plot: give at least one run folder")
     _check_size(width, height)

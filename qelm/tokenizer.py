@@ -23,6 +23,11 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable
 
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from .files import atomic_write
+
 __all__ = ["CharTokenizer", "BPETokenizer", "Tokenizer", "load_tokenizer", "build_tokenizer", "TOKENIZER_KINDS",
            "UNKNOWN", "TOKENIZER_FILE"]
 
@@ -60,8 +65,6 @@ class _Saving:
         raise NotImplementedError
 
     def save(self, path: str | os.PathLike) -> Path:
-        from .files import atomic_write
-
         return atomic_write(path, self.to_json())
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -155,9 +158,6 @@ class BPETokenizer(_Saving):
         """Learn merges on ``text`` up to ``vocab_size`` tokens. The alphabet is every byte symbol of
         ``alphabet_text`` (default ``text``): pass the whole corpus there when ``text`` is its training part,
         so validation text never holds an unknown byte while merges still come from training text only."""
-        from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders, models, pre_tokenizers, trainers
-
         tok = HFTokenizer(models.BPE(unk_token=UNKNOWN))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -267,8 +267,6 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
             raise ValueError(f"tokenizer file {str(p)!r} is corrupt: its 'unk' entry is not a character")
         return CharTokenizer(chars, unk=unk)
     if isinstance(data, dict) and "model" in data:
-        from tokenizers import Tokenizer as HFTokenizer
-
         try:
             return BPETokenizer(HFTokenizer.from_str(text))
         except Exception as e:  # tokenizers raises a plain Exception on a bad file

@@ -57,7 +57,7 @@ class NoisySampler:
     """Prepared programs and readout calibrations for one backend; :meth:`estimate` runs a batch."""
 
     def __init__(self, noise, noise_model, mitigation: Mitigation | None, device: str, seed: int | None) -> None:
-        from qiskit_aer import AerSimulator
+        from qiskit_aer import AerSimulator  # lazy: qiskit-aer is slow to import; only this backend needs it
 
         self.noise = noise
         self.mitigation = mitigation or Mitigation(spec="")
@@ -119,7 +119,7 @@ class NoisySampler:
         """The inverse confusion matrix of ``prog``'s measured qubits, from two calibration circuits."""
         key = (prog.measured, prog.width)
         if key not in self.calibrations:
-            from qiskit import QuantumCircuit
+            from qiskit import QuantumCircuit  # lazy: qiskit is slow to import; only qiskit.aer and the exports use it
 
             cal_shots = self.mitigation.readout_shots or shots
             zeros, ones = QuantumCircuit(prog.width), QuantumCircuit(prog.width)

@@ -41,12 +41,14 @@ like AdamW, which normalises step sizes, absorbs the shrink.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 
 import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from ._aer_noise import NoisySampler
 from .base import Backend, BackendUnavailable, check_angles
 from .gates import ROTATIONS, gate_list
 from .mitigation import parse_mitigation
@@ -95,6 +97,7 @@ def translate(circuit):
     and Pauli-Z on wire ``w`` is the qiskit label with ``Z`` at string position ``w`` (labels are written
     with qubit ``n - 1`` first).
     """
+    # lazy: qiskit is slow to import; only qiskit.aer and the exports use it
     from qiskit import QuantumCircuit
     from qiskit.circuit import ParameterVector
     from qiskit.quantum_info import SparsePauliOp
@@ -157,10 +160,6 @@ class _AerExpval(torch.autograd.Function):
 
 def _gpu_missing(devices) -> str:
     """Why qiskit-aer offers no GPU device here, and the command that fixes it."""
-    import importlib.metadata
-
-    import torch
-
     head = f"backend 'qiskit.aer' with device='GPU' cannot run here (qiskit-aer offers {', '.join(devices)})"
     try:
         gpu_version = importlib.metadata.version("qiskit-aer-gpu")
@@ -184,7 +183,7 @@ class AerBackend(Backend):
                  device: str = "CPU", method: str = "statevector", noise: str | None = None,
                  mitigation: str | None = None, gradient: str = "parameter_shift") -> None:
         super().__init__(shots=shots, seed=seed)
-        try:
+        try:  # lazy, and checked: a missing or broken qiskit-aer (GPU build) is named here, with the fix
             import qiskit  # noqa: F401
             from qiskit_aer import AerSimulator
             from qiskit_aer.noise import NoiseModel
@@ -257,8 +256,6 @@ class AerBackend(Backend):
             return np.zeros((0, n_obs))
         if self.sampled:
             if self._sampled is None:
-                from ._aer_noise import NoisySampler
-
                 self._sampled = NoisySampler(self.noise, self.noise_model, self.mitigation, self.device, self.seed)
             return self._sampled.estimate(compiled, values, self.shots, self._rng, self.usage)
         self.usage["circuits"] += m

@@ -77,7 +77,7 @@ class Mitigation:
 
 
 def _needs_mitiq(what: str) -> None:
-    try:
+    try:  # lazy: mitiq is optional (the noise extra)
         import mitiq  # noqa: F401
     except ImportError:
         raise BackendUnavailable(f"mitigation {what} needs mitiq: {NOISE_INSTALL}") from None
@@ -145,7 +145,7 @@ def zne_weights(fit: str, scales: tuple[float, ...]) -> np.ndarray:
     """``w`` with ``w @ y`` equal to mitiq's extrapolation to zero noise of values ``y`` at ``scales``.
     Richardson and linear (least-squares) extrapolation are linear in ``y``, so the weights are the
     extrapolations of the unit vectors; a whole batch is then one matrix product."""
-    from mitiq.zne.inference import LinearFactory, RichardsonFactory
+    from mitiq.zne.inference import LinearFactory, RichardsonFactory  # lazy: optional (the noise extra)
 
     factory = {"richardson": RichardsonFactory, "linear": LinearFactory}[fit]
     eye = np.eye(len(scales))
@@ -156,7 +156,7 @@ def zne_weights(fit: str, scales: tuple[float, ...]) -> np.ndarray:
 def _slot_gate():
     """A cirq gate standing for instruction ``index`` of a qiskit circuit (or its inverse): mitiq folds a
     circuit of these, and the folded order is read back into qiskit instructions, parameters intact."""
-    import cirq
+    import cirq  # lazy: optional (mitiq's, the noise extra)
 
     class Slot(cirq.Gate):
         def __init__(self, index: int, n: int, inverse: bool = False) -> None:
@@ -184,7 +184,7 @@ def fold(qc, scale: float, method: str = "global", seed: int = 0, basis: list[st
     (optimisation level 0: nothing is merged or cancelled)."""
     if scale == 1:
         return qc
-    import cirq
+    import cirq  # lazy: cirq and mitiq are optional (the noise extra)
     from mitiq.zne.scaling import fold_gates_at_random, fold_global
 
     slot = _slot_gate()
@@ -203,6 +203,7 @@ def fold(qc, scale: float, method: str = "global", seed: int = 0, basis: list[st
 def twirl(qc, n: int, seed: int = 0, basis: list[str] | None = None) -> list:
     """``n`` Pauli-twirled copies of ``qc`` (qiskit's ``pauli_twirl_2q_gates`` on cx, cz, ecr, iswap),
     translated to ``basis`` when given."""
+    # lazy: qiskit is slow to import; only qiskit.aer and the exports use it
     from qiskit.circuit import pauli_twirl_2q_gates
 
     copies = pauli_twirl_2q_gates(qc, seed=seed, num_twirls=n)
@@ -212,7 +213,7 @@ def twirl(qc, n: int, seed: int = 0, basis: list[str] | None = None) -> list:
 def _to_basis(qc, basis: list[str] | None):
     if basis is None:
         return qc
-    from qiskit import transpile
+    from qiskit import transpile  # lazy: qiskit is slow to import; only qiskit.aer and the exports use it
 
     return transpile(qc, basis_gates=basis, optimization_level=0)
 
@@ -229,6 +230,7 @@ def confusion_from_frequencies(zeros: np.ndarray, ones: np.ndarray, n: int) -> n
 def inverse_confusion(confusions: np.ndarray) -> np.ndarray:
     """``(2**n, 2**n)``: mitiq's tensored inverse of per-qubit confusion matrices ``(n, 2, 2)``, for
     outcome indices whose bit k is qubit k (so qubit n-1 is the first kron factor)."""
+    # lazy: mitiq is optional (the noise extra)
     from mitiq.rem.inverse_confusion_matrix import generate_tensored_inverse_confusion_matrix
 
     n = len(confusions)

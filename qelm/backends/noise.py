@@ -25,7 +25,9 @@ probabilities and draws ``shots`` bitstrings from them (:mod:`qelm.backends.aer`
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
+
 import numpy as np
 
 __all__ = ["Noise", "NOISE_MODELS", "parse_noise", "parse_spec", "device_names", "readout_confusion",
@@ -86,12 +88,10 @@ def _number(what: str, name: str, key: str, text: str) -> float:
 def device_names() -> tuple[str, ...]:
     """The fake backends of qiskit-ibm-runtime (device calibration snapshots), by name; empty if the
     package is not installed."""
-    try:
+    try:  # lazy: qiskit-ibm-runtime is optional (the noise extra)
         from qiskit_ibm_runtime.fake_provider import FakeProviderForBackendV2
     except ImportError:
         return ()
-    import warnings
-
     with warnings.catch_warnings():  # some snapshots warn that their error values are not typical
         warnings.simplefilter("ignore")
         return tuple(sorted(b.name for b in FakeProviderForBackendV2().backends()))
@@ -99,9 +99,7 @@ def device_names() -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=8)
 def _device(name: str):
-    import warnings
-
-    from qiskit_ibm_runtime.fake_provider import FakeProviderForBackendV2
+    from qiskit_ibm_runtime.fake_provider import FakeProviderForBackendV2  # lazy: optional (the noise extra)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -143,7 +141,7 @@ class Noise:
         0, 1, ... at the end (after routing)."""
         if self.backend is None:
             return _split_wide_gates(qc), list(range(qc.num_qubits))
-        from qiskit import transpile
+        from qiskit import transpile  # lazy: qiskit is slow to import; only qiskit.aer and the exports use it
 
         if qc.num_qubits > self.backend.num_qubits:
             raise ValueError(f"noise {self.spec!r}: the circuit has {qc.num_qubits} qubits, device {self.device} "
@@ -169,6 +167,7 @@ def _build(noise: Noise):
 
 
 def _make_model(noise: Noise):
+    # lazy: qiskit-aer is slow to import and only the qiskit.aer backend needs it
     from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error, thermal_relaxation_error
 
     if noise.device:
@@ -199,7 +198,7 @@ def _split_wide_gates(qc):
     named models' errors act on all of the circuit."""
     if all(len(inst.qubits) <= 2 for inst in qc.data):
         return qc
-    from qiskit import transpile
+    from qiskit import transpile  # lazy: qiskit is slow to import; only qiskit.aer and the exports use it
 
     names = {inst.operation.name for inst in qc.data if len(inst.qubits) <= 2} | {"cx", "h", "t", "tdg"}
     return transpile(qc, basis_gates=sorted(names), optimization_level=0)

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from ..plot import figure_format, save_figure
 from .results import BenchResult
 from .settings import EXTRAPOLATED, MODES
@@ -60,8 +62,6 @@ def plot(result: BenchResult | dict[str, Any], path: str | os.PathLike) -> Path:
     """Log-log figure of time per iteration vs sequence length for each mode (measured: filled markers
     and the fitted line; extrapolated: hollow markers), and time vs qubits when a qubit sweep ran.
     The format follows the suffix (png, svg, pdf); written atomically."""
-    from matplotlib.figure import Figure
-
     figure_format(path)  # a bad suffix fails before any drawing
     d = result.to_dict() if isinstance(result, BenchResult) else result
     modes = [m for m in MODES if any(r["mode"] == m for r in d["rows"])]

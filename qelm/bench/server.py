@@ -40,10 +40,9 @@ def _child(spec: dict[str, Any], result_path: str) -> None:
 
 def serve() -> None:
     """The server loop (runs as ``python -m qelm.bench``); returns when its stdin closes."""
-    import pennylane  # noqa: F401  (imported once here, inherited by every child)
-    import torch._dynamo  # noqa: F401  (the first optimizer imports it: ~1.5 s that is no part of a step)
-
-    from .. import model  # noqa: F401
+    # preloaded here, in the server only, and inherited by every child (qelm, torch and PennyLane come with
+    # the worker module): the first optimizer imports it, ~1.5 s that is no part of a step
+    import torch._dynamo  # noqa: F401
 
     gc.collect()
     gc.freeze()  # the imported objects never need collecting: children's gc (and its page copies) skip them

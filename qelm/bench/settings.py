@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ..backends import BACKENDS
+
 __all__ = ["MODES", "EXTRAPOLATED", "TWIN_BACKEND", "BenchSettings", "row_label"]
 
 MODES = ("inference", "training", "generation")
@@ -82,8 +84,6 @@ class BenchSettings:
             raise ValueError(f"device {self.device!r} is invalid: use cpu or cuda")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU here: use device cpu")
-        from ..backends import BACKENDS
-
         for b in self.backends:
             if b not in BACKENDS:
                 raise ValueError(f"unknown backend {b!r}: valid backends are {', '.join(sorted(BACKENDS))}")

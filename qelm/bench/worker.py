@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from ..config import QELMConfig
+from ..model import QELM, ClassicalLM
 from .settings import TWIN_BACKEND
 
 __all__ = ["measure"]
@@ -58,8 +60,6 @@ class _PeakMemory:
             self.method = ("peak RSS (Linux VmHWM, reset via /proc/self/clear_refs) minus RSS at the start, minus the "
                            "growth of file-backed RSS (library code pages first touched)")
         except OSError:  # not Linux, or not allowed: ru_maxrss is monotone, so this can under-count
-            import resource
-
             self._hwm = False
             self._maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             self.method = "growth of ru_maxrss (monotone: a lower bound)"
@@ -81,8 +81,6 @@ class _PeakMemory:
                 self.file_growth_bytes = ((_proc_status_kib("RssFile") or 0) - self._file_start) * 1024
                 self.peak_bytes = max(0, self.peak_rss_bytes - self.file_growth_bytes)
         else:
-            import resource
-
             scale = 1 if platform.system() == "Darwin" else 1024  # bytes on macOS, KiB on Linux
             self.peak_bytes = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self._maxrss) * scale
             self.peak_rss_bytes = self.peak_bytes
@@ -130,8 +128,6 @@ def _quartiles(times: list[float]) -> tuple[float, float]:
 def _workload(spec: dict[str, Any]):
     """``(model, step, warm)``: the model ``spec`` describes, built and seeded, the timed iteration of its
     mode and the untimed warm-up iteration (generation warms up with one new token)."""
-    from ..model import QELM, ClassicalLM
-
     device, mode, B = spec["device"], spec["mode"], spec["batch"]
     config = QELMConfig.from_dict(spec["config"])
     T = config.context_len

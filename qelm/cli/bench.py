@@ -13,6 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..bench import (MODES, BenchResult, BenchSettings, expected_rows, format_scaling, format_table, plot,
                      run_benchmark, write_json)
 from ..config import QELMConfig
@@ -126,8 +128,6 @@ def settings_from_args(args: argparse.Namespace) -> tuple[QELMConfig, BenchSetti
 
 def progress_bar(total: int):
     """A tqdm bar on stderr (on a terminal only) and the callback that advances it (one row at a time)."""
-    from tqdm import tqdm
-
     bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, leave=False, disable=not show_progress())
 
     def update(row: dict) -> None:

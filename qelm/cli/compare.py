@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..compare import PUBLISHED_SETTING, compare, markdown, plot_comparison
 from ..config import QELMConfig
 from ..plot import figure_format
@@ -100,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
         check_output_folder(args.keep_files, "--keep-files")
     if args.eps >= 1:
         raise UserError(f"--eps {args.eps} is invalid: use a target standard error between 0 and 1, e.g. 0.01")
-    from tqdm import tqdm
-
     with tqdm(unit="model", file=sys.stderr, dynamic_ncols=True, leave=False, disable=not show_progress()) as bar:
         def progress(label: str, done: int, total: int) -> None:
             bar.total = total

@@ -9,16 +9,21 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..checkpoint import load_checkpoint
+from ..circuits import CIRCUITS, build_circuit
+from ..circuits.angles import trained_angles
+from ..config import QELMConfig
+from ..draw import FORMATS, circuit_weights, render
+from ..files import atomic_write
+from ..gallery import GALLERY_LAYERS, GALLERY_QUBITS, gallery_drift, write_gallery
+from ..metrics import read_runs
+from ..plot import attention_for_text, figure_format, plot_attention, plot_curves
 from .options import UserError, add_model_flags, check_output_file, deprecated, nonnegative_int, positive_int
 
 _SUFFIX_FORMAT = {".txt": "text", ".png": "png", ".svg": "svg", ".qasm": "qasm", ".json": "resources"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..circuits import CIRCUITS
-    from ..config import QELMConfig
-    from ..draw import FORMATS
-
     p = sub.add_parser(
         "draw", help="draw a built-in circuit, export it to OpenQASM, or summarise its resources",
         description="Draw a built-in circuit with the libraries' own drawers (qml.draw, qml.draw_mpl, qiskit), "
@@ -80,16 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_checkpoint(directory: str):
-    from ..checkpoint import load_checkpoint
-
     if not Path(directory).is_dir():
         raise FileNotFoundError(f"checkpoint folder {directory!r} does not exist")
     return load_checkpoint(directory)
 
 
 def _size(args, config) -> tuple[int, int]:
-    from ..config import QELMConfig
-
     base = config if config is not None else QELMConfig()
     n_qubits, n_layers = base.n_qubits, base.circuit_layers
     if args.checkpoint:
@@ -103,12 +104,6 @@ def _size(args, config) -> tuple[int, int]:
 
 
 def _draw(args) -> int:
-    from ..circuits import build_circuit
-    from ..config import QELMConfig
-    from ..circuits.angles import trained_angles
-    from ..draw import circuit_weights, render
-    from ..files import atomic_write
-
     fmt = args.format
     if fmt is None:
         suffix = Path(args.out).suffix.lower() if args.out else ""
@@ -146,9 +141,6 @@ def _draw(args) -> int:
 
 
 def _gallery(args) -> int:
-    from ..circuits import CIRCUITS
-    from ..gallery import GALLERY_LAYERS, GALLERY_QUBITS, gallery_drift, write_gallery
-
     if args.check:
         problems = gallery_drift(args.directory)
         for p in problems:
@@ -165,8 +157,6 @@ def _gallery(args) -> int:
 
 
 def _plot_attention(args) -> int:
-    from ..plot import attention_for_text, figure_format, plot_attention
-
     if args.prompt is None:
         raise UserError("--prompt is required: the text whose attention is drawn")
     figure_format(args.out)  # a bad suffix or folder fails before any checkpoint loads
@@ -195,9 +185,6 @@ def _plot_attention(args) -> int:
 
 
 def _plot_curves(args) -> int:
-    from ..metrics import read_runs
-    from ..plot import figure_format, plot_curves
-
     figure_format(args.out)
     check_output_file(args.out, "--out")
     runs = read_runs(args.runs)

@@ -8,6 +8,10 @@ import textwrap
 import time
 from pathlib import Path
 
+from ..files import atomic_write
+from ..plot import figure_format
+from ..sweep import open_study, plot_pareto, report_text, run_sweep, sweep_table
+from ..sweep.study import import_optuna
 from .options import UserError, add_json_flag, check_output_file, check_output_folder, json_to_stdout, positive_int, threads
 
 _DESCRIPTION = """\
@@ -104,10 +108,6 @@ def _dumps(table: dict) -> str:
 
 
 def _write_outputs(table: dict, args: argparse.Namespace) -> tuple[Path, Path]:
-    from ..files import atomic_write
-    from ..plot import figure_format
-    from ..sweep import plot_pareto
-
     to_stdout = json_to_stdout(args)
     json_path = Path(args.json if args.json and not to_stdout else Path(args.out) / "sweep.json")
     plot_path = Path(args.plot or Path(args.out) / "pareto.png")
@@ -122,17 +122,12 @@ def _write_outputs(table: dict, args: argparse.Namespace) -> tuple[Path, Path]:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     try:
-        from ..sweep import open_study, report_text, run_sweep, sweep_table
-        from ..sweep.study import import_optuna
-
         import_optuna()
     except ModuleNotFoundError as e:
         if e.name != "optuna":
             raise
         raise UserError(str(e)) from None
     if args.plot:  # bad output names fail before the sweep, not after it
-        from ..plot import figure_format
-
         figure_format(args.plot)
         check_output_file(args.plot, "--plot", make_parents=True)
     if args.json and not json_to_stdout(args):

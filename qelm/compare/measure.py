@@ -17,12 +17,13 @@ from typing import Any
 import pennylane as qml
 import torch
 import torch.nn as nn
+from safetensors.torch import save_file
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..checkpoint import save_checkpoint
 from ..files import atomic_path
-from ..memory import state_vector_bytes
 from ..layers import QuantumLayer
+from ..memory import state_vector_bytes
 from ..tokenizer import CharTokenizer
 from .report import verdict
 from .results import BASIS_GATES, COMPONENTS, CircuitCost, Comparison, ModelReport
@@ -96,8 +97,6 @@ def serialized_sizes(model: nn.Module, directory: str | os.PathLike, *, tokenize
     Files: ``{name}.float32.safetensors`` (and float16, bfloat16), ``{name}.pt`` (``torch.save`` of the
     state_dict), ``{name}.checkpoint/`` (``qelm.checkpoint.save_checkpoint``; a character tokenizer of the
     model's vocabulary is made when none is given)."""
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from ..plot import figure_format, save_figure
 from .report import human_bytes, human_count
 from .results import COMPONENTS, SIZE_FORMATS, Comparison
@@ -15,8 +17,6 @@ __all__ = ["plot_comparison"]
 def plot_comparison(comp: Comparison, path: str | os.PathLike) -> Path:
     """Grouped bar chart, log scale: parameters per component (left) and bytes per format (right), one
     bar per model, each labelled with its value. Written atomically; the format follows the suffix."""
-    from matplotlib.figure import Figure
-
     figure_format(path)  # a bad suffix fails before any drawing
     ms = comp.models
     param_groups = [c for c in COMPONENTS] + ["total"]

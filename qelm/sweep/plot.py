@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
 from ..plot import figure_format, save_figure
 
 __all__ = ["plot_pareto", "MARKS"]
@@ -25,9 +28,6 @@ MARKS = {
 
 def plot_pareto(table: dict[str, Any], out: str | os.PathLike, *, width: int = 1000, height: int = 620) -> Path:
     """Draw the sweep ``table`` (:func:`~qelm.sweep.results.sweep_table`) to ``out`` (.png, .svg or .pdf)."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
-
     figure_format(out)  # a bad suffix fails before any drawing
     models = {m["key"]: m for m in table["models"] if m["val_perplexity"]["mean"] is not None}
     fig = Figure(figsize=(width / 100, height / 100))

@@ -21,6 +21,8 @@ import math
 import statistics
 from typing import Any
 
+from .space import parse_space
+
 __all__ = ["sweep_table", "trial_row", "trial_state", "pareto_frontier", "verdict", "config_label", "GOAL_RATIO"]
 
 GOAL_RATIO = 1.05  # the issue's goal: within 5% of (or better than) the matched classical model
@@ -211,8 +213,6 @@ def _budget(settings: dict) -> str:
 def sweep_table(study) -> dict[str, Any]:
     """The sweep's JSON table: what was swept and how, every trial, every distinct model, the Pareto
     frontier (parameters vs mean validation perplexity) and the verdict."""
-    from .space import parse_space
-
     attrs = study.user_attrs
     space = parse_space(attrs["space"], source=attrs.get("space_file", study.study_name))
     model_names = [d.name for d in space.dims if d.table == "model"]

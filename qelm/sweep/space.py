@@ -27,6 +27,7 @@ import itertools
 import json
 import math
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,8 +189,6 @@ def load_space(path: str | os.PathLike) -> SearchSpace:
 
 def parse_space(text: str, source: str = "<space>") -> SearchSpace:
     """:func:`load_space` on TOML ``text``."""
-    import tomllib
-
     where = f"search space {source!r}"
     try:
         data = tomllib.loads(text)

@@ -26,9 +26,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from ..data import TextDataset, bundled_corpus
+from ..evaluate import bits_per_unit, unigram_baseline
+from ..model_files import ensure_writable_dir
 from .space import SearchSpace, load_space, parse_space
-from .results import trial_state
+from .results import sweep_table, trial_row, trial_state
 from .trial import objective_value, run_configuration
 
 __all__ = ["run_sweep", "open_study", "import_optuna", "storage_url", "finished_trials", "lost_trials",
@@ -44,7 +48,7 @@ Progress = Callable[[dict[str, Any]], None]  # called with a trial's row when it
 
 def import_optuna():
     """The ``optuna`` module, or ``ModuleNotFoundError`` saying how to install it."""
-    try:
+    try:  # lazy: optuna is optional (the sweep extra)
         import optuna
     except ModuleNotFoundError as e:
         if e.name != "optuna":
@@ -62,7 +66,7 @@ def storage_url(out: str | os.PathLike, storage: str | None = None) -> str:
 
 def _storage(url: str):
     optuna = import_optuna()
-    from optuna.storages import RDBStorage
+    from optuna.storages import RDBStorage  # lazy: optional (the sweep extra)
 
     retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
     callback = "heartbeat_stale_trial_callback" if "RetryHeartbeat" in retry.__name__ else "failed_trial_callback"
@@ -82,7 +86,7 @@ def _storage(url: str):
 
 def _redact(url: str) -> str:
     try:
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url  # lazy: optuna's database layer, optional (the sweep extra)
 
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -211,16 +215,12 @@ def _objective(space: SearchSpace, dataset: TextDataset, out: Path):
 def _work(out: str, url: str, name: str, data: str, target: int, worker: int, threads: int,
           progress: Progress | None) -> None:
     """One worker: run trials of the study until ``target`` trials are finished or in flight."""
-    import torch
-
     torch.set_num_threads(threads)
     study, space = open_study(out, url, name, worker=worker)
     dataset = _dataset(data, space, study.user_attrs["data_sha256"])
 
     def stop_when_done(study, trial) -> None:
         if progress is not None:
-            from .results import trial_row
-
             progress(trial_row(trial))
         if _progress(study, space, running=True) >= target:
             study.stop()
@@ -247,8 +247,6 @@ def _describe(dataset: TextDataset, source: str) -> dict[str, Any]:
 
 def _unigram(dataset: TextDataset) -> dict[str, float]:
     """The unigram baseline of the corpus (token frequencies of the training split), scored like the models."""
-    from ..evaluate import bits_per_unit, unigram_baseline
-
     u = unigram_baseline(dataset.train_ids, dataset.val_ids, dataset.vocab_size)
     bits, unit = bits_per_unit(u["loss"], dataset.val_ids, dataset.tokenizer)
     return {"val_loss": u["loss"], "perplexity": u["perplexity"], f"bits_per_{unit}": bits}
@@ -295,9 +293,6 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
     ``study``: the sweep's name there (default: the space's ``[sweep] name``, else its file name).
     ``workers``: processes that work on the study at once. ``trials``: the total to reach (default: the
     space's ``[sweep] trials``). ``progress(row)`` is called in the worker when each trial finishes."""
-    from ..model_files import ensure_writable_dir
-    from .results import sweep_table
-
     optuna = import_optuna()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} is invalid: use an integer >= 1")

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import QELMConfig, config_differences
@@ -140,8 +141,6 @@ def _run_steps(m: _Model, dataset: TextDataset, settings: TrainSettings, run_rec
     last validation figures (empty when no step evaluated)."""
     net = m.model
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
         net = DistributedDataParallel(m.model, device_ids=[device.index] if device.type == "cuda" else None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
