@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .config import QELMConfig
+from .errors import CheckpointError
 from .model import QELM, load_model, model_kind
 from .model_files import (BEST, TOKENIZER, TRAINING_STATE, WEIGHTS, checkpoint_files, read_manifest, read_state,
                           write_checkpoint)
@@ -81,7 +82,7 @@ def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None,
         state = read_state(folder, paths[TRAINING_STATE])
         saved_step = metadata.get("step")
         if saved_step is not None and int(saved_step) != int(state["step"]):
-            raise ValueError(f"checkpoint {str(folder)!r} is inconsistent: {WEIGHTS} is from step {saved_step} but "
+            raise CheckpointError(f"checkpoint {str(folder)!r} is inconsistent: {WEIGHTS} is from step {saved_step} but "
                              f"{TRAINING_STATE} from step {state['step']} (a save was interrupted); resume from "
                              f"another copy or start again")
     manifest = read_manifest(folder) or {}

@@ -18,6 +18,7 @@ import tomli_w
 
 from .backends import BACKENDS, is_pennylane_device
 from .circuits import READOUTS, build_circuit, embedding_circuits
+from .errors import ConfigError
 from .memory import available_memory_bytes, state_vector_bytes
 
 __all__ = ["QELMConfig", "SLOT_CHOICES", "read_toml", "config_differences", "with_backend", "model_table"]
@@ -61,7 +62,7 @@ class QELMConfig:
     # --- validation --------------------------------------------------------------------------------
     def validate(self) -> None:
         def bad(name: str, valid: str) -> None:
-            raise ValueError(f"config field {name}={getattr(self, name)!r} is invalid: {valid}")
+            raise ConfigError(f"config field {name}={getattr(self, name)!r} is invalid: {valid}")
 
         for name in ("vocab_size", "d_model", "n_heads", "d_hidden", "n_layers", "context_len", "n_qubits",
                      "circuit_layers", "batch_hint"):
@@ -110,7 +111,7 @@ class QELMConfig:
                                                      "n_heads", "n_qubits", "circuit_layers")}
             largest = max(sizes, key=sizes.get)
             model = ", ".join(f"{k}={v}" for k, v in sizes.items())
-            raise ValueError(
+            raise ConfigError(
                 f"config field {largest}={sizes[largest]!r} is invalid: a model of {model} has about "
                 f"{self.parameter_bound():.3g} parameters, which need about {need / 2**30:.3g} GiB to train, more than "
                 f"this machine's {have / 2**30:.1f} GiB; use smaller sizes"
@@ -141,7 +142,7 @@ class QELMConfig:
         circuits, wires, need = self.circuit_memory()
         have = available_memory_bytes()
         if need > have:
-            raise ValueError(
+            raise ConfigError(
                 f"config field n_qubits={self.n_qubits!r} is invalid: {circuits} circuits of {wires} qubits need "
                 f"about {need / 2**30:.1f} GiB of state vectors, more than this machine's {have / 2**30:.1f} GiB; "
                 f"use fewer qubits, a shorter context_len or a smaller batch_hint"
@@ -180,7 +181,7 @@ class QELMConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown config field(s) {', '.join(unknown)}: valid fields are {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown config field(s) {', '.join(unknown)}: valid fields are {', '.join(sorted(known))}")
         return cls(**data)
 
     def to_toml(self, path: str | os.PathLike | None = None) -> str:
@@ -194,12 +195,12 @@ class QELMConfig:
         """Load from a TOML file path, or from TOML text."""
         p = Path(path_or_text) if not (isinstance(path_or_text, str) and "\n" in path_or_text) else None
         if p is not None and not p.exists():
-            raise ValueError(f"config file {str(p)!r} does not exist")
+            raise ConfigError(f"config file {str(p)!r} does not exist")
         text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"config {str(p) if p else 'text'} is not valid TOML: {e}") from None
+            raise ConfigError(f"config {str(p) if p else 'text'} is not valid TOML: {e}") from None
         return cls.from_dict(model_table(data, f"config file {str(p)!r}" if p else "config text"))
 
     def circuit(self, name: str):
@@ -220,7 +221,7 @@ def read_toml(path: str | os.PathLike, *, what: str | None = None) -> dict[str, 
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} is not valid TOML ({e})") from None
+        raise ConfigError(f"{what} is not valid TOML ({e})") from None
 
 
 CONFIG_FILE_LAYOUT = ("a config file holds the model's fields under [model] (d_model = 16, n_qubits = 4, ...; an "
@@ -233,10 +234,10 @@ def model_table(data: dict[str, Any], what: str) -> dict[str, Any]:
     calling ``train`` an unknown field."""
     if "model" in data:
         if not isinstance(data["model"], dict):
-            raise ValueError(f"{what}: model must be a table ([model]); {CONFIG_FILE_LAYOUT}")
+            raise ConfigError(f"{what}: model must be a table ([model]); {CONFIG_FILE_LAYOUT}")
         return data["model"]
     if "train" in data:
-        raise ValueError(f"{what} has a [train] table but no [model] table: {CONFIG_FILE_LAYOUT}")
+        raise ConfigError(f"{what} has a [train] table but no [model] table: {CONFIG_FILE_LAYOUT}")
     return data
 
 

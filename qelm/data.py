@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .errors import ConfigError, DataError
 from .tokenizer import Tokenizer, build_tokenizer
 
 __all__ = ["VAL_FRACTION", "MAX_SEED", "check_seed", "bundled_corpus", "bundled_config", "read_corpus", "split_text",
@@ -37,7 +38,7 @@ MAX_SEED = 2**63 - 1  # the largest seed that torch, a TOML file and JSON all ho
 def check_seed(seed: int, name: str = "seed") -> int:
     """``seed`` if it is an integer from 0 to :data:`MAX_SEED`; else ``ValueError`` naming ``name``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"{name}={seed!r} is invalid: use an integer from 0 to {MAX_SEED} (2**63 - 1)")
+        raise ConfigError(f"{name}={seed!r} is invalid: use an integer from 0 to {MAX_SEED} (2**63 - 1)")
     return seed
 _DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -59,17 +60,17 @@ def read_corpus(path: str | os.PathLike) -> str:
     if not p.exists():
         raise FileNotFoundError(f"corpus file {str(p)!r} does not exist: pass --data with a UTF-8 text file")
     if p.is_dir():
-        raise ValueError(f"corpus {str(p)!r} is a folder: pass --data with a UTF-8 text file inside it")
+        raise DataError(f"corpus {str(p)!r} is a folder: pass --data with a UTF-8 text file inside it")
     raw = p.read_bytes()
     if not raw.strip():
-        raise ValueError(f"corpus file {str(p)!r} is empty: it needs text to learn from")
+        raise DataError(f"corpus file {str(p)!r} is empty: it needs text to learn from")
     if b"\x00" in raw:
-        raise ValueError(f"corpus file {str(p)!r} looks binary (it holds NUL bytes, first at byte {raw.index(0)}): "
+        raise DataError(f"corpus file {str(p)!r} looks binary (it holds NUL bytes, first at byte {raw.index(0)}): "
                          f"use a UTF-8 text file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"corpus file {str(p)!r} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start} "
+        raise DataError(f"corpus file {str(p)!r} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start} "
                          f"is invalid): convert it to UTF-8, e.g. iconv -f LATIN1 -t UTF-8") from None
     return text.removeprefix("\ufeff")  # a byte-order mark is not text
 
@@ -77,7 +78,7 @@ def read_corpus(path: str | os.PathLike) -> str:
 def split_text(text: str, val_fraction: float = VAL_FRACTION) -> tuple[str, str]:
     """``(train, validation)``: validation is the last ``val_fraction`` of the characters."""
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction={val_fraction!r} is invalid: use a fraction between 0 and 1, e.g. 0.1")
+        raise ConfigError(f"val_fraction={val_fraction!r} is invalid: use a fraction between 0 and 1, e.g. 0.1")
     cut = len(text) - max(1, int(round(len(text) * val_fraction)))
     return text[:cut], text[cut:]
 
@@ -106,12 +107,12 @@ class TextDataset:
         A new char tokenizer takes its vocabulary from the whole text (so validation characters have
         tokens); a new BPE learns its merges from the training part only, over the whole text's bytes."""
         if not text.strip():
-            raise ValueError(f"corpus {source} is empty: it needs text to learn from")
+            raise DataError(f"corpus {source} is empty: it needs text to learn from")
         train_text, val_text = split_text(text, val_fraction)
         if isinstance(tokenizer, str):
             tokenizer = build_tokenizer(tokenizer, train_text, vocab_size, alphabet_text=text)
         elif vocab_size is not None and vocab_size != tokenizer.vocab_size:
-            raise ValueError(f"vocab_size={vocab_size} differs from the given tokenizer's {tokenizer.vocab_size}")
+            raise DataError(f"vocab_size={vocab_size} differs from the given tokenizer's {tokenizer.vocab_size}")
         return cls(
             train_ids=_ids(tokenizer.encode(train_text)),
             val_ids=_ids(tokenizer.encode(val_text)),
@@ -139,12 +140,12 @@ class TextDataset:
             train_share = 1 - self.val_fraction
             hint = (f"at least {math.ceil(need / train_share) + 1} characters" if self.tokenizer.kind == "char"
                     else "more text")
-            raise ValueError(
+            raise DataError(
                 f"corpus {self.source} is too short: its training part (the first {train_share:.0%}) has {n} tokens, "
                 f"but one context window needs context_len + 1 = {need}; use a longer text ({hint}) or a smaller "
                 f"context_len")
         if len(self.val_ids) < 2:
-            raise ValueError(f"corpus {self.source} is too short: its validation part (the last {self.val_fraction:.0%}) "
+            raise DataError(f"corpus {self.source} is too short: its validation part (the last {self.val_fraction:.0%}) "
                              f"has {len(self.val_ids)} token(s), and scoring needs at least 2; use a longer text")
 
 
@@ -158,11 +159,11 @@ class BatchSampler:
     def __init__(self, ids: torch.Tensor, context_len: int, batch_size: int, seed: int, rank: int = 0,
                  world_size: int = 1) -> None:
         if len(ids) < context_len + 1:
-            raise ValueError(f"{len(ids)} tokens are too few for one window of context_len + 1 = {context_len + 1}")
+            raise DataError(f"{len(ids)} tokens are too few for one window of context_len + 1 = {context_len + 1}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} is invalid: use an integer >= 1")
+            raise ConfigError(f"batch_size={batch_size!r} is invalid: use an integer >= 1")
         if batch_size % world_size:
-            raise ValueError(f"batch_size={batch_size} does not split over {world_size} processes: use a multiple of "
+            raise ConfigError(f"batch_size={batch_size} does not split over {world_size} processes: use a multiple of "
                              f"{world_size} (each process takes batch_size / {world_size} rows of the global batch)")
         self.ids = ids
         self.context_len = context_len

@@ -29,6 +29,7 @@ import torch
 
 from .circuits import CIRCUITS, Circuit
 from .circuits.angles import angles_and_decimals, qnode, weight_mask
+from .errors import ConfigError
 from .export import resources, to_qasm, to_qiskit
 from .layers import QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward
 
@@ -52,7 +53,7 @@ def circuit_weights(model: torch.nn.Module, name: str) -> tuple[torch.Tensor, st
 
     Attention heads hold one weight set per head (and per q/k/v slot); the drawing shows head 0's first."""
     if name not in CIRCUITS:
-        raise ValueError(f"unknown circuit {name!r}: valid circuits are {', '.join(sorted(CIRCUITS))}")
+        raise ConfigError(f"unknown circuit {name!r}: valid circuits are {', '.join(sorted(CIRCUITS))}")
     found: list[str] = []
     for path, m in model.named_modules():
         uses: dict[str, tuple[torch.Tensor, str]] = {}
@@ -72,9 +73,9 @@ def circuit_weights(model: torch.nn.Module, name: str) -> tuple[torch.Tensor, st
             return uses[name][0].detach(), uses[name][1]
         found += [n for n in uses if n not in found]
     if not found:
-        raise ValueError(f"this model runs no circuits (every slot is classical), so it has no trained {name!r} "
+        raise ConfigError(f"this model runs no circuits (every slot is classical), so it has no trained {name!r} "
                          "circuit; draw without a checkpoint to see the circuit symbolically")
-    raise ValueError(f"this model does not run circuit {name!r}; it runs {', '.join(found)}")
+    raise ConfigError(f"this model does not run circuit {name!r}; it runs {', '.join(found)}")
 
 
 def _ranges(indices: Sequence[int]) -> str:
@@ -134,7 +135,7 @@ def render(circuit: Circuit, fmt: str, angles: torch.Tensor | None = None, *, so
     """The circuit in one of :data:`FORMATS`: text formats as ``str`` (with a caption line), images as
     ``bytes``. ``source`` says where non-symbolic ``angles`` came from (it goes into the caption)."""
     if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r} is invalid: choose one of {', '.join(FORMATS)}")
+        raise ConfigError(f"format {fmt!r} is invalid: choose one of {', '.join(FORMATS)}")
     if angles is not None and source is None:
         source = "given angle vector"
     cap = caption(circuit, source if angles is not None else None, parameters=fmt == "qiskit")

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import check_seed
+from .errors import ConfigError, DataError
 from .model import QELM
 from .tokenizer import Tokenizer
 
@@ -33,9 +34,9 @@ def evaluate(model: torch.nn.Module, token_ids: torch.Tensor, *, batch_size: int
     model = getattr(model, "module", model)
     ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)
     if ids.numel() < 2:
-        raise ValueError(f"evaluation needs at least 2 tokens, got {ids.numel()}")
+        raise DataError(f"evaluation needs at least 2 tokens, got {ids.numel()}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} is invalid: use an integer >= 1")
+        raise ConfigError(f"batch_size={batch_size!r} is invalid: use an integer >= 1")
     device = next(model.parameters()).device
     n_full = (ids.numel() - 1) // context_len
     full = ids[: n_full * context_len + 1]
@@ -100,7 +101,7 @@ def stream_text(model: QELM, tokenizer: Tokenizer, prompt: str, *, max_new_token
     Every argument is checked before the first token is sampled. ``generator`` (instead of ``seed``)
     carries one random stream across calls, as a conversation does."""
     if not prompt:
-        raise ValueError("the prompt is empty: give at least one character to continue from")
+        raise DataError("the prompt is empty: give at least one character to continue from")
     ids = tokenizer.encode(prompt)  # characters outside the vocabulary become the unknown token (or raise, naming them)
     return stream_ids(model, tokenizer, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                       seed=seed, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, stop=stop,
@@ -129,7 +130,7 @@ def check_stop(stop: Sequence[str] | str | None) -> tuple[str, ...]:
     stop = tuple(stop)
     for s in stop:
         if not isinstance(s, str) or not s:
-            raise ValueError(f"stop string {s!r} is invalid: use non-empty text")
+            raise DataError(f"stop string {s!r} is invalid: use non-empty text")
     return stop
 
 
@@ -224,7 +225,7 @@ def bits_per_unit(loss: float, token_ids, tokenizer: Tokenizer) -> tuple[float, 
     UTF-8 byte (BPE, whose tokens are byte sequences). Lower is better; comparable across tokenizers."""
     ids = torch.as_tensor(token_ids).reshape(-1).tolist()
     if len(ids) < 2:
-        raise ValueError(f"bits per unit need at least 2 tokens, got {len(ids)}")
+        raise DataError(f"bits per unit need at least 2 tokens, got {len(ids)}")
     text = tokenizer.decode(ids[1:])  # the scored tokens (the first one only conditions)
     unit = "byte" if tokenizer.kind == "bpe" else "character"
     units = len(text.encode("utf-8")) if unit == "byte" else len(text)
@@ -250,7 +251,7 @@ def next_token_accuracy(model: torch.nn.Module, token_ids: torch.Tensor, *, batc
     model = getattr(model, "module", model)
     ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)
     if ids.numel() < 2:
-        raise ValueError(f"accuracy needs at least 2 tokens, got {ids.numel()}")
+        raise DataError(f"accuracy needs at least 2 tokens, got {ids.numel()}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import QelmError
+
 __all__ = ["atomic_path", "atomic_write", "fsync_path", "make_ordinary", "remove_stray_temps", "FolderLock", "FolderInUse"]
 
 TEMP_SUFFIX = ".tmp"  # temporary files are named .NAME.RANDOM.tmp beside their target
@@ -104,7 +106,7 @@ def remove_stray_temps(folder: str | os.PathLike, names: tuple[str, ...]) -> lis
     return removed
 
 
-class FolderInUse(Exception):
+class FolderInUse(QelmError):
     """Another process holds the lock of a folder; the message names it (pid, host, since when)."""
 
 

@@ -18,6 +18,7 @@ import torch.nn as nn
 from .backends import Backend, get_backend
 from .circuits import Circuit, build_circuit, z_signs
 from .config import QELMConfig
+from .errors import ConfigError
 
 __all__ = ["QuantumLayer", "QuantumEmbedding", "QuantumAttentionHead", "QuantumMultiHeadAttention", "QuantumFeedForward"]
 
@@ -107,9 +108,9 @@ class QuantumAttentionHead(QuantumLayer):
                  readout: str = "z", **backend_options) -> None:
         super().__init__(backend, **backend_options)
         if mode not in ("quantum", "fidelity"):
-            raise ValueError(f"attention mode {mode!r} is invalid: choose quantum or fidelity")
+            raise ConfigError(f"attention mode {mode!r} is invalid: choose quantum or fidelity")
         if method not in ("exact", "swap_test"):
-            raise ValueError(f"fidelity method {method!r} is invalid: choose exact or swap_test")
+            raise ConfigError(f"fidelity method {method!r} is invalid: choose exact or swap_test")
         self.mode, self.method, self.adaptive_threshold = mode, method, adaptive_threshold
         self.n_heads, self.n_qubits = n_heads, n_qubits
         # q/k/v features read out as the config says; fidelity values stay <Z> per qubit

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import CheckpointError
 from .files import atomic_write
 
 __all__ = ["METRICS", "RUN_MODELS", "read_metrics", "write_metrics", "read_runs"]
@@ -34,10 +35,10 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError as e:
             if lineno == len(lines):
                 continue
-            raise ValueError(f"{path}:{lineno} is not valid JSON ({e.msg}); {METRICS} holds one JSON "
+            raise CheckpointError(f"{path}:{lineno} is not valid JSON ({e.msg}); {METRICS} holds one JSON "
                              "object per line") from None
         if not isinstance(record, dict) or "step" not in record:
-            raise ValueError(f"{path}:{lineno} has no 'step' key; each line of {METRICS} must be an "
+            raise CheckpointError(f"{path}:{lineno} has no 'step' key; each line of {METRICS} must be an "
                              "object with step, loss and (on eval steps) val_loss, val_perplexity")
         records.append(record)
     return records
@@ -52,7 +53,7 @@ def read_runs(run_dirs: Sequence[str | os.PathLike]) -> dict[str, list[dict[str,
     """Metrics of each run folder, labelled by its path: ``DIR/metrics.jsonl`` itself, else the
     ``DIR/qelm/``, ``DIR/twin/`` and ``DIR/matched/`` checkpoints of a training run (labels ``DIR/qelm``, ...)."""
     if not run_dirs:
-        raise ValueError("no run folders given: name at least one training run folder")
+        raise CheckpointError("no run folders given: name at least one training run folder")
     runs: dict[str, list[dict[str, Any]]] = {}
     for d in map(Path, run_dirs):
         if not d.is_dir():
@@ -65,6 +66,6 @@ def read_runs(run_dirs: Sequence[str | os.PathLike]) -> dict[str, list[dict[str,
         for c in found:
             records = read_metrics(c / METRICS)
             if not any("loss" in r or "val_loss" in r for r in records):
-                raise ValueError(f"{c / METRICS} has no loss or val_loss values to plot")
+                raise CheckpointError(f"{c / METRICS} has no loss or val_loss values to plot")
             runs[c.as_posix()] = records
     return runs

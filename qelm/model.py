@@ -22,6 +22,7 @@ from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 
 from .backends import Backend, get_backend
 from .config import QELMConfig, with_backend
+from .errors import CheckpointError, DataError
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
 from .model_files import (CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, check_weights, checkpoint_files,
                           read_config, read_weights, write_pretrained)
@@ -136,7 +137,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
                                                                         targets.reshape(-1))
         start = cache.length if cache is not None else 0
         if start + idx.shape[1] > self.config.context_len:
-            raise ValueError(f"the KV cache holds {start} tokens; {idx.shape[1]} more exceed context_len="
+            raise DataError(f"the KV cache holds {start} tokens; {idx.shape[1]} more exceed context_len="
                              f"{self.config.context_len}: start a new cache from the last {self.config.context_len} tokens")
         x = self.embedding(idx, start)  # (B, T, d_model)
         for i, block in enumerate(self.blocks):
@@ -154,20 +155,20 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         if not isinstance(idx, torch.Tensor):
             idx = torch.as_tensor(idx, device=self.lm_head.weight.device)
         if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-            raise ValueError(f"token ids must be integers, got dtype {idx.dtype}: pass a tensor of token ids "
+            raise DataError(f"token ids must be integers, got dtype {idx.dtype}: pass a tensor of token ids "
                              f"(torch.long)")
         if idx.dtype != torch.long:
             idx = idx.long()
         if idx.dim() != 2:
-            raise ValueError(f"token ids must be (batch, seq), got shape {tuple(idx.shape)}")
+            raise DataError(f"token ids must be (batch, seq), got shape {tuple(idx.shape)}")
         if idx.shape[1] > self.config.context_len:
-            raise ValueError(f"sequence length {idx.shape[1]} exceeds context_len={self.config.context_len}; "
+            raise DataError(f"sequence length {idx.shape[1]} exceeds context_len={self.config.context_len}; "
                              f"crop the input to its last {self.config.context_len} tokens")
         if torch.compiler.is_compiling():  # value checks read the tensor: done when the model runs eagerly
             return idx
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
             bad = int(idx.max()) if int(idx.max()) >= self.config.vocab_size else int(idx.min())
-            raise ValueError(f"token id {bad} is out of range for vocab_size={self.config.vocab_size}: "
+            raise DataError(f"token id {bad} is out of range for vocab_size={self.config.vocab_size}: "
                              f"ids must be in [0, {self.config.vocab_size - 1}]")
         return idx
 
@@ -207,7 +208,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
                                             token=token, allow_patterns=[WEIGHTS, CONFIG_JSON, CONFIG, TOKENIZER]))
         model = _load_pretrained(folder, backend=backend, **options)
         if not isinstance(model, cls):
-            raise ValueError(f"{model_id} holds a {type(model).__name__}, not a {cls.__name__}: load it with "
+            raise DataError(f"{model_id} holds a {type(model).__name__}, not a {cls.__name__}: load it with "
                              f"{type(model).__name__}.from_pretrained (or QELM.from_pretrained, which loads either)")
         return model.to(map_location)
 
@@ -264,7 +265,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
                        repetition_penalty=repetition_penalty)
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[1] == 0:
             got = f"shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
-            raise ValueError(f"generate continues (batch, seq) token ids with seq >= 1, got {got}")
+            raise DataError(f"generate continues (batch, seq) token ids with seq >= 1, got {got}")
         return self._steps(idx, max_new_tokens, dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                                      repetition_penalty=repetition_penalty, never=tuple(never)),
                            generator, use_cache)
@@ -317,7 +318,7 @@ class ClassicalLM(QELM):
             candidates.append((err > tolerance * target, abs(math.log(h / d / ratio)), err, d, cfg))
         outside, _, err, _, cfg = min(candidates, key=lambda c: c[:3])
         if outside:
-            raise ValueError(f"no classical model with vocab_size={base.vocab_size}, context_len={base.context_len}, "
+            raise DataError(f"no classical model with vocab_size={base.vocab_size}, context_len={base.context_len}, "
                              f"n_heads={base.n_heads}, n_layers={base.n_layers} comes within {tolerance:.0%} of "
                              f"{target} parameters (closest: {target + err}); the fixed-size parts alone are too large")
         return cls(cfg)
@@ -329,7 +330,7 @@ def model_kind(model: nn.Module) -> str:
         return "classical"
     if isinstance(model, QELM):
         return "qelm"
-    raise ValueError(f"save_checkpoint takes a QELM or ClassicalLM, got {type(model).__name__}")
+    raise CheckpointError(f"save_checkpoint takes a QELM or ClassicalLM, got {type(model).__name__}")
 
 
 def load_model(folder: Path, paths: dict[str, Path], backend: str | None, backend_options: dict[str, Any], *,
@@ -339,7 +340,7 @@ def load_model(folder: Path, paths: dict[str, Path], backend: str | None, backen
     and the config are read: nothing runs code."""
     kind, config = read_config(folder, paths)
     if vocab_size is not None and vocab_size != config.vocab_size:
-        raise ValueError(f"checkpoint {str(folder)!r} does not match its config: {TOKENIZER} has "
+        raise CheckpointError(f"checkpoint {str(folder)!r} does not match its config: {TOKENIZER} has "
                          f"{vocab_size} tokens but {CONFIG if CONFIG in paths else CONFIG_JSON} says "
                          f"vocab_size={config.vocab_size}")
     config = with_backend(config, backend, backend_options)
@@ -348,7 +349,7 @@ def load_model(folder: Path, paths: dict[str, Path], backend: str | None, backen
     check_weights(folder, model, weights, config, CONFIG if CONFIG in paths else CONFIG_JSON)
     bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
-        raise ValueError(f"checkpoint {str(folder)!r} cannot be used: {WEIGHTS} holds NaN or infinity in "
+        raise CheckpointError(f"checkpoint {str(folder)!r} cannot be used: {WEIGHTS} holds NaN or infinity in "
                          f"{', '.join(bad[:4])} (the model diverged before it was saved); train it again")
     model.load_state_dict(weights, strict=True)
     model.eval()

@@ -45,6 +45,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .config import QELMConfig, read_toml
+from .errors import CheckpointError, DataError
 from .files import atomic_path, atomic_write, fsync_path, make_ordinary, remove_stray_temps
 from .tokenizer import Tokenizer
 
@@ -85,7 +86,7 @@ def config_texts(kind: str, config: QELMConfig) -> tuple[str, str]:
     try:
         toml_text = tomli_w.dumps({"format": FORMAT, "kind": kind, "model": config.to_dict()})
     except TypeError as e:
-        raise ValueError(f"config cannot be written to TOML ({e}): backend_options may hold only numbers, strings, "
+        raise CheckpointError(f"config cannot be written to TOML ({e}): backend_options may hold only numbers, strings, "
                          f"booleans and tables of them") from None
     json_text = json.dumps({"format": FORMAT, "kind": kind, **config.to_dict()}, indent=2, sort_keys=True) + "\n"
     return toml_text, json_text
@@ -96,7 +97,7 @@ def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     weights = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
     bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
-        raise ValueError(f"the model's weights hold NaN or infinity ({', '.join(bad[:4])}"
+        raise CheckpointError(f"the model's weights hold NaN or infinity ({', '.join(bad[:4])}"
                          f"{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}): a diverged model is not saved")
     return weights
 
@@ -109,12 +110,12 @@ def write_checkpoint(directory: str | os.PathLike, kind: str, model: torch.nn.Mo
     as one unit (module docstring). Returns the folder."""
     config: QELMConfig = model.config
     if tokenizer.vocab_size != config.vocab_size:
-        raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's config says "
+        raise DataError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's config says "
                          f"vocab_size={config.vocab_size}: save the tokenizer the model was trained with")
     metadata = {"format": "pt", "qelm_kind": kind}
     if training_state is not None:
         if "step" not in training_state:
-            raise ValueError("training_state needs a 'step' entry (the optimizer steps taken)")
+            raise CheckpointError("training_state needs a 'step' entry (the optimizer steps taken)")
         metadata["step"] = str(int(training_state["step"]))
     config_text, config_json = config_texts(kind, config)
     weights = model_weights(model)
@@ -161,11 +162,11 @@ def _read_manifest(path: Path, folder: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} cannot be read ({e})") from None
+        raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} cannot be read ({e})") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     described = isinstance(files, dict) and all(isinstance(v, dict) and {"bytes", "sha256"} <= set(v) for v in files.values())
     if not described or not {WEIGHTS, CONFIG, TOKENIZER} <= set(files) or not set(files) <= set(FILES):
-        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} does not list the checkpoint's files "
+        raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} does not list the checkpoint's files "
                          f"with their sizes and sha256")
     return manifest
 
@@ -187,7 +188,7 @@ def _resolve(folder: Path) -> dict[str, Path] | None:
             raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {name}, which its {MANIFEST} lists: the "
                                     f"folder is incomplete (files removed)")
         if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
-            raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {name} is not the file that was saved (its size "
+            raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {name} is not the file that was saved (its size "
                              f"or sha256 differs from {MANIFEST}): it was edited or damaged; restore it, or remove "
                              f"{MANIFEST} to load the files as they are, unchecked")
         paths[name] = path
@@ -274,24 +275,24 @@ def read_config(folder: Path, paths: dict[str, Path]) -> tuple[str, QELMConfig]:
         name = CONFIG
         data = read_toml(paths[CONFIG], what=f"checkpoint {str(folder)!r} is corrupt: {CONFIG}")
         if not isinstance(data.get("model"), dict):
-            raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG} has no [model] table")
+            raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG} has no [model] table")
         fields = data["model"]
     else:  # a Hugging Face folder: the fields flat, beside format and kind
         name = CONFIG_JSON
         try:
             data = json.loads(paths[CONFIG_JSON].read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG_JSON} cannot be read ({e})") from None
+            raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG_JSON} cannot be read ({e})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG_JSON} is not a JSON object")
+            raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG_JSON} is not a JSON object")
         fields = {k: v for k, v in data.items() if k not in ("format", "kind")}
     kind = data.get("kind", "qelm")
     if kind not in KINDS:
-        raise ValueError(f"checkpoint {str(folder)!r}: {name} has kind={kind!r}; expected one of {', '.join(KINDS)}")
+        raise CheckpointError(f"checkpoint {str(folder)!r}: {name} has kind={kind!r}; expected one of {', '.join(KINDS)}")
     try:
         config = QELMConfig.from_dict(fields)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"checkpoint {str(folder)!r}: {name} is invalid: {e}") from None
+        raise CheckpointError(f"checkpoint {str(folder)!r}: {name} is invalid: {e}") from None
     return kind, config
 
 
@@ -318,10 +319,10 @@ def read_state(folder: Path, path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types (pickle, zip, runtime) on a bad file
-        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} cannot be read "
+        raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} cannot be read "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(state, dict) or "step" not in state:
-        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} has no step")
+        raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} has no step")
     return state
 
 
@@ -333,7 +334,7 @@ def read_weights(folder: Path, paths: dict[str, Path]) -> tuple[dict[str, torch.
             metadata = f.metadata() or {}
             weights = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {WEIGHTS} cannot be read ({e})") from None
+        raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {WEIGHTS} cannot be read ({e})") from None
     return weights, metadata
 
 
@@ -348,7 +349,7 @@ def check_weights(folder: Path, model: torch.nn.Module, weights: dict[str, torch
     problems += [f"{n} in the file has no place in the config's model" for n in sorted(found.keys() - expected.keys())]
     if problems:
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
-        raise ValueError(f"checkpoint {str(folder)!r}: {WEIGHTS} does not match {config_file} "
+        raise CheckpointError(f"checkpoint {str(folder)!r}: {WEIGHTS} does not match {config_file} "
                          f"(vocab_size={config.vocab_size}, d_model={config.d_model}, n_qubits={config.n_qubits}, "
                          f"embedding={config.embedding}, attention={config.attention}, "
                          f"feed_forward={config.feed_forward}): {shown}")
@@ -358,7 +359,7 @@ def check_pretrained_folder(directory: str | os.PathLike) -> None:
     """Refuse (``ValueError``) to write Hugging Face files into a qelm checkpoint folder: its manifest would
     no longer match them."""
     if read_manifest(directory) is not None:
-        raise ValueError(f"folder {str(directory)!r} holds a qelm checkpoint; save_pretrained would leave its "
+        raise CheckpointError(f"folder {str(directory)!r} holds a qelm checkpoint; save_pretrained would leave its "
                          f"{MANIFEST} out of date: update it with save_checkpoint, or choose another folder")
 
 

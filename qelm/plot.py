@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from .errors import ConfigError, DataError
 from .files import atomic_write
 
 __all__ = [
@@ -47,7 +48,7 @@ def figure_format(out: str | os.PathLike) -> str:
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FIGURE_FORMATS:
-        raise ValueError(f"output file {str(out)!r} has no image suffix matplotlib writes here (unsupported format "
+        raise ConfigError(f"output file {str(out)!r} has no image suffix matplotlib writes here (unsupported format "
                          f"{fmt or 'none'!r}): end it in .png, .svg or .pdf")
     return fmt
 
@@ -78,10 +79,10 @@ def attention_maps(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
     if idx.dim() == 1:
         idx = idx.unsqueeze(0)
     if idx.dim() != 2 or idx.shape[0] != 1:
-        raise ValueError(f"token ids must be one sequence, shape (T,) or (1, T); got {tuple(idx.shape)}")
+        raise DataError(f"token ids must be one sequence, shape (T,) or (1, T); got {tuple(idx.shape)}")
     modules = _attention_modules(model)
     if not modules:
-        raise ValueError(f"{type(model).__name__} has no attention module with keep_attention; "
+        raise ConfigError(f"{type(model).__name__} has no attention module with keep_attention; "
                          "give a QELM or ClassicalLM")
     before = [m.keep_attention for m in modules]
     try:
@@ -106,10 +107,10 @@ def attention_for_text(model: torch.nn.Module, tokenizer, text: str) -> tuple[to
     A prompt longer than the model's ``context_len`` keeps its last ``context_len`` tokens; ``dropped``
     says how many were cut from the front."""
     if not text:
-        raise ValueError("the text is empty: give at least one character to compute attention over")
+        raise DataError("the text is empty: give at least one character to compute attention over")
     ids = list(tokenizer.encode(text))
     if not ids:
-        raise ValueError(f"text {text!r} encodes to no tokens with this tokenizer")
+        raise DataError(f"text {text!r} encodes to no tokens with this tokenizer")
     context = model.config.context_len
     dropped = max(0, len(ids) - context)
     ids = ids[dropped:]
@@ -120,7 +121,7 @@ def attention_for_text(model: torch.nn.Module, tokenizer, text: str) -> tuple[to
 def _check_size(width: int, height: int) -> None:
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 20000:
-            raise ValueError(f"{name}={value!r} pixels is invalid: use an integer from 100 to 20000")
+            raise ConfigError(f"{name}={value!r} pixels is invalid: use an integer from 100 to 20000")
 
 
 def plot_attention(panels: dict[str, tuple[torch.Tensor, Sequence[str]]], out: str | os.PathLike, *,
@@ -131,10 +132,10 @@ def plot_attention(panels: dict[str, tuple[torch.Tensor, Sequence[str]]], out: s
     from :func:`attention_for_text`. ``width``/``height`` in pixels (default: 330 x 330 per heatmap).
     Returns the path written."""
     if not panels:
-        raise ValueError("no attention maps to plot: give at least one model")
+        raise ConfigError("no attention maps to plot: give at least one model")
     for label, (maps, tokens) in panels.items():
         if maps.dim() != 4 or maps.shape[-1] != maps.shape[-2] or maps.shape[-1] != len(tokens):
-            raise ValueError(f"attention maps of {label!r} have shape {tuple(maps.shape)} for {len(tokens)} tokens; "
+            raise ConfigError(f"attention maps of {label!r} have shape {tuple(maps.shape)} for {len(tokens)} tokens; "
                              "expected (layers, heads, T, T) with T = number of tokens")
     rows = max(m.shape[0] for m, _ in panels.values())
     cols = sum(m.shape[1] for m, _ in panels.values())
@@ -246,7 +247,7 @@ def plot_curves(runs: dict[str, list[dict]], out: str | os.PathLike, *, width: i
     labelled so. ``unigram_loss``: the unigram baseline's validation loss, drawn as a dotted line.
     Returns the path written."""
     if not runs:
-        raise ValueError("no runs to plot: give at least one run folder")
+        raise ConfigError("no runs to plot: give at least one run folder")
     _check_size(width, height)
     figure_format(out)
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")

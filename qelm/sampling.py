@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from .errors import ConfigError
+
 __all__ = ["sample_next", "check_sampling"]
 
 
@@ -54,18 +56,18 @@ def check_sampling(max_new_tokens: int, temperature: float = 1.0, top_k: int | N
         return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r} is invalid: use an integer >= 0")
+        raise ConfigError(f"max_new_tokens={max_new_tokens!r} is invalid: use an integer >= 0")
     if not number(temperature) or temperature <= 0:
-        raise ValueError(f"temperature={temperature!r} is invalid: use a finite number > 0 (1.0 samples the model as "
+        raise ConfigError(f"temperature={temperature!r} is invalid: use a finite number > 0 (1.0 samples the model as "
                          f"trained; smaller is greedier)")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k={top_k!r} is invalid: use an integer >= 1, or leave it out")
+        raise ConfigError(f"top_k={top_k!r} is invalid: use an integer >= 1, or leave it out")
     if top_p is not None and (not number(top_p) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p={top_p!r} is invalid: use a number in (0, 1] (the probability mass sampled from; "
+        raise ConfigError(f"top_p={top_p!r} is invalid: use a number in (0, 1] (the probability mass sampled from; "
                          f"1 keeps every token), or leave it out")
     if min_p is not None and (not number(min_p) or not 0 <= min_p <= 1):
-        raise ValueError(f"min_p={min_p!r} is invalid: use a number in [0, 1] (tokens less likely than min_p times "
+        raise ConfigError(f"min_p={min_p!r} is invalid: use a number in [0, 1] (tokens less likely than min_p times "
                          f"the most likely one are dropped), or leave it out")
     if not number(repetition_penalty) or repetition_penalty <= 0:
-        raise ValueError(f"repetition_penalty={repetition_penalty!r} is invalid: use a finite number > 0 (1.0 is "
+        raise ConfigError(f"repetition_penalty={repetition_penalty!r} is invalid: use a finite number > 0 (1.0 is "
                          f"none; above 1 discourages tokens already in the text)")

@@ -26,6 +26,7 @@ from typing import Iterable
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from .errors import CheckpointError, DataError
 from .files import atomic_write
 
 __all__ = ["CharTokenizer", "BPETokenizer", "Tokenizer", "load_tokenizer", "build_tokenizer", "TOKENIZER_KINDS",
@@ -49,9 +50,9 @@ def describe_chars(chars: Iterable[str], limit: int = 8) -> str:
     return ", ".join(named) + more
 
 
-def _outside_vocabulary(bad: Iterable[str], vocab_size: int) -> ValueError:
+def _outside_vocabulary(bad: Iterable[str], vocab_size: int) -> DataError:
     bad = set(bad)
-    return ValueError(
+    return DataError(
         f"text has {len(bad)} character(s) outside the tokenizer's vocabulary: {describe_chars(bad)}; "
         f"the {vocab_size}-token vocabulary was built from the training corpus and has no unknown token (it "
         f"was saved by an older qelm): remove those characters, or train on a corpus that contains them"
@@ -84,14 +85,14 @@ class CharTokenizer(_Saving):
         chars = list(chars)
         for c in chars:
             if not isinstance(c, str) or len(c) != 1:
-                raise ValueError(f"CharTokenizer vocabulary entry {c!r} is not a single character")
+                raise DataError(f"CharTokenizer vocabulary entry {c!r} is not a single character")
         if len(set(chars)) != len(chars):
-            raise ValueError("CharTokenizer vocabulary has repeated characters: each character must appear once")
+            raise DataError("CharTokenizer vocabulary has repeated characters: each character must appear once")
         if len(chars) < 2:
-            raise ValueError(f"a vocabulary of {len(chars)} character(s) is too small for a language model: "
+            raise DataError(f"a vocabulary of {len(chars)} character(s) is too small for a language model: "
                              f"the corpus needs at least 2 distinct characters")
         if unk is not None and unk not in chars:
-            raise ValueError(f"CharTokenizer unknown token {unk!r} is not in its vocabulary: add it to chars")
+            raise DataError(f"CharTokenizer unknown token {unk!r} is not in its vocabulary: add it to chars")
         self.chars = chars
         self.unk = unk
         self._index = {c: i for i, c in enumerate(chars)}
@@ -131,7 +132,7 @@ class CharTokenizer(_Saving):
         ids = [int(i) for i in ids]
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
-            raise ValueError(f"token id {bad[0]} is out of range for this {self.vocab_size}-token vocabulary")
+            raise DataError(f"token id {bad[0]} is out of range for this {self.vocab_size}-token vocabulary")
         return "".join(self.chars[i] for i in ids)
 
     def to_json(self) -> str:
@@ -164,14 +165,14 @@ class BPETokenizer(_Saving):
         source = text if alphabet_text is None else alphabet_text
         alphabet = sorted({c for word, _ in tok.pre_tokenizer.pre_tokenize_str(source) for c in word})
         if isinstance(vocab_size, int) and vocab_size > MAX_VOCAB_SIZE:
-            raise ValueError(f"BPE vocab_size={vocab_size} is too large: use at most {MAX_VOCAB_SIZE} (2**31 - 1) "
+            raise DataError(f"BPE vocab_size={vocab_size} is too large: use at most {MAX_VOCAB_SIZE} (2**31 - 1) "
                              f"tokens; training stops early anyway once no pair of tokens is left to merge")
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < len(alphabet) + 1:
-            raise ValueError(f"BPE vocab_size={vocab_size!r} is too small: the corpus has {len(alphabet)} distinct bytes, "
+            raise DataError(f"BPE vocab_size={vocab_size!r} is too small: the corpus has {len(alphabet)} distinct bytes, "
                              f"each needs a token, and the unknown token one more; use a vocab_size of at least "
                              f"{max(len(alphabet), 2) + 1}")
         if len(alphabet) < 2:
-            raise ValueError("the corpus needs at least 2 distinct bytes to train a BPE tokenizer")
+            raise DataError("the corpus needs at least 2 distinct bytes to train a BPE tokenizer")
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet, special_tokens=[UNKNOWN],
                                       show_progress=False)
         tok.train_from_iterator([text], trainer=trainer)
@@ -217,7 +218,7 @@ class BPETokenizer(_Saving):
         ids = [int(i) for i in ids]
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
-            raise ValueError(f"token id {bad[0]} is out of range for this {self.vocab_size}-token vocabulary")
+            raise DataError(f"token id {bad[0]} is out of range for this {self.vocab_size}-token vocabulary")
         return self.tokenizer.decode(ids, skip_special_tokens=False)  # the unknown token decodes to U+FFFD
 
     def to_json(self) -> str:
@@ -235,14 +236,14 @@ def build_tokenizer(kind: str, text: str, vocab_size: int | None = None, alphabe
     must be absent for char (whose size is the corpus's character count)."""
     if kind == "char":
         if vocab_size is not None:
-            raise ValueError(f"vocab_size={vocab_size} only applies to the bpe tokenizer: a char tokenizer has one "
+            raise DataError(f"vocab_size={vocab_size} only applies to the bpe tokenizer: a char tokenizer has one "
                              f"token per distinct character; drop --vocab-size or use --tokenizer bpe")
         return CharTokenizer.from_text(text if alphabet_text is None else alphabet_text)
     if kind == "bpe":
         if vocab_size is None:
-            raise ValueError("the bpe tokenizer needs a vocab_size (e.g. --vocab-size 100)")
+            raise DataError("the bpe tokenizer needs a vocab_size (e.g. --vocab-size 100)")
         return BPETokenizer.train(text, vocab_size, alphabet_text=alphabet_text)
-    raise ValueError(f"unknown tokenizer {kind!r}: choose one of {', '.join(TOKENIZER_KINDS)}")
+    raise DataError(f"unknown tokenizer {kind!r}: choose one of {', '.join(TOKENIZER_KINDS)}")
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
@@ -257,18 +258,18 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"tokenizer file {str(p)!r} is corrupt (not JSON: {e})") from None
+        raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt (not JSON: {e})") from None
     if isinstance(data, dict) and data.get("type") == _CHAR_FORMAT:
         chars = data.get("chars")
         if not isinstance(chars, list):
-            raise ValueError(f"tokenizer file {str(p)!r} is corrupt: its 'chars' entry is not a list")
+            raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt: its 'chars' entry is not a list")
         unk = data.get("unk")
         if unk is not None and not isinstance(unk, str):
-            raise ValueError(f"tokenizer file {str(p)!r} is corrupt: its 'unk' entry is not a character")
+            raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt: its 'unk' entry is not a character")
         return CharTokenizer(chars, unk=unk)
     if isinstance(data, dict) and "model" in data:
         try:
             return BPETokenizer(HFTokenizer.from_str(text))
         except Exception as e:  # tokenizers raises a plain Exception on a bad file
-            raise ValueError(f"tokenizer file {str(p)!r} is corrupt ({e})") from None
-    raise ValueError(f"tokenizer file {str(p)!r} is neither a qelm char vocabulary nor a tokenizers JSON file")
+            raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt ({e})") from None
+    raise DataError(f"tokenizer file {str(p)!r} is neither a qelm char vocabulary nor a tokenizers JSON file")

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from ..errors import BackendError
 from ._aer_noise import NoisySampler
 from .base import Backend, BackendUnavailable, check_angles
 from .gates import ROTATIONS, gate_list
@@ -194,27 +195,27 @@ class AerBackend(Backend):
                                          f"{_INSTALL_GPU}") from None
             raise BackendUnavailable(f"backend 'qiskit.aer' is not installed ({e}): {_INSTALL}") from None
         if device not in DEVICES:
-            raise ValueError(f"device={device!r} is invalid for backend 'qiskit.aer': valid devices are {', '.join(DEVICES)}")
+            raise BackendError(f"device={device!r} is invalid for backend 'qiskit.aer': valid devices are {', '.join(DEVICES)}")
         if method not in METHODS:
-            raise ValueError(f"method={method!r} is invalid for backend 'qiskit.aer': valid methods are {', '.join(METHODS)}")
+            raise BackendError(f"method={method!r} is invalid for backend 'qiskit.aer': valid methods are {', '.join(METHODS)}")
         if noise_model is not None and not isinstance(noise_model, NoiseModel):
-            raise ValueError(f"noise_model must be None or a qiskit_aer.noise.NoiseModel, got {type(noise_model).__name__}")
+            raise BackendError(f"noise_model must be None or a qiskit_aer.noise.NoiseModel, got {type(noise_model).__name__}")
         if gradient not in GRADIENTS:
-            raise ValueError(f"gradient={gradient!r} is invalid for backend 'qiskit.aer': valid gradients are "
+            raise BackendError(f"gradient={gradient!r} is invalid for backend 'qiskit.aer': valid gradients are "
                              f"{', '.join(GRADIENTS)}")
         self.gradient = gradient
         self.noise = self.mitigation = None
         if noise is not None:
             if noise_model is not None:
-                raise ValueError("give noise (a spec such as 'depolarizing') or noise_model (a NoiseModel), not both")
+                raise BackendError("give noise (a spec such as 'depolarizing') or noise_model (a NoiseModel), not both")
             self.noise = parse_noise(noise)
         if mitigation is not None:
             self.mitigation = parse_mitigation(mitigation)
             if self.noise is None and noise_model is None:
-                raise ValueError(f"mitigation {mitigation!r} needs a noise model to mitigate: give noise (e.g. "
+                raise BackendError(f"mitigation {mitigation!r} needs a noise model to mitigate: give noise (e.g. "
                                  f"'depolarizing', --noise) or noise_model")
         if (self.noise is not None or self.mitigation is not None) and shots is None:
-            raise ValueError(f"{'noise' if self.noise is not None else 'mitigation'} needs shots: noisy hardware "
+            raise BackendError(f"{'noise' if self.noise is not None else 'mitigation'} needs shots: noisy hardware "
                              f"answers with measured bitstrings, and readout errors and mitigation act on them; set "
                              f"shots (e.g. 1024, --shots 1024)")
         if device == "GPU" and "GPU" not in AerSimulator().available_devices():

@@ -10,12 +10,13 @@ import math
 
 import torch
 
+from ..errors import BackendError, QelmError
 from .cuda_graph import GraphPool
 
 __all__ = ["Backend", "BackendUnavailable", "check_run_shapes", "check_angles"]
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(QelmError, RuntimeError):
     """The chosen backend cannot run here (missing package or hardware); the message says how to fix it."""
 
 
@@ -31,7 +32,7 @@ class Backend:
 
     def __init__(self, shots: int | None = None, seed: int | None = None) -> None:
         if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
-            raise ValueError(f"shots={shots!r} is invalid: use None for exact expectations or an integer >= 1")
+            raise BackendError(f"shots={shots!r} is invalid: use None for exact expectations or an integer >= 1")
         self.shots = shots
         self.seed = seed
 
@@ -112,23 +113,23 @@ def _opaque_run(backend: Backend, circuit, inputs, weights, kind):
 def check_angles(circuit, angles: torch.Tensor) -> None:
     """The angle-vector interface's one input check: ``angles`` must be ``(N, circuit.n_angles)``."""
     if angles.dim() != 2 or angles.shape[-1] != circuit.n_angles:
-        raise ValueError(f"angles must be (N, {circuit.n_angles}) for circuit {circuit.name!r}, got {tuple(angles.shape)}")
+        raise BackendError(f"angles must be (N, {circuit.n_angles}) for circuit {circuit.name!r}, got {tuple(angles.shape)}")
 
 
 def check_run_shapes(circuit, inputs: torch.Tensor, weights: torch.Tensor, kind: str):
     """Validate a :meth:`Backend.run` call; returns ``(S, batch)``: the weight-set dims and all leading
     dims of ``inputs`` (``S`` first). The one input check every backend shares."""
     if kind not in ("expval", "state"):
-        raise ValueError(f"kind={kind!r} is invalid: use 'expval' or 'state'")
+        raise BackendError(f"kind={kind!r} is invalid: use 'expval' or 'state'")
     wshape, ishape = tuple(circuit.weight_shape), tuple(circuit.input_shape)
     if weights.dim() < len(wshape) or tuple(weights.shape[weights.dim() - len(wshape):]) != wshape:
-        raise ValueError(f"weights of circuit {circuit.name!r} must end in {wshape}, got {tuple(weights.shape)}")
+        raise BackendError(f"weights of circuit {circuit.name!r} must end in {wshape}, got {tuple(weights.shape)}")
     if inputs.dim() < len(ishape) or tuple(inputs.shape[inputs.dim() - len(ishape):]) != ishape:
-        raise ValueError(f"inputs of circuit {circuit.name!r} must end in {ishape} (one instance's data), "
+        raise BackendError(f"inputs of circuit {circuit.name!r} must end in {ishape} (one instance's data), "
                          f"got {tuple(inputs.shape)}")
     sets = tuple(weights.shape[: weights.dim() - len(wshape)])
     batch = tuple(inputs.shape[: inputs.dim() - len(ishape)])
     if batch[: len(sets)] != sets:
-        raise ValueError(f"inputs {tuple(inputs.shape)} must start with the weight-set dims {sets} of weights "
+        raise BackendError(f"inputs {tuple(inputs.shape)} must start with the weight-set dims {sets} of weights "
                          f"{tuple(weights.shape)}: lay the samples out as (*sets, *batch, *input_shape)")
     return sets, batch

@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from ..errors import BackendError
 from ..memory import free_memory_bytes
 from .base import Backend, check_angles
 from .cuda_graph import GraphPool
@@ -50,16 +51,16 @@ class FusedBackend(Backend):
     def __init__(self, shots: int | None = None, seed: int | None = None, dtype: str = "complex128",
                  cuda_graph: bool = True) -> None:
         if shots is not None:
-            raise ValueError(f"backend 'qelm.fused' computes exact expectations and takes no shots (got shots={shots!r}): "
+            raise BackendError(f"backend 'qelm.fused' computes exact expectations and takes no shots (got shots={shots!r}): "
                              "for sampled estimates use backend 'qiskit.aer' or 'default.qubit' with shots")
         super().__init__(shots=None, seed=seed)
         if isinstance(dtype, torch.dtype):
             dtype = str(dtype).replace("torch.", "")
         if dtype not in DTYPES:
-            raise ValueError(f"dtype={dtype!r} is invalid for backend 'qelm.fused': choose one of {', '.join(DTYPES)}")
+            raise BackendError(f"dtype={dtype!r} is invalid for backend 'qelm.fused': choose one of {', '.join(DTYPES)}")
         self.dtype = dtype
         if not isinstance(cuda_graph, bool):
-            raise ValueError(f"cuda_graph={cuda_graph!r} is invalid: use True or False")
+            raise BackendError(f"cuda_graph={cuda_graph!r} is invalid: use True or False")
         # CUDA graphs replay a training call's kernels with one launch (qelm.backends.cuda_graph): on a GPU a
         # batch up to ~1M circuits is bound by launching a few hundred small kernels, not by the arithmetic
         # (H200: 5.2 ms eager, 0.67 ms replayed at N = 4,096). On by default; only CUDA calls that will be
@@ -179,8 +180,8 @@ def _check_layout(circuit, layout) -> None:
     angles = circuit.angles(inputs, weights)
     data, flat = circuit.data_angles(inputs), weights.reshape(-1)
     if len(layout) != circuit.n_angles or angles.shape[-1] != circuit.n_angles:
-        raise ValueError(f"circuit {circuit.name!r}: angle_layout() has {len(layout)} columns, n_angles is {circuit.n_angles}")
+        raise BackendError(f"circuit {circuit.name!r}: angle_layout() has {len(layout)} columns, n_angles is {circuit.n_angles}")
     built = torch.stack([flat[j] if is_w else data[j] for is_w, j in layout])
     if not torch.allclose(built, angles, atol=1e-12, rtol=0):
-        raise ValueError(f"circuit {circuit.name!r}: angles() does not equal data_angles() and the weights placed by "
+        raise BackendError(f"circuit {circuit.name!r}: angles() does not equal data_angles() and the weights placed by "
                          "angle_layout(); override angle_layout (and data_angles) to match, or use backend 'default.qubit'")

@@ -16,6 +16,8 @@ import numpy as np
 import pennylane as qml
 import torch
 
+from ..errors import BackendError
+
 __all__ = ["Gate", "gate_list", "FIXED", "ROTATIONS", "GATE_SET"]
 
 #: parameter-free gates kept by the decomposition
@@ -48,7 +50,7 @@ def _scalar(p) -> float:
     p = p.detach().cpu() if isinstance(p, torch.Tensor) else p
     arr = np.asarray(p, dtype=np.float64)
     if arr.size != 1:
-        raise ValueError(f"a gate parameter of shape {arr.shape} cannot be traced; trace with one angle vector")
+        raise BackendError(f"a gate parameter of shape {arr.shape} cannot be traced; trace with one angle vector")
     return float(arr.reshape(()))
 
 
@@ -68,7 +70,7 @@ def gate_list(circuit) -> list[Gate]:
     ops_a = _trace(circuit, torch.as_tensor(marks_a, dtype=torch.float64))
     ops_b = _trace(circuit, torch.as_tensor(marks_b, dtype=torch.float64))
     if [(o.name, tuple(o.wires)) for o in ops_a] != [(o.name, tuple(o.wires)) for o in ops_b]:
-        raise ValueError(f"circuit {circuit.name!r}: its gate structure depends on the angle values; "
+        raise BackendError(f"circuit {circuit.name!r}: its gate structure depends on the angle values; "
                          "a traced backend needs a fixed structure")
     used: dict[int, str] = {}
 
@@ -77,13 +79,13 @@ def gate_list(circuit) -> list[Gate]:
         i = index_a.get(va)
         if i is not None and index_b.get(vb) == i:
             if i in used:
-                raise ValueError(f"circuit {circuit.name!r}: angle {i} drives both {used[i]} and {op_a.name}; "
+                raise BackendError(f"circuit {circuit.name!r}: angle {i} drives both {used[i]} and {op_a.name}; "
                                  "every angle must be used by one gate (repeat it in angles() instead)")
             used[i] = op_a.name
             return Gate(name, wires, angle=i)
         if va == vb:
             return Gate(name, wires, value=va)  # a constant angle of the decomposition
-        raise ValueError(f"circuit {circuit.name!r}: gate {op_a.name} on wires {op_a.wires.tolist()} computes "
+        raise BackendError(f"circuit {circuit.name!r}: gate {op_a.name} on wires {op_a.wires.tolist()} computes "
                          "its angle from the angle vector; every gate angle must be one entry, used as is")
 
     gates: list[Gate] = []
@@ -98,5 +100,5 @@ def gate_list(circuit) -> list[Gate]:
         elif name == "Rot":
             gates.extend(rotation(r, wires, op_a, op_b, k) for k, r in enumerate(("RZ", "RY", "RZ")))
         else:  # pragma: no cover - the decomposition only leaves GATE_SET
-            raise ValueError(f"circuit {circuit.name!r}: gate {name} is outside the traced gate set")
+            raise BackendError(f"circuit {circuit.name!r}: gate {name} is outside the traced gate set")
     return gates

@@ -35,6 +35,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..circuits import z_signs
+from ..errors import BackendError
 from .base import BackendUnavailable, check_angles
 from .gates import ROTATIONS, gate_list
 from .pennylane import _INSTALL, PennyLaneBackend
@@ -184,7 +185,7 @@ class LightningBackend(PennyLaneBackend):
     def __init__(self, device_name: str = "lightning.qubit", shots: int | None = None, seed: int | None = None,
                  diff_method: str | None = None) -> None:
         if device_name not in OPS:
-            raise ValueError(f"device_name={device_name!r} is invalid: use one of {', '.join(OPS)}")
+            raise BackendError(f"device_name={device_name!r} is invalid: use one of {', '.join(OPS)}")
         super().__init__(device_name, shots=shots, seed=seed, diff_method=diff_method)  # checks the package
         if device_name == "lightning.gpu":
             load_gpu_ops()  # fail here, naming what is missing, rather than at the first forward pass
@@ -201,7 +202,7 @@ class LightningBackend(PennyLaneBackend):
             return super().expval(circuit, angles)
         check_angles(circuit, angles)
         if angles.device.type != "cpu" and self.name == "lightning.qubit":
-            raise ValueError(f"backend {self.name!r} takes CPU tensors; move the model to the CPU or use default.qubit")
+            raise BackendError(f"backend {self.name!r} takes CPU tensors; move the model to the CPU or use default.qubit")
         gpu = None
         if self.name == "lightning.gpu":  # the angles' GPU, else the current one (each process's, under DDP)
             gpu = angles.device.index if angles.is_cuda else torch.cuda.current_device()

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import BackendError
 from .base import BackendUnavailable
 from .noise import NOISE_INSTALL, parse_spec
 
@@ -93,28 +94,28 @@ def parse_mitigation(spec: str | Mitigation) -> Mitigation:
     names = []
     for name, values in parse_spec(spec, "mitigation"):
         if name not in MITIGATIONS:
-            raise ValueError(f"{what}: unknown mitigation {name!r}; valid are {', '.join(MITIGATIONS)} "
+            raise BackendError(f"{what}: unknown mitigation {name!r}; valid are {', '.join(MITIGATIONS)} "
                              f"(join them with '+', e.g. zne+readout)")
         if name in names:
-            raise ValueError(f"{what}: {name!r} appears twice")
+            raise BackendError(f"{what}: {name!r} appears twice")
         names.append(name)
         unknown = sorted(set(values) - set(MITIGATIONS[name]))
         if unknown:
-            raise ValueError(f"{what}: unknown option(s) {', '.join(unknown)} of {name}; valid: "
+            raise BackendError(f"{what}: unknown option(s) {', '.join(unknown)} of {name}; valid: "
                              + "; ".join(f"{k} ({d})" for k, (_, d) in MITIGATIONS[name].items()))
         opts = {k: values.get(k, default) for k, (default, _) in MITIGATIONS[name].items()}
         if name == "zne":
             if opts["fit"] not in FITS:
-                raise ValueError(f"{what}: zne fit={opts['fit']!r} is invalid: use {' or '.join(FITS)}")
+                raise BackendError(f"{what}: zne fit={opts['fit']!r} is invalid: use {' or '.join(FITS)}")
             if opts["fold"] not in FOLDS:
-                raise ValueError(f"{what}: zne fold={opts['fold']!r} is invalid: use {' or '.join(FOLDS)}")
+                raise BackendError(f"{what}: zne fold={opts['fold']!r} is invalid: use {' or '.join(FOLDS)}")
             try:
                 scales = tuple(float(s) for s in str(opts["scales"]).split("/"))
             except ValueError:
-                raise ValueError(f"{what}: zne scales={opts['scales']!r} is invalid: use numbers >= 1 joined by '/', "
+                raise BackendError(f"{what}: zne scales={opts['scales']!r} is invalid: use numbers >= 1 joined by '/', "
                                  f"e.g. 1/3/5") from None
             if len(scales) < 2 or len(set(scales)) != len(scales) or min(scales) < 1 or not all(np.isfinite(scales)):
-                raise ValueError(f"{what}: zne scales={opts['scales']!r} is invalid: use two or more distinct numbers "
+                raise BackendError(f"{what}: zne scales={opts['scales']!r} is invalid: use two or more distinct numbers "
                                  f">= 1 joined by '/', e.g. 1/3/5")
             _needs_mitiq("zne")
             fields.update(fit=opts["fit"], scales=scales, fold=opts["fold"])
@@ -126,7 +127,7 @@ def parse_mitigation(spec: str | Mitigation) -> Mitigation:
                 except ValueError:
                     shots = 0
                 if shots < 1:
-                    raise ValueError(f"{what}: readout shots={opts['shots']!r} is invalid: use an integer >= 1")
+                    raise BackendError(f"{what}: readout shots={opts['shots']!r} is invalid: use an integer >= 1")
             _needs_mitiq("readout")
             fields.update(readout=True, readout_shots=shots)
         else:
@@ -135,7 +136,7 @@ def parse_mitigation(spec: str | Mitigation) -> Mitigation:
             except ValueError:
                 n = 0
             if n < 1:
-                raise ValueError(f"{what}: twirl n={opts['n']!r} is invalid: use an integer >= 1")
+                raise BackendError(f"{what}: twirl n={opts['n']!r} is invalid: use an integer >= 1")
             fields.update(twirls=n)
     return Mitigation(spec=spec.strip(), **fields)
 

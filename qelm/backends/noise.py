@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import BackendError
+
 __all__ = ["Noise", "NOISE_MODELS", "parse_noise", "parse_spec", "device_names", "readout_confusion",
            "NOISE_INSTALL"]
 
@@ -57,18 +59,18 @@ _GATES_2Q = ["cx", "cy", "cz", "swap", "rxx", "ryy", "rzz", "ecr", "iswap", "cp"
 def parse_spec(spec: str, what: str) -> list[tuple[str, dict[str, str]]]:
     """``"a:k=v,k2=v2+b"`` -> ``[("a", {"k": "v", "k2": "v2"}), ("b", {})]``; ``what`` names the spec in errors."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"{what} {spec!r} is empty: give a model name")
+        raise BackendError(f"{what} {spec!r} is empty: give a model name")
     parts = []
     for part in spec.split("+"):
         name, _, params = part.strip().partition(":")
         name = name.strip().lower()
         if not name:
-            raise ValueError(f"{what} {spec!r} has an empty part: join names with a single '+'")
+            raise BackendError(f"{what} {spec!r} has an empty part: join names with a single '+'")
         values = {}
         for item in filter(None, (p.strip() for p in params.split(","))):
             key, eq, value = item.partition("=")
             if not eq or not key.strip() or not value.strip():
-                raise ValueError(f"{what} {spec!r}: {item!r} is not key=value (e.g. {name}:key=0.01)")
+                raise BackendError(f"{what} {spec!r}: {item!r} is not key=value (e.g. {name}:key=0.01)")
             values[key.strip().lower()] = value.strip()
         parts.append((name, values))
     return parts
@@ -78,9 +80,9 @@ def _number(what: str, name: str, key: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{what}: {name} {key}={text!r} is not a number") from None
+        raise BackendError(f"{what}: {name} {key}={text!r} is not a number") from None
     if not np.isfinite(value):
-        raise ValueError(f"{what}: {name} {key}={text!r} is not a finite number")
+        raise BackendError(f"{what}: {name} {key}={text!r} is not a finite number")
     return value
 
 
@@ -144,7 +146,7 @@ class Noise:
         from qiskit import transpile  # lazy: qiskit is slow to import; only qiskit.aer and the exports use it
 
         if qc.num_qubits > self.backend.num_qubits:
-            raise ValueError(f"noise {self.spec!r}: the circuit has {qc.num_qubits} qubits, device {self.device} "
+            raise BackendError(f"noise {self.spec!r}: the circuit has {qc.num_qubits} qubits, device {self.device} "
                              f"only {self.backend.num_qubits}: pick a larger device")
         out = transpile(qc, backend=self.backend, optimization_level=1, seed_transpiler=seed)
         return out, list(out.layout.final_index_layout())
@@ -216,26 +218,26 @@ def parse_noise(spec: str | Noise) -> Noise:
         if name not in NOISE_MODELS:
             if name.startswith("fake_"):
                 if not device_names():
-                    raise ValueError(f"{what}: device models need qiskit-ibm-runtime's calibration snapshots: "
+                    raise BackendError(f"{what}: device models need qiskit-ibm-runtime's calibration snapshots: "
                                      f"{NOISE_INSTALL}")
                 if name not in device_names():
-                    raise ValueError(f"{what}: unknown device {name!r}; devices are {', '.join(device_names())}")
+                    raise BackendError(f"{what}: unknown device {name!r}; devices are {', '.join(device_names())}")
                 if values:
-                    raise ValueError(f"{what}: device {name} takes no parameters (its calibration sets them)")
+                    raise BackendError(f"{what}: device {name} takes no parameters (its calibration sets them)")
                 device = name
                 continue
-            raise ValueError(f"{what}: unknown model {name!r}; {_valid_models()}")
+            raise BackendError(f"{what}: unknown model {name!r}; {_valid_models()}")
         if name in models:
-            raise ValueError(f"{what}: model {name!r} appears twice")
+            raise BackendError(f"{what}: model {name!r} appears twice")
         known = NOISE_MODELS[name]
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(f"{what}: unknown parameter(s) {', '.join(unknown)} of {name}; valid: "
+            raise BackendError(f"{what}: unknown parameter(s) {', '.join(unknown)} of {name}; valid: "
                              + "; ".join(f"{k} ({d})" for k, (_, d) in known.items()))
         params = {k: _number(what, name, k, v) for k, v in values.items()}
         for key, value in params.items():
             if key in _PROBABILITIES and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{what}: {name} {key}={value:g} is not a probability: use a number in [0, 1]")
+                raise BackendError(f"{what}: {name} {key}={value:g} is not a probability: use a number in [0, 1]")
         if "p" in params:
             p = params.pop("p")
             params = {"p0to1": p, "p1to0": p, **params}
@@ -243,16 +245,16 @@ def parse_noise(spec: str | Noise) -> Noise:
         if name == "thermal":
             for key in ("t1", "t2"):
                 if full[key] <= 0:
-                    raise ValueError(f"{what}: thermal {key}={full[key]:g} is invalid: use a time > 0 in seconds")
+                    raise BackendError(f"{what}: thermal {key}={full[key]:g} is invalid: use a time > 0 in seconds")
             for key in ("time1", "time2"):
                 if full[key] < 0:
-                    raise ValueError(f"{what}: thermal {key}={full[key]:g} is invalid: use a duration >= 0 in seconds")
+                    raise BackendError(f"{what}: thermal {key}={full[key]:g} is invalid: use a duration >= 0 in seconds")
             if full["t2"] > 2 * full["t1"]:
-                raise ValueError(f"{what}: thermal t2={full['t2']:g} > 2*t1={2 * full['t1']:g} is not physical: "
+                raise BackendError(f"{what}: thermal t2={full['t2']:g} > 2*t1={2 * full['t1']:g} is not physical: "
                                  f"use t2 <= 2*t1")
         models[name] = full
     if device and models:
-        raise ValueError(f"{what}: a device ({device}) carries its own calibrated gate, relaxation and readout "
+        raise BackendError(f"{what}: a device ({device}) carries its own calibrated gate, relaxation and readout "
                          f"errors: use it alone, or named models ({', '.join(NOISE_MODELS)}) without it")
     canonical = device or "+".join(f"{n}:" + ",".join(f"{k}={v!r}" for k, v in p.items()) for n, p in models.items())
     return Noise(spec=canonical, models=models, device=device)
@@ -269,7 +271,7 @@ def readout_confusion(noise_model, qubits: list[int]) -> np.ndarray:
                 continue
             probs = np.asarray(error["probabilities"], dtype=np.float64)
             if probs.shape != (2, 2):
-                raise ValueError("readout errors on several qubits at once are not supported: use one error per qubit")
+                raise BackendError("readout errors on several qubits at once are not supported: use one error per qubit")
             if error.get("gate_qubits"):
                 for q in error["gate_qubits"]:
                     local[int(q[0])] = probs.T

@@ -20,6 +20,7 @@ import pennylane as qml
 import torch
 
 from ..circuits import z_product, z_signs
+from ..errors import BackendError
 from .base import Backend, BackendUnavailable, check_angles
 from .cuda_graph import GraphPool
 from .gates import GATE_SET
@@ -64,9 +65,9 @@ class PennyLaneBackend(Backend):
         self.diff_method = diff_method or default
         self.supports_state = device_name == "default.qubit" and shots is None
         if not isinstance(cuda_graph, bool):
-            raise ValueError(f"cuda_graph={cuda_graph!r} is invalid: use True or False")
+            raise BackendError(f"cuda_graph={cuda_graph!r} is invalid: use True or False")
         if cuda_graph and (device_name != "default.qubit" or shots is not None or self.diff_method != "backprop"):
-            raise ValueError("cuda_graph=True needs backend 'default.qubit' with shots=None and diff_method='backprop'")
+            raise BackendError("cuda_graph=True needs backend 'default.qubit' with shots=None and diff_method='backprop'")
         self._graphs = GraphPool() if cuda_graph else None
         self.split_rot = device_name == "default.qubit"  # on CUDA only (module docstring); benchmarks turn it off
         self._qnodes: dict = {}
@@ -113,7 +114,7 @@ class PennyLaneBackend(Backend):
             angles = angles.cpu()  # Lightning takes its parameters on the host; results go back to the device
         elif angles.device.type != "cpu":
             if self.name != "default.qubit":
-                raise ValueError(f"backend {self.name!r} takes CPU tensors; move the model to the CPU or use default.qubit")
+                raise BackendError(f"backend {self.name!r} takes CPU tensors; move the model to the CPU or use default.qubit")
             key = (circuit.n_wires, angles.device)
             if key not in self._zero_states:  # made once: no host-to-device copy per call
                 zero = torch.zeros(2**circuit.n_wires, dtype=torch.complex128, device=angles.device)

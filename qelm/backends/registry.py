@@ -12,6 +12,7 @@ from typing import Any
 
 import pennylane as qml
 
+from ..errors import BackendError
 from .base import Backend, BackendUnavailable
 
 __all__ = ["BACKENDS", "get_backend", "available_backends", "is_pennylane_device"]
@@ -49,7 +50,7 @@ def get_backend(name: str, **options: Any) -> Backend:
     if name not in BACKENDS and is_pennylane_device(name):  # any other PennyLane device, through a QNode
         entry = _Entry("pennylane", "PennyLaneBackend", (("device_name", name),), "a PennyLane device")
     elif name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}: valid backends are {', '.join(sorted(BACKENDS))}, or the name "
+        raise BackendError(f"unknown backend {name!r}: valid backends are {', '.join(sorted(BACKENDS))}, or the name "
                          "of an installed PennyLane device (qml.plugin_devices)")
     else:
         entry = BACKENDS[name]
@@ -58,7 +59,7 @@ def get_backend(name: str, **options: Any) -> Backend:
     valid = ("shots", "seed") + tuple(cls.options)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(
+        raise BackendError(
             f"unknown option(s) {', '.join(unknown)} for backend {name!r}: valid options are {', '.join(valid)}"
         )
     return cls(**dict(entry.kwargs), **options)

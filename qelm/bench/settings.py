@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..backends import BACKENDS
+from ..errors import ConfigError
 
 __all__ = ["MODES", "EXTRAPOLATED", "TWIN_BACKEND", "BenchSettings", "row_label"]
 
@@ -58,35 +59,35 @@ class BenchSettings:
     def validate(self) -> None:
         def positive_ints(name: str, values: Sequence[int], allow_empty: bool = False) -> None:
             if not values and not allow_empty:
-                raise ValueError(f"{name} is empty: give at least one integer >= 1")
+                raise ConfigError(f"{name} is empty: give at least one integer >= 1")
             for v in values:
                 if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                    raise ValueError(f"{name} value {v!r} is invalid: use integers >= 1")
+                    raise ConfigError(f"{name} value {v!r} is invalid: use integers >= 1")
             if len(set(values)) != len(values):
-                raise ValueError(f"{name} {list(values)} has duplicates: list each value once")
+                raise ConfigError(f"{name} {list(values)} has duplicates: list each value once")
 
         positive_ints("seq_lens", self.seq_lens)
         positive_ints("qubits", self.qubits, allow_empty=True)
         for name in ("batch", "repeats", "gen_tokens"):
             positive_ints(name, (getattr(self, name),))
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup={self.warmup!r} is invalid: use an integer >= 0")
+            raise ConfigError(f"warmup={self.warmup!r} is invalid: use an integer >= 0")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise ValueError(f"threads={self.threads!r} is invalid: use an integer >= 1, or 0 for torch's default")
+            raise ConfigError(f"threads={self.threads!r} is invalid: use an integer >= 1, or 0 for torch's default")
         if self.qubit_seq_len is not None:
             positive_ints("qubit_seq_len", (self.qubit_seq_len,))
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
-            raise ValueError(f"mode(s) {bad or self.modes!r} invalid: choose from {', '.join(MODES)}")
+            raise ConfigError(f"mode(s) {bad or self.modes!r} invalid: choose from {', '.join(MODES)}")
         if not (isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0):
-            raise ValueError(f"max_seconds={self.max_seconds!r} is invalid: use a number of seconds > 0")
+            raise ConfigError(f"max_seconds={self.max_seconds!r} is invalid: use a number of seconds > 0")
         if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device {self.device!r} is invalid: use cpu or cuda")
+            raise ConfigError(f"device {self.device!r} is invalid: use cpu or cuda")
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU here: use device cpu")
+            raise ConfigError("device 'cuda' was asked for but torch sees no CUDA GPU here: use device cpu")
         for b in self.backends:
             if b not in BACKENDS:
-                raise ValueError(f"unknown backend {b!r}: valid backends are {', '.join(sorted(BACKENDS))}")
+                raise ConfigError(f"unknown backend {b!r}: valid backends are {', '.join(sorted(BACKENDS))}")
 
 
 def row_label(model: str, backend: str) -> str:

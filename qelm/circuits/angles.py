@@ -9,6 +9,7 @@ from __future__ import annotations
 import pennylane as qml
 import torch
 
+from ..errors import ConfigError
 from .base import Circuit
 from .variational import SwapTestCircuit
 
@@ -41,7 +42,7 @@ def trained_angles(circuit: Circuit, weights: torch.Tensor) -> torch.Tensor:
     angle 0: the trained circuit itself, independent of any token."""
     weights = torch.as_tensor(weights).detach().to("cpu", torch.float64)
     if tuple(weights.shape) != tuple(circuit.weight_shape):
-        raise ValueError(f"weights of shape {tuple(weights.shape)} do not fit circuit {circuit.name!r} with "
+        raise ConfigError(f"weights of shape {tuple(weights.shape)} do not fit circuit {circuit.name!r} with "
                          f"{circuit.n_qubits} qubits and {circuit.n_layers} layers (needs {circuit.weight_shape}); "
                          "build the circuit at the checkpoint's n_qubits and circuit_layers")
     angles = circuit.angles(_zero_inputs(circuit), weights)  # (n_angles,)
@@ -59,6 +60,6 @@ def angles_and_decimals(circuit: Circuit, angles: torch.Tensor | None, decimals:
         return symbolic_angles(circuit), 0  # integers drawn with no decimals: the index itself
     angles = torch.as_tensor(angles, dtype=torch.float64).detach().cpu()
     if tuple(angles.shape) != (circuit.n_angles,):
-        raise ValueError(f"angles of shape {tuple(angles.shape)} do not fit circuit {circuit.name!r}: "
+        raise ConfigError(f"angles of shape {tuple(angles.shape)} do not fit circuit {circuit.name!r}: "
                          f"it takes one vector of {circuit.n_angles} angles")
     return angles, 2 if decimals is None else decimals

@@ -25,6 +25,7 @@ import numpy as np
 import pennylane as qml
 import torch
 
+from ..errors import ConfigError
 from .readout import READOUTS, z_product, z_signs
 
 __all__ = ["Circuit"]
@@ -56,13 +57,13 @@ class Circuit:
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_qubits, int) or self.n_qubits < 1:
-            raise ValueError(f"n_qubits={self.n_qubits!r} is invalid for circuit {self.name!r}: use an integer >= 1")
+            raise ConfigError(f"n_qubits={self.n_qubits!r} is invalid for circuit {self.name!r}: use an integer >= 1")
         if not isinstance(self.n_layers, int) or self.n_layers < 1:
-            raise ValueError(f"n_layers={self.n_layers!r} is invalid for circuit {self.name!r}: use an integer >= 1")
+            raise ConfigError(f"n_layers={self.n_layers!r} is invalid for circuit {self.name!r}: use an integer >= 1")
         if self.readout not in READOUTS:
-            raise ValueError(f"readout={self.readout!r} is invalid for circuit {self.name!r}: choose one of {', '.join(READOUTS)}")
+            raise ConfigError(f"readout={self.readout!r} is invalid for circuit {self.name!r}: choose one of {', '.join(READOUTS)}")
         if self.readout != "z" and (self.returns == "state" or len(self.observables) != self.n_wires):
-            raise ValueError(f"circuit {self.name!r} has a fixed readout; readout={self.readout!r} applies to the "
+            raise ConfigError(f"circuit {self.name!r} has a fixed readout; readout={self.readout!r} applies to the "
                              "embedding, attention-feature and feed-forward circuits")
 
     # --- sizes, derived from config so callers never hard-code them ---------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from .base import Circuit
 from .embeddings import AmplitudeEmbeddingCircuit, AngleEmbeddingCircuit, PolarEmbeddingCircuit
 from .variational import FeedForwardCircuit, FidelityStateCircuit, ReuploadingCircuit, SwapTestCircuit
@@ -36,7 +37,7 @@ def register_circuit(cls: type[Circuit]) -> type[Circuit]:
     if not (isinstance(cls, type) and issubclass(cls, Circuit)):
         raise TypeError(f"register_circuit takes a Circuit subclass, got {cls!r}")
     if cls.name in CIRCUITS and CIRCUITS[cls.name] is not cls:
-        raise ValueError(f"a circuit named {cls.name!r} is already registered ({CIRCUITS[cls.name].__qualname__}): "
+        raise ConfigError(f"a circuit named {cls.name!r} is already registered ({CIRCUITS[cls.name].__qualname__}): "
                          "give yours another name")
     CIRCUITS[cls.name] = cls
     return cls
@@ -46,6 +47,6 @@ def build_circuit(name: str, n_qubits: int = 4, n_layers: int = 2, readout: str 
     """Build a built-in circuit by name: one of ``CIRCUITS`` (angle, polar, amplitude, attention,
     fidelity, swap_test, feed_forward)."""
     if name not in CIRCUITS:
-        raise ValueError(f"unknown circuit {name!r}: valid circuits are {', '.join(sorted(CIRCUITS))}; a circuit of "
+        raise ConfigError(f"unknown circuit {name!r}: valid circuits are {', '.join(sorted(CIRCUITS))}; a circuit of "
                          "your own must be registered first with qelm.circuits.register_circuit(YourCircuit)")
     return CIRCUITS[name](n_qubits=n_qubits, n_layers=n_layers, readout=readout)

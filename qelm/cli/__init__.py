@@ -1,11 +1,12 @@
 """The ``qelm`` command line: thin. Each sub-module here registers its sub-commands, parses arguments,
-calls the library and prints. User errors (bad input, missing files, unavailable backends) become one
-line on stderr and exit code 2; anything else is a bug and keeps its traceback.
+calls the library and prints. User errors (every :class:`~qelm.errors.QelmError`: bad input, corrupt
+folders, unavailable backends; and missing or unwritable files, a non-UTF-8 text, a diverged run) become
+one line on stderr and exit code 2; anything else is a bug and keeps its traceback.
 
-Every argument is checked before a command does any work: numbers by their argparse type (the types
-below: finite, in range, named by their flag), files and folders by the command before its first step.
+Every argument is checked before a command does any work: numbers by their argparse type (the types of
+:mod:`.options`: finite, in range, named by their flag), files and folders by the command before its
+first step.
 """
-
 
 from __future__ import annotations
 
@@ -14,18 +15,19 @@ import platform
 import sys
 from importlib import metadata
 
-from ..backends import BackendUnavailable
-from ..files import FolderInUse
+from ..errors import QelmError
 from ..version import DISTRIBUTION, __version__
 from . import bench, compare, draw, evaluate, generate, sweep, train
-from .options import VOCABULARY, UserError
+from .options import VOCABULARY
 
 # the modules that register commands, in the order `qelm --help` lists them
 _COMMAND_MODULES = (train, evaluate, generate, compare, sweep, draw, bench)
 
 
-USER_ERRORS = (UserError, ValueError, BackendUnavailable, FileNotFoundError, FileExistsError, PermissionError,
-               IsADirectoryError, NotADirectoryError, UnicodeDecodeError, FolderInUse, FloatingPointError)
+#: what the command line prints as one line: qelm's user errors, the file errors of the paths it was given, a
+#: file that is not UTF-8 text, and a training run that diverged (the fix: a smaller learning rate)
+USER_ERRORS = (QelmError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError,
+               UnicodeDecodeError, FloatingPointError)
 
 
 class _Parser(argparse.ArgumentParser):

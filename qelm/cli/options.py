@@ -25,6 +25,7 @@ from ..backends.mitigation import parse_mitigation
 from ..backends.noise import parse_noise
 from ..config import QELMConfig
 from ..data import MAX_SEED
+from ..errors import QelmError
 
 VOCABULARY = """\
 one vocabulary, every command:
@@ -48,8 +49,9 @@ Every --help shows each flag's default and where it comes from."""
 MAX_THREADS = 1024  # torch threads per process: more only queue for the same cores
 
 
-class UserError(Exception):
-    """An error the user can fix; the CLI prints its message only."""
+class UserError(QelmError):
+    """An error in what the command line was given; like every :class:`~qelm.errors.QelmError`, printed as its
+    message only."""
 
 
 # --- argument types: a bad value is refused by argparse, naming its flag -----------------------------------

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..checkpoint import save_checkpoint
+from ..errors import ConfigError
 from ..files import atomic_path
 from ..layers import QuantumLayer
 from ..memory import state_vector_bytes
@@ -231,20 +232,20 @@ def measure_models(models: Mapping[str, nn.Module], *, reference: str | None = N
     temp dir is removed). ``reference``: the model that ratios are taken to. ``progress(label, done,
     total)`` is called as each model's measurement starts and when all are done."""
     if not models:
-        raise ValueError("nothing to compare: give at least one model")
+        raise ConfigError("nothing to compare: give at least one model")
     if not (isinstance(eps, (int, float)) and 0 < eps < 1):
-        raise ValueError(f"eps={eps!r} is invalid: use a target standard error between 0 and 1, e.g. 0.01")
+        raise ConfigError(f"eps={eps!r} is invalid: use a target standard error between 0 and 1, e.g. 0.01")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} is invalid: use an integer >= 1")
+        raise ConfigError(f"batch_size={batch_size!r} is invalid: use an integer >= 1")
     if reference is not None and reference not in models:
-        raise ValueError(f"reference={reference!r} is not one of the models: {', '.join(models)}")
+        raise ConfigError(f"reference={reference!r} is not one of the models: {', '.join(models)}")
     first = next(iter(models.values())).config
     if idx is None:
         gen = torch.Generator().manual_seed(seed)
         idx = torch.randint(0, first.vocab_size, (batch_size, first.context_len), generator=gen)  # (B, T)
     for name, model in models.items():
         if model.config.vocab_size != first.vocab_size or model.config.context_len < idx.shape[1]:
-            raise ValueError(f"model {name!r} (vocab_size={model.config.vocab_size}, context_len="
+            raise ConfigError(f"model {name!r} (vocab_size={model.config.vocab_size}, context_len="
                              f"{model.config.context_len}) cannot read the same tokens as the others "
                              f"(vocab_size={first.vocab_size}, {idx.shape[1]} tokens); compare models of one vocabulary")
     tokenizers = tokenizers or {}

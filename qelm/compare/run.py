@@ -13,6 +13,7 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..config import QELMConfig
+from ..errors import ConfigError
 from ..evaluate import evaluate
 from ..model import QELM, ClassicalLM
 from .measure import measure_models, model_kind
@@ -52,21 +53,21 @@ def compare(config: QELMConfig | None = None, *, published: bool = False, checkp
     perplexity) starts and when all are done. Returns a :class:`Comparison`."""
     if checkpoints:
         if config is not None or published:
-            raise ValueError("give either a config (or published=True) or checkpoints, not both: checkpoints carry "
+            raise ConfigError("give either a config (or published=True) or checkpoints, not both: checkpoints carry "
                              "their own config")
         return _compare_checkpoints(checkpoints, data=data, batch_size=batch_size, seed=seed, eps=eps,
                                     backend=backend, keep_dir=keep_dir, eval_batch_size=eval_batch_size,
                                     progress=progress, **backend_options)
     if data is not None:
-        raise ValueError("data needs checkpoints: perplexity of untrained models measures nothing; "
+        raise ConfigError("data needs checkpoints: perplexity of untrained models measures nothing; "
                          "pass trained checkpoint folders (qelm train writes OUT/qelm and OUT/twin)")
     config = config if config is not None else (published_config() if published else QELMConfig())
     if not isinstance(config, QELMConfig):
-        raise ValueError(f"config={config!r} is invalid: pass a qelm.QELMConfig")
+        raise ConfigError(f"config={config!r} is invalid: pass a qelm.QELMConfig")
     if published:
         for name, value in PUBLISHED_SETTING.items():
             if getattr(config, name) != value:
-                raise ValueError(f"published=True is the setting {_setting_text()}, but the config has "
+                raise ConfigError(f"published=True is the setting {_setting_text()}, but the config has "
                                  f"{name}={getattr(config, name)!r}: drop published, or keep {name}={value}")
     comp = _compare_config(config, batch_size=batch_size, seed=seed, eps=eps, backend=backend, keep_dir=keep_dir,
                            setting="published" if published else "config", progress=progress, **backend_options)
@@ -131,7 +132,7 @@ def _compare_checkpoints(paths, *, data, batch_size, seed, eps, backend, keep_di
                 progress(f"perplexity of {report.name}", len(models) + i, steps)
             ids = torch.tensor(ckpt.tokenizer.encode(text), dtype=torch.long)
             if ids.numel() < 2:
-                raise ValueError(f"data file {str(data)!r} gives {ids.numel()} tokens for {report.name!r}; "
+                raise ConfigError(f"data file {str(data)!r} gives {ids.numel()} tokens for {report.name!r}; "
                                  f"perplexity needs at least 2")
             result = evaluate(ckpt.model, ids, batch_size=eval_batch_size, context_len=ckpt.model.config.context_len)
             report.perplexity = {k: float(v) for k, v in result.items()}

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..config import QELMConfig, read_toml
 from ..data import bundled_config
+from ..errors import ConfigError
 from ..train import TRAIN_DEFAULTS, TrainSettings
 
 __all__ = ["Dimension", "SearchSpace", "load_space", "parse_space", "model_key", "SWEEP_DEFAULTS",
@@ -193,10 +194,10 @@ def parse_space(text: str, source: str = "<space>") -> SearchSpace:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{where} is not valid TOML ({e})") from None
+        raise ConfigError(f"{where} is not valid TOML ({e})") from None
 
-    def bad(msg: str) -> ValueError:
-        return ValueError(f"{where}: {msg}")
+    def bad(msg: str) -> ConfigError:
+        return ConfigError(f"{where}: {msg}")
 
     unknown = sorted(set(data) - {"sweep", "model", "train", "search"})
     if unknown:

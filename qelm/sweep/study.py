@@ -29,6 +29,7 @@ from typing import Any, Callable
 import torch
 
 from ..data import TextDataset, bundled_corpus
+from ..errors import ConfigError, DataError
 from ..evaluate import bits_per_unit, unigram_baseline
 from ..model_files import ensure_writable_dir
 from .space import SearchSpace, load_space, parse_space
@@ -81,7 +82,7 @@ def _storage(url: str):
             if "IntegrityError" in type(e).__name__ and attempt < 4:
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            raise ValueError(f"cannot open the sweep storage {_redact(url)!r}: {type(e).__name__}: {e}") from None
+            raise ConfigError(f"cannot open the sweep storage {_redact(url)!r}: {type(e).__name__}: {e}") from None
 
 
 def _redact(url: str) -> str:
@@ -122,7 +123,7 @@ def _open(out, storage, name, worker):
     names = optuna.get_all_study_names(st)
     if name is None:
         if len(names) != 1:
-            raise ValueError(f"the sweep storage {_redact(url)!r} holds {len(names)} studies"
+            raise ConfigError(f"the sweep storage {_redact(url)!r} holds {len(names)} studies"
                              f"{' (' + ', '.join(names) + ')' if names else ''}: name one with --study")
         name = names[0]
     if name not in names:
@@ -234,7 +235,7 @@ def _dataset(data: str, space: SearchSpace, sha256: str | None = None) -> TextDa
     dataset = TextDataset.from_file(data, tokenizer=space.train.get("tokenizer", "char"),
                                     vocab_size=space.train.get("vocab_size"))
     if sha256 is not None and dataset.sha256 != sha256:
-        raise ValueError(f"the corpus {data!r} (sha256 {dataset.sha256[:12]}...) is not the text this sweep trains on "
+        raise DataError(f"the corpus {data!r} (sha256 {dataset.sha256[:12]}...) is not the text this sweep trains on "
                          f"(sha256 {sha256[:12]}...): pass the sweep's own --data")
     return dataset
 
@@ -295,9 +296,9 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
     space's ``[sweep] trials``). ``progress(row)`` is called in the worker when each trial finishes."""
     optuna = import_optuna()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers={workers!r} is invalid: use an integer >= 1")
+        raise ConfigError(f"workers={workers!r} is invalid: use an integer >= 1")
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
-        raise ValueError(f"trials={trials!r} is invalid: use an integer >= 1")
+        raise ConfigError(f"trials={trials!r} is invalid: use an integer >= 1")
     out = ensure_writable_dir(out)
     if space is not None and not isinstance(space, SearchSpace):
         space = load_space(space)
@@ -305,7 +306,7 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
     if resume:
         found, stored, st = _open(out, storage, study or (space.name if space is not None else None), 0)
         if space is not None and space.text != stored.text:
-            raise ValueError(f"the search space {space.source!r} differs from the one sweep {found.study_name!r} was "
+            raise ConfigError(f"the search space {space.source!r} differs from the one sweep {found.study_name!r} was "
                              f"started with: drop --space to resume it as it was, or start a new sweep in another --out")
         space, study = stored, found
         data = data or study.user_attrs["data"]
@@ -313,11 +314,11 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
         _fail_lost(study, st)
     else:
         if space is None:
-            raise ValueError("a new sweep needs a search space: pass --space FILE (see examples/sweep.toml)")
+            raise ConfigError("a new sweep needs a search space: pass --space FILE (see examples/sweep.toml)")
         name = study or space.name
         st = _storage(url)
         if name in optuna.get_all_study_names(st):
-            raise ValueError(f"the sweep storage {_redact(url)!r} already holds sweep {name!r}: continue it with "
+            raise ConfigError(f"the sweep storage {_redact(url)!r} already holds sweep {name!r}: continue it with "
                              f"--resume, or start a new one in another --out (or under another name: --study)")
         source = str(data) if data is not None else "qelm/data/corpus.txt (the bundled corpus)"
         data = Path(data or bundled_corpus()).resolve()

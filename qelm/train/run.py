@@ -55,6 +55,7 @@ from ..backends import get_backend
 from ..config import QELMConfig, config_differences, with_backend
 from ..data import TextDataset
 from ..distributed import rank_and_world
+from ..errors import CheckpointError, ConfigError, DataError
 from ..evaluate import unigram_baseline
 from ..files import FolderLock, atomic_write, remove_stray_temps
 from ..memory import memory_bytes
@@ -87,7 +88,7 @@ def matched_config(config: QELMConfig) -> QELMConfig:
         try:
             return ClassicalLM.matched_to(qelm, tolerance=MATCH_TOLERANCE).config
         except ValueError as e:
-            raise ValueError(f"{e}: train without the parameter-matched baseline (matched=False, --no-matched) or "
+            raise ConfigError(f"{e}: train without the parameter-matched baseline (matched=False, --no-matched) or "
                              f"use a larger model") from None
 
 
@@ -187,7 +188,7 @@ def _changed(config: QELMConfig, changes: dict[str, Any]) -> QELMConfig:
     names = {f.name for f in dataclasses.fields(QELMConfig)}
     unknown = sorted(set(changes) - names)
     if unknown:
-        raise ValueError(f"unknown config field(s) {', '.join(unknown)}: valid fields are {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown config field(s) {', '.join(unknown)}: valid fields are {', '.join(sorted(names))}")
     return config.replace(**changes)
 
 
@@ -195,11 +196,11 @@ def _check_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r} is invalid: use cpu or cuda") from None
+        raise ConfigError(f"device {device!r} is invalid: use cpu or cuda") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} is not available here (torch sees no CUDA GPU): use cpu")
+        raise ConfigError(f"device {device!r} is not available here (torch sees no CUDA GPU): use cpu")
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r} is not supported: use cpu or cuda")
+        raise ConfigError(f"device {device!r} is not supported: use cpu or cuda")
     return dev
 
 
@@ -222,11 +223,11 @@ class _Resumed:
             raise FileNotFoundError(f"nothing to resume in {str(out)!r}: no checkpoint with a training state there "
                                     f"(the run saved none yet, or this is not a run folder); train without resume")
         if not isinstance(state.get("run"), dict):
-            raise ValueError(f"checkpoint {str(out / name)!r} is corrupt: {TRAINING_STATE} holds no run settings")
+            raise CheckpointError(f"checkpoint {str(out / name)!r} is corrupt: {TRAINING_STATE} holds no run settings")
         try:
             config = QELMConfig.from_dict(state["run"]["config"])  # the QELM's (the twin's is all classical)
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"checkpoint {str(out / name)!r} is corrupt: its run settings hold no valid config "
+            raise CheckpointError(f"checkpoint {str(out / name)!r} is corrupt: its run settings hold no valid config "
                              f"({e})") from None
         return cls(run=state["run"], folder=out / name, config=config)
 
@@ -235,7 +236,7 @@ def _corpus(data: str | os.PathLike | TextDataset | None, resumed: _Resumed | No
     """The corpus to train on: ``data``, or on resume the file the run was trained on."""
     if resumed is None:
         if data is None:
-            raise ValueError("no corpus given: pass data (--data) with a UTF-8 text file")
+            raise DataError("no corpus given: pass data (--data) with a UTF-8 text file")
         return data
     if data is None:
         data = resumed.run.get("data")
@@ -252,7 +253,7 @@ def _dataset(data: str | os.PathLike | TextDataset, settings: TrainSettings, res
         tok = load_tokenizer(checkpoint_files(resumed.folder)[TOKENIZER]) if resumed is not None else settings.tokenizer
         dataset = TextDataset.from_file(data, tokenizer=tok, vocab_size=settings.vocab_size if isinstance(tok, str) else None)
     if resumed is not None and dataset.sha256 != resumed.run.get("data_sha256"):
-        raise ValueError(f"cannot resume on a different corpus: {dataset.source} (sha256 {dataset.sha256[:12]}...) is "
+        raise CheckpointError(f"cannot resume on a different corpus: {dataset.source} (sha256 {dataset.sha256[:12]}...) is "
                          f"not the text the run was trained on ({resumed.run.get('data')}, sha256 "
                          f"{str(resumed.run.get('data_sha256'))[:12]}...)")
     return dataset
@@ -267,7 +268,7 @@ def _run_config(model_config: QELMConfig, dataset: TextDataset, backend: str | N
     if resumed is not None:
         differences = config_differences(resumed.config, config)
         if differences:
-            raise ValueError(f"cannot resume {str(resumed.folder.parent)!r} with a different model config "
+            raise CheckpointError(f"cannot resume {str(resumed.folder.parent)!r} with a different model config "
                              f"({'; '.join(differences)}; saved vs given): drop --config to resume, or start a new "
                              f"run in another --out")
     return config
@@ -283,7 +284,7 @@ def _model_configs(config: QELMConfig, dataset: TextDataset, settings: TrainSett
     if settings.matched:  # before any training: a config no classical model can match fails now
         configs["matched"] = matched_config(config)
     if settings.batch_size % world:
-        raise ValueError(f"batch_size={settings.batch_size} does not split over {world} processes: use a multiple "
+        raise ConfigError(f"batch_size={settings.batch_size} does not split over {world} processes: use a multiple "
                          f"of {world}")
     _check_memory(config, settings.batch_size, world, device)
     return configs
@@ -302,7 +303,7 @@ def _check_memory(config: QELMConfig, batch_size: int, world: int, device: torch
     share = f" ({per_process} per process)" if world > 1 else ""
     advice = (f"use batch_size={fits} or less" if fits >= world else "not even one sequence fits: use fewer qubits or "
               "a shorter context_len")
-    raise ValueError(f"batch_size={batch_size}{share} does not fit: {circuits} circuits of {wires} qubits need about "
+    raise ConfigError(f"batch_size={batch_size}{share} does not fit: {circuits} circuits of {wires} qubits need about "
                      f"{need / 2**30:.1f} GiB of state vectors, more than the {have / 2**30:.1f} GiB of {where} here; "
                      f"{advice}")
 
@@ -350,7 +351,7 @@ def _prepare_folder(out: Path, *, overwrite: bool) -> FolderLock:
             raise FileExistsError(f"output folder {str(out)!r} holds files that are not a qelm run ({shown}): "
                                   f"choose an empty or new folder with --out")
         if not overwrite and ((out / SUMMARY).exists() or any(has_checkpoint(out / n) for n in MODEL_NAMES)):
-            raise ValueError(f"output folder {str(out)!r} already holds a training run: resume it (--resume), replace "
+            raise CheckpointError(f"output folder {str(out)!r} already holds a training run: resume it (--resume), replace "
                              f"it (--overwrite), or choose another --out")
         _tidy(out)
         for path in [out / SUMMARY, out / LOSS_CURVE] + [out / n / f for n in MODEL_NAMES for f in FILES + (MANIFEST, METRICS)]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import QELMConfig, model_table, read_toml
 from ..data import bundled_config, check_seed
+from ..errors import CheckpointError, ConfigError
 
 __all__ = ["TrainSettings", "TRAIN_DEFAULTS", "MATCH_TOLERANCE", "load_run_config", "resolve_settings"]
 
@@ -79,7 +80,7 @@ class TrainSettings:
         s = self.to_dict()
 
         def bad(name: str, fix: str) -> None:
-            raise ValueError(f"{name}={s[name]!r} is invalid: {fix}")
+            raise ConfigError(f"{name}={s[name]!r} is invalid: {fix}")
 
         for name in ("steps", "batch_size", "log_every"):
             if isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < 1:
@@ -133,15 +134,15 @@ def load_run_config(path: str | os.PathLike | None = None) -> tuple[QELMConfig, 
     model = model_table(data, f"config file {str(p)!r}")
     settings = data.get("train", {})
     if not isinstance(settings, dict):
-        raise ValueError(f"config file {str(p)!r}: [train] must be a table")
+        raise ConfigError(f"config file {str(p)!r}: [train] must be a table")
     unknown = sorted(set(settings) - set(TRAIN_DEFAULTS))
     if unknown:
-        raise ValueError(f"config file {str(p)!r}: unknown [train] setting(s) {', '.join(unknown)}; valid settings are "
+        raise ConfigError(f"config file {str(p)!r}: unknown [train] setting(s) {', '.join(unknown)}; valid settings are "
                          f"{', '.join(TRAIN_DEFAULTS)}")
     try:
         config = QELMConfig.from_dict(model)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"config file {str(p)!r}: {e}") from None
+        raise ConfigError(f"config file {str(p)!r}: {e}") from None
     return config, dict(settings)
 
 
@@ -159,7 +160,7 @@ def resolve_settings(given: TrainSettings, file_settings: dict[str, Any], stored
                 settings[name] = stored[name]
         for name in _FIXED_ON_RESUME:
             if explicit.get(name) is not None and name in stored and explicit[name] != stored[name]:
-                raise ValueError(f"cannot resume with {name}={explicit[name]!r}: the run was trained with "
+                raise CheckpointError(f"cannot resume with {name}={explicit[name]!r}: the run was trained with "
                                  f"{name}={stored[name]!r}; drop that option to resume exactly, or start a new run "
                                  f"in another --out")
     settings.update({k: v for k, v in explicit.items() if v is not None})

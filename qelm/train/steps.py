@@ -29,6 +29,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import QELMConfig, config_differences
 from ..data import BatchSampler, TextDataset
 from ..distributed import local_device
+from ..errors import CheckpointError, ConfigError
 from ..evaluate import evaluate
 from ..files import atomic_write
 from ..memory import memory_bytes
@@ -95,14 +96,14 @@ def _restore(name: str, config: QELMConfig, folder: Path, settings: TrainSetting
     if ck.kind != kind:
         differences.append(f"kind: {ck.kind!r} vs {kind!r}")
     if differences:
-        raise ValueError(f"cannot resume the {LABELS[name]} in {str(folder)!r}: its checkpoint holds another model "
+        raise CheckpointError(f"cannot resume the {LABELS[name]} in {str(folder)!r}: its checkpoint holds another model "
                          f"than this run builds ({'; '.join(differences)}; saved vs expected); start a new run in "
                          f"another --out")
     state = ck.training_state
     model = ck.model.to(device).train()
     start = int(state["step"])
     if start > settings.steps:
-        raise ValueError(f"the {LABELS[name]} in {str(folder)!r} already took {start} steps, more than "
+        raise ConfigError(f"the {LABELS[name]} in {str(folder)!r} already took {start} steps, more than "
                          f"steps={settings.steps}: steps is the total, so pass at least {start}")
     optimizer = _optimizer(model, settings)
     optimizer.load_state_dict(state["optimizer"])
@@ -125,7 +126,7 @@ def _restore_metrics(m: _Model, state: dict[str, Any]) -> None:
         kept = [r for r in read_metrics(path) if r["step"] <= m.start] if data else []
         data = "".join(json.dumps(r) + "\n" for r in kept).encode()
     elif len(data) < n or hashlib.sha256(data[:n]).hexdigest() != state.get("metrics_sha256"):
-        raise ValueError(f"{path} is not what the run wrote up to its checkpoint at step {m.start}: its first {n} bytes "
+        raise CheckpointError(f"{path} is not what the run wrote up to its checkpoint at step {m.start}: its first {n} bytes "
                          f"{'are missing' if len(data) < n else 'differ from the sha256 the checkpoint recorded'} (edited "
                          f"or damaged); restore the file, or start a new run in another --out")
     else:
