@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: demo test test-gpu test-noise gallery bench clean
+.PHONY: demo test lint typecheck test-gpu test-noise gallery bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,17 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/qelm demo --out $(OUT)
 
+# the linter first: a red one stops the run before the tests
 test: $(VENV)/.installed
+	$(BIN)/ruff check qelm tests
 	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check qelm tests
+
+# mypy on the library (not yet part of `make test`: see CHANGELOG.md for where it stands)
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy qelm
 
 # the tests marked gpu (they skip, with the reason, where torch sees no CUDA GPU)
 test-gpu: $(VENV)/.installed

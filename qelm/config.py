@@ -161,11 +161,11 @@ class QELMConfig:
         return self.d_model // self.n_heads
 
     # --- variants -----------------------------------------------------------------------------------
-    def replace(self, **changes: Any) -> "QELMConfig":
+    def replace(self, **changes: Any) -> QELMConfig:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
-    def classical(self) -> "QELMConfig":
+    def classical(self) -> QELMConfig:
         """The same architecture with every slot classical: the config of the twin."""
         return self.replace(embedding="classical", attention="classical", feed_forward="classical")
 
@@ -177,7 +177,7 @@ class QELMConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "QELMConfig":
+    def from_dict(cls, data: dict[str, Any]) -> QELMConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -191,7 +191,7 @@ class QELMConfig:
         return text
 
     @classmethod
-    def from_toml(cls, path_or_text: str | os.PathLike) -> "QELMConfig":
+    def from_toml(cls, path_or_text: str | os.PathLike) -> QELMConfig:
         """Load from a TOML file path, or from TOML text."""
         p = Path(path_or_text) if not (isinstance(path_or_text, str) and "\n" in path_or_text) else None
         if p is not None and not p.exists():

@@ -79,7 +79,7 @@ def split_text(text: str, val_fraction: float = VAL_FRACTION) -> tuple[str, str]
     """``(train, validation)``: validation is the last ``val_fraction`` of the characters."""
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction={val_fraction!r} is invalid: use a fraction between 0 and 1, e.g. 0.1")
-    cut = len(text) - max(1, int(round(len(text) * val_fraction)))
+    cut = len(text) - max(1, round(len(text) * val_fraction))
     return text[:cut], text[cut:]
 
 
@@ -101,7 +101,7 @@ class TextDataset:
 
     @classmethod
     def from_text(cls, text: str, *, tokenizer: str | Tokenizer = "char", vocab_size: int | None = None,
-                  val_fraction: float = VAL_FRACTION, source: str = "<text>") -> "TextDataset":
+                  val_fraction: float = VAL_FRACTION, source: str = "<text>") -> TextDataset:
         """Split ``text``, build (or reuse) a tokenizer and tokenize both parts.
 
         A new char tokenizer takes its vocabulary from the whole text (so validation characters have
@@ -124,7 +124,7 @@ class TextDataset:
         )
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **kwargs: Any) -> "TextDataset":
+    def from_file(cls, path: str | os.PathLike, **kwargs: Any) -> TextDataset:
         """:meth:`from_text` on the checked contents of a UTF-8 file."""
         return cls.from_text(read_corpus(path), source=str(path), **kwargs)
 

@@ -57,9 +57,7 @@ def circuit_weights(model: torch.nn.Module, name: str) -> tuple[torch.Tensor, st
     found: list[str] = []
     for path, m in model.named_modules():
         uses: dict[str, tuple[torch.Tensor, str]] = {}
-        if isinstance(m, QuantumEmbedding):
-            uses[m.circuit.name] = (m.weights, path)
-        elif isinstance(m, QuantumFeedForward):
+        if isinstance(m, (QuantumEmbedding, QuantumFeedForward)):
             uses[m.circuit.name] = (m.weights, path)
         elif isinstance(m, QuantumAttentionHead):
             if m.mode == "quantum":

@@ -122,7 +122,7 @@ class FolderLock:
         self.what = what
         self._fd: int | None = None
 
-    def acquire(self) -> "FolderLock":
+    def acquire(self) -> FolderLock:
         try:  # lazy: fcntl exists on POSIX only, and elsewhere the lock is skipped
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
@@ -154,7 +154,7 @@ class FolderLock:
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -166,7 +166,7 @@ class QuantumAttentionHead(QuantumLayer):
     def _swap_test_scores(self, x: torch.Tensor, w: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Fidelities of every causal pair (i >= j, i >= start) from swap-test circuits: ``(B, H, T - start, T)``,
         zero above the diagonal. One execution of all pairs of all heads."""
-        B, T, H, n = x.shape
+        B, T, H, _ = x.shape
         i, j = torch.tril_indices(T, T, device=x.device)  # (Np,) each
         new = i >= start
         i, j = i[new], j[new]

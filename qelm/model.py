@@ -124,7 +124,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         self.ln_f = nn.LayerNorm(config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: "KVCache | None" = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """``cache`` (a :class:`KVCache`): ``idx`` continues the tokens the cache has seen; their keys and
         values are reused and the new ones added (generation, one token at a time). ``idx`` may also be a
         numpy array or nested list of token ids."""
@@ -183,7 +183,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         write_pretrained(save_directory, model_kind(self), self)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "QELM":
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> QELM:
         """Hugging Face's ``from_pretrained``: a local folder (a ``save_pretrained`` folder or a qelm
         checkpoint, older ones without ``config.json`` too) is read here directly, a Hub id through the
         mixin (downloaded first). Keywords: ``map_location``, ``backend`` and backend options, and for the
@@ -196,7 +196,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
     def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
                          force_download: bool = False, local_files_only: bool = False, token: str | bool | None = None,
                          map_location: str = "cpu", strict: bool = True, backend: str | None = None,
-                         **options: Any) -> "QELM":
+                         **options: Any) -> QELM:
         """Read the folder (a local one, else the Hub repository ``model_id`` downloaded): safetensors and the
         config only, checked strictly (``strict`` is accepted for the mixin's signature and always on).
         ``backend`` and its options run the circuits elsewhere than the saved config says."""
@@ -216,7 +216,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
     def quantum_layers(self) -> list[QuantumLayer]:
         return [m for m in self.modules() if isinstance(m, QuantumLayer)]
 
-    def set_backend(self, backend: str | Backend, **options) -> "QELM":
+    def set_backend(self, backend: str | Backend, **options) -> QELM:
         """Run every circuit on another backend; weights are untouched. Returns self."""
         shared = get_backend(backend, **options)
         for layer in self.quantum_layers():
@@ -302,7 +302,7 @@ class ClassicalLM(QELM):
         return V * d + C * d + L * per_block + 2 * d + d * V
 
     @classmethod
-    def matched_to(cls, model: nn.Module, tolerance: float = 0.02) -> "ClassicalLM":
+    def matched_to(cls, model: nn.Module, tolerance: float = 0.02) -> ClassicalLM:
         """A classical LM of the same vocab, context, heads and layers, with ``d_model`` and ``d_hidden``
         shrunk so its parameter count is as close as possible to ``model``'s."""
         target = sum(p.numel() for p in model.parameters())

@@ -332,7 +332,7 @@ def read_weights(folder: Path, paths: dict[str, Path]) -> tuple[dict[str, torch.
     try:
         with safe_open(str(paths[WEIGHTS]), framework="pt") as f:
             metadata = f.metadata() or {}
-            weights = {name: f.get_tensor(name) for name in f.keys()}
+            weights = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is no mapping)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {WEIGHTS} cannot be read ({e})") from None
     return weights, metadata

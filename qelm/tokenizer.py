@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import os
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -98,7 +98,7 @@ class CharTokenizer(_Saving):
         self._index = {c: i for i, c in enumerate(chars)}
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
+    def from_text(cls, text: str) -> CharTokenizer:
         """The vocabulary of ``text``: its distinct characters and the unknown token, sorted."""
         return cls(sorted(set(text) | {UNKNOWN}), unk=UNKNOWN)
 
@@ -155,7 +155,7 @@ class BPETokenizer(_Saving):
         self.tokenizer = tokenizer
 
     @classmethod
-    def train(cls, text: str, vocab_size: int, alphabet_text: str | None = None) -> "BPETokenizer":
+    def train(cls, text: str, vocab_size: int, alphabet_text: str | None = None) -> BPETokenizer:
         """Learn merges on ``text`` up to ``vocab_size`` tokens. The alphabet is every byte symbol of
         ``alphabet_text`` (default ``text``): pass the whole corpus there when ``text`` is its training part,
         so validation text never holds an unknown byte while merges still come from training text only."""

@@ -27,9 +27,9 @@ torch.set_num_threads(1)
 
 import safetensors.torch  # noqa: E402
 
-import qelm.model_files  # noqa: E402
 import qelm.cli  # noqa: E402
 import qelm.metrics  # noqa: E402
+import qelm.model_files  # noqa: E402
 import qelm.train.run  # noqa: E402
 import qelm.train.steps  # noqa: E402
 from qelm.files import atomic_write  # noqa: E402

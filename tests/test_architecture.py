@@ -99,9 +99,9 @@ def _layer(module: str) -> int:
     best = None
     for rank, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if module == prefix or module.startswith(prefix + "."):
-                if best is None or len(prefix) > best[1]:
-                    best = (rank, len(prefix))
+            inside = module == prefix or module.startswith(prefix + ".")
+            if inside and (best is None or len(prefix) > best[1]):
+                best = (rank, len(prefix))
     assert best is not None, f"{module} has no place in LAYERS: add it to the layer it belongs to (and to the README)"
     return best[0]
 
@@ -164,7 +164,7 @@ def test_the_readme_lists_the_layers_in_this_order():
     order = re.search(r"import only downward, in this order:\n\n((?:\d+\. .*\n)+)", text)
     assert order, "the README's architecture section lists the layers as a numbered list"
     listed = [re.findall(r"`([\w.]+)`", line) for line in order.group(1).splitlines()]
-    expected = [[p for p in prefixes] for _, prefixes in LAYERS]
+    expected = [list(prefixes) for _, prefixes in LAYERS]
     assert listed == expected, "the README's layers differ from LAYERS in tests/test_architecture.py"
 
 

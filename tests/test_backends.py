@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import pennylane as qml
 import pytest
@@ -43,7 +43,7 @@ BACKEND_PARAMS = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _backend(name: str, **options):
     if options.get("device") == "GPU":  # qiskit-aer (CPU) is installed; its GPU build may not be
         from qiskit_aer import AerSimulator
@@ -58,7 +58,7 @@ def _angles(circuit: Circuit, n: int = 3, seed: int = 0, dtype=torch.float64) ->
     return (torch.rand(n, circuit.n_angles, generator=g, dtype=torch.float64) * 6.0 - 3.0).to(dtype)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _reference(name: str, nq: int, nl: int):
     """Values and the Jacobian-vector product for a fixed cotangent, from a plain default.qubit QNode
     (backprop), independent of qelm's backend code."""
@@ -78,7 +78,7 @@ def _reference(name: str, nq: int, nl: int):
 
 
 @pytest.mark.parametrize("backend_name, options", BACKEND_PARAMS)
-@pytest.mark.parametrize("name, nq, nl", CASES, ids=[f"{n}-{q}q{l}l" for n, q, l in CASES])
+@pytest.mark.parametrize("name, nq, nl", CASES, ids=[f"{n}-{q}q{k}l" for n, q, k in CASES])
 def test_values_and_gradients_match_reference(backend_name, options, name, nq, nl):
     circuit, angles, ref, cot, ref_grad = _reference(name, nq, nl)
     backend = _backend(backend_name, **options)

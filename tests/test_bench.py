@@ -197,7 +197,7 @@ def test_cli_prints_table_and_writes_json(tiny, tmp_path, cli):
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(argv, message, cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, err = cli("bench", *argv)
+    code, _, err = cli("bench", *argv)
     assert code == 2 and message in err and "Traceback" not in err
 
 

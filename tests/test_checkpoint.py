@@ -9,9 +9,9 @@ import stat
 import pytest
 import torch
 
+import qelm.model_files
 from qelm import QELM, ClassicalLM
 from qelm.backends import BackendUnavailable
-import qelm.model_files
 from qelm.checkpoint import load_checkpoint, save_checkpoint
 from qelm.model_files import (CONFIG, CONFIG_JSON, MANIFEST, PENDING, TOKENIZER, TRAINING_STATE, WEIGHTS, checkpoint_files,
                               ensure_writable_dir, read_training_state, recover_checkpoint)

@@ -89,7 +89,7 @@ def test_sizes_are_the_bytes_of_the_written_files(models, measured):
 
 def test_float16_files_are_half_of_float32_up_to_the_header(models, measured):
     comp, _, directory = measured
-    for name, model in models.items():
+    for name in models:
         r = comp[name]
         h32 = _header_bytes(directory / f"{name}.float32.safetensors")
         assert r.sizes["safetensors_float32_header"] == h32

@@ -81,7 +81,7 @@ def test_a_flag_means_one_thing_in_every_command():
     """A model flag is its config field wherever it appears; --json takes an optional FILE everywhere;
     --backend one name; --checkpoint a folder; no command has --layers or --qubits in its help."""
     seen: dict[str, set] = {}
-    for name, parser in _commands().items():
+    for parser in _commands().values():
         for action in parser._actions:
             if action.help == argparse.SUPPRESS:
                 continue
@@ -104,7 +104,7 @@ def test_a_flag_means_one_thing_in_every_command():
     (["draw", "angle", "--qubits", "2", "--layers", "1"], "--layers is now --circuit-layers"),
 ])
 def test_renamed_flags_still_work_with_a_note(cli, argv, note):
-    rc, out, err = cli(*argv)
+    rc, _, err = cli(*argv)
     assert rc == 0 and note in err and "the old name goes in the next release" in err
 
 
@@ -141,8 +141,8 @@ def test_train_help_names_each_default_and_where_it_comes_from(capsys):
         qelm.cli.main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     tiny = tomllib.loads((ROOT / "qelm" / "data" / "tiny.toml").read_text())
-    assert f"(default {tiny['train']['steps']}: the bundled tiny config's [train]; with --config, that file's [train], " \
-           f"else 300)" in out
+    assert (f"(default {tiny['train']['steps']}: the bundled tiny config's [train]; with --config, that file's [train], "
+            f"else 300)") in out
     assert f"(default {tiny['model']['n_qubits']}: the bundled tiny config; with --config, that file's [model])" in out
     assert "(default cosine: qelm's own" in out and "(default 5% of the steps" in out
 

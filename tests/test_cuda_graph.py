@@ -121,7 +121,7 @@ needs_cuda = pytest.mark.gpu  # skipped, with the reason, where torch sees no CU
 def test_cuda_graph_replay_equals_eager(name):
     circuit = build_circuit(name, 3, 2)
     eager, graphed = get_backend("default.qubit"), get_backend("default.qubit", cuda_graph=True)
-    for step in range(3):  # first call records, the next ones replay
+    for _ in range(3):  # first call records, the next ones replay
         angles = torch.rand(64, circuit.n_angles, dtype=torch.float64, device="cuda") * 3
         a1, a2 = angles.clone().requires_grad_(True), angles.clone().requires_grad_(True)
         y1, y2 = eager.expval(circuit, a1), graphed.expval(circuit, a2)

@@ -141,8 +141,8 @@ def test_next_token_accuracy_counts_top1_and_top5_over_the_evaluated_tokens(peri
 
 
 def test_diversity_of_words_distinct_n_and_repetition():
-    assert distinct_n("a b a b".split(), 1) == 0.5
-    assert distinct_n("a b a b".split(), 2) == pytest.approx(2 / 3)  # (a b) (b a) (a b)
+    assert distinct_n(["a", "b", "a", "b"], 1) == 0.5
+    assert distinct_n(["a", "b", "a", "b"], 2) == pytest.approx(2 / 3)  # (a b) (b a) (a b)
     assert distinct_n(["a"], 2) is None
     loop = "the cat sat . " * 10
     fresh = " ".join(f"w{i}" for i in range(40))

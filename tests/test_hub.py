@@ -25,7 +25,7 @@ def idx(tiny_config):
 
 def _tensors(path):
     with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no mapping)
 
 
 @pytest.mark.parametrize("cls", [QELM, ClassicalLM])

@@ -12,9 +12,9 @@ import torch
 
 from qelm import QELM, QELMConfig
 from qelm.backends import BackendUnavailable, get_backend
+from qelm.backends.noise import NOISE_MODELS, parse_noise, readout_confusion
 from qelm.checkpoint import load_checkpoint, save_checkpoint
 from qelm.circuits import build_circuit
-from qelm.backends.noise import NOISE_MODELS, parse_noise, readout_confusion
 from qelm.tokenizer import CharTokenizer
 
 HAS_MITIQ = importlib.util.find_spec("mitiq") is not None
@@ -249,7 +249,7 @@ def test_cli_train_with_noise_and_spsa(tmp_path, cli):
     config = tmp_path / "tiny.toml"
     config.write_text('[model]\nd_model = 8\nn_heads = 2\nd_hidden = 16\ncontext_len = 8\nn_qubits = 2\n'
                       'circuit_layers = 1\n\n[train]\nsteps = 2\nbatch_size = 2\n')
-    rc, out, err = cli("train", "--data", corpus, "--config", config, "--out", tmp_path / "run", "--no-twin",
+    rc, _, err = cli("train", "--data", corpus, "--config", config, "--out", tmp_path / "run", "--no-twin",
                        "--no-matched", "--noise", "depolarizing", "--shots", "64", "--grad", "spsa")
     assert rc == 0, err
     ck = load_checkpoint(tmp_path / "run" / "qelm")

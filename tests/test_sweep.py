@@ -166,7 +166,7 @@ def test_the_verdict_sets_a_quantum_model_against_the_best_classical_one_not_onl
     classical model of fewer parameters, at another learning rate, beats both: the answer is then no."""
     models = {"m": _model("m", "matched", 1000, 8.0), "t": _model("t", "twin", 900, 6.5),
               "q": _model("q", "quantum", 1010, 7.5, [0.93, 0.94, 0.95], "m", "t", [1.14, 1.15, 1.16])}
-    sentence, best = verdict(models)
+    sentence, _ = verdict(models)
     assert sentence.startswith("No: ") and "the best of the 2 classical models the sweep trained" in sentence
     assert "(t, 900 parameters), 15.0% higher" in sentence
     assert "against its own matched model at the same settings it is 6.0% lower" in sentence
@@ -193,7 +193,7 @@ def test_a_sweep_records_every_trial_its_baselines_and_metrics_and_reports_the_f
     models = {m["key"]: m for m in table["models"]}
     for t in trials:
         assert t["wall_seconds"] > 0
-        for role, key in t["keys"].items():
+        for key in t["keys"].values():
             assert sorted(models[key]["seeds"]) == ["0", "1", "2"]
             for figures in models[key]["seeds"].values():
                 assert {"val_perplexity", "parameters", "circuit_parameters", "tokens_per_s", "train_seconds",

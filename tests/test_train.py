@@ -3,6 +3,7 @@ model train beside it, a killed run resumes to the same losses, settings resolve
 CLI turns every user error into one line."""
 
 import errno
+import itertools
 import json
 import math
 import os
@@ -20,11 +21,11 @@ import qelm.train.run
 import qelm.train.steps
 from qelm import ClassicalLM, QELMConfig, TrainSettings
 from qelm.checkpoint import load_checkpoint
-from qelm.model_files import BEST, CONFIG, MANIFEST, TOKENIZER, WEIGHTS
-from qelm.files import FolderInUse, FolderLock
 from qelm.data import TextDataset
 from qelm.evaluate import evaluate, unigram_baseline
+from qelm.files import FolderInUse, FolderLock
 from qelm.metrics import read_metrics
+from qelm.model_files import BEST, CONFIG, MANIFEST, TOKENIZER, WEIGHTS
 from qelm.train import LOSS_CURVE, METRICS, SUMMARY, TRAIN_DEFAULTS, train
 from qelm.train.settings import resolve_settings
 from qelm.train.run import LOCK
@@ -173,7 +174,7 @@ def test_learning_rate_warms_up_then_decays_on_a_cosine(tmp_path, periodic):
                    twin=False, matched=False)
     lrs = [r["lr"] for r in result.qelm.history]
     assert lrs[:4] == pytest.approx([0.005, 0.01, 0.015, 0.02]), "linear warm-up to lr"
-    assert all(a > b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] == pytest.approx(0.002), "cosine down to lr / 10"
+    assert all(a > b for a, b in itertools.pairwise(lrs[3:])) and lrs[-1] == pytest.approx(0.002), "cosine down to lr / 10"
     assert lrs[4 + 8] == pytest.approx(0.002 + 0.018 * 0.5 * (1 + math.cos(math.pi * 9 / 16)))
     assert result.summary["run"]["lr_schedule"] == "cosine" and result.summary["run"]["warmup_steps"] == 4
     flat = train(tiny(periodic.vocab_size), periodic, steps=5, batch_size=2, lr=0.02, lr_schedule="constant",
@@ -254,9 +255,9 @@ def test_a_run_folder_is_locked_while_a_run_writes_it(tmp_path, periodic, cli, c
         assert f"in use by process {os.getpid()} on host {socket.gethostname()}" in line
         assert sorted(p.name for p in run.iterdir()) == [LOCK], "nothing written"
     train(tiny(periodic.vocab_size), periodic, steps=2, batch_size=2, out=run, twin=False, matched=False)
-    with FolderLock(run, LOCK):  # a resume too: it would read files the other process is writing
-        with pytest.raises(FolderInUse, match="is in use by process"):
-            train(None, periodic, out=run, resume=True, steps=3)
+    # a resume too: it would read files the other process is writing
+    with FolderLock(run, LOCK), pytest.raises(FolderInUse, match="is in use by process"):
+        train(None, periodic, out=run, resume=True, steps=3)
     assert train(None, periodic, out=run, resume=True, steps=3).qelm.steps_run == 1, "released when a run ends"
 
 

@@ -26,7 +26,7 @@ __all__ = ["GraphPool"]
 
 
 class _Slot:
-    __slots__ = ("fn", "busy")
+    __slots__ = ("busy", "fn")
 
     def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
         self.fn = fn

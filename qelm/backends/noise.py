@@ -241,7 +241,7 @@ def parse_noise(spec: str | Noise) -> Noise:
         if "p" in params:
             p = params.pop("p")
             params = {"p0to1": p, "p1to0": p, **params}
-        full = {k: (params[k] if k in params else default) for k, (default, _) in known.items() if k != "p"}
+        full = {k: params.get(k, default) for k, (default, _) in known.items() if k != "p"}
         if name == "thermal":
             for key in ("t1", "t2"):
                 if full[key] <= 0:

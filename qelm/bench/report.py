@@ -73,7 +73,7 @@ def format_table(result: BenchResult | dict[str, Any]) -> str:
     s = d["settings"]
     foot = [f"batch {s['batch']}, up to {s['repeats']} timed runs after {s['warmup']} warm-up (fewer where the "
             f"{s['max_seconds']:g} s budget ran out), device {s['device']}"
-            + f", torch threads {s['threads'] or 'default'}; "
+             f", torch threads {s['threads'] or 'default'}; "
             + (f"gen tok/s: {s['gen_tokens']} new tokens after a prompt of T - {s['gen_tokens']}, with the KV cache "
                "/ without it (each token re-reads the window); " if "generation" in s["modes"] else "")
             + "x twin: QELM time / twin time (>1: the QELM is slower)."]

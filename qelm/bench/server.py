@@ -144,7 +144,7 @@ class Server:
         self.stderr.close()
         self.tmp.cleanup()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc) -> None:

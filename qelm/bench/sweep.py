@@ -11,8 +11,8 @@ from dataclasses import asdict
 from typing import Any
 
 from ..config import QELMConfig
-from .fits import fit_for, predict, scaling
 from ..memory import memory_bytes
+from .fits import fit_for, predict, scaling
 from .machine import load_average, machine_description
 from .results import BenchResult
 from .server import Server
@@ -136,7 +136,7 @@ def run_benchmark(config: QELMConfig | None = None, settings: BenchSettings | No
     start = time.perf_counter()
     result = BenchResult(settings=asdict(settings) | {"backends": list(backends)}, config=config.to_dict(),
                          machine=machine_description(settings.device),
-                         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     mem_limit = memory_bytes(settings.device)
     models = [("qelm", b) for b in backends] + ([("twin", TWIN_BACKEND)] if settings.twin else [])
     with Server() as server:

@@ -43,7 +43,7 @@ class _PeakMemory:
         self.peak_rss_bytes: int | None = None
         self.method = ""
 
-    def __enter__(self) -> "_PeakMemory":
+    def __enter__(self) -> _PeakMemory:
         gc.collect()
         if self.device == "cuda":
             torch.cuda.synchronize()
@@ -104,7 +104,7 @@ class _CircuitClock:
             _sync(self.device)
             self.seconds += time.perf_counter() - self._start
 
-    def __enter__(self) -> "_CircuitClock":
+    def __enter__(self) -> _CircuitClock:
         self._observing = self.backend.observe(self)
         self._observing.__enter__()
         return self

@@ -112,6 +112,6 @@ def run_chat(args: argparse.Namespace) -> int:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except KeyboardInterrupt:
-            print(f"\nqelm chat: reply stopped", file=sys.stderr)
+            print("\nqelm chat: reply stopped", file=sys.stderr)
         print(flush=True)
     return 0

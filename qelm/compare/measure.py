@@ -58,7 +58,7 @@ def _parameter_groups(model: nn.Module) -> tuple[dict[str, int], dict[str, int],
     weights = dict.fromkeys(COMPONENTS, 0)
     inputs = dict.fromkeys(COMPONENTS, 0)
     angle_ids: dict[int, dict[str, int]] = {}
-    for mname, mod in model.named_modules():
+    for _, mod in model.named_modules():
         if isinstance(mod, QuantumLayer):
             for pname, p in mod.named_parameters(recurse=False):
                 if pname == "weights":

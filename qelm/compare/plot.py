@@ -19,7 +19,7 @@ def plot_comparison(comp: Comparison, path: str | os.PathLike) -> Path:
     bar per model, each labelled with its value. Written atomically; the format follows the suffix."""
     figure_format(path)  # a bad suffix fails before any drawing
     ms = comp.models
-    param_groups = [c for c in COMPONENTS] + ["total"]
+    param_groups = [*COMPONENTS, "total"]
     size_groups = [f for f in SIZE_FORMATS if any(m.sizes.get(f) for m in ms)]
     fig = Figure(figsize=(max(10, 2.2 * len(ms) + 8), 5))
     axes = fig.subplots(1, 2)

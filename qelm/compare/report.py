@@ -130,7 +130,7 @@ def _model_rows(comp: Comparison) -> list[list[str]]:
     row("d_model / d_hidden / heads / layers", lambda m: "{d_model} / {d_hidden} / {n_heads} / {n_layers}".format(**m.config))
     row("slots (emb / attn / ff)", lambda m: "classical" if m.kind == "classical" else
         f"{m.config['embedding']} / {m.config['attention']} / {m.config['feed_forward']}")
-    comps = [c for c in COMPONENTS] + (["other"] if any("other" in m.parameters for m in ms) else [])
+    comps = list(COMPONENTS) + (["other"] if any("other" in m.parameters for m in ms) else [])
     for c in comps:
         row(f"params: {c}", lambda m, c=c: f"{m.parameters.get(c, 0):,}" + (
             f" ({m.circuit_weights.get(c, 0) + m.circuit_inputs.get(c, 0):,} angles)"

@@ -193,7 +193,7 @@ class Comparison:
         out = {"setting": self.setting, "reference": self.reference, "eps": self.eps, "batch_size": self.batch_size,
                "models": models, "verdict": self.verdict, "method": self.method}
         if self.claim_verdict is not None:
-            out["claim"] = {k: v for k, v in PUBLISHED_CLAIM.items()}
+            out["claim"] = dict(PUBLISHED_CLAIM)
             out["claim_verdict"] = self.claim_verdict
         return out
 

@@ -90,7 +90,7 @@ class Dimension:
         if self.is_int:
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         if self.step is not None:
-            n = int(math.floor((self.high - self.low) / self.step + 1e-9))
+            n = math.floor((self.high - self.low) / self.step + 1e-9)
             return [self.low + i * self.step for i in range(n + 1)]
         return None
 

@@ -23,8 +23,9 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -32,8 +33,8 @@ from ..data import TextDataset, bundled_corpus
 from ..errors import ConfigError, DataError
 from ..evaluate import bits_per_unit, unigram_baseline
 from ..model_files import ensure_writable_dir
-from .space import SearchSpace, load_space, parse_space
 from .results import sweep_table, trial_row, trial_state
+from .space import SearchSpace, load_space, parse_space
 from .trial import objective_value, run_configuration
 
 __all__ = ["run_sweep", "open_study", "import_optuna", "storage_url", "finished_trials", "lost_trials",

@@ -214,7 +214,7 @@ class _Resumed:
     config: QELMConfig
 
     @classmethod
-    def load(cls, out: Path) -> "_Resumed":
+    def load(cls, out: Path) -> _Resumed:
         for name in MODEL_NAMES:
             state = read_training_state(out / name) if has_checkpoint(out / name) else None
             if state is not None:

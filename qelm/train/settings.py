@@ -67,7 +67,7 @@ class TrainSettings:
     twin: bool | None = None  # train the classical twin (the same config, every slot classical)
     matched: bool | None = None  # train the parameter-matched classical model
 
-    def replace(self, **changes: Any) -> "TrainSettings":
+    def replace(self, **changes: Any) -> TrainSettings:
         """A copy with some fields changed; an unknown name is a ``TypeError`` naming it."""
         return dataclasses.replace(self, **changes)
 
@@ -106,7 +106,7 @@ class TrainSettings:
                                         or not 0 <= s["min_lr"] <= s["lr"]):
             bad("min_lr", f"use a finite number from 0 to lr={s['lr']}")
 
-    def scheduled(self) -> "TrainSettings":
+    def scheduled(self) -> TrainSettings:
         """These settings with every computed default set: ``eval_every`` and ``save_every`` (five of each
         over the run), ``warmup_steps`` (5% of the steps) and ``min_lr`` (lr / 10)."""
         every = max(1, self.steps // 5)

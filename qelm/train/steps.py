@@ -34,8 +34,8 @@ from ..evaluate import evaluate
 from ..files import atomic_write
 from ..memory import memory_bytes
 from ..metrics import METRICS, read_metrics, write_metrics
-from ..model_files import BEST, TRAINING_STATE, checkpoint_files, ensure_writable_dir, has_checkpoint
 from ..model import QELM, ClassicalLM
+from ..model_files import BEST, TRAINING_STATE, checkpoint_files, ensure_writable_dir, has_checkpoint
 from .report import LABELS
 from .results import Callback, ModelRun
 from .settings import TrainSettings
