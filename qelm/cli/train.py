@@ -156,14 +156,6 @@ def _describe_run(s: dict) -> str:
             f"{d['vocab_size']} tokens, {d['train_tokens']} train / {d['val_tokens']} validation tokens)")
 
 
-def _describe_run(s: dict) -> str:
-    d, r = s["data"], s["run"]
-    procs = f", {r['world_size']} processes" if r["world_size"] > 1 else ""
-    return (f"{r['steps']} steps of {r['batch_size']} x {r['context_len']} tokens, AdamW lr {r['lr']}, seed {r['seed']}, "
-            f"backend {r['backend']}{procs}; corpus {d['source']} ({d['chars']} characters, {d['tokenizer']} tokenizer, "
-            f"{d['vocab_size']} tokens, {d['train_tokens']} train / {d['val_tokens']} validation tokens)")
-
-
 def _train_call(**kwargs):
     progress = kwargs.get("callback")
     try:
