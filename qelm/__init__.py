@@ -12,7 +12,7 @@ from .data import TextDataset
 from .evaluate import generate_text
 from .layers import QuantumAttentionHead, QuantumEmbedding, QuantumFeedForward, QuantumMultiHeadAttention
 from .model import QELM, ClassicalLM
-from .train import TrainResult, TrainSettings
+from .train import TrainOverrides, TrainResult, TrainSettings
 from .version import DISTRIBUTION, __version__
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "available_backends",
     "BackendUnavailable",
     "TrainSettings",
+    "TrainOverrides",
     "TrainResult",
     "generate_text",
     "TextDataset",

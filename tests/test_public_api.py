@@ -14,10 +14,11 @@ def test_the_types_users_meet_are_exported():
     from qelm.backends import BackendUnavailable
     from qelm.checkpoint import Checkpoint
     from qelm.data import TextDataset
-    from qelm.train import TrainResult, TrainSettings
+    from qelm.train import TrainOverrides, TrainResult, TrainSettings
 
     for name, obj in (("Checkpoint", Checkpoint), ("TextDataset", TextDataset), ("TrainResult", TrainResult),
-                      ("TrainSettings", TrainSettings), ("BackendUnavailable", BackendUnavailable)):
+                      ("TrainSettings", TrainSettings), ("TrainOverrides", TrainOverrides),
+                      ("BackendUnavailable", BackendUnavailable)):
         assert getattr(qelm, name) is obj and name in qelm.__all__
     assert all(hasattr(qelm, name) for name in qelm.__all__)
 

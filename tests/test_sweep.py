@@ -16,7 +16,7 @@ import pytest
 from qelm import QELMConfig
 from qelm.sweep import load_space, parse_space, pareto_frontier, verdict
 from qelm.sweep.space import model_key
-from qelm.train import TrainSettings
+from qelm.train import TrainOverrides
 
 optuna = pytest.importorskip("optuna")
 
@@ -117,7 +117,7 @@ def test_a_token_budget_buys_steps_at_each_batch_and_context():
 
 
 def test_model_key_names_the_model_and_its_training_not_fields_that_change_nothing():
-    s = TrainSettings(steps=10, batch_size=4, lr=0.01)
+    s = TrainOverrides(steps=10, batch_size=4, lr=0.01)
     classical = QELMConfig(embedding="classical", attention="classical", feed_forward="classical")
     assert model_key(classical, s) == model_key(classical.replace(n_qubits=6, readout="probs"), s)
     q = QELMConfig(embedding="classical")

@@ -19,7 +19,7 @@ import qelm.cli.progress
 import qelm.memory
 import qelm.train.run
 import qelm.train.steps
-from qelm import ClassicalLM, QELMConfig, TrainSettings
+from qelm import ClassicalLM, QELMConfig, TrainOverrides
 from qelm.checkpoint import load_checkpoint
 from qelm.data import TextDataset
 from qelm.evaluate import evaluate, unigram_baseline
@@ -111,7 +111,7 @@ def test_existing_run_is_not_overwritten_by_accident(tmp_path, periodic):
 
 def test_settings_come_as_a_dataclass_or_as_keywords(tmp_path, periodic):
     cfg = tiny(periodic.vocab_size)
-    settings = TrainSettings(steps=3, batch_size=4, lr=0.02, twin=False, matched=False)
+    settings = TrainOverrides(steps=3, batch_size=4, lr=0.02, twin=False, matched=False)
     by_dataclass = train(cfg, periodic, settings, out=tmp_path / "a")
     by_keywords = train(cfg, periodic, out=tmp_path / "b", steps=3, batch_size=4, lr=0.02, twin=False, matched=False)
     assert by_dataclass.qelm.losses == by_keywords.qelm.losses and len(by_dataclass.qelm.losses) == 3
@@ -180,7 +180,7 @@ def test_learning_rate_warms_up_then_decays_on_a_cosine(tmp_path, periodic):
     flat = train(tiny(periodic.vocab_size), periodic, steps=5, batch_size=2, lr=0.02, lr_schedule="constant",
                  out=tmp_path / "flat", twin=False, matched=False)
     assert [r["lr"] for r in flat.qelm.history] == [0.02] * 5
-    defaults = TrainSettings(steps=200, lr=0.01, lr_schedule="cosine").scheduled()
+    defaults = resolve_settings(TrainOverrides(steps=200, lr=0.01, lr_schedule="cosine"), {}, None)
     assert (defaults.warmup_steps, defaults.min_lr) == (10, 0.001), "5% of the steps; lr / 10"
     for bad, message in ((dict(lr_schedule="linear"), "lr_schedule='linear' is invalid: choose one of cosine, constant"),
                          (dict(warmup_steps=-1), "warmup_steps=-1 is invalid"),
@@ -192,8 +192,8 @@ def test_learning_rate_warms_up_then_decays_on_a_cosine(tmp_path, periodic):
 def test_a_run_of_an_older_qelm_resumes_at_its_constant_rate():
     stored = {**TRAIN_DEFAULTS, "steps": 10}
     del stored["lr_schedule"], stored["warmup_steps"], stored["min_lr"]  # what an older run recorded
-    assert resolve_settings(TrainSettings(), {}, stored).lr_schedule == "constant"
-    assert resolve_settings(TrainSettings(), {}, None).lr_schedule == "cosine"
+    assert resolve_settings(TrainOverrides(), {}, stored).lr_schedule == "constant"
+    assert resolve_settings(TrainOverrides(), {}, None).lr_schedule == "cosine"
 
 
 def test_the_best_checkpoint_by_validation_is_kept_beside_the_last(tmp_path, periodic):

@@ -35,7 +35,8 @@ from typing import Any
 from ..config import QELMConfig, read_toml
 from ..data import bundled_config
 from ..errors import ConfigError
-from ..train import TRAIN_DEFAULTS, TrainSettings
+from ..train import TRAIN_DEFAULTS, TrainOverrides
+from ..train.settings import check_settings
 
 __all__ = ["Dimension", "SearchSpace", "load_space", "parse_space", "model_key", "SWEEP_DEFAULTS",
            "SEARCHABLE_SETTINGS", "SAMPLERS"]
@@ -136,13 +137,13 @@ class SearchSpace:
         sizes = [len(v) if (v := d.values()) is not None else None for d in self.dims]
         return None if None in sizes else math.prod(sizes)
 
-    def build(self, values: dict[str, Any], vocab_size: int) -> tuple[QELMConfig, TrainSettings]:
+    def build(self, values: dict[str, Any], vocab_size: int) -> tuple[QELMConfig, TrainOverrides]:
         """The model config and training settings of one trial from its ``{param: value}``."""
         model = {**self.model, **{d.name: values[d.param] for d in self.dims if d.table == "model"}}
         train = {**self.train, **{d.name: values[d.param] for d in self.dims if d.table == "train"}}
         return _config(model, train, vocab_size), _settings(model, train)
 
-    def suggest(self, trial, vocab_size: int) -> tuple[QELMConfig, TrainSettings]:
+    def suggest(self, trial, vocab_size: int) -> tuple[QELMConfig, TrainOverrides]:
         """Ask ``trial`` for a value of every dimension and build that trial's config and settings."""
         return self.build({d.param: d.suggest(trial) for d in self.dims}, vocab_size)
 
@@ -152,15 +153,15 @@ def _config(model: dict[str, Any], train: dict[str, Any], vocab_size: int) -> QE
     return QELMConfig.from_dict({**model, "vocab_size": vocab_size, "batch_hint": train["batch_size"]})
 
 
-def _settings(model: dict[str, Any], train: dict[str, Any]) -> TrainSettings:
+def _settings(model: dict[str, Any], train: dict[str, Any]) -> TrainOverrides:
     train = dict(train)
     tokens = train.pop("tokens", None)
     if tokens is not None:  # a token budget: as many steps as it buys at this batch and context
         train["steps"] = max(1, tokens // (train["batch_size"] * model.get("context_len", QELMConfig.context_len)))
-    return TrainSettings(**train)
+    return TrainOverrides(**train)
 
 
-def model_key(config: QELMConfig, settings: TrainSettings) -> str:
+def model_key(config: QELMConfig, settings: TrainOverrides) -> str:
     """A short hash naming a model and how it trains: equal keys train the same model on the same batches
     (at the same seed). Fields that change nothing (circuit options of a config without circuits, the
     embedding circuit of a classical embedding, the fidelity options of other attention) are left out."""
@@ -355,7 +356,7 @@ def _check_settings(space: SearchSpace, bad) -> None:
             if isinstance(per_step, int) and t < per_step:
                 raise bad(f"tokens = {t} buys no step: one step of batch_size x context_len reads {per_step} tokens")
         try:
-            _settings(model, {**TRAIN_DEFAULTS, **train, "seed": 0}).check()
+            check_settings(_settings(model, {**TRAIN_DEFAULTS, **train, "seed": 0}).to_dict())
         except (TypeError, ValueError) as e:
             which = f" (with {', '.join(f'{k}={v!r}' for k, v in combo.items())})" if combo else ""
             raise bad(f"[train]/[search.train]{which}: {e}") from None

@@ -18,7 +18,7 @@ from typing import Any
 from ..config import QELMConfig
 from ..data import TextDataset
 from ..evaluate import bits_per_unit, next_token_accuracy, sample_diversity
-from ..train import TrainSettings, matched_config, train
+from ..train import TrainOverrides, matched_config, train
 from ..train.results import ModelRun
 from .space import model_key
 
@@ -47,7 +47,7 @@ def measure_model(run: ModelRun, dataset: TextDataset, *, seed: int, sample_toke
     return record
 
 
-def run_configuration(config: QELMConfig, settings: TrainSettings, dataset: TextDataset, seeds: list[int],
+def run_configuration(config: QELMConfig, settings: TrainOverrides, dataset: TextDataset, seeds: list[int],
                       folder: Path, *, known: dict[str, dict[str, dict]] | None = None, sample_tokens: int = 0,
                       on_seed: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train ``config`` at each of ``seeds`` with its twin and matched model (those ``known`` already holds,

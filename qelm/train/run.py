@@ -67,7 +67,7 @@ from ..plot import plot_curves
 from ..tokenizer import load_tokenizer
 from .report import LABELS, summary
 from .results import Callback, TrainResult
-from .settings import MATCH_TOLERANCE, TrainSettings, load_run_config, resolve_settings
+from .settings import MATCH_TOLERANCE, TrainOverrides, TrainSettings, load_run_config, resolve_settings
 from .steps import train_one
 
 __all__ = ["train", "matched_config", "SUMMARY", "LOSS_CURVE", "LOCK", "MODEL_NAMES"]
@@ -94,7 +94,7 @@ def matched_config(config: QELMConfig) -> QELMConfig:
 
 # --- the run -----------------------------------------------------------------------------------------------
 def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.PathLike | TextDataset | None = None,
-          settings: TrainSettings | None = None, *, out: str | os.PathLike, resume: bool = False,
+          settings: TrainOverrides | None = None, *, out: str | os.PathLike, resume: bool = False,
           overwrite: bool = False, backend: str | None = None, backend_options: dict[str, Any] | None = None,
           device: str = "cpu", callback: Callback | None = None, config_changes: dict[str, Any] | None = None,
           **changes: Any) -> TrainResult:
@@ -105,7 +105,7 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
     ``config``: a :class:`QELMConfig`, a TOML file (its ``[train]`` table gives defaults for the settings)
     or ``None`` for the tiny demo config; ``vocab_size`` is always set from the tokenizer.
     ``data``: a UTF-8 text file or a :class:`TextDataset`; on resume it may be omitted (the run's file is
-    reread and checked against the hash it was trained on). ``settings``: a :class:`TrainSettings`; any
+    reread and checked against the hash it was trained on). ``settings``: a :class:`TrainOverrides`; any
     of its fields may also be given as a keyword (``steps=100``), which takes precedence. Settings left
     ``None`` come from the resumed run, the config file or :data:`TRAIN_DEFAULTS`; ``steps`` is the total.
     ``config_changes`` (``{"n_qubits": 6}``) changes fields of the model config (on resume they must
@@ -135,7 +135,6 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
         configs = _model_configs(config, dataset, settings, world, device)
         if not resume:
             lock = _on_rank0(lambda: _prepare_folder(out, overwrite=overwrite), rank, world)
-        settings = settings.scheduled()
         run_record = {**settings.to_dict(), "data": str(Path(dataset.source).resolve()) if dataset.source != "<text>" else None,
                       "data_sha256": dataset.sha256, "config": config.to_dict()}
         runs = {name: train_one(name, configs[name], dataset, settings, run_record, out / name, resume=resume,
@@ -173,14 +172,14 @@ def _on_rank0(fn, rank: int, world: int):
     return result
 
 
-def _given(settings: TrainSettings | None, changes: dict[str, Any]) -> TrainSettings:
+def _given(settings: TrainOverrides | None, changes: dict[str, Any]) -> TrainOverrides:
     """``settings`` with the keyword settings of :func:`train` applied (``None`` ones leave a field alone)."""
-    names = {f.name for f in dataclasses.fields(TrainSettings)}
+    names = {f.name for f in dataclasses.fields(TrainOverrides)}
     for name in changes:
         if name not in names:
             raise TypeError(f"train() got an unexpected keyword argument {name!r}; settings are "
                             f"{', '.join(sorted(names))}")
-    return (settings or TrainSettings()).replace(**{k: v for k, v in changes.items() if v is not None})
+    return (settings or TrainOverrides()).replace(**{k: v for k, v in changes.items() if v is not None})
 
 
 def _changed(config: QELMConfig, changes: dict[str, Any]) -> QELMConfig:

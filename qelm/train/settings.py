@@ -1,6 +1,7 @@
-"""How a training run is set: :class:`TrainSettings` (steps, batch, learning rate, which baselines
-train...), their defaults, the ``[train]`` table of a config file, and the rule that decides each setting
-of a run: an explicit setting > the resumed run's > the config file's > :data:`TRAIN_DEFAULTS`.
+"""How a training run is set: the settings a caller gives (:class:`TrainOverrides`, any of them left
+out), their defaults, the ``[train]`` table of a config file, and the rule that decides each setting of a
+run (an explicit setting > the resumed run's > the config file's > :data:`TRAIN_DEFAULTS`) into
+:class:`TrainSettings`, every one decided before training starts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from ..config import QELMConfig, model_table, read_toml
 from ..data import bundled_config, check_seed
 from ..errors import CheckpointError, ConfigError
 
-__all__ = ["TrainSettings", "TRAIN_DEFAULTS", "MATCH_TOLERANCE", "load_run_config", "resolve_settings"]
+__all__ = ["TrainSettings", "TrainOverrides", "TRAIN_DEFAULTS", "MATCH_TOLERANCE", "load_run_config", "resolve_settings",
+           "check_settings"]
 
 MATCH_TOLERANCE = 0.02  # the matched model's parameter count is within this fraction of the QELM's
 
@@ -46,9 +48,10 @@ LR_SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
-class TrainSettings:
-    """How to train. A field left ``None`` takes the resumed run's value, else the config file's
-    ``[train]`` table's, else :data:`TRAIN_DEFAULTS`'; :func:`resolve_settings` fills them in."""
+class TrainOverrides:
+    """The training settings a caller gives: a field left ``None`` takes the resumed run's value, else the
+    config file's ``[train]`` table's, else :data:`TRAIN_DEFAULTS`'; :func:`resolve_settings` turns them into
+    :class:`TrainSettings`."""
 
     steps: int | None = None  # total optimizer steps per model (on resume: the total, not the steps still to run)
     batch_size: int | None = None  # global batch, split over data-parallel processes
@@ -67,63 +70,90 @@ class TrainSettings:
     twin: bool | None = None  # train the classical twin (the same config, every slot classical)
     matched: bool | None = None  # train the parameter-matched classical model
 
-    def replace(self, **changes: Any) -> TrainSettings:
+    def replace(self, **changes: Any) -> TrainOverrides:
         """A copy with some fields changed; an unknown name is a ``TypeError`` naming it."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first setting that cannot run (``None`` is allowed only where
-        a default is computed: ``vocab_size``, ``eval_every``, ``save_every``)."""
-        s = self.to_dict()
 
-        def bad(name: str, fix: str) -> None:
-            raise ConfigError(f"{name}={s[name]!r} is invalid: {fix}")
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a run trains, every setting decided (:func:`resolve_settings`): what training reads, and what the
+    run folder records."""
 
-        for name in ("steps", "batch_size", "log_every"):
-            if isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < 1:
-                bad(name, "use an integer >= 1")
-        check_seed(s["seed"])
-        for name in ("eval_every", "save_every"):
-            if s[name] is not None and (isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < 1):
-                bad(name, "use an integer >= 1")
-        if isinstance(s["lr"], bool) or not isinstance(s["lr"], (int, float)) or not 0 < s["lr"] < math.inf:
-            bad("lr", "use a finite, positive learning rate, e.g. 0.01")
-        for name in ("grad_clip", "weight_decay"):
-            if isinstance(s[name], bool) or not isinstance(s[name], (int, float)) or not 0 <= s[name] < math.inf:
-                bad(name, "use a finite number >= 0 (0 turns it off)")
-        for name in ("twin", "matched"):
-            if not isinstance(s[name], bool):
-                bad(name, "use true or false")
-        if s["lr_schedule"] not in LR_SCHEDULES:
-            bad("lr_schedule", f"choose one of {', '.join(LR_SCHEDULES)}")
-        if s["warmup_steps"] is not None and (isinstance(s["warmup_steps"], bool) or not isinstance(s["warmup_steps"], int)
-                                              or s["warmup_steps"] < 0):
-            bad("warmup_steps", "use an integer >= 0 (0: no warm-up)")
-        if s["min_lr"] is not None and (isinstance(s["min_lr"], bool) or not isinstance(s["min_lr"], (int, float))
-                                        or not 0 <= s["min_lr"] <= s["lr"]):
-            bad("min_lr", f"use a finite number from 0 to lr={s['lr']}")
+    steps: int  # total optimizer steps per model
+    batch_size: int  # global batch, split over data-parallel processes
+    lr: float  # AdamW peak learning rate
+    lr_schedule: str  # "cosine" (warm-up, then cosine decay to min_lr) or "constant"
+    warmup_steps: int  # steps of linear warm-up from 0 to lr
+    min_lr: float  # the learning rate the cosine decays to at the last step
+    seed: int  # initialisation and batches: every model draws the same ones
+    tokenizer: str  # "char" or "bpe"
+    vocab_size: int | None  # BPE vocabulary size (None: a char tokenizer's, one token per character)
+    eval_every: int  # steps between validation evaluations
+    save_every: int  # steps between checkpoints
+    log_every: int  # steps between metrics records
+    grad_clip: float  # gradient-norm clip; 0 turns it off
+    weight_decay: float  # AdamW weight decay
+    twin: bool  # train the classical twin (the same config, every slot classical)
+    matched: bool  # train the parameter-matched classical model
 
-    def scheduled(self) -> TrainSettings:
-        """These settings with every computed default set: ``eval_every`` and ``save_every`` (five of each
-        over the run), ``warmup_steps`` (5% of the steps) and ``min_lr`` (lr / 10)."""
-        every = max(1, self.steps // 5)
-        return self.replace(eval_every=self.eval_every or every, save_every=self.save_every or every,
-                            warmup_steps=self.steps // 20 if self.warmup_steps is None else self.warmup_steps,
-                            min_lr=self.lr / 10 if self.min_lr is None else self.min_lr)
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
     def lr_at(self, step: int) -> float:
-        """The learning rate of optimizer step ``step`` (1 to ``steps``) of scheduled settings: a function of
-        the step alone, so a resumed run takes the same rates. ``cosine``: linear warm-up over
-        ``warmup_steps`` to ``lr``, then half a cosine from ``lr`` down to ``min_lr`` at the last step."""
+        """The learning rate of optimizer step ``step`` (1 to ``steps``): a function of the step alone, so a
+        resumed run takes the same rates. ``cosine``: linear warm-up over ``warmup_steps`` to ``lr``, then half
+        a cosine from ``lr`` down to ``min_lr`` at the last step."""
         if self.lr_schedule == "constant":
             return self.lr
         if step <= self.warmup_steps:
             return self.lr * step / self.warmup_steps
         progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
         return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def check_settings(s: dict[str, Any]) -> None:
+    """Raise ``ConfigError`` naming the first setting of ``s`` (every name of :data:`TRAIN_DEFAULTS`) that
+    cannot run (``None`` is allowed only where a default is computed: ``vocab_size``, ``eval_every``,
+    ``save_every``, ``warmup_steps``, ``min_lr``)."""
+    def bad(name: str, fix: str) -> None:
+        raise ConfigError(f"{name}={s[name]!r} is invalid: {fix}")
+
+    for name in ("steps", "batch_size", "log_every"):
+        if isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < 1:
+            bad(name, "use an integer >= 1")
+    check_seed(s["seed"])
+    for name in ("eval_every", "save_every"):
+        if s[name] is not None and (isinstance(s[name], bool) or not isinstance(s[name], int) or s[name] < 1):
+            bad(name, "use an integer >= 1")
+    if isinstance(s["lr"], bool) or not isinstance(s["lr"], (int, float)) or not 0 < s["lr"] < math.inf:
+        bad("lr", "use a finite, positive learning rate, e.g. 0.01")
+    for name in ("grad_clip", "weight_decay"):
+        if isinstance(s[name], bool) or not isinstance(s[name], (int, float)) or not 0 <= s[name] < math.inf:
+            bad(name, "use a finite number >= 0 (0 turns it off)")
+    for name in ("twin", "matched"):
+        if not isinstance(s[name], bool):
+            bad(name, "use true or false")
+    if s["lr_schedule"] not in LR_SCHEDULES:
+        bad("lr_schedule", f"choose one of {', '.join(LR_SCHEDULES)}")
+    if s["warmup_steps"] is not None and (isinstance(s["warmup_steps"], bool) or not isinstance(s["warmup_steps"], int)
+                                          or s["warmup_steps"] < 0):
+        bad("warmup_steps", "use an integer >= 0 (0: no warm-up)")
+    if s["min_lr"] is not None and (isinstance(s["min_lr"], bool) or not isinstance(s["min_lr"], (int, float))
+                                    or not 0 <= s["min_lr"] <= s["lr"]):
+        bad("min_lr", f"use a finite number from 0 to lr={s['lr']}")
+
+
+def _scheduled(s: dict[str, Any]) -> dict[str, Any]:
+    """Checked settings with every computed default set: ``eval_every`` and ``save_every`` (five of each over
+    the run), ``warmup_steps`` (5% of the steps) and ``min_lr`` (lr / 10)."""
+    every = max(1, s["steps"] // 5)
+    return {**s, "eval_every": s["eval_every"] or every, "save_every": s["save_every"] or every,
+            "warmup_steps": s["steps"] // 20 if s["warmup_steps"] is None else s["warmup_steps"],
+            "min_lr": s["lr"] / 10 if s["min_lr"] is None else s["min_lr"]}
 
 
 def load_run_config(path: str | os.PathLike | None = None) -> tuple[QELMConfig, dict[str, Any]]:
@@ -146,10 +176,11 @@ def load_run_config(path: str | os.PathLike | None = None) -> tuple[QELMConfig, 
     return config, dict(settings)
 
 
-def resolve_settings(given: TrainSettings, file_settings: dict[str, Any], stored: dict[str, Any] | None) -> TrainSettings:
+def resolve_settings(given: TrainOverrides, file_settings: dict[str, Any], stored: dict[str, Any] | None) -> TrainSettings:
     """Settings by precedence: ``given`` > the resumed run's (``stored``) > the config file's [train] >
-    defaults, checked. On resume a given setting that would change the computed numbers must equal the
-    stored one; the others (the total steps, how often to evaluate, save, log) may change."""
+    defaults, checked, with every computed default set. On resume a given setting that would change the
+    computed numbers must equal the stored one; the others (the total steps, how often to evaluate, save,
+    log) may change."""
     settings = {**TRAIN_DEFAULTS, **file_settings}
     explicit = given.to_dict()
     if stored is not None:
@@ -164,6 +195,5 @@ def resolve_settings(given: TrainSettings, file_settings: dict[str, Any], stored
                                  f"{name}={stored[name]!r}; drop that option to resume exactly, or start a new run "
                                  f"in another --out")
     settings.update({k: v for k, v in explicit.items() if v is not None})
-    resolved = TrainSettings(**settings)
-    resolved.check()
-    return resolved
+    check_settings(settings)
+    return TrainSettings(**_scheduled(settings))
