@@ -9,7 +9,8 @@ dropped as new ones come.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
+from typing import Any
 
 import torch
 
@@ -34,7 +35,7 @@ class Chat:
                        repetition_penalty=repetition_penalty)
         self.model = getattr(model, "module", model)
         self.tokenizer = tokenizer
-        self.sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+        self.sampling: dict[str, Any] = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
                          "min_p": min_p, "repetition_penalty": repetition_penalty, "stop": check_stop(stop)}
         device = next(self.model.parameters()).device
         self.generator = torch.Generator(device=device).manual_seed(check_seed(seed))
@@ -51,7 +52,7 @@ class Chat:
     def _keep(self, ids: list[int]) -> None:
         self.ids = (self.ids + ids)[-self.context_len:]
 
-    def reply(self, message: str) -> Iterator[str]:
+    def reply(self, message: str) -> Generator[str, None, None]:
         """Add ``message`` (and a newline) to the conversation and stream the model's reply, piece by piece.
         The reply joins the conversation as it was sampled, also when the caller stops early."""
         self._keep(self.tokenizer.encode(message + "\n"))

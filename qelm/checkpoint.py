@@ -86,7 +86,8 @@ def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None,
                              f"{TRAINING_STATE} from step {state['step']} (a save was interrupted); resume from "
                              f"another copy or start again")
     manifest = read_manifest(folder) or {}
-    info = manifest.get("info") if isinstance(manifest.get("info"), dict) else {}
+    recorded = manifest.get("info")
+    info: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     step = manifest.get("step") if isinstance(manifest.get("step"), int) else info.get("step")
     return Checkpoint(model=model, config=model.config, tokenizer=tokenizer, training_state=state, path=folder,
                       kind=kind, step=step, info=info)

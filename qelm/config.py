@@ -109,7 +109,7 @@ class QELMConfig:
         if need > have:
             sizes = {n: getattr(self, n) for n in ("vocab_size", "d_model", "d_hidden", "n_layers", "context_len",
                                                      "n_heads", "n_qubits", "circuit_layers")}
-            largest = max(sizes, key=sizes.get)
+            largest = max(sizes, key=lambda n: sizes[n])
             model = ", ".join(f"{k}={v}" for k, v in sizes.items())
             raise ConfigError(
                 f"config field {largest}={sizes[largest]!r} is invalid: a model of {model} has about "

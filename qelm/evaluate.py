@@ -10,7 +10,7 @@ model fitted on the training split (add-one smoothing), scored on the same token
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,7 @@ def generate_text(model: QELM, tokenizer: Tokenizer, prompt: str, *, max_new_tok
 def stream_text(model: QELM, tokenizer: Tokenizer, prompt: str, *, max_new_tokens: int = 200,
                 temperature: float = 1.0, top_k: int | None = None, seed: int = 0, top_p: float | None = None,
                 min_p: float | None = None, repetition_penalty: float = 1.0, stop: Sequence[str] = (),
-                generator: torch.Generator | None = None) -> Iterator[str]:
+                generator: torch.Generator | None = None) -> Generator[str, None, None]:
     """:func:`generate_text` piece by piece, each as soon as its tokens are sampled: a caller can print
     them as they come and keep what it has when it stops early. The pieces join to the same text.
     Every argument is checked before the first token is sampled. ``generator`` (instead of ``seed``)
@@ -111,7 +111,7 @@ def stream_text(model: QELM, tokenizer: Tokenizer, prompt: str, *, max_new_token
 def stream_ids(model: QELM, tokenizer: Tokenizer, ids: list[int], *, max_new_tokens: int = 200,
                temperature: float = 1.0, top_k: int | None = None, seed: int = 0, top_p: float | None = None,
                min_p: float | None = None, repetition_penalty: float = 1.0, stop: Sequence[str] = (),
-               generator: torch.Generator | None = None) -> Iterator[str]:
+               generator: torch.Generator | None = None) -> Generator[str, None, None]:
     """:func:`stream_text` after token ids rather than text (a conversation keeps its tokens)."""
     stop = check_stop(stop)
     unk = getattr(tokenizer, "unk_id", None)
@@ -134,7 +134,7 @@ def check_stop(stop: Sequence[str] | str | None) -> tuple[str, ...]:
     return stop
 
 
-def _decoded(tokenizer: Tokenizer, tokens: Iterator[int]) -> Iterator[str]:
+def _decoded(tokenizer: Tokenizer, tokens: Generator[int, None, None]) -> Generator[str, None, None]:
     """Text of ``tokens`` as it completes: a byte-level BPE token can hold part of a character, so tokens
     wait until they decode to whole characters (or eight of them have waited). The unknown token, which
     decodes to U+FFFD itself, never waits."""
@@ -153,7 +153,7 @@ def _decoded(tokenizer: Tokenizer, tokens: Iterator[int]) -> Iterator[str]:
         tokens.close()  # a caller that stops early stops the sampling (and restores the model's mode) now
 
 
-def _until_stop(pieces: Iterator[str], stop: tuple[str, ...]) -> Iterator[str]:
+def _until_stop(pieces: Generator[str, None, None], stop: tuple[str, ...]) -> Generator[str, None, None]:
     """``pieces`` up to the first stop string (left out); text that may be the start of one waits until
     it is known not to be."""
     held = ""
@@ -182,7 +182,7 @@ def _until_stop(pieces: Iterator[str], stop: tuple[str, ...]) -> Iterator[str]:
 def sample_tokens(model: QELM, ids: list[int], *, max_new_tokens: int, temperature: float = 1.0,
                   top_k: int | None = None, seed: int = 0, top_p: float | None = None, min_p: float | None = None,
                   repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
-                  never: tuple[int, ...] = ()) -> Iterator[int]:
+                  never: tuple[int, ...] = ()) -> Generator[int, None, None]:
     """The token ids :meth:`QELM.generate` samples after ``ids`` (one sequence) with a generator seeded by
     ``seed`` (or ``generator``), yielded one by one as they are drawn, with the model in eval mode
     meanwhile: :meth:`QELM.stream`, the one sampling loop. Every argument is checked here."""
@@ -196,7 +196,7 @@ def sample_tokens(model: QELM, ids: list[int], *, max_new_tokens: int, temperatu
     return _in_eval_mode(model, steps)
 
 
-def _in_eval_mode(model: QELM, steps: Iterator[torch.Tensor]) -> Iterator[int]:
+def _in_eval_mode(model: QELM, steps: Generator[torch.Tensor, None, None]) -> Generator[int, None, None]:
     was_training = model.training
     model.eval()
     try:

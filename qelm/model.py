@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
     from Hugging Face's ``PyTorchModelHubMixin``: ``model.safetensors`` and ``config.json``. A qelm
     checkpoint folder is such a folder too (:mod:`qelm.checkpoint`), so either loads either."""
 
+    config: QELMConfig
+
     def __init__(self, config: QELMConfig) -> None:
         super().__init__()
         config = config.replace()  # a copy: set_backend never changes the caller's config
@@ -177,7 +179,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         """Hugging Face's ``save_pretrained`` (``model.safetensors``, ``config.json``, a model card); a qelm
         checkpoint folder is refused before anything in it changes (use :func:`qelm.save_checkpoint`)."""
         check_pretrained_folder(save_directory)
-        return super().save_pretrained(save_directory, **kwargs)
+        return super().save_pretrained(os.fspath(save_directory), **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         write_pretrained(save_directory, model_kind(self), self)
@@ -190,7 +192,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         Hub ``revision``, ``cache_dir``, ``token``, ..."""
         if Path(pretrained_model_name_or_path).is_dir():
             return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), **kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return super().from_pretrained(os.fspath(pretrained_model_name_or_path), **kwargs)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
@@ -203,7 +205,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         options.pop("config", None)  # the mixin's reading of config.json; the folder's own config is read below
         folder = Path(model_id)
         if not folder.is_dir():
-            folder = Path(snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache_dir,
+            folder = Path(snapshot_download(repo_id=model_id, revision=revision,
+                                            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
                                             force_download=force_download, local_files_only=local_files_only,
                                             token=token, allow_patterns=[WEIGHTS, CONFIG_JSON, CONFIG, TOKENIZER]))
         model = _load_pretrained(folder, backend=backend, **options)
@@ -257,7 +260,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
     def stream(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,
                generator: torch.Generator | None = None, use_cache: bool = True,
-               never: tuple[int, ...] = ()) -> Iterator[torch.Tensor]:
+               never: tuple[int, ...] = ()) -> Generator[torch.Tensor, None, None]:
         """:meth:`generate` one step at a time: yields each step's new tokens (B, 1) as they are drawn, so a
         caller can print them or stop early. The one sampling loop: :meth:`generate` and
         :func:`qelm.evaluate.stream_text` both run it. Every argument is checked before the first step."""
@@ -272,7 +275,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
 
     @torch.no_grad()
     def _steps(self, idx: torch.Tensor, max_new_tokens: int, sampling: dict, generator: torch.Generator | None,
-               use_cache: bool) -> Iterator[torch.Tensor]:
+               use_cache: bool) -> Generator[torch.Tensor, None, None]:
         C = self.config.context_len
         cache = None
         for _ in range(max_new_tokens):  # autoregressive: each step depends on the previous token
@@ -302,7 +305,7 @@ class ClassicalLM(QELM):
         return V * d + C * d + L * per_block + 2 * d + d * V
 
     @classmethod
-    def matched_to(cls, model: nn.Module, tolerance: float = 0.02) -> ClassicalLM:
+    def matched_to(cls, model: QELM, tolerance: float = 0.02) -> ClassicalLM:
         """A classical LM of the same vocab, context, heads and layers, with ``d_model`` and ``d_hidden``
         shrunk so its parameter count is as close as possible to ``model``'s."""
         target = sum(p.numel() for p in model.parameters())

@@ -37,7 +37,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import safetensors.torch
 import tomli_w
@@ -108,7 +108,7 @@ def write_checkpoint(directory: str | os.PathLike, kind: str, model: torch.nn.Mo
     ``tokenizer`` into ``directory`` (created if needed); with ``training_state`` (a dict holding at least
     ``step``) also ``training_state.pt``; ``info`` (JSON values) goes into the manifest. The save commits
     as one unit (module docstring). Returns the folder."""
-    config: QELMConfig = model.config
+    config = cast(QELMConfig, model.config)
     if tokenizer.vocab_size != config.vocab_size:
         raise DataError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's config says "
                          f"vocab_size={config.vocab_size}: save the tokenizer the model was trained with")
@@ -165,7 +165,8 @@ def _read_manifest(path: Path, folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} cannot be read ({e})") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     described = isinstance(files, dict) and all(isinstance(v, dict) and {"bytes", "sha256"} <= set(v) for v in files.values())
-    if not described or not {WEIGHTS, CONFIG, TOKENIZER} <= set(files) or not set(files) <= set(FILES):
+    if not isinstance(files, dict) or not described or not {WEIGHTS, CONFIG, TOKENIZER} <= set(files) \
+            or not set(files) <= set(FILES):
         raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} does not list the checkpoint's files "
                          f"with their sizes and sha256")
     return manifest
@@ -175,6 +176,7 @@ def _resolve(folder: Path) -> dict[str, Path] | None:
     """The files of the newest complete checkpoint in ``folder``, each checked against its manifest;
     ``None`` for a folder without a manifest (an older layout: its files are read unchecked)."""
     pending_manifest = folder / PENDING / MANIFEST
+    where: tuple[Path, ...]
     if pending_manifest.is_file():  # a committed save not yet (fully) moved into place: the newest
         manifest, where = _read_manifest(pending_manifest, folder), (folder / PENDING, folder)
     elif (folder / MANIFEST).is_file():
@@ -367,7 +369,7 @@ def write_pretrained(directory: str | os.PathLike, kind: str, model: torch.nn.Mo
     """Write ``model.safetensors`` and ``config.json`` of ``model`` (one of ``kind``) into ``directory`` (what
     ``QELM.save_pretrained`` writes, each file atomically). A qelm checkpoint folder (one with a manifest)
     is refused: its manifest would no longer match; update it with :func:`qelm.checkpoint.save_checkpoint`."""
-    config_json = config_texts(kind, model.config)[1]
+    config_json = config_texts(kind, cast(QELMConfig, model.config))[1]
     weights = model_weights(model)
     folder = ensure_writable_dir(directory)
     check_pretrained_folder(folder)

@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -101,7 +102,7 @@ def token_label(text: str) -> str:
     return text.replace(" ", "\u2423").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") or "\u2205"
 
 
-def attention_for_text(model: torch.nn.Module, tokenizer, text: str) -> tuple[torch.Tensor, list[str], int]:
+def attention_for_text(model: Any, tokenizer, text: str) -> tuple[torch.Tensor, list[str], int]:
     """Encode ``text`` with ``tokenizer`` and return ``(maps (L, H, T, T), token labels (T), dropped)``.
 
     A prompt longer than the model's ``context_len`` keeps its last ``context_len`` tokens; ``dropped``

@@ -41,7 +41,7 @@ BACKENDS: dict[str, _Entry] = {
 }
 
 
-def get_backend(name: str, **options: Any) -> Backend:
+def get_backend(name: str | Backend, **options: Any) -> Backend:
     """Build the backend registered as ``name`` with ``options`` (``shots``, ``seed``, and per backend:
     ``diff_method`` for PennyLane devices; ``noise_model``, ``device``, ``method``, ``noise``, ``mitigation``,
     ``gradient`` for qiskit.aer)."""

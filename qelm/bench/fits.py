@@ -12,7 +12,7 @@ from .settings import row_label
 __all__ = ["fit_power_law", "fit_for", "predict", "scaling", "ok_groups"]
 
 
-def fit_power_law(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float] | None:
+def fit_power_law(xs: Sequence[float], ys: Sequence[float]) -> dict[str, Any] | None:
     """Least squares of ``log y = log a + k log x``: ``{"exponent": k, "prefactor": a, "r2": ...}``, or
     None with fewer than two distinct x. ``y ~ a * x**k``."""
     pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x > 0 and y > 0]
@@ -38,7 +38,7 @@ def fit_for(axis: str, xs: list[float], ys: list[float]) -> dict[str, Any] | Non
     qubit count (``"n_qubits"``: state vectors double per qubit). One point: the exponent is assumed
     (T^1, x2 per qubit), and the fit says so."""
     if axis == "n_qubits":  # log y = log a + n log b: a power-law fit of y against e^n
-        fit = fit_power_law([math.exp(x) for x in xs], ys)
+        fit: dict[str, Any] | None = fit_power_law([math.exp(x) for x in xs], ys)
         if fit is None and len(xs) >= 1:
             fit = {"exponent": math.log(2.0), "prefactor": ys[-1] / 2.0 ** xs[-1], "r2": None,
                    "assumed": "x2 per qubit (one measured point)"}

@@ -45,7 +45,7 @@ class BenchSettings:
     @classmethod
     def quick(cls, **changes: Any) -> BenchSettings:
         """Short sequences, batch 2, 3 repeats: the default config's table in well under 5 minutes."""
-        base = dict(seq_lens=(16, 32, 64), batch=2, repeats=3, gen_tokens=4, max_seconds=30.0)
+        base: dict[str, Any] = dict(seq_lens=(16, 32, 64), batch=2, repeats=3, gen_tokens=4, max_seconds=30.0)
         base.update(changes)
         return cls(**base)
 

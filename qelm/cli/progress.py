@@ -46,10 +46,11 @@ class Progress:
             bar, postfix = self.bars[name], self.postfix[name]
             seconds = info["step_seconds"] / info["tokens"]
             old = self.per_token[name]
-            self.per_token[name] = seconds if old is None else old + self.SMOOTHING * (seconds - old)
+            smoothed = seconds if old is None else old + self.SMOOTHING * (seconds - old)
+            self.per_token[name] = smoothed
             self.totals[name][0] += info["tokens"]
             self.totals[name][1] += info["step_seconds"]
-            postfix.update({"loss": f"{info['loss']:.3f}", "tok/s": f"{1 / self.per_token[name]:.0f}"})
+            postfix.update({"loss": f"{info['loss']:.3f}", "tok/s": f"{1 / smoothed:.0f}"})
             if "val_loss" in info:
                 postfix["val_ppl"] = f"{info['val_perplexity']:.2f}"
             bar.set_postfix(postfix, refresh=False)  # shown by the update below: this step's figures

@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..files import atomic_path
 from ..layers import QuantumLayer
 from ..memory import state_vector_bytes
+from ..model import QELM
 from ..tokenizer import CharTokenizer
 from .report import verdict
 from .results import BASIS_GATES, COMPONENTS, CircuitCost, Comparison, ModelReport
@@ -89,7 +90,7 @@ def _checkpoint_tokenizer(vocab_size: int):
     return CharTokenizer([next(chars) for _ in range(vocab_size)])
 
 
-def serialized_sizes(model: nn.Module, directory: str | os.PathLike, *, tokenizer: Any = None,
+def serialized_sizes(model: QELM, directory: str | os.PathLike, *, tokenizer: Any = None,
                      name: str = "model") -> tuple[dict[str, int | None], dict[str, str]]:
     """Write ``model`` in every format of ``SIZE_FORMATS`` under ``directory`` and return the byte size of
     each file (the checkpoint: the whole folder) plus notes on formats that could not be written. The
@@ -196,7 +197,7 @@ def model_kind(model: nn.Module) -> str:
     return "quantum" if any(isinstance(m, QuantumLayer) for m in model.modules()) else "classical"
 
 
-def measure_model(name: str, model: nn.Module, idx: torch.Tensor, directory: Path, eps: float,
+def measure_model(name: str, model: QELM, idx: torch.Tensor, directory: Path, eps: float,
              tokenizer: Any = None) -> ModelReport:
     """Measure one model: parameters, file sizes (written under ``directory``), and one forward pass of
     ``idx`` for FLOPs, circuit executions and shots at standard error ``eps``."""
@@ -221,7 +222,7 @@ def measure_model(name: str, model: nn.Module, idx: torch.Tensor, directory: Pat
     )
 
 
-def measure_models(models: Mapping[str, nn.Module], *, reference: str | None = None, batch_size: int = 2,
+def measure_models(models: Mapping[str, QELM], *, reference: str | None = None, batch_size: int = 2,
                    seed: int = 0, eps: float = 0.01, idx: torch.Tensor | None = None,
                    keep_dir: str | os.PathLike | None = None, tokenizers: Mapping[str, Any] | None = None,
                    setting: str = "models", progress: Callable[[str, int, int], None] | None = None) -> Comparison:

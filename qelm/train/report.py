@@ -32,7 +32,7 @@ def _winner(ppl: dict[str, float]) -> tuple[str | None, list[str]]:
     0.1%, None when only one model trained."""
     q = ppl.get("qelm")
     if len(ppl) > 1:
-        ranked = sorted(ppl, key=ppl.get)
+        ranked = sorted(ppl, key=lambda n: ppl[n])
         best = ranked[0]
         if _same(ppl[best], ppl[ranked[1]]):
             tied = [n for n in ranked if _same(ppl[n], ppl[best])]
@@ -49,7 +49,7 @@ def _against_baselines(ppl: dict[str, float], params: dict[str, int]) -> tuple[d
     "lost to" it, and a sentence with both perplexities and the parameter counts."""
     q = ppl.get("qelm")
     outcome: dict[str, str] = {}
-    parts = []
+    parts: list[str] = []
     if q is None:
         return outcome, parts
     for b in ("twin", "matched"):

@@ -115,7 +115,7 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
     the metrics record) and "end" of each model (a progress bar hooks in here; this function never prints).
     """
     rank, world = rank_and_world()
-    out, device = Path(out), _check_device(device)
+    out, where = Path(out), _check_device(device)
     given = _given(settings, changes)
     model_config, file_settings = (config, {}) if isinstance(config, QELMConfig) or (config is None and resume) \
         else load_run_config(config)
@@ -129,22 +129,22 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
             if "backend_options" in config_changes:  # given explicitly: kept when --backend changes the name
                 backend_options = {**config_changes["backend_options"], **(backend_options or {})}
         data = _corpus(data, resumed)
-        settings = resolve_settings(given, file_settings, resumed.run if resumed else None)
-        dataset = _dataset(data, settings, resumed)
+        resolved = resolve_settings(given, file_settings, resumed.run if resumed else None)
+        dataset = _dataset(data, resolved, resumed)
         config = _run_config(model_config or QELMConfig(), dataset, backend, backend_options, resumed)
-        configs = _model_configs(config, dataset, settings, world, device)
+        configs = _model_configs(config, dataset, resolved, world, where)
         if not resume:
             lock = _on_rank0(lambda: _prepare_folder(out, overwrite=overwrite), rank, world)
-        run_record = {**settings.to_dict(), "data": str(Path(dataset.source).resolve()) if dataset.source != "<text>" else None,
+        run_record = {**resolved.to_dict(), "data": str(Path(dataset.source).resolve()) if dataset.source != "<text>" else None,
                       "data_sha256": dataset.sha256, "config": config.to_dict()}
-        runs = {name: train_one(name, configs[name], dataset, settings, run_record, out / name, resume=resume,
-                                device=device, callback=callback, rank=rank, world=world)
-                for name in MODEL_NAMES if name == "qelm" or getattr(settings, name)}
+        runs = {name: train_one(name, configs[name], dataset, resolved, run_record, out / name, resume=resume,
+                                device=where, callback=callback, rank=rank, world=world)
+                for name in MODEL_NAMES if name == "qelm" or getattr(resolved, name)}
         unigram = unigram_baseline(dataset.train_ids, dataset.val_ids, dataset.vocab_size)
         result = TrainResult(out=out, qelm=runs["qelm"], twin=runs.get("twin"), matched=runs.get("matched"),
                              unigram=unigram, dataset=dataset)
         if rank == 0:
-            _write_report(result, config, settings, world, device)
+            _write_report(result, config, resolved, world, where)
         if world > 1:
             dist.barrier()  # no rank returns before rank 0 has written the run folder
         return result

@@ -48,7 +48,7 @@ class _Model:
     """One model of the run in training: where it starts and what it has logged so far."""
 
     name: str
-    model: torch.nn.Module
+    model: QELM
     optimizer: torch.optim.Optimizer
     sampler: BatchSampler
     folder: Path
@@ -100,6 +100,7 @@ def _restore(name: str, config: QELMConfig, folder: Path, settings: TrainSetting
                          f"than this run builds ({'; '.join(differences)}; saved vs expected); start a new run in "
                          f"another --out")
     state = ck.training_state
+    assert state is not None  # resumed only from a checkpoint that holds its training state
     model = ck.model.to(device).train()
     start = int(state["step"])
     if start > settings.steps:
@@ -140,7 +141,7 @@ def _run_steps(m: _Model, dataset: TextDataset, settings: TrainSettings, run_rec
                device: torch.device, callback: Callback | None, rank: int, world: int) -> dict[str, float]:
     """Take the steps from ``m.start`` to ``settings.steps``; log, evaluate and save on rank 0. Returns the
     last validation figures (empty when no step evaluated)."""
-    net = m.model
+    net: torch.nn.Module = m.model
     if world > 1:
         net = DistributedDataParallel(m.model, device_ids=[device.index] if device.type == "cuda" else None)
     if device.type == "cuda":
@@ -157,6 +158,7 @@ def _run_steps(m: _Model, dataset: TextDataset, settings: TrainSettings, run_rec
             loss, seconds = _step(m, net, settings, device, world, step)
             if rank != 0:
                 continue
+            assert metrics_file is not None  # rank 0 opened it
             is_eval = step % settings.eval_every == 0 or step == settings.steps
             record = {"step": step, "loss": loss, "perplexity": math.exp(min(loss, 700.0)),
                       "tokens_per_s": tokens_per_step / seconds, "peak_memory_bytes": _peak_memory_bytes(device),
@@ -263,7 +265,7 @@ def _save(m: _Model, step: int, dataset: TextDataset, run_record: dict[str, Any]
 
 
 @torch.no_grad()
-def _probe_loss(model: torch.nn.Module, dataset: TextDataset) -> float:
+def _probe_loss(model: QELM, dataset: TextDataset) -> float:
     """The loss of ``model`` on the first validation window: a cheap check that its outputs are finite.
     Leaves every random state and the training mode as they were (the run stays exact)."""
     T = model.config.context_len
