@@ -19,7 +19,7 @@ from ..bench import (MODES, BenchResult, BenchSettings, expected_rows, format_sc
                      run_benchmark, write_json)
 from ..config import QELMConfig
 from ..plot import figure_format
-from .options import (MODEL_FLAGS, add_json_flag, add_model_flags, check_output_file, deprecated, json_to_stdout,
+from .options import (MODEL_FLAGS, add_json_flag, add_model_flags, check_output_file, json_to_stdout,
                       model_overrides, nonnegative_int, positive_float, positive_int, seed)
 from .progress import show_progress
 
@@ -46,22 +46,12 @@ def _modes(text: str) -> tuple[str, ...]:
     return modes
 
 
-class _Backends(argparse.Action):
-    """``--backend NAME``, repeatable; several names after one flag (the old spelling) still work, with a note."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if len(values) > 1:
-            print(f"{parser.prog}: note: one --backend takes one name now; repeat the flag (--backend "
-                  f"{' --backend '.join(values)}); several names after one flag go in the next release", file=sys.stderr)
-        setattr(namespace, self.dest, (getattr(namespace, self.dest) or []) + list(values))
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's options (defaults None, so ``--quick`` can tell which ones were given)."""
     d = BenchSettings()
     p.add_argument("--config", metavar="FILE", help="QELMConfig TOML file; the model flags below override its fields "
                                                     "(default: QELMConfig's defaults)")
-    p.add_argument("--backend", action=_Backends, nargs="+", metavar="NAME",
+    p.add_argument("--backend", action="append", metavar="NAME",
                    help="a backend to run the QELM on; repeat the flag for several (default: the config's backend); "
                         "one that fails is recorded with its error, the others still run")
     p.add_argument("--seq-lens", type=_int_list, metavar="T,T,...",
@@ -69,11 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"{','.join(map(str, _QUICK.seq_lens))})")
     p.add_argument("--batch-size", dest="batch", type=positive_int, metavar="B",
                    help=f"sequences per batch (default {d.batch})")
-    p.add_argument("--batch", dest="batch", type=positive_int, action=deprecated("--batch-size"), help=argparse.SUPPRESS)
     p.add_argument("--modes", type=_modes, metavar="M,M", help=f"any of {','.join(MODES)} (default: all)")
     p.add_argument("--qubit-sweep", dest="qubits", type=_int_list, metavar="N,N,...",
                    help="qubit-count sweep, e.g. 2,4,6: time vs qubits per circuit at --qubit-seq-len (default: none)")
-    p.add_argument("--qubits", dest="qubits", type=_int_list, action=deprecated("--qubit-sweep"), help=argparse.SUPPRESS)
     p.add_argument("--qubit-seq-len", type=positive_int, metavar="T", help="sequence length of the qubit sweep (default: the "
                                                                   "shortest --seq-lens)")
     p.add_argument("--repeats", type=positive_int, metavar="R", help=f"timed runs per measurement (default {d.repeats}; "

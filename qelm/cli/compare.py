@@ -18,26 +18,19 @@ from .options import (UserError, add_json_flag, add_model_flags, check_output_fi
                       model_overrides, positive_float, positive_int, seed)
 from .progress import show_progress
 
-# the old spellings of the model flags (each flag is now its config field's name)
-_RENAMED = {"--heads": "n_heads", "--hidden": "d_hidden", "--layers": "n_layers", "--context": "context_len",
-            "--qubits": "n_qubits"}
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "compare", help="parameters, measured sizes, FLOPs and circuit cost: QELM vs classical twins",
         description="Measure a QELM, its full-size classical twin and the parameter-matched classical baseline "
                     "side by side (or trained checkpoints): parameters per component, bytes of files actually "
                     "written, FLOPs per token, circuit executions, gates, simulation cost and hardware shots.")
-    group = add_model_flags(p, QELMConfig().to_dict(), "QELMConfig's; with --config, that file's [model]",
-                            renamed=_RENAMED)
+    group = add_model_flags(p, QELMConfig().to_dict(), "QELMConfig's; with --config, that file's [model]")
     group.add_argument("--config", metavar="FILE", help="QELMConfig TOML file; the flags above override its fields "
                                                         "(default: QELMConfig's defaults)")
     group.add_argument("--published", action="store_true",
                        help="the setting of a published QELM claim: "
                        + ", ".join(f"{k}={v}" for k, v in PUBLISHED_SETTING.items())
                        + " (checks the published 2,165 KB vs 15-20 MB claim); other flags still override")
-    group.add_argument("--classic", action="store_true", help=argparse.SUPPRESS)  # the old name of --published
     p.add_argument("--checkpoint", action="append", default=[], metavar="DIR",
                    help="compare trained checkpoint folders instead (repeatable; a training run folder counts as "
                         "its qelm/, twin/ and matched/; default: none, a model of the flags above)")
@@ -59,10 +52,6 @@ def register(subparsers) -> None:
 
 
 def _config(args: argparse.Namespace) -> QELMConfig | None:
-    if args.classic:
-        print("qelm compare: note: --classic is now --published; the old name goes in the next release",
-              file=sys.stderr)
-        args.published = True
     overrides = model_overrides(args)
     if args.config is None and not args.published and not overrides:
         return None if args.checkpoint else QELMConfig()

@@ -18,7 +18,7 @@ from ..files import atomic_write
 from ..gallery import GALLERY_LAYERS, GALLERY_QUBITS, gallery_drift, write_gallery
 from ..metrics import read_runs
 from ..plot import attention_for_text, figure_format, plot_attention, plot_curves
-from .options import UserError, add_model_flags, check_output_file, deprecated, nonnegative_int, positive_int
+from .options import UserError, add_model_flags, check_output_file, nonnegative_int, positive_int
 
 _SUFFIX_FORMAT = {".txt": "text", ".png": "png", ".svg": "svg", ".qasm": "qasm", ".json": "resources"}
 
@@ -37,8 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--checkpoint", metavar="DIR", help="draw the trained circuit of this checkpoint folder "
                                                            "(default: none, symbolic angles)")
     add_model_flags(p, QELMConfig().to_dict(), "QELMConfig's; with --config or --checkpoint, its own",
-                    fields=("n_qubits", "circuit_layers"), title="circuit size (a config file's [model] fields)",
-                    renamed={"--qubits": "n_qubits", "--layers": "circuit_layers"})
+                    fields=("n_qubits", "circuit_layers"), title="circuit size (a config file's [model] fields)")
     p.add_argument("--format", choices=FORMATS,
                    help="output format (default: from the --out suffix .txt/.png/.svg/.qasm/.json, else text); "
                         "resources is a JSON summary from qml.specs and qiskit")
@@ -68,7 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint folder (repeat to compare models side by side)")
     a.add_argument("--prompt", help="the text whose attention is drawn (longer than context_len: its last tokens "
                                     "are kept; no default: required)")
-    a.add_argument("--text", dest="prompt", action=deprecated("--prompt"), help=argparse.SUPPRESS)
     a.add_argument("--out", required=True, metavar="FILE", help="the figure (.png, .svg or .pdf; no default)")
     a.add_argument("--width", type=positive_int, default=None, metavar="PX", help="width in pixels (default: 330 per heatmap)")
     a.add_argument("--height", type=positive_int, default=None, metavar="PX", help="height in pixels (default: 330 per layer)")

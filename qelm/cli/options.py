@@ -3,8 +3,6 @@ printed by ``qelm --help``). A model field or training setting ``foo_bar`` of a 
 ``--foo-bar`` wherever a command takes it, and ``--set foo_bar=VALUE`` sets any of them. Here too: the
 argument types that refuse a bad value naming its flag, the checks of output paths made before any work,
 and the runtime flags (backend, threads, noise and shots).
-
-Renamed flags keep working for one release: :func:`deprecated` prints a note naming the new spelling.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import argparse
 import dataclasses
 import math
 import os
-import sys
 import tempfile
 import tomllib
 from pathlib import Path
@@ -132,20 +129,6 @@ def _check_folder_takes_files(folder: Path, flag: str, given: str | os.PathLike)
         raise UserError(f"{flag} {str(given)!r}: {why}; choose another path") from None
 
 
-# --- renamed flags ----------------------------------------------------------------------------------------------
-def deprecated(new: str) -> type[argparse.Action]:
-    """An action for an old flag spelling: stores like the new one (``dest`` is set to the new flag's)
-    and prints a note naming ``new``. Hidden from ``--help``."""
-
-    class _Deprecated(argparse.Action):
-        def __call__(self, parser, namespace, values, option_string=None):
-            print(f"{parser.prog}: note: {option_string} is now {new}; the old name goes in the next release",
-                  file=sys.stderr)
-            setattr(namespace, self.dest, values)
-
-    return _Deprecated
-
-
 # --- value types ------------------------------------------------------------------------------------------------
 def probability(text: str) -> float:
     """A number in (0, 1] (top-p)."""
@@ -204,19 +187,15 @@ def flag(name: str) -> str:
 
 
 def add_model_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any], source: str, *,
-                    fields: tuple[str, ...] | None = None, title: str = "model (a config file's [model] fields)",
-                    renamed: dict[str, str] | None = None) -> argparse._ArgumentGroup:
+                    fields: tuple[str, ...] | None = None, title: str = "model (a config file's [model] fields)"
+                    ) -> argparse._ArgumentGroup:
     """Add ``--FIELD`` for each model field (all of :data:`MODEL_FLAGS`, or ``fields``) and ``--set``, each
-    help showing the default (``defaults[field]``) and its ``source``. ``renamed``: old flag -> field,
-    accepted with a note (:func:`deprecated`)."""
+    help showing the default (``defaults[field]``) and its ``source``."""
     group = parser.add_argument_group(title)
     for name in fields or tuple(MODEL_FLAGS):
         metavar, kind, what = MODEL_FLAGS[name]
         group.add_argument(flag(name), dest=name, type=kind, metavar=metavar,
                            help=f"{what} (default {defaults.get(name)!s}: {source})")
-    for old, name in (renamed or {}).items():
-        group.add_argument(old, dest=name, type=MODEL_FLAGS[name][1], action=deprecated(flag(name)),
-                           help=argparse.SUPPRESS)
     if fields is None:
         group.add_argument("--set", dest="set", action="append", type=assignment, default=[], metavar="FIELD=VALUE",
                            help="set any config field (repeatable; default: none), e.g. --set readout=zz "
