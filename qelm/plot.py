@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,7 @@ def _check_size(width: int, height: int) -> None:
             raise ConfigError(f"{name}={value!r} pixels is invalid: use an integer from 100 to 20000")
 
 
-def plot_attention(panels: dict[str, tuple[torch.Tensor, Sequence[str]]], out: str | os.PathLike, *,
+def plot_attention(panels: Mapping[str, tuple[torch.Tensor, Sequence[str]]], out: str | os.PathLike, *,
                    width: int | None = None, height: int | None = None, title: str | None = None) -> Path:
     """Heatmaps of attention weights, one per layer (rows) and head (columns), models side by side.
 

@@ -236,7 +236,7 @@ class AerBackend(Backend):
         self._compiled: dict = {}
         #: circuits run and shots taken (calibration and mitigation included): what hardware would be asked for
         self.usage = {"circuits": 0, "shots": 0}
-        self._sampled = None  # the noisy path's state (prepared circuits, calibrations), built on first use
+        self._sampled: NoisySampler | None = None  # the noisy path's state (prepared circuits, calibrations), built on first use
 
     @property
     def sampled(self) -> bool:

@@ -108,6 +108,7 @@ class Server:
         start = time.perf_counter()
         if self.proc is None or self.proc.poll() is not None:
             self.proc = self._start()
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # started with pipes
         try:
             self.proc.stdin.write(json.dumps({"spec": spec, "result": str(result), "timeout": timeout}) + "\n")
             self.proc.stdin.flush()
