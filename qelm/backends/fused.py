@@ -28,6 +28,7 @@ import torch
 
 from . import Backend, check_angles
 from .cuda_graph import GraphPool
+from .fused_evolve import evolve_pairs, evolve_plan
 from .fused_executor import Executor
 from .fused_kernels import Tensors
 from .fused_plan import MAX_FUSED_WIRES, Plan, UnsupportedGate, build_plan, state_passes
@@ -80,6 +81,19 @@ class FusedBackend(Backend):
 
     def describe(self) -> str:
         return f"{self.name} (exact, {self.dtype})"
+
+    # --- evolve: a circuit on given states (qelm.backends.fused_evolve) -------------------------------
+    def evolve(self, circuit, angles: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        real = DTYPES[self.dtype][1]
+        re, im = self.evolve_pairs(circuit, angles, states.real.to(real), states.imag.to(real))
+        return torch.complex(re, im)
+
+    def evolve_pairs(self, circuit, angles: torch.Tensor, re: torch.Tensor, im: torch.Tensor):
+        check_angles(circuit, angles)
+        key = (type(circuit), circuit.key, "evolve")
+        if key not in self._plans:
+            self._plans[key] = evolve_plan(circuit)
+        return evolve_pairs(self._plans[key], angles, re, im)
 
     # device tensors, ids and plans: rebuilt on demand
     _transient = Backend._transient + ("_plans", "_tensors", "_reuse", "_passes")

@@ -20,7 +20,7 @@ from ..data import MAX_SEED
 from ..files import FolderInUse
 
 # sub-modules that register commands, in the order `qelm --help` lists them
-_COMMAND_MODULES = ("train", "compare", "sweep", "draw", "bench")
+_COMMAND_MODULES = ("train", "compare", "sweep", "draw", "bench", "ptb")
 
 
 MAX_THREADS = 1024  # torch threads per process: more only queue for the same cores
