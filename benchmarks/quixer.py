@@ -104,6 +104,28 @@ def time_step(model, windows: int, device, repeats: int, warmup: int, compile_mo
             "repeats": repeats, "peak_gib": peak}
 
 
+def report(rows: dict, args, device) -> Path:
+    """Ratios and the JSON, written after every row (a run cut short keeps what it measured)."""
+    best = min((v["median_ms"], k) for k, v in rows.items() if k.startswith("quixer")) if any(
+        k.startswith("quixer") for k in rows) else (float("nan"), None)
+    ratios = {}
+    if "gate-by-gate" in rows and best[1]:
+        ratios["gate_by_gate_over_best_quixer"] = rows["gate-by-gate"]["median_ms"] / best[0]
+    for t in ("transformer-eager", "transformer-compiled"):
+        if t in rows and best[1]:
+            ratios[f"best_quixer_over_{t}"] = best[0] / rows[t]["median_ms"]
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    result = {"benchmark": "quixer training step (1,024 windows x 32 tokens, forward + backward + Adam)",
+              "windows": args.windows, "device": args.device, "gpu": gpu, "cpu": platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "command": " ".join(["python"] + sys.argv),
+              "best_quixer": best[1], "rows": rows, "ratios": ratios}
+    label = args.label or (gpu or "cpu").split()[-1].lower()
+    path = Path(args.out) / f"quixer-step-{label}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -115,7 +137,6 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     device = torch.device(args.device)
-    torch.set_float32_matmul_precision("high")
     rows = {}
     for name in args.only.split(","):
         torch.manual_seed(0)
@@ -130,25 +151,8 @@ def main() -> None:
         print(f"{name:22s} {rows[name]['median_ms']:9.2f} ms/step (min {rows[name]['min_ms']:.2f}; warm-up "
               f"{rows[name]['warmup_s']:.1f} s)", flush=True)
         del model
-    best = min((v["median_ms"], k) for k, v in rows.items() if k.startswith("quixer"))
-    ratios = {}
-    if "gate-by-gate" in rows:
-        ratios["gate_by_gate_over_best_quixer"] = rows["gate-by-gate"]["median_ms"] / best[0]
-    for t in ("transformer-eager", "transformer-compiled"):
-        if t in rows:
-            ratios[f"best_quixer_over_{t}"] = best[0] / rows[t]["median_ms"]
-    for k, v in ratios.items():
-        print(f"{k}: {v:.2f}")
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    result = {"benchmark": "quixer training step (1,024 windows x 32 tokens, forward + backward + Adam)",
-              "windows": args.windows, "device": args.device, "gpu": gpu, "cpu": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "command": " ".join(["python"] + sys.argv),
-              "best_quixer": best[1], "rows": rows, "ratios": ratios}
-    label = args.label or (gpu or "cpu").split()[-1].lower()
-    path = Path(args.out) / f"quixer-step-{label}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+        path = report(rows, args, device)
+    print(f"wrote {path}: " + json.dumps(json.loads(path.read_text())["ratios"]))
 
 
 if __name__ == "__main__":
