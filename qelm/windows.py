@@ -92,7 +92,7 @@ def evaluate_windows(model: nn.Module, source: torch.Tensor, window: int, forwar
     """Mean cross-entropy over every row of ``source`` (every token predicted once, in order)."""
     was_training = model.training
     model.eval()
-    forward = forward or model
+    forward = model if forward is None else forward
     total = torch.zeros((), dtype=torch.float64, device=source.device)
     rows = n_rows(source, window)
     for i in range(rows):

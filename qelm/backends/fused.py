@@ -28,6 +28,7 @@ import torch
 
 from . import Backend, check_angles
 from .cuda_graph import GraphPool
+from .fused_cuda import evolve_cuda, kernel_applies
 from .fused_evolve import evolve_pairs, evolve_plan
 from .fused_executor import Executor
 from .fused_kernels import Tensors
@@ -75,6 +76,9 @@ class FusedBackend(Backend):
         # differentiated are recorded, so CPU runs and evaluation are untouched
         self._graphs = GraphPool() if cuda_graph else None
         self._plans: dict = {}
+        #: evolve on CUDA through one generated kernel per circuit (qelm.backends.fused_cuda) where it applies;
+        #: False runs fused_evolve's torch operations everywhere (the GPU tests compare the two)
+        self.evolve_kernel = True
         self._passes: dict = {}  # circuit -> passes over the state per call (memory check)
         self._tensors: dict = {}
         self._reuse: dict = {}  # block matrices of the last no-grad call per (plan, weight shape), by weight value
@@ -93,7 +97,10 @@ class FusedBackend(Backend):
         key = (type(circuit), circuit.key, "evolve")
         if key not in self._plans:
             self._plans[key] = evolve_plan(circuit)
-        return evolve_pairs(self._plans[key], angles, re, im)
+        plan = self._plans[key]
+        if self.evolve_kernel and kernel_applies(plan, re):
+            return evolve_cuda(plan, angles, re, im)
+        return evolve_pairs(plan, angles, re, im)
 
     # device tensors, ids and plans: rebuilt on demand
     _transient = Backend._transient + ("_plans", "_tensors", "_reuse", "_passes")
