@@ -135,6 +135,7 @@ def main() -> None:
     ap.add_argument("--label", default=None)
     ap.add_argument("--only", default="quixer-compiled,quixer-eager,gate-by-gate,transformer-eager,transformer-compiled")
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--profile", action="store_true", help="print torch.profiler's top kernels of one Quixer step")
     args = ap.parse_args()
     device = torch.device(args.device)
     rows = {}
@@ -144,6 +145,8 @@ def main() -> None:
         model = build_window_model(model_name, V, backend_options={"dtype": "complex64"}).to(device)
         if name == "gate-by-gate":
             model.mixer.backend = GateByGate()
+        if name == "quixer-torch":  # fused_evolve's torch operations instead of the CUDA kernel
+            model.mixer.backend.evolve_kernel = False
         repeats = args.repeats if name != "gate-by-gate" else max(2, args.repeats // 4)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -153,6 +156,13 @@ def main() -> None:
         del model
         path = report(rows, args, device)
     print(f"wrote {path}: " + json.dumps(json.loads(path.read_text())["ratios"]))
+    if args.profile:
+        model = build_window_model("quixer", V, backend_options={"dtype": "complex64"}).to(device)
+        time_step(model, args.windows, device, 1, 1, False)
+        with torch.profiler.profile() as prof:
+            time_step(model, args.windows, device, 2, 0, False)
+        print(prof.key_averages().table(sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total",
+                                        row_limit=15))
 
 
 if __name__ == "__main__":
