@@ -210,6 +210,14 @@ def train_windows(model: nn.Module, data: dict[str, torch.Tensor], settings: Win
     return _write_results(results_path, full_spec, model, history, best_epoch, val, test, started)
 
 
+def _command() -> str:
+    """The command line that ran this, as the user would type it (``qelm ...`` for the CLI in any form)."""
+    first = Path(sys.argv[0])
+    if first.name == "qelm" or (first.name == "__main__.py" and first.parent.name == "qelm"):
+        return " ".join(["qelm"] + sys.argv[1:])
+    return " ".join([first.name] + sys.argv[1:])
+
+
 def _write_results(path: Path, full_spec: dict, model: nn.Module, history: list, best_epoch: int, best_val: float,
                    test: float | None, started: float) -> dict:
     device = next(model.parameters()).device
@@ -227,7 +235,7 @@ def _write_results(path: Path, full_spec: dict, model: nn.Module, history: list,
         "history": history,
         "machine": {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
                     or platform.machine(), "torch": torch.__version__, "python": platform.python_version()},
-        "command": " ".join(["qelm"] + sys.argv[1:]) if Path(sys.argv[0]).name == "qelm" else " ".join(sys.argv),
+        "command": _command(),
     }
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
