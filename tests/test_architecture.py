@@ -16,16 +16,16 @@ PACKAGE = ROOT / "qelm"
 #: bottom to top: a module may import from its own layer and the layers below it, never above
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ground floor", ("qelm.errors", "qelm.version", "qelm.files", "qelm.memory", "qelm.distributed")),
-    ("text and records", ("qelm.tokenizer", "qelm.data", "qelm.metrics", "qelm.plot")),
+    ("text and records", ("qelm.tokenizer", "qelm.words", "qelm.data", "qelm.ptb", "qelm.metrics", "qelm.plot")),
     ("circuits", ("qelm.circuits",)),
     ("backends", ("qelm.backends",)),
     ("config", ("qelm.config",)),
     ("layers", ("qelm.layers",)),
     ("model files", ("qelm.model_files", "qelm.sampling")),
-    ("model", ("qelm.model",)),
+    ("models", ("qelm.model", "qelm.quixer", "qelm.baselines")),
     ("checkpoints and use", ("qelm.checkpoint", "qelm.evaluate", "qelm.chat")),
     ("drawings and exports", ("qelm.export", "qelm.draw", "qelm.gallery")),
-    ("train", ("qelm.train",)),
+    ("train", ("qelm.train", "qelm.windows", "qelm.ptb_models")),
     ("compare", ("qelm.compare",)),
     ("sweep", ("qelm.sweep",)),
     ("bench", ("qelm.bench",)),
@@ -99,7 +99,8 @@ def _layer(module: str) -> int:
     best = None
     for rank, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            inside = module == prefix or module.startswith(prefix + ".")
+            # the package itself ("qelm") is its __init__ only; every other prefix holds its sub-modules too
+            inside = module == prefix or (prefix != "qelm" and module.startswith(prefix + "."))
             if inside and (best is None or len(prefix) > best[1]):
                 best = (rank, len(prefix))
     assert best is not None, f"{module} has no place in LAYERS: add it to the layer it belongs to (and to the README)"

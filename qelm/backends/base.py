@@ -82,6 +82,20 @@ class Backend:
             f"backend {self.name!r} does not return state vectors; use fidelity_method='swap_test' with it"
         )
 
+    def evolve(self, circuit, angles: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """``U(angles_n) states_n`` for every n: ``angles`` ``(N, n_angles)`` (every column, weights included),
+        ``states`` ``(N, 2**n_wires)`` complex, not necessarily normalised (the map is linear). Differentiable
+        with respect to both. For layers that combine circuits on states of their own (Quixer's linear
+        combination of unitaries); exact simulators only."""
+        raise NotImplementedError(f"backend {self.name!r} cannot apply a circuit to given states: use backend "
+                                  "'qelm.fused' or 'default.qubit'")
+
+    def evolve_pairs(self, circuit, angles: torch.Tensor, re: torch.Tensor, im: torch.Tensor):
+        """:meth:`evolve` on states given as real and imaginary parts ``(N, 2**n_wires)`` each; returns the
+        pair. Backends that work in real arithmetic (qelm.fused) override it to skip the complex round trip."""
+        out = self.evolve(circuit, angles, torch.complex(re, im))
+        return out.real.to(re.dtype), out.imag.to(re.dtype)
+
     #: attributes that are caches (compiled circuits, device tensors, recorded graphs): not pickled, so
     #: ``torch.save(model)`` and ``copy.deepcopy(model)`` work; they are rebuilt on first use
     _transient: tuple[str, ...] = ("_observers",)

@@ -30,6 +30,8 @@ from ..errors import BackendError
 from ..memory import free_memory_bytes
 from .base import Backend, check_angles
 from .cuda_graph import GraphPool
+from .fused_cuda import evolve_cuda, kernel_applies
+from .fused_evolve import evolve_pairs, evolve_plan
 from .fused_executor import Executor
 from .fused_kernels import Tensors
 from .fused_plan import MAX_FUSED_WIRES, Plan, UnsupportedGate, build_plan, state_passes
@@ -67,12 +69,31 @@ class FusedBackend(Backend):
         # differentiated are recorded, so CPU runs and evaluation are untouched
         self._graphs = GraphPool() if cuda_graph else None
         self._plans: dict = {}
+        #: evolve on CUDA through one generated kernel per circuit (qelm.backends.fused_cuda) where it applies;
+        #: False runs fused_evolve's torch operations everywhere (the GPU tests compare the two)
+        self.evolve_kernel = True
         self._passes: dict = {}  # circuit -> passes over the state per call (memory check)
         self._tensors: dict = {}
         self._reuse: dict = {}  # block matrices of the last no-grad call per (plan, weight shape), by weight value
 
     def describe(self) -> str:
         return f"{self.name} (exact, {self.dtype})"
+
+    # --- evolve: a circuit on given states (qelm.backends.fused_evolve) -------------------------------
+    def evolve(self, circuit, angles: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        real = DTYPES[self.dtype][1]
+        re, im = self.evolve_pairs(circuit, angles, states.real.to(real), states.imag.to(real))
+        return torch.complex(re, im)
+
+    def evolve_pairs(self, circuit, angles: torch.Tensor, re: torch.Tensor, im: torch.Tensor):
+        check_angles(circuit, angles)
+        key = (type(circuit), circuit.key, "evolve")
+        if key not in self._plans:
+            self._plans[key] = evolve_plan(circuit)
+        plan = self._plans[key]
+        if self.evolve_kernel and kernel_applies(plan, re):
+            return evolve_cuda(plan, angles, re, im)
+        return evolve_pairs(plan, angles, re, im)
 
     # device tensors, ids and plans: rebuilt on demand
     _transient = Backend._transient + ("_plans", "_tensors", "_reuse", "_passes")

@@ -18,13 +18,16 @@ import torch
 
 from ..errors import BackendError
 
-__all__ = ["Gate", "gate_list", "FIXED", "ROTATIONS", "GATE_SET"]
+__all__ = ["Gate", "gate_list", "FIXED", "ROTATIONS", "CONTROLLED_ROTATIONS", "GATE_SET"]
 
 #: parameter-free gates kept by the decomposition
 FIXED = frozenset({"Hadamard", "PauliX", "PauliY", "PauliZ", "S", "T", "SX", "Adjoint(S)", "Adjoint(T)",
                    "Adjoint(SX)", "CNOT", "CZ", "CY", "SWAP", "CSWAP", "Toffoli"})
 #: one-parameter rotations whose generator has eigenvalues +-1/2, so the two-term shift rule is exact
 ROTATIONS = frozenset({"RX", "RY", "RZ", "PhaseShift", "IsingXX", "IsingYY", "IsingZZ"})
+#: controlled rotations (generator eigenvalues 0 and +-1/2: no two-term shift rule). Only a backend that
+#: simulates them as they are asks for them (``gate_list(circuit, controlled=True)``: qelm.fused's evolve)
+CONTROLLED_ROTATIONS = frozenset({"CRX", "CRY", "CRZ"})
 _SKIP = frozenset({"Identity", "GlobalPhase", "Barrier"})  # no effect on expectation values
 #: what the decomposition may leave; ``Rot`` is then expanded into RZ RY RZ by :func:`gate_list`
 GATE_SET = FIXED | ROTATIONS | {"Rot"} | _SKIP
@@ -40,9 +43,9 @@ class Gate:
     value: float | None = None
 
 
-def _trace(circuit, angles: torch.Tensor) -> list:
+def _trace(circuit, angles: torch.Tensor, gate_set: frozenset) -> list:
     tape = qml.tape.make_qscript(circuit.apply)(angles)
-    (tape,), _ = qml.transforms.decompose(tape, gate_set=set(GATE_SET))
+    (tape,), _ = qml.transforms.decompose(tape, gate_set=set(gate_set))
     return list(tape.operations)
 
 
@@ -54,8 +57,10 @@ def _scalar(p) -> float:
     return float(arr.reshape(()))
 
 
-def gate_list(circuit) -> list[Gate]:
-    """``circuit`` (a :class:`qelm.circuits.Circuit`) as gates of ``FIXED`` and ``ROTATIONS`` only, in order.
+def gate_list(circuit, controlled: bool = False) -> list[Gate]:
+    """``circuit`` (a :class:`qelm.circuits.Circuit`) as gates of ``FIXED`` and ``ROTATIONS`` only, in order
+    (and ``CONTROLLED_ROTATIONS`` kept as they are when ``controlled``; otherwise they are decomposed, which
+    computes angles from angles and is refused below).
 
     Wires are PennyLane's (wire 0 the most significant bit). ``Rot(phi, theta, omega)`` becomes
     ``RZ(phi) RY(theta) RZ(omega)`` (its definition). Gates without effect on expectations are dropped.
@@ -67,8 +72,10 @@ def gate_list(circuit) -> list[Gate]:
     marks_b = rng.permutation(np.linspace(3.37, 5.99, n_angles)) if n_angles else np.zeros(0)
     index_a = {float(v): i for i, v in enumerate(marks_a)}
     index_b = {float(v): i for i, v in enumerate(marks_b)}
-    ops_a = _trace(circuit, torch.as_tensor(marks_a, dtype=torch.float64))
-    ops_b = _trace(circuit, torch.as_tensor(marks_b, dtype=torch.float64))
+    gate_set = GATE_SET | CONTROLLED_ROTATIONS if controlled else GATE_SET
+    rotations = ROTATIONS | CONTROLLED_ROTATIONS if controlled else ROTATIONS
+    ops_a = _trace(circuit, torch.as_tensor(marks_a, dtype=torch.float64), gate_set)
+    ops_b = _trace(circuit, torch.as_tensor(marks_b, dtype=torch.float64), gate_set)
     if [(o.name, tuple(o.wires)) for o in ops_a] != [(o.name, tuple(o.wires)) for o in ops_b]:
         raise BackendError(f"circuit {circuit.name!r}: its gate structure depends on the angle values; "
                          "a traced backend needs a fixed structure")
@@ -95,7 +102,7 @@ def gate_list(circuit) -> list[Gate]:
             continue
         if name in FIXED:
             gates.append(Gate(name, wires))
-        elif name in ROTATIONS:
+        elif name in rotations:
             gates.append(rotation(name, wires, op_a, op_b, 0))
         elif name == "Rot":
             gates.extend(rotation(r, wires, op_a, op_b, k) for k, r in enumerate(("RZ", "RY", "RZ")))

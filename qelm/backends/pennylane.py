@@ -143,6 +143,27 @@ class PennyLaneBackend(Backend):
             out = out.reshape(angles.shape[0], -1)
         return out.to(dtype=angles.dtype, device=angles.device)
 
+    def evolve(self, circuit, angles: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """Through one broadcast ``StatePrep`` + circuit + ``qml.state()`` on default.qubit (backprop): the
+        reference :mod:`qelm.backends.fused_evolve` is checked against. States are normalised for
+        ``StatePrep`` and scaled back (the map is linear)."""
+        if not self.supports_state:
+            return super().evolve(circuit, angles, states)
+        check_angles(circuit, angles)
+        key = (circuit.key, "evolve")
+        if key not in self._qnodes:
+            def qfunc(a, psi):
+                qml.StatePrep(psi, wires=circuit.wires, validate_norm=False)
+                circuit.apply(a)
+                return qml.state()
+
+            self._qnodes[key] = qml.QNode(qfunc, qml.device("default.qubit", wires=circuit.n_wires),
+                                          interface="torch", diff_method="backprop")
+        psi = states.to(torch.complex128)
+        norm = torch.linalg.vector_norm(psi, dim=-1, keepdim=True)
+        out = self._qnodes[key](angles.to(torch.float64), psi / norm)
+        return (out.reshape(psi.shape) * norm).to(states.dtype)
+
     def state(self, circuit, angles: torch.Tensor) -> torch.Tensor:
         if not self.supports_state:
             return super().state(circuit, angles)

@@ -26,7 +26,8 @@ from .base import Circuit
 from .embeddings import AmplitudeEmbeddingCircuit, AngleEmbeddingCircuit, PolarEmbeddingCircuit, amplitude_tree_angles
 from .readout import READOUTS, z_product, z_signs
 from .registry import CIRCUITS, build_circuit, embedding_circuits, register_circuit
-from .variational import FeedForwardCircuit, FidelityStateCircuit, ReuploadingCircuit, SwapTestCircuit
+from .variational import (Ansatz14Circuit, FeedForwardCircuit, FidelityStateCircuit, ReuploadingCircuit,
+                          SwapTestCircuit)
 
 __all__ = [
     "Circuit",
@@ -37,6 +38,7 @@ __all__ = [
     "FidelityStateCircuit",
     "FeedForwardCircuit",
     "SwapTestCircuit",
+    "Ansatz14Circuit",
     "CIRCUITS",
     "build_circuit",
     "register_circuit",

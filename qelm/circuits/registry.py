@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Circuit
 from .embeddings import AmplitudeEmbeddingCircuit, AngleEmbeddingCircuit, PolarEmbeddingCircuit
-from .variational import FeedForwardCircuit, FidelityStateCircuit, ReuploadingCircuit, SwapTestCircuit
+from .variational import (Ansatz14Circuit, FeedForwardCircuit, FidelityStateCircuit, ReuploadingCircuit,
+                          SwapTestCircuit)
 
 __all__ = ["CIRCUITS", "build_circuit", "register_circuit", "embedding_circuits"]
 
@@ -19,6 +20,7 @@ CIRCUITS: dict[str, type[Circuit]] = {
         FidelityStateCircuit,
         SwapTestCircuit,
         FeedForwardCircuit,
+        Ansatz14Circuit,
     )
 }
 

@@ -1,6 +1,6 @@
 """The variational circuits of attention and feed-forward: data re-uploading (``attention``,
 ``feed_forward``), its state for fidelity attention (``fidelity``) and the swap test of two such states
-(``swap_test``)."""
+(``swap_test``); and Quixer's token unitary (``ansatz14``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import pennylane as qml
 import torch
 
+from ..errors import ConfigError
 from .base import Circuit, _apply_entangler
 
-__all__ = ["ReuploadingCircuit", "FidelityStateCircuit", "FeedForwardCircuit", "SwapTestCircuit"]
+__all__ = ["ReuploadingCircuit", "FidelityStateCircuit", "FeedForwardCircuit", "SwapTestCircuit", "Ansatz14Circuit"]
 
 
 @dataclass(frozen=True)
@@ -131,3 +132,42 @@ class SwapTestCircuit(Circuit):
 def _shifted(circuit: Circuit, angles: torch.Tensor, offset: int) -> None:
     """Apply ``circuit`` on wires ``offset..offset+n_wires-1``."""
     qml.map_wires(lambda: circuit.apply(angles), {w: w + offset for w in circuit.wires})()
+
+
+@dataclass(frozen=True)
+class Ansatz14Circuit(Circuit):
+    """"Ansatz 14" of Sim, Johnson and Aspuru-Guzik (2019), the token unitary of Quixer (Khatri et al. 2024):
+    ``n_layers`` times an RY layer, a ring of CRX gates (control ``i``, target ``i+1``, from the last wire
+    down), another RY layer and the reverse ring (control ``i``, target ``i-1``); ``4 n`` angles per layer,
+    every one a data angle (a Quixer token's angles come from its embedding). Returns the state: a Quixer
+    layer applies it to states of its own (:meth:`qelm.backends.Backend.evolve`)."""
+
+    name = "ansatz14"
+    kind = "unitary"
+    returns = "state"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_qubits < 2:
+            raise ConfigError(f"n_qubits={self.n_qubits!r} is invalid for circuit 'ansatz14': its CRX ring needs "
+                             "at least 2 qubits")
+
+    @property
+    def n_inputs(self) -> int:
+        return 4 * self.n_qubits * self.n_layers
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (0,)
+
+    def apply(self, angles: torch.Tensor) -> None:
+        n, k = self.n_qubits, 0
+        for _ in range(self.n_layers):
+            for ring in ([(i, (i + 1) % n) for i in range(n - 1, -1, -1)],
+                         [(i, (i - 1) % n) for i in [n - 1] + list(range(n - 1))]):
+                for i in range(n):
+                    qml.RY(angles[..., k], wires=i)
+                    k += 1
+                for control, target in ring:
+                    qml.CRX(angles[..., k], wires=[control, target])
+                    k += 1

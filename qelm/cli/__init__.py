@@ -17,11 +17,11 @@ from importlib import metadata
 
 from ..errors import QelmError
 from ..version import DISTRIBUTION, __version__
-from . import bench, compare, draw, evaluate, generate, sweep, train
+from . import bench, compare, draw, evaluate, generate, ptb, sweep, train
 from .options import VOCABULARY
 
 # the modules that register commands, in the order `qelm --help` lists them
-_COMMAND_MODULES = (train, evaluate, generate, compare, sweep, draw, bench)
+_COMMAND_MODULES = (train, evaluate, generate, compare, sweep, draw, bench, ptb)
 
 
 #: what the command line prints as one line: qelm's user errors, the file errors of the paths it was given, a

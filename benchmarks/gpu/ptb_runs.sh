@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Rows of the Penn Treebank table on a GPU machine: several `qelm ptb` processes at once on one GPU (each
+# model is too small to fill it), each resumable; logs and results.json of every run come back in $OUT/runs.tgz.
+#
+#   bash benchmarks/gpu/ptb_runs.sh MINUTES JOB [JOB ...]      JOB = model:seed[:extra flags, '+' for spaces]
+#   e.g. bash benchmarks/gpu/ptb_runs.sh 8 quixer:0 transformer:0 transformer:1 lstm:0:--dim+128
+#
+# Run folders live in /tmp/runs (kept while the machine stays warm: a later call resumes them). The wheels
+# qelm needs beyond the GPU image (PennyLane and its dependencies) are installed from .whl/ once.
+set -u
+minutes=$1; shift
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+if [ ! -d /tmp/site/pennylane ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+fi
+runs=/tmp/runs; mkdir -p "$runs"
+for job in "$@"; do
+  IFS=: read -r model seed extra <<< "$job"
+  extra=${extra//+/ }
+  name=$model-s$seed$(echo "$extra" | tr -c 'a-z0-9\n' '_' | sed 's/^_*/-/;s/-$//')
+  python3 -m qelm ptb --model "$model" --seed "$seed" --eos quirk --device cuda --data data/ptb \
+    --out "$runs/$name" --max-minutes "$minutes" $extra >> "$runs/$name.log" 2>&1 &
+done
+wait
+for f in "$runs"/*.log; do echo "== $f"; tail -n 3 "$f"; done
+(cd "$runs" && tar czf "${OUT:-.}/runs.tgz" *.log */results.json 2>/dev/null)
