@@ -59,7 +59,7 @@ def to_qiskit(circuit: Circuit, angles: torch.Tensor | None = None):
     backend's own translation (:func:`qelm.backends.aer.translate`), so it is the circuit that backend runs."""
     from .backends.aer import translate
 
-    qc = translate(circuit).qc.reverse_bits()  # translate maps wire w -> qubit n-1-w; undo for reading
+    qc = translate(circuit, controlled=True).qc.reverse_bits()  # translate maps wire w -> qubit n-1-w; undo for reading
     if angles is None:
         return qc
     angles, _ = angles_and_decimals(circuit, angles, None)
