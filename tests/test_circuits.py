@@ -10,7 +10,7 @@ from qelm import CIRCUITS, build_circuit, get_backend
 from qelm.circuits import AmplitudeEmbeddingCircuit
 
 
-GATES = {"RX", "RY", "RZ", "Rot", "CNOT", "CZ", "Hadamard", "CSWAP"}
+GATES = {"RX", "RY", "RZ", "Rot", "CNOT", "CZ", "Hadamard", "CSWAP", "CRX"}
 
 
 def _qnode(circuit):
@@ -38,7 +38,10 @@ def test_sizes_are_derived_from_config(name):
     trainable = sum(len(op.data) for op in decomposed.operations)
     assert trainable == c.n_angles, "every angle of the vector must drive exactly one gate"
     assert len(tape.wires) == c.n_wires
-    assert c.weight_shape == tuple(qml.StronglyEntanglingLayers.shape(n_layers=2, n_wires=3))
+    if c.kind == "unitary":  # every angle a data angle (a Quixer token's unitary)
+        assert c.weight_shape == (0,) and c.n_angles == c.n_inputs == 4 * 3 * 2
+    else:
+        assert c.weight_shape == tuple(qml.StronglyEntanglingLayers.shape(n_layers=2, n_wires=3))
 
 
 def test_amplitude_embedding_prepares_normalised_signed_vector():

@@ -38,7 +38,7 @@ def test_example_runs(name, tmp_path, monkeypatch, capsys):
     expect = {
         "quickstart.py": ["QELM", "classical twin", "matched classical baseline"],
         "swap_backends.py": ["default.qubit", "max |logits - "],
-        "draw_circuits.py": ["max |diff|", "wrote 14 files"],
+        "draw_circuits.py": ["max |diff|", "wrote 16 files"],  # 8 circuits, text and PNG each
         "compare_sizes.py": ["Claim check:", "QELM parameters:", "wrote "],
         "train_tiny.py": ["reloaded QELM: validation perplexity", "sample: 'The "],
     }[name]

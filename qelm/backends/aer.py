@@ -51,7 +51,7 @@ from torch.autograd.function import once_differentiable
 from ..errors import BackendError
 from ._aer_noise import NoisySampler
 from .base import Backend, BackendUnavailable, check_angles
-from .gates import ROTATIONS, gate_list
+from .gates import gate_list
 from .mitigation import parse_mitigation
 from .noise import parse_noise
 
@@ -74,6 +74,7 @@ _QISKIT = {
     "Adjoint(S)": "sdg", "Adjoint(T)": "tdg", "Adjoint(SX)": "sxdg",
     "CNOT": "cx", "CZ": "cz", "CY": "cy", "SWAP": "swap", "CSWAP": "cswap", "Toffoli": "ccx",
     "RX": "rx", "RY": "ry", "RZ": "rz", "PhaseShift": "p", "IsingXX": "rxx", "IsingYY": "ryy", "IsingZZ": "rzz",
+    "CRX": "crx", "CRY": "cry", "CRZ": "crz",
 }
 
 
@@ -90,7 +91,7 @@ class _Compiled:
         self.key = key  # the circuit structure it came from
 
 
-def translate(circuit):
+def translate(circuit, controlled: bool = False):
     """Translate ``circuit`` (a :class:`qelm.circuits.Circuit`) into a :class:`_Compiled` qiskit circuit.
 
     Qubit order: PennyLane wire 0 is the most significant bit, qiskit qubit 0 the least significant, so
@@ -110,9 +111,11 @@ def translate(circuit):
     def q(w) -> int:  # PennyLane wire w (0 = most significant) -> qiskit qubit n-1-w (0 = least significant)
         return n - 1 - int(w)
 
-    for g in gate_list(circuit):
+    # controlled rotations only for export (qelm.export.to_qiskit): this backend's batched parameter-shift
+    # gradients are two-term, which is exact for ROTATIONS only, so running refuses them (gate_list says so)
+    for g in gate_list(circuit, controlled=controlled):
         qubits = [q(w) for w in g.wires]
-        if g.name in ROTATIONS:
+        if g.angle is not None or g.value is not None:
             getattr(qc, _QISKIT[g.name])(theta[g.angle] if g.angle is not None else g.value, *qubits)
         else:
             getattr(qc, _QISKIT[g.name])(*qubits)

@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from ..circuits import z_signs
 from ..errors import BackendError
 from ..memory import free_memory_bytes
 from .base import Backend, check_angles
@@ -34,6 +35,7 @@ from .fused_cuda import evolve_cuda, kernel_applies
 from .fused_evolve import evolve_pairs, evolve_plan
 from .fused_executor import Executor
 from .fused_kernels import Tensors
+from .gates import CONTROLLED_ROTATIONS, gate_list
 from .fused_plan import MAX_FUSED_WIRES, Plan, UnsupportedGate, build_plan, state_passes
 
 __all__ = ["FusedBackend", "DTYPES"]
@@ -146,8 +148,32 @@ class FusedBackend(Backend):
                 f"more than the {have / 2**30:.1f} GiB free on {device}: use fewer qubits or a smaller batch, "
                 f"or backend {_ALTERNATIVES}")
 
+    def _evolves(self, circuit) -> bool:
+        """Whether ``circuit`` has controlled rotations, which the plan does not fuse: it then runs through
+        :meth:`evolve_pairs` from ``|0...0>`` (every angle per sample)."""
+        key = (type(circuit), circuit.key, "controlled")
+        if key not in self._plans:
+            try:
+                gates = gate_list(circuit, controlled=True)
+            except ValueError:
+                gates = []  # the plan reports what is wrong with this circuit
+            self._plans[key] = any(g.name in CONTROLLED_ROTATIONS for g in gates)
+        return self._plans[key]
+
+    def _from_zero(self, circuit, angles: torch.Tensor, kind: str) -> torch.Tensor:
+        cplx, real = DTYPES[self.dtype]
+        re = torch.zeros(angles.shape[0], 2**circuit.n_wires, dtype=real, device=angles.device)
+        re[:, 0] = 1
+        re, im = self.evolve_pairs(circuit, angles.to(real), re, torch.zeros_like(re))
+        if kind == "state":
+            return torch.complex(re, im).to(cplx)
+        probs = re * re + im * im
+        return (probs @ z_signs(circuit.n_wires, circuit.z_strings, probs)).to(angles.dtype)
+
     # --- the interface -----------------------------------------------------------------------------
     def _execute(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
+        if self._evolves(circuit):
+            return Backend._execute(self, circuit, inputs, weights, kind, sets, batch)
         self._check_memory(circuit, math.prod(batch), math.prod(sets), inputs.device)
         if self._graphs is not None and GraphPool.applies(inputs, weights):
             self._plan(circuit, split=True)  # built before recording: the recorder must not see the host work
@@ -180,6 +206,8 @@ class FusedBackend(Backend):
 
     def _angles(self, circuit, angles: torch.Tensor, kind: str) -> torch.Tensor:
         check_angles(circuit, angles)
+        if self._evolves(circuit):
+            return self._from_zero(circuit, angles, kind)
         self._check_memory(circuit, angles.shape[0], 1, angles.device)
         plan = self._plan(circuit, split=False)  # every angle per sample: no weight block to fuse
         x = angles.to(DTYPES[self.dtype][1]).mT  # (n_angles, N)

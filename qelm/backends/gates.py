@@ -45,6 +45,11 @@ class Gate:
 
 def _trace(circuit, angles: torch.Tensor, gate_set: frozenset) -> list:
     tape = qml.tape.make_qscript(circuit.apply)(angles)
+    refused = sorted({op.name for op in tape.operations if op.name in CONTROLLED_ROTATIONS} - gate_set)
+    if refused:
+        raise BackendError(f"circuit {circuit.name!r} uses the controlled rotation {refused[0]}, which this backend does "
+                         "not run (it has no two-term shift rule): run it on backend 'qelm.fused', 'default.qubit' or "
+                         "'lightning.qubit'")
     (tape,), _ = qml.transforms.decompose(tape, gate_set=set(gate_set))
     return list(tape.operations)
 

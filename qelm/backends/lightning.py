@@ -37,10 +37,12 @@ from torch.autograd.function import once_differentiable
 from ..circuits import z_signs
 from ..errors import BackendError
 from .base import BackendUnavailable, check_angles
-from .gates import ROTATIONS, gate_list
+from .gates import CONTROLLED_ROTATIONS, ROTATIONS, gate_list
 from .pennylane import _INSTALL, PennyLaneBackend
 
 __all__ = ["LightningBackend"]
+
+_PARAMETRIC = ROTATIONS | CONTROLLED_ROTATIONS  # Lightning applies and differentiates both (adjoint)
 
 #: lightning.gpu reads the <Z> strings of states up to this many qubits on the host (one copy of the state,
 #: then |psi|^2 @ signs) rather than through ``MeasurementsC128.expval``: on an H200 at 4 qubits the copy took
@@ -82,14 +84,14 @@ class _Kernels:
         NamedObsC128, TensorProdObsC128 = ops.observables.NamedObsC128, ops.observables.TensorProdObsC128
         self._sv = None  # allocated on first use and reset for every sample (module docstring)
 
-        gates = gate_list(circuit)
+        gates = gate_list(circuit, controlled=True)
         self.n_wires, self.n_angles = circuit.n_wires, circuit.n_angles
         # Lightning names Adjoint(S) as S with the inverse flag
         self.names = [g.name[len("Adjoint("):-1] if g.name.startswith("Adjoint(") else g.name for g in gates]
         self.inverses = [g.name.startswith("Adjoint(") for g in gates]
         self.wires = [list(g.wires) for g in gates]
-        rotations = [g for g in gates if g.name in ROTATIONS]
-        self.has_param = [g.name in ROTATIONS for g in gates]
+        rotations = [g for g in gates if g.name in _PARAMETRIC]
+        self.has_param = [g.name in _PARAMETRIC for g in gates]
         self.constants = np.array([g.value if g.angle is None else 0.0 for g in rotations])
         self.param_cols = np.array([-1 if g.angle is None else g.angle for g in rotations], dtype=np.int64)
         # Lightning numbers the parameters of all gates in order; the trainable ones are the driven angles

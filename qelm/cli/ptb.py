@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     t.add_argument("--out", metavar="DIR", help="run folder (default runs/ptb/MODEL-...-sSEED)")
     t.add_argument("--seed", type=seed, default=0, help="seed of the weights and the batch order (default 0)")
     t.add_argument("--dim", type=positive_int, help="embedding width (default: the row's, 512 for Quixer, 96 else)")
-    t.add_argument("--qubits", type=positive_int, help="qubits per token unitary (default 6; 4 for qelm)")
+    t.add_argument("--n-qubits", type=positive_int, help="qubits per token unitary (default 6; 4 for qelm)")
     t.add_argument("--ansatz-layers", type=positive_int, default=4, help="ansatz-14 layers per token (default 4)")
     t.add_argument("--degree", type=positive_int, default=3, help="degree of the LCU polynomial (default 3)")
     t.add_argument("--window", type=positive_int, default=32, help="tokens per window (default 32)")
@@ -50,7 +50,7 @@ def register(subparsers) -> None:
     t.add_argument("--lr", type=positive_float, help="peak learning rate (default: the row's, 1e-3 Transformer, 2e-3 else)")
     t.add_argument("--eos", choices=EOS_MODES, default="eos",
                    help="sentence ends: 'eos' a real <eos> token (default), 'quirk' <unk> as the reference code did")
-    t.add_argument("--limit-tokens", type=positive_int, help="use only the first N tokens of each split (a quick look)")
+    t.add_argument("--limit-tokens", type=positive_int, help="use only the first N tokens of each split (a quick look; default: all of them)")
     t.add_argument("--device", default="cpu", help="torch device (default cpu)")
     t.add_argument("--backend", default="qelm.fused", help="simulator of the quantum rows (default qelm.fused)")
     t.add_argument("--dtype", choices=("complex64", "complex128"), default="complex64",
@@ -85,7 +85,7 @@ def run_ptb(args: argparse.Namespace) -> int:
     device = _device(args.device)
     width, lr, _ = published_settings(args.model)
     dim = args.dim or width
-    qubits = args.qubits or (4 if args.model.startswith("qelm") else 6)
+    qubits = args.n_qubits or (4 if args.model.startswith("qelm") else 6)
     quantum = args.model in ("quixer", "qelm")
     tag = f"q{qubits}" if args.model.startswith("quixer") else f"d{dim}"
     out = Path(args.out or f"runs/ptb/{args.model}-{tag}-{args.eos}-s{args.seed}")
