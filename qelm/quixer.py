@@ -95,6 +95,18 @@ class QuixerMixer(nn.Module):
     def set_backend(self, backend: str | Backend, **options) -> None:
         self.backend = get_backend(backend, **options)
 
+    def memory_bytes(self, windows: int) -> int:
+        """What a training step of ``windows`` windows holds at its peak, an upper estimate: per polynomial
+        round the window's states repeated for every token, the evolved states, the cotangents and the adjoint's
+        working states (six real ``(windows * T, 2**n)`` arrays), plus the angles."""
+        itemsize = 8 if getattr(self.backend, "dtype", "complex128") == "complex128" else 4
+        per_token = 2**self.config.n_qubits * itemsize * 12 + self.token_circuit.n_angles * itemsize * 3
+        return windows * self.config.window * per_token * (self.config.degree + 1)
+
+    def windows_that_fit(self, available: int) -> int:
+        """The most windows a step can take within ``available`` bytes."""
+        return max(0, available // max(1, self.memory_bytes(1)))
+
     def lcu_state(self, angles: torch.Tensor, real: torch.dtype):
         """``P(M)|0>`` for every window (not normalised), as real and imaginary parts ``(W, D)``."""
         W, T, _ = angles.shape

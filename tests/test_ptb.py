@@ -182,3 +182,13 @@ def test_evaluation_is_mean_cross_entropy():
     with torch.no_grad():
         model.table.weight.zero_()
     assert evaluate_windows(model, src, 4) == pytest.approx(math.log(12))
+
+
+def test_a_quixer_step_that_cannot_fit_is_refused_before_allocation(tmp_path, capsys, monkeypatch):
+    files = _fixture_files(tmp_path / "ptb")
+    monkeypatch.setattr("qelm.ptb.PTB_FILES", files)
+    code = main(["ptb", "--model", "quixer", "--qubits", "16", "--data", str(tmp_path / "ptb"),
+                 "--out", str(tmp_path / "o"), "--streams", "64", "--dim", "8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--streams" in err[0] and "GiB" in err[0], err
+    assert not (tmp_path / "o").exists()

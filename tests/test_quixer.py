@@ -99,3 +99,48 @@ def test_cuda_kernel_matches_torch_code(dtype, tol):
     (o0, g0), (o1, g1) = results
     for x0, x1 in zip(o0 + g0, o1 + g1):
         assert torch.allclose(x0, x1, atol=tol, rtol=tol)
+
+
+def test_evolve_every_gate_it_knows_matches_default_qubit():
+    import pennylane as qml
+    from dataclasses import dataclass
+
+    from qelm.circuits import Circuit
+
+    @dataclass(frozen=True)
+    class _Mixed(Circuit):
+        name = "evolve_mixed_test"
+        returns = "state"
+
+        @property
+        def n_inputs(self):
+            return 6
+
+        @property
+        def weight_shape(self):
+            return (0,)
+
+        def apply(self, a):
+            qml.Hadamard(wires=0)
+            qml.RX(a[..., 0], wires=0)
+            qml.CRY(a[..., 1], wires=[0, 2])
+            qml.CNOT(wires=[2, 1])
+            qml.RZ(a[..., 2], wires=1)
+            qml.CRZ(a[..., 3], wires=[1, 0])
+            qml.PauliX(wires=2)
+            qml.CZ(wires=[0, 2])
+            qml.RY(a[..., 4], wires=2)
+            qml.CRX(a[..., 5], wires=[2, 0])
+
+    c = _Mixed(3, 1)
+    torch.manual_seed(3)
+    a = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    psi = torch.randn(4, 8, dtype=torch.complex128, requires_grad=True)
+    outs, grads = [], []
+    for name in ("qelm.fused", "default.qubit"):
+        out = get_backend(name).evolve(c, a, psi)
+        outs.append(out)
+        grads.append(torch.autograd.grad(_loss(out.real, out.imag), [a, psi]))
+    assert torch.allclose(outs[0], outs[1], atol=1e-10)
+    for g0, g1 in zip(*grads):
+        assert torch.allclose(g0, g1, atol=1e-10)

@@ -112,6 +112,16 @@ def run_ptb(args: argparse.Namespace) -> int:
             "backend": f"{args.backend} ({args.dtype})" if quantum else None,
             "vocab_size": tokenizer.vocab_size, "eos": args.eos, "limit_tokens": args.limit_tokens,
             "tokens": {k: int(v.numel()) for k, v in data.items()}}
+    if args.model == "quixer":  # refused before any allocation when the step cannot fit
+        from ..config import available_memory_bytes
+
+        have = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory_bytes()
+        need = model.mixer.memory_bytes(settings.streams)
+        if need > have:
+            fit = model.mixer.windows_that_fit(have)
+            raise UserError(f"Quixer with {qubits} qubits and {settings.streams} windows per step needs about "
+                            f"{need / 2**30:.1f} GiB, more than the {have / 2**30:.1f} GiB free on {device}: use "
+                            f"--streams {max(1, fit)} or fewer qubits")
     n_params = sum(p.numel() for p in model.parameters())
     compile_model = args.compile
     log = _logger()
