@@ -187,7 +187,7 @@ def test_evaluation_is_mean_cross_entropy():
 def test_a_quixer_step_that_cannot_fit_is_refused_before_allocation(tmp_path, capsys, monkeypatch):
     files = _fixture_files(tmp_path / "ptb")
     monkeypatch.setattr("qelm.ptb.PTB_FILES", files)
-    code = main(["ptb", "--model", "quixer", "--qubits", "16", "--data", str(tmp_path / "ptb"),
+    code = main(["ptb", "--model", "quixer", "--n-qubits", "16", "--data", str(tmp_path / "ptb"),
                  "--out", str(tmp_path / "o"), "--streams", "64", "--dim", "8"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--streams" in err[0] and "GiB" in err[0], err

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..memory import free_memory_bytes
 from ..ptb import PTB_SOURCE, fetch_ptb, read_ptb
 from ..ptb_models import MODELS, PUBLISHED, build_window_model, published_settings
 from ..windows import WindowSettings, train_windows
@@ -113,9 +114,7 @@ def run_ptb(args: argparse.Namespace) -> int:
             "vocab_size": tokenizer.vocab_size, "eos": args.eos, "limit_tokens": args.limit_tokens,
             "tokens": {k: int(v.numel()) for k, v in data.items()}}
     if args.model == "quixer":  # refused before any allocation when the step cannot fit
-        from ..config import available_memory_bytes
-
-        have = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory_bytes()
+        have = free_memory_bytes(device)
         need = model.mixer.memory_bytes(settings.streams)
         if need > have:
             fit = model.mixer.windows_that_fit(have)
