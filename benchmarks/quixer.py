@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qelm.ptb_models import build_window_model  # noqa: E402
+from qelm.ptb_models import build_window_model
 
 V = 9924
 
