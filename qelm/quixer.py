@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from .backends import Backend, get_backend
-from .backends.fused_evolve import _flip, _masks
+from .backends.fused_evolve import bit_masks, flip_wire
 from .circuits import Ansatz14Circuit
 from .errors import ConfigError, DataError
 
@@ -145,11 +145,11 @@ def pauli_xyz(re: torch.Tensor, im: torch.Tensor, n: int) -> torch.Tensor:
     """``<X_q>``, then ``<Y_q>``, then ``<Z_q>`` of every qubit ``q`` of normalised states ``(W, 2**n)``:
     ``(W, 3 n)``. ``<X> = sum re F re + im F im``, ``<Y> = sum sgn (im F re - re F im)``, ``<Z> = sum z |psi|^2``
     with ``F`` the flip of the qubit's bit, ``sgn = 2 bit - 1`` and ``z = 1 - 2 bit``."""
-    bits = _masks(n, re.device, re.dtype)
+    bits = bit_masks(n, re.device, re.dtype)
     probs = re * re + im * im
     xs, ys = [], []
     for q in range(n):
-        fre, fim = _flip(re, q, n), _flip(im, q, n)
+        fre, fim = flip_wire(re, q, n), flip_wire(im, q, n)
         xs.append((re * fre + im * fim).sum(-1))
         ys.append(((2 * bits[q] - 1) * (im * fre - re * fim)).sum(-1))
     z = probs @ (1 - 2 * bits).T

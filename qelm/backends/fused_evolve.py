@@ -30,7 +30,7 @@ import torch
 from .fused_plan import UnsupportedGate
 from .gates import CONTROLLED_ROTATIONS, gate_list
 
-__all__ = ["EvolvePlan", "evolve_plan", "evolve_pairs", "EVOLVE_GATES"]
+__all__ = ["EvolvePlan", "evolve_plan", "evolve_pairs", "EVOLVE_GATES", "bit_masks", "flip_wire"]
 
 #: the gates the evolve engine applies
 EVOLVE_GATES = frozenset({"RX", "RY", "RZ"}) | CONTROLLED_ROTATIONS | frozenset({"PauliX", "CNOT", "CZ", "Hadamard"})
@@ -56,14 +56,14 @@ def evolve_plan(circuit) -> EvolvePlan:
     return EvolvePlan(circuit.n_wires, tuple(gates))
 
 
-def _masks(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def bit_masks(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(n, 2**n)``: row ``w`` is the bit of wire ``w`` (0 or 1) in each basis index (a few tiny kernels per call;
     built in the call rather than cached, so ``torch.compile`` folds it into constants)."""
     index = torch.arange(2**n, device=device)
     return torch.stack([((index >> (n - 1 - w)) & 1) for w in range(n)]).to(dtype)
 
 
-def _flip(t: torch.Tensor, wire: int, n: int) -> torch.Tensor:
+def flip_wire(t: torch.Tensor, wire: int, n: int) -> torch.Tensor:
     """``t`` with the bit of ``wire`` flipped in every basis index: ``t[..., i ^ bit(wire)]``."""
     lead = t.shape[:-1]
     return t.reshape(lead + (2**wire, 2, 2 ** (n - 1 - wire))).flip(-2).reshape(lead + (2**n,))
@@ -74,9 +74,9 @@ def _rotate(kind: str, w: int, c, s, re, im, bits, n):
     Linear in ``(c, s)``: with ``(-s/2, c/2)`` in their place it gives the derivative by the angle."""
     if kind == "Y":  # [[c, -s], [s, c]]: y = c x + s (2 bit - 1) F x
         sgn = s * (2 * bits[w] - 1)
-        return c * re + sgn * _flip(re, w, n), c * im + sgn * _flip(im, w, n)
+        return c * re + sgn * flip_wire(re, w, n), c * im + sgn * flip_wire(im, w, n)
     if kind == "X":  # c x - i s F x
-        return c * re + s * _flip(im, w, n), c * im - s * _flip(re, w, n)
+        return c * re + s * flip_wire(im, w, n), c * im - s * flip_wire(re, w, n)
     sz = s * (1 - 2 * bits[w])  # Z: (c - i s z) x, z = 1 - 2 bit
     return c * re + sz * im, c * im - sz * re
 
@@ -92,15 +92,15 @@ def _gate(name: str, wires, c, s, re, im, bits, n):
         rr, ri = _rotate(name[-1], w, c, s, re, im, bits, n)
         return re + m * (rr - re), im + m * (ri - im)
     if name == "PauliX":
-        return _flip(re, w, n), _flip(im, w, n)
+        return flip_wire(re, w, n), flip_wire(im, w, n)
     if name == "CNOT":
         m = bits[wires[0]]
-        return re + m * (_flip(re, w, n) - re), im + m * (_flip(im, w, n) - im)
+        return re + m * (flip_wire(re, w, n) - re), im + m * (flip_wire(im, w, n) - im)
     if name == "CZ":
         sign = 1 - 2 * bits[wires[0]] * bits[w]
         return sign * re, sign * im
     z = (1 - 2 * bits[w]) / math.sqrt(2)  # Hadamard: (z x + F x) / sqrt 2
-    return z * re + _flip(re, w, n) / math.sqrt(2), z * im + _flip(im, w, n) / math.sqrt(2)
+    return z * re + flip_wire(re, w, n) / math.sqrt(2), z * im + flip_wire(im, w, n) / math.sqrt(2)
 
 
 def _derivative(name: str, wires, c, s, re, im, bits, n):
@@ -128,7 +128,7 @@ class _Adjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan, angles, re, im):
         half = 0.5 * angles
-        bits = _masks(plan.n_wires, re.device, re.dtype)
+        bits = bit_masks(plan.n_wires, re.device, re.dtype)
         out = _run(plan, torch.cos(half), torch.sin(half), re, im, bits)
         ctx.plan = plan
         ctx.save_for_backward(angles, *out)
@@ -138,7 +138,7 @@ class _Adjoint(torch.autograd.Function):
     def backward(ctx, g_re, g_im):
         angles, re, im = ctx.saved_tensors
         plan, n = ctx.plan, ctx.plan.n_wires
-        bits = _masks(n, re.device, re.dtype)
+        bits = bit_masks(n, re.device, re.dtype)
         half = 0.5 * angles
         cos, sin = torch.cos(half), torch.sin(half)
         g_re = torch.zeros_like(re) if g_re is None else g_re
@@ -165,4 +165,4 @@ def evolve_pairs(plan: EvolvePlan, angles: torch.Tensor, re: torch.Tensor, im: t
     if torch.is_grad_enabled() and (angles.requires_grad or re.requires_grad or im.requires_grad):
         return _Adjoint.apply(plan, angles, re, im)
     half = 0.5 * angles
-    return _run(plan, torch.cos(half), torch.sin(half), re, im, _masks(plan.n_wires, re.device, re.dtype))
+    return _run(plan, torch.cos(half), torch.sin(half), re, im, bit_masks(plan.n_wires, re.device, re.dtype))
