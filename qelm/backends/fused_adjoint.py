@@ -91,11 +91,31 @@ def _readout_tables(plan: BlockPlan, device, real):
     return signs(h, masks_h).T.contiguous(), signs(n - h, masks_l), flat
 
 
+def _gather(block: Dense, device, cplx) -> tuple:
+    """A permutation block as ``(perm, phase)`` and its inverse, on the block's ``2**k`` local states:
+    ``out[j] = phase[j] in[perm[j]]`` (phase None where every phase is 1)."""
+    at = {w: i for i, w in enumerate(block.wires)}
+    total = None
+    for op in block.ops:
+        local = tuple(at[w] for w in op.wires)
+        gp = genperm(local_matrix(op.name, len(local)), local, block.k)
+        total = gp if total is None else total.then(gp)
+    inv = np.empty_like(total.perm)
+    inv[total.perm] = np.arange(len(total.perm))
+    inv_phase = np.conj(total.phase[inv])
+
+    def tensors(perm, phase):
+        ph = None if np.all(phase == 1) else torch.as_tensor(phase, dtype=cplx, device=device)[:, None]
+        return torch.as_tensor(perm, device=device), ph
+    return tensors(total.perm, total.phase), tensors(inv, inv_phase)
+
+
 class _Constants:
     """Device tensors of one plan (programs of the blocks, constant unitaries, readout tables)."""
 
     def __init__(self, plan: BlockPlan, device, real, cplx) -> None:
-        self.programs = [None if not isinstance(s, Dense) else _program(s, device, cplx) for s in plan.steps]
+        self.programs = [None if not isinstance(s, Dense) else _gather(s, device, cplx) if s.gather
+                         else _program(s, device, cplx) for s in plan.steps]
         rot_cols = [s.op.index for s in plan.steps if isinstance(s, Rotation)]
         self.rot_cols = torch.as_tensor(rot_cols, dtype=torch.long, device=device)
         self.zh, self.zl, self.flat = _readout_tables(plan, device, real)
@@ -115,33 +135,32 @@ class _Constants:
 
 
 # --- the state kernels ------------------------------------------------------------------------------
-def _apply_dense(x: torch.Tensor, u: torch.Tensor, start: int, k: int, n: int) -> torch.Tensor:
-    """``u`` (``(K, K)`` or per set ``(B, K, K)``) on the axes ``start..start+k-1`` of ``x`` ``(B, M, D)``."""
-    B, M, D = x.shape
-    K, R = 2**k, 2 ** (n - start - k)
-    if u.dim() == 3 and u.shape[0] == 1:
-        u = u[0]
-    if R == 1:  # the block's axes are the last: one GEMM per set, rows of K amplitudes
-        out = x.view(B, -1, K) @ u.mT
-    elif u.dim() == 2:
-        out = u @ x.view(B * M * (D // (K * R)), K, R)
-    else:
-        v = x.view(B, -1, K, R)
-        out = torch.empty_like(v)
-        for b in range(B):  # a per-set loop: broadcasting u over the batch would copy it per row
-            torch.matmul(u[b], v[b], out=out[b])
-    return out.view(B, M, D)
+def _real_form(u: torch.Tensor) -> torch.Tensor:
+    """``(..., K, K)`` complex -> ``(..., 2K, 2K)`` real ``a`` with ``rows_out = rows_in @ a`` on interleaved
+    (re, im) amplitudes: real GEMMs of small ``K`` run several times faster than complex ones."""
+    ri = torch.view_as_real(u)
+    ur, ui = ri[..., 0], ri[..., 1]
+    a = torch.stack([torch.stack([ur, -ui], -1), torch.stack([ui, ur], -1)], -3)  # (..., K, 2, K, 2): [k, p, j, q]
+    return a.flatten(-4, -3).flatten(-2).mT
 
 
-def _outer(lam: torch.Tensor, psi: torch.Tensor, start: int, k: int, n: int) -> torch.Tensor:
-    """``sum over samples and the other axes of lam psi^H`` on the block's axes: ``(B, K, K)``."""
-    B = lam.shape[0]
-    K, R = 2**k, 2 ** (n - start - k)
-    if R == 1:
-        return (psi.view(B, -1, K).mH @ lam.view(B, -1, K)).mT
-    if R >= K:
-        return (lam.view(B, -1, K, R) @ psi.view(B, -1, K, R).mH).sum(1)
-    return torch.einsum("bxkr,bxjr->bkj", lam.view(B, -1, K, R), psi.view(B, -1, K, R).conj())
+def _rows(x: torch.Tensor, k: int) -> torch.Tensor:
+    """A state ``(B, M, D)`` whose last ``k`` axes form a block, as real rows ``(B, X, 2K)``."""
+    return torch.view_as_real(x).view(x.shape[0], -1, 2 ** (k + 1))
+
+
+def _apply_dense(x: torch.Tensor, a: torch.Tensor, k: int) -> torch.Tensor:
+    """A block on the last ``k`` axes of ``x`` ``(B, M, D)``, given by its real form ``a`` ``(2K, 2K)`` or per
+    set ``(B, 2K, 2K)`` (:func:`_real_form`): one real GEMM on rows of ``2K`` numbers."""
+    if a.dim() == 3 and a.shape[0] == 1:
+        a = a[0]
+    return torch.view_as_complex((_rows(x, k) @ a).view(x.shape + (2,)))
+
+
+def _outer(lam: torch.Tensor, psi: torch.Tensor, k: int) -> torch.Tensor:
+    """``dL/da`` of :func:`_apply_dense` from the cotangent of its output and its input, summed over the
+    samples of each set: ``rows_in^T rows_lam`` ``(B, 2K, 2K)``."""
+    return _rows(psi, k).mT @ _rows(lam, k)
 
 
 def _slices(n: int, axes: tuple[int, ...]):
@@ -197,8 +216,19 @@ def _rotation_grad(lam: torch.Tensor, psi: torch.Tensor, step: Rotation, n: int)
 
 
 def _reorder(x: torch.Tensor, perm: tuple[int, ...], n: int) -> torch.Tensor:
+    """Permute the wire axes of ``x`` ``(B, M, D)`` (new axis ``i`` = old axis ``perm[i]``), runs of axes that
+    stay together moved as one (a permute of few large axes copies far faster than of many of size 2)."""
+    runs: list[list[int]] = []
+    for p in perm:
+        if runs and p == runs[-1][-1] + 1:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    old = sorted(runs, key=lambda r: r[0])  # the runs in the old order
     B, M, D = x.shape
-    return x.view((B, M) + (2,) * n).permute((0, 1) + tuple(2 + p for p in perm)).reshape(B, M, D)
+    v = x.view((B, M) + tuple(2 ** len(r) for r in old))
+    where = {r[0]: i for i, r in enumerate(old)}
+    return v.permute((0, 1) + tuple(2 + where[r[0]] for r in runs)).reshape(B, M, D)
 
 
 def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
@@ -208,11 +238,20 @@ def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(inv)
 
 
-def _forward(plan: BlockPlan, psi: torch.Tensor, half: torch.Tensor, mats: list) -> torch.Tensor:
+def _apply_gather(x: torch.Tensor, perm: torch.Tensor, phase, start: int, k: int, n: int) -> torch.Tensor:
+    B, M, D = x.shape
+    K, R = 2**k, 2 ** (n - start - k)
+    out = x.view(-1, K, R).index_select(1, perm)
+    return (out if phase is None else out * phase).view(B, M, D)
+
+
+def _forward(plan: BlockPlan, consts, psi: torch.Tensor, half: torch.Tensor, mats: list) -> torch.Tensor:
     n, r, d = plan.n_wires, 0, 0
-    for step in plan.steps:
-        if isinstance(step, Dense):
-            psi = _apply_dense(psi, mats[d], step.start, step.k, n)
+    for step, prog in zip(plan.steps, consts.programs):
+        if isinstance(step, Dense) and step.gather:
+            psi = _apply_gather(psi, *prog[0], step.start, step.k, n)
+        elif isinstance(step, Dense):
+            psi = _apply_dense(psi, mats[d], step.k)
             d += 1
         elif isinstance(step, Rotation):
             h = half[..., r] * (2 if step.op.name == "PhaseShift" else 1)
@@ -228,9 +267,9 @@ class _Adjoint(torch.autograd.Function):
     ``(B, M, n_rotations)`` and the blocks' unitaries ``mats``, by the adjoint method."""
 
     @staticmethod
-    def forward(ctx, plan, psi, half, *mats):
-        out = _forward(plan, psi, half, list(mats))
-        ctx.plan = plan
+    def forward(ctx, plan, consts, psi, half, *mats):
+        out = _forward(plan, consts, psi, half, list(mats))
+        ctx.plan, ctx.consts = plan, consts
         ctx.save_for_backward(out, half, *mats)
         return out
 
@@ -240,19 +279,22 @@ class _Adjoint(torch.autograd.Function):
         plan = ctx.plan
         out, half, *mats = ctx.saved_tensors
         n = plan.n_wires
-        want_mats = ctx.needs_input_grad[3:]
+        want_mats = ctx.needs_input_grad[4:]
         grad_mats = [None] * len(mats)
-        grad_half = torch.zeros_like(half) if ctx.needs_input_grad[2] else None
+        grad_half = torch.zeros_like(half) if ctx.needs_input_grad[3] else None
         psi, lam = out, lam.contiguous()
         r, d = half.shape[-1], len(mats)
-        for step in reversed(plan.steps):
-            if isinstance(step, Dense):
+        for step, prog in zip(reversed(plan.steps), reversed(ctx.consts.programs)):
+            if isinstance(step, Dense) and step.gather:
+                psi = _apply_gather(psi, *prog[1], step.start, step.k, n)
+                lam = _apply_gather(lam, *prog[1], step.start, step.k, n)
+            elif isinstance(step, Dense):
                 d -= 1
-                uh = mats[d].mH
-                psi = _apply_dense(psi, uh, step.start, step.k, n)
+                inverse = mats[d].mT  # a real form of a unitary is orthogonal
+                psi = _apply_dense(psi, inverse, step.k)
                 if want_mats[d]:
-                    grad_mats[d] = _outer(lam, psi, step.start, step.k, n)
-                lam = _apply_dense(lam, uh, step.start, step.k, n)
+                    grad_mats[d] = _outer(lam, psi, step.k)
+                lam = _apply_dense(lam, inverse, step.k)
             elif isinstance(step, Rotation):
                 r -= 1
                 if grad_half is not None:
@@ -267,7 +309,7 @@ class _Adjoint(torch.autograd.Function):
         for d, g in enumerate(grad_mats):
             if g is not None and mats[d].dim() == 2:
                 grad_mats[d] = g.sum(0)
-        return (None, lam, grad_half, *grad_mats)
+        return (None, None, lam, grad_half, *grad_mats)
 
 
 class BlockExecutor:
@@ -281,11 +323,10 @@ class BlockExecutor:
         return _Constants(plan, device, real, cplx)
 
     # --- the product-state prefix --------------------------------------------------------------------
-    def _prefix(self, half: torch.Tensor) -> torch.Tensor:
-        """Per-wire 2-vectors from each wire's prefix gates on |0>, then their Kronecker product in the
-        initial (natural) order: ``(B, M, D)``."""
+    def _wires(self, half: torch.Tensor) -> list[torch.Tensor]:
+        """Each wire's 2-vector after its prefix gates on |0>, ``(B, M, 2)``, in the natural order."""
         B, M = half.shape[:2]
-        st = None
+        out = []
         for ops in self.plan.prefix:
             v = self.k.e0.expand(B, M, 2)
             for o in ops:
@@ -299,16 +340,25 @@ class BlockExecutor:
                 else:
                     m = self.k.fixed[o.name if o.source == "fixed" else (o.name, o.value)]
                 v = (m @ v.unsqueeze(-1)).squeeze(-1)
-            st = v if st is None else (st.unsqueeze(-1) * v.unsqueeze(-2)).flatten(-2)
-        return st.reshape(B, M, -1)
+            out.append(v)
+        return out
+
+    @staticmethod
+    def _product(vectors: list[torch.Tensor]) -> torch.Tensor:
+        """The Kronecker product of per-wire 2-vectors ``(B, m, 2)``, wire 0 most significant: ``(B, m, D)``."""
+        st = vectors[0]
+        for v in vectors[1:]:
+            st = (st.unsqueeze(-1) * v.unsqueeze(-2)).flatten(-2)
+        return st
 
     # --- the blocks' unitaries -----------------------------------------------------------------------
     def _unitaries(self, cw: torch.Tensor | None, sw: torch.Tensor | None) -> list[torch.Tensor]:
-        """One ``(K, K)`` unitary per constant block, ``(B, K, K)`` per weight block (autograd builds
-        their gradient from ``dL/dU``)."""
+        """Each block's unitary in real form (:func:`_real_form`): ``(2K, 2K)`` for a constant block,
+        ``(B, 2K, 2K)`` for a weight block (autograd carries ``dL/da`` through the construction to the
+        weights)."""
         mats = []
         for step, prog in zip(self.plan.steps, self.k.programs):
-            if prog is None:
+            if prog is None or step.gather:
                 continue
             u = None
             for ins in prog:
@@ -324,13 +374,14 @@ class BlockExecutor:
                     u = c * u + s * (g if phase is None else phase * g)
                 if extra:
                     u = torch.complex(c, s) * u
-            mats.append(u)
+            mats.append(_real_form(u))
         return mats
 
     # --- a call ------------------------------------------------------------------------------------
     def run(self, x: torch.Tensor, w: torch.Tensor | None, lead: tuple[int, ...], kind: str) -> torch.Tensor:
-        """``x``: ``(*S, n_data, M)``; returns ``(*S, M, n_obs)`` or states ``(*S, M, D)``."""
-        plan = self.plan
+        """``x``: ``(*S, n_data, M)``; returns ``(*S, M, n_obs)`` or states ``(*S, M, D)``. The samples run
+        in chunks of :func:`chunk_size` (each its own adjoint call), so that a chunk's states stay in cache."""
+        plan, n = self.plan, self.plan.n_wires
         M = x.shape[-1]
         B = math.prod(lead)
         half = (x * 0.5).reshape(B, -1, M).mT  # (B, M, n_data)
@@ -338,16 +389,36 @@ class BlockExecutor:
         if w is not None and w.shape[-1]:
             hw = w.reshape(B, -1) * 0.5
             cw, sw = torch.cos(hw), torch.sin(hw)
-        psi = self._prefix(half).to(self.cplx)
+        wires = [v.to(self.cplx) for v in self._wires(half)]
         mats = self._unitaries(cw, sw)
         rot = half.index_select(-1, self.k.rot_cols)
-        psi = _Adjoint.apply(plan, psi, rot, *mats)
-        if kind == "state":
-            if plan.order != tuple(range(plan.n_wires)):
-                psi = _reorder(psi, tuple(plan.order.index(w) for w in range(plan.n_wires)), plan.n_wires)
-            return psi.reshape(lead + (M, -1))
-        p = torch.view_as_real(psi).square().sum(-1)  # (B, M, D)
-        h = plan.n_wires // 2
-        p = p.view(B, M, 2**h, -1)
-        t = (self.k.zh @ p) @ self.k.zl  # (B, M, ch, cl)
-        return t.flatten(-2).index_select(-1, self.k.flat).reshape(lead + (M, -1))
+        natural = tuple(plan.order.index(w) for w in range(n))
+        step = chunk_size(n, B, M, self.cplx, x.device)
+        outs = []
+        for m0 in range(0, M, step):
+            part = slice(m0, m0 + step)
+            psi = self._product([v[:, part] for v in wires])
+            psi = _Adjoint.apply(plan, self.k, psi, rot[:, part], *mats)  # (B, m, D)
+            if kind == "state":
+                outs.append(psi if natural == tuple(range(n)) else _reorder(psi, natural, n))
+                continue
+            p = torch.view_as_real(psi).square().sum(-1)  # (B, m, D)
+            p = p.view(p.shape[:2] + (2 ** (n // 2), -1))
+            t = (self.k.zh @ p) @ self.k.zl  # (B, m, ch, cl)
+            outs.append(t.flatten(-2).index_select(-1, self.k.flat))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        return out.reshape(lead + (M, -1))
+
+
+#: bytes of one state chunk on the CPU: the samples of a call run this many at a time so that the few
+#: states the adjoint method touches stay in the cache (and below the allocator's 32 MiB mmap threshold)
+CPU_CHUNK_BYTES = 1 << 22
+
+
+def chunk_size(n: int, sets: int, m: int, cplx: torch.dtype, device: torch.device) -> int:
+    """Samples per adjoint call: all of them on a GPU (it wants wide kernels), on the CPU as many as fit
+    :data:`CPU_CHUNK_BYTES` (at least one)."""
+    if device.type != "cpu" or m == 0:
+        return max(m, 1)
+    item = torch.empty(0, dtype=cplx).element_size()
+    return max(1, min(m, CPU_CHUNK_BYTES // (sets * item * 2**n)))

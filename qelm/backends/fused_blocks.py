@@ -8,14 +8,16 @@ gates one by one costs one pass over the state each. So gates are fused into blo
 per device (:data:`COSTS`). Nothing here is ``2**n`` in size: a plan is built from the gate list alone.
 
 The state is ``(B, M, 2, ..., 2)``: weight sets, samples, then one axis per wire in the plan's current
-*order*. A block acts on wires that are adjacent in that order, so its contraction needs no transpose of
-the state: ``(K, K) @ (B, M*L, K, R)``. When a gate's wires are far apart in the order, a :class:`Reorder`
-step permutes the axes once (a relabelling: it is not a gate) and later blocks follow the new order.
+*order*. A block acts on the last ``k`` axes, where its contraction is one real GEMM on rows of ``2K``
+interleaved (re, im) numbers, ``(B, M * 2**n / K, 2K) @ (2K, 2K)`` (small real GEMMs run several times
+faster than complex ones, and no transpose is needed); a :class:`Reorder` moves a block's wires there
+first when they are not (a relabelling of the axes, one copy: it is not a gate).
 
 Steps, in order after the product-state prefix (:func:`qelm.backends.fused_plan._split_prefix`):
 
-* :class:`Dense`: batch-invariant gates (weights, constants, fixed gates) on adjacent axes; its unitary is
-  built once per weight set and call (constant blocks once per device);
+* :class:`Dense`: batch-invariant gates (weights, constants, fixed gates) on the last axes; its unitary is
+  built once per weight set and call; with ``gather``, fixed permutation gates (CNOT, ...) on adjacent
+  axes anywhere, applied as a gather of basis states;
 * :class:`Rotation`: a rotation by a data angle, applied to every sample elementwise (no unitary);
 * :class:`Reorder`: a permutation of the axes.
 """
@@ -30,20 +32,24 @@ from .fused_plan import Op, _classify, _split_prefix, genperm, local_matrix
 
 __all__ = ["Dense", "Rotation", "Reorder", "BlockPlan", "build_block_plan", "block_bytes", "COSTS", "predicted_cost"]
 
-#: Measured cost of each step kind per amplitude of one sample, in units of one elementwise pass over the
-#: state (a ``clone``), forward + adjoint backward together, per device type and precision.
-#: ``dense[k]``: a k-wire block (apply, and in backward two applies and the gradient contraction);
-#: ``rotation``: a data rotation; ``reorder``: a permutation of the axes. CPU: measured on a 2-core AMD EPYC
-#: (AVX-512, MKL) at 16 and 20 qubits, complex128 (``benchmarks/block_costs.py``). CUDA: from arithmetic
-#: (H200: 4.8 TB/s, 67 TFLOP/s FP64), until ``benchmarks/block_costs.py --device cuda`` measures it.
+#: Measured cost per amplitude of one sample, in nanoseconds, of the primitives a step is made of, per
+#: device type (``benchmarks/block_costs.py``): ``apply[k]`` a k-wire unitary on a state, ``outer[k]`` the
+#: gradient contraction ``lam psi^H`` of a k-wire block, ``gather`` a permutation block, ``rotate`` and
+#: ``rotation_grad`` a data rotation, ``reorder`` a permutation of the axes. CPU: one thread of a shared
+#: 2-core AMD EPYC (AVX-512, MKL), complex128. CUDA: from arithmetic for an H200 (4.8 TB/s, 67 TFLOP/s FP64),
+#: until ``benchmarks/block_costs.py --device cuda`` measures it.
 COSTS = {
-    "cpu": {"dense": {1: 4.0, 2: 3.0, 3: 3.0, 4: 3.6, 5: 5.5, 6: 9.0, 7: 14.0, 8: 26.0},
-            "rotation": 5.0, "reorder": 3.5},
-    "cuda": {"dense": {1: 4.0, 2: 4.0, 3: 4.0, 4: 4.0, 5: 4.2, 6: 4.6, 7: 6.0, 8: 10.0},
-             "rotation": 6.0, "reorder": 3.0},
+    "cpu": {"apply": {1: 1.6, 2: 1.6, 3: 1.7, 4: 2.4, 5: 4.0, 6: 7.0, 7: 12.0, 8: 24.0},
+            "outer": {1: 2.0, 2: 2.0, 3: 2.2, 4: 3.0, 5: 5.0, 6: 8.0, 7: 14.0, 8: 26.0},
+            "gather": 1.6, "rotate": 2.5, "rotation_grad": 2.5, "reorder": 1.6},
+    "cuda": {"apply": {1: 0.01, 2: 0.01, 3: 0.01, 4: 0.01, 5: 0.011, 6: 0.013, 7: 0.02, 8: 0.035},
+             "outer": {1: 0.01, 2: 0.01, 3: 0.01, 4: 0.01, 5: 0.011, 6: 0.013, 7: 0.02, 8: 0.035},
+             "gather": 0.01, "rotate": 0.015, "rotation_grad": 0.01, "reorder": 0.01},
 }
 #: widest block the planner tries
 MAX_BLOCK_WIRES = 8
+#: widest permutation block (its gather table has 2**k entries)
+MAX_GATHER_WIRES = 10
 
 
 @dataclass
@@ -54,6 +60,8 @@ class Dense:
     ops: list[Op]
     wires: tuple[int, ...]
     start: int
+    #: fixed permutation gates only: applied as a gather of basis states (with phases), no arithmetic
+    gather: bool = False
 
     @property
     def k(self) -> int:
@@ -121,94 +129,90 @@ def _rotation(op: Op, pos: dict[int, int]) -> Rotation:
                     tuple(complex(p) for p in np.round(gp.phase, 12)))
 
 
-def _fuse(ops: list[Op], n: int, kmax: int) -> tuple[list, tuple[int, ...]]:
-    """Greedy fusion in gate order. A batch-invariant gate joins a block at or after the last step that
-    touches its wires (it commutes past the rest) when the block's span stays within ``kmax`` axes of the
-    order in effect there, preferring the smallest span; otherwise it opens a block at the end, after a
-    :class:`Reorder` if its own wires are too far apart. A data gate is a :class:`Rotation` at the end."""
-    order = list(range(n))
-    pos = {w: i for i, w in enumerate(order)}
+def _is_perm(op: Op) -> bool:
+    """A fixed gate that permutes basis states (with phases): CNOT, CZ, SWAP, Toffoli, Pauli gates, ..."""
+    return op.source == "fixed" and genperm(local_matrix(op.name, len(op.wires)), tuple(range(len(op.wires))),
+                                            len(op.wires)) is not None
+
+
+def _fuse(ops: list[Op], kmax: int, kperm: int) -> list:
+    """Greedy fusion in gate order into wire sets. A batch-invariant gate joins a block at or after the
+    last step that touches its wires (it commutes past the rest) when the block's wires stay at most
+    ``kmax``, preferring no growth, then the smallest block; otherwise it opens a block at the end. A fixed
+    permutation gate (CNOT, ...) that no dense block spans already goes to a permutation block of at most
+    ``kperm`` wires (a gather, no arithmetic). A data gate is a :class:`Rotation` at the end. Returns
+    ``[kind, ops, wires]`` items, kind "dense", "gather" or "data"."""
     steps: list = []
-    spans: list = []  # per step: (lo, hi, pos map) for Dense, None otherwise
-    last = [-1] * n
-    upcoming = [o.wires for o in ops]
-    for index, op in enumerate(ops):
+    last: dict[int, int] = {}
+    for op in ops:
         if op.source == "data":
-            steps.append(_rotation(op, pos))
-            spans.append(None)
+            steps.append(["data", [op], set(op.wires)])
             for w in op.wires:
                 last[w] = len(steps) - 1
             continue
-        p = max(last[w] for w in op.wires)
-        best, best_span = None, None
+        perm = kperm > 0 and _is_perm(op)
+        p = max(last.get(w, -1) for w in op.wires)
+        best, best_key = None, None
         for i in range(max(p, 0), len(steps)):
-            if spans[i] is None:
-                continue
-            lo, hi, at = spans[i]
-            a = [at[w] for w in op.wires]
-            nlo, nhi = min(lo, *a), max(hi, *a)
-            if nhi - nlo + 1 <= kmax and (best is None or nhi - nlo < best_span[1] - best_span[0]):
-                best, best_span = i, (nlo, nhi)
+            kind, _, wires = steps[i]
+            union = len(wires | set(op.wires))
+            if kind == "gather":
+                ok, key = perm and union <= kperm, (1, union)
+            elif kind == "dense":
+                ok, key = (union == len(wires) if perm else union <= kmax), (0 if union == len(wires) else 2, union)
+            else:
+                ok = False
+            if ok and (best is None or key < best_key):
+                best, best_key = i, key
         if best is None:
-            a = [pos[w] for w in op.wires]
-            if max(a) - min(a) + 1 > kmax:
-                new = _reorder_for(op, order, kmax, upcoming[index + 1:index + 1 + 2 * n])
-                steps.append(Reorder(tuple(pos[w] for w in new)))
-                spans.append(None)
-                order, pos = new, {w: i for i, w in enumerate(new)}
-                a = [pos[w] for w in op.wires]
-            steps.append(Dense([op], (), 0))
-            spans.append((min(a), max(a), pos))
+            steps.append(["gather" if perm else "dense", [op], set(op.wires)])
             best = len(steps) - 1
         else:
-            steps[best].ops.append(op)
-            spans[best] = best_span + (spans[best][2],)
+            steps[best][1].append(op)
+            steps[best][2] |= set(op.wires)
         for w in op.wires:
-            last[w] = max(last[w], best)
-    for s, span in zip(steps, spans):
-        if span is not None:
-            lo, hi, at = span
-            inverse = {i: w for w, i in at.items()}
-            s.wires, s.start = tuple(inverse[i] for i in range(lo, hi + 1)), lo
+            last[w] = max(last.get(w, -1), best)
+    return steps
+
+
+def _place(fused: list, n: int) -> tuple[list, tuple[int, ...]]:
+    """The steps with their axes: a dense block acts on the last axes (a real GEMM on rows), so a
+    :class:`Reorder` moves its wires there first when they are not; a permutation block acts where its
+    wires are adjacent, else at the end too; a rotation wherever its wires are."""
+    order = list(range(n))
+    steps: list = []
+    for kind, ops, wires in fused:
+        pos = {w: i for i, w in enumerate(order)}
+        if kind == "data":
+            steps.append(_rotation(ops[0], pos))
+            continue
+        at = sorted(pos[w] for w in wires)
+        if kind == "dense" or at[-1] - at[0] + 1 != len(at):
+            if set(order[n - len(wires):]) != wires:
+                new = [w for w in order if w not in wires] + [w for w in order if w in wires]
+                steps.append(Reorder(tuple(pos[w] for w in new)))
+                order = new
+            at = list(range(n - len(wires), n))
+        steps.append(Dense(ops, tuple(order[at[0]:at[-1] + 1]), at[0], gather=kind == "gather"))
     return steps, tuple(order)
 
 
-def _reorder_for(op: Op, order: list[int], kmax: int, upcoming: list[tuple[int, ...]]) -> list[int]:
-    """A new order in which ``op``'s wires lie within ``kmax`` adjacent axes: of the cyclic rotations of the
-    current order (they keep a ring of gates adjacent but for one cut) and the order with the gate's other
-    wires moved next to its first, the one that leaves the fewest of the next gates too wide."""
-    n = len(order)
-    moved = list(op.wires[1:])
-    rest = [w for w in order if w not in moved]
-    at = rest.index(op.wires[0]) + 1
-    candidates = [order[i:] + order[:i] for i in range(1, n)] + [rest[:at] + moved + rest[at:]]
-
-    def misses(cand):
-        pos = {w: i for i, w in enumerate(cand)}
-        return sum(max(pos[w] for w in ws) - min(pos[w] for w in ws) + 1 > kmax for ws in upcoming if len(ws) > 1)
-
-    best = None
-    for cand in candidates:
-        pos = {w: i for i, w in enumerate(cand)}
-        a = [pos[w] for w in op.wires]
-        if max(a) - min(a) + 1 <= kmax:
-            score = misses(cand)
-            if best is None or score < best[0]:
-                best = (score, cand)
-    return best[1]
-
-
 def predicted_cost(steps: list, device: str) -> float:
-    """Forward + backward cost of ``steps`` in passes over the state (:data:`COSTS`)."""
-    table = COSTS["cuda" if device == "cuda" else "cpu"]
+    """Forward + adjoint backward of ``steps``, in nanoseconds per amplitude of one sample (:data:`COSTS`):
+    a weight block is applied three times (forward, and undone on the state and the cotangent) and
+    contracted once; a constant block or a gather applied three times; a rotation likewise, plus its
+    angle's gradient."""
+    c = COSTS["cuda" if device == "cuda" else "cpu"]
     total = 0.0
     for s in steps:
-        if isinstance(s, Dense):
-            total += table["dense"][s.k]
+        if isinstance(s, Dense) and s.gather:
+            total += 3 * c["gather"]
+        elif isinstance(s, Dense):
+            total += 3 * c["apply"][s.k] + (c["outer"][s.k] if s.uses_weights else 0.0)
         elif isinstance(s, Rotation):
-            total += table["rotation"]
+            total += 3 * c["rotate"] + c["rotation_grad"]
         else:
-            total += table["reorder"]
+            total += 3 * c["reorder"]
     return total
 
 
@@ -217,6 +221,8 @@ def block_bytes(plan: BlockPlan, item: int) -> int:
     ``item`` bytes per complex amplitude; constant blocks are counted once with them."""
     total = 0
     for s in plan.dense:
+        if s.gather:
+            continue
         rotations = sum(o.source == "weight" for o in s.ops)
         total += 4**s.k * item * (3 * rotations + 2)
     return total
@@ -236,7 +242,7 @@ def build_block_plan(circuit, layout, k: int | None = None, device: str = "cpu")
     for kk in candidates:
         if kk < widest or kk > n:
             raise ValueError(f"k={kk} is invalid for circuit {circuit.name!r}: use {widest} <= k <= {n}")
-        steps, order = _fuse(rest, n, kk)
+        steps, order = _place(_fuse(rest, kk, min(n, MAX_GATHER_WIRES)), n)
         cost = predicted_cost(steps, device)
         if best is None or cost < best[0] - 1e-9:
             best = (cost, kk, steps, order)
