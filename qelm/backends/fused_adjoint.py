@@ -21,6 +21,7 @@ from torch.autograd.function import once_differentiable
 
 from .fused_blocks import BlockPlan, Dense, Reorder, Rotation
 from .fused_plan import genperm, local_matrix
+from .fused_unitaries import Unitaries
 
 __all__ = ["BlockExecutor", "STATES_KEPT"]
 
@@ -29,44 +30,6 @@ STATES_KEPT = 7
 
 
 # --- plan constants on a device -------------------------------------------------------------------------
-def _embed(m: np.ndarray, local: tuple[int, ...], k: int) -> np.ndarray:
-    """A gate's matrix on local wires ``local`` of a ``k``-wire block (wire 0 most significant), ``2**k`` square."""
-    g = len(local)
-    t = np.eye(2**k, dtype=complex).reshape((2,) * k + (2**k,))
-    t = np.tensordot(m.reshape((2,) * (2 * g)), t, axes=(list(range(g, 2 * g)), list(local)))
-    return np.moveaxis(t, list(range(g)), list(local)).reshape(2**k, 2**k)
-
-
-def _program(block: Dense, device, cplx) -> list:
-    """Instructions that build a block's unitary from the weight angles: runs of constant gates multiplied
-    out on the host ("const"), and weight rotations ``c U + s G U`` ("rot", with ``G`` as a gather)."""
-    k, at = block.k, {w: i for i, w in enumerate(block.wires)}
-    prog, pending = [], None
-    for op in block.ops:
-        local = tuple(at[w] for w in op.wires)
-        if op.source == "weight":
-            if pending is not None:
-                prog.append(("const", torch.as_tensor(pending, dtype=cplx, device=device)))
-                pending = None
-            gp = genperm(local_matrix(op.name, len(local)), local, k)
-            phase = None if np.all(gp.phase == 1) else torch.as_tensor(gp.phase, dtype=cplx, device=device)[:, None]
-            extra = op.name == "PhaseShift"  # e^{i theta/2} RZ
-            prog.append(("rot", op.index, torch.as_tensor(gp.perm, device=device), phase, extra,
-                         torch.as_tensor(gp.dense(), dtype=cplx, device=device)))
-            continue
-        if op.source == "const":
-            m = math.cos(op.value / 2) * np.eye(2 ** len(local)) + math.sin(op.value / 2) * local_matrix(op.name, len(local))
-            if op.name == "PhaseShift":
-                m = m * np.exp(0.5j * op.value)
-        else:
-            m = local_matrix(op.name, len(local))
-        full = _embed(m, local, k)
-        pending = full if pending is None else full @ pending
-    if pending is not None:
-        prog.append(("const", torch.as_tensor(pending, dtype=cplx, device=device)))
-    return prog
-
-
 def _readout_tables(plan: BlockPlan, device, real):
     """The Z strings as ``Zh^T P Zl`` on ``P`` split into its first ``h`` axes and the rest: sign tables
     ``(2**h, ch)``, ``(2**l, cl)`` and, per string, its entry of the flattened ``(ch, cl)`` product."""
@@ -114,8 +77,8 @@ class _Constants:
     """Device tensors of one plan (programs of the blocks, constant unitaries, readout tables)."""
 
     def __init__(self, plan: BlockPlan, device, real, cplx) -> None:
-        self.programs = [None if not isinstance(s, Dense) else _gather(s, device, cplx) if s.gather
-                         else _program(s, device, cplx) for s in plan.steps]
+        self.programs = [_gather(s, device, cplx) if isinstance(s, Dense) and s.gather else None for s in plan.steps]
+        self.unitaries = Unitaries(plan, device, cplx)
         rot_cols = [s.op.index for s in plan.steps if isinstance(s, Rotation)]
         self.rot_cols = torch.as_tensor(rot_cols, dtype=torch.long, device=device)
         self.zh, self.zl, self.flat = _readout_tables(plan, device, real)
@@ -135,15 +98,6 @@ class _Constants:
 
 
 # --- the state kernels ------------------------------------------------------------------------------
-def _real_form(u: torch.Tensor) -> torch.Tensor:
-    """``(..., K, K)`` complex -> ``(..., 2K, 2K)`` real ``a`` with ``rows_out = rows_in @ a`` on interleaved
-    (re, im) amplitudes: real GEMMs of small ``K`` run several times faster than complex ones."""
-    ri = torch.view_as_real(u)
-    ur, ui = ri[..., 0], ri[..., 1]
-    a = torch.stack([torch.stack([ur, -ui], -1), torch.stack([ui, ur], -1)], -3)  # (..., K, 2, K, 2): [k, p, j, q]
-    return a.flatten(-4, -3).flatten(-2).mT
-
-
 def _rows(x: torch.Tensor, k: int) -> torch.Tensor:
     """A state ``(B, M, D)`` whose last ``k`` axes form a block, as real rows ``(B, X, 2K)``."""
     return torch.view_as_real(x).view(x.shape[0], -1, 2 ** (k + 1))
@@ -151,7 +105,7 @@ def _rows(x: torch.Tensor, k: int) -> torch.Tensor:
 
 def _apply_dense(x: torch.Tensor, a: torch.Tensor, k: int) -> torch.Tensor:
     """A block on the last ``k`` axes of ``x`` ``(B, M, D)``, given by its real form ``a`` ``(2K, 2K)`` or per
-    set ``(B, 2K, 2K)`` (:func:`_real_form`): one real GEMM on rows of ``2K`` numbers."""
+    set ``(B, 2K, 2K)`` (:func:`~qelm.backends.fused_unitaries.real_form`): one real GEMM on rows of ``2K``."""
     if a.dim() == 3 and a.shape[0] == 1:
         a = a[0]
     return torch.view_as_complex((_rows(x, k) @ a).view(x.shape + (2,)))
@@ -290,7 +244,7 @@ class _Adjoint(torch.autograd.Function):
                 lam = _apply_gather(lam, *prog[1], step.start, step.k, n)
             elif isinstance(step, Dense):
                 d -= 1
-                inverse = mats[d].mT  # a real form of a unitary is orthogonal
+                inverse = mats[d].mT  # the real form of a unitary is orthogonal
                 psi = _apply_dense(psi, inverse, step.k)
                 if want_mats[d]:
                     grad_mats[d] = _outer(lam, psi, step.k)
@@ -351,32 +305,6 @@ class BlockExecutor:
             st = (st.unsqueeze(-1) * v.unsqueeze(-2)).flatten(-2)
         return st
 
-    # --- the blocks' unitaries -----------------------------------------------------------------------
-    def _unitaries(self, cw: torch.Tensor | None, sw: torch.Tensor | None) -> list[torch.Tensor]:
-        """Each block's unitary in real form (:func:`_real_form`): ``(2K, 2K)`` for a constant block,
-        ``(B, 2K, 2K)`` for a weight block (autograd carries ``dL/da`` through the construction to the
-        weights)."""
-        mats = []
-        for step, prog in zip(self.plan.steps, self.k.programs):
-            if prog is None or step.gather:
-                continue
-            u = None
-            for ins in prog:
-                if ins[0] == "const":
-                    u = ins[1] if u is None else ins[1] @ u
-                    continue
-                _, j, perm, phase, extra, dense = ins
-                c, s = cw[:, j, None, None], sw[:, j, None, None]
-                if u is None:
-                    u = c * torch.eye(dense.shape[0], dtype=self.cplx, device=dense.device) + s * dense
-                else:
-                    g = u.index_select(-2, perm)
-                    u = c * u + s * (g if phase is None else phase * g)
-                if extra:
-                    u = torch.complex(c, s) * u
-            mats.append(_real_form(u))
-        return mats
-
     # --- a call ------------------------------------------------------------------------------------
     def run(self, x: torch.Tensor, w: torch.Tensor | None, lead: tuple[int, ...], kind: str) -> torch.Tensor:
         """``x``: ``(*S, n_data, M)``; returns ``(*S, M, n_obs)`` or states ``(*S, M, D)``. The samples run
@@ -390,7 +318,7 @@ class BlockExecutor:
             hw = w.reshape(B, -1) * 0.5
             cw, sw = torch.cos(hw), torch.sin(hw)
         wires = [v.to(self.cplx) for v in self._wires(half)]
-        mats = self._unitaries(cw, sw)
+        mats = self.k.unitaries.build(cw, sw, B)
         rot = half.index_select(-1, self.k.rot_cols)
         natural = tuple(plan.order.index(w) for w in range(n))
         step = chunk_size(n, B, M, self.cplx, x.device)

@@ -8,9 +8,9 @@ gates one by one costs one pass over the state each. So gates are fused into blo
 per device (:data:`COSTS`). Nothing here is ``2**n`` in size: a plan is built from the gate list alone.
 
 The state is ``(B, M, 2, ..., 2)``: weight sets, samples, then one axis per wire in the plan's current
-*order*. A block acts on the last ``k`` axes, where its contraction is one real GEMM on rows of ``2K``
-interleaved (re, im) numbers, ``(B, M * 2**n / K, 2K) @ (2K, 2K)`` (small real GEMMs run several times
-faster than complex ones, and no transpose is needed); a :class:`Reorder` moves a block's wires there
+*order*. A dense block acts on the last ``k`` axes, where its contraction is one real GEMM on rows of
+``2K`` interleaved (re, im) numbers, ``(B, M * 2**n / K, 2K) @ (2K, 2K)`` (small real GEMMs run several
+times faster than complex ones, and need no transpose); a :class:`Reorder` moves a block's wires there
 first when they are not (a relabelling of the axes, one copy: it is not a gate).
 
 Steps, in order after the product-state prefix (:func:`qelm.backends.fused_plan._split_prefix`):
@@ -177,8 +177,9 @@ def _fuse(ops: list[Op], kmax: int, kperm: int) -> list:
 
 def _place(fused: list, n: int) -> tuple[list, tuple[int, ...]]:
     """The steps with their axes: a dense block acts on the last axes (a real GEMM on rows), so a
-    :class:`Reorder` moves its wires there first when they are not; a permutation block acts where its
-    wires are adjacent, else at the end too; a rotation wherever its wires are."""
+    :class:`Reorder` moves its wires there first when they are not (measured on the CPU: a complex GEMM
+    on the block's axes where they are costs more than the copy and the real GEMM together); a permutation
+    block acts where its wires are adjacent, else at the end too; a rotation wherever its wires are."""
     order = list(range(n))
     steps: list = []
     for kind, ops, wires in fused:
