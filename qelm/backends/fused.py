@@ -28,7 +28,7 @@ import torch
 
 from . import Backend, check_angles
 from .cuda_graph import GraphPool
-from .fused_adjoint import STATES_KEPT, BlockExecutor
+from .fused_adjoint import CHUNK_STATES, STATES_KEPT, BlockExecutor, chunk_size
 from .fused_blocks import BlockPlan, block_bytes, build_block_plan
 from .fused_executor import Executor
 from .fused_kernels import Tensors
@@ -127,8 +127,9 @@ class FusedBackend(Backend):
         batch that does. Narrow circuits (whole-register unitaries, autograd): interleaved states, about two
         kept per layer of the circuit for backward or two per pass over the state
         (:func:`~qelm.backends.fused_plan.state_passes`), whichever is more, and the unitaries. Block plans
-        (adjoint): :data:`~qelm.backends.fused_adjoint.STATES_KEPT` complex states per sample at the peak of
-        forward + backward, and each weight block's unitary with its construction per weight set."""
+        (adjoint): :data:`~qelm.backends.fused_adjoint.STATES_KEPT` states per sample held through the call,
+        the working states of one chunk of samples, and each weight block's unitary with its construction per
+        weight set."""
         if torch.compiler.is_compiling() or (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
             return  # checked when the model ran eagerly; neither the compiler nor a graph capture can ask
         item = torch.empty(0, dtype=DTYPES[self.dtype][1]).element_size()
@@ -138,8 +139,11 @@ class FusedBackend(Backend):
                 plan = self._plan(circuit, split, device)  # no 2**n table: milliseconds
             except UnsupportedGate:
                 return  # refused with its fix when the call builds it
-            per_state = 2 * item * 2**n * STATES_KEPT
-            fixed = n_sets * block_bytes(plan, 2 * item)
+            cplx = DTYPES[self.dtype][0]
+            state = 2 * item * 2**n
+            per_state = state * STATES_KEPT
+            chunk = chunk_size(n, n_sets, max(1, n_states // max(1, n_sets)), cplx, device)
+            fixed = n_sets * block_bytes(plan, 2 * item) + CHUNK_STATES * state * n_sets * chunk
         else:
             key = (type(circuit), circuit.key)
             if key not in self._passes:

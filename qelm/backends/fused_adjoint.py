@@ -23,10 +23,14 @@ from .fused_blocks import BlockPlan, Dense, Reorder, Rotation
 from .fused_plan import genperm, local_matrix
 from .fused_unitaries import Unitaries
 
-__all__ = ["BlockExecutor", "STATES_KEPT"]
+__all__ = ["BlockExecutor", "STATES_KEPT", "CHUNK_STATES", "chunk_size"]
 
-#: states per sample alive at the peak of a forward + backward call (measured: see tests/test_fused_wide.py)
-STATES_KEPT = 7
+#: states per sample held through a forward + backward call: the output kept for backward, with margin
+#: (1.6 measured as peak resident memory on the CPU at 14 and 16 qubits, 256-1024 samples)
+STATES_KEPT = 2
+#: states per sample of one chunk alive at once while it runs: input, output, cotangent and what a step
+#: makes from them
+CHUNK_STATES = 8
 
 
 # --- plan constants on a device -------------------------------------------------------------------------
@@ -199,6 +203,14 @@ def _apply_gather(x: torch.Tensor, perm: torch.Tensor, phase, start: int, k: int
     return (out if phase is None else out * phase).view(B, M, D)
 
 
+def _product(wires: torch.Tensor) -> torch.Tensor:
+    """The Kronecker product of per-wire 2-vectors ``(B, m, n, 2)``, wire 0 most significant: ``(B, m, D)``."""
+    st = wires[:, :, 0]
+    for i in range(1, wires.shape[2]):
+        st = (st.unsqueeze(-1) * wires[:, :, i].unsqueeze(-2)).flatten(-2)
+    return st
+
+
 def _forward(plan: BlockPlan, consts, psi: torch.Tensor, half: torch.Tensor, mats: list) -> torch.Tensor:
     n, r, d = plan.n_wires, 0, 0
     for step, prog in zip(plan.steps, consts.programs):
@@ -216,54 +228,99 @@ def _forward(plan: BlockPlan, consts, psi: torch.Tensor, half: torch.Tensor, mat
     return psi
 
 
+def _backward(plan: BlockPlan, consts, psi, lam, half, mats, grad_half, grad_mats) -> torch.Tensor:
+    """Walk the steps back from the output ``psi`` with the cotangent ``lam`` (one chunk of samples);
+    accumulates into ``grad_half`` (this chunk's rows) and ``grad_mats`` (None: not wanted); returns the
+    cotangent of the input state."""
+    n = plan.n_wires
+    r, d = half.shape[-1], len(mats)
+    for step, prog in zip(reversed(plan.steps), reversed(consts.programs)):
+        if isinstance(step, Dense) and step.gather:
+            psi = _apply_gather(psi, *prog[1], step.start, step.k, n)
+            lam = _apply_gather(lam, *prog[1], step.start, step.k, n)
+        elif isinstance(step, Dense):
+            d -= 1
+            inverse = mats[d].mT  # the real form of a unitary is orthogonal
+            psi = _apply_dense(psi, inverse, step.k)
+            if grad_mats[d] is not None:
+                g = _outer(lam, psi, step.k)
+                grad_mats[d] += g if grad_mats[d].dim() == 3 else g.sum(0)
+            lam = _apply_dense(lam, inverse, step.k)
+        elif isinstance(step, Rotation):
+            r -= 1
+            if grad_half is not None:
+                grad_half[..., r] = _rotation_grad(lam, psi, step, n)
+            h = half[..., r] * (2 if step.op.name == "PhaseShift" else 1)
+            c, s = torch.cos(h), -torch.sin(h)
+            psi = _rotate(psi, step, c, s, n)
+            lam = _rotate(lam, step, c, s, n)
+        else:
+            inv = _inverse(step.perm)
+            psi, lam = _reorder(psi, inv, n), _reorder(lam, inv, n)
+    return lam
+
+
+def _expectations(psi: torch.Tensor, consts, n: int) -> torch.Tensor:
+    """``<Z_S>`` of every string of the plan from states ``(B, m, D)``: ``Zh^T P Zl`` on the probabilities
+    ``P`` split into the first ``n // 2`` axes and the rest, ``(B, m, n_obs)``."""
+    p = torch.view_as_real(psi).square().sum(-1)
+    p = p.view(p.shape[:2] + (2 ** (n // 2), -1))
+    return ((consts.zh @ p) @ consts.zl).flatten(-2).index_select(-1, consts.flat)
+
+
+def _cotangent(psi: torch.Tensor, g: torch.Tensor, consts, n: int) -> torch.Tensor:
+    """The cotangent of the states from that of their expectations ``g`` ``(B, m, n_obs)``: ``2 psi W`` with
+    ``W = sum_S g_S Z_S`` on the basis states, built as ``Zh G Zl^T``."""
+    B, m = g.shape[:2]
+    ch, cl = consts.zh.shape[0], consts.zl.shape[1]
+    G = torch.zeros((B, m, ch * cl), dtype=g.dtype, device=g.device).index_add_(-1, consts.flat, g)
+    W = consts.zh.mT @ G.view(B, m, ch, cl) @ consts.zl.mT  # (B, m, 2**h, 2**l)
+    return psi * (2 * W).view(B, m, -1)
+
+
 class _Adjoint(torch.autograd.Function):
-    """``psi_out = steps(psi_in)``: differentiable in ``psi_in``, the rotations' half-angles ``half``
-    ``(B, M, n_rotations)`` and the blocks' unitaries ``mats``, by the adjoint method."""
+    """The circuit on every sample, from the per-wire 2-vectors of its product-state prefix ``wires``
+    ``(B, M, n, 2)``, the data rotations' half-angles ``half`` ``(B, M, n_rotations)`` and the blocks'
+    unitaries ``mats``: the expectations ``(B, M, n_obs)`` (``kind`` "expval") or the states ``(B, M, D)``
+    in the plan's final order, differentiable in all three by the adjoint method. The samples run in chunks
+    of ``chunk``; only the output states are kept for backward (the product state is recomputed)."""
 
     @staticmethod
-    def forward(ctx, plan, consts, psi, half, *mats):
-        out = _forward(plan, consts, psi, half, list(mats))
-        ctx.plan, ctx.consts = plan, consts
-        ctx.save_for_backward(out, half, *mats)
-        return out
+    def forward(ctx, plan, consts, chunk, kind, wires, half, *mats):
+        B, M = wires.shape[:2]
+        out = torch.empty((B, M, 2**plan.n_wires), dtype=wires.dtype, device=wires.device)
+        exps = []
+        for m0 in range(0, M, chunk):
+            part = slice(m0, m0 + chunk)
+            psi = _forward(plan, consts, _product(wires[:, part]), half[:, part], list(mats))
+            out[:, part] = psi
+            if kind == "expval":
+                exps.append(_expectations(psi, consts, plan.n_wires))
+        ctx.plan, ctx.consts, ctx.chunk, ctx.kind = plan, consts, chunk, kind
+        ctx.save_for_backward(out, wires, half, *mats)
+        if kind == "state":
+            return out
+        return exps[0] if len(exps) == 1 else torch.cat(exps, dim=1)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, lam):
-        plan = ctx.plan
-        out, half, *mats = ctx.saved_tensors
-        n = plan.n_wires
-        want_mats = ctx.needs_input_grad[4:]
-        grad_mats = [None] * len(mats)
-        grad_half = torch.zeros_like(half) if ctx.needs_input_grad[3] else None
-        psi, lam = out, lam.contiguous()
-        r, d = half.shape[-1], len(mats)
-        for step, prog in zip(reversed(plan.steps), reversed(ctx.consts.programs)):
-            if isinstance(step, Dense) and step.gather:
-                psi = _apply_gather(psi, *prog[1], step.start, step.k, n)
-                lam = _apply_gather(lam, *prog[1], step.start, step.k, n)
-            elif isinstance(step, Dense):
-                d -= 1
-                inverse = mats[d].mT  # the real form of a unitary is orthogonal
-                psi = _apply_dense(psi, inverse, step.k)
-                if want_mats[d]:
-                    grad_mats[d] = _outer(lam, psi, step.k)
-                lam = _apply_dense(lam, inverse, step.k)
-            elif isinstance(step, Rotation):
-                r -= 1
-                if grad_half is not None:
-                    grad_half[..., r] = _rotation_grad(lam, psi, step, n)
-                h = half[..., r] * (2 if step.op.name == "PhaseShift" else 1)
-                c, s = torch.cos(h), -torch.sin(h)
-                psi = _rotate(psi, step, c, s, n)
-                lam = _rotate(lam, step, c, s, n)
-            else:
-                inv = _inverse(step.perm)
-                psi, lam = _reorder(psi, inv, n), _reorder(lam, inv, n)
-        for d, g in enumerate(grad_mats):
-            if g is not None and mats[d].dim() == 2:
-                grad_mats[d] = g.sum(0)
-        return (None, None, lam, grad_half, *grad_mats)
+    def backward(ctx, g):
+        out, wires, half, *mats = ctx.saved_tensors
+        want, n = ctx.needs_input_grad, ctx.plan.n_wires
+        grad_wires = torch.zeros_like(wires) if want[4] else None
+        grad_half = torch.zeros_like(half) if want[5] else None
+        grad_mats = [torch.zeros_like(m) if w else None for m, w in zip(mats, want[6:])]
+        for m0 in range(0, wires.shape[1], ctx.chunk):
+            part = slice(m0, m0 + ctx.chunk)
+            psi = out[:, part].contiguous()
+            lam = g[:, part].contiguous() if ctx.kind == "state" else _cotangent(psi, g[:, part], ctx.consts, n)
+            lam0 = _backward(ctx.plan, ctx.consts, psi, lam, half[:, part], mats,
+                             None if grad_half is None else grad_half[:, part], grad_mats)
+            if grad_wires is not None:  # through the product state, recomputed for this chunk
+                with torch.enable_grad():
+                    v = wires[:, part].detach().requires_grad_()
+                    grad_wires[:, part] = torch.autograd.grad(_product(v), v, lam0)[0]
+        return (None, None, None, None, grad_wires, grad_half, *grad_mats)
 
 
 class BlockExecutor:
@@ -297,18 +354,9 @@ class BlockExecutor:
             out.append(v)
         return out
 
-    @staticmethod
-    def _product(vectors: list[torch.Tensor]) -> torch.Tensor:
-        """The Kronecker product of per-wire 2-vectors ``(B, m, 2)``, wire 0 most significant: ``(B, m, D)``."""
-        st = vectors[0]
-        for v in vectors[1:]:
-            st = (st.unsqueeze(-1) * v.unsqueeze(-2)).flatten(-2)
-        return st
-
     # --- a call ------------------------------------------------------------------------------------
     def run(self, x: torch.Tensor, w: torch.Tensor | None, lead: tuple[int, ...], kind: str) -> torch.Tensor:
-        """``x``: ``(*S, n_data, M)``; returns ``(*S, M, n_obs)`` or states ``(*S, M, D)``. The samples run
-        in chunks of :func:`chunk_size` (each its own adjoint call), so that a chunk's states stay in cache."""
+        """``x``: ``(*S, n_data, M)``; returns ``(*S, M, n_obs)`` or states ``(*S, M, D)``."""
         plan, n = self.plan, self.plan.n_wires
         M = x.shape[-1]
         B = math.prod(lead)
@@ -317,36 +365,24 @@ class BlockExecutor:
         if w is not None and w.shape[-1]:
             hw = w.reshape(B, -1) * 0.5
             cw, sw = torch.cos(hw), torch.sin(hw)
-        wires = [v.to(self.cplx) for v in self._wires(half)]
+        wires = torch.stack(self._wires(half), dim=2).to(self.cplx)  # (B, M, n, 2)
         mats = self.k.unitaries.build(cw, sw, B)
         rot = half.index_select(-1, self.k.rot_cols)
-        natural = tuple(plan.order.index(w) for w in range(n))
-        step = chunk_size(n, B, M, self.cplx, x.device)
-        outs = []
-        for m0 in range(0, M, step):
-            part = slice(m0, m0 + step)
-            psi = self._product([v[:, part] for v in wires])
-            psi = _Adjoint.apply(plan, self.k, psi, rot[:, part], *mats)  # (B, m, D)
-            if kind == "state":
-                outs.append(psi if natural == tuple(range(n)) else _reorder(psi, natural, n))
-                continue
-            p = torch.view_as_real(psi).square().sum(-1)  # (B, m, D)
-            p = p.view(p.shape[:2] + (2 ** (n // 2), -1))
-            t = (self.k.zh @ p) @ self.k.zl  # (B, m, ch, cl)
-            outs.append(t.flatten(-2).index_select(-1, self.k.flat))
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        chunk = chunk_size(n, B, M, self.cplx, x.device)
+        out = _Adjoint.apply(plan, self.k, chunk, kind, wires, rot, *mats)  # (B, M, n_obs) or (B, M, D)
+        if kind == "state":
+            natural = tuple(plan.order.index(w) for w in range(n))
+            out = out if natural == tuple(range(n)) else _reorder(out, natural, n)
         return out.reshape(lead + (M, -1))
 
 
-#: bytes of one state chunk on the CPU: the samples of a call run this many at a time so that the few
-#: states the adjoint method touches stay in the cache (and below the allocator's 32 MiB mmap threshold)
-CPU_CHUNK_BYTES = 1 << 22
+#: bytes of the states of one chunk: on the CPU the samples run this many at a time so that the few states
+#: a step touches stay in the cache; on a GPU chunks only bound the memory of the backward pass
+CHUNK_BYTES = {"cpu": 1 << 22, "cuda": 1 << 30}
 
 
 def chunk_size(n: int, sets: int, m: int, cplx: torch.dtype, device: torch.device) -> int:
-    """Samples per adjoint call: all of them on a GPU (it wants wide kernels), on the CPU as many as fit
-    :data:`CPU_CHUNK_BYTES` (at least one)."""
-    if device.type != "cpu" or m == 0:
-        return max(m, 1)
+    """Samples per chunk of the adjoint pass: as many as fit :data:`CHUNK_BYTES` (at least one)."""
     item = torch.empty(0, dtype=cplx).element_size()
-    return max(1, min(m, CPU_CHUNK_BYTES // (sets * item * 2**n)))
+    limit = CHUNK_BYTES["cpu" if device.type == "cpu" else "cuda"]
+    return max(1, min(m, limit // (sets * item * 2**n)))

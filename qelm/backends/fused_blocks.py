@@ -25,6 +25,7 @@ Steps, in order after the product-state prefix (:func:`qelm.backends.fused_plan.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -118,11 +119,16 @@ class BlockPlan:
         return [s for s in self.steps if isinstance(s, Rotation)]
 
 
+@lru_cache(maxsize=None)
+def _local(name: str, g: int):
+    """A gate's matrix on its own ``g`` wires as a generalized permutation, or None."""
+    return genperm(local_matrix(name, g), tuple(range(g)), g)
+
+
 def _rotation(op: Op, pos: dict[int, int]) -> Rotation:
-    g = len(op.wires)
     if op.name == "PhaseShift":  # diag(1, e^{i theta}): handled apart by the executor
         return Rotation(op, tuple(pos[w] for w in op.wires), (0, 1), (0j, 1j))
-    gp = genperm(local_matrix(op.name, g), tuple(range(g)), g)
+    gp = _local(op.name, len(op.wires))
     if gp is None or not gp.quarter_phases:  # pragma: no cover - every rotation generator is a Pauli string
         raise ValueError(f"gate {op.name} has no Pauli generator")
     return Rotation(op, tuple(pos[w] for w in op.wires), tuple(int(p) for p in gp.perm),
@@ -131,8 +137,7 @@ def _rotation(op: Op, pos: dict[int, int]) -> Rotation:
 
 def _is_perm(op: Op) -> bool:
     """A fixed gate that permutes basis states (with phases): CNOT, CZ, SWAP, Toffoli, Pauli gates, ..."""
-    return op.source == "fixed" and genperm(local_matrix(op.name, len(op.wires)), tuple(range(len(op.wires))),
-                                            len(op.wires)) is not None
+    return op.source == "fixed" and _local(op.name, len(op.wires)) is not None
 
 
 def _fuse(ops: list[Op], kmax: int, kperm: int) -> list:
@@ -234,8 +239,8 @@ def build_block_plan(circuit, layout, k: int | None = None, device: str = "cpu")
     ``k`` is None, the ``k`` whose plan :func:`predicted_cost` finds cheapest on ``device``."""
     n = circuit.n_wires
     ops = _classify(circuit, layout)
-    for o in ops:
-        local_matrix(o.name, len(o.wires))  # raises UnsupportedGate for a gate without a kernel
+    for name, g in {(o.name, len(o.wires)) for o in ops}:
+        local_matrix(name, g)  # raises UnsupportedGate for a gate without a kernel
     prefix, rest = _split_prefix(ops, n)
     widest = max((len(o.wires) for o in rest if o.source != "data"), default=1)
     candidates = [k] if k is not None else range(max(widest, 1), min(n, MAX_BLOCK_WIRES) + 1)
