@@ -211,6 +211,24 @@ def _product(wires: torch.Tensor) -> torch.Tensor:
     return st
 
 
+def _product_grad(wires: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """The cotangent of the per-wire vectors ``(B, m, n, 2)`` from that of their product ``lam`` ``(B, m, D)``
+    (torch's convention: ``conj`` of the other factors), the product's chain rule from its last wire back:
+    about two passes over ``lam``."""
+    B, m, n = wires.shape[:3]
+    partial = [wires[:, :, 0]]
+    for i in range(1, n - 1):
+        partial.append((partial[-1].unsqueeze(-1) * wires[:, :, i].unsqueeze(-2)).flatten(-2))
+    grads = [None] * n
+    g = lam
+    for j in range(n - 1, 0, -1):
+        gj = g.view(B, m, -1, 2)  # (left index, this wire's bit)
+        grads[j] = (gj * partial[j - 1].conj().unsqueeze(-1)).sum(-2)
+        g = (gj * wires[:, :, j].conj().unsqueeze(-2)).sum(-1)
+    grads[0] = g
+    return torch.stack(grads, dim=2)
+
+
 def _forward(plan: BlockPlan, consts, psi: torch.Tensor, half: torch.Tensor, mats: list) -> torch.Tensor:
     n, r, d = plan.n_wires, 0, 0
     for step, prog in zip(plan.steps, consts.programs):
@@ -283,7 +301,7 @@ class _Adjoint(torch.autograd.Function):
     ``(B, M, n, 2)``, the data rotations' half-angles ``half`` ``(B, M, n_rotations)`` and the blocks'
     unitaries ``mats``: the expectations ``(B, M, n_obs)`` (``kind`` "expval") or the states ``(B, M, D)``
     in the plan's final order, differentiable in all three by the adjoint method. The samples run in chunks
-    of ``chunk``; only the output states are kept for backward (the product state is recomputed)."""
+    of ``chunk``; only the output states are kept for backward."""
 
     @staticmethod
     def forward(ctx, plan, consts, chunk, kind, wires, half, *mats):
@@ -316,10 +334,8 @@ class _Adjoint(torch.autograd.Function):
             lam = g[:, part].contiguous() if ctx.kind == "state" else _cotangent(psi, g[:, part], ctx.consts, n)
             lam0 = _backward(ctx.plan, ctx.consts, psi, lam, half[:, part], mats,
                              None if grad_half is None else grad_half[:, part], grad_mats)
-            if grad_wires is not None:  # through the product state, recomputed for this chunk
-                with torch.enable_grad():
-                    v = wires[:, part].detach().requires_grad_()
-                    grad_wires[:, part] = torch.autograd.grad(_product(v), v, lam0)[0]
+            if grad_wires is not None:  # through the product state
+                grad_wires[:, part] = _product_grad(wires[:, part], lam0)
         return (None, None, None, None, grad_wires, grad_half, *grad_mats)
 
 
