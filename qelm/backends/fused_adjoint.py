@@ -223,8 +223,8 @@ def _product_grad(wires: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     g = lam
     for j in range(n - 1, 0, -1):
         gj = g.view(B, m, -1, 2)  # (left index, this wire's bit)
-        grads[j] = (gj * partial[j - 1].conj().unsqueeze(-1)).sum(-2)
-        g = (gj * wires[:, :, j].conj().unsqueeze(-2)).sum(-1)
+        grads[j] = (partial[j - 1].conj().unsqueeze(-2) @ gj).squeeze(-2)
+        g = (gj @ wires[:, :, j].conj().unsqueeze(-1)).squeeze(-1)
     grads[0] = g
     return torch.stack(grads, dim=2)
 
@@ -394,7 +394,7 @@ class BlockExecutor:
 
 #: bytes of the states of one chunk: on the CPU the samples run this many at a time so that the few states
 #: a step touches stay in the cache; on a GPU chunks only bound the memory of the backward pass
-CHUNK_BYTES = {"cpu": 1 << 22, "cuda": 1 << 30}
+CHUNK_BYTES = {"cpu": 1 << 20, "cuda": 1 << 30}
 
 
 def chunk_size(n: int, sets: int, m: int, cplx: torch.dtype, device: torch.device) -> int:
