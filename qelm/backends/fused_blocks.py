@@ -35,14 +35,15 @@ __all__ = ["Dense", "Rotation", "Reorder", "BlockPlan", "build_block_plan", "blo
 
 #: Measured cost per amplitude of one sample, in nanoseconds, of the primitives a step is made of, per
 #: device type (``benchmarks/block_costs.py``): ``apply[k]`` a k-wire unitary on a state, ``outer[k]`` the
-#: gradient contraction ``lam psi^H`` of a k-wire block, ``gather`` a permutation block, ``rotate`` and
-#: ``rotation_grad`` a data rotation, ``reorder`` a permutation of the axes. CPU: one thread of a shared
-#: 2-core AMD EPYC (AVX-512, MKL), complex128. CUDA: from arithmetic for an H200 (4.8 TB/s, 67 TFLOP/s FP64),
-#: until ``benchmarks/block_costs.py --device cuda`` measures it.
+#: gradient contraction of a k-wire block, ``gather`` a permutation block, ``rotate`` and ``rotation_grad``
+#: a data rotation, ``reorder`` a permutation of the axes. CPU: ``block_costs.py --qubits 16`` on one
+#: thread of a shared 2-core Intel Xeon (AVX-512, MKL), complex128, rounded. CUDA: from arithmetic for an
+#: H200 (4.8 TB/s, 67 TFLOP/s FP64: a block costs about one pass until k = 6), until
+#: ``benchmarks/block_costs.py --device cuda`` measures it.
 COSTS = {
-    "cpu": {"apply": {1: 1.6, 2: 1.6, 3: 1.7, 4: 2.4, 5: 4.0, 6: 7.0, 7: 12.0, 8: 24.0},
-            "outer": {1: 2.0, 2: 2.0, 3: 2.2, 4: 3.0, 5: 5.0, 6: 8.0, 7: 14.0, 8: 26.0},
-            "gather": 1.6, "rotate": 2.5, "rotation_grad": 2.5, "reorder": 1.6},
+    "cpu": {"apply": {1: 1.65, 2: 1.15, 3: 1.35, 4: 1.95, 5: 3.1, 6: 5.7, 7: 11.5, 8: 22.5},
+            "outer": {1: 1.05, 2: 0.95, 3: 1.2, 4: 2.05, 5: 3.3, 6: 6.3, 7: 12.4, 8: 22.3},
+            "gather": 0.9, "rotate": 3.45, "rotation_grad": 3.6, "reorder": 1.1},
     "cuda": {"apply": {1: 0.01, 2: 0.01, 3: 0.01, 4: 0.01, 5: 0.011, 6: 0.013, 7: 0.02, 8: 0.035},
              "outer": {1: 0.01, 2: 0.01, 3: 0.01, 4: 0.01, 5: 0.011, 6: 0.013, 7: 0.02, 8: 0.035},
              "gather": 0.01, "rotate": 0.015, "rotation_grad": 0.01, "reorder": 0.01},
