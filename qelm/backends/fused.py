@@ -15,9 +15,18 @@ It runs (:mod:`.fused_executor`) a plan from :mod:`.fused_plan`:
 States are real tensors: ``(..., D)`` while every amplitude is real (a product of RY rotations is), then
 interleaved ``(..., 2D)`` real and imaginary parts. A complex matrix product becomes one real GEMM
 (``(N, 2D) @ (2D, 2D)``, or ``(N, D) @ (D, 2D)`` from a real state, half the work of a complex GEMM) and
-every per-sample kernel is real arithmetic. Precision: ``dtype="complex128"`` (default; float64
-arithmetic, agrees with default.qubit to ~1e-15) or ``"complex64"`` (float32, ~1e-7; about half the
-memory traffic). Exact only: shots are refused (use qiskit.aer or default.qubit for sampling).
+every per-sample kernel is real arithmetic.
+
+That is right while a ``2**n x 2**n`` unitary is cheap. From :data:`BLOCKS_FROM_WIRES` wires a circuit runs
+as a :class:`~qelm.backends.fused_blocks.BlockPlan` instead: after the same product-state prefix, its gates
+fused into blocks of a few wires (``k`` chosen per device by a measured cost model), each one real GEMM on
+the state's last axes, and differentiated by the adjoint method (:mod:`.fused_adjoint`), which keeps the
+output states and not one state per gate. Its plan is built from the gate list alone, with no
+``2**n``-sized object, in milliseconds.
+
+Precision: ``dtype="complex128"`` (default; float64 arithmetic, agrees with default.qubit to ~1e-15) or
+``"complex64"`` (float32, ~1e-7; about half the memory traffic). Exact only: shots are refused (use
+qiskit.aer or default.qubit for sampling).
 """
 
 from __future__ import annotations
@@ -167,7 +176,8 @@ class FusedBackend(Backend):
     def _execute(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
         self._check_memory(circuit, math.prod(batch), math.prod(sets), inputs.device)
         if self._graphs is not None and GraphPool.applies(inputs, weights):
-            self._plan(circuit, split=True, device=inputs.device)  # built before recording: the recorder must not see the host work
+            # built before recording: the recorder must not see the host work
+            self._plan(circuit, split=True, device=inputs.device)
             return self._graphs((circuit.key, kind), lambda i, w: self._simulate(circuit, i, w, kind, sets, batch),
                                 inputs, weights)
         return self._simulate(circuit, inputs, weights, kind, sets, batch)
