@@ -41,7 +41,7 @@ from .fused_adjoint import CHUNK_STATES, STATES_KEPT, BlockExecutor, chunk_size
 from .fused_blocks import BlockPlan, block_bytes, build_block_plan
 from .fused_executor import Executor
 from .fused_kernels import Tensors
-from .fused_plan import MAX_FUSED_WIRES, Plan, UnsupportedGate, build_plan, state_passes
+from .fused_plan import Plan, UnsupportedGate, build_plan, state_passes
 
 #: circuits on at least this many wires run as k-qubit blocks with adjoint differentiation
 #: (:mod:`.fused_blocks`, :mod:`.fused_adjoint`); narrower ones as whole-register unitaries with autograd

@@ -2,13 +2,14 @@
 a batch and differentiates it by the adjoint method (Jones & Gacon 2020, arXiv:2009.02823).
 
 States are complex ``(B, M, D)``: weight sets, samples, amplitudes (one axis per wire in the plan's order).
-Forward applies the steps under ``no_grad`` and keeps only the output state. Backward walks the steps in
-reverse with the cotangent ``lam``: a step ``psi_out = U psi_in`` is undone on both (``psi_in = U^H
-psi_out``, ``lam_in = U^H lam_out``) and ``dL/dU = lam_out psi_in^H``, summed over the samples of each
-weight set, is handed to autograd, which carries it through the small ``K x K`` construction of ``U`` to the
-weight angles. A data rotation's angle gradient is read per sample from its output: ``d psi_out / d(theta/2)
-= G psi_out``. So the whole call keeps about four states per sample (output, cotangent, and the two being
-undone), not one per gate, plus the blocks' unitaries.
+One autograd node covers the whole circuit: forward applies the steps and keeps only the output states.
+Backward builds the cotangent ``lam`` of the states from that of the expectations and walks the steps in
+reverse: a step ``psi_out = U psi_in`` is undone on both (``psi_in = U^H psi_out``, ``lam_in = U^H
+lam_out``) and ``dL/dU = lam_out psi_in^H``, summed over the samples of each weight set, is handed to
+autograd, which carries it through the small ``K x K`` construction of ``U`` to the weight angles. A data
+rotation's angle gradient is read per sample from its output: ``d psi_out / d(theta/2) = G psi_out``. The
+samples run in chunks, so the call holds the output states and one chunk's few working states, not one
+state per gate, plus the blocks' unitaries.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from .fused_blocks import BlockPlan, Dense, Reorder, Rotation
+from .fused_blocks import BlockPlan, Dense, Rotation
 from .fused_plan import genperm, local_matrix
 from .fused_unitaries import Unitaries
 
@@ -190,10 +191,7 @@ def _reorder(x: torch.Tensor, perm: tuple[int, ...], n: int) -> torch.Tensor:
 
 
 def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
-    inv = [0] * len(perm)
-    for i, p in enumerate(perm):
-        inv[p] = i
-    return tuple(inv)
+    return tuple(sorted(range(len(perm)), key=perm.__getitem__))
 
 
 def _apply_gather(x: torch.Tensor, perm: torch.Tensor, phase, start: int, k: int, n: int) -> torch.Tensor:
