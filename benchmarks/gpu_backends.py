@@ -1,6 +1,7 @@
 """Which backend for which circuit size: per-sample cost of qelm's backends from 4 to 24 qubits.
 
-Workload: qelm's "angle" circuit (AngleEmbedding + 2 StronglyEntanglingLayers) at each ``--qubits`` size,
+Workload: qelm's "angle" circuit (AngleEmbedding + 2 StronglyEntanglingLayers) at each ``--qubits`` size
+(4 to 26 by default),
 forward + backward of the sum of the <Z> outputs, gradients with respect to the inputs and the weights,
 through ``qelm.backends.get_backend(name).run(circuit, inputs, weights)``. The figure of merit is the
 cost per sample at a batch that suits each simulator, so the study shows where (if anywhere) a
@@ -11,7 +12,8 @@ How N (samples per step) is chosen, and why it differs:
 * Batched simulators (``qelm.fused``, ``default.qubit``) hold all N states at once, so their cost per
   sample falls as N grows until the device is full. N's ceiling is the largest power of two
   <= ``--max-batch`` whose working set, N x 2**n x 16 bytes x ``--state-copies`` (complex128 states kept
-  by autograd), fits in ``--memory-gib``; N climbs to it from 1 by factors of 8.
+  by autograd), fits in ``--memory-gib``; N climbs to it from 1 by factors of 8. A batch ``qelm.fused``
+  refuses with its MemoryError (before allocating) is replaced by the batch the refusal names as fitting.
 * Per-sample simulators (``lightning.*``, ``qiskit.aer``) loop over the samples inside the library, so
   their cost is linear in N and a small N is enough: 1, then 8, doubling while a step takes under 0.5 s,
   up to the batched ceiling.
@@ -30,7 +32,8 @@ spec ``name:DEV`` passes ``device=DEV`` (``qiskit.aer:GPU``).
 Usage::
 
     python benchmarks/gpu_backends.py                  # CUDA: qelm.fused, default.qubit, lightning.gpu, qiskit.aer:GPU
-    python benchmarks/gpu_backends.py --device cpu --backends qelm.fused,default.qubit,lightning.qubit,qiskit.aer
+    python benchmarks/gpu_backends.py --device cpu --backends qelm.fused,default.qubit,lightning.qubit \
+        --qubits 4,8,10,12,14,16,18,20,22 --max-qubits default.qubit=20 --threads 1 --max-seconds 10
     python benchmarks/gpu_backends.py --quick --device cpu --backends qelm.fused,default.qubit   # a smoke test
 """
 
@@ -41,6 +44,7 @@ import gc
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -72,19 +76,42 @@ def batch_limit(n_qubits: int, max_batch: int, memory_bytes: float, copies: int)
     return pow2_floor(min(max_batch, memory_bytes // (2**n_qubits * 16 * copies)))
 
 
+class Refused(Exception):
+    """A backend refused a batch before allocating it, naming the largest batch that fits (qelm.fused)."""
+
+    def __init__(self, fits: int) -> None:
+        super().__init__(f"at most {fits} states fit")
+        self.fits = fits
+
+
+def refused_batch(error: MemoryError) -> int | None:
+    """The batch a MemoryError says fits ("at most N states fit"), or None when it names none."""
+    found = re.search(r"at most (\d+) states fit", str(error))
+    return int(found.group(1)) if found else None
+
+
 def fit_batch(one_step, n_max: int, batched: bool, cap_s: float) -> tuple[int, float, list]:
     """(N, seconds of one step at N, every (N, seconds) probed). Starts with one sample, then grows N by 8
     (batched; per-sample: to 8, then by 2 while a step is under ``GROW_UNTIL_S``), never past the largest
     N whose linear prediction fits the cap. A probe over the cap (slower than linear: caches, memory)
     lowers the ceiling and N is tried again below it; a probe out of memory (``one_step`` returns inf)
-    halves it. One sample over the cap is returned (the caller skips)."""
-    n, t = 1, one_step(1)
+    halves it, and a probe the backend refuses (``one_step`` raises :class:`Refused`) takes the batch the
+    refusal names as the ceiling. One sample over the cap is returned (the caller skips)."""
+    try:
+        n, t = 1, one_step(1)
+    except Refused:  # not even one sample fits
+        return 1, math.inf, [(1, math.inf)]
     probes = [(1, t)]
     while n < n_max and t <= cap_s and (batched or t < GROW_UNTIL_S):
         nxt = min(n_max, n * (8 if batched or n == 1 else 2), pow2_floor(n * cap_s / max(t, 1e-9)))
         if nxt <= n:
             break
-        t_nxt = one_step(nxt)
+        try:
+            t_nxt = one_step(nxt)
+        except Refused as e:  # the backend's own memory check: it names the batch that fits
+            probes.append((nxt, None))
+            n_max = max(n, min(nxt - 1, e.fits))
+            continue
         probes.append((nxt, t_nxt))
         if math.isinf(t_nxt):  # out of memory: the working set, not time, bounds N
             n_max = nxt // 2
@@ -112,7 +139,8 @@ def measure(spec: str, n: int, data, reference, args) -> dict:
         return qelm_entry(name, on, **options)(circuit, x[:size].to(on), w.to(on))
 
     def one_step(size: int) -> float:
-        """Seconds of one cold step at ``size`` samples; inf when it runs out of device memory."""
+        """Seconds of one cold step at ``size`` samples; inf when it runs out of device memory; raises
+        :class:`Refused` when the backend refuses the batch naming the one that fits."""
         try:
             _, step = build(size)
             t0 = time.perf_counter()
@@ -121,12 +149,18 @@ def measure(spec: str, n: int, data, reference, args) -> dict:
             return time.perf_counter() - t0
         except torch.OutOfMemoryError:
             pass
+        except MemoryError as e:
+            fits = refused_batch(e)
+            if fits is None:
+                raise
+            raise Refused(fits) from None
         gc.collect()  # outside the handler: the traceback no longer holds the step's tensors
         torch.cuda.empty_cache()
         return math.inf
 
     size, t, probes = fit_batch(one_step, x.shape[0], batched, args.max_seconds)
-    row = {"N": size, "tensors_on": on, "probes": [{"N": p, "seconds": s} for p, s in probes]}
+    row = {"N": size, "tensors_on": on, "probes": [{"N": p, "seconds": s, **({"refused": True} if s is None else {})}
+                                                  for p, s in probes]}
     if math.isinf(t):
         return {**row, "skipped": "one sample does not fit in the device's memory"}
     if t > args.max_seconds:
@@ -176,6 +210,8 @@ def run(args, save=lambda rows: None) -> list[dict]:
             row = {"backend": spec, "n_qubits": n, "batched": parse_spec(spec)[0] in BATCHED, **dict.fromkeys(FIELDS)}
             if spec in dropped:
                 row["skipped"] = dropped[spec]
+            elif n > args.max_qubits.get(spec, n):
+                row["skipped"] = f"--max-qubits {spec}={args.max_qubits[spec]}"
             else:
                 try:
                     row.update(measure(spec, n, data, reference, args), reference=reference_name)
@@ -271,8 +307,12 @@ def plot(rows: list[dict], args, path: Path) -> None:
 def parse_args(argv=None):
     ints = lambda v: [int(x) for x in v.split(",")]  # noqa: E731
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--qubits", type=ints, default=[4, 8, 12, 16, 20, 24],
-                   help="circuit sizes (default 4,8,12,16,20,24)")
+    p.add_argument("--qubits", type=ints, default=[4, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26],
+                   help="circuit sizes (default 4,8,10,12,14,16,18,20,22,24,26; a size whose one sample does not "
+                        "fit a backend is skipped for it)")
+    p.add_argument("--max-qubits", type=lambda v: {k: int(n) for k, _, n in (x.partition("=") for x in v.split(","))},
+                   default={}, help="SPEC=N,...: run SPEC only up to N qubits (e.g. default.qubit=20 on a CPU, whose "
+                                    "backprop keeps a state per gate)")
     p.add_argument("--backends", type=lambda v: v.split(","),
                    default=["qelm.fused", "default.qubit", "lightning.gpu", "qiskit.aer:GPU"],
                    help="comma-separated specs, name or name:DEV (default qelm.fused,default.qubit,lightning.gpu,"

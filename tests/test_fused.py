@@ -162,18 +162,18 @@ def test_too_wide_is_refused_before_any_allocation():
 
 
 def test_memory_check_counts_gate_by_gate_passes(monkeypatch):
-    """Past MAX_FUSED_WIRES the weights run gate by gate and every pass keeps a state for backward (108
-    states per sample measured at 12 qubits): the check counts the passes, so a call that fits the old
-    per-layer count but not the real one is refused before it allocates."""
+    """Up to MAX_FUSED_WIRES the weights of a block too wide to fuse run gate by gate and every pass keeps
+    a state for backward: the check counts the passes, so a call that fits the per-layer count but not the
+    real one is refused before it allocates, naming the batch that fits."""
     import qelm.backends.fused as fused
     from qelm.backends.fused_plan import state_passes
 
-    small, wide = build_circuit("angle", 8, 2), build_circuit("angle", 12, 2)
+    small, wide = build_circuit("angle", 4, 2), build_circuit("swap_test", 4, 2)  # 9 wires
     assert state_passes(small, small.angle_layout()) == 1
-    assert state_passes(wide, wide.angle_layout()) > 50
-    x, w = _data(wide, (), 1024)
-    monkeypatch.setattr(fused, "free_memory_bytes", lambda device: 2 * 2**30)  # 14 states x 1024 fit in 1 GiB
-    with pytest.raises(MemoryError, match=r"n_qubits=12.*GiB for 1024 states"):
+    assert state_passes(wide, wide.angle_layout()) > 10
+    x, w = _data(wide, (), 4096)
+    monkeypatch.setattr(fused, "free_memory_bytes", lambda device: 2**29)  # 14 states x 4096 fit, 28 do not
+    with pytest.raises(MemoryError, match=r"n_qubits=4.*GiB for 4096 states.*at most \d+ states fit"):
         get_backend("qelm.fused").run(wide, x, w)
 
 

@@ -36,3 +36,21 @@ def test_quick_cpu_run(tmp_path, capsys, monkeypatch):
     assert "--quick" in data["command"] and data["versions"]["torch"]
     out = capsys.readouterr().out
     assert "crossover" in out and "n=8: fastest" in out
+
+
+def test_a_refused_batch_is_replaced_by_the_batch_it_names(monkeypatch):
+    """qelm.fused refuses a batch over its memory before allocating and names the largest that fits: the
+    study takes that batch instead of recording an error."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    bench = _load()
+    assert bench.refused_batch(MemoryError("... needs about 3.0 GiB ...: at most 37 states fit; use ...")) == 37
+    assert bench.refused_batch(MemoryError("out of memory")) is None
+
+    def one_step(n):
+        if n > 100:
+            raise bench.Refused(100)
+        return 0.001 * n
+
+    n, t, probes = bench.fit_batch(one_step, 4096, True, 20.0)
+    assert n == 100 and t == 0.1
+    assert (512, None) in probes and probes[-1] == (100, 0.1)

@@ -15,9 +15,18 @@ It runs (:mod:`.fused_executor`) a plan from :mod:`.fused_plan`:
 States are real tensors: ``(..., D)`` while every amplitude is real (a product of RY rotations is), then
 interleaved ``(..., 2D)`` real and imaginary parts. A complex matrix product becomes one real GEMM
 (``(N, 2D) @ (2D, 2D)``, or ``(N, D) @ (D, 2D)`` from a real state, half the work of a complex GEMM) and
-every per-sample kernel is real arithmetic. Precision: ``dtype="complex128"`` (default; float64
-arithmetic, agrees with default.qubit to ~1e-15) or ``"complex64"`` (float32, ~1e-7; about half the
-memory traffic). Exact only: shots are refused (use qiskit.aer or default.qubit for sampling).
+every per-sample kernel is real arithmetic.
+
+That is right while a ``2**n x 2**n`` unitary is cheap. From :data:`BLOCKS_FROM_WIRES` wires a circuit runs
+as a :class:`~qelm.backends.fused_blocks.BlockPlan` instead: after the same product-state prefix, its gates
+fused into blocks of a few wires (``k`` chosen per device by a measured cost model), each one real GEMM on
+the state's last axes, and differentiated by the adjoint method (:mod:`.fused_adjoint`), which keeps the
+output states and not one state per gate. Its plan is built from the gate list alone, with no
+``2**n``-sized object, in milliseconds.
+
+Precision: ``dtype="complex128"`` (default; float64 arithmetic, agrees with default.qubit to ~1e-15) or
+``"complex64"`` (float32, ~1e-7; about half the memory traffic). Exact only: shots are refused (use
+qiskit.aer or default.qubit for sampling).
 """
 
 from __future__ import annotations
@@ -31,12 +40,18 @@ from ..errors import BackendError
 from ..memory import free_memory_bytes
 from .base import Backend, check_angles
 from .cuda_graph import GraphPool
+from .fused_adjoint import CHUNK_STATES, STATES_KEPT, BlockExecutor, chunk_size
+from .fused_blocks import BlockPlan, block_bytes, build_block_plan
 from .fused_cuda import evolve_cuda, kernel_applies
 from .fused_evolve import evolve_pairs, evolve_plan
 from .fused_executor import Executor
 from .fused_kernels import Tensors
+from .fused_plan import Plan, UnsupportedGate, build_plan, state_passes
 from .gates import CONTROLLED_ROTATIONS, gate_list
-from .fused_plan import MAX_FUSED_WIRES, Plan, UnsupportedGate, build_plan, state_passes
+
+#: circuits on at least this many wires run as k-qubit blocks with adjoint differentiation
+#: (:mod:`.fused_blocks`, :mod:`.fused_adjoint`); narrower ones as whole-register unitaries with autograd
+BLOCKS_FROM_WIRES = 11
 
 __all__ = ["FusedBackend", "DTYPES"]
 
@@ -101,14 +116,16 @@ class FusedBackend(Backend):
     _transient = Backend._transient + ("_plans", "_tensors", "_reuse", "_passes")
 
     # --- plans -------------------------------------------------------------------------------------
-    def _plan(self, circuit, split: bool) -> Plan:
-        key = (type(circuit), circuit.key, split)
+    def _plan(self, circuit, split: bool, device: torch.device | None = None) -> Plan | BlockPlan:
+        blocks = circuit.n_wires >= BLOCKS_FROM_WIRES
+        kind = (device.type if device is not None else "cpu") if blocks else None
+        key = (type(circuit), circuit.key, split, kind)
         if key not in self._plans:
             layout = circuit.angle_layout() if split else tuple((False, j) for j in range(circuit.n_angles))
             if split:
                 _check_layout(circuit, layout)
             try:
-                self._plans[key] = build_plan(circuit, layout)
+                self._plans[key] = build_block_plan(circuit, layout, device=kind) if blocks else build_plan(circuit, layout)
             except UnsupportedGate as e:
                 raise UnsupportedGate(f"backend 'qelm.fused' cannot run gate {e} of circuit {circuit.name!r}: "
                                       "run this circuit on backend 'default.qubit' or 'lightning.qubit'") from None
@@ -121,32 +138,55 @@ class FusedBackend(Backend):
             self._tensors[key] = Tensors(device, real, cplx)
         return self._tensors[key]
 
-    def _check_memory(self, circuit, n_states: int, n_sets: int, device: torch.device) -> None:
-        """Refuse, before any allocation (the plan included), a call whose states and unitaries cannot fit:
-        interleaved states, about two kept per layer of the circuit for backward or two per pass over the
-        state (:func:`~qelm.backends.fused_plan.state_passes`: past MAX_FUSED_WIRES the weights run gate by
-        gate), whichever is more, and the unitaries."""
+    def _executor(self, plan, device: torch.device):
+        if isinstance(plan, Plan):
+            return Executor(plan, self._cache(device))
+        cplx, real = DTYPES[self.dtype]
+        key = (id(plan), device, self.dtype)
+        if key not in self._tensors:
+            self._tensors[key] = BlockExecutor.constants(plan, device, real, cplx)
+        return BlockExecutor(plan, self._tensors[key], cplx)
+
+    def _check_memory(self, circuit, n_states: int, n_sets: int, device: torch.device, split: bool = True) -> None:
+        """Refuse, before any allocation, a call whose states and unitaries cannot fit, naming the largest
+        batch that does. Narrow circuits (whole-register unitaries, autograd): interleaved states, about two
+        kept per layer of the circuit for backward or two per pass over the state
+        (:func:`~qelm.backends.fused_plan.state_passes`), whichever is more, and the unitaries. Block plans
+        (adjoint): :data:`~qelm.backends.fused_adjoint.STATES_KEPT` states per sample held through the call,
+        the working states of one chunk of samples, and each weight block's unitary with its construction per
+        weight set."""
         if torch.compiler.is_compiling() or (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
             return  # checked when the model ran eagerly; neither the compiler nor a graph capture can ask
         item = torch.empty(0, dtype=DTYPES[self.dtype][1]).element_size()
         n = circuit.n_wires
-        key = (type(circuit), circuit.key)
-        if key not in self._passes:
+        if n >= BLOCKS_FROM_WIRES:
             try:
-                self._passes[key] = state_passes(circuit, circuit.angle_layout())
-            except Exception:  # a circuit the plan refuses: the plan says why, with the fix
-                self._passes[key] = 0
-        kept = max(4 * circuit.n_layers + 6, 2 * self._passes[key] + 6)
-        states = n_states * 2 * 2**n * item * kept
-        unitaries = n_sets * 2 * 4 ** min(n, MAX_FUSED_WIRES) * item * 8
-        plan_tables = 24 * 2**n * (4 * circuit.n_layers + 4)  # generalized permutations over all wires
-        need, have = states + unitaries + plan_tables, free_memory_bytes(device)
+                plan = self._plan(circuit, split, device)  # no 2**n table: milliseconds
+            except UnsupportedGate:
+                return  # refused with its fix when the call builds it
+            cplx = DTYPES[self.dtype][0]
+            state = 2 * item * 2**n
+            per_state = state * STATES_KEPT
+            chunk = chunk_size(n, n_sets, max(1, n_states // max(1, n_sets)), cplx, device)
+            fixed = n_sets * block_bytes(plan, 2 * item) + CHUNK_STATES * state * n_sets * chunk
+        else:
+            key = (type(circuit), circuit.key)
+            if key not in self._passes:
+                try:
+                    self._passes[key] = state_passes(circuit, circuit.angle_layout())
+                except Exception:  # a circuit the plan refuses: the plan says why, with the fix
+                    self._passes[key] = 0
+            kept = max(4 * circuit.n_layers + 6, 2 * self._passes[key] + 6)
+            per_state = 2 * 2**n * item * kept
+            fixed = n_sets * 2 * 4**n * item * 8 + 24 * 2**n * (4 * circuit.n_layers + 4)
+        need, have = n_states * per_state + fixed, free_memory_bytes(device)
         if need > have:
+            fit = max(0, (have - fixed) // per_state)
             raise MemoryError(
                 f"circuit {circuit.name!r} on {n} wires (n_qubits={circuit.n_qubits}) needs about "
                 f"{need / 2**30:.1f} GiB for {n_states} states and {n_sets} weight set(s) on backend 'qelm.fused', "
-                f"more than the {have / 2**30:.1f} GiB free on {device}: use fewer qubits or a smaller batch, "
-                f"or backend {_ALTERNATIVES}")
+                f"more than the {have / 2**30:.1f} GiB free on {device}: at most {fit} states fit; use a batch of "
+                f"at most {fit} samples, fewer qubits, or backend {_ALTERNATIVES}")
 
     def _evolves(self, circuit) -> bool:
         """Whether ``circuit`` has controlled rotations, which the plan does not fuse: it then runs through
@@ -176,18 +216,23 @@ class FusedBackend(Backend):
             return Backend._execute(self, circuit, inputs, weights, kind, sets, batch)
         self._check_memory(circuit, math.prod(batch), math.prod(sets), inputs.device)
         if self._graphs is not None and GraphPool.applies(inputs, weights):
-            self._plan(circuit, split=True)  # built before recording: the recorder must not see the host work
+            # built before recording: the recorder must not see the host work
+            self._plan(circuit, split=True, device=inputs.device)
             return self._graphs((circuit.key, kind), lambda i, w: self._simulate(circuit, i, w, kind, sets, batch),
                                 inputs, weights)
         return self._simulate(circuit, inputs, weights, kind, sets, batch)
 
     def _simulate(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
-        plan = self._plan(circuit, split=True)
+        plan = self._plan(circuit, split=True, device=inputs.device)
         real = DTYPES[self.dtype][1]
         x = circuit.data_angles(inputs).to(real)  # (*batch, n_data), computed in the caller's dtype
         x = x.reshape(sets + (math.prod(batch[len(sets):]), x.shape[-1])).mT  # (*S, n_data, M): samples last
         w = weights.to(inputs.dtype).to(real).reshape(sets + (-1,))  # (*S, n_weights)
-        out = Executor(plan, self._cache(inputs.device)).run(x, w, sets, kind, self._reusable(plan, w))
+        executor = self._executor(plan, inputs.device)
+        if isinstance(plan, BlockPlan):
+            out = executor.run(x, w, sets, kind)
+        else:
+            out = executor.run(x, w, sets, kind, self._reusable(plan, w))
         out = out.reshape(batch + out.shape[-1:])
         return out if kind == "state" else out.to(inputs.dtype)
 
@@ -208,10 +253,10 @@ class FusedBackend(Backend):
         check_angles(circuit, angles)
         if self._evolves(circuit):
             return self._from_zero(circuit, angles, kind)
-        self._check_memory(circuit, angles.shape[0], 1, angles.device)
-        plan = self._plan(circuit, split=False)  # every angle per sample: no weight block to fuse
+        self._check_memory(circuit, angles.shape[0], 1, angles.device, split=False)
+        plan = self._plan(circuit, split=False, device=angles.device)  # every angle per sample
         x = angles.to(DTYPES[self.dtype][1]).mT  # (n_angles, N)
-        return Executor(plan, self._cache(angles.device)).run(x, None, (), kind)
+        return self._executor(plan, angles.device).run(x, None, (), kind)
 
     def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
         return self._angles(circuit, angles, "expval").to(angles.dtype)
