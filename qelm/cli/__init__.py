@@ -18,6 +18,7 @@ from pathlib import Path
 from ..backends import BackendUnavailable
 from ..data import MAX_SEED
 from ..files import FolderInUse
+from ..redact import redact
 
 # sub-modules that register commands, in the order `qelm --help` lists them
 _COMMAND_MODULES = ("train", "compare", "sweep", "draw", "bench")
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:
-        print(f"qelm {args.command}: error: {e}", file=sys.stderr)
+        print(f"qelm {args.command}: error: {redact(str(e))}", file=sys.stderr)  # never a URL's password
         return 2
     except KeyboardInterrupt:
         print(f"qelm {args.command}: interrupted", file=sys.stderr)

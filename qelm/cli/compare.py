@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..compare import PUBLISHED_SETTING, compare, plot_comparison
 from ..config import QELMConfig
+from ..folders import check_folder
 from ..plot import figure_format
 from . import UserError, check_output_file, check_output_folder, positive_float, positive_int, seed, show_progress
 from .options import add_json_flag, add_model_flags, flag, json_to_stdout, model_overrides
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.keep_files).exists() and not Path(args.keep_files).is_dir():
             raise UserError(f"--keep-files {args.keep_files!r} is a file; give a folder to keep the model files in")
         check_output_folder(args.keep_files, "--keep-files")
+        check_folder(args.keep_files, what="folder to keep the model files in (--keep-files)")  # new or empty
     if args.eps >= 1:
         raise UserError(f"--eps {args.eps} is invalid: use a target standard error between 0 and 1, e.g. 0.01")
     from tqdm import tqdm

@@ -8,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from ..redact import redact
 from . import UserError, check_output_file, check_output_folder, positive_int, threads
 from .options import add_json_flag, json_to_stdout
 
@@ -140,6 +141,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         check_output_file(args.json, "--json", make_parents=True)
     if not args.report:
         check_output_folder(args.out, "--out")
+    elif not (args.plot and args.json):  # the report writes into the sweep's folder: its own files only
+        from ..folders import check_folder
+        from ..sweep.folder import sweep_layout
+
+        check_folder(args.out, sweep_layout, what="sweep folder", owner="a qelm sweep", hint=" with --out")
     start = time.perf_counter()
     if args.report:
         if args.space or args.resume or args.data:
@@ -150,12 +156,15 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         if not args.resume and not args.space:
             raise UserError("--space is required for a new sweep (see examples/sweep.toml), or --resume to continue one")
         quiet = json_to_stdout(args)  # stdout carries the JSON only
-        if not quiet:
-            print(f"qelm sweep: {'resuming' if args.resume else 'starting'} the sweep in {args.storage or args.out} "
-                  f"with {args.workers} worker(s)", flush=True)
+
+        def started() -> None:  # once the inputs are checked: an error comes before any announcement
+            if not quiet:
+                print(f"qelm sweep: {'resuming' if args.resume else 'starting'} the sweep in "
+                      f"{redact(args.storage or args.out)} with {args.workers} worker(s)", flush=True)
+
         table = run_sweep(args.space, args.data, out=args.out, storage=args.storage, study=args.study, workers=args.workers,
                           resume=args.resume, trials=args.trials, threads=args.threads,
-                          progress=None if quiet else _print_trial)
+                          progress=None if quiet else _print_trial, started=started)
         if not quiet:
             print()
     json_path, plot_path = _write_outputs(table, args)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..data import TextDataset, bundled_corpus
+from ..redact import redact
 from .space import SearchSpace, load_space, parse_space
 from .results import trial_state
 from .trial import objective_value, run_configuration
@@ -77,16 +78,12 @@ def _storage(url: str):
             if "IntegrityError" in type(e).__name__ and attempt < 4:
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            raise ValueError(f"cannot open the sweep storage {_redact(url)!r}: {type(e).__name__}: {e}") from None
+            why = (str(e).strip().splitlines() or [""])[0]  # sqlalchemy appends the SQL and a link: one line
+            raise ValueError(redact(f"cannot open the sweep storage {url!r}: {type(e).__name__}: {why}")) from None
 
 
 def _redact(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
+    return redact(url)
 
 
 def _sampler(space: SearchSpace, worker: int):
@@ -286,7 +283,8 @@ def _fail_lost(study, storage) -> list[int]:
 def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | os.PathLike | None = None, *,
               out: str | os.PathLike, storage: str | None = None, study: str | None = None, workers: int = 1,
               resume: bool = False,
-              trials: int | None = None, threads: int = 1, progress: Progress | None = None) -> dict[str, Any]:
+              trials: int | None = None, threads: int = 1, progress: Progress | None = None,
+              started: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or resume, or join) a sweep and return its table (:func:`qelm.sweep.results.sweep_table`).
 
     ``space``: a :class:`SearchSpace` or its TOML file (required for a new sweep; on resume the study's own
@@ -294,8 +292,14 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
     bundled corpus; on resume the study's). ``storage``: an Optuna database URL (default: ``OUT/sweep.db``);
     ``study``: the sweep's name there (default: the space's ``[sweep] name``, else its file name).
     ``workers``: processes that work on the study at once. ``trials``: the total to reach (default: the
-    space's ``[sweep] trials``). ``progress(row)`` is called in the worker when each trial finishes."""
+    space's ``[sweep] trials``). ``progress(row)`` is called in the worker when each trial finishes;
+    ``started()`` once every input is checked, before the first trial.
+
+    ``out`` must be new or empty for a new sweep, and the sweep's own folder to resume one
+    (:mod:`qelm.sweep.folder`): a folder holding other files is refused before anything is written."""
     from ..checkpoint import ensure_writable_dir
+    from ..files import atomic_write
+    from .folder import SPACE_FILE, check_sweep_folder, claim_sweep_folder
     from .results import sweep_table
 
     optuna = import_optuna()
@@ -303,7 +307,7 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
         raise ValueError(f"workers={workers!r} is invalid: use an integer >= 1")
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
         raise ValueError(f"trials={trials!r} is invalid: use an integer >= 1")
-    out = ensure_writable_dir(out)
+    out = check_sweep_folder(out, resume=resume)  # nothing is made before every input is checked
     if space is not None and not isinstance(space, SearchSpace):
         space = load_space(space)
     url = storage_url(out, storage)
@@ -315,15 +319,17 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
         space, study = stored, found
         data = data or study.user_attrs["data"]
         _dataset(str(data), space, study.user_attrs["data_sha256"])  # the same text, or an error now
+        ensure_writable_dir(claim_sweep_folder(out, resume=True))
         _fail_lost(study, st)
     else:
         if space is None:
             raise ValueError("a new sweep needs a search space: pass --space FILE (see examples/sweep.toml)")
         name = study or space.name
-        st = _storage(url)
-        if name in optuna.get_all_study_names(st):
-            raise ValueError(f"the sweep storage {_redact(url)!r} already holds sweep {name!r}: continue it with "
-                             f"--resume, or start a new one in another --out (or under another name: --study)")
+        if storage is not None:  # a database elsewhere: checked before the folder is made
+            st = _storage(url)
+            if name in optuna.get_all_study_names(st):
+                raise ValueError(f"the sweep storage {_redact(url)!r} already holds sweep {name!r}: continue it with "
+                                 f"--resume, or start a new one under another name (--study)")
         source = str(data) if data is not None else "qelm/data/corpus.txt (the bundled corpus)"
         data = Path(data or bundled_corpus()).resolve()
         dataset = _dataset(str(data), space)
@@ -331,14 +337,26 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
                                                    and d.name == "context_len" for v in d.values()}
         for context_len in sorted(contexts):  # the corpus is long enough for every context (before any trial)
             dataset.check_context(context_len)
+        ensure_writable_dir(claim_sweep_folder(out, resume=False))
+        if storage is None:
+            st = _storage(url)
+            held = optuna.get_all_study_names(st)
+            if name in held:
+                raise ValueError(f"the sweep storage {_redact(url)!r} already holds sweep {name!r}: continue it with "
+                                 f"--resume, or start a new one in another --out")
+            if held:  # another sweep's folder: its space.toml and table are not this sweep's to replace
+                raise FileExistsError(f"sweep folder {str(out)!r} holds sweep {', '.join(map(repr, held))}: continue "
+                                      f"it with --resume, or start a new sweep in another --out")
         study = optuna.create_study(study_name=name, storage=st, direction="minimize",
                                     sampler=_sampler(space, 0))
         for key, value in {"space": space.text, "space_file": str(space.source), "data": str(data),
                            "data_sha256": dataset.sha256, "corpus": _describe(dataset, source),
                            "unigram": _unigram(dataset)}.items():
             study.set_user_attr(key, value)
-        (out / "space.toml").write_text(space.text, encoding="utf-8")
+        atomic_write(out / SPACE_FILE, space.text)
     target = _target(space, trials)
+    if started is not None:
+        started()
     args = (str(out), url, study.study_name, str(data), target)
     if workers == 1:
         _work(*args, 0, threads, progress)

@@ -59,10 +59,12 @@ from ..data import TextDataset
 from ..distributed import rank_and_world
 from ..evaluate import unigram_baseline
 from ..files import FolderLock, atomic_write, remove_stray_temps
+from ..folders import check_folder, refuse_links
 from ..metrics import METRICS
 from ..model import QELM, ClassicalLM
 from ..plot import plot_curves
 from ..tokenizer import load_tokenizer
+from .layout import LOCK, LOSS_CURVE, MODEL_NAMES, SUMMARY, run_layout  # MODEL_NAMES: the training order
 from .report import LABELS, summary
 from .results import Callback, TrainResult
 from .settings import MATCH_TOLERANCE, TrainSettings, load_run_config, resolve_settings
@@ -70,10 +72,6 @@ from .steps import memory_bytes, train_one
 
 __all__ = ["train", "matched_config", "SUMMARY", "LOSS_CURVE", "LOCK", "MODEL_NAMES"]
 
-SUMMARY = "summary.json"
-LOSS_CURVE = "loss_curve.png"
-LOCK = ".lock"
-MODEL_NAMES = ("twin", "matched", "qelm")  # training order (see the module docstring)
 
 
 def matched_config(config: QELMConfig) -> QELMConfig:
@@ -311,6 +309,7 @@ def _lock_for_resume(out: Path) -> FolderLock:
     if not out.is_dir():
         raise FileNotFoundError(f"nothing to resume in {str(out)!r}: the folder does not exist; train without resume")
     ensure_writable_dir(out)
+    refuse_links(out, what="run folder")
     lock = FolderLock(out, LOCK, what="run folder").acquire()
     try:
         _tidy(out)
@@ -331,23 +330,15 @@ def _tidy(out: Path) -> None:
             remove_stray_temps(out / name, (METRICS,))
 
 
-def _is_run_entry(path: Path) -> bool:
-    return (path.name in MODEL_NAMES and path.is_dir()) or path.name in (SUMMARY, LOSS_CURVE, LOCK) or \
-        any(path.name.startswith(f".{n}.") and path.name.endswith(".tmp") for n in (SUMMARY, LOSS_CURVE))
-
-
 def _prepare_folder(out: Path, *, overwrite: bool) -> FolderLock:
     """Lock the folder of a new run and clear the files of an earlier run there, so none is mistaken for
     this one's. A folder holding anything that is not a qelm run is refused: nothing of the user's is
     overwritten."""
+    check_folder(out, run_layout, owner="a qelm run", hint=" with --out")  # before the lock file is made
     ensure_writable_dir(out)
     lock = FolderLock(out, LOCK, what="run folder").acquire()
     try:
-        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not _is_run_entry(p))
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise FileExistsError(f"output folder {str(out)!r} holds files that are not a qelm run ({shown}): "
-                                  f"choose an empty or new folder with --out")
+        check_folder(out, run_layout, owner="a qelm run", hint=" with --out")  # nothing changed while locking
         if not overwrite and ((out / SUMMARY).exists() or any(has_checkpoint(out / n) for n in MODEL_NAMES)):
             raise ValueError(f"output folder {str(out)!r} already holds a training run: resume it (--resume), replace "
                              f"it (--overwrite), or choose another --out")
