@@ -188,9 +188,12 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         checkpoint, older ones without ``config.json`` too) is read here directly, a Hub id through the
         mixin (downloaded first). Keywords: ``map_location``, ``backend`` and backend options, and for the
         Hub ``revision``, ``cache_dir``, ``token``, ..."""
-        if Path(pretrained_model_name_or_path).is_dir():
-            return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), **kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        from .pretrained_source import local_folder_or_repo_id
+
+        source = local_folder_or_repo_id(pretrained_model_name_or_path)  # a missing local path fails here
+        if isinstance(source, Path):
+            return cls._from_pretrained(model_id=str(source), **kwargs)
+        return super().from_pretrained(source, **kwargs)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
