@@ -44,6 +44,7 @@ import torch
 from ._compat import moved_names
 from .config import QELMConfig, read_toml
 from .config import with_backend as _with_backend  # private here: the public name is qelm.config.with_backend
+from .disk import says_disk_full
 from .files import atomic_path, atomic_write, fsync_path, make_ordinary, remove_stray_temps
 from .model import QELM, ClassicalLM
 from .tokenizer import Tokenizer, load_tokenizer
@@ -109,6 +110,7 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return weights
 
 
+@says_disk_full(lambda directory, *args, **kwargs: directory)  # a full disk: one line naming the folder
 def save_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, tokenizer: Tokenizer, *,
                     training_state: dict[str, Any] | None = None, info: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (a :class:`QELM` or :class:`ClassicalLM`), its config and ``tokenizer`` into

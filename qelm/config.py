@@ -92,8 +92,11 @@ class QELMConfig:
                                      "your own (kind 'embedding') with qelm.circuits.register_circuit before using it")
         if not isinstance(self.adaptive_threshold, bool):
             bad("adaptive_threshold", "use true or false")
-        if self.shots is not None and (isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots < 1):
-            bad("shots", "use None (exact) or an integer >= 1")
+        from .backends import MAX_SHOTS  # late import, as below
+
+        if self.shots is not None and (isinstance(self.shots, bool) or not isinstance(self.shots, int)
+                                       or not 1 <= self.shots <= MAX_SHOTS):
+            bad("shots", f"use None (exact) or an integer from 1 to {MAX_SHOTS} (2**31 - 1)")
         if not isinstance(self.backend_options, dict):
             bad("backend_options", "use a table of option names to values")
         from .backends import BACKENDS, is_pennylane_device  # late import: backends import circuits, not config

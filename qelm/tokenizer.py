@@ -172,6 +172,11 @@ class BPETokenizer(_Saving):
                              f"{max(len(alphabet), 2) + 1}")
         if len(alphabet) < 2:
             raise ValueError("the corpus needs at least 2 distinct bytes to train a BPE tokenizer")
+        # the library allocates for vocab_size up front (a billion aborted the process); more tokens than the
+        # alphabet, the unknown token and one merge per adjacent pair of each distinct word cannot be learned,
+        # so asking for that many learns the same merges
+        words = {word for word, _ in tok.pre_tokenizer.pre_tokenize_str(text)}
+        vocab_size = min(vocab_size, len(alphabet) + 1 + sum(len(word) - 1 for word in words))
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet, special_tokens=[UNKNOWN],
                                       show_progress=False)
         tok.train_from_iterator([text], trainer=trainer)

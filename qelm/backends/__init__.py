@@ -29,8 +29,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["Backend", "BackendUnavailable", "BACKENDS", "get_backend", "available_backends", "check_run_shapes",
+__all__ = ["Backend", "BackendUnavailable", "MAX_SHOTS", "BACKENDS", "get_backend", "available_backends", "check_run_shapes",
            "is_pennylane_device", "check_angles"]
+
+
+#: the most shots per circuit: every simulator and numpy's samplers count them in a C long, and 2**31 already
+#: estimates an expectation to 2e-5 (a larger number overflowed in the sampler, after the model had loaded)
+MAX_SHOTS = 2**31 - 1
 
 
 class BackendUnavailable(RuntimeError):
@@ -71,8 +76,9 @@ class Backend:
     options: tuple[str, ...] = ()
 
     def __init__(self, shots: int | None = None, seed: int | None = None) -> None:
-        if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
-            raise ValueError(f"shots={shots!r} is invalid: use None for exact expectations or an integer >= 1")
+        if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS):
+            raise ValueError(f"shots={shots!r} is invalid: use None for exact expectations or an integer from 1 to "
+                             f"{MAX_SHOTS} (2**31 - 1)")
         self.shots = shots
         self.seed = seed
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..backends import BackendUnavailable
 from ..data import MAX_SEED
+from ..disk import DiskFull, disk_full
 from ..files import FolderInUse
 from ..redact import redact
 
@@ -31,7 +32,7 @@ class UserError(Exception):
     """An error the user can fix; the CLI prints its message only."""
 
 
-USER_ERRORS = (UserError, ValueError, BackendUnavailable, FileNotFoundError, FileExistsError, PermissionError,
+USER_ERRORS = (UserError, DiskFull, ValueError, BackendUnavailable, FileNotFoundError, FileExistsError, PermissionError,
                IsADirectoryError, NotADirectoryError, UnicodeDecodeError, FolderInUse, FloatingPointError)
 
 
@@ -184,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"qelm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a full disk is the user's to fix, whatever library said it; anything else is a bug
+        full = disk_full(e)
+        if full is None:
+            raise
+        print(f"qelm {args.command}: error: {full}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

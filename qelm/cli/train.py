@@ -231,8 +231,10 @@ def _noise_backend(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]
     mitigation, grad = getattr(args, "mitigate", None), getattr(args, "grad", None)
     if noise is None and shots is None and mitigation is None and grad is None:
         return args.backend, {}
-    if shots is not None and shots < 1:
-        raise UserError(f"--shots {shots} is invalid: use an integer >= 1")
+    from ..backends import MAX_SHOTS
+
+    if shots is not None and not 1 <= shots <= MAX_SHOTS:
+        raise UserError(f"--shots {shots} is invalid: use an integer from 1 to {MAX_SHOTS} (2**31 - 1)")
     backend = args.backend or "qiskit.aer"
     for flag, value in (("--noise", noise), ("--mitigate", mitigation), ("--grad", grad)):
         if value is not None and backend != "qiskit.aer":
