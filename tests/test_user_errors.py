@@ -116,3 +116,20 @@ def test_a_full_disk_writing_any_file_is_one_line(cli, corpus, config_file, tmp_
     line = cli.error("train", "--data", corpus, "--config", config_file, "--steps", "1", "--no-twin", "--no-matched",
                      "--out", tmp_path / "run")
     assert f"no space left on the disk holding '{tmp_path / 'run'}'" in line
+
+
+# --- T5: Ctrl-C during a sweep is one line ---------------------------------------------------------------------
+def test_ctrl_c_in_a_sweep_trial_prints_interrupted_and_no_traceback(tmp_path, corpus, capfd, monkeypatch):
+    pytest.importorskip("optuna")
+    import qelm.cli
+    import qelm.sweep.study
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(qelm.sweep.study, "run_configuration", interrupted)
+    space = tmp_path / "space.toml"
+    space.write_text("[sweep]\ntrials = 2\nseeds = [0]\n[train]\nsteps = 1\n[search.model]\nfeed_forward = ['quantum']\n")
+    rc = qelm.cli.main(["sweep", "--space", str(space), "--data", str(corpus), "--out", str(tmp_path / "s")])
+    out, err = capfd.readouterr()
+    assert rc == 130 and err.strip() == "qelm sweep: interrupted", err

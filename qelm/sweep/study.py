@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import socket
@@ -52,8 +53,23 @@ def import_optuna():
             raise
         raise ModuleNotFoundError(INSTALL_HINT, name="optuna") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints one line per trial instead
+    _quiet_trial_failures()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
+
+
+class _NoTrialFailures(logging.Filter):
+    """Drops Optuna's warning, with its traceback, for a failed or interrupted trial: the sweep records the
+    reason in the trial (and the CLI prints it in one line); Ctrl-C is "interrupted", not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Trial ") and " failed with " in record.getMessage())
+
+
+def _quiet_trial_failures() -> None:
+    log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _NoTrialFailures) for f in log.filters):
+        log.addFilter(_NoTrialFailures())
 
 
 def storage_url(out: str | os.PathLike, storage: str | None = None) -> str:
