@@ -45,6 +45,7 @@ from ._compat import moved_names
 from .config import QELMConfig, read_toml
 from .config import with_backend as _with_backend  # private here: the public name is qelm.config.with_backend
 from .disk import says_disk_full
+from .paths import wrong_kind
 from .files import atomic_path, atomic_write, fsync_path, make_ordinary, remove_stray_temps
 from .model import QELM, ClassicalLM
 from .tokenizer import Tokenizer, load_tokenizer
@@ -224,6 +225,9 @@ def checkpoint_files(directory: str | os.PathLike) -> dict[str, Path]:
     ``config.toml``, ``tokenizer.json``). Reads only: a save another process is finishing is read where
     it lies."""
     folder = Path(directory)
+    if wrong_kind(folder, "folder"):
+        raise NotADirectoryError(f"checkpoint folder {str(folder)!r} {wrong_kind(folder, 'folder')}: pass a checkpoint "
+                                 f"folder (e.g. runs/demo/qelm)")
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint folder {str(folder)!r} does not exist")
     paths = _resolve(folder)

@@ -17,6 +17,8 @@ from typing import Any
 import tomli_w
 
 from .circuits import READOUTS, build_circuit, embedding_circuits
+from .memlimit import memory_limit_bytes
+from .paths import wrong_kind
 
 __all__ = ["QELMConfig", "SLOT_CHOICES", "state_vector_bytes", "available_memory_bytes", "read_toml",
            "config_differences", "with_backend", "model_table"]
@@ -36,11 +38,14 @@ def state_vector_bytes(n_wires: int, n_circuits: int = 1) -> int:
 
 
 def available_memory_bytes() -> int:
-    """Physical memory of this machine (the bound a CPU state-vector simulation must fit in)."""
+    """Memory this process may use (the bound a CPU state-vector simulation must fit in): the machine's
+    physical memory, or less where a cgroup or ``RLIMIT_AS`` limits it (:mod:`qelm.memlimit`)."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 8 * 2**30
+        physical = 8 * 2**30
+    limit = memory_limit_bytes()
+    return physical if limit is None else min(physical, limit)
 
 
 @dataclass
@@ -210,9 +215,15 @@ class QELMConfig:
     def from_toml(cls, path_or_text: str | os.PathLike) -> "QELMConfig":
         """Load from a TOML file path, or from TOML text."""
         p = Path(path_or_text) if not (isinstance(path_or_text, str) and "\n" in path_or_text) else None
+        if p is not None and wrong_kind(p):
+            raise ValueError(f"config file {str(p)!r} {wrong_kind(p)}: give a TOML file")
         if p is not None and not p.exists():
             raise ValueError(f"config file {str(p)!r} does not exist")
-        text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
+        try:
+            text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"config file {str(p)!r} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                             f"{e.start}; a binary file?): give a TOML file") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
@@ -232,6 +243,8 @@ def read_toml(path: str | os.PathLike, *, what: str | None = None) -> dict[str, 
     not UTF-8 TOML ``ValueError``; both messages start with ``what`` (default ``config file 'PATH'``)."""
     p = Path(path)
     what = what or f"config file {str(p)!r}"
+    if wrong_kind(p):
+        raise ValueError(f"{what} {wrong_kind(p)}: give a TOML file")
     if not p.is_file():
         raise FileNotFoundError(f"{what} does not exist")
     try:

@@ -23,6 +23,8 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable
 
+from .paths import wrong_kind
+
 __all__ = ["CharTokenizer", "BPETokenizer", "Tokenizer", "load_tokenizer", "build_tokenizer", "TOKENIZER_KINDS",
            "UNKNOWN", "TOKENIZER_FILE"]
 
@@ -256,9 +258,15 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     p = Path(path)
     if p.is_dir():
         p = p / TOKENIZER_FILE
+    if wrong_kind(p):
+        raise ValueError(f"tokenizer file {str(p)!r} {wrong_kind(p)}")
     if not p.is_file():
         raise FileNotFoundError(f"tokenizer file {str(p)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"tokenizer file {str(p)!r} is corrupt: not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
+                         f"offset {e.start})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -270,7 +278,10 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         unk = data.get("unk")
         if unk is not None and not isinstance(unk, str):
             raise ValueError(f"tokenizer file {str(p)!r} is corrupt: its 'unk' entry is not a character")
-        return CharTokenizer(chars, unk=unk)
+        try:
+            return CharTokenizer(chars, unk=unk)
+        except ValueError as e:  # an edited vocabulary: say which file
+            raise ValueError(f"tokenizer file {str(p)!r} is corrupt: {e}") from None
     if isinstance(data, dict) and "model" in data:
         from tokenizers import Tokenizer as HFTokenizer
 

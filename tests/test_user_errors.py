@@ -133,3 +133,125 @@ def test_ctrl_c_in_a_sweep_trial_prints_interrupted_and_no_traceback(tmp_path, c
     rc = qelm.cli.main(["sweep", "--space", str(space), "--data", str(corpus), "--out", str(tmp_path / "s")])
     out, err = capfd.readouterr()
     assert rc == 130 and err.strip() == "qelm sweep: interrupted", err
+
+
+# --- T6: memory limits of the process, and corpora that are not regular files ------------------------------
+def test_the_memory_check_respects_the_address_space_limit(tmp_path):
+    import subprocess
+
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY)); "
+            "from qelm.config import available_memory_bytes; print(available_memory_bytes())")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout) < 3 << 30
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_memory_check_respects_a_cgroup_limit(tmp_path, version, monkeypatch):
+    import qelm.memlimit
+    from qelm import QELMConfig
+    from qelm.memlimit import cgroup_limit_bytes
+
+    root, proc = tmp_path / "cgroup", tmp_path / "proc-cgroup"
+    if version == "v2":
+        proc.write_text("0::/user.slice/job\n")
+        (root / "user.slice" / "job").mkdir(parents=True)
+        (root / "user.slice" / "job" / "memory.max").write_text("max\n")
+        (root / "user.slice" / "memory.max").write_text(f"{3 << 30}\n")  # a parent's limit binds its children
+    else:
+        proc.write_text("5:devices:/\n4:memory:/docker/abc\n")
+        (root / "memory").mkdir(parents=True)  # inside the container the mount is the cgroup itself
+        (root / "memory" / "memory.limit_in_bytes").write_text(f"{3 << 30}\n")
+    assert cgroup_limit_bytes(root, proc) == 3 << 30
+    monkeypatch.setattr(qelm.memlimit, "cgroup_limit_bytes", lambda: cgroup_limit_bytes(root, proc))
+    with pytest.raises(ValueError, match=r"need about 4.5 GiB of state vectors, more than this machine's 3.0 GiB"):
+        QELMConfig(n_qubits=16)
+    assert cgroup_limit_bytes(tmp_path / "none", tmp_path / "no-such") is None
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo", "loop", "folder"])
+def test_only_a_regular_file_is_a_corpus(cli, config_file, tmp_path, special):
+    if special == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs here")
+        os.mkfifo(tmp_path / "fifo")
+    elif special == "loop":
+        (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    elif special == "folder":
+        (tmp_path / "folder").mkdir()
+    elif not os.path.exists(special):
+        pytest.skip(f"no {special} here")
+    path = special if special.startswith("/") else tmp_path / special
+    line = cli.error("train", "--data", path, "--config", config_file, "--out", tmp_path / "run")
+    words = {"/dev/zero": "is a character device, not a regular file", "fifo": "is a FIFO (named pipe), not a regular",
+             "loop": "is a link loop", "folder": "is a folder"}[special]
+    assert words in line and str(path) in line
+    assert not (tmp_path / "run").exists()
+
+
+# --- M1, M2: files that are the wrong kind, or not text, are named with what they are ---------------------------
+@pytest.fixture
+def checkpoint(tmp_path, tiny_config):
+    from qelm import save_checkpoint
+    from qelm.model import ClassicalLM
+    from qelm.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer.from_text("abcdefghij")
+    return save_checkpoint(tmp_path / "ck", ClassicalLM(tiny_config.replace(vocab_size=tokenizer.vocab_size)),
+                           tokenizer)
+
+
+@pytest.fixture
+def binary(tmp_path):
+    path = tmp_path / "bin.bin"
+    path.write_bytes(bytes([0x96, 0xff, 0x80, 0x41]) * 8)
+    return path
+
+
+def test_a_tokenizer_that_is_not_text_or_was_edited_names_its_file(cli, checkpoint, corpus, binary):
+    from qelm.checkpoint import MANIFEST, TOKENIZER
+
+    (checkpoint / MANIFEST).unlink()  # an older layout: the files are read unchecked
+    good = (checkpoint / TOKENIZER).read_text()
+    (checkpoint / TOKENIZER).write_bytes(binary.read_bytes())
+    line = cli.error("eval", "--checkpoint", checkpoint, "--data", corpus)
+    assert f"tokenizer file '{checkpoint / TOKENIZER}' is corrupt: not UTF-8 text" in line
+    (checkpoint / TOKENIZER).write_text(good.replace('"b"', '"a"', 1))  # a repeated character
+    line = cli.error("eval", "--checkpoint", checkpoint, "--data", corpus)
+    assert f"tokenizer file '{checkpoint / TOKENIZER}' is corrupt: CharTokenizer vocabulary has repeated" in line
+
+
+@pytest.mark.parametrize("argv", [["draw", "angle"], ["compare", "--batch-size", "1"], ["bench", "--n-qubits", "2"]])
+def test_a_binary_config_is_named(cli, binary, argv):
+    assert f"config file '{binary}' is not UTF-8 text" in cli.error(*argv, "--config", binary)
+
+
+def test_compare_data_that_is_not_text_is_named(cli, checkpoint, binary):
+    assert f"'{binary}' is not UTF-8 text" in cli.error("compare", "--checkpoint", checkpoint, "--data", binary)
+
+
+@pytest.mark.parametrize("kind", ["folder", "/dev/null", "fifo", "loop"])
+@pytest.mark.parametrize("argv", [["train", "--data", "CORPUS"], ["draw", "angle"], ["compare"], ["bench"]])
+def test_a_config_of_the_wrong_kind_says_what_it_is(cli, corpus, tmp_path, kind, argv):
+    if kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs here")
+        os.mkfifo(tmp_path / "fifo")
+    elif kind == "loop":
+        (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    elif kind == "folder":
+        (tmp_path / "folder").mkdir()
+    elif not os.path.exists(kind):
+        pytest.skip(f"no {kind} here")
+    path = kind if kind.startswith("/") else tmp_path / kind
+    line = cli.error(*[str(corpus) if a == "CORPUS" else a for a in argv], "--config", path)
+    words = {"folder": "is a folder, not a file", "/dev/null": "is a character device, not a regular file",
+             "fifo": "is a FIFO (named pipe)", "loop": "is a link loop"}[kind]
+    assert f"config file '{path}' {words}" in line and "does not exist" not in line
+
+
+@pytest.mark.parametrize("command", ["eval", "generate", "chat"])
+def test_a_checkpoint_that_is_a_file_says_so(cli, corpus, command):
+    argv = {"eval": ["--data", corpus], "generate": ["--prompt", "a"], "chat": []}[command]
+    line = cli.error(command, "--checkpoint", corpus, *argv)
+    assert f"checkpoint folder '{corpus}' is a file, not a folder" in line

@@ -70,7 +70,7 @@ def _config(args: argparse.Namespace) -> QELMConfig | None:
     if args.config is not None and args.published:
         raise UserError("use either --config FILE or --published, not both")
     if args.config is not None:
-        if not Path(args.config).is_file():
+        if not Path(args.config).exists() and not Path(args.config).is_symlink():  # the wrong kind: from_toml says
             raise FileNotFoundError(f"config file {args.config!r} does not exist")
         base = QELMConfig.from_toml(args.config)
     else:
