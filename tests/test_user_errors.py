@@ -255,3 +255,93 @@ def test_a_checkpoint_that_is_a_file_says_so(cli, corpus, command):
     argv = {"eval": ["--data", corpus], "generate": ["--prompt", "a"], "chat": []}[command]
     line = cli.error(command, "--checkpoint", corpus, *argv)
     assert f"checkpoint folder '{corpus}' is a file, not a folder" in line
+
+
+# --- W1: sampling at any accepted temperature ------------------------------------------------------------------
+@pytest.mark.parametrize("temperature", [1e-300, 1e-40, 5e-324])
+def test_a_tiny_temperature_samples_greedily_not_noise(tiny_config, temperature):
+    from qelm.evaluate import stream_text
+    from qelm.model import ClassicalLM
+    from qelm.tokenizer import CharTokenizer
+
+    import torch
+
+    tokenizer = CharTokenizer.from_text("abcdefghij")
+    model = ClassicalLM(tiny_config.replace(vocab_size=tokenizer.vocab_size)).eval()
+    ids = tokenizer.encode("abc")
+    with torch.no_grad():  # the limit of a temperature going to 0: the most likely token that is text each time
+        for _ in range(30):
+            logits = model(torch.tensor([ids[-tiny_config.context_len:]]))[0][0, -1]
+            logits[tokenizer.unk_id] = float("-inf")
+            ids.append(int(logits.argmax()))
+    greedy = tokenizer.decode(ids[3:])
+    for seed in range(3):
+        assert "".join(stream_text(model, tokenizer, "abc", max_new_tokens=30, temperature=temperature,
+                                   seed=seed)) == greedy
+
+
+# --- W2: a parameter given twice -----------------------------------------------------------------------------
+@pytest.mark.parametrize("spec, match", [("depolarizing:p1=1e-3,p1=0.5", "depolarizing p1 is given twice"),
+                                         ("readout:p=0.1,p0to1=0.2", "readout p sets p0to1 and p1to0 both")])
+def test_a_noise_parameter_given_twice_is_refused(cli, tmp_path, spec, match):
+    line = cli.error("eval", "--checkpoint", tmp_path / "none", "--data", tmp_path / "none.txt", "--noise", spec,
+                     "--shots", "10")
+    assert match in line
+
+
+def test_a_mitigation_parameter_given_twice_is_refused():
+    from qelm.mitigation import parse_mitigation
+
+    with pytest.raises(ValueError, match="zne fit is given twice"):
+        parse_mitigation("zne:fit=linear,fit=richardson")
+
+
+# --- W3: flags that cannot apply are said so ----------------------------------------------------------------
+@pytest.mark.parametrize("flags", [["--shots", "100"], ["--noise", "depolarizing", "--shots", "100"]])
+def test_noise_and_shots_on_a_classical_checkpoint_are_refused(cli, checkpoint, corpus, flags):
+    line = cli.error("eval", "--checkpoint", checkpoint, "--data", corpus, *flags)
+    assert f"do not apply to {checkpoint}: it is a classical model" in line and flags[0] in line
+
+
+# --- M4: check first, then announce ------------------------------------------------------------------------
+def test_demo_announces_nothing_before_its_error(cli, tmp_path):
+    rc, out, err = cli("demo", "--backend", "no-such-backend", "--steps", "1", "--out", tmp_path / "demo")
+    assert rc == 2 and out == "" and "backend='no-such-backend' is invalid" in err
+
+
+def test_a_refused_sweep_leaves_no_out_folder(cli, tmp_path, corpus):
+    pytest.importorskip("optuna")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[search.model]\nd_model = [8, 12]\nn_heads = [8]\n")
+    rc, out, err = cli("sweep", "--space", bad, "--data", corpus, "--out", tmp_path / "s")
+    assert rc == 2 and out == "" and not (tmp_path / "s").exists()
+
+
+# --- M6: a sample too long to take ---------------------------------------------------------------------------
+def test_eval_refuses_a_sample_it_could_never_finish(cli, tmp_path, corpus):
+    line = cli.error("eval", "--checkpoint", tmp_path / "none", "--data", corpus, "--sample-tokens", str(10**20))
+    assert "--sample-tokens 100000000000000000000 is too many: use at most 100000" in line
+
+
+# --- a slow backend says what it is doing ---------------------------------------------------------------------
+def test_slow_steps_are_noted_where_no_bar_is_shown(monkeypatch):
+    import io
+    import time
+
+    import qelm.cli.slow_steps as slow
+
+    monkeypatch.setattr(slow, "NOTE_AFTER", 0.2)
+    out = io.StringIO()
+    notes = slow.SlowStepNotes(str.upper, out)
+    notes.seen("start", "qelm", {"step": 0, "steps": 2})
+    time.sleep(0.5)
+    notes.seen("step", "qelm", {"step": 1, "step_seconds": 61.5})
+    time.sleep(0.5)
+    notes.seen("end", "qelm", {})
+    notes.stop()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("qelm train: training the QELM model, step 1 of 2: ") and "first step is still" in lines[0]
+    assert any("step 2 of 2" in line and "its last step took 61.5 s" in line for line in lines)
+    count = len(lines)
+    time.sleep(0.4)
+    assert len(out.getvalue().splitlines()) == count, "nothing after the model ended"

@@ -151,7 +151,8 @@ def _register_eval_and_generate(subparsers: argparse._SubParsersAction) -> None:
                     help="val: the last 10%% (default); train: the first 90%%; all: the whole text")
     ev.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass (default 64)")
     ev.add_argument("--sample-tokens", type=nonnegative_int, default=400, metavar="N",
-                    help="tokens to sample for distinct-1/2 and the repetition rate (default 400; 0 skips them)")
+                    help="tokens to sample for distinct-1/2 and the repetition rate (default 400, at most 100000; 0 "
+                         "skips them)")
     ev.add_argument("--seed", type=seed, default=0, help="sampling seed of those tokens (default 0)")
     add_json_flag(ev, "the result")
     _add_runtime(ev)
@@ -284,18 +285,29 @@ class _Progress:
     SMOOTHING = 0.1  # weight of the newest step in the live tokens/s (tqdm's own smoothing)
     FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"  # no tqdm rate
 
-    def __init__(self, file=None) -> None:
+    def __init__(self, file=None, announce: str | None = None) -> None:
         self.file = file  # default: stderr
+        self.announce = announce  # printed on stdout at the first event: once every input has been checked
         self.bars: dict[str, Any] = {}
         self.per_token: dict[str, float | None] = {}  # smoothed seconds per training token
         self.totals: dict[str, list[float]] = {}  # [tokens, seconds] of the training steps seen
         self.postfix: dict[str, dict[str, str]] = {}
+        self.notes = None  # slow steps said in words where no bar is shown (qelm.cli.slow_steps)
 
     def __call__(self, event: str, name: str, info: dict) -> None:
         from tqdm import tqdm
 
         from ..train import LABELS
+        from .slow_steps import SlowStepNotes
 
+        if self.notes is None and not show_progress():
+            self.notes = SlowStepNotes(lambda n: LABELS[n], self.file)
+        if self.notes is not None:
+            self.notes.seen(event, name, info)
+
+        if self.announce:
+            print(self.announce, flush=True)
+            self.announce = None
         if event == "start":
             width = max(len(label) for label in LABELS.values())
             self.per_token[name], self.totals[name], self.postfix[name] = None, [0.0, 0.0], {}
@@ -327,6 +339,8 @@ class _Progress:
             bar.close()  # draws the finished bar, once
 
     def close(self) -> None:
+        if self.notes is not None:
+            self.notes.stop()
         for bar in self.bars.values():
             bar.close()
         self.bars.clear()
@@ -420,10 +434,10 @@ def run_demo(args: argparse.Namespace) -> int:
     models = ["the tiny QELM", "its classical twin (the same config with every slot classical)"]
     if args.matched is not False:
         models.append("a classical model of the QELM's parameter count")
-    print(f"qelm demo: training {', '.join(models[:-1])} and {models[-1]} on the same batches of the bundled corpus",
-          flush=True)
+    announce = (f"qelm demo: training {', '.join(models[:-1])} and {models[-1]} on the same batches of the bundled "
+                f"corpus")
     result = _train_call(config=bundled_config(), data=dataset, steps=args.steps, seed=args.seed, out=args.out,
-                         backend=args.backend, overwrite=True, matched=args.matched, callback=_Progress())
+                         backend=args.backend, overwrite=True, matched=args.matched, callback=_Progress(announce=announce))
     s = result.summary
     print(f"\nTrained: {_describe_run(s)}\n")
     _print_results(result)
@@ -507,10 +521,20 @@ def run_eval(args: argparse.Namespace) -> int:
     from .options import json_to_stdout
 
     _set_threads(args)
+    from ..evaluate import MAX_SAMPLE_TOKENS
+
+    if args.sample_tokens > MAX_SAMPLE_TOKENS:  # before the checkpoint loads
+        raise UserError(f"--sample-tokens {args.sample_tokens} is too many: use at most {MAX_SAMPLE_TOKENS} (0 skips "
+                        f"the sampled metrics)")
     if args.json and not json_to_stdout(args):
         check_output_file(args.json, "--json", make_parents=True)
     backend, options = _noise_backend(args)
     ck = load_checkpoint(args.checkpoint, backend=backend, **options)
+    if ck.kind == "classical" and options:  # a classical model runs no circuit: the flags would be ignored
+        given = " and ".join(f for f, v in (("--noise", args.noise), ("--shots", args.shots),
+                                             ("--mitigate", getattr(args, "mitigate", None))) if v is not None)
+        raise UserError(f"{given} do not apply to {ck.path}: it is a classical model, which runs no circuit; drop "
+                        f"{given} (or evaluate a QELM checkpoint)")
     text = read_corpus(args.data)
     train_text, val_text = split_text(text)
     part = {"val": val_text, "train": train_text, "all": text}[args.split]

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..config import QELMConfig, read_toml
 from ..data import bundled_config
+from ..evaluate import MAX_SAMPLE_TOKENS
 from ..train import TRAIN_DEFAULTS, TrainSettings
 
 __all__ = ["Dimension", "SearchSpace", "load_space", "parse_space", "model_key", "SWEEP_DEFAULTS",
@@ -285,6 +286,8 @@ def _sweep_options(table: dict, bad) -> dict:
     whole("trials", 1)
     whole("sampler_seed", 0)
     whole("sample_tokens", 0)
+    if opts["sample_tokens"] > MAX_SAMPLE_TOKENS:
+        raise bad(f"[sweep] sample_tokens = {opts['sample_tokens']} is too many: use at most {MAX_SAMPLE_TOKENS}")
     seeds = opts["seeds"]
     if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
         seeds = list(range(seeds))
