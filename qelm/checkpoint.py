@@ -362,6 +362,11 @@ def _read_state(folder: Path, path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types (pickle, zip, runtime) on a bad file
+        if "Weights only load failed" in str(e):  # torch's advice there (weights_only=False) would run its code
+            raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} cannot be read: it is damaged "
+                             f"or holds Python objects a qelm save never writes (loading those would run code, so "
+                             f"they are refused): restore it from a copy, or remove it to use the weights without "
+                             f"resuming") from None
         raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} cannot be read "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(state, dict) or "step" not in state:

@@ -88,7 +88,10 @@ class QELMConfig:
         if self.vocab_size < 2:
             bad("vocab_size", "a language model needs at least 2 tokens")
         if self.d_model % self.n_heads:
-            bad("d_model", f"it must be divisible by n_heads={self.n_heads} (try {self.n_heads * max(1, round(self.d_model / self.n_heads))})")
+            self._check_parameters()  # a size too large to train is said as such, not given a "try" of its size
+            lower = self.d_model // self.n_heads * self.n_heads  # integers: a float rounds a large size
+            near = lower if lower and self.d_model - lower <= lower + self.n_heads - self.d_model else lower + self.n_heads
+            bad("d_model", f"it must be divisible by n_heads={self.n_heads} (try {near})")
         for name, choices in SLOT_CHOICES.items():
             if getattr(self, name) not in choices:
                 bad(name, f"choose one of {', '.join(choices)}")

@@ -345,3 +345,97 @@ def test_slow_steps_are_noted_where_no_bar_is_shown(monkeypatch):
     count = len(lines)
     time.sleep(0.4)
     assert len(out.getvalue().splitlines()) == count, "nothing after the model ended"
+
+
+# --- M3: the message names the thing that is wrong -------------------------------------------------------------
+def test_shots_with_another_backend_are_checked_against_that_backend(cli, corpus, config_file, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")  # refused after the config is built: nothing trains
+    line = cli.error("train", "--data", corpus, "--config", config_file, "--out", tmp_path / "run", "--set", "shots=10",
+                     "--backend", "default.qubit")
+    assert "qelm.fused" not in line and "holds files that are not a qelm run" in line
+
+
+def test_resuming_with_a_changed_model_flag_names_the_flag(cli, corpus, config_file, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", "--data", corpus, "--config", config_file, "--steps", "1", "--no-twin", "--no-matched",
+               "--out", run)[0] == 0
+    line = cli.error("train", "--resume", run, "--steps", "2", "--n-qubits", "3")
+    assert "n_qubits: 2 vs 3" in line and "drop what changes it (--n-qubits, or the --config or --set" in line
+
+
+def test_resuming_a_run_whose_circuit_is_not_registered_is_not_called_corrupt(tmp_path, periodic):
+    from dataclasses import dataclass
+
+    import pennylane as qml
+
+    from qelm import QELMConfig
+    from qelm.circuits import CIRCUITS, Circuit, register_circuit
+    from qelm.train import train
+
+    @dataclass(frozen=True)
+    class Mine(Circuit):
+        name = "mine_for_resume"
+        kind = "embedding"
+
+        @property
+        def n_inputs(self):
+            return self.n_qubits
+
+        def apply(self, a):
+            qml.AngleEmbedding(a[..., :self.n_qubits], wires=self.wires, rotation="Y")
+            qml.StronglyEntanglingLayers(a[..., self.n_qubits:].reshape(a.shape[:-1] + self.weight_shape),
+                                         wires=self.wires)
+
+    register_circuit(Mine)
+    try:
+        cfg = QELMConfig(vocab_size=periodic.vocab_size, d_model=8, n_heads=2, d_hidden=16, context_len=6, n_qubits=2,
+                         circuit_layers=1, embedding_circuit=Mine.name, backend="default.qubit")
+        train(cfg, periodic, out=tmp_path / "run", steps=1, batch_size=2, twin=False, matched=False)
+    finally:
+        CIRCUITS.pop(Mine.name, None)
+    with pytest.raises(ValueError) as error:
+        train(None, periodic, out=tmp_path / "run", resume=True, steps=2)
+    assert "corrupt" not in str(error.value) and "not valid in this process" in str(error.value)
+    assert "register a circuit of your own" in str(error.value)
+
+
+def test_a_training_setting_under_search_model_is_named_as_one():
+    from qelm.sweep import parse_space
+
+    with pytest.raises(ValueError, match=r"'lr' is not a QELMConfig field \(lr is a training setting: put it under "
+                                         r"\[search.train\]\)"):
+        parse_space("[search.model]\nlr = { low = 0.1, high = 0.001 }\n")
+
+
+def test_an_indivisible_d_model_gets_a_sensible_suggestion():
+    from qelm import QELMConfig
+
+    with pytest.raises(ValueError, match=r"divisible by n_heads=4 \(try 16\)"):
+        QELMConfig(d_model=17, n_heads=4)
+    with pytest.raises(ValueError) as error:
+        QELMConfig(d_model=99999999999999999)
+    assert "try" not in str(error.value) and "parameters" in str(error.value)
+
+
+class _Pickled:
+    pass
+
+
+def test_a_pickled_training_state_does_not_quote_torchs_advice(tmp_path, periodic):
+    import torch
+
+    from qelm.checkpoint import MANIFEST, TRAINING_STATE
+    from qelm import QELMConfig
+    from qelm.train import train
+
+    cfg = QELMConfig(vocab_size=periodic.vocab_size, d_model=8, n_heads=2, d_hidden=16, context_len=6, n_qubits=2,
+                     circuit_layers=1)
+    train(cfg, periodic, out=tmp_path / "run", steps=1, batch_size=2, twin=False, matched=False)
+    path = tmp_path / "run" / "qelm" / TRAINING_STATE
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "extra": _Pickled()}, path)  # a class of the user's: torch refuses it as weights
+    (tmp_path / "run" / "qelm" / MANIFEST).unlink()  # an older layout: the file is read unchecked
+    with pytest.raises(ValueError) as error:
+        train(None, periodic, out=tmp_path / "run", resume=True, steps=2)
+    assert "weights_only" not in str(error.value) and "or holds Python objects a qelm save never writes" in str(error.value)

@@ -222,15 +222,20 @@ def parse_space(text: str, source: str = "<space>") -> SearchSpace:
     if "tokens" in given_train:
         train.pop("steps", None)
     train.update(given_train)
-    dims = [_dimension("model", name, value, bad) for name, value in _table(search, "model", bad).items()]
-    dims += [_dimension("train", name, value, bad) for name, value in _table(search, "train", bad).items()]
-    for d in dims:
-        allowed = [n for n in fields if n not in _UNSEARCHABLE_FIELDS] if d.table == "model" else list(SEARCHABLE_SETTINGS)
-        if d.name in _UNSEARCHABLE_FIELDS and d.table == "model":
-            raise bad(f"[search.model] {d.name} cannot be searched: {_UNSEARCHABLE_FIELDS[d.name]}")
-        if d.name not in allowed:
-            what = "QELMConfig field" if d.table == "model" else "searchable training setting"
-            raise bad(f"[search.{d.table}] {d.name!r} is not a {what}; valid names are {', '.join(allowed)}")
+    def dimension(table: str, name: str, value: Any) -> Dimension:  # the name first: then its values
+        allowed = [n for n in fields if n not in _UNSEARCHABLE_FIELDS] if table == "model" else list(SEARCHABLE_SETTINGS)
+        if name in _UNSEARCHABLE_FIELDS and table == "model":
+            raise bad(f"[search.model] {name} cannot be searched: {_UNSEARCHABLE_FIELDS[name]}")
+        if name not in allowed:
+            what = "QELMConfig field" if table == "model" else "searchable training setting"
+            other = "train" if table == "model" else "model"
+            hint = (f" ({name} is a {'training setting' if other == 'train' else 'model field'}: put it under "
+                    f"[search.{other}])") if name in (SEARCHABLE_SETTINGS if other == "train" else fields) else ""
+            raise bad(f"[search.{table}] {name!r} is not a {what}{hint}; valid names are {', '.join(allowed)}")
+        return _dimension(table, name, value, bad)
+
+    dims = [dimension("model", name, value) for name, value in _table(search, "model", bad).items()]
+    dims += [dimension("train", name, value) for name, value in _table(search, "train", bad).items()]
     searched = {d.name for d in dims if d.table == "train"}
     if {"steps", "tokens"} <= searched | set(given_train):
         raise bad("give steps or tokens (a token budget), not both: [train] / [search.train] set both")

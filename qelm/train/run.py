@@ -120,8 +120,9 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
         resumed = _Resumed.load(out) if resume else None
         if resumed is not None and model_config is None:
             model_config = resumed.config
-        if config_changes:
-            model_config = _changed(model_config or QELMConfig(), config_changes)
+        if config_changes:  # with the backend asked for: a change such as shots is checked against it
+            with_asked = {"backend": backend, **config_changes} if backend is not None else config_changes
+            model_config = _changed(model_config or QELMConfig(), with_asked)
             if "backend_options" in config_changes:  # given explicitly: kept when --backend changes the name
                 backend_options = {**config_changes["backend_options"], **(backend_options or {})}
         data = _corpus(data, resumed)
@@ -222,7 +223,12 @@ class _Resumed:
             raise ValueError(f"checkpoint {str(out / name)!r} is corrupt: {TRAINING_STATE} holds no run settings")
         try:
             config = QELMConfig.from_dict(state["run"]["config"])  # the QELM's (the twin's is all classical)
-        except (KeyError, TypeError, ValueError) as e:
+        except ValueError as e:  # a whole config this process cannot build (an unregistered circuit, say)
+            if not isinstance(state["run"].get("config"), dict):
+                raise ValueError(f"checkpoint {str(out / name)!r} is corrupt: its run settings hold no config") from None
+            raise ValueError(f"cannot resume {str(out)!r} here: its model config is not valid in this process ({e})"
+                             ) from None
+        except (KeyError, TypeError) as e:
             raise ValueError(f"checkpoint {str(out / name)!r} is corrupt: its run settings hold no valid config "
                              f"({e})") from None
         return cls(run=state["run"], folder=out / name, config=config)
@@ -264,9 +270,11 @@ def _run_config(model_config: QELMConfig, dataset: TextDataset, backend: str | N
     if resumed is not None:
         differences = config_differences(resumed.config, config)
         if differences:
+            flags = ", ".join(dict.fromkeys("--" + d.split(":")[0].strip().replace("_", "-") for d in differences))
             raise ValueError(f"cannot resume {str(resumed.folder.parent)!r} with a different model config "
-                             f"({'; '.join(differences)}; saved vs given): drop --config to resume, or start a new "
-                             f"run in another --out")
+                             f"({'; '.join(differences)}; saved vs given): a resumed run keeps its own model: drop "
+                             f"what changes it ({flags}, or the --config or --set that sets it), or start a new run in "
+                             f"another --out")
     return config
 
 
