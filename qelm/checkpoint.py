@@ -177,8 +177,16 @@ def _describe(path: Path) -> dict[str, Any]:
 
 def _read_manifest(path: Path, folder: Path) -> dict[str, Any]:
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} cannot be read ({e})") from None
+    return _read_manifest_text(text, folder)
+
+
+def _read_manifest_text(text: bytes, folder: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} cannot be read ({e})") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     described = isinstance(files, dict) and all(isinstance(v, dict) and {"bytes", "sha256"} <= set(v) for v in files.values())
@@ -216,6 +224,86 @@ def has_checkpoint(directory: str | os.PathLike) -> bool:
     """Whether ``directory`` holds a checkpoint (complete or not: loading it says which)."""
     folder = Path(directory)
     return any((folder / p).is_file() for p in (MANIFEST, f"{PENDING}/{MANIFEST}", CONFIG, WEIGHTS))
+
+
+SNAPSHOT_TRIES = 40  # reads of a checkpoint that a running save keeps changing, before giving up
+
+
+def _manifest_state(folder: Path) -> tuple[bytes | None, bytes | None]:
+    """The two manifests' bytes (pending, in place): what a concurrent commit or publish changes."""
+    def read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
+
+    return read(folder / PENDING / MANIFEST), read(folder / MANIFEST)
+
+
+def _read_verified(folder: Path) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+    """``(manifest, {file name: bytes})`` of the newest complete checkpoint, every file read once and
+    checked against the manifest; ``None`` for a folder without one. A file moving from ``.pending/`` into
+    place while it is read is found where it went (moves only go that way)."""
+    for path, where in ((folder / PENDING / MANIFEST, (folder / PENDING, folder)), (folder / MANIFEST, (folder,))):
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        manifest = _read_manifest_text(text, folder)
+        break
+    else:
+        return None
+    contents = {}
+    for name, expected in manifest["files"].items():
+        data = None
+        for d in where:
+            try:
+                data = (d / name).read_bytes()
+                break
+            except FileNotFoundError:
+                continue
+        if data is None:
+            raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {name}, which its {MANIFEST} lists: the "
+                                    f"folder is incomplete (files removed)")
+        if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+            raise ValueError(f"checkpoint {str(folder)!r} is corrupt: {name} is not the file that was saved (its size "
+                             f"or sha256 differs from {MANIFEST}): it was edited or damaged; restore it, or remove "
+                             f"{MANIFEST} to load the files as they are, unchecked")
+        contents[name] = data
+    return manifest, contents
+
+
+@contextlib.contextmanager
+def _snapshot(folder: Path):
+    """Yield ``(paths, manifest)`` of one consistent checkpoint in ``folder``, even while a training run
+    saves into it: every file is read once, checked against the manifest read before it, and the reads
+    are retried when a save commits or moves its files meanwhile (an error is raised only when the folder
+    did not change: then it is real). The checked bytes are copied into a private folder, so what is
+    parsed is exactly what was checked. A folder without a manifest is read in place, unchecked."""
+    import time
+
+    if not folder.is_dir():
+        checkpoint_files(folder)  # its error: missing, or the wrong kind
+    for attempt in range(SNAPSHOT_TRIES):
+        before = _manifest_state(folder)
+        try:
+            found = _read_verified(folder)
+        except (ValueError, OSError):
+            if _manifest_state(folder) == before:
+                raise
+            time.sleep(min(0.002 * 2**attempt, 0.1))  # a save committed meanwhile: read the newer one
+            continue
+        if found is None:  # no manifest: an older layout or a Hugging Face folder
+            yield checkpoint_files(folder), None
+            return
+        manifest, contents = found
+        with tempfile.TemporaryDirectory(prefix="qelm-checkpoint-") as tmp:
+            for name, data in contents.items():
+                Path(tmp, name).write_bytes(data)
+            yield {name: Path(tmp, name) for name in contents}, manifest
+        return
+    raise ValueError(f"checkpoint {str(folder)!r} changed {SNAPSHOT_TRIES} times while it was read (a run is saving "
+                     f"into it): try again, or read a copy of it")
 
 
 def checkpoint_files(directory: str | os.PathLike) -> dict[str, Path]:
@@ -311,7 +399,8 @@ class Checkpoint:
 def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QELMConfig]:
     """``(kind, config)`` from a checkpoint folder's ``config.toml`` (or a Hugging Face folder's
     ``config.json``), checked."""
-    return _read_config(Path(directory), checkpoint_files(directory))
+    with _snapshot(Path(directory)) as (paths, _):
+        return _read_config(Path(directory), paths)
 
 
 def _read_config(folder: Path, paths: dict[str, Path]) -> tuple[str, QELMConfig]:
@@ -354,8 +443,8 @@ def read_training_state(directory: str | os.PathLike) -> dict[str, Any] | None:
     """The training state of the newest complete checkpoint in ``directory`` (``None`` when it saved
     none), checked like :func:`load_checkpoint` checks it, without building the model."""
     folder = Path(directory)
-    paths = checkpoint_files(folder)
-    return _read_state(folder, paths[TRAINING_STATE]) if TRAINING_STATE in paths else None
+    with _snapshot(folder) as (paths, _):
+        return _read_state(folder, paths[TRAINING_STATE]) if TRAINING_STATE in paths else None
 
 
 def _read_state(folder: Path, path: Path) -> dict[str, Any]:
@@ -383,7 +472,12 @@ def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None,
     when one is corrupt, edited after the save, or the weights do not match the config, and
     ``BackendUnavailable`` when the backend cannot run here."""
     folder = Path(directory)
-    paths = checkpoint_files(folder)
+    with _snapshot(folder) as (paths, manifest):  # one consistent save, even while a run saves into the folder
+        return _load_checkpoint(folder, paths, manifest, backend, backend_options)
+
+
+def _load_checkpoint(folder: Path, paths: dict[str, Path], manifest: dict[str, Any] | None, backend: str | None,
+                     backend_options: dict[str, Any]) -> Checkpoint:
     if TOKENIZER not in paths:
         raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {TOKENIZER}: save the tokenizer beside the model "
                                 f"(tokenizer.save_pretrained(folder)), or load the model alone with "
@@ -399,7 +493,7 @@ def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None,
             raise ValueError(f"checkpoint {str(folder)!r} is inconsistent: {WEIGHTS} is from step {saved_step} but "
                              f"{TRAINING_STATE} from step {state['step']} (a save was interrupted); resume from "
                              f"another copy or start again")
-    manifest = read_manifest(folder) or {}
+    manifest = manifest or {}
     info = manifest.get("info") if isinstance(manifest.get("info"), dict) else {}
     step = manifest.get("step") if isinstance(manifest.get("step"), int) else info.get("step")
     return Checkpoint(model=model, config=model.config, tokenizer=tokenizer, training_state=state, path=folder,
@@ -440,7 +534,8 @@ def load_pretrained(directory: str | os.PathLike, *, backend: str | None = None,
     """The model alone of a Hugging Face folder or a checkpoint folder (what ``QELM.from_pretrained``
     reads locally), in eval mode; checked as :func:`load_checkpoint` checks it. No tokenizer is needed."""
     folder = Path(directory)
-    return _load_model(folder, checkpoint_files(folder), backend, backend_options)[1]
+    with _snapshot(folder) as (paths, _):
+        return _load_model(folder, paths, backend, backend_options)[1]
 
 
 def check_pretrained_folder(directory: str | os.PathLike) -> None:
