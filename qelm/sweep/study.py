@@ -32,6 +32,7 @@ from ..redact import redact
 from .space import SearchSpace, load_space, parse_space
 from .results import trial_state
 from .trial import objective_value, run_configuration
+from .workers import joiner_seed_offset, worker_gone
 
 __all__ = ["run_sweep", "open_study", "import_optuna", "storage_url", "finished_trials", "lost_trials",
            "STORAGE_FILE", "INSTALL_HINT", "HEARTBEAT_INTERVAL", "GRACE_PERIOD"]
@@ -111,7 +112,8 @@ def _sampler(space: SearchSpace, worker: int):
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     startup = max(3, min(10, space.sweep["trials"] // 3))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    # constant_liar: a trial in flight counts as a poor result, so other workers look elsewhere meanwhile
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
 def open_study(out: str | os.PathLike, storage: str | None = None, name: str | None = None, *, worker: int = 0):
@@ -207,9 +209,15 @@ def _objective(space: SearchSpace, dataset: TextDataset, out: Path):
         start = time.perf_counter()
         try:
             config, settings = space.suggest(trial, dataset.vocab_size)
+            twin = _in_flight_twin(trial)
+            if twin is not None:  # another worker runs this configuration now: this trial is not run
+                trial.set_user_attr("duplicate_of", twin)
+                raise import_optuna().TrialPruned(f"trial {twin} is running the same configuration")
             record = run_configuration(config, settings, dataset, space.seeds, out / "trials" / f"{trial.number:04d}",
                                        known=_known_baselines(trial.study), sample_tokens=space.sweep["sample_tokens"])
             value = objective_value(record)
+        except import_optuna().TrialPruned:
+            raise
         except Exception as e:  # the reason is recorded and the sweep goes on (see the module docstring)
             trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             trial.set_user_attr("wall_seconds", time.perf_counter() - start)
@@ -219,6 +227,16 @@ def _objective(space: SearchSpace, dataset: TextDataset, out: Path):
         return value
 
     return objective
+
+
+def _in_flight_twin(trial) -> int | None:
+    """The number of an earlier trial running the same parameters as ``trial`` (its worker alive), if any:
+    of two workers that drew one configuration, the later one steps aside."""
+    optuna = import_optuna()
+    for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.number < trial.number and t.params == trial.params and not worker_gone(t.user_attrs.get("worker", "")):
+            return t.number
+    return None
 
 
 def _work(out: str, url: str, name: str, data: str, target: int, worker: int, threads: int,
@@ -267,7 +285,7 @@ def _unigram(dataset: TextDataset) -> dict[str, float]:
     return {"val_loss": u["loss"], "perplexity": u["perplexity"], f"bits_per_{unit}": bits}
 
 
-def _fail_lost(study, storage) -> list[int]:
+def _fail_lost(study, storage, *, requeue: bool = True, when: str = "when the sweep resumed") -> list[int]:
     """Trials shown as running whose worker on this host is gone: fail them and queue a retry of each
     (Optuna's heartbeat callback, as the heartbeat would after GRACE_PERIOD). Returns their numbers.
     A trial killed before its objective recorded its worker is left to the heartbeat, which fails it once
@@ -285,13 +303,13 @@ def _fail_lost(study, storage) -> list[int]:
         if whost != host or not pid.isdigit() or _alive(int(pid)):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        storage.set_trial_user_attr(trial_id, "lost", f"its worker {worker} was gone when the sweep resumed")
+        storage.set_trial_user_attr(trial_id, "lost", f"its worker {worker} was gone {when}")
         try:
             storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process got there first
         lost.append(t.number)
-        if retry is not None:
+        if retry is not None and requeue:
             retry(study, storage.get_trial(trial_id))
     return lost
 
@@ -374,23 +392,37 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
     if started is not None:
         started()
     args = (str(out), url, study.study_name, str(data), target)
-    if workers == 1:
-        _work(*args, 0, threads, progress)
-    else:
-        ctx = multiprocessing.get_context("spawn")  # torch and sqlite connections do not survive fork safely
-        procs = [ctx.Process(target=_work, args=(*args, i, threads, progress), name=f"qelm-sweep-{i}")
-                 for i in range(workers)]
-        for p in procs:
-            p.start()
-        try:
-            for p in procs:
-                p.join()
-        finally:
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()
-        failed = [p.name for p in procs if p.exitcode not in (0, None)]
-        if failed and _progress(study, space, running=False) < target:
-            raise RuntimeError(f"sweep worker(s) {', '.join(failed)} stopped with an error before the sweep finished "
-                               f"(see their messages above); resume with --resume")
+    first = joiner_seed_offset() if resume else 0  # a joining process seeds its samplers apart from every other
+    for _round in range(5):  # rounds: each runs the retries of trials lost in the one before
+        _run_workers(args, workers, first, threads, progress, study, space, target)
+        # a trial another process of this host left running when it died: failed (it is lost), and run again
+        # here while the sweep still needs it; a live worker's trial stays running
+        if not _fail_lost(study, st, requeue=_progress(study, space, running=True) < target,
+                          when="when another process of the sweep finished its trials"):
+            break
+        if _progress(study, space, running=True) >= target:
+            break
     return sweep_table(study)
+
+
+def _run_workers(args: tuple, workers: int, first: int, threads: int, progress: Progress | None, study, space,
+                 target: int) -> None:
+    if workers == 1:
+        _work(*args, first, threads, progress)
+        return
+    ctx = multiprocessing.get_context("spawn")  # torch and sqlite connections do not survive fork safely
+    procs = [ctx.Process(target=_work, args=(*args, first + i, threads, progress), name=f"qelm-sweep-{i}")
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+    failed = [p.name for p in procs if p.exitcode not in (0, None)]
+    if failed and _progress(study, space, running=False) < target:
+        raise RuntimeError(f"sweep worker(s) {', '.join(failed)} stopped with an error before the sweep finished "
+                           f"(see their messages above); resume with --resume")
