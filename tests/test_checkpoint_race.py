@@ -32,6 +32,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a writer process starts (seconds on a busy machine), then 2 s of racing
 @pytest.mark.parametrize("seconds", [2.0])
 def test_a_reader_racing_a_writer_reads_one_save_or_retries(tmp_path, seconds):
     folder = tmp_path / "ck"

@@ -130,3 +130,32 @@ def test_a_trial_whose_worker_died_is_reported_lost_and_run_again(tmp_path, corp
     lost = [t for t in table["trials"] if t["state"] == "lost"]
     assert len(lost) == 1 and f"its worker {dead} was gone" in lost[0]["error"]
     assert states.count("failed") == 4, "the sweep ran its trials to the total, the lost one not among them"
+
+
+POPPER = """
+import sys
+from qelm.sweep.study import _storage, import_optuna
+optuna = import_optuna()
+study = optuna.load_study(study_name="queue", storage=_storage(sys.argv[1]))
+got = []
+while (trial_id := study._pop_waiting_trial_id()) is not None:  # what optimize does to take a queued trial
+    got.append(trial_id)
+print(" ".join(map(str, got)))
+"""
+
+
+@pytest.mark.slow  # two fresh processes import qelm: seconds each on a busy machine
+def test_two_processes_never_take_the_same_queued_trial(tmp_path):
+    """A retried trial waits in a queue; two workers taking from it must never both run one (SQLite's
+    default transactions let both claim it)."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = optuna.create_study(study_name="queue", storage=study_module._storage(url))
+    for i in range(60):
+        study.enqueue_trial({"x": i})
+    procs = [subprocess.Popen([sys.executable, "-c", POPPER, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    taken = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in taken]
+    a, b = (set(out.split()) for out, _ in taken)
+    assert not a & b, f"trials {sorted(a & b)} were taken by both processes"
+    assert len(a | b) == 60

@@ -87,8 +87,9 @@ def _storage(url: str):
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for attempt in range(5):
         try:
-            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
-                              **{callback: retry(max_retry=3)})
+            storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL,
+                                 grace_period=GRACE_PERIOD, **{callback: retry(max_retry=3)})
+            return _write_locked(storage) if url.startswith("sqlite") else storage
         except Exception as e:  # sqlalchemy: a bad URL, a missing driver, an unreachable server
             # two processes opening a new database at once (workers, a --report beside a running sweep) race
             # to write its schema version: the loser sees the row the winner wrote; open it again
@@ -97,6 +98,26 @@ def _storage(url: str):
                 continue
             why = (str(e).strip().splitlines() or [""])[0]  # sqlalchemy appends the SQL and a link: one line
             raise ValueError(redact(f"cannot open the sweep storage {url!r}: {type(e).__name__}: {why}")) from None
+
+
+def _write_locked(storage):
+    """SQLite transactions that take the write lock when they begin (``BEGIN IMMEDIATE``). Optuna reads a
+    queued trial's state and then claims it; in SQLite's default mode the read takes no lock, so two
+    processes could both claim one queued trial (a retry) and run it at once. Locked, they take turns."""
+    from sqlalchemy import event
+
+    engine = storage.engine
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(connection, record) -> None:
+        connection.isolation_level = None  # the driver's own BEGIN would be deferred: the one below replaces it
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners: replaced by new ones that have them
+    return storage
 
 
 def _redact(url: str) -> str:
