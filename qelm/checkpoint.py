@@ -482,7 +482,10 @@ def _load_checkpoint(folder: Path, paths: dict[str, Path], manifest: dict[str, A
         raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {TOKENIZER}: save the tokenizer beside the model "
                                 f"(tokenizer.save_pretrained(folder)), or load the model alone with "
                                 f"QELM.from_pretrained(folder)")
-    tokenizer = load_tokenizer(paths[TOKENIZER])
+    try:
+        tokenizer = load_tokenizer(paths[TOKENIZER])
+    except ValueError as e:  # name the checkpoint's file, not the private copy it was parsed from
+        raise ValueError(str(e).replace(str(paths[TOKENIZER]), str(folder / TOKENIZER))) from None
     kind, model, metadata = _load_model(folder, paths, backend, backend_options, vocab_size=tokenizer.vocab_size)
 
     state = None

@@ -439,3 +439,18 @@ def test_a_pickled_training_state_does_not_quote_torchs_advice(tmp_path, periodi
     with pytest.raises(ValueError) as error:
         train(None, periodic, out=tmp_path / "run", resume=True, steps=2)
     assert "weights_only" not in str(error.value) and "or holds Python objects a qelm save never writes" in str(error.value)
+
+
+def test_a_checked_tokenizer_that_cannot_be_parsed_names_the_checkpoints_file(cli, checkpoint, corpus, binary):
+    import hashlib
+    import json
+
+    from qelm.checkpoint import MANIFEST, TOKENIZER
+
+    data = binary.read_bytes()
+    (checkpoint / TOKENIZER).write_bytes(data)
+    manifest = json.loads((checkpoint / MANIFEST).read_text())  # the manifest agrees: it was saved so
+    manifest["files"][TOKENIZER] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (checkpoint / MANIFEST).write_text(json.dumps(manifest))
+    line = cli.error("eval", "--checkpoint", checkpoint, "--data", corpus)
+    assert f"tokenizer file '{checkpoint / TOKENIZER}' is corrupt: not UTF-8 text" in line
