@@ -41,7 +41,8 @@ def disk_full(error: BaseException, where: str | os.PathLike | None = None) -> D
     library that says neither, less than :data:`NEARLY_FULL` free at ``where``), else ``None``."""
     if isinstance(error, DiskFull):
         return error
-    chain, e = [], error
+    chain: list[BaseException] = []
+    e: BaseException | None = error
     while e is not None and e not in chain:
         chain.append(e)
         e = e.__cause__ or e.__context__

@@ -66,7 +66,7 @@ def parse_spec(spec: str, what: str) -> list[tuple[str, dict[str, str]]]:
         name = name.strip().lower()
         if not name:
             raise BackendError(f"{what} {spec!r} has an empty part: join names with a single '+'")
-        values = {}
+        values: dict[str, str] = {}
         for item in filter(None, (p.strip() for p in params.split(","))):
             key, eq, value = item.partition("=")
             if not eq or not key.strip() or not value.strip():

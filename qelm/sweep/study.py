@@ -419,7 +419,7 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
     return sweep_table(study)
 
 
-def _run_workers(args: tuple, workers: int, first: int, threads: int, progress: Progress | None, study, space,
+def _run_workers(args: tuple[str, str, str, str, int], workers: int, first: int, threads: int, progress: Progress | None, study, space,
                  target: int) -> None:
     if workers == 1:
         _work(*args, first, threads, progress)
