@@ -15,8 +15,7 @@ import torch
 from .config import QELMConfig
 from .errors import CheckpointError
 from .model import QELM, load_model, model_kind
-from .model_files import (BEST, TOKENIZER, TRAINING_STATE, WEIGHTS, checkpoint_files, read_manifest, read_state,
-                          write_checkpoint)
+from .model_files import BEST, TOKENIZER, TRAINING_STATE, WEIGHTS, read_state, snapshot, write_checkpoint
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint"]
@@ -69,12 +68,20 @@ def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None,
     when one is corrupt, edited after the save, or the weights do not match the config, and
     ``BackendUnavailable`` when the backend cannot run here."""
     folder = Path(directory)
-    paths = checkpoint_files(folder)
+    with snapshot(folder) as (paths, manifest):  # one consistent save, even while a run saves into the folder
+        return _load_checkpoint(folder, paths, manifest, backend, backend_options)
+
+
+def _load_checkpoint(folder: Path, paths: dict[str, Path], manifest: dict[str, Any] | None, backend: str | None,
+                     backend_options: dict[str, Any]) -> Checkpoint:
     if TOKENIZER not in paths:
         raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {TOKENIZER}: save the tokenizer beside the model "
                                 f"(tokenizer.save_pretrained(folder)), or load the model alone with "
                                 f"QELM.from_pretrained(folder)")
-    tokenizer = load_tokenizer(paths[TOKENIZER])
+    try:
+        tokenizer = load_tokenizer(paths[TOKENIZER])
+    except ValueError as e:  # name the checkpoint's file, not the private copy it was parsed from
+        raise type(e)(str(e).replace(str(paths[TOKENIZER]), str(folder / TOKENIZER))) from None
     kind, model, metadata = load_model(folder, paths, backend, backend_options, vocab_size=tokenizer.vocab_size)
 
     state = None
@@ -85,7 +92,7 @@ def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None,
             raise CheckpointError(f"checkpoint {str(folder)!r} is inconsistent: {WEIGHTS} is from step {saved_step} but "
                              f"{TRAINING_STATE} from step {state['step']} (a save was interrupted); resume from "
                              f"another copy or start again")
-    manifest = read_manifest(folder) or {}
+    manifest = manifest or {}
     recorded = manifest.get("info")
     info: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     step = manifest.get("step") if isinstance(manifest.get("step"), int) else info.get("step")

@@ -16,10 +16,11 @@ from typing import Any
 
 import tomli_w
 
-from .backends import BACKENDS, is_pennylane_device
+from .backends import BACKENDS, MAX_SHOTS, is_pennylane_device
 from .circuits import READOUTS, build_circuit, embedding_circuits
 from .errors import ConfigError
 from .memory import available_memory_bytes, state_vector_bytes
+from .paths import wrong_kind
 
 __all__ = ["QELMConfig", "SLOT_CHOICES", "read_toml", "config_differences", "with_backend", "model_table"]
 
@@ -72,7 +73,10 @@ class QELMConfig:
         if self.vocab_size < 2:
             bad("vocab_size", "a language model needs at least 2 tokens")
         if self.d_model % self.n_heads:
-            bad("d_model", f"it must be divisible by n_heads={self.n_heads} (try {self.n_heads * max(1, round(self.d_model / self.n_heads))})")
+            self._check_parameters()  # a size too large to train is said as such, not given a "try" of its size
+            lower = self.d_model // self.n_heads * self.n_heads  # integers: a float rounds a large size
+            near = lower if lower and self.d_model - lower <= lower + self.n_heads - self.d_model else lower + self.n_heads
+            bad("d_model", f"it must be divisible by n_heads={self.n_heads} (try {near})")
         for name, choices in SLOT_CHOICES.items():
             if getattr(self, name) not in choices:
                 bad(name, f"choose one of {', '.join(choices)}")
@@ -81,8 +85,9 @@ class QELMConfig:
                                      "your own (kind 'embedding') with qelm.circuits.register_circuit before using it")
         if not isinstance(self.adaptive_threshold, bool):
             bad("adaptive_threshold", "use true or false")
-        if self.shots is not None and (isinstance(self.shots, bool) or not isinstance(self.shots, int) or self.shots < 1):
-            bad("shots", "use None (exact) or an integer >= 1")
+        if self.shots is not None and (isinstance(self.shots, bool) or not isinstance(self.shots, int)
+                                       or not 1 <= self.shots <= MAX_SHOTS):
+            bad("shots", f"use None (exact) or an integer from 1 to {MAX_SHOTS} (2**31 - 1)")
         if not isinstance(self.backend_options, dict):
             bad("backend_options", "use a table of option names to values")
         if self.backend not in BACKENDS and not is_pennylane_device(self.backend):
@@ -194,9 +199,15 @@ class QELMConfig:
     def from_toml(cls, path_or_text: str | os.PathLike) -> QELMConfig:
         """Load from a TOML file path, or from TOML text."""
         p = Path(path_or_text) if not (isinstance(path_or_text, str) and "\n" in path_or_text) else None
+        if p is not None and wrong_kind(p):
+            raise ConfigError(f"config file {str(p)!r} {wrong_kind(p)}: give a TOML file")
         if p is not None and not p.exists():
             raise ConfigError(f"config file {str(p)!r} does not exist")
-        text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
+        try:
+            text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                              f"{e.start}; a binary file?): give a TOML file") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
@@ -216,6 +227,8 @@ def read_toml(path: str | os.PathLike, *, what: str | None = None) -> dict[str, 
     not UTF-8 TOML ``ValueError``; both messages start with ``what`` (default ``config file 'PATH'``)."""
     p = Path(path)
     what = what or f"config file {str(p)!r}"
+    if wrong_kind(p):
+        raise ConfigError(f"{what} {wrong_kind(p)}: give a TOML file")
     if not p.is_file():
         raise FileNotFoundError(f"{what} does not exist")
     try:

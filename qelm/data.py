@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, DataError
+from .paths import wrong_kind
 from .tokenizer import Tokenizer, build_tokenizer
 
 __all__ = ["VAL_FRACTION", "MAX_SEED", "check_seed", "bundled_corpus", "bundled_config", "read_corpus", "split_text",
@@ -57,6 +58,9 @@ def read_corpus(path: str | os.PathLike) -> str:
     """The text of a UTF-8 corpus file. Raises ``FileNotFoundError`` for a missing file and ``ValueError``
     for a folder, an empty file or one that is binary or not UTF-8, each naming the file and the fix."""
     p = Path(path)
+    kind = wrong_kind(p)  # a device or FIFO would be read forever, or block: only a regular file is a corpus
+    if kind and not p.is_dir():
+        raise DataError(f"corpus {str(p)!r} {kind}: pass --data with a UTF-8 text file (a regular file)")
     if not p.exists():
         raise FileNotFoundError(f"corpus file {str(p)!r} does not exist: pass --data with a UTF-8 text file")
     if p.is_dir():

@@ -214,9 +214,12 @@ def _in_eval_mode(model: QELM, steps: Generator[torch.Tensor, None, None]) -> Ge
 # samples, distinct-n and the repetition rate say whether it varies its words or loops. ``qelm eval`` and
 # ``qelm sweep`` report all of them.
 __all__ += ["bits_per_unit", "next_token_accuracy", "distinct_n", "repetition_rate", "text_diversity",
-            "sample_diversity", "REPETITION_N"]
+            "sample_diversity", "REPETITION_N", "MAX_SAMPLE_TOKENS"]
 
 REPETITION_N = 4  # the repetition rate counts repeated word 4-grams
+#: the longest sample the diversity metrics take: far more than they need, and minutes of sampling already
+#: (an unbounded count ran forever, silently, holding every token in memory)
+MAX_SAMPLE_TOKENS = 100_000
 
 
 def bits_per_unit(loss: float, token_ids, tokenizer: Tokenizer) -> tuple[float, str]:
@@ -296,7 +299,11 @@ def text_diversity(text: str) -> dict[str, float | int | None]:
 def sample_diversity(model: QELM, tokenizer: Tokenizer, prompt_ids, *, max_new_tokens: int,
                      seed: int = 0) -> dict[str, float | int | str | None]:
     """Sample ``max_new_tokens`` tokens after ``prompt_ids`` (temperature 1, seeded) and measure the new
-    text with :func:`text_diversity`; the text is returned under ``"text"``."""
+    text with :func:`text_diversity`; the text is returned under ``"text"``. At most
+    :data:`MAX_SAMPLE_TOKENS` tokens (``ConfigError`` beyond)."""
+    if not isinstance(max_new_tokens, int) or max_new_tokens > MAX_SAMPLE_TOKENS:
+        raise ConfigError(f"max_new_tokens={max_new_tokens!r} is too many to sample for the diversity metrics: use "
+                          f"at most {MAX_SAMPLE_TOKENS:,}")
     model = getattr(model, "module", model)
     device = next(model.parameters()).device
     idx = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(1, -1).to(device)  # (1, T0)

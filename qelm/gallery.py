@@ -13,6 +13,7 @@ from pathlib import Path
 from .circuits import CIRCUITS, build_circuit
 from .draw import render
 from .files import atomic_write
+from .folders import claim_folder, temp_of
 
 __all__ = ["GALLERY_QUBITS", "GALLERY_LAYERS", "GALLERY_EXACT", "write_gallery", "gallery_drift"]
 
@@ -106,12 +107,32 @@ def _gallery_contents(include_png: bool) -> dict[str, str | bytes]:
     return files
 
 
+README_TITLE = b"# Circuit gallery\n"  # the first line of the gallery's README.md: how its own is told from a user's
+
+
+def _gallery_layout(inside, path: Path) -> bool:
+    """The files a gallery folder holds (:mod:`qelm.folders`): each circuit's four, and a README.md that is
+    the gallery's index; the folder is a user's if it holds anything else."""
+    names = {n for name in CIRCUITS for n in _gallery_files(name).values()} | {"README.md"}
+    name = inside.name
+    if len(inside.parts) != 1 or path.is_dir():
+        return False
+    if name == "README.md":
+        with open(path, "rb") as f:
+            return f.read(len(README_TITLE)) == README_TITLE
+    return name in names or temp_of(name, names)
+
+
 def write_gallery(directory: str | os.PathLike, *, images: bool = True) -> list[Path]:
     """Write the gallery into ``directory``: per circuit a PNG (unless ``images`` is False), the text
-    drawing, the OpenQASM file and the resource JSON, and the ``README.md`` index. Returns the paths."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    return [atomic_write(directory / n, content) for n, content in _gallery_contents(include_png=images).items()]
+    drawing, the OpenQASM file and the resource JSON, and the ``README.md`` index. Returns the paths.
+
+    ``directory`` must be new, empty or a gallery (:mod:`qelm.folders`): a folder holding other files is
+    refused (``FileExistsError``) before anything is written."""
+    directory = claim_folder(directory, _gallery_layout, what="gallery folder", owner="a qelm gallery")
+    contents = _gallery_contents(include_png=images)
+    order = ["README.md"] + [n for n in contents if n != "README.md"]  # first: an interrupted write is still a gallery
+    return [atomic_write(directory / n, contents[n]) for n in order]
 
 
 def gallery_drift(directory: str | os.PathLike, regenerated: str | os.PathLike | None = None) -> list[str]:
@@ -122,6 +143,8 @@ def gallery_drift(directory: str | os.PathLike, regenerated: str | os.PathLike |
     Text, QASM, JSON and README must match byte for byte; PNGs only need to exist, since their pixels
     depend on matplotlib's version and fonts."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"gallery folder {str(directory)!r} is a file, not a folder: give the gallery's folder")
     if not directory.is_dir():
         raise FileNotFoundError(f"gallery folder {str(directory)!r} does not exist: run `make gallery`")
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,6 +10,8 @@ import os
 
 import torch
 
+from .memlimit import memory_limit_bytes
+
 __all__ = ["state_vector_bytes", "available_memory_bytes", "memory_bytes", "free_memory_bytes"]
 
 
@@ -19,11 +21,14 @@ def state_vector_bytes(n_wires: int, n_circuits: int = 1) -> int:
 
 
 def available_memory_bytes() -> int:
-    """Physical memory of this machine (the bound a CPU state-vector simulation must fit in)."""
+    """Memory this process may use (the bound a CPU state-vector simulation must fit in): the machine's
+    physical memory, or less where a cgroup or ``RLIMIT_AS`` limits it (:mod:`qelm.memlimit`)."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 8 * 2**30
+        physical = 8 * 2**30
+    limit = memory_limit_bytes()
+    return physical if limit is None else min(physical, limit)
 
 
 def memory_bytes(device: torch.device | str) -> int:

@@ -24,8 +24,9 @@ from .backends import Backend, get_backend
 from .config import QELMConfig, with_backend
 from .errors import CheckpointError, DataError
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
-from .model_files import (CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, check_weights, checkpoint_files,
-                          read_config, read_weights, write_pretrained)
+from .model_files import (CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, check_weights, read_config,
+                          read_weights, snapshot, write_pretrained)
+from .pretrained_source import local_folder_or_repo_id
 from .sampling import check_sampling, sample_next
 
 __all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache", "model_kind",
@@ -190,9 +191,10 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         checkpoint, older ones without ``config.json`` too) is read here directly, a Hub id through the
         mixin (downloaded first). Keywords: ``map_location``, ``backend`` and backend options, and for the
         Hub ``revision``, ``cache_dir``, ``token``, ..."""
-        if Path(pretrained_model_name_or_path).is_dir():
-            return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), **kwargs)
-        return super().from_pretrained(os.fspath(pretrained_model_name_or_path), **kwargs)
+        source = local_folder_or_repo_id(pretrained_model_name_or_path)  # a missing local path fails here
+        if isinstance(source, Path):
+            return cls._from_pretrained(model_id=str(source), **kwargs)
+        return super().from_pretrained(source, **kwargs)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
@@ -363,4 +365,5 @@ def _load_pretrained(directory: str | os.PathLike, *, backend: str | None = None
     """The model alone of a Hugging Face folder or a checkpoint folder (what ``QELM.from_pretrained``
     reads locally), in eval mode; checked as :func:`load_checkpoint` checks it. No tokenizer is needed."""
     folder = Path(directory)
-    return load_model(folder, checkpoint_files(folder), backend, backend_options)[1]
+    with snapshot(folder) as (paths, _):  # one consistent save, even while a run saves into the folder
+        return load_model(folder, paths, backend, backend_options)[1]

@@ -36,6 +36,8 @@ import json
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,13 +47,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .config import QELMConfig, read_toml
+from .disk import says_disk_full
 from .errors import CheckpointError, DataError
 from .files import atomic_path, atomic_write, fsync_path, make_ordinary, remove_stray_temps
+from .paths import wrong_kind
 from .tokenizer import Tokenizer
 
 __all__ = ["WEIGHTS", "CONFIG", "CONFIG_JSON", "TOKENIZER", "TRAINING_STATE", "MANIFEST", "PENDING", "BEST", "FILES", "KINDS",
            "ensure_writable_dir", "config_texts", "model_weights", "write_checkpoint", "has_checkpoint", "checkpoint_files",
-           "recover_checkpoint", "read_checkpoint_config", "read_config", "read_manifest", "read_training_state",
+           "snapshot", "recover_checkpoint", "read_checkpoint_config", "read_config", "read_manifest", "read_training_state",
            "read_state", "read_weights", "check_weights", "check_pretrained_folder", "write_pretrained"]
 
 WEIGHTS = "model.safetensors"
@@ -102,6 +106,7 @@ def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return weights
 
 
+@says_disk_full(lambda directory, *args, **kwargs: directory)  # a full disk: one line naming the folder
 def write_checkpoint(directory: str | os.PathLike, kind: str, model: torch.nn.Module, tokenizer: Tokenizer, *,
                      training_state: dict[str, Any] | None = None, info: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (one of ``kind``: its ``config`` and its weights, :func:`model_weights`) and
@@ -160,8 +165,16 @@ def _describe(path: Path) -> dict[str, Any]:
 
 def _read_manifest(path: Path, folder: Path) -> dict[str, Any]:
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} cannot be read ({e})") from None
+    return _read_manifest_text(text, folder)
+
+
+def _read_manifest_text(text: bytes, folder: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {MANIFEST} cannot be read ({e})") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     described = isinstance(files, dict) and all(isinstance(v, dict) and {"bytes", "sha256"} <= set(v) for v in files.values())
@@ -203,6 +216,88 @@ def has_checkpoint(directory: str | os.PathLike) -> bool:
     return any((folder / p).is_file() for p in (MANIFEST, f"{PENDING}/{MANIFEST}", CONFIG, WEIGHTS))
 
 
+SNAPSHOT_TRIES = 40  # reads of a checkpoint that a running save keeps changing, before giving up
+
+
+def _manifest_state(folder: Path) -> tuple[bytes | None, bytes | None]:
+    """The two manifests' bytes (pending, in place): what a concurrent commit or publish changes."""
+    def read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
+
+    return read(folder / PENDING / MANIFEST), read(folder / MANIFEST)
+
+
+def _read_verified(folder: Path) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+    """``(manifest, {file name: bytes})`` of the newest complete checkpoint, every file read once and
+    checked against the manifest; ``None`` for a folder without one. A file moving from ``.pending/`` into
+    place while it is read is found where it went (moves only go that way)."""
+    candidates: tuple[tuple[Path, tuple[Path, ...]], ...] = (
+        (folder / PENDING / MANIFEST, (folder / PENDING, folder)), (folder / MANIFEST, (folder,)))
+    for path, dirs in candidates:
+        try:
+            text = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        manifest, where = _read_manifest_text(text, folder), dirs
+        break
+    else:
+        return None
+    contents = {}
+    for name, expected in manifest["files"].items():
+        data = None
+        for d in where:
+            try:
+                data = (d / name).read_bytes()
+                break
+            except FileNotFoundError:
+                continue
+        if data is None:
+            raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {name}, which its {MANIFEST} lists: the "
+                                    f"folder is incomplete (files removed)")
+        if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+            raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {name} is not the file that was saved (its "
+                                  f"size or sha256 differs from {MANIFEST}): it was edited or damaged; restore it, or "
+                                  f"remove {MANIFEST} to load the files as they are, unchecked")
+        contents[name] = data
+    return manifest, contents
+
+
+@contextlib.contextmanager
+def snapshot(directory: str | os.PathLike) -> Iterator[tuple[dict[str, Path], dict[str, Any] | None]]:
+    """Yield ``(paths, manifest)`` of one consistent checkpoint in ``directory``, even while a training run
+    saves into it: every file is read once, checked against the manifest read before it, and the reads
+    are retried when a save commits or moves its files meanwhile (an error is raised only when the folder
+    did not change: then it is real). The checked bytes are copied into a private folder, so what is
+    parsed is exactly what was checked. A folder without a manifest is read in place, unchecked
+    (``manifest`` is then ``None``)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        checkpoint_files(folder)  # its error: missing, or the wrong kind
+    for attempt in range(SNAPSHOT_TRIES):
+        before = _manifest_state(folder)
+        try:
+            found = _read_verified(folder)
+        except (ValueError, OSError):
+            if _manifest_state(folder) == before:
+                raise
+            time.sleep(min(0.002 * 2**attempt, 0.1))  # a save committed meanwhile: read the newer one
+            continue
+        if found is None:  # no manifest: an older layout or a Hugging Face folder
+            yield checkpoint_files(folder), None
+            return
+        manifest, contents = found
+        with tempfile.TemporaryDirectory(prefix="qelm-checkpoint-") as tmp:
+            for name, data in contents.items():
+                Path(tmp, name).write_bytes(data)
+            yield {name: Path(tmp, name) for name in contents}, manifest
+        return
+    raise CheckpointError(f"checkpoint {str(folder)!r} changed {SNAPSHOT_TRIES} times while it was read (a run is "
+                          f"saving into it): try again, or read a copy of it")
+
+
 def checkpoint_files(directory: str | os.PathLike) -> dict[str, Path]:
     """``{file name: path}`` of the newest complete checkpoint in ``directory``, every file checked against
     the manifest (``ValueError`` names a file that differs, ``FileNotFoundError`` a missing one). Only
@@ -210,6 +305,9 @@ def checkpoint_files(directory: str | os.PathLike) -> dict[str, Path]:
     ``config.toml``, ``tokenizer.json``). Reads only: a save another process is finishing is read where
     it lies."""
     folder = Path(directory)
+    if wrong_kind(folder, "folder"):
+        raise NotADirectoryError(f"checkpoint folder {str(folder)!r} {wrong_kind(folder, 'folder')}: pass a checkpoint "
+                                 f"folder (e.g. runs/demo/qelm)")
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint folder {str(folder)!r} does not exist")
     paths = _resolve(folder)
@@ -267,8 +365,9 @@ def _publish(folder: Path) -> None:
 
 def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QELMConfig]:
     """``(kind, config)`` from a checkpoint folder's ``config.toml`` (or a Hugging Face folder's
-    ``config.json``), checked."""
-    return read_config(Path(directory), checkpoint_files(directory))
+    ``config.json``), checked; one consistent save even while a run saves into the folder (:func:`snapshot`)."""
+    with snapshot(directory) as (paths, _):
+        return read_config(Path(directory), paths)
 
 
 def read_config(folder: Path, paths: dict[str, Path]) -> tuple[str, QELMConfig]:
@@ -312,8 +411,8 @@ def read_training_state(directory: str | os.PathLike) -> dict[str, Any] | None:
     """The training state of the newest complete checkpoint in ``directory`` (``None`` when it saved
     none), checked like :func:`load_checkpoint` checks it, without building the model."""
     folder = Path(directory)
-    paths = checkpoint_files(folder)
-    return read_state(folder, paths[TRAINING_STATE]) if TRAINING_STATE in paths else None
+    with snapshot(folder) as (paths, _):
+        return read_state(folder, paths[TRAINING_STATE]) if TRAINING_STATE in paths else None
 
 
 def read_state(folder: Path, path: Path) -> dict[str, Any]:
@@ -321,6 +420,11 @@ def read_state(folder: Path, path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types (pickle, zip, runtime) on a bad file
+        if "Weights only load failed" in str(e):  # torch's advice there (weights_only=False) would run its code
+            raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} cannot be read: it is "
+                                  f"damaged or holds Python objects a qelm save never writes (loading those would run "
+                                  f"code, so they are refused): restore it from a copy, or remove it to use the "
+                                  f"weights without resuming") from None
         raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} cannot be read "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(state, dict) or "step" not in state:

@@ -26,7 +26,15 @@ def sample_next(logits: torch.Tensor, seen: torch.Tensor, *, temperature: float 
         score = logits.gather(1, seen)  # (B, T)
         score = torch.where(score > 0, score / repetition_penalty, score * repetition_penalty)
         logits = logits.scatter(1, seen, score)
-    logits = logits / temperature
+    scaled = logits / temperature
+    if not bool(torch.isfinite(scaled).all()):  # a temperature so small the logits overflow (or it is 0 in
+        # float32): shifted so the largest drawable one is 0, in float64: the same distribution (near greedy)
+        base = logits.double()
+        if never:
+            base = base.index_fill(-1, torch.tensor(never, device=base.device), float("-inf"))
+        shifted = base - base.max(dim=-1, keepdim=True).values
+        scaled = (shifted / temperature).float()
+    logits = scaled
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -41,8 +49,12 @@ def sample_next(logits: torch.Tensor, seen: torch.Tensor, *, temperature: float 
     probs = logits.softmax(dim=-1)
     if never:  # tokens that are not text (the unknown token) are never drawn
         probs = probs.index_fill(-1, torch.tensor(never, device=probs.device), 0.0)
-        probs = torch.where(probs.sum(-1, keepdim=True) > 0, probs, torch.ones_like(probs).index_fill(
-            -1, torch.tensor(never, device=probs.device), 0.0))
+        banned = torch.tensor(never, device=probs.device)
+        # all the mass on banned tokens (a near-greedy temperature): the rest, renormalised; else uniform
+        rest = logits.index_fill(-1, banned, float("-inf")).softmax(dim=-1)
+        usable = torch.isfinite(rest).all(-1, keepdim=True) & (rest.sum(-1, keepdim=True) > 0)
+        rest = torch.where(usable, rest, torch.ones_like(probs).index_fill(-1, banned, 0.0))
+        probs = torch.where(probs.sum(-1, keepdim=True) > 0, probs, rest)
     return torch.multinomial(probs, 1, generator=generator)
 
 

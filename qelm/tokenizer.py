@@ -28,6 +28,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from .errors import CheckpointError, DataError
 from .files import atomic_write
+from .paths import wrong_kind
 
 __all__ = ["CharTokenizer", "BPETokenizer", "Tokenizer", "load_tokenizer", "build_tokenizer", "TOKENIZER_KINDS",
            "UNKNOWN", "TOKENIZER_FILE"]
@@ -173,6 +174,11 @@ class BPETokenizer(_Saving):
                              f"{max(len(alphabet), 2) + 1}")
         if len(alphabet) < 2:
             raise DataError("the corpus needs at least 2 distinct bytes to train a BPE tokenizer")
+        # the library allocates for vocab_size up front (a billion aborted the process); more tokens than the
+        # alphabet, the unknown token and one merge per adjacent pair of each distinct word cannot be learned,
+        # so asking for that many learns the same merges
+        words = {word for word, _ in tok.pre_tokenizer.pre_tokenize_str(text)}
+        vocab_size = min(vocab_size, len(alphabet) + 1 + sum(len(word) - 1 for word in words))
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet, special_tokens=[UNKNOWN],
                                       show_progress=False)
         tok.train_from_iterator([text], trainer=trainer)
@@ -252,9 +258,15 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     p = Path(path)
     if p.is_dir():
         p = p / TOKENIZER_FILE
+    if wrong_kind(p):
+        raise DataError(f"tokenizer file {str(p)!r} {wrong_kind(p)}")
     if not p.is_file():
         raise FileNotFoundError(f"tokenizer file {str(p)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt: not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
+                         f"offset {e.start})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -266,7 +278,10 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         unk = data.get("unk")
         if unk is not None and not isinstance(unk, str):
             raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt: its 'unk' entry is not a character")
-        return CharTokenizer(chars, unk=unk)
+        try:
+            return CharTokenizer(chars, unk=unk)
+        except ValueError as e:  # an edited vocabulary: say which file
+            raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt: {e}") from None
     if isinstance(data, dict) and "model" in data:
         try:
             return BPETokenizer(HFTokenizer.from_str(text))

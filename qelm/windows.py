@@ -24,16 +24,28 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .folders import temp_of
 
 __all__ = ["WindowSettings", "stream_source", "window_batch", "evaluate_windows", "train_windows",
-           "CheckpointMismatch", "atomic_save"]
+           "CheckpointMismatch", "atomic_save", "RUN_FILES", "window_run_layout"]
+
+
+#: every file a windowed run writes into its folder (``vocab.json``: the command's tokenizer); nothing else
+RUN_FILES = ("state.pt", "best.pt", "results.json", "vocab.json")
+
+
+def window_run_layout(inside: PurePosixPath, path: Path) -> bool:
+    """What a windowed run's folder holds (its layout for :mod:`qelm.folders`): :data:`RUN_FILES` and their
+    temporary files, each a plain file at the top; a folder holding anything else is the user's."""
+    name = inside.name
+    return len(inside.parts) == 1 and not path.is_dir() and (name in RUN_FILES or temp_of(name, RUN_FILES))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ PACKAGE = ROOT / "qelm"
 
 #: bottom to top: a module may import from its own layer and the layers below it, never above
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("ground floor", ("qelm.errors", "qelm.version", "qelm.files", "qelm.memory", "qelm.distributed")),
+    ("ground floor", ("qelm.errors", "qelm.version", "qelm.files", "qelm.memlimit", "qelm.memory", "qelm.distributed",
+                      "qelm.paths", "qelm.folders", "qelm.disk", "qelm.redact", "qelm.pretrained_source")),
     ("text and records", ("qelm.tokenizer", "qelm.words", "qelm.data", "qelm.ptb", "qelm.metrics", "qelm.plot")),
     ("circuits", ("qelm.circuits",)),
     ("backends", ("qelm.backends",)),

@@ -192,3 +192,16 @@ def test_a_quixer_step_that_cannot_fit_is_refused_before_allocation(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--streams" in err[0] and "GiB" in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_holding_user_files_is_refused_before_anything_is_written(tmp_path, capsys):
+    """The one rule for folders a command writes (qelm.folders) holds for qelm ptb too."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    (out / "results.json").symlink_to(tmp_path / "elsewhere.json")
+    assert main(["ptb", "--model", "lstm", "--data", str(tmp_path / "ptb"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "notes.txt" in err[0] and "results.json" in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "results.json"]
+    assert (out / "notes.txt").read_text() == "mine\n" and not (tmp_path / "elsewhere.json").exists()

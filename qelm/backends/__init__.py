@@ -19,8 +19,8 @@ Backends are imported lazily, so a missing optional package only matters when it
 and then the error says what to install.
 """
 
-from .base import Backend, BackendUnavailable, check_angles, check_run_shapes
+from .base import MAX_SHOTS, Backend, BackendUnavailable, check_angles, check_run_shapes
 from .registry import BACKENDS, available_backends, get_backend, is_pennylane_device
 
-__all__ = ["Backend", "BackendUnavailable", "BACKENDS", "get_backend", "available_backends", "check_run_shapes",
+__all__ = ["Backend", "BackendUnavailable", "MAX_SHOTS", "BACKENDS", "get_backend", "available_backends", "check_run_shapes",
            "is_pennylane_device", "check_angles"]

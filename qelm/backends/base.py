@@ -13,7 +13,11 @@ import torch
 from ..errors import BackendError, QelmError
 from .cuda_graph import GraphPool
 
-__all__ = ["Backend", "BackendUnavailable", "check_run_shapes", "check_angles"]
+__all__ = ["Backend", "BackendUnavailable", "MAX_SHOTS", "check_run_shapes", "check_angles"]
+
+#: the most shots per circuit: every simulator and numpy's samplers count them in a C long, and 2**31 already
+#: estimates an expectation to 2e-5 (a larger number overflowed in the sampler, after the model had loaded)
+MAX_SHOTS = 2**31 - 1
 
 
 class BackendUnavailable(QelmError, RuntimeError):
@@ -31,8 +35,9 @@ class Backend:
     options: tuple[str, ...] = ()
 
     def __init__(self, shots: int | None = None, seed: int | None = None) -> None:
-        if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
-            raise BackendError(f"shots={shots!r} is invalid: use None for exact expectations or an integer >= 1")
+        if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= MAX_SHOTS):
+            raise BackendError(f"shots={shots!r} is invalid: use None for exact expectations or an integer from 1 to "
+                               f"{MAX_SHOTS} (2**31 - 1)")
         self.shots = shots
         self.seed = seed
 

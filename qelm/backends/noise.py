@@ -66,12 +66,16 @@ def parse_spec(spec: str, what: str) -> list[tuple[str, dict[str, str]]]:
         name = name.strip().lower()
         if not name:
             raise BackendError(f"{what} {spec!r} has an empty part: join names with a single '+'")
-        values = {}
+        values: dict[str, str] = {}
         for item in filter(None, (p.strip() for p in params.split(","))):
             key, eq, value = item.partition("=")
             if not eq or not key.strip() or not value.strip():
                 raise BackendError(f"{what} {spec!r}: {item!r} is not key=value (e.g. {name}:key=0.01)")
-            values[key.strip().lower()] = value.strip()
+            key = key.strip().lower()
+            if key in values:  # the last one silently winning hides a typo
+                raise BackendError(f"{what} {spec!r}: {name} {key} is given twice ({key}={values[key]} and "
+                                   f"{key}={value.strip()}): give it once")
+            values[key] = value.strip()
         parts.append((name, values))
     return parts
 
@@ -239,6 +243,10 @@ def parse_noise(spec: str | Noise) -> Noise:
             if key in _PROBABILITIES and not 0.0 <= value <= 1.0:
                 raise BackendError(f"{what}: {name} {key}={value:g} is not a probability: use a number in [0, 1]")
         if "p" in params:
+            both = sorted(set(params) & {"p0to1", "p1to0"})
+            if both:
+                raise BackendError(f"{what}: {name} p sets p0to1 and p1to0 both, and {', '.join(both)} is given too: "
+                                   f"give p alone, or p0to1 and p1to0")
             p = params.pop("p")
             params = {"p0to1": p, "p1to0": p, **params}
         full = {k: params.get(k, default) for k, (default, _) in known.items() if k != "p"}

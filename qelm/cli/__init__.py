@@ -15,7 +15,9 @@ import platform
 import sys
 from importlib import metadata
 
+from ..disk import disk_full
 from ..errors import QelmError
+from ..redact import redact
 from ..version import DISTRIBUTION, __version__
 from . import bench, compare, draw, evaluate, generate, ptb, sweep, train
 from .options import VOCABULARY
@@ -24,8 +26,9 @@ from .options import VOCABULARY
 _COMMAND_MODULES = (train, evaluate, generate, compare, sweep, draw, bench, ptb)
 
 
-#: what the command line prints as one line: qelm's user errors, the file errors of the paths it was given, a
-#: file that is not UTF-8 text, and a training run that diverged (the fix: a smaller learning rate)
+#: what the command line prints as one line: qelm's user errors (a full disk among them, :mod:`qelm.disk`), the
+#: file errors of the paths it was given, a file that is not UTF-8 text, and a training run that diverged (the
+#: fix: a smaller learning rate)
 USER_ERRORS = (QelmError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError,
                UnicodeDecodeError, FloatingPointError)
 
@@ -76,11 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:
-        print(f"qelm {args.command}: error: {e}", file=sys.stderr)
+        print(f"qelm {args.command}: error: {redact(str(e))}", file=sys.stderr)  # never a URL's password
         return 2
     except KeyboardInterrupt:
         print(f"qelm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a full disk is the user's to fix, whatever library said it; anything else is a bug
+        full = disk_full(e)
+        if full is None:
+            raise
+        print(f"qelm {args.command}: error: {full}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

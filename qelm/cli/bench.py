@@ -93,7 +93,7 @@ _SETTING_FLAGS = ("seq_lens", "batch", "modes", "qubits", "qubit_seq_len", "repe
 def settings_from_args(args: argparse.Namespace) -> tuple[QELMConfig, BenchSettings]:
     """The config and settings the flags describe. Bad values raise ValueError / FileNotFoundError."""
     if args.config is not None:
-        if not Path(args.config).is_file():
+        if not Path(args.config).exists() and not Path(args.config).is_symlink():  # the wrong kind: from_toml says
             raise FileNotFoundError(f"config file {args.config!r} does not exist: give the path of a QELMConfig TOML")
         config = QELMConfig.from_toml(args.config)
     else:

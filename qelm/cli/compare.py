@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ..compare import PUBLISHED_SETTING, compare, markdown, plot_comparison
 from ..config import QELMConfig
+from ..folders import check_folder
 from ..plot import figure_format
 from .options import (UserError, add_json_flag, add_model_flags, check_output_file, check_output_folder, flag, json_to_stdout,
                       model_overrides, positive_float, positive_int, seed)
@@ -61,7 +62,7 @@ def _config(args: argparse.Namespace) -> QELMConfig | None:
     if args.config is not None and args.published:
         raise UserError("use either --config FILE or --published, not both")
     if args.config is not None:
-        if not Path(args.config).is_file():
+        if not Path(args.config).exists() and not Path(args.config).is_symlink():  # the wrong kind: from_toml says
             raise FileNotFoundError(f"config file {args.config!r} does not exist")
         base = QELMConfig.from_toml(args.config)
     else:
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         if Path(args.keep_files).exists() and not Path(args.keep_files).is_dir():
             raise UserError(f"--keep-files {args.keep_files!r} is a file; give a folder to keep the model files in")
         check_output_folder(args.keep_files, "--keep-files")
+        check_folder(args.keep_files, what="folder to keep the model files in (--keep-files)")  # new or empty
     if args.eps >= 1:
         raise UserError(f"--eps {args.eps} is invalid: use a target standard error between 0 and 1, e.g. 0.01")
     with tqdm(unit="model", file=sys.stderr, dynamic_ncols=True, leave=False, disable=not show_progress()) as bar:

@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_checkpoint(directory: str):
-    if not Path(directory).is_dir():
+    if not Path(directory).is_dir() and not Path(directory).exists():
         raise FileNotFoundError(f"checkpoint folder {directory!r} does not exist")
     return load_checkpoint(directory)
 

@@ -13,7 +13,7 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..data import read_corpus, split_text
-from ..evaluate import bits_per_unit, evaluate, next_token_accuracy, sample_diversity
+from ..evaluate import MAX_SAMPLE_TOKENS, bits_per_unit, evaluate, next_token_accuracy, sample_diversity
 from ..files import atomic_write
 from ..model_files import BEST
 from ..tokenizer import describe_chars
@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="val: the last 10%% (default); train: the first 90%%; all: the whole text")
     ev.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass (default 64)")
     ev.add_argument("--sample-tokens", type=nonnegative_int, default=400, metavar="N",
-                    help="tokens to sample for distinct-1/2 and the repetition rate (default 400; 0 skips them)")
+                    help="tokens to sample for distinct-1/2 and the repetition rate (default 400, at most 100000; 0 "
+                         "skips them)")
     ev.add_argument("--seed", type=seed, default=0, help="sampling seed of those tokens (default 0)")
     add_json_flag(ev, "the result")
     add_runtime_flags(ev)
@@ -63,10 +64,18 @@ metrics:
 
 def run_eval(args: argparse.Namespace) -> int:
     set_threads(args)
+    if args.sample_tokens > MAX_SAMPLE_TOKENS:  # before the checkpoint loads
+        raise UserError(f"--sample-tokens {args.sample_tokens} is too many: use at most {MAX_SAMPLE_TOKENS} (0 skips "
+                        f"the sampled metrics)")
     if args.json and not json_to_stdout(args):
         check_output_file(args.json, "--json", make_parents=True)
     backend, options = noise_backend(args)
     ck = load_checkpoint(args.checkpoint, backend=backend, **options)
+    if ck.kind == "classical" and options:  # a classical model runs no circuit: the flags would be ignored
+        given = " and ".join(f for f, v in (("--noise", args.noise), ("--shots", args.shots),
+                                             ("--mitigate", getattr(args, "mitigate", None))) if v is not None)
+        raise UserError(f"{given} do not apply to {ck.path}: it is a classical model, which runs no circuit; drop "
+                        f"{given} (or evaluate a QELM checkpoint)")
     text = read_corpus(args.data)
     train_text, val_text = split_text(text)
     part = {"val": val_text, "train": train_text, "all": text}[args.split]

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..backends import MAX_SHOTS
 from ..backends.mitigation import parse_mitigation
 from ..backends.noise import parse_noise
 from ..config import QELMConfig
@@ -299,8 +300,8 @@ def noise_backend(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]
     mitigation, grad = getattr(args, "mitigate", None), getattr(args, "grad", None)
     if noise is None and shots is None and mitigation is None and grad is None:
         return args.backend, {}
-    if shots is not None and shots < 1:
-        raise UserError(f"--shots {shots} is invalid: use an integer >= 1")
+    if shots is not None and not 1 <= shots <= MAX_SHOTS:
+        raise UserError(f"--shots {shots} is invalid: use an integer from 1 to {MAX_SHOTS} (2**31 - 1)")
     backend = args.backend or "qiskit.aer"
     for flag, value in (("--noise", noise), ("--mitigate", mitigation), ("--grad", grad)):
         if value is not None and backend != "qiskit.aer":

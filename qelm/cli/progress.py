@@ -9,6 +9,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..train import LABELS
+from .slow_steps import SlowStepNotes
 
 
 def show_progress() -> bool:
@@ -28,14 +29,23 @@ class Progress:
     SMOOTHING = 0.1  # weight of the newest step in the live tokens/s (tqdm's own smoothing)
     FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"  # no tqdm rate
 
-    def __init__(self, file=None) -> None:
+    def __init__(self, file=None, announce: str | None = None) -> None:
         self.file = file  # default: stderr
+        self.announce = announce  # printed on stdout at the first event: once every input has been checked
         self.bars: dict[str, Any] = {}
         self.per_token: dict[str, float | None] = {}  # smoothed seconds per training token
         self.totals: dict[str, list[float]] = {}  # [tokens, seconds] of the training steps seen
         self.postfix: dict[str, dict[str, str]] = {}
+        self.notes: SlowStepNotes | None = None  # slow steps said in words where no bar is shown
 
     def __call__(self, event: str, name: str, info: dict) -> None:
+        if self.notes is None and not show_progress():
+            self.notes = SlowStepNotes(lambda n: LABELS[n], self.file)
+        if self.notes is not None:
+            self.notes.seen(event, name, info)
+        if self.announce:
+            print(self.announce, flush=True)
+            self.announce = None
         if event == "start":
             width = max(len(label) for label in LABELS.values())
             self.per_token[name], self.totals[name], self.postfix[name] = None, [0.0, 0.0], {}
@@ -68,6 +78,8 @@ class Progress:
             bar.close()  # draws the finished bar, once
 
     def close(self) -> None:
+        if self.notes is not None:
+            self.notes.stop()
         for bar in self.bars.values():
             bar.close()
         self.bars.clear()

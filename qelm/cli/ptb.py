@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
+from ..folders import check_folder
 from ..memory import free_memory_bytes
 from ..ptb import PTB_SOURCE, fetch_ptb, read_ptb
 from ..ptb_models import MODELS, PUBLISHED, build_window_model, published_settings
-from ..windows import WindowSettings, train_windows
+from ..windows import WindowSettings, train_windows, window_run_layout
 from ..words import EOS_MODES, WordTokenizer
 from .options import UserError, check_output_folder, nonnegative_float, positive_float, positive_int, seed
 
@@ -91,6 +92,7 @@ def run_ptb(args: argparse.Namespace) -> int:
     tag = f"q{qubits}" if args.model.startswith("quixer") else f"d{dim}"
     out = Path(args.out or f"runs/ptb/{args.model}-{tag}-{args.eos}-s{args.seed}")
     check_output_folder(out, "--out")
+    check_folder(out, window_run_layout, what="run folder", owner="a qelm ptb run", hint=" with --out")  # new, empty or its own
     splits = read_ptb(args.data)  # checks sizes and sha256 first
     tokenizer = WordTokenizer.build(splits["train"], eos=args.eos)
     data = {k: tokenizer.encode_lines(v) for k, v in splits.items()}

@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 from ..files import atomic_write
+from ..folders import check_folder
 from ..plot import figure_format
+from ..redact import redact
 from ..sweep import open_study, plot_pareto, report_text, run_sweep, sweep_table
+from ..sweep.folder import sweep_layout
 from ..sweep.study import import_optuna
 from .options import UserError, add_json_flag, check_output_file, check_output_folder, json_to_stdout, positive_int, threads
 
@@ -134,6 +137,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         check_output_file(args.json, "--json", make_parents=True)
     if not args.report:
         check_output_folder(args.out, "--out")
+    elif not (args.plot and args.json):  # the report writes into the sweep's folder: its own files only
+        check_folder(args.out, sweep_layout, what="sweep folder", owner="a qelm sweep", hint=" with --out")
     start = time.perf_counter()
     if args.report:
         if args.space or args.resume or args.data:
@@ -144,12 +149,15 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         if not args.resume and not args.space:
             raise UserError("--space is required for a new sweep (see examples/sweep.toml), or --resume to continue one")
         quiet = json_to_stdout(args)  # stdout carries the JSON only
-        if not quiet:
-            print(f"qelm sweep: {'resuming' if args.resume else 'starting'} the sweep in {args.storage or args.out} "
-                  f"with {args.workers} worker(s)", flush=True)
+
+        def started() -> None:  # once the inputs are checked: an error comes before any announcement
+            if not quiet:
+                print(f"qelm sweep: {'resuming' if args.resume else 'starting'} the sweep in "
+                      f"{redact(args.storage or args.out)} with {args.workers} worker(s)", flush=True)
+
         table = run_sweep(args.space, args.data, out=args.out, storage=args.storage, study=args.study, workers=args.workers,
                           resume=args.resume, trials=args.trials, threads=args.threads,
-                          progress=None if quiet else _print_trial)
+                          progress=None if quiet else _print_trial, started=started)
         if not quiet:
             print()
     json_path, plot_path = _write_outputs(table, args)

@@ -194,10 +194,11 @@ def run_demo(args: argparse.Namespace) -> int:
     models = ["the tiny QELM", "its classical twin (the same config with every slot classical)"]
     if args.matched is not False:
         models.append("a classical model of the QELM's parameter count")
-    print(f"qelm demo: training {', '.join(models[:-1])} and {models[-1]} on the same batches of the bundled corpus",
-          flush=True)
+    announce = (f"qelm demo: training {', '.join(models[:-1])} and {models[-1]} on the same batches of the bundled "
+                f"corpus")  # printed once the inputs are checked (Progress)
     result = _train_call(config=bundled_config(), data=dataset, steps=args.steps, seed=args.seed, out=args.out,
-                         backend=args.backend, overwrite=True, matched=args.matched, callback=Progress())
+                         backend=args.backend, overwrite=True, matched=args.matched,
+                         callback=Progress(announce=announce))
     s = result.summary
     print(f"\nTrained: {_describe_run(s)}\n")
     _print_results(result)

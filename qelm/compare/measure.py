@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..checkpoint import save_checkpoint
 from ..errors import ConfigError
 from ..files import atomic_path
+from ..folders import claim_folder
 from ..layers import QuantumLayer
 from ..memory import state_vector_bytes
 from ..model import QELM
@@ -230,8 +231,9 @@ def measure_models(models: Mapping[str, QELM], *, reference: str | None = None, 
 
     ``idx``: the ``(B, T)`` token ids of the measuring forward pass; by default ``batch_size`` rows of
     ``context_len`` random ids drawn with ``seed``. ``keep_dir``: keep the written files there (else a
-    temp dir is removed). ``reference``: the model that ratios are taken to. ``progress(label, done,
-    total)`` is called as each model's measurement starts and when all are done."""
+    temp dir is removed; it must be new or empty: :mod:`qelm.folders`). ``reference``: the model that ratios
+    are taken to. ``progress(label, done, total)`` is called as each model's measurement starts and when
+    all are done."""
     if not models:
         raise ConfigError("nothing to compare: give at least one model")
     if not (isinstance(eps, (int, float)) and 0 < eps < 1):
@@ -251,7 +253,8 @@ def measure_models(models: Mapping[str, QELM], *, reference: str | None = None, 
                              f"(vocab_size={first.vocab_size}, {idx.shape[1]} tokens); compare models of one vocabulary")
     tokenizers = tokenizers or {}
     with contextlib.ExitStack() as stack:
-        directory = Path(keep_dir) if keep_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        directory = claim_folder(keep_dir, what="folder to keep the model files in (--keep-files)") \
+            if keep_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         reports = []
         for i, (name, model) in enumerate(models.items()):
             if progress is not None:

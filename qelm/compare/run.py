@@ -13,6 +13,7 @@ import torch
 
 from ..checkpoint import load_checkpoint
 from ..config import QELMConfig
+from ..data import read_corpus
 from ..errors import ConfigError
 from ..evaluate import evaluate
 from ..model import QELM, ClassicalLM
@@ -110,9 +111,9 @@ def _compare_checkpoints(paths, *, data, batch_size, seed, eps, backend, keep_di
     text = None
     if data is not None:
         data = Path(data)
-        if not data.is_file():
+        if not data.exists() and not data.is_symlink():
             raise FileNotFoundError(f"data file {str(data)!r} does not exist; pass a text file to measure perplexity on")
-        text = data.read_text(encoding="utf-8")
+        text = read_corpus(data)  # a folder, device, binary or non-UTF-8 file: a message naming it
     loaded, names = [], []
     for folder in folders:
         ckpt = load_checkpoint(folder, backend=backend, **backend_options) if backend is not None \

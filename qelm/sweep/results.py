@@ -22,6 +22,7 @@ import statistics
 from typing import Any
 
 from .space import parse_space
+from .workers import worker_gone
 
 __all__ = ["sweep_table", "trial_row", "trial_state", "pareto_frontier", "verdict", "config_label", "GOAL_RATIO"]
 
@@ -72,6 +73,8 @@ def trial_state(trial) -> str:
     state = trial.state.name.lower()
     if state == "fail":
         return "failed" if "error" in trial.user_attrs else "lost"
+    if state == "running" and worker_gone(trial.user_attrs.get("worker", "")):
+        return "lost"  # its process died; until a resume fails it, the storage still says running
     return state
 
 
@@ -88,6 +91,8 @@ def trial_row(trial) -> dict[str, Any]:
         row["error"] = ua["error"]
     if row["state"] == "lost":
         row["error"] = ua.get("lost", "its process stopped before the trial finished (killed or interrupted)")
+    if row["state"] == "pruned" and "duplicate_of" in ua:
+        row["error"] = f"not run: trial {ua['duplicate_of']} was running the same configuration"
     if record:
         q, m = record["qelm"]["seeds"], record["matched"]["seeds"]
         row.update(keys={role: record[role]["key"] for role in ("qelm", "twin", "matched")},

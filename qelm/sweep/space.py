@@ -35,6 +35,7 @@ from typing import Any
 from ..config import QELMConfig, read_toml
 from ..data import bundled_config
 from ..errors import ConfigError
+from ..evaluate import MAX_SAMPLE_TOKENS
 from ..train import TRAIN_DEFAULTS, TrainOverrides
 from ..train.settings import check_settings
 
@@ -222,15 +223,21 @@ def parse_space(text: str, source: str = "<space>") -> SearchSpace:
     if "tokens" in given_train:
         train.pop("steps", None)
     train.update(given_train)
-    dims = [_dimension("model", name, value, bad) for name, value in _table(search, "model", bad).items()]
-    dims += [_dimension("train", name, value, bad) for name, value in _table(search, "train", bad).items()]
-    for d in dims:
-        allowed = [n for n in fields if n not in _UNSEARCHABLE_FIELDS] if d.table == "model" else list(SEARCHABLE_SETTINGS)
-        if d.name in _UNSEARCHABLE_FIELDS and d.table == "model":
-            raise bad(f"[search.model] {d.name} cannot be searched: {_UNSEARCHABLE_FIELDS[d.name]}")
-        if d.name not in allowed:
-            what = "QELMConfig field" if d.table == "model" else "searchable training setting"
-            raise bad(f"[search.{d.table}] {d.name!r} is not a {what}; valid names are {', '.join(allowed)}")
+
+    def dimension(table: str, name: str, value: Any) -> Dimension:  # the name first: then its values
+        allowed = [n for n in fields if n not in _UNSEARCHABLE_FIELDS] if table == "model" else list(SEARCHABLE_SETTINGS)
+        if name in _UNSEARCHABLE_FIELDS and table == "model":
+            raise bad(f"[search.model] {name} cannot be searched: {_UNSEARCHABLE_FIELDS[name]}")
+        if name not in allowed:
+            what = "QELMConfig field" if table == "model" else "searchable training setting"
+            other = "train" if table == "model" else "model"
+            hint = (f" ({name} is a {'training setting' if other == 'train' else 'model field'}: put it under "
+                    f"[search.{other}])") if name in (SEARCHABLE_SETTINGS if other == "train" else fields) else ""
+            raise bad(f"[search.{table}] {name!r} is not a {what}{hint}; valid names are {', '.join(allowed)}")
+        return _dimension(table, name, value, bad)
+
+    dims = [dimension("model", name, value) for name, value in _table(search, "model", bad).items()]
+    dims += [dimension("train", name, value) for name, value in _table(search, "train", bad).items()]
     searched = {d.name for d in dims if d.table == "train"}
     if {"steps", "tokens"} <= searched | set(given_train):
         raise bad("give steps or tokens (a token budget), not both: [train] / [search.train] set both")
@@ -286,6 +293,8 @@ def _sweep_options(table: dict, bad) -> dict:
     whole("trials", 1)
     whole("sampler_seed", 0)
     whole("sample_tokens", 0)
+    if opts["sample_tokens"] > MAX_SAMPLE_TOKENS:
+        raise bad(f"[sweep] sample_tokens = {opts['sample_tokens']} is too many: use at most {MAX_SAMPLE_TOKENS}")
     seeds = opts["seeds"]
     if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
         seeds = list(range(seeds))

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import socket
@@ -32,10 +33,14 @@ import torch
 from ..data import TextDataset, bundled_corpus
 from ..errors import ConfigError, DataError
 from ..evaluate import bits_per_unit, unigram_baseline
+from ..files import atomic_write
 from ..model_files import ensure_writable_dir
+from ..redact import redact
+from .folder import SPACE_FILE, check_sweep_folder, claim_sweep_folder
 from .results import sweep_table, trial_row, trial_state
 from .space import SearchSpace, load_space, parse_space
 from .trial import objective_value, run_configuration
+from .workers import joiner_seed_offset, worker_gone
 
 __all__ = ["run_sweep", "open_study", "import_optuna", "storage_url", "finished_trials", "lost_trials",
            "STORAGE_FILE", "INSTALL_HINT", "HEARTBEAT_INTERVAL", "GRACE_PERIOD"]
@@ -57,8 +62,23 @@ def import_optuna():
             raise
         raise ModuleNotFoundError(INSTALL_HINT, name="optuna") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints one line per trial instead
+    _quiet_trial_failures()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
+
+
+class _NoTrialFailures(logging.Filter):
+    """Drops Optuna's warning, with its traceback, for a failed or interrupted trial: the sweep records the
+    reason in the trial (and the CLI prints it in one line); Ctrl-C is "interrupted", not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Trial ") and " failed with " in record.getMessage())
+
+
+def _quiet_trial_failures() -> None:
+    log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _NoTrialFailures) for f in log.filters):
+        log.addFilter(_NoTrialFailures())
 
 
 def storage_url(out: str | os.PathLike, storage: str | None = None) -> str:
@@ -75,24 +95,37 @@ def _storage(url: str):
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for attempt in range(5):
         try:
-            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
-                              **{callback: retry(max_retry=3)})
+            storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL,
+                                 grace_period=GRACE_PERIOD, **{callback: retry(max_retry=3)})
+            return _write_locked(storage) if url.startswith("sqlite") else storage
         except Exception as e:  # sqlalchemy: a bad URL, a missing driver, an unreachable server
             # two processes opening a new database at once (workers, a --report beside a running sweep) race
             # to write its schema version: the loser sees the row the winner wrote; open it again
             if "IntegrityError" in type(e).__name__ and attempt < 4:
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            raise ConfigError(f"cannot open the sweep storage {_redact(url)!r}: {type(e).__name__}: {e}") from None
+            why = (str(e).strip().splitlines() or [""])[0]  # sqlalchemy appends the SQL and a link: one line
+            raise ConfigError(redact(f"cannot open the sweep storage {url!r}: {type(e).__name__}: {why}")) from None
 
 
-def _redact(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url  # lazy: optuna's database layer, optional (the sweep extra)
+def _write_locked(storage):
+    """SQLite transactions that take the write lock when they begin (``BEGIN IMMEDIATE``). Optuna reads a
+    queued trial's state and then claims it; in SQLite's default mode the read takes no lock, so two
+    processes could both claim one queued trial (a retry) and run it at once. Locked, they take turns."""
+    from sqlalchemy import event  # lazy: optuna's database layer, optional (the sweep extra)
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
+    engine = storage.engine
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(connection, record) -> None:
+        connection.isolation_level = None  # the driver's own BEGIN would be deferred: the one below replaces it
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners: replaced by new ones that have them
+    return storage
 
 
 def _sampler(space: SearchSpace, worker: int):
@@ -104,7 +137,8 @@ def _sampler(space: SearchSpace, worker: int):
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     startup = max(3, min(10, space.sweep["trials"] // 3))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    # constant_liar: a trial in flight counts as a poor result, so other workers look elsewhere meanwhile
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
 def open_study(out: str | os.PathLike, storage: str | None = None, name: str | None = None, *, worker: int = 0):
@@ -124,11 +158,11 @@ def _open(out, storage, name, worker):
     names = optuna.get_all_study_names(st)
     if name is None:
         if len(names) != 1:
-            raise ConfigError(f"the sweep storage {_redact(url)!r} holds {len(names)} studies"
+            raise ConfigError(f"the sweep storage {redact(url)!r} holds {len(names)} studies"
                              f"{' (' + ', '.join(names) + ')' if names else ''}: name one with --study")
         name = names[0]
     if name not in names:
-        raise FileNotFoundError(f"no sweep {name!r} in the storage {_redact(url)!r}"
+        raise FileNotFoundError(f"no sweep {name!r} in the storage {redact(url)!r}"
                                 f"{': it holds ' + ', '.join(names) if names else ''}")
     study = optuna.load_study(study_name=name, storage=st)
     space = parse_space(study.user_attrs["space"], source=study.user_attrs.get("space_file", name))
@@ -200,9 +234,15 @@ def _objective(space: SearchSpace, dataset: TextDataset, out: Path):
         start = time.perf_counter()
         try:
             config, settings = space.suggest(trial, dataset.vocab_size)
+            twin = _in_flight_twin(trial)
+            if twin is not None:  # another worker runs this configuration now: this trial is not run
+                trial.set_user_attr("duplicate_of", twin)
+                raise import_optuna().TrialPruned(f"trial {twin} is running the same configuration")
             record = run_configuration(config, settings, dataset, space.seeds, out / "trials" / f"{trial.number:04d}",
                                        known=_known_baselines(trial.study), sample_tokens=space.sweep["sample_tokens"])
             value = objective_value(record)
+        except import_optuna().TrialPruned:
+            raise
         except Exception as e:  # the reason is recorded and the sweep goes on (see the module docstring)
             trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             trial.set_user_attr("wall_seconds", time.perf_counter() - start)
@@ -212,6 +252,16 @@ def _objective(space: SearchSpace, dataset: TextDataset, out: Path):
         return value
 
     return objective
+
+
+def _in_flight_twin(trial) -> int | None:
+    """The number of an earlier trial running the same parameters as ``trial`` (its worker alive), if any:
+    of two workers that drew one configuration, the later one steps aside."""
+    optuna = import_optuna()
+    for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.number < trial.number and t.params == trial.params and not worker_gone(t.user_attrs.get("worker", "")):
+            return t.number
+    return None
 
 
 def _work(out: str, url: str, name: str, data: str, target: int, worker: int, threads: int,
@@ -254,7 +304,7 @@ def _unigram(dataset: TextDataset) -> dict[str, float]:
     return {"val_loss": u["loss"], "perplexity": u["perplexity"], f"bits_per_{unit}": bits}
 
 
-def _fail_lost(study, storage) -> list[int]:
+def _fail_lost(study, storage, *, requeue: bool = True, when: str = "when the sweep resumed") -> list[int]:
     """Trials shown as running whose worker on this host is gone: fail them and queue a retry of each
     (Optuna's heartbeat callback, as the heartbeat would after GRACE_PERIOD). Returns their numbers.
     A trial killed before its objective recorded its worker is left to the heartbeat, which fails it once
@@ -272,13 +322,13 @@ def _fail_lost(study, storage) -> list[int]:
         if whost != host or not pid.isdigit() or _alive(int(pid)):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        storage.set_trial_user_attr(trial_id, "lost", f"its worker {worker} was gone when the sweep resumed")
+        storage.set_trial_user_attr(trial_id, "lost", f"its worker {worker} was gone {when}")
         try:
             storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process got there first
         lost.append(t.number)
-        if retry is not None:
+        if retry is not None and requeue:
             retry(study, storage.get_trial(trial_id))
     return lost
 
@@ -286,7 +336,8 @@ def _fail_lost(study, storage) -> list[int]:
 def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | os.PathLike | None = None, *,
               out: str | os.PathLike, storage: str | None = None, study: str | None = None, workers: int = 1,
               resume: bool = False,
-              trials: int | None = None, threads: int = 1, progress: Progress | None = None) -> dict[str, Any]:
+              trials: int | None = None, threads: int = 1, progress: Progress | None = None,
+              started: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or resume, or join) a sweep and return its table (:func:`qelm.sweep.results.sweep_table`).
 
     ``space``: a :class:`SearchSpace` or its TOML file (required for a new sweep; on resume the study's own
@@ -294,13 +345,17 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
     bundled corpus; on resume the study's). ``storage``: an Optuna database URL (default: ``OUT/sweep.db``);
     ``study``: the sweep's name there (default: the space's ``[sweep] name``, else its file name).
     ``workers``: processes that work on the study at once. ``trials``: the total to reach (default: the
-    space's ``[sweep] trials``). ``progress(row)`` is called in the worker when each trial finishes."""
+    space's ``[sweep] trials``). ``progress(row)`` is called in the worker when each trial finishes;
+    ``started()`` once every input is checked, before the first trial.
+
+    ``out`` must be new or empty for a new sweep, and the sweep's own folder to resume one
+    (:mod:`qelm.sweep.folder`): a folder holding other files is refused before anything is written."""
     optuna = import_optuna()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers={workers!r} is invalid: use an integer >= 1")
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
         raise ConfigError(f"trials={trials!r} is invalid: use an integer >= 1")
-    out = ensure_writable_dir(out)
+    out = check_sweep_folder(out, resume=resume)  # nothing is made before every input is checked
     if space is not None and not isinstance(space, SearchSpace):
         space = load_space(space)
     url = storage_url(out, storage)
@@ -312,15 +367,17 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
         space, study = stored, found
         data = data or study.user_attrs["data"]
         _dataset(str(data), space, study.user_attrs["data_sha256"])  # the same text, or an error now
+        ensure_writable_dir(claim_sweep_folder(out, resume=True))
         _fail_lost(study, st)
     else:
         if space is None:
             raise ConfigError("a new sweep needs a search space: pass --space FILE (see examples/sweep.toml)")
         name = study or space.name
-        st = _storage(url)
-        if name in optuna.get_all_study_names(st):
-            raise ConfigError(f"the sweep storage {_redact(url)!r} already holds sweep {name!r}: continue it with "
-                             f"--resume, or start a new one in another --out (or under another name: --study)")
+        if storage is not None:  # a database elsewhere: checked before the folder is made
+            st = _storage(url)
+            if name in optuna.get_all_study_names(st):
+                raise ConfigError(f"the sweep storage {redact(url)!r} already holds sweep {name!r}: continue it with "
+                                  f"--resume, or start a new one under another name (--study)")
         source = str(data) if data is not None else "qelm/data/corpus.txt (the bundled corpus)"
         data = Path(data or bundled_corpus()).resolve()
         dataset = _dataset(str(data), space)
@@ -328,32 +385,58 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
                                                    and d.name == "context_len" for v in d.values()}
         for context_len in sorted(contexts):  # the corpus is long enough for every context (before any trial)
             dataset.check_context(context_len)
+        ensure_writable_dir(claim_sweep_folder(out, resume=False))
+        if storage is None:
+            st = _storage(url)
+            held = optuna.get_all_study_names(st)
+            if name in held:
+                raise ConfigError(f"the sweep storage {redact(url)!r} already holds sweep {name!r}: continue it with "
+                                  f"--resume, or start a new one in another --out")
+            if held:  # another sweep's folder: its space.toml and table are not this sweep's to replace
+                raise FileExistsError(f"sweep folder {str(out)!r} holds sweep {', '.join(map(repr, held))}: continue "
+                                      f"it with --resume, or start a new sweep in another --out")
         study = optuna.create_study(study_name=name, storage=st, direction="minimize",
                                     sampler=_sampler(space, 0))
         for key, value in {"space": space.text, "space_file": str(space.source), "data": str(data),
                            "data_sha256": dataset.sha256, "corpus": _describe(dataset, source),
                            "unigram": _unigram(dataset)}.items():
             study.set_user_attr(key, value)
-        (out / "space.toml").write_text(space.text, encoding="utf-8")
+        atomic_write(out / SPACE_FILE, space.text)
     target = _target(space, trials)
+    if started is not None:
+        started()
     args = (str(out), url, study.study_name, str(data), target)
-    if workers == 1:
-        _work(*args, 0, threads, progress)
-    else:
-        ctx = multiprocessing.get_context("spawn")  # torch and sqlite connections do not survive fork safely
-        procs = [ctx.Process(target=_work, args=(*args, i, threads, progress), name=f"qelm-sweep-{i}")
-                 for i in range(workers)]
-        for p in procs:
-            p.start()
-        try:
-            for p in procs:
-                p.join()
-        finally:
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()
-        failed = [p.name for p in procs if p.exitcode not in (0, None)]
-        if failed and _progress(study, space, running=False) < target:
-            raise RuntimeError(f"sweep worker(s) {', '.join(failed)} stopped with an error before the sweep finished "
-                               f"(see their messages above); resume with --resume")
+    first = joiner_seed_offset() if resume else 0  # a joining process seeds its samplers apart from every other
+    for _round in range(5):  # rounds: each runs the retries of trials lost in the one before
+        _run_workers(args, workers, first, threads, progress, study, space, target)
+        # a trial another process of this host left running when it died: failed (it is lost), and run again
+        # here while the sweep still needs it; a live worker's trial stays running
+        if not _fail_lost(study, st, requeue=_progress(study, space, running=True) < target,
+                          when="when another process of the sweep finished its trials"):
+            break
+        if _progress(study, space, running=True) >= target:
+            break
     return sweep_table(study)
+
+
+def _run_workers(args: tuple[str, str, str, str, int], workers: int, first: int, threads: int, progress: Progress | None, study, space,
+                 target: int) -> None:
+    if workers == 1:
+        _work(*args, first, threads, progress)
+        return
+    ctx = multiprocessing.get_context("spawn")  # torch and sqlite connections do not survive fork safely
+    procs = [ctx.Process(target=_work, args=(*args, first + i, threads, progress), name=f"qelm-sweep-{i}")
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+    failed = [p.name for p in procs if p.exitcode not in (0, None)]
+    if failed and _progress(study, space, running=False) < target:
+        raise RuntimeError(f"sweep worker(s) {', '.join(failed)} stopped with an error before the sweep finished "
+                           f"(see their messages above); resume with --resume")

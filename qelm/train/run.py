@@ -58,6 +58,7 @@ from ..distributed import rank_and_world
 from ..errors import CheckpointError, ConfigError, DataError
 from ..evaluate import unigram_baseline
 from ..files import FolderLock, atomic_write, remove_stray_temps
+from ..folders import check_folder, refuse_links
 from ..memory import memory_bytes
 from ..metrics import METRICS
 from ..model import QELM, ClassicalLM
@@ -65,6 +66,7 @@ from ..model_files import (BEST, FILES, MANIFEST, TOKENIZER, TRAINING_STATE, che
                            has_checkpoint, read_training_state, recover_checkpoint)
 from ..plot import plot_curves
 from ..tokenizer import load_tokenizer
+from .layout import LOCK, LOSS_CURVE, MODEL_NAMES, SUMMARY, run_layout  # MODEL_NAMES: the training order
 from .report import LABELS, summary
 from .results import Callback, TrainResult
 from .settings import MATCH_TOLERANCE, TrainOverrides, TrainSettings, load_run_config, resolve_settings
@@ -72,10 +74,6 @@ from .steps import train_one
 
 __all__ = ["train", "matched_config", "SUMMARY", "LOSS_CURVE", "LOCK", "MODEL_NAMES"]
 
-SUMMARY = "summary.json"
-LOSS_CURVE = "loss_curve.png"
-LOCK = ".lock"
-MODEL_NAMES = ("twin", "matched", "qelm")  # training order (see the module docstring)
 
 
 def matched_config(config: QELMConfig) -> QELMConfig:
@@ -124,8 +122,9 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
         resumed = _Resumed.load(out) if resume else None
         if resumed is not None and model_config is None:
             model_config = resumed.config
-        if config_changes:
-            model_config = _changed(model_config or QELMConfig(), config_changes)
+        if config_changes:  # with the backend asked for: a change such as shots is checked against it
+            with_asked = {"backend": backend, **config_changes} if backend is not None else config_changes
+            model_config = _changed(model_config or QELMConfig(), with_asked)
             if "backend_options" in config_changes:  # given explicitly: kept when --backend changes the name
                 backend_options = {**config_changes["backend_options"], **(backend_options or {})}
         data = _corpus(data, resumed)
@@ -225,7 +224,13 @@ class _Resumed:
             raise CheckpointError(f"checkpoint {str(out / name)!r} is corrupt: {TRAINING_STATE} holds no run settings")
         try:
             config = QELMConfig.from_dict(state["run"]["config"])  # the QELM's (the twin's is all classical)
-        except (KeyError, TypeError, ValueError) as e:
+        except ValueError as e:  # a whole config this process cannot build (an unregistered circuit, say)
+            if not isinstance(state["run"].get("config"), dict):
+                raise CheckpointError(f"checkpoint {str(out / name)!r} is corrupt: its run settings hold no config"
+                                      ) from None
+            raise CheckpointError(f"cannot resume {str(out)!r} here: its model config is not valid in this process "
+                                  f"({e})") from None
+        except (KeyError, TypeError) as e:
             raise CheckpointError(f"checkpoint {str(out / name)!r} is corrupt: its run settings hold no valid config "
                              f"({e})") from None
         return cls(run=state["run"], folder=out / name, config=config)
@@ -267,9 +272,11 @@ def _run_config(model_config: QELMConfig, dataset: TextDataset, backend: str | N
     if resumed is not None:
         differences = config_differences(resumed.config, config)
         if differences:
+            flags = ", ".join(dict.fromkeys("--" + d.split(":")[0].strip().replace("_", "-") for d in differences))
             raise CheckpointError(f"cannot resume {str(resumed.folder.parent)!r} with a different model config "
-                             f"({'; '.join(differences)}; saved vs given): drop --config to resume, or start a new "
-                             f"run in another --out")
+                                  f"({'; '.join(differences)}; saved vs given): a resumed run keeps its own model: drop "
+                                  f"what changes it ({flags}, or the --config or --set that sets it), or start a new run "
+                                  f"in another --out")
     return config
 
 
@@ -312,6 +319,7 @@ def _lock_for_resume(out: Path) -> FolderLock:
     if not out.is_dir():
         raise FileNotFoundError(f"nothing to resume in {str(out)!r}: the folder does not exist; train without resume")
     ensure_writable_dir(out)
+    refuse_links(out, what="run folder")
     lock = FolderLock(out, LOCK, what="run folder").acquire()
     try:
         _tidy(out)
@@ -332,23 +340,15 @@ def _tidy(out: Path) -> None:
             remove_stray_temps(out / name, (METRICS,))
 
 
-def _is_run_entry(path: Path) -> bool:
-    return (path.name in MODEL_NAMES and path.is_dir()) or path.name in (SUMMARY, LOSS_CURVE, LOCK) or \
-        any(path.name.startswith(f".{n}.") and path.name.endswith(".tmp") for n in (SUMMARY, LOSS_CURVE))
-
-
 def _prepare_folder(out: Path, *, overwrite: bool) -> FolderLock:
     """Lock the folder of a new run and clear the files of an earlier run there, so none is mistaken for
     this one's. A folder holding anything that is not a qelm run is refused: nothing of the user's is
     overwritten."""
+    check_folder(out, run_layout, owner="a qelm run", hint=" with --out")  # before the lock file is made
     ensure_writable_dir(out)
     lock = FolderLock(out, LOCK, what="run folder").acquire()
     try:
-        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not _is_run_entry(p))
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise FileExistsError(f"output folder {str(out)!r} holds files that are not a qelm run ({shown}): "
-                                  f"choose an empty or new folder with --out")
+        check_folder(out, run_layout, owner="a qelm run", hint=" with --out")  # nothing changed while locking
         if not overwrite and ((out / SUMMARY).exists() or any(has_checkpoint(out / n) for n in MODEL_NAMES)):
             raise CheckpointError(f"output folder {str(out)!r} already holds a training run: resume it (--resume), replace "
                              f"it (--overwrite), or choose another --out")
