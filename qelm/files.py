@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import socket
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from .errors import QelmError
 
-__all__ = ["atomic_path", "atomic_write", "fsync_path", "make_ordinary", "remove_stray_temps", "FolderLock", "FolderInUse"]
+__all__ = ["atomic_path", "atomic_write", "fsync_path", "make_ordinary", "remove_stray_temps", "sha256_file", "FolderLock",
+           "FolderInUse"]
 
 TEMP_SUFFIX = ".tmp"  # temporary files are named .NAME.RANDOM.tmp beside their target
 
@@ -159,3 +161,12 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -49,7 +49,7 @@ from safetensors import SafetensorError, safe_open
 from .config import QELMConfig, read_toml
 from .disk import says_disk_full
 from .errors import CheckpointError, DataError
-from .files import atomic_path, atomic_write, fsync_path, make_ordinary, remove_stray_temps
+from .files import atomic_path, atomic_write, fsync_path, make_ordinary, remove_stray_temps, sha256_file
 from .paths import wrong_kind
 from .tokenizer import Tokenizer
 
@@ -151,16 +151,8 @@ def write_checkpoint(directory: str | os.PathLike, kind: str, model: torch.nn.Mo
     return folder
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _describe(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def _read_manifest(path: Path, folder: Path) -> dict[str, Any]:
@@ -202,7 +194,7 @@ def _resolve(folder: Path) -> dict[str, Path] | None:
         if path is None:
             raise FileNotFoundError(f"checkpoint {str(folder)!r} has no {name}, which its {MANIFEST} lists: the "
                                     f"folder is incomplete (files removed)")
-        if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
+        if path.stat().st_size != expected["bytes"] or sha256_file(path) != expected["sha256"]:
             raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {name} is not the file that was saved (its size "
                              f"or sha256 differs from {MANIFEST}): it was edited or damaged; restore it, or remove "
                              f"{MANIFEST} to load the files as they are, unchecked")

@@ -9,7 +9,6 @@ different file in one line naming it and the fix.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from .errors import DataError
+from .files import sha256_file
 
 __all__ = ["PTB_FILES", "PTB_SOURCE", "fetch_ptb", "read_ptb", "check_ptb", "PTBError"]
 
@@ -36,14 +36,6 @@ class PTBError(DataError):
     """A Penn Treebank file is missing, truncated or different; the message names it and the fix."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_file(path: Path, name: str, files: dict) -> None:
     size, digest = files[name]
     fix = f"run 'qelm data ptb {path.parent}' to fetch it again"
@@ -53,7 +45,7 @@ def _check_file(path: Path, name: str, files: dict) -> None:
     if got != size:
         raise PTBError(f"Penn Treebank file {str(path)!r} has {got:,} bytes, not {size:,} (truncated or another "
                        f"file): {fix}")
-    if _sha256(path) != digest:
+    if sha256_file(path) != digest:
         raise PTBError(f"Penn Treebank file {str(path)!r} has the wrong sha256 (another version or edited): {fix}")
 
 
@@ -88,7 +80,7 @@ def fetch_ptb(folder: str | os.PathLike, source: str = PTB_SOURCE, files: dict |
     for name, (size, digest) in files.items():
         target = folder / name
         paths.append(target)
-        if target.is_file() and target.stat().st_size == size and _sha256(target) == digest:
+        if target.is_file() and target.stat().st_size == size and sha256_file(target) == digest:
             continue
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
         try:
@@ -96,7 +88,7 @@ def fetch_ptb(folder: str | os.PathLike, source: str = PTB_SOURCE, files: dict |
                 _copy_from(source, name, out, timeout)
             tmp_path = Path(tmp)
             got = tmp_path.stat().st_size
-            if got != size or _sha256(tmp_path) != digest:
+            if got != size or sha256_file(tmp_path) != digest:
                 raise PTBError(f"{name} from {source!r} is not the Penn Treebank file qelm expects ({got:,} bytes, "
                                f"expected {size:,} with sha256 {digest[:12]}...): give --source a copy of the "
                                "original files")

@@ -40,7 +40,7 @@ from .folder import SPACE_FILE, check_sweep_folder, claim_sweep_folder
 from .results import sweep_table, trial_row, trial_state
 from .space import SearchSpace, load_space, parse_space
 from .trial import objective_value, run_configuration
-from .workers import joiner_seed_offset, worker_gone
+from .workers import alive, joiner_seed_offset, worker_gone, worker_id
 
 __all__ = ["run_sweep", "open_study", "import_optuna", "storage_url", "finished_trials", "lost_trials",
            "STORAGE_FILE", "INSTALL_HINT", "HEARTBEAT_INTERVAL", "GRACE_PERIOD"]
@@ -195,20 +195,6 @@ def lost_trials(study) -> list:
 
 
 # --- workers --------------------------------------------------------------------------------------------------
-def _worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def _known_baselines(study) -> dict[str, dict[str, dict]]:
     """``{key: {seed: figures}}`` of every model completed trials measured, for reuse by new trials."""
     known: dict[str, dict[str, dict]] = {}
@@ -230,7 +216,7 @@ class _TrialFailed(Exception):
 
 def _objective(space: SearchSpace, dataset: TextDataset, out: Path):
     def objective(trial) -> float:
-        trial.set_user_attr("worker", _worker_id())
+        trial.set_user_attr("worker", worker_id())
         start = time.perf_counter()
         try:
             config, settings = space.suggest(trial, dataset.vocab_size)
@@ -319,7 +305,7 @@ def _fail_lost(study, storage, *, requeue: bool = True, when: str = "when the sw
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker", "")
         whost, _, pid = worker.rpartition(":")
-        if whost != host or not pid.isdigit() or _alive(int(pid)):
+        if whost != host or not pid.isdigit() or alive(int(pid)):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, "lost", f"its worker {worker} was gone {when}")
