@@ -7,9 +7,11 @@
 #
 # Run folders live in /tmp/runs (kept while the machine stays warm: a later call resumes them). The wheels
 # qelm needs beyond the GPU image (PennyLane and its dependencies) are installed from .whl/ once.
+# qelm.fused's evolve kernels take minutes to compile on a fresh machine: CuPy's compile cache is kept in
+# .cupy-cache (carry it) and comes back as $OUT/cupy-cache.tgz (unpack it into .cupy-cache for the next call).
 set -u
 minutes=$1; shift
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 CUPY_CACHE_DIR=$PWD/.cupy-cache
 if [ ! -d /tmp/site/pennylane ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
 fi
@@ -24,3 +26,4 @@ done
 wait
 for f in "$runs"/*.log; do echo "== $f"; tail -n 3 "$f"; done
 (cd "$runs" && tar czf "${OUT:-.}/runs.tgz" *.log */results.json 2>/dev/null)
+[ -d .cupy-cache ] && tar czf "${OUT:-.}/cupy-cache.tgz" .cupy-cache
