@@ -205,3 +205,16 @@ def test_a_folder_holding_user_files_is_refused_before_anything_is_written(tmp_p
     assert len(err) == 1 and "notes.txt" in err[0] and "results.json" in err[0], err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "results.json"]
     assert (out / "notes.txt").read_text() == "mine\n" and not (tmp_path / "elsewhere.json").exists()
+
+
+@pytest.mark.parametrize("name", ["quixer", "quixer-twin", "transformer", "lstm", "fnet", "qelm", "qelm-matched"])
+def test_every_row_of_the_table_builds_and_predicts_the_next_token(name):
+    from qelm.ptb_models import build_window_model
+
+    torch.manual_seed(0)
+    model = build_window_model(name, 30, dim=8, window=4, n_qubits=2, ansatz_layers=1)
+    x = torch.randint(0, 30, (3, 4))
+    logits = model(x)
+    assert logits.shape == (3, 30) and torch.isfinite(logits).all()
+    torch.nn.functional.cross_entropy(logits, torch.tensor([1, 2, 3])).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
