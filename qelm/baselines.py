@@ -19,6 +19,8 @@ __all__ = ["PositionalEncoding", "TransformerLM", "LSTMLM", "FNetLM"]
 class PositionalEncoding(nn.Module):
     """Sinusoidal positions added to the embeddings, then dropout."""
 
+    pe: torch.Tensor
+
     def __init__(self, d_model: int, dropout: float, max_len: int = 5000) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)

@@ -68,6 +68,7 @@ def build_window_model(name: str, vocab_size: int, *, dim: int | None = None, wi
     dim = dim or width
     dropout = drop if dropout is None else dropout
     backend_options = backend_options or {}
+    model: nn.Module
     if name in ("quixer", "quixer-twin"):
         config = QuixerConfig(vocab_size=vocab_size, n_qubits=n_qubits, window=window, degree=degree,
                               ansatz_layers=ansatz_layers, d_embed=dim, dropout=dropout)
@@ -79,8 +80,7 @@ def build_window_model(name: str, vocab_size: int, *, dim: int | None = None, wi
     elif name == "fnet":
         model = FNetLM(vocab_size, dim, n_layers=2, dropout=dropout)
     else:  # qelm's own QELM and its parameter-matched classical model, read at the last position
-        config = QELMConfig(vocab_size=vocab_size, d_model=dim, n_heads=2, d_hidden=4 * dim, n_layers=1,
-                            context_len=window, n_qubits=n_qubits, backend=backend, backend_options=backend_options)
-        qelm = QELM(config)
+        qelm = QELM(QELMConfig(vocab_size=vocab_size, d_model=dim, n_heads=2, d_hidden=4 * dim, n_layers=1,
+                               context_len=window, n_qubits=n_qubits, backend=backend, backend_options=backend_options))
         return LastToken(qelm if name == "qelm" else ClassicalLM.matched_to(qelm))
     return init_like_reference(model)

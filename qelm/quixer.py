@@ -249,7 +249,7 @@ def init_like_reference(model: nn.Module) -> nn.Module:
     return model
 
 
-def mixer_parameters(model: nn.Module) -> int:
+def mixer_parameters(model: _WindowLM) -> int:
     """Parameters outside the shared embedding and head (what the twin matches)."""
     shared = {id(p) for m in (model.embedding, model.head) for p in m.parameters()}
     return sum(p.numel() for p in model.parameters() if id(p) not in shared)

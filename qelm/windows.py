@@ -151,7 +151,7 @@ def train_windows(model: nn.Module, data: dict[str, torch.Tensor], settings: Win
     params = [p for p in model.parameters() if p.requires_grad]
     use_fused = device.type == "cuda"
     optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay, eps=settings.eps,
-                                 **({"fused": True} if use_fused else {}))
+                                 fused=True if use_fused else None)
     full_spec = {"spec": spec, "settings": asdict(settings)}
     state_path, best_path, results_path = out / "state.pt", out / "best.pt", out / "results.json"
     history: list[dict] = []

@@ -63,7 +63,7 @@ class WordTokenizer:
 
     @classmethod
     def build(cls, sentences: Iterable[str], eos: str = "eos") -> WordTokenizer:
-        counts = Counter()
+        counts: Counter[str] = Counter()
         for s in sentences:
             counts.update(basic_english(s))
         for special in SPECIALS:

@@ -145,13 +145,15 @@ class _Adjoint(torch.autograd.Function):
         g_im = torch.zeros_like(im) if g_im is None else g_im
         grads: list = [None] * angles.shape[-1]
         for name, wires, col in reversed(plan.gates):
-            c, s = (cos[..., col : col + 1], sin[..., col : col + 1]) if col is not None else (None, None)
-            inv = -s if col is not None else None
-            re, im = _gate(name, wires, c, inv, re, im, bits, n)  # the state before this gate
-            if col is not None:
-                dr, di = _derivative(name, wires, c, s, re, im, bits, n)
-                grads[col] = (g_re * dr + g_im * di).sum(-1)
-            g_re, g_im = _gate(name, wires, c, inv, g_re, g_im, bits, n)
+            if col is None:  # a fixed gate: its own inverse and transpose
+                re, im = _gate(name, wires, None, None, re, im, bits, n)
+                g_re, g_im = _gate(name, wires, None, None, g_re, g_im, bits, n)
+                continue
+            c, s = cos[..., col : col + 1], sin[..., col : col + 1]
+            re, im = _gate(name, wires, c, -s, re, im, bits, n)  # the state before this gate
+            dr, di = _derivative(name, wires, c, s, re, im, bits, n)
+            grads[col] = (g_re * dr + g_im * di).sum(-1)
+            g_re, g_im = _gate(name, wires, c, -s, g_re, g_im, bits, n)
         zero = torch.zeros(angles.shape[:-1], dtype=angles.dtype, device=angles.device)
         ga = torch.stack([zero if g is None else g for g in grads], dim=-1)
         return None, ga, g_re, g_im

@@ -14,6 +14,7 @@ from ..folders import check_folder
 from ..memory import free_memory_bytes
 from ..ptb import PTB_SOURCE, fetch_ptb, read_ptb
 from ..ptb_models import MODELS, PUBLISHED, build_window_model, published_settings
+from ..quixer import Quixer
 from ..windows import WindowSettings, train_windows, window_run_layout
 from ..words import EOS_MODES, WordTokenizer
 from .options import UserError, check_output_folder, nonnegative_float, positive_float, positive_int, seed
@@ -115,7 +116,7 @@ def run_ptb(args: argparse.Namespace) -> int:
             "backend": f"{args.backend} ({args.dtype})" if quantum else None,
             "vocab_size": tokenizer.vocab_size, "eos": args.eos, "limit_tokens": args.limit_tokens,
             "tokens": {k: int(v.numel()) for k, v in data.items()}}
-    if args.model == "quixer":  # refused before any allocation when the step cannot fit
+    if isinstance(model, Quixer):  # refused before any allocation when the step cannot fit
         have = free_memory_bytes(device)
         need = model.mixer.memory_bytes(settings.streams)
         if need > have:
