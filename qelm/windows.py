@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .folders import temp_of
 
 __all__ = ["WindowSettings", "stream_source", "window_batch", "evaluate_windows", "train_windows",
@@ -75,7 +75,7 @@ class WindowSettings:
             raise ConfigError("settings lr and eps must be > 0, weight_decay, clip and seed >= 0")
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(CheckpointError):
     """The run folder holds a run of another model, protocol or vocabulary."""
 
 

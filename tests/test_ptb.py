@@ -218,3 +218,17 @@ def test_every_row_of_the_table_builds_and_predicts_the_next_token(name):
     assert logits.shape == (3, 30) and torch.isfinite(logits).all()
     torch.nn.functional.cross_entropy(logits, torch.tensor([1, 2, 3])).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_cli_refuses_a_run_folder_of_another_protocol_in_one_line(tmp_path, capsys, monkeypatch):
+    files = _fixture_files(tmp_path / "ptb")
+    monkeypatch.setattr("qelm.ptb.PTB_FILES", files)
+    base = ["ptb", "--model", "lstm", "--data", str(tmp_path / "ptb"), "--out", str(tmp_path / "o"), "--streams", "8",
+            "--epochs", "1", "--dim", "4"]
+    assert main(base) == 0
+    before = sorted(p.name for p in (tmp_path / "o").iterdir())
+    capsys.readouterr()
+    assert main(base + ["--eos", "quirk"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other eos" in err[0] and "--out" in err[0], err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == before
