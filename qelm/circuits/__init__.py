@@ -1,19 +1,7 @@
 """The built-in parameterized circuits of qelm, written as PennyLane gate sequences.
 
-Every circuit here obeys one contract, which is what lets every backend run it and every drawer draw it:
-
-* it acts on ``n_wires`` wires and is fed one flat *angle vector* of length ``n_angles``;
-* ``apply(angles)`` places gates, and **every gate angle is exactly one entry of that vector**, used once,
-  with no arithmetic on it. Whatever arithmetic a circuit needs (re-uploading the same input several
-  times, a position added to a phase, the Mottonen angles of an amplitude encoding) is done in torch by
-  ``angles(inputs, weights)`` *before* the circuit runs, so autograd carries its chain rule.
-
-Because of that contract a circuit can be traced once with symbolic parameters (``qelm.backends.aer``
-turns it into one parameterized qiskit circuit), differentiated by the two-term parameter-shift rule on
-every entry, exported to OpenQASM, and broadcast: ``angles`` of shape ``(N, n_angles)`` runs N circuits in
-one PennyLane execution.
-
-Wire 0 is the most significant bit of a computational-basis index (PennyLane's convention).
+Every circuit obeys one contract (one flat angle vector, every gate angle exactly one entry of it, used
+once), written out in :mod:`.base`; it is what lets every backend run a circuit and every drawer draw it.
 
 The package: :mod:`.base` (the contract, :class:`Circuit`), :mod:`.readout` (the Z strings measured and
 the maths that turns them into features), :mod:`.embeddings` and :mod:`.variational` (the built-in

@@ -10,7 +10,8 @@ Every circuit here obeys one contract, which is what lets every backend run it a
 
 Because of that contract a circuit can be traced once with symbolic parameters (``qelm.backends.aer``
 turns it into one parameterized qiskit circuit), differentiated by the two-term parameter-shift rule on
-every entry, exported to OpenQASM, and broadcast: ``angles`` of shape ``(N, n_angles)`` runs N circuits in
+every entry of a one-parameter rotation (controlled rotations, as in ``ansatz14``, need more terms: the
+backends that use shift rules refuse them), exported to OpenQASM, and broadcast: ``angles`` of shape ``(N, n_angles)`` runs N circuits in
 one PennyLane execution.
 
 Wire 0 is the most significant bit of a computational-basis index (PennyLane's convention).
