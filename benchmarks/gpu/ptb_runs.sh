@@ -16,6 +16,18 @@ if [ ! -d /tmp/site/pennylane ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
 fi
 runs=/tmp/runs; mkdir -p "$runs"
+export OMP_NUM_THREADS=2   # many small processes share the machine's cores
+# CUDA MPS lets the processes' kernels run side by side instead of taking turns on the GPU; used only when
+# its daemon starts and a client can reach it, otherwise the runs take turns as usual
+export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+if [ ! -e /tmp/mps-tried ] && command -v nvidia-cuda-mps-control >/dev/null; then
+  touch /tmp/mps-tried; mkdir -p /tmp/mps-pipe /tmp/mps-log
+  nvidia-cuda-mps-control -d && sleep 1
+  if timeout 60 python3 -c "import torch; torch.ones(1, device='cuda').sum().item()"; then touch /tmp/mps-on
+  else echo quit | nvidia-cuda-mps-control; sleep 1; fi
+fi
+[ -e /tmp/mps-on ] && echo "CUDA MPS: on" || echo "CUDA MPS: off"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 for job in "$@"; do
   IFS=: read -r model seed extra <<< "$job"
   extra=${extra//+/ }
