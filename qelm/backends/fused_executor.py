@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .fused_kernels import RYLayer, Tensors, apply_matrix, complexify, genperm_apply, matrix_for, rotate, ry_layer
-from .fused_plan import Block, GenPerm, Plan, genperm, local_matrix
+from .fused_plan import Block, DataStage, DenseMatrix, GenPerm, Layer, Permute, Plan, Rotate, genperm, local_matrix
 
 __all__ = ["Executor"]
 
@@ -95,12 +95,13 @@ class Executor:
         layers = self._layers(spec) if spec["n_layers"] else None  # (*S, nb, L, K, K)
         u, li = None, 0
         for i, item in enumerate(first.items):
-            if item[0] == "layer":
+            if isinstance(item, Layer):
+                assert layers is not None
                 mat = layers[..., li, :, :]
                 li += 1
                 u = mat if u is None else mat @ u
-            elif item[0] == "perm":
-                gp = item[1]
+            elif isinstance(item, Permute):
+                gp = item.gp
                 if u is None:
                     u = cache.get(("dense", id(gp)), lambda: torch.as_tensor(gp.dense(), dtype=cache.cplx, device=cache.device))
                 else:
@@ -108,12 +109,13 @@ class Executor:
                     u = u.index_select(-2, index)
                     if not gp.unit_phases:
                         u = cache.get(("cphase", id(gp)), lambda: torch.as_tensor(gp.phase, dtype=cache.cplx, device=cache.device)).unsqueeze(-1) * u
-            elif item[0] == "dense":
-                mat = cache.get(("dense", id(item[1])), lambda: torch.as_tensor(item[1], dtype=cache.cplx, device=cache.device))
+            elif isinstance(item, DenseMatrix):
+                matrix = item.matrix
+                mat = cache.get(("dense", id(matrix)), lambda: torch.as_tensor(matrix, dtype=cache.cplx, device=cache.device))
                 u = mat if u is None else mat @ u
             else:  # multi-qubit rotation: c U + s G U, one angle per block of the group
-                gp = item[2]
-                cs = [self._cos_sin(b.items[i][1]) for b in group]
+                gp = item.gp
+                cs = [self._cos_sin(_rotation(b, i)) for b in group]
                 c = torch.stack([x[0].reshape(x[0].shape[:-2]) for x in cs], -1)[..., None, None]  # (*S, nb, 1, 1)
                 s = torch.stack([x[1].reshape(x[1].shape[:-2]) for x in cs], -1)[..., None, None]
                 g = cache.get(("dense", id(gp)), lambda: torch.as_tensor(gp.dense(), dtype=cache.cplx, device=cache.device))
@@ -176,7 +178,7 @@ class Executor:
         if gp is not None:
             return genperm_apply(t, cplx, gp, self.cache)
         block = self.cache.get(("one", op, self.n), lambda: Block([op], tuple(sorted(op.wires)), "matrix",
-                                                                  items=[("dense", _local_dense(op))]))
+                                                                  items=[DenseMatrix(_local_dense(op))]))
         return apply_matrix(t, cplx, self._unitary(block), op.real, block.support, self.n)
 
     # --- a call ------------------------------------------------------------------------------------
@@ -193,17 +195,18 @@ class Executor:
             self.cw, self.sw = torch.cos(half), torch.sin(half)
         self.unitaries = {}
         t, cplx = self._prefix(lead, m)
-        for stage, content in self.plan.stages:
-            if stage == "data" and ry_layer(content):
-                cols = self.cache.get(("cols", id(content)), lambda: torch.as_tensor([o.index for o in content], device=self.cache.device))
-                half = (self.x.index_select(-2, cols) * 0.5).reshape((-1, len(content), m))
-                out = RYLayer.apply(t.reshape((-1,) + t.shape[-2:]), half, tuple(o.wires[0] for o in content), self.n)
+        for stage in self.plan.stages:
+            if isinstance(stage, DataStage) and ry_layer(stage.ops):
+                ops = stage.ops
+                cols = self.cache.get(("cols", id(ops)), lambda: torch.as_tensor([o.index for o in ops], device=self.cache.device))
+                half = (self.x.index_select(-2, cols) * 0.5).reshape((-1, len(ops), m))
+                out = RYLayer.apply(t.reshape((-1,) + t.shape[-2:]), half, tuple(o.wires[0] for o in ops), self.n)
                 t = out.reshape(t.shape)
-            elif stage == "data":
-                for op in content:
+            elif isinstance(stage, DataStage):
+                for op in stage.ops:
                     t, cplx = self._op(t, cplx, op)
             else:
-                t, cplx = self._block(t, cplx, content)
+                t, cplx = self._block(t, cplx, stage)
         self.x = self.cx = self.sx = self.cw = self.sw = self.unitaries = self.matrices = None
         if kind == "state":
             if not cplx:
@@ -265,7 +268,7 @@ def _layer_spec(group: list[Block], cache: Tensors) -> dict:
     vectorized pass; the blocks differ only in which weight entries drive their gates."""
     block = group[0]
     weighted, fixed = [], []
-    chains = [item[1] for item in block.items if item[0] == "layer"]
+    chains = [item.chains for item in block.items if isinstance(item, Layer)]
     for layer in chains:
         for chain in layer:
             for op in chain:
@@ -284,7 +287,7 @@ def _layer_spec(group: list[Block], cache: Tensors) -> dict:
     as_c = lambda a: torch.as_tensor(a, dtype=cache.cplx, device=cache.device)  # noqa: E731
     ps = [o.name == "PhaseShift" for o in weighted]
     # the same walk over every block of the group meets its gates in the same order: their weight entries
-    per_block = [[o.index for item in b.items if item[0] == "layer" for ch in item[1] for o in ch if o.source == "weight"]
+    per_block = [[o.index for item in b.items if isinstance(item, Layer) for ch in item.chains for o in ch if o.source == "weight"]
                  for b in group]
     return {
         "n_layers": len(chains), "n_weight": len(weighted), "n_blocks": len(group),
@@ -295,6 +298,13 @@ def _layer_spec(group: list[Block], cache: Tensors) -> dict:
         "fixed": as_c(fixed_m),
         "chain": torch.as_tensor(index, device=cache.device),
     }
+
+
+def _rotation(block: Block, i: int):
+    """The gate of the rotation that is item ``i`` of ``block``."""
+    item = block.items[i]
+    assert isinstance(item, Rotate)
+    return item.op
 
 
 def _local_dense(op) -> np.ndarray:
