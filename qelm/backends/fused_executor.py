@@ -10,13 +10,22 @@ import numpy as np
 import torch
 
 from .fused_kernels import RYLayer, Tensors, apply_matrix, complexify, genperm_apply, matrix_for, rotate, ry_layer
-from .fused_plan import Block, DataStage, DenseMatrix, GenPerm, Layer, Permute, Plan, Rotate, genperm, local_matrix
+from .fused_plan import Block, DataStage, DenseMatrix, GenPerm, Layer, Op, Permute, Plan, Rotate, genperm, local_matrix
 
 __all__ = ["Executor"]
 
 
 class Executor:
     """Runs a :class:`Plan` on data angles ``x`` ``(*S, n_data, M)`` and flat weights ``w`` ``(*S, n_weights)``."""
+
+    # the tensors of the call in progress (:meth:`run` sets them and lets them go at its end)
+    x: torch.Tensor
+    cx: torch.Tensor
+    sx: torch.Tensor
+    cw: torch.Tensor
+    sw: torch.Tensor
+    unitaries: dict[int, torch.Tensor]
+    matrices: dict[tuple[int, bool], tuple[torch.Tensor, bool]]
 
     def __init__(self, plan: Plan, cache: Tensors) -> None:
         self.plan, self.cache = plan, cache
@@ -155,6 +164,7 @@ class Executor:
 
     def _block(self, t, cplx, block: Block):
         if block.mode == "perm":
+            assert block.gp is not None  # a "perm" block has its permutation
             return genperm_apply(t, cplx, block.gp, self.cache)
         if block.mode == "gates":
             for op in block.ops:
@@ -207,7 +217,8 @@ class Executor:
                     t, cplx = self._op(t, cplx, op)
             else:
                 t, cplx = self._block(t, cplx, stage)
-        self.x = self.cx = self.sx = self.cw = self.sw = self.unitaries = self.matrices = None
+        for name in ("x", "cx", "sx", "cw", "sw", "unitaries", "matrices"):
+            setattr(self, name, None)  # the call's tensors are not kept past it
         if kind == "state":
             if not cplx:
                 t = complexify(t)
@@ -223,17 +234,18 @@ def _bits(n: int) -> np.ndarray:
 def _prefix_spec(plan: Plan, cache: Tensors) -> dict:
     """Constant tensors of a plan's prefix: wires grouped by their gate sequence, so each group's
     2-vectors come from one vectorized formula."""
-    groups: dict = {}
+    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
     for w, ops in enumerate(plan.prefix):
         groups.setdefault(tuple((o.name, o.source) for o in ops), []).append(w)
-    out, where = [], [None] * plan.n_wires
+    out: list[dict] = []
+    where: list[tuple[int, int] | None] = [None] * plan.n_wires
     for gi, (signature, wires) in enumerate(groups.items()):
         for i, w in enumerate(wires):
             where[w] = (gi, i)
         depths = []
         for d, (name, source) in enumerate(signature):
             ops = [plan.prefix[w][d] for w in wires]
-            gm = None
+            gm: torch.Tensor | tuple[torch.Tensor] | None = None
             if source == "fixed":
                 gm = torch.as_tensor(local_matrix(name, 1), dtype=cache.cplx, device=cache.device)
                 gm = gm if not ops[0].real else gm.real
@@ -267,7 +279,8 @@ def _layer_spec(group: list[Block], cache: Tensors) -> dict:
     """Constant tensors that build every one-qubit layer of a group of fused blocks (one signature) in one
     vectorized pass; the blocks differ only in which weight entries drive their gates."""
     block = group[0]
-    weighted, fixed = [], []
+    weighted: list[Op] = []
+    fixed: list[Op] = []
     chains = [item.chains for item in block.items if isinstance(item, Layer)]
     for layer in chains:
         for chain in layer:
@@ -282,7 +295,7 @@ def _layer_spec(group: list[Block], cache: Tensors) -> dict:
     for li, layer in enumerate(chains):
         for wi, chain in enumerate(layer):
             for d, op in enumerate(chain):
-                index[li, wi, d] = w_pos.get(id(op), f_pos.get(id(op)))
+                index[li, wi, d] = w_pos[id(op)] if id(op) in w_pos else f_pos[id(op)]
     fixed_m = np.stack([_rotation_matrix(o.name, o.value) for o in fixed] + [np.eye(2)]).astype(complex)
     as_c = lambda a: torch.as_tensor(a, dtype=cache.cplx, device=cache.device)  # noqa: E731
     ps = [o.name == "PhaseShift" for o in weighted]

@@ -184,6 +184,7 @@ class Unitaries:
         """Every chain's product ``(B, C, 2, 2)``, later gates on the left."""
         table = self.fixed.expand((B,) + self.fixed.shape)
         if self.generators is not None:
+            assert cw is not None and sw is not None  # weight gates: the weights were given
             c = cw[:, self.weight_index, None, None]  # (B, G, 1, 1)
             s = sw[:, self.weight_index, None, None]
             m = c * self.eye2 + s * self.generators  # (B, G, 2, 2): exp(-i theta/2 P)
