@@ -79,12 +79,14 @@ class QuantumEmbedding(QuantumLayer):
             inputs = self.circuit.polar_inputs(*self.token_inputs[idx].chunk(2, dim=-1), pos)  # (B, T, 2n)
             z = self.run(self.circuit, inputs, self.weights)  # (B, T, n)
             return self.expand(z)
+        position = self.position
+        assert position is not None  # every embedding circuit but polar adds a learned position
         if torch.compiler.is_compiling():  # a fixed shape for the compiler: every token of the vocabulary
             z = self.run(self.circuit, self.token_inputs, self.weights)[idx]  # (B, T, n)
-            return self.expand(z) + self.position(positions)
+            return self.expand(z) + position(positions)
         ids, inverse = torch.unique(idx, return_inverse=True)  # (U,), (B, T)
         z = self.run(self.circuit, self.token_inputs[ids], self.weights)  # (U, n)
-        return self.expand(z[inverse]) + self.position(positions)
+        return self.expand(z[inverse]) + position(positions)
 
 
 class QuantumAttentionHead(QuantumLayer):

@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import matplotlib
 import numpy as np
@@ -65,9 +65,21 @@ def save_figure(fig, out: str | os.PathLike, *, dpi: int = DPI, make_parents: bo
 
 
 # --- attention ----------------------------------------------------------------------------------------
-def _attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    # QuantumAttentionHead and CausalSelfAttention both expose keep_attention / last_attention
-    return [m for m in model.modules() if hasattr(m, "keep_attention") and hasattr(m, "last_attention")]
+class _KeepsAttention(Protocol):
+    """QuantumAttentionHead and CausalSelfAttention: attention modules that can keep their last weights."""
+
+    keep_attention: bool
+    last_attention: torch.Tensor | None
+
+
+def _last(module: _KeepsAttention) -> torch.Tensor:
+    assert module.last_attention is not None  # set by the forward pass with keep_attention on
+    return module.last_attention
+
+
+def _attention_modules(model: torch.nn.Module) -> list[_KeepsAttention]:
+    return [cast(_KeepsAttention, m) for m in model.modules()
+            if hasattr(m, "keep_attention") and hasattr(m, "last_attention")]
 
 
 @torch.no_grad()
@@ -90,7 +102,7 @@ def attention_maps(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
         for m in modules:
             m.keep_attention = True
         model(idx)
-        maps = [m.last_attention[0] for m in modules]  # each (H, T, T)
+        maps = [_last(m)[0] for m in modules]  # each (H, T, T)
     finally:
         for m, flag in zip(modules, before):
             m.keep_attention = flag
@@ -175,6 +187,7 @@ def plot_attention(panels: Mapping[str, tuple[torch.Tensor, Sequence[str]]], out
                 if col + h == 0:
                     ax.set_ylabel("query token", fontsize=10)
         col += H
+    assert image is not None  # at least one panel with one layer was drawn
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight (rows sum to 1)")
     note = "blank cells: later tokens, hidden by the causal mask"
     fig.suptitle(f"{title or 'Attention weights per layer and head'}\n{note}", fontsize=12)
