@@ -186,8 +186,9 @@ def _progress(study, space: SearchSpace, *, running: bool) -> int:
 
 
 def _target(space: SearchSpace, trials: int | None) -> int:
-    target = trials or space.sweep["trials"]
-    return min(target, space.grid_size()) if space.sweep["sampler"] == "grid" else target
+    target: int = trials or space.sweep["trials"]
+    size = space.grid_size()
+    return min(target, size) if space.sweep["sampler"] == "grid" and size is not None else target
 
 
 def lost_trials(study) -> list:
@@ -342,23 +343,24 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
         raise ConfigError(f"trials={trials!r} is invalid: use an integer >= 1")
     out = check_sweep_folder(out, resume=resume)  # nothing is made before every input is checked
-    if space is not None and not isinstance(space, SearchSpace):
-        space = load_space(space)
+    given = space if isinstance(space, SearchSpace) or space is None else load_space(space)
+    opened: Any  # the Optuna study (an untyped library's object)
     url = storage_url(out, storage)
     if resume:
-        found, stored, st = _open(out, storage, study or (space.name if space is not None else None), 0)
-        if space is not None and space.text != stored.text:
-            raise ConfigError(f"the search space {space.source!r} differs from the one sweep {found.study_name!r} was "
+        found, stored, st = _open(out, storage, study or (given.name if given is not None else None), 0)
+        if given is not None and given.text != stored.text:
+            raise ConfigError(f"the search space {given.source!r} differs from the one sweep {found.study_name!r} was "
                              f"started with: drop --space to resume it as it was, or start a new sweep in another --out")
-        space, study = stored, found
-        data = data or study.user_attrs["data"]
-        _dataset(str(data), space, study.user_attrs["data_sha256"])  # the same text, or an error now
+        chosen, opened = stored, found
+        data = data or opened.user_attrs["data"]
+        _dataset(str(data), chosen, opened.user_attrs["data_sha256"])  # the same text, or an error now
         ensure_writable_dir(claim_sweep_folder(out, resume=True))
-        _fail_lost(study, st)
+        _fail_lost(opened, st)
     else:
-        if space is None:
+        if given is None:
             raise ConfigError("a new sweep needs a search space: pass --space FILE (see examples/sweep.toml)")
-        name = study or space.name
+        chosen = given
+        name = study or chosen.name
         if storage is not None:  # a database elsewhere: checked before the folder is made
             st = _storage(url)
             if name in optuna.get_all_study_names(st):
@@ -366,9 +368,9 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
                                   f"--resume, or start a new one under another name (--study)")
         source = str(data) if data is not None else "qelm/data/corpus.txt (the bundled corpus)"
         data = Path(data or bundled_corpus()).resolve()
-        dataset = _dataset(str(data), space)
-        contexts = {space.model["context_len"]} | {v for d in space.dims if d.table == "model"
-                                                   and d.name == "context_len" for v in d.values()}
+        dataset = _dataset(str(data), chosen)
+        contexts = {chosen.model["context_len"]} | {v for d in chosen.dims if d.table == "model"
+                                                    and d.name == "context_len" for v in d.values() or ()}
         for context_len in sorted(contexts):  # the corpus is long enough for every context (before any trial)
             dataset.check_context(context_len)
         ensure_writable_dir(claim_sweep_folder(out, resume=False))
@@ -381,28 +383,28 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
             if held:  # another sweep's folder: its space.toml and table are not this sweep's to replace
                 raise FileExistsError(f"sweep folder {str(out)!r} holds sweep {', '.join(map(repr, held))}: continue "
                                       f"it with --resume, or start a new sweep in another --out")
-        study = optuna.create_study(study_name=name, storage=st, direction="minimize",
-                                    sampler=_sampler(space, 0))
-        for key, value in {"space": space.text, "space_file": str(space.source), "data": str(data),
+        opened = optuna.create_study(study_name=name, storage=st, direction="minimize",
+                                     sampler=_sampler(chosen, 0))
+        for key, value in {"space": chosen.text, "space_file": str(chosen.source), "data": str(data),
                            "data_sha256": dataset.sha256, "corpus": _describe(dataset, source),
                            "unigram": _unigram(dataset)}.items():
-            study.set_user_attr(key, value)
-        atomic_write(out / SPACE_FILE, space.text)
-    target = _target(space, trials)
+            opened.set_user_attr(key, value)
+        atomic_write(out / SPACE_FILE, chosen.text)
+    target = _target(chosen, trials)
     if started is not None:
         started()
-    args = (str(out), url, study.study_name, str(data), target)
+    args = (str(out), url, opened.study_name, str(data), target)
     first = joiner_seed_offset() if resume else 0  # a joining process seeds its samplers apart from every other
     for _round in range(5):  # rounds: each runs the retries of trials lost in the one before
-        _run_workers(args, workers, first, threads, progress, study, space, target)
+        _run_workers(args, workers, first, threads, progress, opened, chosen, target)
         # a trial another process of this host left running when it died: failed (it is lost), and run again
         # here while the sweep still needs it; a live worker's trial stays running
-        if not _fail_lost(study, st, requeue=_progress(study, space, running=True) < target,
+        if not _fail_lost(opened, st, requeue=_progress(opened, chosen, running=True) < target,
                           when="when another process of the sweep finished its trials"):
             break
-        if _progress(study, space, running=True) >= target:
+        if _progress(opened, chosen, running=True) >= target:
             break
-    return sweep_table(study)
+    return sweep_table(opened)
 
 
 def _run_workers(args: tuple[str, str, str, str, int], workers: int, first: int, threads: int, progress: Progress | None, study, space,
