@@ -24,8 +24,8 @@ from .backends import Backend, get_backend
 from .config import QELMConfig, with_backend
 from .errors import CheckpointError, DataError
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
-from .model_files import (CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, check_weights, read_config,
-                          read_weights, snapshot, write_pretrained)
+from .model_contents import check_weights, read_config, read_weights
+from .model_files import CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, snapshot, write_pretrained
 from .pretrained_source import local_folder_or_repo_id
 from .sampling import check_sampling, sample_next
 

@@ -62,8 +62,9 @@ from ..folders import check_folder, refuse_links
 from ..memory import memory_bytes
 from ..metrics import METRICS
 from ..model import QELM, ClassicalLM
+from ..model_contents import read_training_state
 from ..model_files import (BEST, FILES, MANIFEST, TOKENIZER, TRAINING_STATE, checkpoint_files, ensure_writable_dir,
-                           has_checkpoint, read_training_state, recover_checkpoint)
+                           has_checkpoint, recover_checkpoint)
 from ..plot import plot_curves
 from ..tokenizer import load_tokenizer
 from .layout import LOCK, LOSS_CURVE, MODEL_NAMES, SUMMARY, run_layout  # MODEL_NAMES: the training order
