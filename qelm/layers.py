@@ -61,7 +61,7 @@ class QuantumEmbedding(QuantumLayer):
     """
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
-        super().__init__(backend or config.backend, **({} if backend else config.backend_kwargs()))
+        super().__init__(backend or config.runtime.build())
         self.config = config
         self.circuit = config.circuit(config.embedding_circuit)
         c = self.circuit
@@ -208,7 +208,7 @@ class QuantumMultiHeadAttention(QuantumLayer):
     :class:`QuantumAttentionHead` in one execution, ``expand`` (H*n -> d_model)."""
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
-        super().__init__(backend or config.backend, **({} if backend else config.backend_kwargs()))
+        super().__init__(backend or config.runtime.build())
         self.n_heads, self.n_qubits = config.n_heads, config.n_qubits
         self.reduce = nn.Linear(config.d_model, config.n_heads * config.n_qubits)
         self.heads = QuantumAttentionHead(config.n_qubits, config.circuit_layers, config.n_heads, config.attention,
@@ -231,7 +231,7 @@ class QuantumFeedForward(QuantumLayer):
     qubit), ``expand`` (n -> d_model)."""
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
-        super().__init__(backend or config.backend, **({} if backend else config.backend_kwargs()))
+        super().__init__(backend or config.runtime.build())
         self.circuit = config.circuit("feed_forward")
         self.reduce = nn.Linear(config.d_model, config.n_qubits)
         self.weights = _init_circuit_weights(self.circuit.weight_shape)

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 
-from .backends import Backend, get_backend
+from .backends import Backend, BackendSpec, get_backend
 from .config import QELMConfig, with_backend
 from .errors import CheckpointError, DataError
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
@@ -116,14 +116,16 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
 
     config: QELMConfig
 
-    def __init__(self, config: QELMConfig) -> None:
+    def __init__(self, config: QELMConfig, backend: BackendSpec | None = None) -> None:
+        """``backend``: how the circuits run, when not as ``config`` says (the model's config then records it)."""
         super().__init__()
-        config = config.replace()  # a copy: set_backend never changes the caller's config
+        # a copy: set_backend never changes the caller's config
+        config = config.replace() if backend is None else config.replace(**backend.field_values())
         self.config = config
         # one backend object for every layer: one cache of compiled circuits, one place to swap it
-        backend = get_backend(config.backend, **config.backend_kwargs()) if config.uses_circuits else None
-        self.embedding = ClassicalEmbedding(config) if config.embedding == "classical" else QuantumEmbedding(config, backend)
-        self.blocks = nn.ModuleList([Block(config, backend) for _ in range(config.n_layers)])
+        shared = config.runtime.build() if config.uses_circuits else None
+        self.embedding = ClassicalEmbedding(config) if config.embedding == "classical" else QuantumEmbedding(config, shared)
+        self.blocks = nn.ModuleList([Block(config, shared) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 

@@ -51,7 +51,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..backends import get_backend
 from ..config import QELMConfig, config_differences, with_backend
 from ..data import TextDataset
 from ..distributed import rank_and_world
@@ -286,7 +285,7 @@ def _model_configs(config: QELMConfig, dataset: TextDataset, settings: TrainSett
     """The config of each model of the run. Everything that can fail does so here, before any training."""
     dataset.check_context(config.context_len)
     if config.uses_circuits:  # an unavailable backend fails now, not after the twin has trained
-        get_backend(config.backend, shots=config.shots, **config.backend_options)
+        config.runtime.build()
     configs = {"twin": config.classical(), "qelm": config}
     if settings.matched:  # before any training: a config no classical model can match fails now
         configs["matched"] = matched_config(config)
