@@ -1,7 +1,8 @@
 """``QELMConfig``: the one dataclass that describes a QELM (and, with every slot classical, its twin).
 
 Validation happens on construction, so an impossible model never gets built: each error names the field,
-the bad value and what would be valid. Configs round-trip through TOML (``tomllib`` to read, ``tomli_w``
+the bad value and what would be valid. Whether a model fits this machine is checked where it meets the
+machine (:func:`check_fits`). Configs round-trip through TOML (``tomllib`` to read, ``tomli_w``
 to write).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from .errors import ConfigError
 from .memory import available_memory_bytes, format_bytes, state_vector_bytes
 from .paths import wrong_kind
 
-__all__ = ["QELMConfig", "SLOT_CHOICES", "read_toml", "config_differences", "with_backend", "model_table"]
+__all__ = ["QELMConfig", "SLOT_CHOICES", "read_toml", "config_differences", "model_table", "split_runtime",
+           "check_fits"]
 
 SLOT_CHOICES = {
     "embedding": ("quantum", "classical"),
@@ -36,7 +38,8 @@ SLOT_CHOICES = {
 
 @dataclass
 class QELMConfig:
-    """Architecture of a decoder-only QELM. Defaults give the tiny demo model."""
+    """Architecture of a decoder-only QELM. Defaults give the tiny demo model. How its circuits run (backend,
+    shots, options) is not here: that is a :class:`~qelm.backends.BackendSpec`, the model's ``spec``."""
 
     vocab_size: int = 64  # tokens in the vocabulary (set from the tokenizer when training)
     d_model: int = 16  # width of the residual stream
@@ -53,10 +56,6 @@ class QELMConfig:
     adaptive_threshold: bool = False  # fidelity: keep scores >= row mean + 0.5 std
     feed_forward: str = "quantum"  # "quantum" | "classical"
     readout: str = "z"  # feature circuits read out as "z" (<Z_i>), "zz" (+ <Z_i Z_j>) or "probs" (2**n probabilities)
-    backend: str = "qelm.fused"  # simulator the circuits run on (see qelm.backends)
-    shots: int | None = None  # None: exact expectations; an int: sampled
-    batch_hint: int = 8  # batch size the memory check assumes (circuits in flight = batch * context * heads)
-    backend_options: dict[str, Any] = field(default_factory=dict)  # extra backend options (seed, noise...)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -67,14 +66,13 @@ class QELMConfig:
             raise ConfigError(f"config field {name}={getattr(self, name)!r} is invalid: {valid}")
 
         for name in ("vocab_size", "d_model", "n_heads", "d_hidden", "n_layers", "context_len", "n_qubits",
-                     "circuit_layers", "batch_hint"):
+                     "circuit_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 bad(name, "use an integer >= 1")
         if self.vocab_size < 2:
             bad("vocab_size", "a language model needs at least 2 tokens")
         if self.d_model % self.n_heads:
-            self._check_parameters()  # a size too large to train is said as such, not given a "try" of its size
             lower = self.d_model // self.n_heads * self.n_heads  # integers: a float rounds a large size
             near = lower if lower and self.d_model - lower <= lower + self.n_heads - self.d_model else lower + self.n_heads
             bad("d_model", f"it must be divisible by n_heads={self.n_heads} (try {near})")
@@ -86,10 +84,6 @@ class QELMConfig:
                                      "your own (kind 'embedding') with qelm.circuits.register_circuit before using it")
         if not isinstance(self.adaptive_threshold, bool):
             bad("adaptive_threshold", "use true or false")
-        for name, valid in self.runtime.problems():  # how it runs: checked where the backend is built
-            bad(name, valid)
-        self._check_parameters()
-        self._check_memory()
 
     def parameter_bound(self) -> int:
         """An upper bound on the parameter count of this config's QELM and of its classical twin: the twin's
@@ -100,33 +94,18 @@ class QELMConfig:
         circuits = (L * (3 * self.n_heads + 1) + 1) * self.circuit_layers * self.n_qubits * 3
         return classical + circuits
 
-    def _check_parameters(self) -> None:
-        # x16: float32 weights, their gradients and AdamW's two moments
-        need, have = 16 * self.parameter_bound(), available_memory_bytes()
-        if need > have:
-            sizes = {n: getattr(self, n) for n in ("vocab_size", "d_model", "d_hidden", "n_layers", "context_len",
-                                                     "n_heads", "n_qubits", "circuit_layers")}
-            largest = max(sizes, key=lambda n: sizes[n])
-            model = ", ".join(f"{k}={v}" for k, v in sizes.items())
-            raise ConfigError(
-                f"config field {largest}={sizes[largest]!r} is invalid: a model of {model} has about "
-                f"{self.parameter_bound():.3g} parameters, which need about {format_bytes(need)} to train, more than "
-                f"this machine's {format_bytes(have)}; use smaller sizes"
-            )
-
     def widest_circuit_wires(self) -> int:
         """Qubits of the widest circuit this config runs (the swap test doubles the data register)."""
         if self.attention == "fidelity" and self.fidelity_method == "swap_test":
             return 2 * self.n_qubits + 1
         return self.n_qubits
 
-    def circuit_memory(self, batch: int | None = None) -> tuple[int, int, int]:
+    def circuit_memory(self, batch: int) -> tuple[int, int, int]:
         """``(circuits, qubits, bytes)``: the circuits a forward and backward pass over ``batch`` sequences
-        of ``context_len`` tokens keeps in flight (default ``batch_hint``), the qubits of the widest, and
-        about how much memory their state vectors take; ``(0, 0, 0)`` for a model without circuits."""
+        of ``context_len`` tokens keeps in flight, the qubits of the widest, and about how much memory their
+        state vectors take; ``(0, 0, 0)`` for a model without circuits."""
         if not self.uses_circuits:
             return 0, 0, 0
-        batch = self.batch_hint if batch is None else batch
         wires = self.widest_circuit_wires()
         circuits = batch * self.context_len * self.n_heads * 3
         if self.attention == "fidelity" and self.fidelity_method == "swap_test":
@@ -134,26 +113,6 @@ class QELMConfig:
         # x3: the simulator keeps the state, a work copy and (backprop) the saved activations; past 128 qubits
         # the exact (astronomical) figure is not worth computing
         return circuits, wires, 3 * state_vector_bytes(min(wires, 128), circuits)
-
-    def _check_memory(self) -> None:
-        circuits, wires, need = self.circuit_memory()
-        have = available_memory_bytes()
-        if need > have:
-            raise ConfigError(
-                f"config field n_qubits={self.n_qubits!r} is invalid: {circuits} circuits of {wires} qubits need "
-                f"about {format_bytes(need)} of state vectors, more than this machine's {format_bytes(have)}; "
-                f"use fewer qubits, a shorter context_len or a smaller batch_hint"
-            )
-
-    @property
-    def runtime(self) -> BackendSpec:
-        """How this config's circuits run (``backend``, ``shots``, ``backend_options``): not the architecture.
-        ``config.runtime.build()`` is the backend."""
-        return BackendSpec(self.backend, self.shots, self.backend_options)
-
-    def backend_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments that build this config's backend: ``get_backend(config.backend, **these)``."""
-        return self.runtime.kwargs()
 
     @property
     def uses_circuits(self) -> bool:
@@ -174,14 +133,16 @@ class QELMConfig:
 
     # --- (de)serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if d["shots"] is None:
-            del d["shots"]  # TOML has no null; absent means exact
-        return d
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QELMConfig:
         known = {f.name for f in fields(cls)}
+        runtime = sorted(set(data) & set(RUNTIME_FIELDS))
+        if runtime:
+            raise ConfigError(f"config field(s) {', '.join(runtime)} say how the model runs, not what it is: give "
+                              f"them under [runtime] (backend = \"qelm.fused\", shots = ..., backend_options = {{...}}) "
+                              f"or as QELM(config, backend=BackendSpec(...))")
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s) {', '.join(unknown)}: valid fields are {', '.join(sorted(known))}")
@@ -252,18 +213,61 @@ def model_table(data: dict[str, Any], what: str) -> dict[str, Any]:
     return data
 
 
-RUNTIME_FIELDS = (*BACKEND_FIELDS, "batch_hint")  # how to run, not what the model is
+#: fields a config file written before ``[runtime]`` existed holds among the model's: how it runs (``batch_hint``,
+#: the batch an old memory check assumed, is read and dropped)
+RUNTIME_FIELDS = (*BACKEND_FIELDS, "batch_hint")
 
 
-def config_differences(a: QELMConfig, b: QELMConfig, *, ignore: tuple[str, ...] = RUNTIME_FIELDS) -> list[str]:
+def split_runtime(fields: dict[str, Any], runtime: dict[str, Any] | None = None) -> tuple[dict[str, Any], BackendSpec]:
+    """``(model fields, spec)`` of a config file's tables: the model's fields without the runtime ones an older
+    file holds among them, and the :class:`BackendSpec` of its ``runtime`` table (or, in an older file, of those
+    fields)."""
+    if runtime is not None and not isinstance(runtime, dict):
+        raise ConfigError("runtime must be a table ([runtime]) of backend, shots and backend_options")
+    unknown = sorted(set(runtime or {}) - set(BACKEND_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown runtime field(s) {', '.join(unknown)}: valid fields are {', '.join(BACKEND_FIELDS)}")
+    both = sorted(set(fields) & set(BACKEND_FIELDS)) if runtime is not None else []
+    if both:
+        raise ConfigError(f"{both[0]} is given twice, among the model's fields and in [runtime]: keep the [runtime] one")
+    model = {k: v for k, v in fields.items() if k not in RUNTIME_FIELDS}
+    return model, BackendSpec.from_fields(runtime if runtime is not None else fields)
+
+
+def config_differences(a: QELMConfig, b: QELMConfig) -> list[str]:
     """``["d_model: 16 vs 8", ...]`` for every architecture field where ``a`` and ``b`` differ."""
     da, db = a.to_dict(), b.to_dict()
-    names = [n for n in dict.fromkeys([*da, *db]) if n not in ignore]
+    names = list(dict.fromkeys([*da, *db]))
     return [f"{n}: {da.get(n)!r} vs {db.get(n)!r}" for n in names if da.get(n) != db.get(n)]
 
 
-def with_backend(config: QELMConfig, backend: str | None, options: dict[str, Any]) -> QELMConfig:
-    """``config`` running on ``backend`` with ``options`` (``shots`` among them) instead of its own."""
-    if backend is None and not options:
-        return config
-    return config.replace(**config.runtime.replaced(backend, options).field_values())
+def _check_parameters(config: QELMConfig, have: int) -> None:
+    # x16: float32 weights, their gradients and AdamW's two moments
+    need = 16 * config.parameter_bound()
+    if need > have:
+        sizes = {n: getattr(config, n) for n in ("vocab_size", "d_model", "d_hidden", "n_layers", "context_len",
+                                                 "n_heads", "n_qubits", "circuit_layers")}
+        largest = max(sizes, key=lambda n: sizes[n])
+        model = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        raise ConfigError(
+            f"config field {largest}={sizes[largest]!r} is invalid: a model of {model} has about "
+            f"{config.parameter_bound():.3g} parameters, which need about {format_bytes(need)} to train, more than "
+            f"this machine's {format_bytes(have)}; use smaller sizes"
+        )
+
+
+def check_fits(config: QELMConfig, batch: int | None = None, have: int | None = None) -> None:
+    """Refuse a model this machine cannot train: its parameters (with their gradients and optimizer moments)
+    and, given ``batch`` (sequences per pass), its circuits' state vectors, against ``have`` bytes (default:
+    the memory available here). Where the model meets its machine (building it, training it) calls this."""
+    have = available_memory_bytes() if have is None else have
+    _check_parameters(config, have)
+    if batch is None:
+        return
+    circuits, wires, need = config.circuit_memory(batch)
+    if need > have:
+        raise ConfigError(
+            f"config field n_qubits={config.n_qubits!r} is invalid: {circuits} circuits of {wires} qubits need "
+            f"about {format_bytes(need)} of state vectors, more than this machine's {format_bytes(have)}; "
+            f"use fewer qubits, a shorter context_len or a smaller batch"
+        )

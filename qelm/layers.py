@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from .backends import Backend, get_backend
+from .backends.spec import DEFAULT_BACKEND
 from .circuits import Circuit, build_circuit, z_signs
 from .config import QELMConfig
 from .errors import ConfigError
@@ -32,7 +33,7 @@ class QuantumLayer(nn.Module):
     """Base for modules that run circuits: holds the backend (not a parameter: swapping it never touches
     weights). A model builds one backend and hands it to every layer; a layer built alone builds its own."""
 
-    def __init__(self, backend: str | Backend = "qelm.fused", **backend_options) -> None:
+    def __init__(self, backend: str | Backend = DEFAULT_BACKEND, **backend_options) -> None:
         super().__init__()
         self.backend = get_backend(backend, **backend_options)
 
@@ -61,7 +62,7 @@ class QuantumEmbedding(QuantumLayer):
     """
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
-        super().__init__(backend or config.runtime.build())
+        super().__init__(backend or DEFAULT_BACKEND)
         self.config = config
         self.circuit = config.circuit(config.embedding_circuit)
         c = self.circuit
@@ -208,7 +209,7 @@ class QuantumMultiHeadAttention(QuantumLayer):
     :class:`QuantumAttentionHead` in one execution, ``expand`` (H*n -> d_model)."""
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
-        super().__init__(backend or config.runtime.build())
+        super().__init__(backend or DEFAULT_BACKEND)
         self.n_heads, self.n_qubits = config.n_heads, config.n_qubits
         self.reduce = nn.Linear(config.d_model, config.n_heads * config.n_qubits)
         self.heads = QuantumAttentionHead(config.n_qubits, config.circuit_layers, config.n_heads, config.attention,
@@ -231,7 +232,7 @@ class QuantumFeedForward(QuantumLayer):
     qubit), ``expand`` (n -> d_model)."""
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
-        super().__init__(backend or config.runtime.build())
+        super().__init__(backend or DEFAULT_BACKEND)
         self.circuit = config.circuit("feed_forward")
         self.reduce = nn.Linear(config.d_model, config.n_qubits)
         self.weights = _init_circuit_weights(self.circuit.weight_shape)

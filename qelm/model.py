@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 
 from .backends import Backend, BackendSpec, get_backend
-from .config import QELMConfig, with_backend
+from .config import QELMConfig, check_fits
 from .errors import CheckpointError, DataError
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
 from .model_contents import check_weights, read_config, read_weights
@@ -114,16 +114,17 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
     from Hugging Face's ``PyTorchModelHubMixin``: ``model.safetensors`` and ``config.json``. A qelm
     checkpoint folder is such a folder too (:mod:`qelm.checkpoint`), so either loads either."""
 
-    config: QELMConfig
+    config: QELMConfig  # what the model is
+    spec: BackendSpec  # how its circuits run (a checkpoint's [runtime] table)
 
     def __init__(self, config: QELMConfig, backend: BackendSpec | None = None) -> None:
-        """``backend``: how the circuits run, when not as ``config`` says (the model's config then records it)."""
+        """``backend``: how the circuits run (default: exact, on ``qelm.fused``); the model keeps it as ``spec``."""
         super().__init__()
-        # a copy: set_backend never changes the caller's config
-        config = config.replace() if backend is None else config.replace(**backend.field_values())
+        check_fits(config)  # parameters this machine cannot train are refused before a tensor is allocated
         self.config = config
+        self.spec = (backend or BackendSpec()).check()
         # one backend object for every layer: one cache of compiled circuits, one place to swap it
-        shared = config.runtime.build() if config.uses_circuits else None
+        shared = self.spec.build() if config.uses_circuits else None
         self.embedding = ClassicalEmbedding(config) if config.embedding == "classical" else QuantumEmbedding(config, shared)
         self.blocks = nn.ModuleList([Block(config, shared) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(config.d_model)
@@ -228,8 +229,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         shared = get_backend(backend, **options)
         for layer in self.quantum_layers():
             layer.backend = shared
-        self.config = self.config.replace(backend=shared.name, shots=shared.shots,
-                                          backend_options={k: v for k, v in options.items() if k != "shots"})
+        self.spec = BackendSpec(shared.name, shared.shots, {k: v for k, v in options.items() if k != "shots"})
         return self
 
     @property
@@ -298,8 +298,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
 class ClassicalLM(QELM):
     """The classical twin: the same blocks as :class:`QELM` with every slot classical."""
 
-    def __init__(self, config: QELMConfig) -> None:
-        super().__init__(config.classical())
+    def __init__(self, config: QELMConfig, backend: BackendSpec | None = None) -> None:
+        super().__init__(config.classical(), backend)
 
     @staticmethod
     def parameter_count(config: QELMConfig) -> int:
@@ -345,13 +345,13 @@ def load_model(folder: Path, paths: dict[str, Path], backend: str | None, backen
     """``(kind, model in eval mode, safetensors metadata)`` of a checked folder (:func:`checkpoint_files`):
     the config read, the model of its kind built, the weights checked against it and loaded. Only safetensors
     and the config are read: nothing runs code."""
-    kind, config = read_config(folder, paths)
+    kind, config, spec = read_config(folder, paths)
     if vocab_size is not None and vocab_size != config.vocab_size:
         raise CheckpointError(f"checkpoint {str(folder)!r} does not match its config: {TOKENIZER} has "
                          f"{vocab_size} tokens but {CONFIG if CONFIG in paths else CONFIG_JSON} says "
                          f"vocab_size={config.vocab_size}")
-    config = with_backend(config, backend, backend_options)
-    model = ClassicalLM(config) if kind == "classical" else QELM(config)
+    spec = spec.replaced(backend, backend_options)
+    model = ClassicalLM(config, spec) if kind == "classical" else QELM(config, spec)
     weights, metadata = read_weights(folder, paths)
     check_weights(folder, model, weights, config, CONFIG if CONFIG in paths else CONFIG_JSON)
     bad = [name for name, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]

@@ -12,22 +12,25 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .config import QELMConfig, read_toml
+from .backends import BackendSpec
+from .config import QELMConfig, read_toml, split_runtime
 from .errors import CheckpointError
 from .model_files import CONFIG, CONFIG_JSON, KINDS, TRAINING_STATE, WEIGHTS, snapshot
 
 __all__ = ["read_checkpoint_config", "read_config", "read_training_state", "read_state", "read_weights", "check_weights"]
 
 
-def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QELMConfig]:
-    """``(kind, config)`` from a checkpoint folder's ``config.toml`` (or a Hugging Face folder's
+def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QELMConfig, BackendSpec]:
+    """``(kind, config, spec)`` from a checkpoint folder's ``config.toml`` (or a Hugging Face folder's
     ``config.json``), checked; one consistent save even while a run saves into the folder (:func:`snapshot`)."""
     with snapshot(directory) as (paths, _):
         return read_config(Path(directory), paths)
 
 
-def read_config(folder: Path, paths: dict[str, Path]) -> tuple[str, QELMConfig]:
-    """``(kind, config)`` of a folder whose files ``paths`` (:func:`checkpoint_files`) are checked."""
+def read_config(folder: Path, paths: dict[str, Path]) -> tuple[str, QELMConfig, BackendSpec]:
+    """``(kind, config, spec)`` of a folder whose files ``paths`` (:func:`checkpoint_files`) are checked: the
+    model's ``[model]`` fields and how it runs (its ``[runtime]`` table; in a folder written before that table
+    existed, the backend fields among the model's)."""
     if CONFIG in paths:
         name = CONFIG
         data = read_toml(paths[CONFIG], what=f"checkpoint {str(folder)!r} is corrupt: {CONFIG}")
@@ -42,15 +45,16 @@ def read_config(folder: Path, paths: dict[str, Path]) -> tuple[str, QELMConfig]:
             raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG_JSON} cannot be read ({e})") from None
         if not isinstance(data, dict):
             raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG_JSON} is not a JSON object")
-        fields = {k: v for k, v in data.items() if k not in ("format", "kind")}
+        fields = {k: v for k, v in data.items() if k not in ("format", "kind", "runtime")}
     kind = data.get("kind", "qelm")
     if kind not in KINDS:
         raise CheckpointError(f"checkpoint {str(folder)!r}: {name} has kind={kind!r}; expected one of {', '.join(KINDS)}")
     try:
-        config = QELMConfig.from_dict(fields)
+        fields, spec = split_runtime(fields, data.get("runtime"))
+        config, spec = QELMConfig.from_dict(fields), spec.check()
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {str(folder)!r}: {name} is invalid: {e}") from None
-    return kind, config
+    return kind, config, spec
 
 
 def read_training_state(directory: str | os.PathLike) -> dict[str, Any] | None:

@@ -46,6 +46,7 @@ import safetensors.torch
 import tomli_w
 import torch
 
+from .backends import BackendSpec
 from .config import QELMConfig
 from .disk import says_disk_full
 from .errors import CheckpointError, DataError
@@ -84,14 +85,17 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def config_texts(kind: str, config: QELMConfig) -> tuple[str, str]:
-    """``(config.toml, config.json)`` of a model: the same fields, in qelm's TOML and Hugging Face's JSON."""
+def config_texts(kind: str, config: QELMConfig, spec: BackendSpec) -> tuple[str, str]:
+    """``(config.toml, config.json)`` of a model: what it is (``[model]``; in the JSON, flat, as Hugging Face
+    reads it) and how it runs (``[runtime]``, :meth:`BackendSpec.to_table`), in qelm's TOML and Hugging Face's
+    JSON."""
     try:
-        toml_text = tomli_w.dumps({"format": FORMAT, "kind": kind, "model": config.to_dict()})
+        toml_text = tomli_w.dumps({"format": FORMAT, "kind": kind, "model": config.to_dict(), "runtime": spec.to_table()})
     except TypeError as e:
         raise CheckpointError(f"config cannot be written to TOML ({e}): backend_options may hold only numbers, strings, "
                          f"booleans and tables of them") from None
-    json_text = json.dumps({"format": FORMAT, "kind": kind, **config.to_dict()}, indent=2, sort_keys=True) + "\n"
+    json_text = json.dumps({"format": FORMAT, "kind": kind, **config.to_dict(), "runtime": spec.to_table()}, indent=2,
+                           sort_keys=True) + "\n"
     return toml_text, json_text
 
 
@@ -121,7 +125,7 @@ def write_checkpoint(directory: str | os.PathLike, kind: str, model: torch.nn.Mo
         if "step" not in training_state:
             raise CheckpointError("training_state needs a 'step' entry (the optimizer steps taken)")
         metadata["step"] = str(int(training_state["step"]))
-    config_text, config_json = config_texts(kind, config)
+    config_text, config_json = config_texts(kind, config, cast(BackendSpec, model.spec))
     weights = model_weights(model)
     folder = ensure_writable_dir(directory)
     recover_checkpoint(folder)
@@ -376,7 +380,7 @@ def write_pretrained(directory: str | os.PathLike, kind: str, model: torch.nn.Mo
     """Write ``model.safetensors`` and ``config.json`` of ``model`` (one of ``kind``) into ``directory`` (what
     ``QELM.save_pretrained`` writes, each file atomically). A qelm checkpoint folder (one with a manifest)
     is refused: its manifest would no longer match; update it with :func:`qelm.checkpoint.save_checkpoint`."""
-    config_json = config_texts(kind, cast(QELMConfig, model.config))[1]
+    config_json = config_texts(kind, cast(QELMConfig, model.config), cast(BackendSpec, model.spec))[1]
     weights = model_weights(model)
     folder = ensure_writable_dir(directory)
     check_pretrained_folder(folder)

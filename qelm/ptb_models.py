@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from .baselines import FNetLM, LSTMLM, TransformerLM
+from .backends import BackendSpec
 from .config import QELMConfig
 from .errors import ConfigError
 from .model import QELM, ClassicalLM
@@ -81,6 +82,6 @@ def build_window_model(name: str, vocab_size: int, *, dim: int | None = None, wi
         model = FNetLM(vocab_size, dim, n_layers=2, dropout=dropout)
     else:  # qelm's own QELM and its parameter-matched classical model, read at the last position
         qelm = QELM(QELMConfig(vocab_size=vocab_size, d_model=dim, n_heads=2, d_hidden=4 * dim, n_layers=1,
-                               context_len=window, n_qubits=n_qubits, backend=backend, backend_options=backend_options))
+                               context_len=window, n_qubits=n_qubits), BackendSpec(backend, None, backend_options))
         return LastToken(qelm if name == "qelm" else ClassicalLM.matched_to(qelm))
     return init_like_reference(model)

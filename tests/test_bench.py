@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from qelm.backends import BackendSpec
+
 from qelm.bench import (EXTRAPOLATED, MODES, BenchSettings, fit_power_law, format_scaling, format_table, plot,
                         run_benchmark, write_json)
 from qelm.bench.server import _wait
@@ -100,9 +102,8 @@ def test_table_and_plot(result, tmp_path):
 
 def test_failing_backend_is_recorded_and_budget_skips_with_extrapolation(tiny):
     # an option no backend accepts: the QELM cannot be built, the twin (no circuits) still runs
-    config = tiny.replace(backend_options={"no_such_option": 1})
     settings = BenchSettings(seq_lens=(2, 3, 4), batch=1, repeats=3, modes=("inference",), max_seconds=1e-9)
-    res = run_benchmark(config, settings)
+    res = run_benchmark(tiny, settings, spec=BackendSpec(options={"no_such_option": 1}))
     qelm = [r for r in res.rows if r["model"] == "qelm"]
     assert qelm[0]["status"] == "error" and "no_such_option" in qelm[0]["error"]
     assert [r["status"] for r in qelm[1:]] == ["not run: failed at seq_len 2"] * 2

@@ -11,7 +11,7 @@ import torch
 
 import qelm.model_files
 from qelm import QELM, ClassicalLM
-from qelm.backends import BackendUnavailable
+from qelm.backends import BackendSpec, BackendUnavailable
 from qelm.checkpoint import load_checkpoint, save_checkpoint
 from qelm.model_contents import read_training_state
 from qelm.model_files import (CONFIG, CONFIG_JSON, MANIFEST, PENDING, TOKENIZER, TRAINING_STATE, WEIGHTS, checkpoint_files,
@@ -85,17 +85,49 @@ def test_loading_on_another_backend_keeps_the_weights(tmp_path, tiny_config, tok
     model = QELM(tiny_config).eval()
     save_checkpoint(tmp_path / "ck", model, tokenizer)
     ck = load_checkpoint(tmp_path / "ck", backend="lightning.qubit")
-    assert ck.config.backend == "lightning.qubit" and ck.model.backend.name == "lightning.qubit"
+    assert ck.model.spec.name == "lightning.qubit" and ck.model.backend.name == "lightning.qubit"
     for (name, a), b in zip(model.state_dict().items(), ck.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert torch.allclose(ck.model(idx)[0], model(idx)[0], atol=1e-5)
 
 
+def test_the_backend_is_saved_as_a_runtime_table_and_old_files_with_backend_fields_still_load(tmp_path, tiny_config,
+                                                                                               tokenizer, idx):
+    """config.toml and config.json hold what the model is ([model], flat in the JSON) apart from how it runs
+    ([runtime]); a folder written before, with backend, shots, backend_options and batch_hint among the
+    model's fields, loads with those as its spec."""
+    import tomllib
+
+    import tomli_w
+
+    spec = BackendSpec("default.qubit", 16, {"seed": 1})
+    model = QELM(tiny_config, spec).eval()
+    folder = save_checkpoint(tmp_path / "ck", model, tokenizer)
+    saved = tomllib.loads((folder / CONFIG).read_text())
+    assert saved["runtime"] == {"backend": "default.qubit", "shots": 16, "backend_options": {"seed": 1}}
+    assert "backend" not in saved["model"] and "runtime" in json.loads((folder / CONFIG_JSON).read_text())
+    assert load_checkpoint(folder).model.spec == spec
+    assert load_checkpoint(folder, backend="qelm.fused", shots=None).model.spec == BackendSpec()
+    old = {**tiny_config.to_dict(), "backend": "default.qubit", "shots": 16, "backend_options": {"seed": 1},
+           "batch_hint": 8}
+    for name in (CONFIG, CONFIG_JSON):  # a folder of an older qelm: no manifest, the fields among the model's
+        legacy = tmp_path / f"old-{name}"
+        legacy.mkdir()
+        shutil.copy(folder / WEIGHTS, legacy / WEIGHTS)
+        shutil.copy(folder / TOKENIZER, legacy / TOKENIZER)
+        text = tomli_w.dumps({"format": 1, "kind": "qelm", "model": old}) if name == CONFIG else \
+            json.dumps({"format": 1, "kind": "qelm", **old})
+        (legacy / name).write_text(text, encoding="utf-8")
+        ck = load_checkpoint(legacy)
+        assert ck.config == tiny_config and ck.model.spec == spec, name
+        assert torch.equal(ck.model(idx)[0], load_checkpoint(folder).model(idx)[0])
+
+
 def test_a_checkpoint_saved_after_a_backend_switch_loads_on_that_backend(tmp_path, tiny_config, tokenizer, idx):
     model = QELM(tiny_config).eval().set_backend("lightning.qubit")
-    assert tiny_config.backend == "qelm.fused", "set_backend changes the model's own copy of the config"
+    assert model.spec == BackendSpec("lightning.qubit"), "set_backend changes the model's spec, not its config"
     ck = load_checkpoint(save_checkpoint(tmp_path / "ck", model, tokenizer))
-    assert ck.config == tiny_config.replace(backend="lightning.qubit") and ck.model.backend.name == "lightning.qubit"
+    assert ck.config == tiny_config and ck.model.spec == model.spec and ck.model.backend.name == "lightning.qubit"
     assert torch.allclose(ck.model(idx)[0], model(idx)[0], atol=1e-6)
 
 

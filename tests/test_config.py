@@ -3,7 +3,8 @@
 import pytest
 
 from qelm import QELMConfig
-from qelm.config import config_differences, read_toml, with_backend
+from qelm.backends import BackendSpec
+from qelm.config import check_fits, config_differences, read_toml
 
 
 @pytest.mark.parametrize(
@@ -17,8 +18,6 @@ from qelm.config import config_differences, read_toml, with_backend
         ("attention", "dense", "attention='dense' is invalid: choose one of quantum, fidelity, classical"),
         ("feed_forward", "mlp", "feed_forward='mlp' is invalid"),
         ("fidelity_method", "tomography", "fidelity_method='tomography' is invalid"),
-        ("backend", "ibm.brisbane", "backend='ibm.brisbane' is invalid: choose one of default.qubit, lightning.gpu"),
-        ("shots", 0, "shots=0 is invalid"),
         ("context_len", -3, "context_len=-3 is invalid"),
         ("n_layers", True, "n_layers=True is invalid"),
     ],
@@ -30,12 +29,15 @@ def test_invalid_values_name_the_field(field, value, message):
 
 
 def test_too_many_qubits_for_memory():
+    """The machine's memory is checked where the model meets it (check_fits, at the batch it runs), not by
+    the config, which describes the model on any machine."""
+    big = QELMConfig(n_qubits=30)
     with pytest.raises(ValueError, match=r"n_qubits=30 is invalid: .* GiB of state vectors, more than this machine"):
-        QELMConfig(n_qubits=30)
+        check_fits(big, 8)
     # the swap test doubles the register: fine as feature attention, too large as swap-test fidelity
-    QELMConfig(n_qubits=12)
+    check_fits(QELMConfig(n_qubits=12), 8)
     with pytest.raises(ValueError, match="25 qubits"):
-        QELMConfig(n_qubits=12, attention="fidelity", fidelity_method="swap_test", context_len=64)
+        check_fits(QELMConfig(n_qubits=12, attention="fidelity", fidelity_method="swap_test", context_len=64), 8)
 
 
 def test_classical_model_never_checks_qubit_memory():
@@ -44,12 +46,10 @@ def test_classical_model_never_checks_qubit_memory():
 
 
 def test_toml_round_trip(tmp_path):
-    cfg = QELMConfig(vocab_size=100, d_model=128, n_heads=4, d_hidden=256, embedding_circuit="polar", shots=None,
-                     backend_options={"seed": 3})
+    cfg = QELMConfig(vocab_size=100, d_model=128, n_heads=4, d_hidden=256, embedding_circuit="polar")
     path = tmp_path / "model.toml"
     cfg.to_toml(path)
     assert QELMConfig.from_toml(path) == cfg
-    assert QELMConfig.from_toml(cfg.replace(backend="default.qubit", shots=100).to_toml()).shots == 100
 
 
 def test_malformed_toml_and_unknown_fields(tmp_path):
@@ -64,15 +64,15 @@ def test_malformed_toml_and_unknown_fields(tmp_path):
 
 
 def test_config_differences_name_each_architecture_field(tiny_config):
-    other = tiny_config.replace(d_model=12, n_heads=3, backend="lightning.qubit")
+    other = tiny_config.replace(d_model=12, n_heads=3)
     assert config_differences(tiny_config, other) == ["d_model: 8 vs 12", "n_heads: 2 vs 3"]
 
 
-def test_with_backend_moves_shots_out_of_the_options(tiny_config):
-    assert with_backend(tiny_config, None, {}) is tiny_config
-    moved = with_backend(tiny_config, "qiskit.aer", {"shots": 100, "seed": 3})
-    assert (moved.backend, moved.shots, moved.backend_options) == ("qiskit.aer", 100, {"seed": 3})
-    assert config_differences(tiny_config, moved) == [], "how to run is not what the model is"
+def test_replaced_moves_shots_out_of_the_options():
+    spec = BackendSpec()
+    assert spec.replaced(None, {}) is spec
+    moved = spec.replaced("qiskit.aer", {"shots": 100, "seed": 3})
+    assert moved == BackendSpec("qiskit.aer", 100, {"seed": 3})
 
 
 def test_read_toml_names_the_file_and_what_is_wrong(tmp_path):
@@ -89,39 +89,52 @@ def test_read_toml_names_the_file_and_what_is_wrong(tmp_path):
 
 
 def test_the_backend_settings_are_one_spec_checked_in_one_place():
-    """How a model runs is a BackendSpec: the config's backend fields read as one, and the spec's problems
-    are the config's messages."""
-    from qelm.backends import BackendSpec
+    """How a model runs is a BackendSpec, not a field of the config: checked in one place (problems, named by
+    their config-file names), built in one place; the model holds it."""
+    from qelm import QELM
     from qelm.errors import BackendError
 
-    config = QELMConfig(backend="default.qubit", shots=64, backend_options={"seed": 3})
-    assert config.runtime == BackendSpec("default.qubit", 64, {"seed": 3})
-    assert config.backend_kwargs() == {"shots": 64, "seed": 3}
-    assert BackendSpec().problems() == [] and QELMConfig().runtime == BackendSpec()
+    assert BackendSpec().problems() == [] and BackendSpec("default.qubit", 64, {"seed": 3}).kwargs() == \
+        {"shots": 64, "seed": 3}
     fused_shots = BackendSpec("qelm.fused", 64)
     assert [name for name, _ in fused_shots.problems()] == ["shots"]
     with pytest.raises(BackendError, match="shots=64 is invalid: backend qelm.fused is exact"):
         fused_shots.build()
-    with pytest.raises(ValueError, match="config field shots=64 is invalid: backend qelm.fused is exact"):
-        QELMConfig(shots=64)
+    with pytest.raises(BackendError, match="shots=64 is invalid: backend qelm.fused is exact"):
+        QELM(QELMConfig(d_model=8), fused_shots)
+    for name, value, message in (("backend", "ibm.brisbane", "backend='ibm.brisbane' is invalid: choose one of "
+                                  "default.qubit, lightning.gpu"), ("shots", 0, "shots=0 is invalid")):
+        with pytest.raises(BackendError, match=message.replace(".", r"\.")):
+            BackendSpec.from_fields({name: value}).check()
     assert BackendSpec("default.qubit", 64, {"seed": 3}).build().shots == 64
+    model = QELM(QELMConfig(d_model=8), BackendSpec("default.qubit", 64, {"seed": 3}))
+    assert model.spec == BackendSpec("default.qubit", 64, {"seed": 3}) and model.backend.shots == 64
+    model.set_backend("qelm.fused")
+    assert model.spec == BackendSpec() and model.config == QELMConfig(d_model=8)
+
+
+def test_the_config_refuses_runtime_fields_naming_the_runtime_table():
+    for fields in ({"backend": "default.qubit"}, {"shots": 10}, {"backend_options": {}}, {"batch_hint": 8}):
+        with pytest.raises(ValueError, match=r"say how the model runs, not what it is: give them under \[runtime\]"):
+            QELMConfig.from_dict({"d_model": 8, **fields})
+    with pytest.raises(TypeError):
+        QELMConfig(backend="default.qubit")  # type: ignore[call-arg]
 
 
 def test_old_config_files_with_backend_fields_load_into_the_runtime_part(tmp_path):
-    """Config files and checkpoints written so far carry backend, shots and backend_options among the model's
-    fields: they still load, and those fields are the runtime spec the model is built with."""
-    from qelm import QELM
-    from qelm.backends import BackendSpec
+    """Config files and checkpoints written before [runtime] carry backend, shots, backend_options (and
+    batch_hint) among the model's fields: they still load, and those fields are the runtime spec."""
+    from qelm.train import load_run_config
 
     path = tmp_path / "old.toml"
-    path.write_text('[model]\nd_model = 8\nn_heads = 2\nbackend = "default.qubit"\nshots = 32\n'
+    path.write_text('[model]\nd_model = 8\nn_heads = 2\nbackend = "default.qubit"\nshots = 32\nbatch_hint = 4\n'
                     '[model.backend_options]\nseed = 7\n', encoding="utf-8")
-    config = QELMConfig.from_toml(path)
-    assert config.runtime == BackendSpec("default.qubit", 32, {"seed": 7})
-    assert BackendSpec.from_fields(config.to_dict()) == config.runtime
-    model = QELM(config)
-    assert (model.backend.name, model.backend.shots) == ("default.qubit", 32)
-    # the runtime given apart from the config wins, and the model's config records it
-    exact = QELM(config, BackendSpec())
-    assert (exact.backend.name, exact.config.shots, exact.config.backend_options) == ("qelm.fused", None, {})
-    assert config.shots == 32  # the caller's config is untouched
+    config, spec, settings = load_run_config(path)
+    assert (config.d_model, spec, settings) == (8, BackendSpec("default.qubit", 32, {"seed": 7}), {})
+    new = tmp_path / "new.toml"
+    new.write_text('[model]\nd_model = 8\nn_heads = 2\n[runtime]\nbackend = "default.qubit"\nshots = 32\n'
+                   '[runtime.backend_options]\nseed = 7\n', encoding="utf-8")
+    assert load_run_config(new)[:2] == (config, spec)
+    new.write_text('[model]\nd_model = 8\n[runtime]\nbackend = "default.qubit"\nshot = 32\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown runtime field.*shot: valid fields are backend, shots"):
+        load_run_config(new)

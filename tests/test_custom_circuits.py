@@ -9,6 +9,7 @@ import pennylane as qml
 import pytest
 import torch
 
+from qelm.backends import BackendSpec
 from qelm import QELM, QELMConfig
 from qelm.checkpoint import load_checkpoint, save_checkpoint
 from qelm.circuits import CIRCUITS, Circuit, register_circuit
@@ -51,7 +52,7 @@ def test_unregistered_circuit_says_how_to_register():
 
 def test_registered_embedding_runs_on_every_backend_alike(registered):
     torch.manual_seed(0)
-    model = QELM(_config(embedding_circuit="xy_test", backend="default.qubit")).double()
+    model = QELM(_config(embedding_circuit="xy_test"), BackendSpec("default.qubit")).double()
     idx = torch.randint(0, 11, (2, 6))
     ref = model(idx)[0]
     for backend in ("qelm.fused", "lightning.qubit", "default.mixed"):
@@ -86,8 +87,7 @@ def test_register_refuses_non_circuits_and_name_clashes():
 
 
 def test_any_installed_pennylane_device_is_a_backend():
-    cfg = _config(backend="default.mixed")
-    model = QELM(cfg)
+    model = QELM(_config(), BackendSpec("default.mixed"))
     assert model.backend.name == "default.mixed"
     with pytest.raises(ValueError, match="installed PennyLane device"):
-        _config(backend="no.such.device")
+        QELM(_config(), BackendSpec("no.such.device"))

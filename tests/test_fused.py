@@ -13,6 +13,7 @@ import pennylane as qml
 import pytest
 import torch
 
+from qelm.backends import BackendSpec
 from qelm import QELM, QELMConfig
 from qelm.backends import get_backend
 from qelm.circuits import CIRCUITS, Circuit, build_circuit
@@ -130,7 +131,7 @@ def test_any_circuit_of_the_gate_vocabulary():
 def test_model_logits_and_gradients_match_default_qubit():
     cfg = QELMConfig(vocab_size=13, d_model=8, n_heads=2, d_hidden=16, context_len=6, n_qubits=3, circuit_layers=2)
     torch.manual_seed(0)
-    model = QELM(cfg.replace(backend="default.qubit")).double()
+    model = QELM(cfg, BackendSpec("default.qubit")).double()
     idx = torch.randint(0, 13, (2, 6))
     logits_a, loss_a = model(idx, idx)
     grads_a = torch.autograd.grad(loss_a, list(model.parameters()))
@@ -146,7 +147,7 @@ def test_shots_are_refused_with_the_backends_that_sample():
     with pytest.raises(ValueError, match="qiskit.aer"):
         get_backend("qelm.fused", shots=100)
     with pytest.raises(ValueError, match="shots=100.*qiskit.aer"):
-        QELMConfig(shots=100)
+        BackendSpec(shots=100).check()
 
 
 def test_bad_dtype_is_refused():
@@ -237,8 +238,8 @@ def test_checkpoint_runs_on_fused_and_back(tmp_path):
 
     tok = CharTokenizer.from_text("abcdefghij ")
     cfg = QELMConfig(vocab_size=tok.vocab_size, d_model=8, n_heads=2, d_hidden=16, context_len=6, n_qubits=2,
-                     circuit_layers=1, backend="default.qubit")
-    model = QELM(cfg).double()
+                     circuit_layers=1)
+    model = QELM(cfg, BackendSpec("default.qubit")).double()
     idx = torch.randint(0, tok.vocab_size, (2, 6))
     save_checkpoint(tmp_path / "ck", model, tok)
     on_fused = load_checkpoint(tmp_path / "ck", backend="qelm.fused").model.double()

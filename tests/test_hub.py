@@ -83,8 +83,11 @@ def test_from_pretrained_checks_the_folder_and_loads_nothing_else(tmp_path, tiny
     (tmp_path / "hf" / CONFIG_JSON).write_text(json.dumps({**config, "d_model": 12, "n_heads": 2}))
     with pytest.raises(ValueError, match="model.safetensors does not match config.json"):
         QELM.from_pretrained(tmp_path / "hf")  # strict: a mismatch is named, never half-loaded
-    (tmp_path / "hf" / CONFIG_JSON).write_text(json.dumps({**config, "backend": "my.module.Device"}))
-    with pytest.raises(ValueError, match="config field backend='my.module.Device' is invalid"):
+    (tmp_path / "hf" / CONFIG_JSON).write_text(json.dumps({**config, "backend": "default.qubit"}))
+    with pytest.raises(ValueError, match=r"config.json is invalid: backend is given twice, .* keep the \[runtime\] one"):
+        QELM.from_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / CONFIG_JSON).write_text(json.dumps({**config, "runtime": {"backend": "my.module.Device"}}))
+    with pytest.raises(ValueError, match="config.json is invalid: backend='my.module.Device' is invalid"):
         QELM.from_pretrained(tmp_path / "hf")  # a name in a file is never imported
 
 

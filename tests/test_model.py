@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from qelm.backends import BackendSpec
 from qelm import QELM, ClassicalLM, QELMConfig
 from qelm.layers import QuantumLayer
 
@@ -139,8 +140,8 @@ def test_set_backend_keeps_weights_and_outputs(tiny_config):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ref = model(idx)[0]
     model.set_backend("lightning.qubit")
-    assert model.backend.name == "lightning.qubit" and model.config.backend == "lightning.qubit"
-    assert tiny_config.backend == "qelm.fused", "the caller's config is not changed"
+    assert model.backend.name == "lightning.qubit" and model.spec == BackendSpec("lightning.qubit")
+    assert model.config == tiny_config, "how it runs is not what the model is"
     assert all(layer.backend is model.backend for layer in model.quantum_layers())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.allclose(model(idx)[0], ref, atol=1e-5)
@@ -218,7 +219,7 @@ def test_torch_compile_runs_and_matches_eager(backend):
     import torch._dynamo as dynamo
 
     model = QELM(QELMConfig(vocab_size=11, d_model=8, n_heads=2, d_hidden=16, context_len=6, n_qubits=2,
-                            circuit_layers=1, backend=backend))
+                            circuit_layers=1), BackendSpec(backend))
     idx = torch.randint(0, 11, (2, 6))
     logits, loss = model(idx, idx)
     grads = torch.autograd.grad(loss, list(model.parameters()))
@@ -236,7 +237,8 @@ def test_torch_save_and_deepcopy_keep_the_model(backend, tmp_path):
     import copy
 
     model = QELM(QELMConfig(vocab_size=11, d_model=8, n_heads=2, d_hidden=16, context_len=6, n_qubits=2,
-                            circuit_layers=1, backend=backend, backend_options={"cuda_graph": True} if backend in ("qelm.fused", "default.qubit") else {}))
+                            circuit_layers=1),
+                 BackendSpec(backend, None, {"cuda_graph": True} if backend in ("qelm.fused", "default.qubit") else {}))
     idx = torch.randint(0, 11, (2, 6))
     logits, _ = model(idx)  # caches filled
     torch.save(model, tmp_path / "model.pt")

@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 
+from qelm.backends import BackendSpec
 from qelm import QELM, QELMConfig
 from qelm.backends import BackendUnavailable, get_backend
 from qelm.backends.noise import NOISE_MODELS, parse_noise, readout_confusion
@@ -167,11 +168,17 @@ def test_noisy_backend_describes_itself_and_copies():
     assert clone._sampled is None and clone.expval(circuit, angles).shape == (len(angles), 2)
 
 
-def test_config_carries_noise_through_toml(tiny_config):
-    cfg = tiny_config.replace(backend="qiskit.aer", shots=256, backend_options={"noise": "depolarizing", "seed": 0})
-    again = QELMConfig.from_toml(cfg.to_toml())
-    assert again == cfg
-    model = QELM(again)
+def test_the_runtime_table_carries_noise_through_toml(tiny_config):
+    import tomllib
+
+    from qelm.model_files import config_texts
+
+    spec = BackendSpec("qiskit.aer", 256, {"noise": "depolarizing", "seed": 0})
+    table = tomllib.loads(config_texts("qelm", tiny_config, spec)[0])
+    assert QELMConfig.from_dict(table["model"]) == tiny_config
+    again = BackendSpec.from_fields(table["runtime"])
+    assert again == spec
+    model = QELM(tiny_config, again)
     assert model.backend.noise.models == {"depolarizing": {"p1": 1e-3, "p2": 1e-2}}
     logits, _ = model(torch.randint(0, 11, (2, 6)))
     assert torch.isfinite(logits).all()
@@ -253,6 +260,6 @@ def test_cli_train_with_noise_and_spsa(tmp_path, cli):
                        "--no-matched", "--noise", "depolarizing", "--shots", "64", "--grad", "spsa")
     assert rc == 0, err
     ck = load_checkpoint(tmp_path / "run" / "qelm")
-    assert ck.config.backend == "qiskit.aer" and ck.config.shots == 64
-    assert ck.config.backend_options == {"noise": "depolarizing:p1=0.001,p2=0.01", "gradient": "spsa", "seed": 0}
+    assert ck.model.spec == BackendSpec("qiskit.aer", 64, {"noise": "depolarizing:p1=0.001,p2=0.01", "gradient": "spsa",
+                                                           "seed": 0})
     assert ck.model.backend.gradient == "spsa"

@@ -72,7 +72,7 @@ def test_every_config_field_can_be_searched_by_its_dataclass_name():
     """Names come from dataclasses.fields(QELMConfig): a field added there is searchable at once."""
     default = QELMConfig()
     for f in dataclasses.fields(QELMConfig):
-        if f.name in ("vocab_size", "backend_options", "shots"):
+        if f.name == "vocab_size":
             continue
         value = getattr(default, f.name)
         space = parse_space(f"[search.model]\n{f.name} = [{json.dumps(value)}]\n")
@@ -101,6 +101,10 @@ def test_every_config_field_can_be_searched_by_its_dataclass_name():
     ("[train]\ntokens = 1000\n[search.train]\nsteps = [2, 4]\n", ["steps or tokens"]),
     ("[train]\ntokens = 100\n", ["tokens = 100 buys no step"]),
     ("[sweep]\nseeds = [0, 0]\n", ["seeds = [0, 0] is invalid"]),
+    ("[model]\nbackend = 'default.qubit'\n", ["[model] backend says how the trials run", "under [runtime]"]),
+    ("[search.model]\nshots = [10, 20]\n", ["[search.model] shots says how the trials run", "under [runtime]"]),
+    ("[runtime]\nshots = 5\n", ["[runtime]: shots=5 is invalid: backend qelm.fused is exact"]),
+    ("[runtime]\nbackends = 'default.qubit'\n", ["[runtime]: unknown runtime field(s) backends"]),
 ])
 def test_a_bad_space_is_refused_naming_the_field(text, names):
     with pytest.raises(ValueError) as e:
@@ -114,6 +118,19 @@ def test_a_token_budget_buys_steps_at_each_batch_and_context():
     space = parse_space("[train]\ntokens = 10240\n[search.train]\nbatch_size = [4, 8]\n")
     assert space.build({"train.batch_size": 4}, 30)[1].steps == 80  # 10240 / (4 x 32)
     assert space.build({"train.batch_size": 8}, 30)[1].steps == 40
+
+
+def test_the_runtime_table_runs_every_trial_and_names_its_models():
+    from qelm.backends import BackendSpec
+
+    space = parse_space("[runtime]\nbackend = 'default.qubit'\nshots = 16\n[runtime.backend_options]\nseed = 1\n")
+    assert space.spec == BackendSpec("default.qubit", 16, {"seed": 1})
+    assert parse_space("").spec == BackendSpec()
+    config, settings = space.build({}, vocab_size=30)
+    assert model_key(config, settings, space.spec) != model_key(config, settings)
+    assert model_key(config, settings, BackendSpec()) == model_key(config, settings)
+    twin = config.classical()  # no circuits: how circuits run changes nothing
+    assert model_key(twin, settings, space.spec) == model_key(twin, settings)
 
 
 def test_model_key_names_the_model_and_its_training_not_fields_that_change_nothing():

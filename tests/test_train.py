@@ -350,7 +350,7 @@ def test_weights_that_diverged_are_never_saved(tmp_path, periodic, settings, mes
 
 
 def test_memory_is_checked_with_the_real_batch_before_any_work(tmp_path, periodic, monkeypatch):
-    cfg = tiny(periodic.vocab_size, n_qubits=14)  # the config's own check (batch_hint=8) passes
+    cfg = tiny(periodic.vocab_size, n_qubits=14)  # a valid config: the memory is the machine's, checked at the batch
     monkeypatch.setattr(qelm.memory, "available_memory_bytes", lambda: 2**30)
     per_sequence = cfg.circuit_memory(1)[2]  # 48 circuits of 14 qubits: 36 MiB
     with pytest.raises(ValueError, match=rf"batch_size=20000 does not fit: 960000 circuits of 14 qubits need about "
@@ -577,7 +577,8 @@ def test_cli_backend_options_survive_backend_flag(tmp_path, cli, corpus, config_
                    "--set", 'backend_options={dtype="complex64"}')
     assert rc == 0
     saved = json.loads((tmp_path / "r" / "qelm" / "config.json").read_text())
-    assert saved["backend"] == "qelm.fused" and saved["backend_options"] == {"dtype": "complex64"}
+    assert saved["runtime"] == {"backend": "qelm.fused", "backend_options": {"dtype": "complex64"}}
+    assert "backend" not in saved, "how it runs is not among the model's fields"
     line = cli.error("train", "--data", str(corpus), "--config", str(config_file), "--out", str(tmp_path / "g"),
                      "--backend", "qelm.fused", "--set", 'backend_options={device="GPU"}')
     assert "unknown option(s) device for backend 'qelm.fused'" in line

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from qelm.backends import BackendSpec
 from qelm import QELM
 
 pytestmark = pytest.mark.usefixtures("_one_thread")
@@ -50,7 +51,6 @@ def test_a_repo_id_still_goes_to_the_hub(tmp_path, monkeypatch, no_hub):
 
 # --- T1: shots are bounded where they are parsed and in the config --------------------------------------------
 def test_too_many_shots_are_refused_before_any_work(cli, corpus, config_file, tmp_path):
-    from qelm import QELMConfig
 
     huge = "99999999999999999999"
     line = cli.error("train", "--data", corpus, "--config", config_file, "--out", tmp_path / "run", "--shots", huge)
@@ -58,7 +58,7 @@ def test_too_many_shots_are_refused_before_any_work(cli, corpus, config_file, tm
     assert not (tmp_path / "run").exists(), "no half-made run folder"
     assert "--shots" in cli.error("eval", "--checkpoint", tmp_path / "none", "--data", corpus, "--shots", huge)
     with pytest.raises(ValueError, match="shots=.* is invalid: use None .* an integer from 1 to 2147483647"):
-        QELMConfig(shots=2**70)
+        BackendSpec("default.qubit", 2**70).check()
     assert "shots" in cli.error("train", "--data", corpus, "--config", config_file, "--out", tmp_path / "run",
                                 "--set", f"shots={2**62}")
 
@@ -150,6 +150,7 @@ def test_the_memory_check_respects_the_address_space_limit(tmp_path):
 def test_the_memory_check_respects_a_cgroup_limit(tmp_path, version, monkeypatch):
     import qelm.memlimit
     from qelm import QELMConfig
+    from qelm.config import check_fits
     from qelm.memlimit import cgroup_limit_bytes
 
     root, proc = tmp_path / "cgroup", tmp_path / "proc-cgroup"
@@ -165,7 +166,7 @@ def test_the_memory_check_respects_a_cgroup_limit(tmp_path, version, monkeypatch
     assert cgroup_limit_bytes(root, proc) == 3 << 30
     monkeypatch.setattr(qelm.memlimit, "cgroup_limit_bytes", lambda: cgroup_limit_bytes(root, proc))
     with pytest.raises(ValueError, match=r"need about 4.5 GiB of state vectors, more than this machine's 3.0 GiB"):
-        QELMConfig(n_qubits=16)
+        check_fits(QELMConfig(n_qubits=16), 8)
     assert cgroup_limit_bytes(tmp_path / "none", tmp_path / "no-such") is None
 
 
@@ -390,8 +391,9 @@ def test_resuming_a_run_whose_circuit_is_not_registered_is_not_called_corrupt(tm
     register_circuit(Mine)
     try:
         cfg = QELMConfig(vocab_size=periodic.vocab_size, d_model=8, n_heads=2, d_hidden=16, context_len=6, n_qubits=2,
-                         circuit_layers=1, embedding_circuit=Mine.name, backend="default.qubit")
-        train(cfg, periodic, out=tmp_path / "run", steps=1, batch_size=2, twin=False, matched=False)
+                         circuit_layers=1, embedding_circuit=Mine.name)
+        train(cfg, periodic, out=tmp_path / "run", steps=1, batch_size=2, twin=False, matched=False,
+              backend="default.qubit")
     finally:
         CIRCUITS.pop(Mine.name, None)
     with pytest.raises(ValueError) as error:
@@ -413,9 +415,13 @@ def test_an_indivisible_d_model_gets_a_sensible_suggestion():
 
     with pytest.raises(ValueError, match=r"divisible by n_heads=4 \(try 16\)"):
         QELMConfig(d_model=17, n_heads=4)
-    with pytest.raises(ValueError) as error:
-        QELMConfig(d_model=99999999999999999)
-    assert "try" not in str(error.value) and "parameters" in str(error.value)
+    with pytest.raises(ValueError, match=r"divisible by n_heads=2 \(try 99999999999999998\)"):
+        QELMConfig(d_model=99999999999999999)  # integer arithmetic: a float would round it
+    # a size too large to train is said as such where the model meets the machine
+    from qelm.config import check_fits
+
+    with pytest.raises(ValueError, match="d_model=99999999999999998 is invalid: .* parameters, which need about"):
+        check_fits(QELMConfig(d_model=99999999999999998))
 
 
 class _Pickled:

@@ -2,8 +2,9 @@
 what the model is. It is checked in one place (:meth:`BackendSpec.problems`) and becomes a
 :class:`~qelm.backends.base.Backend` in one place (:meth:`BackendSpec.build`).
 
-A config file or a checkpoint written so far holds these as the model's fields ``backend``, ``shots`` and
-``backend_options``; :meth:`BackendSpec.from_fields` reads them from there, so those files keep loading.
+A config file or a checkpoint holds them in its ``[runtime]`` table (``backend``, ``shots``,
+``backend_options``: :meth:`BackendSpec.to_table`); one written before that table existed holds them among the
+model's fields, where :meth:`BackendSpec.from_fields` reads them too, so those files keep loading.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ class BackendSpec:
     def field_values(self) -> dict[str, Any]:
         """``{"backend": ..., "shots": ..., "backend_options": ...}``: the spec by its config-file names."""
         return {"backend": self.name, "shots": self.shots, "backend_options": self.options}
+
+    def to_table(self) -> dict[str, Any]:
+        """The ``[runtime]`` table of a config file: :meth:`field_values` without ``shots`` when exact (TOML
+        has no null; absent means exact)."""
+        return {k: v for k, v in self.field_values().items() if v is not None}
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> BackendSpec:

@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from ..config import QELMConfig
+from ..backends import BackendSpec
+from ..backends.spec import DEFAULT_BACKEND
+from ..config import QELMConfig, check_fits
 from ..memory import memory_bytes
 from .fits import fit_for, predict, scaling
 from .machine import load_average, machine_description
@@ -71,18 +73,18 @@ def _plan_or_skip(done: list[dict[str, Any]], x: int, spec: dict[str, Any], sett
 
 
 def _point(model: str, backend: str, mode: str, T: int, qubits: int | None, config: QELMConfig,
-           settings: BenchSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+           settings: BenchSettings, runtime: BackendSpec) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(spec, head)`` of one measurement: what the worker runs (``changes`` to the config still to
     apply) and the fields its row starts with."""
-    changes: dict[str, Any] = {"context_len": T, "batch_hint": settings.batch}
-    if model == "qelm":
-        changes["backend"] = backend
+    changes: dict[str, Any] = {"context_len": T}
     if qubits is not None:
         changes["n_qubits"] = qubits
     spec = {"model": model, "backend": backend, "mode": mode, "batch": settings.batch, "seq_len": T,
             "repeats": settings.repeats, "warmup": settings.warmup, "gen_tokens": settings.gen_tokens,
             "device": settings.device, "seed": settings.seed, "lr": settings.lr,
-            "threads": settings.threads, "budget_s": settings.max_seconds, "changes": changes}
+            "threads": settings.threads, "budget_s": settings.max_seconds, "changes": changes,
+            "runtime": BackendSpec(backend, runtime.shots, runtime.options).to_table() if model == "qelm"
+            else BackendSpec().to_table()}
     head = {"model": model, "backend": backend, "label": row_label(model, backend), "seq_len": T,
             "mode": mode, "batch": settings.batch, "n_qubits": qubits or config.n_qubits,
             "device": settings.device, "warmup": settings.warmup,
@@ -92,7 +94,7 @@ def _point(model: str, backend: str, mode: str, T: int, qubits: int | None, conf
 
 def _sweep(models: list[tuple[str, str]], points: Sequence[tuple[int, int | None]], axis: str, config: QELMConfig,
            settings: BenchSettings, progress: Callable[[dict[str, Any]], None] | None, mem_limit: int,
-           server: Server) -> list[dict[str, Any]]:
+           server: Server, runtime: BackendSpec) -> list[dict[str, Any]]:
     """Measure every model and mode at every ``(seq_len, n_qubits or None)`` point, in order of ``axis``;
     each point first passes the budget check against the points measured before it."""
     rows = []
@@ -102,10 +104,12 @@ def _sweep(models: list[tuple[str, str]], points: Sequence[tuple[int, int | None
             done: list[dict[str, Any]] = []
             failed: dict[str, Any] | None = None
             for T, qubits in points:
-                spec, head = _point(model, backend, mode, T, qubits, config, settings)
+                spec, head = _point(model, backend, mode, T, qubits, config, settings, runtime)
                 try:
-                    spec["config"] = config.replace(**spec.pop("changes")).to_dict()
-                except ValueError as e:  # e.g. the memory check of the config: cannot run here
+                    changed = config.replace(**spec.pop("changes"))
+                    check_fits(changed, settings.batch)
+                    spec["config"] = changed.to_dict()
+                except ValueError as e:  # e.g. the memory check: cannot run here
                     result: dict[str, Any] = {"status": "error", "error": str(e)}
                 else:
                     if failed is not None:
@@ -127,13 +131,17 @@ def _sweep(models: list[tuple[str, str]], points: Sequence[tuple[int, int | None
 
 
 def run_benchmark(config: QELMConfig | None = None, settings: BenchSettings | None = None, *,
-                  progress: Callable[[dict[str, Any]], None] | None = None) -> BenchResult:
+                  progress: Callable[[dict[str, Any]], None] | None = None,
+                  spec: BackendSpec | None = None) -> BenchResult:
     """Measure ``config`` (default: ``QELMConfig()``) as ``settings`` say: the QELM on each backend and
     the classical twin, per sequence length and mode, then the qubit sweep; fit exponents and ratios.
-    ``progress(row)`` is called after every row (the CLI draws a progress bar with it)."""
+    ``spec`` (default: exact on qelm.fused): the backend when ``settings`` names none, and the shots and
+    options the QELM runs with on each. ``progress(row)`` is called after every row (the CLI draws a progress
+    bar with it)."""
     config = config or QELMConfig()
     settings = settings or BenchSettings()
-    backends = settings.backends or (config.backend,)
+    spec = spec or BackendSpec()
+    backends = settings.backends or (spec.name,)
     start = time.perf_counter()
     result = BenchResult(settings=asdict(settings) | {"backends": list(backends)}, config=config.to_dict(),
                          machine=machine_description(settings.device),
@@ -142,14 +150,14 @@ def run_benchmark(config: QELMConfig | None = None, settings: BenchSettings | No
     models = [("qelm", b) for b in backends] + ([("twin", TWIN_BACKEND)] if settings.twin else [])
     with Server() as server:
         points: list[tuple[int, int | None]] = [(T, None) for T in sorted(settings.seq_lens)]
-        result.rows = _sweep(models, points, "seq_len", config, settings, progress, mem_limit, server)
+        result.rows = _sweep(models, points, "seq_len", config, settings, progress, mem_limit, server, spec)
         if settings.qubits:
             T = settings.qubit_seq_len or min(settings.seq_lens)
             modes = tuple(m for m in settings.modes if m != "generation") or ("inference",)
             sweep = BenchSettings(**{**asdict(settings), "modes": modes})
             points = [(T, n) for n in sorted(settings.qubits)]
             result.qubit_rows = _sweep([("qelm", b) for b in backends], points, "n_qubits", config, sweep, progress,
-                                       mem_limit, server)
+                                       mem_limit, server, spec)
     result.ratios = _ratios(result.rows)
     result.scaling = scaling(result.rows, result.qubit_rows)
     result.machine["load_average_end"] = load_average()
@@ -183,7 +191,7 @@ def _notes(config: QELMConfig, result: BenchResult) -> list[str]:
 
 def expected_rows(config: QELMConfig | None, settings: BenchSettings) -> int:
     """How many rows ``run_benchmark`` will produce (for a progress bar)."""
-    n_backends = len(settings.backends or ((config or QELMConfig()).backend,))
+    n_backends = len(settings.backends or (DEFAULT_BACKEND,))  # one backend: the spec's
     models = n_backends + (1 if settings.twin else 0)
     qubit_modes = len([m for m in settings.modes if m != "generation"]) or 1
     return models * len(settings.modes) * len(settings.seq_lens) + n_backends * qubit_modes * len(settings.qubits)

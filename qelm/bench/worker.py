@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..backends import BackendSpec
 from ..config import QELMConfig
 from ..model import QELM, ClassicalLM
 from .settings import TWIN_BACKEND
@@ -147,7 +148,8 @@ def _workload(spec: dict[str, Any]):
     config = QELMConfig.from_dict(spec["config"])
     T = config.context_len
     torch.manual_seed(spec["seed"])
-    model = (QELM(config) if spec["model"] == "qelm" else ClassicalLM(config)).to(device)
+    runtime = BackendSpec.from_fields(spec.get("runtime", {}))
+    model = (QELM(config, runtime) if spec["model"] == "qelm" else ClassicalLM(config)).to(device)
     gen = torch.Generator(device=device).manual_seed(spec["seed"])
     idx = torch.randint(0, config.vocab_size, (B, T), generator=gen, device=device)  # (B, T)
     targets = torch.randint(0, config.vocab_size, (B, T), generator=gen, device=device)  # (B, T)

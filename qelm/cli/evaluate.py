@@ -97,11 +97,12 @@ def run_eval(args: argparse.Namespace) -> int:
     engine = ck.model.backend if ck.kind == "qelm" else None
     usage = dict(getattr(engine, "usage", None) or {})  # circuits and shots the perplexity took (qiskit.aer)
     more = _comparison_metrics(ck, ids, res["loss"], args)
-    backend = ck.config.backend if ck.kind == "qelm" else "none (classical)"
-    options = ck.config.backend_options if ck.kind == "qelm" else {}
+    spec = ck.model.spec
+    backend = spec.name if ck.kind == "qelm" else "none (classical)"
+    options = spec.options if ck.kind == "qelm" else {}
     record = {"checkpoint": str(ck.path), "kind": ck.kind, "step": ck.step, "which": _which(ck), "data": args.data,
               "split": args.split, "loss": res["loss"], "perplexity": res["perplexity"], "tokens": res["tokens"],
-              "unknown_tokens": unknown, "backend": backend, "shots": ck.config.shots,
+              "unknown_tokens": unknown, "backend": backend, "shots": spec.shots,
               "noise": options.get("noise"), "mitigation": options.get("mitigation"),
               "circuits_run": usage.get("circuits"), "shots_taken": usage.get("shots"), "seconds": seconds, **more}
     if json_to_stdout(args):

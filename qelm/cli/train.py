@@ -17,6 +17,7 @@ from typing import Any
 
 import torch.distributed as dist
 
+from ..backends.spec import BACKEND_FIELDS
 from ..config import QELMConfig
 from ..data import TextDataset, bundled_config, bundled_corpus
 from ..distributed import init_distributed
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_demo(subparsers: argparse._SubParsersAction) -> None:
-    tiny = load_run_config(None)[1]
+    tiny = load_run_config(None)[2]
     demo = subparsers.add_parser("demo", help="train a tiny QELM and two classical baselines on the bundled corpus "
                                               "and compare",
                                  description="Train the tiny demo QELM, its classical twin (same config, every slot "
@@ -67,7 +68,7 @@ def _train_default(name: str, tiny: dict[str, Any]) -> str:
 
 
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
-    tiny_model, tiny = load_run_config(None)
+    tiny_model, _, tiny = load_run_config(None)
     tr = subparsers.add_parser(
         "train", help="train a QELM and its classical baselines on a text file",
         description="Train a QELM, its classical twin and the parameter-matched classical model on any UTF-8 text "
@@ -182,7 +183,7 @@ def _wrote(result, out: Path) -> str:
 def run_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     set_threads(args)
-    settings = load_run_config(bundled_config())[1]
+    settings = load_run_config(bundled_config())[2]
     dataset = TextDataset.from_file(bundled_corpus(), tokenizer=settings.get("tokenizer", "char"),
                                     vocab_size=settings.get("vocab_size"))
     try:  # before training: the samples continue the prompt
@@ -216,9 +217,15 @@ _SETTING_FLAGS = ("steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "m
                   "seed", "tokenizer", "vocab_size", "eval_every", "save_every", "log_every", "twin", "matched")
 
 
-def _train_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(model field changes, training settings)`` from the flags and ``--set`` (a name that is both, as
-    vocab_size, is the training setting: the model's vocabulary is the tokenizer's)."""
+def _train_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(model field changes, training settings, runtime)`` from the flags and ``--set`` (a name that is both,
+    as vocab_size, is the training setting: the model's vocabulary is the tokenizer's; ``--set`` backend, shots
+    or backend_options is how the circuits run: ``runtime``, as the ``[runtime]`` table names them)."""
+    runtime = {n: v for n, v in args.set if n in BACKEND_FIELDS}
+    args.set = [(n, v) for n, v in args.set if n not in BACKEND_FIELDS]
+    if not isinstance(runtime.get("backend_options", {}), dict):
+        raise UserError(f"--set backend_options={runtime['backend_options']!r} is invalid: give a table, e.g. "
+                        f"--set 'backend_options={{seed=3}}'")
     settings = {name: getattr(args, name) for name in _SETTING_FLAGS}
     model_fields = {f.name for f in dataclasses.fields(QELMConfig)} - set(TRAIN_DEFAULTS)
     sets = [(n, v) for n, v in args.set if n in TRAIN_DEFAULTS]
@@ -228,7 +235,7 @@ def _train_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
             raise UserError(f"{name} is given twice ({settings[name]!r} and {value!r}): give it once")
         settings[name] = value
     changes = model_overrides(args, set(TRAIN_DEFAULTS))
-    return {k: v for k, v in changes.items() if k in model_fields}, settings
+    return {k: v for k, v in changes.items() if k in model_fields}, settings, runtime
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -240,8 +247,11 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.resume and not args.data:
         raise UserError("--data is required: a UTF-8 text file to train on (or --resume DIR to continue a run)")
     out = args.resume or args.out or "runs/train"
-    changes, settings = _train_options(args)
+    changes, settings, runtime = _train_options(args)
     backend, backend_options = noise_backend(args)
+    backend = backend or runtime.get("backend")  # the flags win over --set
+    shots = {"shots": runtime["shots"]} if "shots" in runtime else {}
+    backend_options = {**runtime.get("backend_options", {}), **shots, **backend_options}
     if backend_options:
         settings["backend_options"] = backend_options
     rank, world = init_distributed(args.device)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..backends import BackendSpec
 from ..checkpoint import load_checkpoint
 from ..config import QELMConfig
 from ..data import read_corpus
@@ -83,9 +84,7 @@ def _compare_config(config: QELMConfig, *, batch_size: int, seed: int, eps: floa
     """``QELM(config)``, its twin and its parameter-matched classical model, seeded, measured."""
     with torch.random.fork_rng():  # seeded weights without disturbing the caller's random state
         torch.manual_seed(seed)
-        qelm = QELM(config.replace())
-        if backend is not None or backend_options:
-            qelm.set_backend(backend or config.backend, **{"shots": config.shots, **backend_options})
+        qelm = QELM(config, BackendSpec().replaced(backend, backend_options))
         twin = ClassicalLM(config)
         matched = ClassicalLM.matched_to(qelm)
     models = {"qelm": qelm, "twin": twin, "matched": matched}

@@ -8,15 +8,17 @@
                      instead of ``steps`` gives a token budget: steps = tokens // (batch_size * context_len)
     [search.model]   QELMConfig fields the sampler chooses
     [search.train]   training settings the sampler chooses (those of SEARCHABLE_SETTINGS)
+    [runtime]        how every trial's circuits run: backend, shots, backend_options (over the demo config's)
 
 A searched value is a list of choices (``n_qubits = [2, 4, 6]``) or a range (``lr = { low = 0.003,
 high = 0.03, log = true }``; ``step`` makes it a grid, integer bounds an integer range). Any field of
-:class:`~qelm.config.QELMConfig` can be searched except ``vocab_size`` (the tokenizer sets it) and
-``backend_options``; names are checked against the dataclass, so a field added to it is searchable at once.
+:class:`~qelm.config.QELMConfig` can be searched except ``vocab_size`` (the tokenizer sets it); names are
+checked against the dataclass, so a field added to it is searchable at once. The backend is not the model: one
+``[runtime]`` serves the whole sweep (a file that sets it under ``[model]`` is refused with that advice).
 
 Every combination of the model choices must be a valid model: :func:`load_space` builds a
 ``QELMConfig`` for each (that check refuses, say, a ``d_model`` not divisible by an ``n_heads`` or more
-qubits than memory holds) and refuses the file naming the field, before any trial.
+qubits than memory holds at the largest batch) and refuses the file naming the field, before any trial.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import QELMConfig, read_toml
+from ..backends import BackendSpec
+from ..config import RUNTIME_FIELDS, QELMConfig, check_fits, read_toml, split_runtime
 from ..data import bundled_config
 from ..errors import ConfigError
 from ..evaluate import MAX_SAMPLE_TOKENS
@@ -57,7 +60,7 @@ SEARCHABLE_SETTINGS = ("steps", "tokens", "batch_size", "lr", "lr_schedule", "wa
                        "weight_decay")
 _NOT_THE_MODEL = ("seed", "twin", "matched", "eval_every", "save_every", "log_every")  # settings that train the same model
 _FIXED_SETTINGS = tuple(k for k in TRAIN_DEFAULTS if k not in ("seed", "twin", "matched")) + ("tokens",)
-_UNSEARCHABLE_FIELDS = {"vocab_size": "the tokenizer sets it", "backend_options": "it is a table, not a value"}
+_UNSEARCHABLE_FIELDS = {"vocab_size": "the tokenizer sets it"}
 _MAX_COMBINATIONS = 200_000  # model configurations load_space builds to prove each is valid
 #: fields that do not change a model when no slot runs circuits (or no embedding / fidelity circuit)
 _CIRCUIT_FIELDS = ("n_qubits", "circuit_layers", "embedding_circuit", "fidelity_method", "adaptive_threshold",
@@ -128,6 +131,12 @@ class SearchSpace:
     train: dict[str, Any]  # training settings every trial shares (may hold "tokens")
     dims: list[Dimension] = field(default_factory=list)
     sweep: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)  # the [runtime] table: how every trial's circuits run
+
+    @property
+    def spec(self) -> BackendSpec:
+        """How every trial's circuits run (the ``[runtime]`` table, checked on load)."""
+        return BackendSpec.from_fields(self.runtime)
 
     @property
     def name(self) -> str:
@@ -162,8 +171,9 @@ class SearchSpace:
 
 
 def _config(model: dict[str, Any], train: dict[str, Any], vocab_size: int) -> QELMConfig:
-    # the memory check assumes the trial's own batch (QELMConfig's default batch_hint may be smaller)
-    return QELMConfig.from_dict({**model, "vocab_size": vocab_size, "batch_hint": train["batch_size"]})
+    config = QELMConfig.from_dict({**model, "vocab_size": vocab_size})
+    check_fits(config, train["batch_size"])  # the memory check at the trial's own batch
+    return config
 
 
 def _settings(model: dict[str, Any], train: dict[str, Any]) -> TrainOverrides:
@@ -174,12 +184,12 @@ def _settings(model: dict[str, Any], train: dict[str, Any]) -> TrainOverrides:
     return TrainOverrides(**train)
 
 
-def model_key(config: QELMConfig, settings: TrainOverrides) -> str:
-    """A short hash naming a model and how it trains: equal keys train the same model on the same batches
-    (at the same seed). Fields that change nothing (circuit options of a config without circuits, the
-    embedding circuit of a classical embedding, the fidelity options of other attention) are left out."""
-    c = config.to_dict()
-    c.pop("batch_hint", None)
+def model_key(config: QELMConfig, settings: TrainOverrides, spec: BackendSpec | None = None) -> str:
+    """A short hash naming a model, how it runs (``spec``, default exact on qelm.fused) and how it trains: equal
+    keys train the same model on the same batches (at the same seed). Fields that change nothing (circuit options
+    and the backend of a config without circuits, the embedding circuit of a classical embedding, the fidelity
+    options of other attention) are left out."""
+    c = {**config.to_dict(), **(spec or BackendSpec()).to_table()}
     drop = []
     if not config.uses_circuits:
         drop += list(_CIRCUIT_FIELDS)
@@ -213,11 +223,11 @@ def parse_space(text: str, source: str = "<space>") -> SearchSpace:
     def bad(msg: str) -> ConfigError:
         return ConfigError(f"{where}: {msg}")
 
-    unknown = sorted(set(data) - {"sweep", "model", "train", "search"})
+    unknown = sorted(set(data) - {"sweep", "model", "train", "search", "runtime"})
     if unknown:
         raise bad(f"unknown table(s) {', '.join(f'[{u}]' for u in unknown)}: use [sweep], [model], [train], "
-                  f"[search.model] and [search.train]")
-    for table in ("sweep", "model", "train", "search"):
+                  f"[search.model], [search.train] and [runtime]")
+    for table in ("sweep", "model", "train", "search", "runtime"):
         if not isinstance(data.get(table, {}), dict):
             raise bad(f"[{table}] must be a table")
     search = data.get("search", {})
@@ -226,7 +236,19 @@ def parse_space(text: str, source: str = "<space>") -> SearchSpace:
         raise bad(f"unknown table(s) {', '.join(f'[search.{u}]' for u in unknown)}: use [search.model] (QELMConfig "
                   f"fields) and [search.train] (training settings)")
     sweep = _sweep_options(data.get("sweep", {}), bad)
+    for table in ("model", "search"):
+        given = data.get("model", {}) if table == "model" else search.get("model", {})
+        moved = sorted(set(given if isinstance(given, dict) else {}) & set(RUNTIME_FIELDS))
+        if moved:
+            named = "[model]" if table == "model" else "[search.model]"
+            raise bad(f"{named} {moved[0]} says how the trials run, not what the model is: set it under [runtime] "
+                      f"(backend, shots, backend_options; one for the whole sweep)")
     demo = read_toml(bundled_config())
+    runtime = {**demo.get("runtime", {}), **data.get("runtime", {})}
+    try:
+        split_runtime({}, runtime)[1].check()
+    except ValueError as e:
+        raise bad(f"[runtime]: {e}") from None
     fields = [f.name for f in dataclasses.fields(QELMConfig)]
     model = {**demo["model"], **_fixed(data.get("model", {}), "model", fields, bad)}
     model.pop("vocab_size", None)
@@ -255,7 +277,7 @@ def parse_space(text: str, source: str = "<space>") -> SearchSpace:
         raise bad("give steps or tokens (a token budget), not both: [train] / [search.train] set both")
     if searched & {"tokens"}:
         train.pop("steps", None)
-    space = SearchSpace(source=source, text=text, model=model, train=train, dims=dims, sweep=sweep)
+    space = SearchSpace(source=source, text=text, model=model, train=train, dims=dims, sweep=sweep, runtime=runtime)
     if sweep["sampler"] == "grid":
         continuous = [d.name for d in dims if d.values() is None]
         if continuous:
@@ -285,7 +307,7 @@ def _fixed(table: dict, name: str, valid: list[str], bad) -> dict:
         what = "QELMConfig field" if name == "model" else "training setting"
         raise bad(f"[{name}] {', '.join(repr(u) for u in unknown)} is not a {what}; valid names are {', '.join(valid)}")
     for key, value in table.items():
-        if isinstance(value, (list, dict)) and key != "backend_options":
+        if isinstance(value, (list, dict)):
             raise bad(f"[{name}] {key} = {value!r} is a list or range: searched values go in [search.{name}]")
     return dict(table)
 

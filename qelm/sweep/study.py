@@ -102,7 +102,8 @@ def _objective(space: SearchSpace, dataset: TextDataset, out: Path):
                 trial.set_user_attr("duplicate_of", twin)
                 raise import_optuna().TrialPruned(f"trial {twin} is running the same configuration")
             record = run_configuration(config, settings, dataset, space.seeds, out / "trials" / f"{trial.number:04d}",
-                                       known=_known_baselines(trial.study), sample_tokens=space.sweep["sample_tokens"])
+                                       known=_known_baselines(trial.study), sample_tokens=space.sweep["sample_tokens"],
+                                       spec=space.spec)
             value = objective_value(record)
         except import_optuna().TrialPruned:
             raise

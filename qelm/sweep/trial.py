@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..backends import BackendSpec
 from ..config import QELMConfig
 from ..data import TextDataset
 from ..evaluate import bits_per_unit, next_token_accuracy, sample_diversity
@@ -49,24 +50,26 @@ def measure_model(run: ModelRun, dataset: TextDataset, *, seed: int, sample_toke
 
 def run_configuration(config: QELMConfig, settings: TrainOverrides, dataset: TextDataset, seeds: list[int],
                       folder: Path, *, known: dict[str, dict[str, dict]] | None = None, sample_tokens: int = 0,
-                      on_seed: Callable[[int], None] | None = None) -> dict[str, Any]:
+                      on_seed: Callable[[int], None] | None = None, spec: BackendSpec | None = None
+                      ) -> dict[str, Any]:
     """Train ``config`` at each of ``seeds`` with its twin and matched model (those ``known`` already holds,
     ``{key: {str(seed): figures}}``, are copied, not retrained); write each seed's run folder under ``folder``.
 
     Returns ``{role: {"key", "config", "seeds": {str(seed): figures}, "trained": [seeds trained here]}}`` for
-    the roles qelm, twin and matched, and ``ratio_to_matched``: the QELM's validation perplexity over the
+    the roles qelm, twin and matched (their circuits run as ``spec`` says: default exact on qelm.fused), and ``ratio_to_matched``: the QELM's validation perplexity over the
     matched model's at each seed. Raises what training raises (a non-finite loss is a FloatingPointError;
     a config no classical model can match a ValueError)."""
     known = known or {}
     configs = {"qelm": config, "twin": config.classical(), "matched": matched_config(config)}
-    out: dict[str, Any] = {role: {"key": model_key(cfg, settings), "config": cfg.to_dict(), "seeds": {}, "trained": []}
+    out: dict[str, Any] = {role: {"key": model_key(cfg, settings, spec), "config": cfg.to_dict(), "seeds": {}, "trained": []}
                            for role, cfg in configs.items()}
     for seed in seeds:
         s = str(seed)
         reuse = {role: known.get(out[role]["key"], {}).get(s) for role in ("twin", "matched")}
         result = train(config, dataset, settings.replace(seed=seed, twin=reuse["twin"] is None,
                                                          matched=reuse["matched"] is None),
-                       out=folder / f"seed-{seed}", overwrite=True)
+                       out=folder / f"seed-{seed}", overwrite=True, backend=spec.name if spec else None,
+                       backend_options=spec.kwargs() if spec else None)
         for role, run in result.runs().items():
             out[role]["seeds"][s] = measure_model(run, dataset, seed=seed, sample_tokens=sample_tokens)
             out[role]["trained"].append(seed)

@@ -139,7 +139,7 @@ def _method(models: dict[str, dict[str, Any]], dataset, config, settings: TrainS
             + _baselines_method(models))
 
 
-def summary(models: dict[str, dict[str, Any]], unigram: dict[str, float], dataset, config, settings: TrainSettings,
+def summary(models: dict[str, dict[str, Any]], unigram: dict[str, float], dataset, config, spec, settings: TrainSettings,
             world: int, device) -> dict[str, Any]:
     """The content of ``summary.json``: each model's figures (``ModelRun.figures()``), the unigram
     baseline, the winner and verdict, the method, the data, the run's settings and the config."""
@@ -158,6 +158,6 @@ def summary(models: dict[str, dict[str, Any]], unigram: dict[str, float], datase
                 "lr": settings.lr, "lr_schedule": settings.lr_schedule, "warmup_steps": settings.warmup_steps,
                 "min_lr": settings.min_lr, "seed": settings.seed, "grad_clip": settings.grad_clip,
                 "weight_decay": settings.weight_decay, "optimizer": "AdamW", "world_size": world, "device": str(device),
-                "backend": config.backend, "shots": config.shots, "torch_threads": torch.get_num_threads()},
+                "backend": spec.name, "shots": spec.shots, "torch_threads": torch.get_num_threads()},
         "config": config.to_dict(),
     }

@@ -51,7 +51,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..config import QELMConfig, config_differences, with_backend
+from ..backends import BackendSpec
+from ..config import QELMConfig, check_fits, config_differences, split_runtime
 from ..data import TextDataset
 from ..distributed import rank_and_world
 from ..errors import CheckpointError, ConfigError, DataError
@@ -115,35 +116,33 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
     rank, world = rank_and_world()
     out, where = Path(out), _check_device(device)
     given = _given(settings, changes)
-    model_config, file_settings = (config, {}) if isinstance(config, QELMConfig) or (config is None and resume) \
-        else load_run_config(config)
+    model_config, file_spec, file_settings = (config, None, {}) if isinstance(config, QELMConfig) or \
+        (config is None and resume) else load_run_config(config)
     lock = _on_rank0(lambda: _lock_for_resume(out), rank, world) if resume else None
     try:
         resumed = _Resumed.load(out) if resume else None
         if resumed is not None and model_config is None:
             model_config = resumed.config
-        if config_changes:  # with the backend asked for: a change such as shots is checked against it
-            with_asked = {"backend": backend, **config_changes} if backend is not None else config_changes
-            model_config = _changed(model_config or QELMConfig(), with_asked)
-            if "backend_options" in config_changes:  # given explicitly: kept when --backend changes the name
-                backend_options = {**config_changes["backend_options"], **(backend_options or {})}
+        if config_changes:
+            model_config = _changed(model_config or QELMConfig(), config_changes)
         data = _corpus(data, resumed)
         resolved = resolve_settings(given, file_settings, resumed.run if resumed else None)
         dataset = _dataset(data, resolved, resumed)
-        config = _run_config(model_config or QELMConfig(), dataset, backend, backend_options, resumed)
-        configs = _model_configs(config, dataset, resolved, world, where)
+        config = _run_config(model_config or QELMConfig(), dataset, resumed)
+        spec = (file_spec or (resumed.spec if resumed else BackendSpec())).replaced(backend, backend_options or {}).check()
+        configs = _model_configs(config, spec, dataset, resolved, world, where)
         if not resume:
             lock = _on_rank0(lambda: _prepare_folder(out, overwrite=overwrite), rank, world)
         run_record = {**resolved.to_dict(), "data": str(Path(dataset.source).resolve()) if dataset.source != "<text>" else None,
-                      "data_sha256": dataset.sha256, "config": config.to_dict()}
-        runs = {name: train_one(name, configs[name], dataset, resolved, run_record, out / name, resume=resume,
+                      "data_sha256": dataset.sha256, "config": config.to_dict(), "runtime": spec.to_table()}
+        runs = {name: train_one(name, configs[name], spec, dataset, resolved, run_record, out / name, resume=resume,
                                 device=where, callback=callback, rank=rank, world=world)
                 for name in MODEL_NAMES if name == "qelm" or getattr(resolved, name)}
         unigram = unigram_baseline(dataset.train_ids, dataset.val_ids, dataset.vocab_size)
         result = TrainResult(out=out, qelm=runs["qelm"], twin=runs.get("twin"), matched=runs.get("matched"),
                              unigram=unigram, dataset=dataset)
         if rank == 0:
-            _write_report(result, config, resolved, world, where)
+            _write_report(result, config, spec, resolved, world, where)
         if world > 1:
             dist.barrier()  # no rank returns before rank 0 has written the run folder
         return result
@@ -205,11 +204,12 @@ def _check_device(device: str | torch.device) -> torch.device:
 @dataclass
 class _Resumed:
     """What a run folder says about the run to resume: its saved settings, the checkpoint that holds them
-    and the QELM's config."""
+    and the QELM's config and backend."""
 
     run: dict[str, Any]
     folder: Path
     config: QELMConfig
+    spec: BackendSpec
 
     @classmethod
     def load(cls, out: Path) -> _Resumed:
@@ -223,7 +223,9 @@ class _Resumed:
         if not isinstance(state.get("run"), dict):
             raise CheckpointError(f"checkpoint {str(out / name)!r} is corrupt: {TRAINING_STATE} holds no run settings")
         try:
-            config = QELMConfig.from_dict(state["run"]["config"])  # the QELM's (the twin's is all classical)
+            # the QELM's (the twin's is all classical); a run of an older qelm keeps its backend among the fields
+            fields, spec = split_runtime(state["run"]["config"], state["run"].get("runtime"))
+            config = QELMConfig.from_dict(fields)
         except ValueError as e:  # a whole config this process cannot build (an unregistered circuit, say)
             if not isinstance(state["run"].get("config"), dict):
                 raise CheckpointError(f"checkpoint {str(out / name)!r} is corrupt: its run settings hold no config"
@@ -233,7 +235,7 @@ class _Resumed:
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"checkpoint {str(out / name)!r} is corrupt: its run settings hold no valid config "
                              f"({e})") from None
-        return cls(run=state["run"], folder=out / name, config=config)
+        return cls(run=state["run"], folder=out / name, config=config, spec=spec)
 
 
 def _corpus(data: str | os.PathLike | TextDataset | None, resumed: _Resumed | None):
@@ -263,12 +265,9 @@ def _dataset(data: str | os.PathLike | TextDataset, settings: TrainSettings, res
     return dataset
 
 
-def _run_config(model_config: QELMConfig, dataset: TextDataset, backend: str | None,
-                backend_options: dict[str, Any] | None, resumed: _Resumed | None) -> QELMConfig:
-    """The QELM's config: the tokenizer's vocabulary, the backend asked for; on resume the saved architecture."""
+def _run_config(model_config: QELMConfig, dataset: TextDataset, resumed: _Resumed | None) -> QELMConfig:
+    """The QELM's config: the tokenizer's vocabulary; on resume the saved architecture."""
     config = model_config.replace(vocab_size=dataset.vocab_size)
-    if backend is not None or backend_options:
-        config = with_backend(config, backend, backend_options or {})
     if resumed is not None:
         differences = config_differences(resumed.config, config)
         if differences:
@@ -280,12 +279,12 @@ def _run_config(model_config: QELMConfig, dataset: TextDataset, backend: str | N
     return config
 
 
-def _model_configs(config: QELMConfig, dataset: TextDataset, settings: TrainSettings, world: int,
+def _model_configs(config: QELMConfig, spec: BackendSpec, dataset: TextDataset, settings: TrainSettings, world: int,
                    device: torch.device) -> dict[str, QELMConfig]:
     """The config of each model of the run. Everything that can fail does so here, before any training."""
     dataset.check_context(config.context_len)
     if config.uses_circuits:  # an unavailable backend fails now, not after the twin has trained
-        config.runtime.build()
+        spec.build()
     configs = {"twin": config.classical(), "qelm": config}
     if settings.matched:  # before any training: a config no classical model can match fails now
         configs["matched"] = matched_config(config)
@@ -297,8 +296,9 @@ def _model_configs(config: QELMConfig, dataset: TextDataset, settings: TrainSett
 
 
 def _check_memory(config: QELMConfig, batch_size: int, world: int, device: torch.device) -> None:
-    """Refuse a batch whose circuits cannot fit in memory, saying which batch would (the config's own
-    check assumes its ``batch_hint``; this one uses the batch each process will really run)."""
+    """Refuse a batch whose circuits cannot fit in memory, saying which batch would (the batch each process
+    will really run, on its device)."""
+    check_fits(config, 1, memory_bytes(device))  # not even one sequence fits: the model's fields are the fix
     per_process = batch_size // world
     circuits, wires, need = config.circuit_memory(per_process)
     have = memory_bytes(device)
@@ -365,11 +365,12 @@ def _prepare_folder(out: Path, *, overwrite: bool) -> FolderLock:
     return lock
 
 
-def _write_report(result: TrainResult, config: QELMConfig, settings: TrainSettings, world: int, device) -> None:
+def _write_report(result: TrainResult, config: QELMConfig, spec: BackendSpec, settings: TrainSettings, world: int,
+                  device) -> None:
     """``summary.json`` and ``loss_curve.png`` of a finished run (rank 0)."""
     runs = result.runs()
     models = {name: run.figures() for name, run in runs.items()}
-    result.summary = summary(models, result.unigram, result.dataset, config, settings, world, device)
+    result.summary = summary(models, result.unigram, result.dataset, config, spec, settings, world, device)
     atomic_write(result.out / SUMMARY, json.dumps(result.summary, indent=2) + "\n")
     baselines = " and ".join(LABELS[n] for n in list(runs)[1:])
     ds = result.dataset

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import QELMConfig, model_table, read_toml
+from ..backends import BackendSpec
+from ..config import QELMConfig, model_table, read_toml, split_runtime
 from ..data import bundled_config, check_seed
 from ..errors import CheckpointError, ConfigError
 
@@ -156,9 +157,11 @@ def _scheduled(s: dict[str, Any]) -> dict[str, Any]:
             "min_lr": s["lr"] / 10 if s["min_lr"] is None else s["min_lr"]}
 
 
-def load_run_config(path: str | os.PathLike | None = None) -> tuple[QELMConfig, dict[str, Any]]:
-    """``(model config, training settings)`` from a TOML file: the ``[model]`` table (or top-level fields)
-    and the optional ``[train]`` table (keys of :data:`TRAIN_DEFAULTS`). ``None``: the tiny demo config."""
+def load_run_config(path: str | os.PathLike | None = None) -> tuple[QELMConfig, BackendSpec, dict[str, Any]]:
+    """``(model config, backend spec, training settings)`` from a TOML file: the ``[model]`` table (or top-level
+    fields), the optional ``[runtime]`` table (backend, shots, backend_options; a file written before it existed
+    may hold them under ``[model]``) and the optional ``[train]`` table (keys of :data:`TRAIN_DEFAULTS`).
+    ``None``: the tiny demo config."""
     p = Path(path) if path is not None else bundled_config()
     data = read_toml(p)
     model = model_table(data, f"config file {str(p)!r}")
@@ -170,10 +173,12 @@ def load_run_config(path: str | os.PathLike | None = None) -> tuple[QELMConfig, 
         raise ConfigError(f"config file {str(p)!r}: unknown [train] setting(s) {', '.join(unknown)}; valid settings are "
                          f"{', '.join(TRAIN_DEFAULTS)}")
     try:
-        config = QELMConfig.from_dict(model)
+        fields, spec = split_runtime(model, data.get("runtime"))
+        config = QELMConfig.from_dict(fields)
+        spec.check()
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config file {str(p)!r}: {e}") from None
-    return config, dict(settings)
+    return config, spec, dict(settings)
 
 
 def resolve_settings(given: TrainOverrides, file_settings: dict[str, Any], stored: dict[str, Any] | None) -> TrainSettings:

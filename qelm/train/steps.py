@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ..backends import BackendSpec
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import QELMConfig, config_differences
 from ..data import BatchSampler, TextDataset
@@ -60,17 +61,17 @@ class _Model:
     best: dict[str, Any] | None = None  # the best checkpoint so far: step, val_loss, val_perplexity (rank 0)
 
 
-def train_one(name: str, config: QELMConfig, dataset: TextDataset, settings: TrainSettings, run_record: dict[str, Any],
-               folder: Path, *, resume: bool, device: torch.device, callback: Callback | None, rank: int,
+def train_one(name: str, config: QELMConfig, spec: BackendSpec, dataset: TextDataset, settings: TrainSettings,
+              run_record: dict[str, Any], folder: Path, *, resume: bool, device: torch.device, callback: Callback | None, rank: int,
                world: int) -> ModelRun:
     """Train one model of the run (fresh, or from its checkpoint in ``folder``); see :func:`~qelm.train.train`."""
     device = local_device(device, world)
     sampler = BatchSampler(dataset.train_ids, config.context_len, settings.batch_size, settings.seed, rank, world)
     if resume and has_checkpoint(folder) and TRAINING_STATE in checkpoint_files(folder):
-        m = _restore(name, config, folder, settings, sampler, device, rank)
+        m = _restore(name, config, spec, folder, settings, sampler, device, rank)
     else:
         torch.manual_seed(settings.seed)
-        model = (QELM if name == "qelm" else ClassicalLM)(config).to(device).train()  # the matched config is shrunk
+        model = (QELM if name == "qelm" else ClassicalLM)(config, spec).to(device).train()  # the matched config is shrunk
         m = _Model(name, model, _optimizer(model, settings), sampler, folder, start=0, history=[])
         if rank == 0:
             ensure_writable_dir(folder)
@@ -86,11 +87,11 @@ def train_one(name: str, config: QELMConfig, dataset: TextDataset, settings: Tra
                     best=m.best)
 
 
-def _restore(name: str, config: QELMConfig, folder: Path, settings: TrainSettings, sampler: BatchSampler,
+def _restore(name: str, config: QELMConfig, spec: BackendSpec, folder: Path, settings: TrainSettings, sampler: BatchSampler,
              device: torch.device, rank: int) -> _Model:
     """The model of ``folder``'s checkpoint with its optimizer, sampler and RNG states, checked to be the
     model this run builds; its metrics keep only the steps up to the checkpoint (rank 0)."""
-    ck = load_checkpoint(folder, backend=config.backend, shots=config.shots, **config.backend_options)
+    ck = load_checkpoint(folder, backend=spec.name, **spec.kwargs())
     kind = "qelm" if name == "qelm" else "classical"
     differences = config_differences(ck.config, config)
     if ck.kind != kind:
