@@ -62,7 +62,7 @@ class Checkpoint:
 
 def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None, **backend_options: Any) -> Checkpoint:
     """Load the newest complete checkpoint in a folder written by :func:`save_checkpoint`. ``backend``
-    (and options such as ``shots``) run the circuits elsewhere than the saved config says; the weights
+    (and options such as ``shots``) run the circuits elsewhere than the saved ``[runtime]`` says; the weights
     are the same.
 
     Raises ``FileNotFoundError`` when a file is missing, ``ValueError`` naming the file and what is wrong

@@ -206,7 +206,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
                          **options: Any) -> QELM:
         """Read the folder (a local one, else the Hub repository ``model_id`` downloaded): safetensors and the
         config only, checked strictly (``strict`` is accepted for the mixin's signature and always on).
-        ``backend`` and its options run the circuits elsewhere than the saved config says."""
+        ``backend`` and its options run the circuits elsewhere than the saved ``[runtime]`` says."""
         options.pop("config", None)  # the mixin's reading of config.json; the folder's own config is read below
         folder = Path(model_id)
         if not folder.is_dir():

@@ -27,7 +27,7 @@ class BenchSettings:
     seq_lens: tuple[int, ...] = (128, 256, 512, 1024, 2048)  # sequence lengths (config.context_len per run)
     batch: int = 2  # sequences per forward / training step / generate call
     modes: tuple[str, ...] = MODES  # any of inference, training, generation
-    backends: tuple[str, ...] = ()  # QELM backends; empty: the config's backend
+    backends: tuple[str, ...] = ()  # QELM backends; empty: run_benchmark's spec's (qelm.fused)
     qubits: tuple[int, ...] = ()  # qubit-count sweep (n_qubits per circuit); empty: no sweep
     qubit_seq_len: int | None = None  # sequence length of the qubit sweep; None: the shortest of seq_lens
     repeats: int = 5  # timed iterations per measurement (after warm-up); fewer if the budget runs out

@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="QELMConfig TOML file; the model flags below override its fields "
                                                     "(default: QELMConfig's defaults)")
     p.add_argument("--backend", action="append", metavar="NAME",
-                   help="a backend to run the QELM on; repeat the flag for several (default: the config's backend); "
+                   help="a backend to run the QELM on; repeat the flag for several (default: qelm.fused); "
                         "one that fails is recorded with its error, the others still run")
     p.add_argument("--seq-lens", type=_int_list, metavar="T,T,...",
                    help=f"sequence lengths (default {','.join(map(str, d.seq_lens))}; --quick "

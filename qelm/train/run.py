@@ -108,8 +108,8 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
     of its fields may also be given as a keyword (``steps=100``), which takes precedence. Settings left
     ``None`` come from the resumed run, the config file or :data:`TRAIN_DEFAULTS`; ``steps`` is the total.
     ``config_changes`` (``{"n_qubits": 6}``) changes fields of the model config (on resume they must
-    match the run's). ``backend`` (+ ``backend_options``) runs the circuits on another simulator than the
-    config names.
+    match the run's). ``backend`` (+ ``backend_options``, ``shots`` among them) runs the circuits elsewhere
+    than the config file's ``[runtime]`` (or, on resume, the run's; default: exact on qelm.fused) says.
     ``callback(event, model_name, info)`` is called on rank 0 at "start", each logged "step" (``info`` is
     the metrics record) and "end" of each model (a progress bar hooks in here; this function never prints).
     """
