@@ -13,17 +13,14 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from collections.abc import Iterable
 from importlib import metadata
 
 from ..disk import disk_full
 from ..errors import QelmError
 from ..redact import redact
 from ..version import DISTRIBUTION, __version__
-from . import bench, compare, draw, evaluate, generate, ptb, sweep, train
-from .options import VOCABULARY
-
-# the modules that register commands, in the order `qelm --help` lists them
-_COMMAND_MODULES = (train, evaluate, generate, compare, sweep, draw, bench, ptb)
+from .commands import COMMANDS, VOCABULARY, register
 
 
 #: what the command line prints as one line: qelm's user errors (a full disk among them, :mod:`qelm.disk`), the
@@ -63,18 +60,30 @@ class _Version(argparse.Action):
         parser.exit(0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``commands``, only their modules are imported and register their flags,
+    and every other command is its name and one-line help (enough for ``qelm --help``, which loads no torch)."""
+    full = set(COMMANDS) if commands is None else set(commands)
     parser = _Parser(prog="qelm", description="Build, train and honestly measure tiny quantum-enhanced language models.",
                      epilog=VOCABULARY, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_Version, help="print the version of qelm and of what it runs on, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _COMMAND_MODULES:
-        module.register(sub)
+    registered: set[str] = set()
+    for name, (module, help_text) in COMMANDS.items():
+        if module in registered:
+            continue
+        if any(COMMANDS[c][0] == module for c in full):
+            register(module, sub)
+            registered.add(module)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # the top-level flags take no value
+    parser = build_parser([command] if command in COMMANDS else [])
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
