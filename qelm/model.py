@@ -22,7 +22,7 @@ from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 
 from .backends import Backend, get_backend
 from .config import QELMConfig, with_backend
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
 from .model_files import (CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, check_weights, read_config,
                           read_weights, snapshot, write_pretrained)
@@ -244,9 +244,10 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         return sum(p.numel() for name, p in self.named_parameters() if name.endswith("weights"))
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, use_cache: bool = True, *, top_p: float | None = None,
-                 min_p: float | None = None, repetition_penalty: float = 1.0) -> torch.Tensor:
+    def generate(self, idx: torch.Tensor | None = None, max_new_tokens: int | None = None, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None, use_cache: bool = True, *,
+                 top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,
+                 input_ids: torch.Tensor | None = None, do_sample: bool = True, streamer: Any = None) -> torch.Tensor:
         """Sample ``max_new_tokens`` tokens after ``idx`` (B, T) and return ``idx`` with them appended
         (B, T + max_new_tokens); the window slides at ``context_len``. The sampling options are those of
         Hugging Face's ``generate`` (:func:`sample_next` applies them, :func:`check_sampling` checks them).
@@ -255,9 +256,31 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         cached keys and values of the tokens before it. Positions are absolute, so once the sequence
         passes ``context_len`` the window slides and every step re-reads the whole window (as without the
         cache); the logits are the same either way."""
-        steps = self.stream(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                            repetition_penalty=repetition_penalty, generator=generator, use_cache=use_cache)
-        return torch.cat([idx, *steps], dim=1)
+        # Hugging Face's spellings: input_ids= for idx; do_sample=False (or temperature=0) for greedy decoding
+        # (qelm samples by default); a streamer gets put(prompt ids), put(each step's new ids (B,)) and end()
+        if input_ids is not None:
+            if idx is not None:
+                raise DataError("generate takes the prompt once: pass idx or input_ids, not both")
+            idx = input_ids
+        if idx is None or max_new_tokens is None:
+            raise DataError("generate needs the prompt's token ids (idx or input_ids) and max_new_tokens")
+        if not isinstance(do_sample, bool):
+            raise ConfigError(f"do_sample={do_sample!r} is invalid: use True (sample) or False (greedy)")
+        if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+            raise ConfigError(f"streamer={streamer!r} is invalid: use an object with put(token_ids) and end(), as "
+                              f"Hugging Face's TextStreamer")
+        steps = self.stream(idx, max_new_tokens, temperature=temperature if do_sample else 0.0, top_k=top_k,
+                            top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, generator=generator,
+                            use_cache=use_cache)
+        if streamer is None:
+            return torch.cat([idx, *steps], dim=1)
+        streamer.put(idx.cpu())
+        new = []
+        for step in steps:  # (B, 1)
+            new.append(step)
+            streamer.put(step[:, 0].cpu())
+        streamer.end()
+        return torch.cat([idx, *new], dim=1)
 
     def stream(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,

@@ -209,8 +209,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser, *, stop: tuple[str, ...]
     g = parser.add_argument_group("sampling")
     g.add_argument("--max-new-tokens", type=nonnegative_int, default=max_new_tokens, metavar="N",
                    help=f"tokens to sample (default {max_new_tokens})")
-    g.add_argument("--temperature", type=positive_float, default=1.0, metavar="T",
-                   help="divide the logits by T > 0: smaller is greedier (default 1.0: the model as trained)")
+    g.add_argument("--temperature", type=nonnegative_float, default=1.0, metavar="T",
+                   help="divide the logits by T: smaller is greedier, 0 is greedy (default 1.0: the model as trained)")
     g.add_argument("--top-k", type=positive_int, metavar="K",
                    help="sample among the K most likely tokens only (default: all)")
     g.add_argument("--top-p", type=probability, metavar="P",

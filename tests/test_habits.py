@@ -1,0 +1,78 @@
+"""Habits users bring from PyTorch and Hugging Face: greedy decoding (``do_sample=False``, ``temperature=0``),
+``input_ids=`` and a ``streamer``; ``torch.load`` of what ``torch.save`` wrote."""
+
+import io
+
+import pytest
+import torch
+
+from qelm import QELM
+
+
+class Recorder:
+    """A streamer with Hugging Face's protocol: ``put(token_ids)`` and ``end()``."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def put(self, value: torch.Tensor) -> None:
+        self.calls.append(value.clone())
+
+    def end(self) -> None:
+        self.calls.append("end")
+
+
+@pytest.fixture
+def model(tiny_config):
+    torch.manual_seed(0)
+    return QELM(tiny_config).eval()
+
+
+def test_greedy_decoding_takes_the_most_likely_token_each_step(model):
+    idx = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    greedy = model.generate(input_ids=idx, max_new_tokens=5, do_sample=False)
+    assert torch.equal(greedy, model.generate(idx, 5, temperature=0))
+    assert torch.equal(greedy, model.generate(idx, 5, temperature=0, generator=torch.Generator().manual_seed(9)))
+    expected = idx
+    for _ in range(5):  # the definition, one step at a time and without the cache
+        logits, _ = model(expected[:, -model.config.context_len:])
+        expected = torch.cat([expected, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(greedy, expected)
+
+
+def test_a_streamer_gets_the_prompt_then_each_new_token_then_end(model):
+    idx = torch.tensor([[1, 2, 3]])
+    streamer = Recorder()
+    out = model.generate(idx, 4, do_sample=False, streamer=streamer)
+    assert torch.equal(streamer.calls[0], idx) and streamer.calls[-1] == "end" and len(streamer.calls) == 6
+    assert torch.equal(torch.stack(streamer.calls[1:-1], dim=1), out[:, 3:])  # each put is (B,)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(idx=torch.tensor([[1]]), input_ids=torch.tensor([[1]]), max_new_tokens=1), "not both"),
+    (dict(input_ids=torch.tensor([[1]])), "max_new_tokens"),
+    (dict(idx=torch.tensor([[1]]), max_new_tokens=1, do_sample="no"), "do_sample='no' is invalid"),
+    (dict(idx=torch.tensor([[1]]), max_new_tokens=1, streamer=print), "streamer=.* is invalid"),
+])
+def test_generate_refuses_what_cannot_be_meant(model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        model.generate(**kwargs)
+
+
+def test_torch_load_reads_a_saved_state_dict_under_its_default_and_a_whole_model_when_trusted(model):
+    """``torch.save(model.state_dict())`` loads under torch's default ``weights_only=True``; a pickled whole
+    model runs code of the classes it names, so torch refuses it unless told ``weights_only=False``."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    with pytest.raises(Exception, match="weights_only"):
+        torch.load(buffer)
+    buffer.seek(0)
+    whole = torch.load(buffer, weights_only=False)
+    idx = torch.tensor([[1, 2, 3]])
+    assert torch.equal(whole(idx)[0], model(idx)[0])
