@@ -28,6 +28,7 @@ from .model_files import (CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrai
                           read_weights, snapshot, write_pretrained)
 from .pretrained_source import local_folder_or_repo_id
 from .sampling import check_sampling, sample_next
+from .version import URL
 
 __all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache", "model_kind",
            "load_model"]
@@ -106,8 +107,41 @@ class Block(nn.Module):
         return x + self.feed_forward(self.ln2(x))
 
 
-class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache-2.0",
-           tags=["quantum-machine-learning", "language-model", "qelm"]):
+#: the README.md that ``save_pretrained`` and ``push_to_hub`` write (a Jinja template of huggingface_hub's ModelCard)
+MODEL_CARD = """
+---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A {{ description }} made with [qelm]({{ repo_url }}): {{ parameters }} parameters.
+
+## Use
+
+```sh
+pip install qelm-lab   # the distribution's name: `pip install qelm` installs another project
+```
+
+```python
+import torch
+from qelm import QELM
+
+# this repository's id on the Hub, or the folder it is saved in
+model = QELM.from_pretrained("{{ repo_id | default('user/repo', true) }}")
+idx = torch.zeros((1, 1), dtype=torch.long)     # token ids: (batch, seq)
+out = model.generate(idx, max_new_tokens=20)    # (1, 21)
+```
+
+A folder that holds `tokenizer.json` beside the weights turns text into ids and back with
+`qelm.tokenizer.load_tokenizer(folder)` (`encode`, `decode`).
+
+- Code: {{ repo_url }}
+"""
+
+
+class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache-2.0", repo_url=URL,
+           model_card_template=MODEL_CARD, tags=["quantum-machine-learning", "language-model", "qelm"]):
     """Decoder-only quantum-enhanced language model. ``forward(idx, targets=None) -> (logits, loss)``.
 
     ``save_pretrained(folder)`` / ``QELM.from_pretrained(folder or Hub id)`` / ``push_to_hub(repo)`` come
@@ -180,7 +214,18 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         """Hugging Face's ``save_pretrained`` (``model.safetensors``, ``config.json``, a model card); a qelm
         checkpoint folder is refused before anything in it changes (use :func:`qelm.save_checkpoint`)."""
         check_pretrained_folder(save_directory)
+        if kwargs.get("repo_id"):  # the model card's usage snippet names the repository
+            kwargs["model_card_kwargs"] = {"repo_id": kwargs["repo_id"], **(kwargs.get("model_card_kwargs") or {})}
         return super().save_pretrained(os.fspath(save_directory), **kwargs)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
+        """huggingface_hub's model card, filled in with what this model is (:data:`MODEL_CARD`)."""
+        quantum = model_kind(self) == "qelm"
+        kwargs.setdefault("model_name", "QELM" if quantum else "ClassicalLM")
+        kwargs.setdefault("description", "quantum-enhanced language model" if quantum else
+                          "classical language model (the twin of a quantum-enhanced one)")
+        kwargs.setdefault("parameters", f"{self.num_parameters():,}")
+        return super().generate_model_card(*args, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         write_pretrained(save_directory, model_kind(self), self)

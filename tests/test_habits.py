@@ -2,6 +2,7 @@
 ``input_ids=`` and a ``streamer``; ``torch.load`` of what ``torch.save`` wrote."""
 
 import io
+import re
 
 import pytest
 import torch
@@ -76,3 +77,17 @@ def test_torch_load_reads_a_saved_state_dict_under_its_default_and_a_whole_model
     whole = torch.load(buffer, weights_only=False)
     idx = torch.tensor([[1, 2, 3]])
     assert torch.equal(whole(idx)[0], model(idx)[0])
+
+
+def test_the_model_card_names_the_project_and_its_usage_snippet_runs(model, tmp_path):
+    from qelm.version import URL
+
+    model.save_pretrained(tmp_path / "m")
+    card = (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
+    assert f"Code: {URL}" in card and "More Information Needed" not in card and "pip install qelm-lab" in card
+    snippet = re.search(r"```python\n(.*?)```", card, re.DOTALL).group(1).replace("user/repo", str(tmp_path / "m"))
+    namespace: dict = {}
+    exec(snippet, namespace)
+    assert namespace["out"].shape == (1, 21)
+    model.save_pretrained(tmp_path / "n", repo_id="someone/tiny-qelm")
+    assert 'QELM.from_pretrained("someone/tiny-qelm")' in (tmp_path / "n" / "README.md").read_text(encoding="utf-8")

@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import qelm
+import qelm.version
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -27,6 +28,7 @@ def test_the_metadata_a_package_index_shows():
     assert project["authors"] and project["keywords"] and "Typing :: Typed" in project["classifiers"]
     assert set(project["urls"]) >= {"Homepage", "Source", "Issues", "Changelog"}
     assert all(url.startswith("https://") for url in project["urls"].values())
+    assert project["urls"]["Homepage"] == qelm.version.URL  # the model cards name it too
     assert "py.typed" in PROJECT["tool"]["setuptools"]["package-data"]["qelm"]
     assert (ROOT / "qelm" / "py.typed").is_file()
 
