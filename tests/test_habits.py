@@ -91,3 +91,20 @@ def test_the_model_card_names_the_project_and_its_usage_snippet_runs(model, tmp_
     assert namespace["out"].shape == (1, 21)
     model.save_pretrained(tmp_path / "n", repo_id="someone/tiny-qelm")
     assert 'QELM.from_pretrained("someone/tiny-qelm")' in (tmp_path / "n" / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("unknown", [True, False], ids=["with-unknown", "older-without"])
+def test_the_char_tokenizer_file_is_a_tokenizers_file(tmp_path, unknown):
+    from tokenizers import Tokenizer
+
+    from qelm.tokenizer import CharTokenizer, load_tokenizer
+
+    text = "héllo\twörld\n\r 😀 e\u0301 \u2028\x00 \"quoted\" \\"
+    ours = CharTokenizer.from_text(text) if unknown else CharTokenizer(sorted(set(text)))
+    path = ours.save_pretrained(tmp_path)
+    theirs = Tokenizer.from_file(str(path))
+    probe = text + ("Zq" if unknown else "")
+    assert theirs.encode(probe).ids == ours.encode(probe)
+    assert theirs.decode(ours.encode(text)) == ours.decode(ours.encode(text)) == text
+    back = load_tokenizer(tmp_path)
+    assert isinstance(back, CharTokenizer) and back.chars == ours.chars and back.unk == ours.unk
