@@ -108,3 +108,56 @@ def test_the_char_tokenizer_file_is_a_tokenizers_file(tmp_path, unknown):
     assert theirs.decode(ours.encode(text)) == ours.decode(ours.encode(text)) == text
     back = load_tokenizer(tmp_path)
     assert isinstance(back, CharTokenizer) and back.chars == ours.chars and back.unk == ours.unk
+
+
+CIRCUIT_MODULE = '''
+from dataclasses import dataclass
+
+import pennylane as qml
+
+from qelm.circuits import Circuit, register_circuit
+
+
+@register_circuit
+@dataclass(frozen=True)
+class RXOnly(Circuit):
+    name = "rx_cli_test"
+    kind = "embedding"
+
+    @property
+    def n_inputs(self):
+        return self.n_qubits
+
+    def apply(self, a):
+        n = self.n_qubits
+        qml.AngleEmbedding(a[..., :n], wires=self.wires, rotation="X")
+        qml.StronglyEntanglingLayers(a[..., n:].reshape(a.shape[:-1] + self.weight_shape), wires=self.wires)
+'''
+
+
+def test_the_command_line_imports_a_module_of_circuits(cli, tmp_path, monkeypatch, corpus, config_file):
+    import sys
+
+    from qelm.checkpoint import load_checkpoint
+    from qelm.circuits import CIRCUITS
+
+    (tmp_path / "cli_circuits.py").write_text(CIRCUIT_MODULE, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        rc, _, err = cli("train", "--import", "cli_circuits", "--data", corpus, "--config", config_file, "--out",
+                         tmp_path / "run", "--steps", "1", "--no-twin", "--no-matched",
+                         "--embedding-circuit", "rx_cli_test")
+        assert rc == 0, err
+        assert load_checkpoint(tmp_path / "run" / "qelm").model.config.embedding_circuit == "rx_cli_test"
+    finally:
+        CIRCUITS.pop("rx_cli_test", None)
+        sys.modules.pop("cli_circuits", None)
+
+
+@pytest.mark.parametrize("argv", [["--import", "no_such_module_here", "eval"], ["eval", "--import=no_such_module_here"]])
+def test_importing_a_module_that_does_not_exist_is_one_line(cli, argv):
+    rc, out, err = cli(*argv)
+    assert rc == 2 and out == ""
+    assert err == ("qelm: error: --import no_such_module_here: No module named 'no_such_module_here' (a module in "
+                   "the current folder, or an installed package)\n")

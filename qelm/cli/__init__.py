@@ -20,7 +20,7 @@ from ..disk import disk_full
 from ..errors import QelmError
 from ..redact import redact
 from ..version import DISTRIBUTION, __version__
-from .commands import COMMANDS, VOCABULARY, register
+from .commands import COMMANDS, VOCABULARY, import_modules, register
 
 
 #: what the command line prints as one line: qelm's user errors (a full disk among them, :mod:`qelm.disk`), the
@@ -67,6 +67,10 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     parser = _Parser(prog="qelm", description="Build, train and honestly measure tiny quantum-enhanced language models.",
                      epilog=VOCABULARY, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_Version, help="print the version of qelm and of what it runs on, and exit")
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                        help="import MODULE first (from the current folder or the installed packages; repeatable, and "
+                             "allowed anywhere on the line): where your circuits call "
+                             "qelm.circuits.register_circuit. Checkpoints never import code themselves")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     registered: set[str] = set()
     for name, (module, help_text) in COMMANDS.items():
@@ -80,8 +84,26 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     return parser
 
 
+def _take_imports(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(modules, the rest of argv)``: the values of every ``--import MODULE`` or ``--import=MODULE``."""
+    modules, rest = [], []
+    items = iter(argv)
+    for item in items:
+        if item == "--import":
+            modules.append(next(items, ""))
+        elif item.startswith("--import="):
+            modules.append(item.partition("=")[2])
+        else:
+            rest.append(item)
+    return modules, rest
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    imports, argv = _take_imports(sys.argv[1:] if argv is None else [str(a) for a in argv])
+    failed = import_modules(imports)  # before the parser: a registered circuit is one of its choices
+    if failed:
+        print(f"qelm: error: {failed}", file=sys.stderr)
+        return 2
     command = next((a for a in argv if not a.startswith("-")), None)  # the top-level flags take no value
     parser = build_parser([command] if command in COMMANDS else [])
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """What ``qelm --help`` shows without importing any command: each command's name, its one-line help and the
 module of :mod:`qelm.cli` that registers it, and the flag vocabulary (:data:`VOCABULARY`) every command
-shares. Importing a command module pulls torch and PennyLane (seconds), so the command line imports only
+shares; and the two imports the command line makes by name: a command's module, and ``--import MODULE``. Importing a command module pulls torch and PennyLane (seconds), so the command line imports only
 the one whose command runs; ``tests/test_cli_startup.py`` checks this table against what the modules register.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sys
 
 #: command name -> (module of qelm.cli that registers it, its one-line help), in the order ``qelm --help`` lists them
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -48,3 +50,18 @@ Every --help shows each flag's default and where it comes from."""
 def register(module: str, subparsers: argparse._SubParsersAction) -> None:
     """Import the command module ``module`` (a value of :data:`COMMANDS`) and register its commands."""
     importlib.import_module(f"{__package__}.{module}").register(subparsers)
+
+
+def import_modules(modules: list[str]) -> str | None:
+    """Import each module as ``python -m`` would find it (the current folder first); the one-line error of a
+    module that cannot be found, else None. An error raised inside a module that was found keeps its traceback."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        if not module:
+            return "--import takes a module name (e.g. --import my_circuits)"
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            return f"--import {module}: {e} (a module in the current folder, or an installed package)"
+    return None
