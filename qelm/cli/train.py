@@ -145,7 +145,7 @@ def _print_results(result) -> None:
         print("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     print()
     print(textwrap.fill(f"Result: {s['verdict']}.", width=110, subsequent_indent="  "))
-    print(f"Method: {s['method']}")
+    print(textwrap.fill(f"Method: {s['method']}", width=110, subsequent_indent="  "))
 
 
 def _describe_run(s: dict) -> str:
