@@ -72,3 +72,18 @@ def test_a_command_registers_only_its_own_module(capsys):
     with pytest.raises(SystemExit) as exit_:
         parser.parse_args(["nope"])
     assert exit_.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_knows_every_command_and_flag(cli, shell):
+    pytest.importorskip("shtab")
+    rc, out, _ = cli("completion", shell)
+    assert rc == 0
+    for word in (*COMMANDS, "--embedding-circuit", "--max-new-tokens", "--import"):
+        assert word in out, word
+
+
+def test_completion_without_shtab_names_the_install_command(cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "shtab", None)  # as if not installed
+    assert cli.error("completion", "bash") == ("qelm completion: error: shell completion needs shtab, which is not "
+                                               "installed: pip install 'qelm-lab[completion]' (or pip install shtab)")

@@ -71,6 +71,7 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
                         help="import MODULE first (from the current folder or the installed packages; repeatable, and "
                              "allowed anywhere on the line): where your circuits call "
                              "qelm.circuits.register_circuit. Checkpoints never import code themselves")
+    parser.set_defaults(whole_parser=build_parser)  # what `qelm completion` completes: every command, registered
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     registered: set[str] = set()
     for name, (module, help_text) in COMMANDS.items():

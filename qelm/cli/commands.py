@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "speed and memory across sequence lengths and backends, beside the classical twin"),
     "data": ("ptb", "fetch a benchmark data set (Penn Treebank)"),
     "ptb": ("ptb", "train and test a row of the Quixer Penn Treebank table"),
+    "completion": ("completion", "print a shell completion script (bash or zsh)"),
 }
 
 VOCABULARY = """\
