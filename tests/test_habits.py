@@ -1,8 +1,12 @@
 """Habits users bring from PyTorch and Hugging Face: greedy decoding (``do_sample=False``, ``temperature=0``),
-``input_ids=`` and a ``streamer``; ``torch.load`` of what ``torch.save`` wrote."""
+``input_ids=`` and a ``streamer``; ``torch.load`` of what ``torch.save`` wrote; model cards; a char tokenizer file
+``tokenizers`` reads; ``qelm --import``; ``--report-to`` a tracker."""
 
 import io
+import math
 import re
+import sys
+from typing import ClassVar
 
 import pytest
 import torch
@@ -161,3 +165,55 @@ def test_importing_a_module_that_does_not_exist_is_one_line(cli, argv):
     assert rc == 2 and out == ""
     assert err == ("qelm: error: --import no_such_module_here: No module named 'no_such_module_here' (a module in "
                    "the current folder, or an installed package)\n")
+
+
+class _FakeWriter:
+    written: ClassVar[list] = []
+
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+
+    def add_scalar(self, key, value, step):
+        self.written.append((self.log_dir, key, value, step))
+
+    def close(self):
+        self.written.append((self.log_dir, "closed"))
+
+
+class _FakeRun:
+    def __init__(self, logged, **kwargs):
+        self.logged, self.kwargs = logged, kwargs
+
+    def log(self, numbers, step):
+        self.logged.append((self.kwargs["name"], step, numbers))
+
+    def finish(self):
+        self.logged.append((self.kwargs["name"], "finished"))
+
+
+def test_training_reports_to_tensorboard_and_wandb(cli, tmp_path, monkeypatch, corpus, config_file):
+    import types
+
+    _FakeWriter.written = []
+    logged: list = []
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=_FakeWriter))
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **kw: _FakeRun(logged, **kw)))
+    rc, _, err = cli("train", "--data", corpus, "--config", config_file, "--out", tmp_path / "run", "--steps", "2",
+                     "--log-every", "1", "--no-twin", "--no-matched", "--report-to", "tensorboard", "--report-to", "wandb")
+    assert rc == 0, err
+    folder = str(tmp_path / "run" / "tensorboard" / "qelm")
+    losses = [(step, value) for where, *rest in _FakeWriter.written if where == folder and len(rest) == 3
+              for key, value, step in [rest] if key == "loss"]
+    assert [step for step, _ in losses] == [1, 2] and all(math.isfinite(v) for _, v in losses)
+    assert _FakeWriter.written[-1] == (folder, "closed")
+    assert [step for name, step, *_ in logged if step != "finished"] == [1, 2] and logged[-1] == ("run/qelm", "finished")
+    assert all("loss" in numbers and "step" not in numbers for *_, numbers in logged[:-1])
+
+
+@pytest.mark.parametrize("name", ["tensorboard", "wandb"])
+def test_a_tracker_that_is_not_installed_names_its_install_command(cli, tmp_path, monkeypatch, corpus, name):
+    monkeypatch.setitem(sys.modules, {"tensorboard": "torch.utils.tensorboard", "wandb": "wandb"}[name], None)
+    assert cli.error("train", "--data", corpus, "--out", tmp_path / "run", "--report-to", name) == (
+        f"qelm train: error: --report-to {name} needs the {name} package, which is not installed: "
+        f"pip install 'qelm-lab[{name}]' (or pip install {name})")
+    assert not (tmp_path / "run").exists()
