@@ -217,3 +217,35 @@ def test_a_tracker_that_is_not_installed_names_its_install_command(cli, tmp_path
         f"qelm train: error: --report-to {name} needs the {name} package, which is not installed: "
         f"pip install 'qelm-lab[{name}]' (or pip install {name})")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def _log_level_restored():
+    from qelm.cli import set_verbosity
+
+    yield
+    set_verbosity(0)
+
+
+@pytest.mark.usefixtures("_log_level_restored")
+@pytest.mark.parametrize("flags, said", [((), False), (("-v",), True), (("-q",), False)], ids=["default", "-v", "-q"])
+def test_verbosity_flags_set_what_the_log_says(cli, tmp_path, corpus, config_file, flags, said):
+    import logging
+
+    rc, _, err = cli("train", "--data", corpus, "--config", config_file, "--out", tmp_path / "run", "--steps", "1",
+                     "--no-twin", "--no-matched", *flags)
+    assert rc == 0, err
+    assert ("qelm.train.steps: qelm: steps 1 to 1" in err) == said, err
+    level = logging.getLogger("qelm").getEffectiveLevel()
+    assert level == {(): logging.WARNING, ("-v",): logging.INFO, ("-q",): logging.ERROR}[flags]
+    if flags == ("-q",):
+        from qelm.cli.progress import show_progress
+
+        assert not show_progress() and err == ""
+
+
+@pytest.mark.usefixtures("_log_level_restored")
+def test_very_verbose_logs_every_metrics_record(cli, tmp_path, corpus, config_file):
+    rc, _, err = cli("-vv", "train", "--data", corpus, "--config", config_file, "--out", tmp_path / "run", "--steps",
+                     "2", "--log-every", "1", "--no-twin", "--no-matched")
+    assert rc == 0 and err.count('qelm.train.steps: qelm: {"step": ') == 2, err

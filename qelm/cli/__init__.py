@@ -11,6 +11,7 @@ first step.
 from __future__ import annotations
 
 import argparse
+import logging
 import platform
 import sys
 from collections.abc import Iterable
@@ -67,6 +68,9 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     parser = _Parser(prog="qelm", description="Build, train and honestly measure tiny quantum-enhanced language models.",
                      epilog=VOCABULARY, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_Version, help="print the version of qelm and of what it runs on, and exit")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="say what qelm does (-vv: every metrics record too); like -q, allowed anywhere")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors only: no progress bars, notes or warnings")
     parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                         help="import MODULE first (from the current folder or the installed packages; repeatable, and "
                              "allowed anywhere on the line): where your circuits call "
@@ -85,22 +89,52 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     return parser
 
 
-def _take_imports(argv: list[str]) -> tuple[list[str], list[str]]:
-    """``(modules, the rest of argv)``: the values of every ``--import MODULE`` or ``--import=MODULE``."""
-    modules, rest = [], []
+_VERBOSITY = {"-q": -1, "--quiet": -1, "-v": 1, "--verbose": 1, "-vv": 2}
+
+
+def _take_global_flags(argv: list[str]) -> tuple[list[str], int, list[str]]:
+    """``(modules, verbosity, the rest of argv)``: the flags every command takes anywhere on the line: each
+    ``--import MODULE`` (or ``--import=MODULE``), and ``-q`` / ``-v`` / ``-vv`` (summed)."""
+    modules, verbosity, rest = [], 0, []
     items = iter(argv)
     for item in items:
         if item == "--import":
             modules.append(next(items, ""))
         elif item.startswith("--import="):
             modules.append(item.partition("=")[2])
+        elif item in _VERBOSITY:
+            verbosity += _VERBOSITY[item]
         else:
             rest.append(item)
-    return modules, rest
+    return modules, verbosity, rest
+
+
+def set_verbosity(verbosity: int) -> None:
+    """qelm's log (the ``qelm`` logger) on stderr: warnings by default, info with ``-v``, debug with ``-vv``;
+    ``-q`` errors only, and no progress bars or slow-step notes."""
+    log = logging.getLogger("qelm")
+    log.setLevel({-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(max(-1, verbosity), logging.DEBUG))
+    if not any(isinstance(h, _Stderr) for h in log.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        log.addHandler(handler)
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes, not the one there when it was made."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
-    imports, argv = _take_imports(sys.argv[1:] if argv is None else [str(a) for a in argv])
+    imports, verbosity, argv = _take_global_flags(sys.argv[1:] if argv is None else [str(a) for a in argv])
+    set_verbosity(verbosity)
     failed = import_modules(imports)  # before the parser: a registered circuit is one of its choices
     if failed:
         print(f"qelm: error: {failed}", file=sys.stderr)
