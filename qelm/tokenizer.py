@@ -289,11 +289,13 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         except ValueError as e:  # an edited vocabulary: say which file
             raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt: {e}") from None
     if isinstance(data, dict) and _is_char_vocabulary(data):
-        vocab = data["model"]["vocab"]
-        chars = sorted(vocab, key=vocab.get)
+        vocab = data["model"].get("vocab")
+        if not isinstance(vocab, dict) or sorted(vocab.values()) != list(range(len(vocab))):
+            raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt: its vocabulary is not a table of characters "
+                                  f"to the ids 0 to n - 1")
         unk = data["model"].get("unk_token")
         try:
-            return CharTokenizer(chars, unk=unk if unk in vocab else None)
+            return CharTokenizer(sorted(vocab, key=vocab.get), unk=unk if unk in vocab else None)
         except ValueError as e:  # an edited vocabulary: say which file
             raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt: {e}") from None
     if isinstance(data, dict) and "model" in data:
@@ -305,9 +307,8 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
 
 
 def _is_char_vocabulary(data: dict) -> bool:
-    """A ``tokenizers`` file that :meth:`CharTokenizer.to_json` wrote: one-character words, split one by one."""
+    """A ``tokenizers`` file that :meth:`CharTokenizer.to_json` wrote: a WordLevel model, split one character at a
+    time."""
     model, split = data.get("model"), data.get("pre_tokenizer")
-    return (isinstance(model, dict) and model.get("type") == "WordLevel" and isinstance(model.get("vocab"), dict)
-            and isinstance(split, dict) and split.get("type") == "Split"
-            and split.get("pattern") == {"Regex": _ONE_CHAR} and sorted(model["vocab"].values()) == list(range(len(model["vocab"])))
-            and all(isinstance(c, str) and len(c) == 1 for c in model["vocab"]))
+    return (isinstance(model, dict) and model.get("type") == "WordLevel" and isinstance(split, dict)
+            and split.get("type") == "Split" and split.get("pattern") == {"Regex": _ONE_CHAR})
