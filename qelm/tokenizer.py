@@ -295,7 +295,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
                                   f"to the ids 0 to n - 1")
         unk = data["model"].get("unk_token")
         try:
-            return CharTokenizer(sorted(vocab, key=vocab.get), unk=unk if unk in vocab else None)
+            return CharTokenizer(sorted(vocab, key=lambda ch: vocab[ch]), unk=unk if unk in vocab else None)
         except ValueError as e:  # an edited vocabulary: say which file
             raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt: {e}") from None
     if isinstance(data, dict) and "model" in data:

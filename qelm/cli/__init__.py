@@ -123,7 +123,7 @@ def set_verbosity(verbosity: int) -> None:
 class _Stderr(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is when a record comes, not the one there when it was made."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return sys.stderr
 
