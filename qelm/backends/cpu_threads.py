@@ -48,17 +48,19 @@ def _limit_backward(threads: int):
 def limited(threads: int | None, device: torch.device):
     """Run the block with at most ``threads`` intra-op threads on the CPU (None or another device: as is).
     ``out`` of the block, passed to the yielded function, gets the hook that limits its backward pass too."""
+    limit = threads or 0
+
     def mark(out: torch.Tensor) -> torch.Tensor:
         if active and out.requires_grad:
-            out.register_hook(_limit_backward(threads))
+            out.register_hook(_limit_backward(limit))
         return out
 
     # under torch.compile the thread count is the caller's to set (dynamo cannot trace reading it)
     active = threads is not None and device.type == "cpu" and not torch.compiler.is_compiling()
     held = torch.get_num_threads() if active else 0
-    active = active and held > threads
+    active = active and held > limit
     if active:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(limit)
     try:
         yield mark
     finally:
