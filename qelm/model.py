@@ -21,13 +21,15 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 
 from .backends import Backend, BackendSpec, get_backend
+from .backends.cpu_threads import limited
 from .config import QELMConfig, check_fits
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
 from .model_contents import check_weights, read_config, read_weights
 from .model_files import CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, snapshot, write_pretrained
 from .pretrained_source import local_folder_or_repo_id
 from .sampling import check_sampling, sample_next
+from .version import URL
 
 __all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache", "model_kind",
            "load_model"]
@@ -106,8 +108,41 @@ class Block(nn.Module):
         return x + self.feed_forward(self.ln2(x))
 
 
-class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache-2.0",
-           tags=["quantum-machine-learning", "language-model", "qelm"]):
+#: the README.md that ``save_pretrained`` and ``push_to_hub`` write (a Jinja template of huggingface_hub's ModelCard)
+MODEL_CARD = """
+---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A {{ description }} made with [qelm]({{ repo_url }}): {{ parameters }} parameters.
+
+## Use
+
+```sh
+pip install qelm-lab   # the distribution's name: `pip install qelm` installs another project
+```
+
+```python
+import torch
+from qelm import QELM
+
+# this repository's id on the Hub, or the folder it is saved in
+model = QELM.from_pretrained("{{ repo_id | default('user/repo', true) }}")
+idx = torch.zeros((1, 1), dtype=torch.long)     # token ids: (batch, seq)
+out = model.generate(idx, max_new_tokens=20)    # (1, 21)
+```
+
+A folder that holds `tokenizer.json` beside the weights turns text into ids and back with
+`qelm.tokenizer.load_tokenizer(folder)` (`encode`, `decode`).
+
+- Code: {{ repo_url }}
+"""
+
+
+class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache-2.0", repo_url=URL,
+           model_card_template=MODEL_CARD, tags=["quantum-machine-learning", "language-model", "qelm"]):
     """Decoder-only quantum-enhanced language model. ``forward(idx, targets=None) -> (logits, loss)``.
 
     ``save_pretrained(folder)`` / ``QELM.from_pretrained(folder or Hub id)`` / ``push_to_hub(repo)`` come
@@ -116,6 +151,10 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
 
     config: QELMConfig  # what the model is
     spec: BackendSpec  # how its circuits run (a checkpoint's [runtime] table)
+    #: most intra-op threads of a CPU forward call and of its backward pass (:mod:`qelm.backends.cpu_threads`:
+    #: a model this small loses to the barriers of a second thread, up to 10x on a loaded machine); set
+    #: ``model.cpu_threads = None`` to run on torch's own setting
+    cpu_threads: int | None = 1
 
     def __init__(self, config: QELMConfig, backend: BackendSpec | None = None) -> None:
         """``backend``: how the circuits run (default: exact, on ``qelm.fused``); the model keeps it as ``spec``."""
@@ -145,15 +184,16 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         if start + idx.shape[1] > self.config.context_len:
             raise DataError(f"the KV cache holds {start} tokens; {idx.shape[1]} more exceed context_len="
                              f"{self.config.context_len}: start a new cache from the last {self.config.context_len} tokens")
-        x = self.embedding(idx, start)  # (B, T, d_model)
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache.blocks[i] if cache is not None else None)
-        if cache is not None:
-            cache.length = start + idx.shape[1]
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        with limited(self.cpu_threads, idx.device) as mark:  # forward and backward on cpu_threads threads
+            x = self.embedding(idx, start)  # (B, T, d_model)
+            for i, block in enumerate(self.blocks):
+                x = block(x, cache.blocks[i] if cache is not None else None)
+            if cache is not None:
+                cache.length = start + idx.shape[1]
+            logits = mark(self.lm_head(self.ln_f(x)))  # (B, T, vocab)
+            loss = None
+            if targets is not None:
+                loss = mark(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)))
         return logits, loss
 
     def _check_ids(self, idx) -> torch.Tensor:
@@ -183,7 +223,18 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         """Hugging Face's ``save_pretrained`` (``model.safetensors``, ``config.json``, a model card); a qelm
         checkpoint folder is refused before anything in it changes (use :func:`qelm.save_checkpoint`)."""
         check_pretrained_folder(save_directory)
+        if kwargs.get("repo_id"):  # the model card's usage snippet names the repository
+            kwargs["model_card_kwargs"] = {"repo_id": kwargs["repo_id"], **(kwargs.get("model_card_kwargs") or {})}
         return super().save_pretrained(os.fspath(save_directory), **kwargs)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
+        """huggingface_hub's model card, filled in with what this model is (:data:`MODEL_CARD`)."""
+        quantum = model_kind(self) == "qelm"
+        kwargs.setdefault("model_name", "QELM" if quantum else "ClassicalLM")
+        kwargs.setdefault("description", "quantum-enhanced language model" if quantum else
+                          "classical language model (the twin of a quantum-enhanced one)")
+        kwargs.setdefault("parameters", f"{self.num_parameters():,}")
+        return super().generate_model_card(*args, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         write_pretrained(save_directory, model_kind(self), self)
@@ -246,9 +297,10 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         return sum(p.numel() for name, p in self.named_parameters() if name.endswith("weights"))
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, use_cache: bool = True, *, top_p: float | None = None,
-                 min_p: float | None = None, repetition_penalty: float = 1.0) -> torch.Tensor:
+    def generate(self, idx: torch.Tensor | None = None, max_new_tokens: int | None = None, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None, use_cache: bool = True, *,
+                 top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,
+                 input_ids: torch.Tensor | None = None, do_sample: bool = True, streamer: Any = None) -> torch.Tensor:
         """Sample ``max_new_tokens`` tokens after ``idx`` (B, T) and return ``idx`` with them appended
         (B, T + max_new_tokens); the window slides at ``context_len``. The sampling options are those of
         Hugging Face's ``generate`` (:func:`sample_next` applies them, :func:`check_sampling` checks them).
@@ -257,9 +309,31 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         cached keys and values of the tokens before it. Positions are absolute, so once the sequence
         passes ``context_len`` the window slides and every step re-reads the whole window (as without the
         cache); the logits are the same either way."""
-        steps = self.stream(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                            repetition_penalty=repetition_penalty, generator=generator, use_cache=use_cache)
-        return torch.cat([idx, *steps], dim=1)
+        # Hugging Face's spellings: input_ids= for idx; do_sample=False (or temperature=0) for greedy decoding
+        # (qelm samples by default); a streamer gets put(prompt ids), put(each step's new ids (B,)) and end()
+        if input_ids is not None:
+            if idx is not None:
+                raise DataError("generate takes the prompt once: pass idx or input_ids, not both")
+            idx = input_ids
+        if idx is None or max_new_tokens is None:
+            raise DataError("generate needs the prompt's token ids (idx or input_ids) and max_new_tokens")
+        if not isinstance(do_sample, bool):
+            raise ConfigError(f"do_sample={do_sample!r} is invalid: use True (sample) or False (greedy)")
+        if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+            raise ConfigError(f"streamer={streamer!r} is invalid: use an object with put(token_ids) and end(), as "
+                              f"Hugging Face's TextStreamer")
+        steps = self.stream(idx, max_new_tokens, temperature=temperature if do_sample else 0.0, top_k=top_k,
+                            top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, generator=generator,
+                            use_cache=use_cache)
+        if streamer is None:
+            return torch.cat([idx, *steps], dim=1)
+        streamer.put(idx.cpu())
+        new = []
+        for step in steps:  # (B, 1)
+            new.append(step)
+            streamer.put(step[:, 0].cpu())
+        streamer.end()
+        return torch.cat([idx, *new], dim=1)
 
     def stream(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,

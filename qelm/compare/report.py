@@ -4,6 +4,7 @@ and the Markdown tables. Every number in them is taken from the :class:`Comparis
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 
 from .results import COMPONENTS, PUBLISHED_CLAIM, SIZE_FORMATS, Comparison, ModelReport
@@ -174,7 +175,8 @@ def markdown(comp: Comparison) -> str:
     if circuits:
         out += ["", f"Circuits per forward pass ({comp.models[0].tokens_measured} tokens measured):", circuits]
     out.append("")
-    out.append("Method: " + "; ".join(f"{k}: {v}" for k, v in comp.method.items() if k in ("sizes", "flops", "shots")))
+    out.append(textwrap.fill("Method: " + "; ".join(f"{k}: {v}" for k, v in comp.method.items()
+                                                    if k in ("sizes", "flops", "shots")), width=110, subsequent_indent="  "))
     out.append("")
     out.append(f"Verdict: {comp.verdict}")
     if comp.claim_verdict:
