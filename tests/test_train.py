@@ -604,3 +604,16 @@ def test_cli_read_only_output_folder(tmp_path, cli, corpus, config_file, monkeyp
     line = cli.error("train", "--data", str(corpus), "--config", str(config_file), "--out", str(locked / "r"))
     assert "is not writable" in line and str(locked / "r") in line
     assert not [p for p in locked.rglob("*") if p.is_file()], "nothing was written"
+
+
+def test_a_resumed_run_keeps_the_backend_it_was_trained_on(tmp_path, periodic):
+    """The run record holds the [runtime] apart from the model's config: a resume without --backend runs on it."""
+    from qelm.backends import BackendSpec
+
+    spec = BackendSpec("default.qubit", None, {"seed": 3})
+    first = train(tiny(periodic.vocab_size), periodic, steps=1, batch_size=2, twin=False, matched=False,
+                  out=tmp_path / "run", backend=spec.name, backend_options=spec.options)
+    assert first.qelm.model.spec == spec and first.summary["run"]["backend"] == "default.qubit"
+    assert "backend" not in first.summary["config"], "the summary's config is the architecture"
+    again = train(None, periodic, resume=True, steps=2, out=tmp_path / "run")
+    assert again.qelm.model.spec == spec and load_checkpoint(tmp_path / "run" / "qelm").model.spec == spec
