@@ -38,7 +38,7 @@ class QELMConfig:
     """Architecture of a decoder-only QELM (and, with every slot classical, of its twin).
 
     The defaults give the tiny demo model. The config is validated on construction: an impossible model is
-    refused before a tensor is allocated, with a [`ConfigError`][qelm.errors.ConfigError] naming the field,
+    refused before a tensor is allocated, with a `ConfigError` naming the field,
     the bad value and what would be valid. Configs round-trip through TOML ([`to_toml`][qelm.QELMConfig.to_toml],
     [`from_toml`][qelm.QELMConfig.from_toml]) and dictionaries.
 
@@ -347,7 +347,7 @@ class QELMConfig:
             name: a name of `qelm.CIRCUITS`.
 
         Returns:
-            The [`Circuit`][qelm.Circuit].
+            Circuit: the circuit, built by `qelm.build_circuit`.
 
         Examples:
             >>> QELMConfig(n_qubits=3).circuit("angle").n_qubits

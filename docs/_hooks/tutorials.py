@@ -2,7 +2,8 @@
 line, ``<!-- example: train_tiny.py --steps 20 --out {out} -->``, and the build runs that script (all of them
 side by side, one thread each) and puts in the marker's place the script's source, the command, what it
 printed, and every figure it wrote (``{out}`` is a fresh folder of the run). A script that fails fails the
-build, with its last lines of output."""
+build, with its last lines of output. ``QELM_DOCS_SKIP_EXAMPLES=1`` leaves the scripts unrun, for a quick
+preview of the prose (``make docs`` and the tests never set it)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ def _execute(run: Run) -> Run:
 def on_files(files: Files, config) -> Files:
     global _workdir
     _runs.clear()
+    if os.environ.get("QELM_DOCS_SKIP_EXAMPLES"):  # a quick preview of the prose; the tests never set it
+        return files
     _workdir = Path(tempfile.mkdtemp(prefix="qelm-docs-"))
     for file in list(files):
         if not (file.src_uri.startswith("tutorials/") and file.src_uri.endswith(".md")):
@@ -99,6 +102,8 @@ def _render(run: Run, page: str) -> str:
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
     def replace(marker: re.Match) -> str:
+        if (page.file.src_uri, marker.group(0)) not in _runs:
+            return f"*(examples/{marker.group(1)} was not run: QELM_DOCS_SKIP_EXAMPLES is set)*"
         return _render(_runs[(page.file.src_uri, marker.group(0))], page.file.src_uri)
 
     return MARKER.sub(replace, markdown)
