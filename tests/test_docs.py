@@ -62,7 +62,12 @@ def _target(site: Path, page: Path, link: str) -> tuple[Path, str] | None:
     parts = urlsplit(link)
     if parts.scheme or parts.netloc or link.startswith(("mailto:", "javascript:", "data:")):
         return None
-    path = page if not parts.path else (page.parent / unquote(parts.path)).resolve()
+    if not parts.path:
+        path = page
+    elif parts.path.startswith("/"):  # the 404 page's links are from the root of the site, where it is served
+        path = (site / unquote(parts.path).lstrip("/")).resolve()
+    else:
+        path = (page.parent / unquote(parts.path)).resolve()
     if path.is_dir() or parts.path.endswith("/"):
         path = path / "index.html"
     return path, unquote(parts.fragment)
