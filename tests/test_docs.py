@@ -133,8 +133,9 @@ def test_search_finds_a_page_in_a_browser(browser, served):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{served}/")
-    page.locator("label.md-search__icon").first.click()
-    page.locator("input.md-search__input").fill("matched")
+    query = page.locator("input.md-search__input")
+    query.click()
+    query.fill("matched")
     results = page.locator(".md-search-result__item")
     results.first.wait_for(timeout=30_000)
     text = page.locator(".md-search-result").inner_text()
