@@ -106,9 +106,11 @@ def test_every_internal_link_and_anchor_resolves(site):
 @pytest.fixture(scope="module")
 def served(site):
     """The site over HTTP on a free local port (search loads its index with fetch, which file:// refuses)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -135,7 +137,7 @@ def test_search_finds_a_page_in_a_browser(browser, served):
     page.goto(f"{served}/")
     query = page.locator("input.md-search__input")
     query.click()
-    query.fill("matched")
+    query.press_sequentially("matched", delay=30)  # typed: the theme searches on key events
     results = page.locator(".md-search-result__item")
     results.first.wait_for(timeout=30_000)
     text = page.locator(".md-search-result").inner_text()
