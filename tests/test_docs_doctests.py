@@ -64,3 +64,13 @@ def test_every_config_field_has_a_docstring_the_reference_shows():
     config = griffe.load("qelm.config", search_paths=[str(qelm.__path__[0] + "/..")])["QELMConfig"]
     missing = [f for f in qelm.QELMConfig.__dataclass_fields__ if not config.members[f].docstring]
     assert not missing, f"QELMConfig fields without a docstring: {', '.join(missing)}"
+
+
+def test_every_public_method_of_an_exported_class_has_a_docstring():
+    missing = []
+    for name, cls in [(n, getattr(qelm, n)) for n in qelm.__all__ if inspect.isclass(getattr(qelm, n))] + [("Backend", Backend)]:
+        for attr, value in vars(cls).items():
+            func = value.fget if isinstance(value, property) else getattr(value, "__func__", value)
+            if not attr.startswith("_") and callable(func) and not (func.__doc__ or "").strip():
+                missing.append(f"{name}.{attr}")
+    assert not missing, f"public methods without a docstring: {', '.join(missing)}"
