@@ -24,8 +24,14 @@ def on_files(files: Files, config) -> Files:
     for link, target in BENCHMARK_LINKS.items():
         method = method.replace(link, target)
     files.append(File.generated(config, "measurements/benchmarks.md", content=method))
-    for path in sorted((BENCHMARKS / "results").rglob("*")):
+    results = BENCHMARKS / "results"
+    for path in sorted(results.rglob("*")):
         if path.is_file():
-            uri = f"measurements/results/{path.relative_to(BENCHMARKS / 'results').as_posix()}"
+            uri = f"measurements/results/{path.relative_to(results).as_posix()}"
             files.append(File.generated(config, uri, abs_src_path=str(path)))
+        elif path.is_dir():  # a folder of results is a page that lists its files
+            entries = "\n".join(f"- [{p.name}]({p.name})" for p in sorted(path.iterdir()) if p.is_file())
+            title = f"# benchmarks/results/{path.relative_to(results).as_posix()}"
+            files.append(File.generated(config, f"measurements/results/{path.relative_to(results).as_posix()}/index.md",
+                                        content=f"{title}\n\nThe files of these runs, as committed.\n\n{entries}\n"))
     return files
