@@ -19,7 +19,7 @@ import tomli_w
 from .backends import BACKENDS, MAX_SHOTS, is_pennylane_device
 from .circuits import READOUTS, build_circuit, embedding_circuits
 from .errors import ConfigError
-from .memory import available_memory_bytes, state_vector_bytes
+from .memory import available_memory_bytes, format_bytes, state_vector_bytes
 from .paths import wrong_kind
 
 __all__ = ["QELMConfig", "SLOT_CHOICES", "read_toml", "config_differences", "with_backend", "model_table"]
@@ -169,8 +169,8 @@ class QELMConfig:
             model = ", ".join(f"{k}={v}" for k, v in sizes.items())
             raise ConfigError(
                 f"config field {largest}={sizes[largest]!r} is invalid: a model of {model} has about "
-                f"{self.parameter_bound():.3g} parameters, which need about {need / 2**30:.3g} GiB to train, more than "
-                f"this machine's {have / 2**30:.1f} GiB; use smaller sizes"
+                f"{self.parameter_bound():.3g} parameters, which need about {format_bytes(need)} to train, more than "
+                f"this machine's {format_bytes(have)}; use smaller sizes"
             )
 
     def widest_circuit_wires(self) -> int:
@@ -200,7 +200,7 @@ class QELMConfig:
         if need > have:
             raise ConfigError(
                 f"config field n_qubits={self.n_qubits!r} is invalid: {circuits} circuits of {wires} qubits need "
-                f"about {need / 2**30:.1f} GiB of state vectors, more than this machine's {have / 2**30:.1f} GiB; "
+                f"about {format_bytes(need)} of state vectors, more than this machine's {format_bytes(have)}; "
                 f"use fewer qubits, a shorter context_len or a smaller batch_hint"
             )
 

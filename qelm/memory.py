@@ -12,7 +12,7 @@ import torch
 
 from .memlimit import memory_limit_bytes
 
-__all__ = ["state_vector_bytes", "available_memory_bytes", "memory_bytes", "free_memory_bytes"]
+__all__ = ["format_bytes", "state_vector_bytes", "available_memory_bytes", "memory_bytes", "free_memory_bytes"]
 
 
 def state_vector_bytes(n_wires: int, n_circuits: int = 1) -> int:
@@ -46,3 +46,13 @@ def free_memory_bytes(device: torch.device | str) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
     return available_memory_bytes()
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in the largest binary unit that keeps a digit before the point (``"3.2 GiB"``,
+    ``"48.0 MiB"``), so a message about a small allocation never reads "0.0 GiB"."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

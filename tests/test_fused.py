@@ -173,7 +173,7 @@ def test_memory_check_counts_gate_by_gate_passes(monkeypatch):
     assert state_passes(wide, wide.angle_layout()) > 10
     x, w = _data(wide, (), 4096)
     monkeypatch.setattr(fused, "free_memory_bytes", lambda device: 2**29)  # 14 states x 4096 fit, 28 do not
-    with pytest.raises(MemoryError, match=r"n_qubits=4.*GiB for 4096 states.*at most \d+ states fit"):
+    with pytest.raises(MemoryError, match=r"n_qubits=4.*(MiB|GiB) for 4096 states.*at most \d+ states fit"):
         get_backend("qelm.fused").run(wide, x, w)
 
 

@@ -37,7 +37,7 @@ import torch
 
 from ..circuits import z_signs
 from ..errors import BackendError
-from ..memory import free_memory_bytes
+from ..memory import format_bytes, free_memory_bytes
 from .base import Backend, check_angles
 from .cuda_graph import GraphPool
 from .fused_adjoint import CHUNK_STATES, STATES_KEPT, BlockExecutor, chunk_size
@@ -184,8 +184,8 @@ class FusedBackend(Backend):
             fit = max(0, (have - fixed) // per_state)
             raise MemoryError(
                 f"circuit {circuit.name!r} on {n} wires (n_qubits={circuit.n_qubits}) needs about "
-                f"{need / 2**30:.1f} GiB for {n_states} states and {n_sets} weight set(s) on backend 'qelm.fused', "
-                f"more than the {have / 2**30:.1f} GiB free on {device}: at most {fit} states fit; use a batch of "
+                f"{format_bytes(need)} for {n_states} states and {n_sets} weight set(s) on backend 'qelm.fused', "
+                f"more than the {format_bytes(have)} free on {device}: at most {fit} states fit; use a batch of "
                 f"at most {fit} samples, fewer qubits, or backend {_ALTERNATIVES}")
 
     def _evolves(self, circuit) -> bool:

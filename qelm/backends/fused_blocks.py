@@ -37,16 +37,16 @@ __all__ = ["Dense", "Rotation", "Reorder", "BlockPlan", "build_block_plan", "blo
 #: device type (``benchmarks/block_costs.py``): ``apply[k]`` a k-wire unitary on a state, ``outer[k]`` the
 #: gradient contraction of a k-wire block, ``gather`` a permutation block, ``rotate`` and ``rotation_grad``
 #: a data rotation, ``reorder`` a permutation of the axes. CPU: ``block_costs.py --qubits 16`` on one
-#: thread of a shared 2-core Intel Xeon (AVX-512, MKL), complex128, rounded. CUDA: from arithmetic for an
-#: H200 (4.8 TB/s, 67 TFLOP/s FP64: a block costs about one pass until k = 6), until
-#: ``benchmarks/block_costs.py --device cuda`` measures it.
+#: thread of a shared 2-core Intel Xeon (AVX-512, MKL), complex128, rounded. CUDA: ``block_costs.py --device
+#: cuda`` on one H200 (16 qubits x 1,024 samples, complex128, minimum of 7), rounded: a block of 3-6 wires
+#: costs about one pass over the state, narrower blocks pay their launches.
 COSTS = {
     "cpu": {"apply": {1: 1.65, 2: 1.15, 3: 1.35, 4: 1.95, 5: 3.1, 6: 5.7, 7: 11.5, 8: 22.5},
             "outer": {1: 1.05, 2: 0.95, 3: 1.2, 4: 2.05, 5: 3.3, 6: 6.3, 7: 12.4, 8: 22.3},
             "gather": 0.9, "rotate": 3.45, "rotation_grad": 3.6, "reorder": 1.1},
-    "cuda": {"apply": {1: 0.01, 2: 0.01, 3: 0.01, 4: 0.01, 5: 0.011, 6: 0.013, 7: 0.02, 8: 0.035},
-             "outer": {1: 0.01, 2: 0.01, 3: 0.01, 4: 0.01, 5: 0.011, 6: 0.013, 7: 0.02, 8: 0.035},
-             "gather": 0.01, "rotate": 0.015, "rotation_grad": 0.01, "reorder": 0.01},
+    "cuda": {"apply": {1: 0.046, 2: 0.024, 3: 0.014, 4: 0.009, 5: 0.009, 6: 0.012, 7: 0.02, 8: 0.037},
+             "outer": {1: 0.026, 2: 0.014, 3: 0.009, 4: 0.008, 5: 0.009, 6: 0.011, 7: 0.019, 8: 0.035},
+             "gather": 0.009, "rotate": 0.021, "rotation_grad": 0.024, "reorder": 0.008},
 }
 #: widest block the planner tries
 MAX_BLOCK_WIRES = 8
