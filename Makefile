@@ -19,15 +19,17 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/qelm demo --out $(OUT)
 
-# the linter first: a red one stops the run before the tests (tests/test_docs.py builds the site as `make docs` does)
+# the linter and the type check first: a red one stops the run before the tests (tests/test_docs.py builds the
+# site as `make docs` does)
 test: $(VENV)/.installed
 	$(BIN)/ruff check qelm tests docs/_hooks
+	$(BIN)/mypy qelm
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check qelm tests
 
-# mypy on the library (not yet part of `make test`: see CHANGELOG.md for where it stands)
+# mypy on the library (also run by `make test`)
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy qelm
 

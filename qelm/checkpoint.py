@@ -15,7 +15,8 @@ import torch
 from .config import QELMConfig
 from .errors import CheckpointError
 from .model import QELM, load_model, model_kind
-from .model_files import BEST, TOKENIZER, TRAINING_STATE, WEIGHTS, read_state, snapshot, write_checkpoint
+from .model_contents import read_state
+from .model_files import BEST, TOKENIZER, TRAINING_STATE, WEIGHTS, snapshot, write_checkpoint
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint"]

@@ -16,7 +16,8 @@ from typing import Any
 
 import tomli_w
 
-from .backends import BACKENDS, MAX_SHOTS, is_pennylane_device
+from .backends import BackendSpec
+from .backends.spec import BACKEND_FIELDS
 from .circuits import READOUTS, build_circuit, embedding_circuits
 from .errors import ConfigError
 from .memory import available_memory_bytes, format_bytes, state_vector_bytes
@@ -136,17 +137,8 @@ class QELMConfig:
                                      "your own (kind 'embedding') with qelm.circuits.register_circuit before using it")
         if not isinstance(self.adaptive_threshold, bool):
             bad("adaptive_threshold", "use true or false")
-        if self.shots is not None and (isinstance(self.shots, bool) or not isinstance(self.shots, int)
-                                       or not 1 <= self.shots <= MAX_SHOTS):
-            bad("shots", f"use None (exact) or an integer from 1 to {MAX_SHOTS} (2**31 - 1)")
-        if not isinstance(self.backend_options, dict):
-            bad("backend_options", "use a table of option names to values")
-        if self.backend not in BACKENDS and not is_pennylane_device(self.backend):
-            bad("backend", f"choose one of {', '.join(sorted(BACKENDS))}, or the name of an installed PennyLane "
-                           "device (e.g. default.mixed)")
-        if self.backend == "qelm.fused" and self.shots is not None:
-            bad("shots", "backend qelm.fused is exact and takes no shots: use backend qiskit.aer or default.qubit "
-                         "for sampled estimates, or remove shots")
+        for name, valid in self.runtime.problems():  # how it runs: checked where the backend is built
+            bad(name, valid)
         self._check_parameters()
         self._check_memory()
 
@@ -204,9 +196,15 @@ class QELMConfig:
                 f"use fewer qubits, a shorter context_len or a smaller batch_hint"
             )
 
+    @property
+    def runtime(self) -> BackendSpec:
+        """How this config's circuits run (``backend``, ``shots``, ``backend_options``): not the architecture.
+        ``config.runtime.build()`` is the backend."""
+        return BackendSpec(self.backend, self.shots, self.backend_options)
+
     def backend_kwargs(self) -> dict[str, Any]:
         """Keyword arguments that build this config's backend: ``get_backend(config.backend, **these)``."""
-        return {"shots": self.shots, **self.backend_options}
+        return self.runtime.kwargs()
 
     @property
     def uses_circuits(self) -> bool:
@@ -390,7 +388,7 @@ def model_table(data: dict[str, Any], what: str) -> dict[str, Any]:
     return data
 
 
-RUNTIME_FIELDS = ("backend", "shots", "backend_options", "batch_hint")  # how to run, not what the model is
+RUNTIME_FIELDS = (*BACKEND_FIELDS, "batch_hint")  # how to run, not what the model is
 
 
 def config_differences(a: QELMConfig, b: QELMConfig, *, ignore: tuple[str, ...] = RUNTIME_FIELDS) -> list[str]:
@@ -404,6 +402,4 @@ def with_backend(config: QELMConfig, backend: str | None, options: dict[str, Any
     """``config`` running on ``backend`` with ``options`` (``shots`` among them) instead of its own."""
     if backend is None and not options:
         return config
-    options = dict(options)
-    shots = options.pop("shots", config.shots)
-    return config.replace(backend=backend or config.backend, shots=shots, backend_options=options)
+    return config.replace(**config.runtime.replaced(backend, options).field_values())

@@ -93,16 +93,16 @@ def _markdown(rst: str) -> str:
 def _gallery_contents(include_png: bool) -> dict[str, str | bytes]:
     files: dict[str, str | bytes] = {}
     summaries = {}
+    texts: dict[str, str] = {}
     for name in CIRCUITS:
         c = build_circuit(name, GALLERY_QUBITS, GALLERY_LAYERS)
         f = _gallery_files(name)
-        files[f["text"]] = render(c, "text")
+        files[f["text"]] = texts[name] = str(render(c, "text"))  # a text format: str
         files[f["qasm"]] = render(c, "qasm")
         files[f["resources"]] = render(c, "resources")
         summaries[name] = json.loads(files[f["resources"]])
         if include_png:
             files[f["png"]] = render(c, "png")
-    texts = {name: files[_gallery_files(name)["text"]] for name in CIRCUITS}
     files["README.md"] = _gallery_readme(summaries, texts)
     return files
 
@@ -151,7 +151,7 @@ def gallery_drift(directory: str | os.PathLike, regenerated: str | os.PathLike |
         fresh = Path(regenerated) if regenerated is not None else Path(tmp)
         if regenerated is None:
             write_gallery(fresh, images=False)
-        expected = {p.name: p.read_bytes() for p in fresh.iterdir() if p.is_file() and not p.name.startswith(".")}
+        expected: dict[str, bytes | None] = {p.name: p.read_bytes() for p in fresh.iterdir() if p.is_file() and not p.name.startswith(".")}
     expected.update({_gallery_files(name)["png"]: None for name in CIRCUITS})
     problems = []
     for name, content in sorted(expected.items()):

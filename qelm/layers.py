@@ -75,7 +75,7 @@ class QuantumEmbedding(QuantumLayer):
     """
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
-        super().__init__(backend or config.backend, **({} if backend else config.backend_kwargs()))
+        super().__init__(backend or config.runtime.build())
         self.config = config
         self.circuit = config.circuit(config.embedding_circuit)
         c = self.circuit
@@ -101,12 +101,14 @@ class QuantumEmbedding(QuantumLayer):
             inputs = self.circuit.polar_inputs(*self.token_inputs[idx].chunk(2, dim=-1), pos)  # (B, T, 2n)
             z = self.run(self.circuit, inputs, self.weights)  # (B, T, n)
             return self.expand(z)
+        position = self.position
+        assert position is not None  # every embedding circuit but polar adds a learned position
         if torch.compiler.is_compiling():  # a fixed shape for the compiler: every token of the vocabulary
             z = self.run(self.circuit, self.token_inputs, self.weights)[idx]  # (B, T, n)
-            return self.expand(z) + self.position(positions)
+            return self.expand(z) + position(positions)
         ids, inverse = torch.unique(idx, return_inverse=True)  # (U,), (B, T)
         z = self.run(self.circuit, self.token_inputs[ids], self.weights)  # (U, n)
-        return self.expand(z[inverse]) + self.position(positions)
+        return self.expand(z[inverse]) + position(positions)
 
 
 class QuantumAttentionHead(QuantumLayer):
@@ -267,7 +269,7 @@ class QuantumMultiHeadAttention(QuantumLayer):
     """
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
-        super().__init__(backend or config.backend, **({} if backend else config.backend_kwargs()))
+        super().__init__(backend or config.runtime.build())
         self.n_heads, self.n_qubits = config.n_heads, config.n_qubits
         self.reduce = nn.Linear(config.d_model, config.n_heads * config.n_qubits)
         self.heads = QuantumAttentionHead(config.n_qubits, config.circuit_layers, config.n_heads, config.attention,
@@ -306,7 +308,7 @@ class QuantumFeedForward(QuantumLayer):
     """
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
-        super().__init__(backend or config.backend, **({} if backend else config.backend_kwargs()))
+        super().__init__(backend or config.runtime.build())
         self.circuit = config.circuit("feed_forward")
         self.reduce = nn.Linear(config.d_model, config.n_qubits)
         self.weights = _init_circuit_weights(self.circuit.weight_shape)

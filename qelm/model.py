@@ -20,14 +20,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 
-from .backends import Backend, get_backend
+from .backends import Backend, BackendSpec, get_backend
 from .config import QELMConfig, with_backend
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
-from .model_files import (CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, check_weights, read_config,
-                          read_weights, snapshot, write_pretrained)
+from .model_contents import check_weights, read_config, read_weights
+from .model_files import CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, snapshot, write_pretrained
 from .pretrained_source import local_folder_or_repo_id
 from .sampling import check_sampling, sample_next
+from .version import URL
 
 __all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache", "model_kind",
            "load_model"]
@@ -106,8 +107,41 @@ class Block(nn.Module):
         return x + self.feed_forward(self.ln2(x))
 
 
-class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache-2.0",
-           tags=["quantum-machine-learning", "language-model", "qelm"]):
+#: the README.md that ``save_pretrained`` and ``push_to_hub`` write (a Jinja template of huggingface_hub's ModelCard)
+MODEL_CARD = """
+---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A {{ description }} made with [qelm]({{ repo_url }}): {{ parameters }} parameters.
+
+## Use
+
+```sh
+pip install qelm-lab   # the distribution's name: `pip install qelm` installs another project
+```
+
+```python
+import torch
+from qelm import QELM
+
+# this repository's id on the Hub, or the folder it is saved in
+model = QELM.from_pretrained("{{ repo_id | default('user/repo', true) }}")
+idx = torch.zeros((1, 1), dtype=torch.long)     # token ids: (batch, seq)
+out = model.generate(idx, max_new_tokens=20)    # (1, 21)
+```
+
+A folder that holds `tokenizer.json` beside the weights turns text into ids and back with
+`qelm.tokenizer.load_tokenizer(folder)` (`encode`, `decode`).
+
+- Code: {{ repo_url }}
+"""
+
+
+class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache-2.0", repo_url=URL,
+           model_card_template=MODEL_CARD, tags=["quantum-machine-learning", "language-model", "qelm"]):
     """Decoder-only quantum-enhanced language model. ``forward(idx, targets=None) -> (logits, loss)``.
 
     Its slots (embedding, attention, feed-forward) run circuits or classical blocks as the config says; all
@@ -135,14 +169,16 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
 
     config: QELMConfig
 
-    def __init__(self, config: QELMConfig) -> None:
+    def __init__(self, config: QELMConfig, backend: BackendSpec | None = None) -> None:
+        """``backend``: how the circuits run, when not as ``config`` says (the model's config then records it)."""
         super().__init__()
-        config = config.replace()  # a copy: set_backend never changes the caller's config
+        # a copy: set_backend never changes the caller's config
+        config = config.replace() if backend is None else config.replace(**backend.field_values())
         self.config = config
         # one backend object for every layer: one cache of compiled circuits, one place to swap it
-        backend = get_backend(config.backend, **config.backend_kwargs()) if config.uses_circuits else None
-        self.embedding = ClassicalEmbedding(config) if config.embedding == "classical" else QuantumEmbedding(config, backend)
-        self.blocks = nn.ModuleList([Block(config, backend) for _ in range(config.n_layers)])
+        shared = config.runtime.build() if config.uses_circuits else None
+        self.embedding = ClassicalEmbedding(config) if config.embedding == "classical" else QuantumEmbedding(config, shared)
+        self.blocks = nn.ModuleList([Block(config, shared) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 
@@ -216,7 +252,18 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
             str | None: what the mixin returns (None, or the Hub commit's URL when pushing).
         """
         check_pretrained_folder(save_directory)
+        if kwargs.get("repo_id"):  # the model card's usage snippet names the repository
+            kwargs["model_card_kwargs"] = {"repo_id": kwargs["repo_id"], **(kwargs.get("model_card_kwargs") or {})}
         return super().save_pretrained(os.fspath(save_directory), **kwargs)
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
+        """huggingface_hub's model card, filled in with what this model is (:data:`MODEL_CARD`)."""
+        quantum = model_kind(self) == "qelm"
+        kwargs.setdefault("model_name", "QELM" if quantum else "ClassicalLM")
+        kwargs.setdefault("description", "quantum-enhanced language model" if quantum else
+                          "classical language model (the twin of a quantum-enhanced one)")
+        kwargs.setdefault("parameters", f"{self.num_parameters():,}")
+        return super().generate_model_card(*args, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
         write_pretrained(save_directory, model_kind(self), self)
@@ -309,9 +356,10 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         return sum(p.numel() for name, p in self.named_parameters() if name.endswith("weights"))
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, use_cache: bool = True, *, top_p: float | None = None,
-                 min_p: float | None = None, repetition_penalty: float = 1.0) -> torch.Tensor:
+    def generate(self, idx: torch.Tensor | None = None, max_new_tokens: int | None = None, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None, use_cache: bool = True, *,
+                 top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,
+                 input_ids: torch.Tensor | None = None, do_sample: bool = True, streamer: Any = None) -> torch.Tensor:
         """Sample ``max_new_tokens`` tokens after ``idx`` (B, T) and return ``idx`` with them appended
         (B, T + max_new_tokens); the window slides at ``context_len``. The sampling options are those of
         Hugging Face's ``generate`` (:func:`sample_next` applies them, :func:`check_sampling` checks them).
@@ -331,6 +379,10 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
             top_p: nucleus sampling: the smallest set of tokens whose probability reaches ``top_p``.
             min_p: drop tokens less likely than ``min_p`` times the most likely one.
             repetition_penalty: > 1 makes tokens already in the sequence less likely.
+            input_ids: Hugging Face's name for ``idx`` (give one of the two).
+            do_sample: False (or ``temperature=0``) for greedy decoding: the most likely token each step.
+            streamer: an object with ``put(token_ids)`` and ``end()`` (as Hugging Face's ``TextStreamer``):
+                it gets the prompt's ids, then each step's new ids ``(B,)``, then ``end()``.
 
         Returns:
             ``(batch, seq + max_new_tokens)`` token ids: the prompt, then the new tokens.
@@ -342,10 +394,35 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
             >>> out = model.eval().generate(torch.tensor([[1, 2, 3]]), 4, generator=torch.Generator().manual_seed(0))
             >>> tuple(out.shape), out[0, :3].tolist()
             ((1, 7), [1, 2, 3])
+            >>> greedy = model.generate(input_ids=torch.tensor([[1, 2, 3]]), max_new_tokens=4, do_sample=False)
+            >>> torch.equal(greedy, model.generate(torch.tensor([[1, 2, 3]]), 4, temperature=0))
+            True
         """
-        steps = self.stream(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                            repetition_penalty=repetition_penalty, generator=generator, use_cache=use_cache)
-        return torch.cat([idx, *steps], dim=1)
+        # Hugging Face's spellings: input_ids= for idx; do_sample=False (or temperature=0) for greedy decoding
+        # (qelm samples by default); a streamer gets put(prompt ids), put(each step's new ids (B,)) and end()
+        if input_ids is not None:
+            if idx is not None:
+                raise DataError("generate takes the prompt once: pass idx or input_ids, not both")
+            idx = input_ids
+        if idx is None or max_new_tokens is None:
+            raise DataError("generate needs the prompt's token ids (idx or input_ids) and max_new_tokens")
+        if not isinstance(do_sample, bool):
+            raise ConfigError(f"do_sample={do_sample!r} is invalid: use True (sample) or False (greedy)")
+        if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+            raise ConfigError(f"streamer={streamer!r} is invalid: use an object with put(token_ids) and end(), as "
+                              f"Hugging Face's TextStreamer")
+        steps = self.stream(idx, max_new_tokens, temperature=temperature if do_sample else 0.0, top_k=top_k,
+                            top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, generator=generator,
+                            use_cache=use_cache)
+        if streamer is None:
+            return torch.cat([idx, *steps], dim=1)
+        streamer.put(idx.cpu())
+        new = []
+        for step in steps:  # (B, 1)
+            new.append(step)
+            streamer.put(step[:, 0].cpu())
+        streamer.end()
+        return torch.cat([idx, *new], dim=1)
 
     def stream(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,

@@ -1,6 +1,7 @@
 """The checkpoint folder format: everything needed to use a trained model, or to resume training it exactly.
-This module reads and writes the files and knows no model class: :mod:`qelm.model` builds a model from
-what it reads, and :mod:`qelm.checkpoint` saves and loads a model with its tokenizer.
+This module writes the files and finds the newest complete checkpoint among them;
+:mod:`qelm.model_contents` reads what they hold. Neither knows a model class: :mod:`qelm.model` builds a
+model from what they read, and :mod:`qelm.checkpoint` saves and loads a model with its tokenizer.
 
 A checkpoint folder holds
 
@@ -44,9 +45,8 @@ from typing import Any, cast
 import safetensors.torch
 import tomli_w
 import torch
-from safetensors import SafetensorError, safe_open
 
-from .config import QELMConfig, read_toml
+from .config import QELMConfig
 from .disk import says_disk_full
 from .errors import CheckpointError, DataError
 from .files import atomic_path, atomic_write, fsync_path, make_ordinary, remove_stray_temps, sha256_file
@@ -55,8 +55,7 @@ from .tokenizer import Tokenizer
 
 __all__ = ["WEIGHTS", "CONFIG", "CONFIG_JSON", "TOKENIZER", "TRAINING_STATE", "MANIFEST", "PENDING", "BEST", "FILES", "KINDS",
            "ensure_writable_dir", "config_texts", "model_weights", "write_checkpoint", "has_checkpoint", "checkpoint_files",
-           "snapshot", "recover_checkpoint", "read_checkpoint_config", "read_config", "read_manifest", "read_training_state",
-           "read_state", "read_weights", "check_weights", "check_pretrained_folder", "write_pretrained"]
+           "snapshot", "recover_checkpoint", "read_manifest", "check_pretrained_folder", "write_pretrained"]
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.toml"
@@ -355,40 +354,6 @@ def _publish(folder: Path) -> None:
     fsync_path(folder)
 
 
-def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QELMConfig]:
-    """``(kind, config)`` from a checkpoint folder's ``config.toml`` (or a Hugging Face folder's
-    ``config.json``), checked; one consistent save even while a run saves into the folder (:func:`snapshot`)."""
-    with snapshot(directory) as (paths, _):
-        return read_config(Path(directory), paths)
-
-
-def read_config(folder: Path, paths: dict[str, Path]) -> tuple[str, QELMConfig]:
-    """``(kind, config)`` of a folder whose files ``paths`` (:func:`checkpoint_files`) are checked."""
-    if CONFIG in paths:
-        name = CONFIG
-        data = read_toml(paths[CONFIG], what=f"checkpoint {str(folder)!r} is corrupt: {CONFIG}")
-        if not isinstance(data.get("model"), dict):
-            raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG} has no [model] table")
-        fields = data["model"]
-    else:  # a Hugging Face folder: the fields flat, beside format and kind
-        name = CONFIG_JSON
-        try:
-            data = json.loads(paths[CONFIG_JSON].read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG_JSON} cannot be read ({e})") from None
-        if not isinstance(data, dict):
-            raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {CONFIG_JSON} is not a JSON object")
-        fields = {k: v for k, v in data.items() if k not in ("format", "kind")}
-    kind = data.get("kind", "qelm")
-    if kind not in KINDS:
-        raise CheckpointError(f"checkpoint {str(folder)!r}: {name} has kind={kind!r}; expected one of {', '.join(KINDS)}")
-    try:
-        config = QELMConfig.from_dict(fields)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {str(folder)!r}: {name} is invalid: {e}") from None
-    return kind, config
-
-
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest of the newest complete checkpoint in ``directory`` (``None`` for a folder without one:
     an older layout, or a Hugging Face folder). Its files are not checked here (:func:`checkpoint_files`)."""
@@ -397,60 +362,6 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
         if path.is_file():
             return _read_manifest(path, folder)
     return None
-
-
-def read_training_state(directory: str | os.PathLike) -> dict[str, Any] | None:
-    """The training state of the newest complete checkpoint in ``directory`` (``None`` when it saved
-    none), checked like :func:`load_checkpoint` checks it, without building the model."""
-    folder = Path(directory)
-    with snapshot(folder) as (paths, _):
-        return read_state(folder, paths[TRAINING_STATE]) if TRAINING_STATE in paths else None
-
-
-def read_state(folder: Path, path: Path) -> dict[str, Any]:
-    """The training state in ``path`` of checkpoint ``folder``, checked: a dict with its ``step``."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types (pickle, zip, runtime) on a bad file
-        if "Weights only load failed" in str(e):  # torch's advice there (weights_only=False) would run its code
-            raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} cannot be read: it is "
-                                  f"damaged or holds Python objects a qelm save never writes (loading those would run "
-                                  f"code, so they are refused): restore it from a copy, or remove it to use the "
-                                  f"weights without resuming") from None
-        raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} cannot be read "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    if not isinstance(state, dict) or "step" not in state:
-        raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {TRAINING_STATE} has no step")
-    return state
-
-
-def read_weights(folder: Path, paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """``(tensors, safetensors metadata)`` of a checked folder's weights file. Only safetensors is read:
-    nothing runs code."""
-    try:
-        with safe_open(str(paths[WEIGHTS]), framework="pt") as f:
-            metadata = f.metadata() or {}
-            weights = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is no mapping)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {str(folder)!r} is corrupt: {WEIGHTS} cannot be read ({e})") from None
-    return weights, metadata
-
-
-def check_weights(folder: Path, model: torch.nn.Module, weights: dict[str, torch.Tensor], config: QELMConfig,
-                   config_file: str = CONFIG) -> None:
-    """Raise ``ValueError`` listing every tensor whose presence or shape differs from what ``config`` builds."""
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    found = {name: tuple(t.shape) for name, t in weights.items()}
-    problems = [f"{n} is {found[n]} in the file but {expected[n]} for the config"
-                for n in sorted(expected.keys() & found.keys()) if expected[n] != found[n]]
-    problems += [f"{n} is missing from the file" for n in sorted(expected.keys() - found.keys())]
-    problems += [f"{n} in the file has no place in the config's model" for n in sorted(found.keys() - expected.keys())]
-    if problems:
-        shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
-        raise CheckpointError(f"checkpoint {str(folder)!r}: {WEIGHTS} does not match {config_file} "
-                         f"(vocab_size={config.vocab_size}, d_model={config.d_model}, n_qubits={config.n_qubits}, "
-                         f"embedding={config.embedding}, attention={config.attention}, "
-                         f"feed_forward={config.feed_forward}): {shown}")
 
 
 def check_pretrained_folder(directory: str | os.PathLike) -> None:

@@ -14,11 +14,12 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import matplotlib
 import numpy as np
 import torch
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from .errors import ConfigError, DataError
@@ -65,9 +66,21 @@ def save_figure(fig, out: str | os.PathLike, *, dpi: int = DPI, make_parents: bo
 
 
 # --- attention ----------------------------------------------------------------------------------------
-def _attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    # QuantumAttentionHead and CausalSelfAttention both expose keep_attention / last_attention
-    return [m for m in model.modules() if hasattr(m, "keep_attention") and hasattr(m, "last_attention")]
+class _KeepsAttention(Protocol):
+    """QuantumAttentionHead and CausalSelfAttention: attention modules that can keep their last weights."""
+
+    keep_attention: bool
+    last_attention: torch.Tensor | None
+
+
+def _last(module: _KeepsAttention) -> torch.Tensor:
+    assert module.last_attention is not None  # set by the forward pass with keep_attention on
+    return module.last_attention
+
+
+def _attention_modules(model: torch.nn.Module) -> list[_KeepsAttention]:
+    return [cast(_KeepsAttention, m) for m in model.modules()
+            if hasattr(m, "keep_attention") and hasattr(m, "last_attention")]
 
 
 @torch.no_grad()
@@ -90,7 +103,7 @@ def attention_maps(model: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
         for m in modules:
             m.keep_attention = True
         model(idx)
-        maps = [m.last_attention[0] for m in modules]  # each (H, T, T)
+        maps = [_last(m)[0] for m in modules]  # each (H, T, T)
     finally:
         for m, flag in zip(modules, before):
             m.keep_attention = flag
@@ -151,10 +164,12 @@ def plot_attention(panels: Mapping[str, tuple[torch.Tensor, Sequence[str]]], out
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
     image = None
     col = 0
+    strides = set()
     for label, (maps, tokens) in panels.items():
         L, H, T, _ = maps.shape
-        # tick labels need ~10 px each: label every step-th token so they never overlap at this size
+        # tick labels need ~10 px each: label every step-th token so they never overlap at this size (said below)
         step = max(1, math.ceil(T / max(2, int(cell // 10))))
+        strides.add(step)
         ticks = list(range(0, T, step))
         fontsize = min(9.0, max(6.0, 0.65 * cell / len(ticks)))
         for h in range(H):
@@ -175,8 +190,12 @@ def plot_attention(panels: Mapping[str, tuple[torch.Tensor, Sequence[str]]], out
                 if col + h == 0:
                     ax.set_ylabel("query token", fontsize=10)
         col += H
+    assert image is not None  # at least one panel with one layer was drawn
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight (rows sum to 1)")
     note = "blank cells: later tokens, hidden by the causal mask"
+    if max(strides) > 1:
+        every = " or ".join(f"{n}{'nd' if n == 2 else 'rd' if n == 3 else 'th'}" for n in sorted(strides - {1}))
+        note += f"; ticks label every {every} token (a larger width and height label them all)"
     fig.suptitle(f"{title or 'Attention weights per layer and head'}\n{note}", fontsize=12)
     return save_figure(fig, out)
 
@@ -212,17 +231,27 @@ def _moving_average(values: list[float], k: int) -> list[float]:
     return list((sums[k:] - sums[:-k]) / k)
 
 
-def _plot_train(ax_loss, ax_ppl, steps: list[float], loss: list[float], color: str, label: str) -> None:
-    """The logged train loss and its ``exp``; a long run (over 60 records) is drawn faint with a moving
-    average over ~1/30 of it on top, since per-step losses are noisy."""
+def _plot_train(ax_loss, ax_ppl, steps: list[float], loss: list[float], color: str, label: str | None,
+                style: str = "-") -> None:
+    """The logged train loss and its ``exp``, drawn faint as logged, with a moving average over ~1/30 of the
+    records (at least 2) on top, since per-step losses are noisy; a run of under 10 records is drawn as logged."""
     ppl = [math.exp(min(v, 700.0)) for v in loss]
-    k = len(loss) // 30 if len(loss) > 60 else 1
+    k = max(2, len(loss) // 30) if len(loss) >= 10 else 1
     if k > 1:
-        ax_loss.plot(steps, loss, color=color, lw=0.8, alpha=0.25)
-        ax_ppl.plot(steps, ppl, color=color, lw=0.8, alpha=0.25)
+        ax_loss.plot(steps, loss, color=color, lw=0.8, ls=style, alpha=0.25)
+        ax_ppl.plot(steps, ppl, color=color, lw=0.8, ls=style, alpha=0.25)
         steps, loss, ppl = steps[k - 1:], _moving_average(loss, k), _moving_average(ppl, k)
-    ax_loss.plot(steps, loss, color=color, lw=1.4, label=f"{label}: train" + (f" ({k}-step mean)" if k > 1 else ""))
-    ax_ppl.plot(steps, ppl, color=color, lw=1.4)
+    ax_loss.plot(steps, loss, color=color, lw=1.4, ls=style,
+                 label=None if label is None else f"{label}: train" + (f" ({k}-record mean)" if k > 1 else ""))
+    ax_ppl.plot(steps, ppl, color=color, lw=1.4, ls=style)
+
+
+class _PlainLogFormatter(ticker.LogFormatter):
+    """Log-axis labels as plain numbers (20, 60, 1,000; 0.5 below one), at the ticks matplotlib's log
+    formatter would label: never 2x10^1."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:,.0f}" if x >= 1 and float(x).is_integer() else f"{x:,.3g}"
 
 
 def _label_axes(ax_loss, ax_ppl) -> None:
@@ -233,9 +262,12 @@ def _label_axes(ax_loss, ax_ppl) -> None:
     ax_ppl.set_xlabel("training step", fontsize=11)
     ax_ppl.set_ylabel("perplexity (log scale)", fontsize=11)
     ax_ppl.set_yscale("log")
+    ax_ppl.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    ax_ppl.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False))
     for ax in (ax_loss, ax_ppl):
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=10)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # steps are whole numbers
 
 
 def plot_curves(runs: dict[str, list[dict]], out: str | os.PathLike, *, width: int = 1200, height: int = 560,
@@ -253,8 +285,15 @@ def plot_curves(runs: dict[str, list[dict]], out: str | os.PathLike, *, width: i
     figure_format(out)
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     ax_loss, ax_ppl = fig.subplots(1, 2)
+    labels = _short_labels(list(runs))
+    groups = [(os.path.dirname(label), os.path.basename(label) or label) for label in labels]  # (run, model)
+    if len({run for run, _ in groups}) > 1:
+        _plot_compared_runs(fig, ax_loss, ax_ppl, groups, list(runs.values()), unigram_loss)
+        parent = _common_parent(list(runs))
+        fig.suptitle(title or ("Training curves" + (f" in {parent}" if parent else "")), fontsize=13)
+        return save_figure(fig, out)
     colors = [f"C{i % 10}" for i in range(len(runs))]
-    for color, label, records in zip(colors, _short_labels(list(runs)), runs.values()):
+    for color, label, records in zip(colors, labels, runs.values()):
         steps, loss = _series(records, "loss")
         if steps:
             _plot_train(ax_loss, ax_ppl, steps, loss, color, label)
@@ -275,3 +314,38 @@ def plot_curves(runs: dict[str, list[dict]], out: str | os.PathLike, *, width: i
     fig.suptitle(title or ("Training curves" + (f" in {parent}" if parent else "")), fontsize=13)
     return save_figure(fig, out)
 
+
+
+_RUN_STYLES = ("-", "--", ":", "-.")
+_RUN_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _plot_compared_runs(fig, ax_loss, ax_ppl, groups: list[tuple[str, str]], records: list[list[dict]],
+                        unigram_loss: float | None) -> None:
+    """Several runs of several models (``groups``: each curve's ``(run, model)``): one colour per model, one
+    line style (train) and marker (validation) per run, and a legend of models and runs, not of every curve."""
+    from matplotlib.lines import Line2D
+
+    models = list(dict.fromkeys(model for _, model in groups))
+    run_names = list(dict.fromkeys(run for run, _ in groups))
+    color = {model: f"C{i % 10}" for i, model in enumerate(models)}
+    style = {run: _RUN_STYLES[i % len(_RUN_STYLES)] for i, run in enumerate(run_names)}
+    marker = {run: _RUN_MARKERS[i % len(_RUN_MARKERS)] for i, run in enumerate(run_names)}
+    for (run, model), rows in zip(groups, records):
+        steps, loss = _series(rows, "loss")
+        if steps:
+            _plot_train(ax_loss, ax_ppl, steps, loss, color[model], None, style[run])
+        for ax, key in ((ax_loss, "val_loss"), (ax_ppl, "val_perplexity")):
+            steps, val = _series(rows, key)
+            if steps:
+                ax.plot(steps, val, color=color[model], ls="none", marker=marker[run], ms=5)
+    handles = [Line2D([], [], color=color[m], lw=2.5, label=m) for m in models]
+    handles += [Line2D([], [], color="black", ls=style[r], marker=marker[r], ms=5, label=r) for r in run_names]
+    if unigram_loss is not None:
+        ax_loss.axhline(unigram_loss, color="grey", ls=":")
+        ax_ppl.axhline(math.exp(min(unigram_loss, 700.0)), color="grey", ls=":")
+        handles.append(Line2D([], [], color="grey", ls=":", label="unigram baseline (validation)"))
+    _label_axes(ax_loss, ax_ppl)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(6, len(handles)), fontsize=10, frameon=False,
+               title="colour: model; line: a run's train loss (faint as logged, bold its mean); markers: its "
+                     "validation", title_fontsize=10)

@@ -20,12 +20,17 @@ def sample_next(logits: torch.Tensor, seen: torch.Tensor, *, temperature: float 
     """Draw the next token (B, 1) from ``logits`` (B, V), in Hugging Face's order: the repetition penalty
     on every token of ``seen`` (B, T) (a positive logit divided by it, a negative one multiplied), then
     temperature, top-k (the k most likely), top-p (the smallest set whose probability reaches p; the most
-    likely token always stays), min-p (tokens at least ``min_p`` times as likely as the most likely)."""
+    likely token always stays), min-p (tokens at least ``min_p`` times as likely as the most likely).
+    ``temperature=0`` is greedy: the most likely token after the repetition penalty (``do_sample=False``)."""
     logits = logits.float()
     if repetition_penalty != 1.0:
         score = logits.gather(1, seen)  # (B, T)
         score = torch.where(score > 0, score / repetition_penalty, score * repetition_penalty)
         logits = logits.scatter(1, seen, score)
+    if temperature == 0:  # greedy; top-k, top-p and min-p all keep the most likely token
+        if never:
+            logits = logits.index_fill(-1, torch.tensor(never, device=logits.device), float("-inf"))
+        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
     scaled = logits / temperature
     if not bool(torch.isfinite(scaled).all()):  # a temperature so small the logits overflow (or it is 0 in
         # float32): shifted so the largest drawable one is 0, in float64: the same distribution (near greedy)
@@ -61,17 +66,17 @@ def sample_next(logits: torch.Tensor, seen: torch.Tensor, *, temperature: float 
 def check_sampling(max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, *,
                    top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0) -> None:
     """Raise ``ValueError`` naming a sampling setting that cannot be meant: a negative or non-integer
-    token count, a temperature that is not a finite number > 0 (0 would be greedy only by accident, infinity
-    uniform noise), a ``top_k`` below 1, a ``top_p`` outside (0, 1], a ``min_p`` outside [0, 1], a
+    token count, a temperature that is not a finite number >= 0 (0 is greedy, infinity would be uniform
+    noise), a ``top_k`` below 1, a ``top_p`` outside (0, 1], a ``min_p`` outside [0, 1], a
     ``repetition_penalty`` that is not a finite number > 0 (1 is none)."""
     def number(value) -> bool:
         return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens={max_new_tokens!r} is invalid: use an integer >= 0")
-    if not number(temperature) or temperature <= 0:
-        raise ConfigError(f"temperature={temperature!r} is invalid: use a finite number > 0 (1.0 samples the model as "
-                         f"trained; smaller is greedier)")
+    if not number(temperature) or temperature < 0:
+        raise ConfigError(f"temperature={temperature!r} is invalid: use a finite number >= 0 (1.0 samples the model as "
+                         f"trained; smaller is greedier; 0 is greedy)")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ConfigError(f"top_k={top_k!r} is invalid: use an integer >= 1, or leave it out")
     if top_p is not None and (not number(top_p) or not 0 < top_p <= 1):

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 
 from .errors import CheckpointError, DataError
 from .files import atomic_write
@@ -35,7 +35,9 @@ __all__ = ["CharTokenizer", "BPETokenizer", "Tokenizer", "load_tokenizer", "buil
 
 TOKENIZER_KINDS = ("char", "bpe")
 MAX_VOCAB_SIZE = 2**31 - 1  # the most tokens a BPE vocabulary may ask for (the tokenizers library counts in 32 bits)
-_CHAR_FORMAT = "qelm.char"  # the "type" key of a saved CharTokenizer
+_CHAR_FORMAT = "qelm.char"  # the "type" key of a CharTokenizer saved by qelm before it wrote tokenizers' format
+_ONE_CHAR = r"[\s\S]"  # the split of a CharTokenizer saved in tokenizers' format: every character on its own
+_NO_UNKNOWN = "<unk>"  # the WordLevel unknown token of a CharTokenizer without one (never a vocabulary entry)
 UNKNOWN = "\ufffd"  # the unknown token's text: what text outside the vocabulary becomes, and decodes to
 TOKENIZER_FILE = "tokenizer.json"  # the file save_pretrained writes in a folder
 
@@ -137,10 +139,14 @@ class CharTokenizer(_Saving):
         return "".join(self.chars[i] for i in ids)
 
     def to_json(self) -> str:
-        data = {"type": _CHAR_FORMAT, "version": 1, "chars": self.chars}
-        if self.unk is not None:  # version 2: the unknown token; version 1 files (none) still load
-            data.update(version=2, unk=self.unk)
-        return json.dumps(data, ensure_ascii=False, indent=1)
+        """The vocabulary as a Hugging Face ``tokenizers`` file (``tokenizers.Tokenizer.from_file`` reads it and
+        encodes as this does): a WordLevel model whose words are single characters, split one per character,
+        decoded by fusing them. Files of qelm's own earlier format (``"type": "qelm.char"``) still load."""
+        tok = HFTokenizer(models.WordLevel(vocab={c: i for i, c in enumerate(self.chars)},
+                                           unk_token=_NO_UNKNOWN if self.unk is None else self.unk))
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(_ONE_CHAR), behavior="isolated")
+        tok.decoder = decoders.Fuse()
+        return json.dumps(json.loads(tok.to_str()), ensure_ascii=False, indent=1)
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
@@ -282,9 +288,27 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
             return CharTokenizer(chars, unk=unk)
         except ValueError as e:  # an edited vocabulary: say which file
             raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt: {e}") from None
+    if isinstance(data, dict) and _is_char_vocabulary(data):
+        vocab = data["model"].get("vocab")
+        if not isinstance(vocab, dict) or sorted(vocab.values()) != list(range(len(vocab))):
+            raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt: its vocabulary is not a table of characters "
+                                  f"to the ids 0 to n - 1")
+        unk = data["model"].get("unk_token")
+        try:
+            return CharTokenizer(sorted(vocab, key=lambda ch: vocab[ch]), unk=unk if unk in vocab else None)
+        except ValueError as e:  # an edited vocabulary: say which file
+            raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt: {e}") from None
     if isinstance(data, dict) and "model" in data:
         try:
             return BPETokenizer(HFTokenizer.from_str(text))
         except Exception as e:  # tokenizers raises a plain Exception on a bad file
             raise CheckpointError(f"tokenizer file {str(p)!r} is corrupt ({e})") from None
     raise DataError(f"tokenizer file {str(p)!r} is neither a qelm char vocabulary nor a tokenizers JSON file")
+
+
+def _is_char_vocabulary(data: dict) -> bool:
+    """A ``tokenizers`` file that :meth:`CharTokenizer.to_json` wrote: a WordLevel model, split one character at a
+    time."""
+    model, split = data.get("model"), data.get("pre_tokenizer")
+    return (isinstance(model, dict) and model.get("type") == "WordLevel" and isinstance(split, dict)
+            and split.get("type") == "Split" and split.get("pattern") == {"Regex": _ONE_CHAR})

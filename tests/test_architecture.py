@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("backends", ("qelm.backends",)),
     ("config", ("qelm.config",)),
     ("layers", ("qelm.layers",)),
-    ("model files", ("qelm.model_files", "qelm.sampling")),
+    ("model files", ("qelm.model_files", "qelm.model_contents", "qelm.sampling")),
     ("models", ("qelm.model", "qelm.quixer", "qelm.baselines")),
     ("checkpoints and use", ("qelm.checkpoint", "qelm.evaluate", "qelm.chat")),
     ("drawings and exports", ("qelm.export", "qelm.draw", "qelm.gallery")),

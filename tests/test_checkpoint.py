@@ -13,8 +13,9 @@ import qelm.model_files
 from qelm import QELM, ClassicalLM
 from qelm.backends import BackendUnavailable
 from qelm.checkpoint import load_checkpoint, save_checkpoint
+from qelm.model_contents import read_training_state
 from qelm.model_files import (CONFIG, CONFIG_JSON, MANIFEST, PENDING, TOKENIZER, TRAINING_STATE, WEIGHTS, checkpoint_files,
-                              ensure_writable_dir, read_training_state, recover_checkpoint)
+                              ensure_writable_dir, recover_checkpoint)
 from qelm.tokenizer import CharTokenizer
 
 CHARS = "abcdefghijk"  # 11 tokens: the tiny_config's vocab_size

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from qelm.checkpoint import load_checkpoint
-from qelm.model_files import MANIFEST, read_training_state
+from qelm.model_contents import read_training_state
+from qelm.model_files import MANIFEST
 
 WRITER = textwrap.dedent("""
     import sys, torch

@@ -86,3 +86,42 @@ def test_read_toml_names_the_file_and_what_is_wrong(tmp_path):
         read_toml(tmp_path / "latin1.toml", what="checkpoint X: config.toml")
     with pytest.raises(FileNotFoundError, match="config file .*missing.toml' does not exist"):
         read_toml(tmp_path / "missing.toml")
+
+
+def test_the_backend_settings_are_one_spec_checked_in_one_place():
+    """How a model runs is a BackendSpec: the config's backend fields read as one, and the spec's problems
+    are the config's messages."""
+    from qelm.backends import BackendSpec
+    from qelm.errors import BackendError
+
+    config = QELMConfig(backend="default.qubit", shots=64, backend_options={"seed": 3})
+    assert config.runtime == BackendSpec("default.qubit", 64, {"seed": 3})
+    assert config.backend_kwargs() == {"shots": 64, "seed": 3}
+    assert BackendSpec().problems() == [] and QELMConfig().runtime == BackendSpec()
+    fused_shots = BackendSpec("qelm.fused", 64)
+    assert [name for name, _ in fused_shots.problems()] == ["shots"]
+    with pytest.raises(BackendError, match="shots=64 is invalid: backend qelm.fused is exact"):
+        fused_shots.build()
+    with pytest.raises(ValueError, match="config field shots=64 is invalid: backend qelm.fused is exact"):
+        QELMConfig(shots=64)
+    assert BackendSpec("default.qubit", 64, {"seed": 3}).build().shots == 64
+
+
+def test_old_config_files_with_backend_fields_load_into_the_runtime_part(tmp_path):
+    """Config files and checkpoints written so far carry backend, shots and backend_options among the model's
+    fields: they still load, and those fields are the runtime spec the model is built with."""
+    from qelm import QELM
+    from qelm.backends import BackendSpec
+
+    path = tmp_path / "old.toml"
+    path.write_text('[model]\nd_model = 8\nn_heads = 2\nbackend = "default.qubit"\nshots = 32\n'
+                    '[model.backend_options]\nseed = 7\n', encoding="utf-8")
+    config = QELMConfig.from_toml(path)
+    assert config.runtime == BackendSpec("default.qubit", 32, {"seed": 7})
+    assert BackendSpec.from_fields(config.to_dict()) == config.runtime
+    model = QELM(config)
+    assert (model.backend.name, model.backend.shots) == ("default.qubit", 32)
+    # the runtime given apart from the config wins, and the model's config records it
+    exact = QELM(config, BackendSpec())
+    assert (exact.backend.name, exact.config.shots, exact.config.backend_options) == ("qelm.fused", None, {})
+    assert config.shots == 32  # the caller's config is untouched

@@ -189,5 +189,5 @@ def test_rank_slices_of_the_global_batch_add_up_to_the_one_process_batch():
 
 def test_saved_char_vocabulary_is_readable_json(tmp_path):
     CharTokenizer.from_text("ab").save(tmp_path / "t.json")
-    assert json.loads((tmp_path / "t.json").read_text())["chars"] == ["a", "b", UNKNOWN]
+    assert json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))["model"]["vocab"] == {"a": 0, "b": 1, UNKNOWN: 2}
     assert [p.name for p in tmp_path.iterdir()] == ["t.json"], "the atomic write leaves no temporary file"

@@ -118,8 +118,7 @@ def test_empty_batches_and_numpy_or_list_input_work_as_in_torch(tiny_config, cls
 
 
 @pytest.mark.parametrize("setting, message", [
-    (dict(temperature=-1.0), "temperature=-1.0 is invalid: use a finite number > 0"),
-    (dict(temperature=0.0), "temperature=0.0 is invalid"),
+    (dict(temperature=-1.0), "temperature=-1.0 is invalid: use a finite number >= 0"),
     (dict(temperature=float("inf")), "temperature=inf is invalid"),
     (dict(temperature=float("nan")), "temperature=nan is invalid"),
     (dict(max_new_tokens=-1), "max_new_tokens=-1 is invalid: use an integer >= 0"),

@@ -1,6 +1,7 @@
 """Attention maps and training curves: the numbers plotted, the files written, and `qelm plot`."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -147,3 +148,72 @@ def test_curve_labels_are_relative_to_the_shared_folder():
     assert _short_labels(["runs/demo/qelm", "runs/demo/twin", "runs/demo/matched"]) == ["qelm", "twin", "matched"]
     assert _short_labels(["a/x/qelm", "b/y/qelm"]) == ["a/x/qelm", "b/y/qelm"]
     assert _short_labels(["runs/one"]) == ["one"]
+
+
+# --- figures a reader can read --------------------------------------------------------------------------------
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions draw, kept instead of written (each drawn once, so its labels exist)."""
+    import qelm.plot
+
+    figures = []
+
+    def keep(fig, out, **kwargs):
+        fig.canvas.draw()
+        figures.append(fig)
+        return out
+
+    monkeypatch.setattr(qelm.plot, "save_figure", keep)
+    return figures
+
+
+def _labels(axis) -> list[str]:
+    return [t.get_text() for t in axis.get_majorticklabels() + axis.get_minorticklabels() if t.get_text()]
+
+
+def test_curves_have_plain_numbers_on_the_log_axis_and_whole_steps(tmp_path, drawn):
+    records = [{"step": s, "loss": 3.6 - 0.1 * s, "val_loss": 3.5 - 0.1 * s, "val_perplexity": math.exp(3.5 - 0.1 * s)}
+               for s in range(4)]  # perplexity 20 to 40 over 3 steps: the range that drew 2x10^1 and step 0.5
+    plot_curves({"qelm": records}, tmp_path / "c.png")
+    ax_loss, ax_ppl = drawn[0].axes[:2]
+    labels = _labels(ax_ppl.yaxis)
+    assert labels and all(re.fullmatch(r"[\d,]+(\.\d+)?", t.replace("\u2212", "-")) for t in labels), labels
+    for ax in (ax_loss, ax_ppl):
+        steps = [float(t.replace("\u2212", "-")) for t in _labels(ax.xaxis)]
+        assert steps and all(s.is_integer() for s in steps), steps
+
+
+def test_the_train_loss_is_drawn_as_logged_and_as_a_mean(tmp_path, drawn):
+    records = [{"step": s, "loss": 3.0 + 0.3 * (-1) ** s} for s in range(12)]
+    plot_curves({"qelm": records}, tmp_path / "c.png")
+    ax_loss = drawn[0].axes[0]
+    assert len(ax_loss.lines) == 2  # faint as logged, bold the 2-record mean
+    raw, mean = ax_loss.lines
+    assert raw.get_alpha() < 1 and len(mean.get_xdata()) == len(raw.get_xdata()) - 1
+    assert "2-record mean" in mean.get_label()
+
+
+def test_comparing_runs_colours_by_model_and_styles_by_run(tmp_path, write_run, drawn):
+    runs = read_runs([write_run(tmp_path / f"run{i}", (("qelm", 1.0), ("twin", 0.7), ("matched", 0.5)))
+                      for i in range(4)])
+    assert len(runs) == 12
+    plot_curves(runs, tmp_path / "c.png")
+    legend = drawn[0].legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["qelm", "twin", "matched", "run0", "run1", "run2", "run3"]
+    ax_loss = drawn[0].axes[0]
+    bold = [line for line in ax_loss.lines if line.get_alpha() is None and line.get_linestyle() != "None"]
+    assert len({line.get_color() for line in bold}) == 3 and len({line.get_linestyle() for line in bold}) == 4
+
+
+def test_attention_ticks_label_every_token_or_say_the_stride(tmp_path, drawn):
+    maps = torch.full((1, 1, 40, 40), 1 / 40)
+    tokens = [f"t{i}" for i in range(40)]
+    plot_attention({"m": (maps, tokens)}, tmp_path / "a.png", width=2000, height=2000)
+    ax = drawn[0].axes[0]
+    assert _labels(ax.xaxis) == tokens and "every" not in drawn[0]._suptitle.get_text()
+    plot_attention({"m": (maps, tokens)}, tmp_path / "a.png", width=400, height=400)
+    shown = _labels(drawn[1].axes[0].xaxis)
+    step = tokens.index(shown[1])
+    assert shown == tokens[::step] and step > 1
+    assert f"ticks label every {step}{'nd' if step == 2 else 'rd' if step == 3 else 'th'} token" in \
+        drawn[1]._suptitle.get_text()

@@ -12,7 +12,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 import qelm.sweep.study as study_module  # noqa: E402
-from qelm.sweep import run_sweep  # noqa: E402
+from qelm.sweep import open_study, run_sweep  # noqa: E402
 
 SPACE = """
 [sweep]
@@ -66,7 +66,7 @@ def _dead_pid() -> int:
 
 
 def _lrs(out):
-    study, _ = study_module.open_study(out)
+    study, _ = open_study(out)
     return [t.params.get("train.lr") for t in study.get_trials(deepcopy=False)]
 
 
@@ -90,7 +90,7 @@ def test_a_configuration_in_flight_is_not_run_twice(tmp_path, corpus, fake_train
     out = tmp_path / "sweep"
     run_sweep(_space(tmp_path, 1), corpus, out=out)
     fake_training.clear()
-    study, space = study_module.open_study(out)
+    study, space = open_study(out)
     first = study.get_trials(deepcopy=False)[0]
     live = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params={"train.lr": 0.01},
                                      distributions=first.distributions,
@@ -107,7 +107,7 @@ def test_a_configuration_in_flight_is_not_run_twice(tmp_path, corpus, fake_train
 def test_a_trial_whose_worker_died_is_reported_lost_and_run_again(tmp_path, corpus, fake_training):
     out = tmp_path / "sweep"
     run_sweep(_space(tmp_path, 1), corpus, out=out)
-    study, _ = study_module.open_study(out)
+    study, _ = open_study(out)
     distributions = study.get_trials(deepcopy=False)[0].distributions
     dead = f"{socket.gethostname()}:{_dead_pid()}"
     injected = []
@@ -134,7 +134,7 @@ def test_a_trial_whose_worker_died_is_reported_lost_and_run_again(tmp_path, corp
 
 POPPER = """
 import sys
-from qelm.sweep.study import _storage, import_optuna
+from qelm.sweep.storage import _storage, import_optuna
 optuna = import_optuna()
 study = optuna.load_study(study_name="queue", storage=_storage(sys.argv[1]))
 got = []

@@ -440,7 +440,7 @@ def trained(tmp_path, cli, corpus, config_file):
 
 
 @pytest.mark.parametrize("flag, value, message", [
-    ("--temperature", "inf", "argument --temperature: inf is invalid: use a finite number > 0"),
+    ("--temperature", "inf", "argument --temperature: inf is invalid: use a finite number >= 0"),
     ("--temperature", "-1", "argument --temperature: -1 is invalid"),
     ("--temperature", "nan", "argument --temperature: nan is invalid"),
     ("--max-new-tokens", "-1", "argument --max-new-tokens: -1 is invalid: use an integer >= 0"),

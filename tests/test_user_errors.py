@@ -216,7 +216,10 @@ def test_a_tokenizer_that_is_not_text_or_was_edited_names_its_file(cli, checkpoi
     (checkpoint / TOKENIZER).write_bytes(binary.read_bytes())
     line = cli.error("eval", "--checkpoint", checkpoint, "--data", corpus)
     assert f"tokenizer file '{checkpoint / TOKENIZER}' is corrupt: not UTF-8 text" in line
-    (checkpoint / TOKENIZER).write_text(good.replace('"b"', '"a"', 1))  # a repeated character
+    (checkpoint / TOKENIZER).write_text(good.replace('"b"', '"bc"', 1))  # an entry of two characters
+    line = cli.error("eval", "--checkpoint", checkpoint, "--data", corpus)
+    assert f"tokenizer file '{checkpoint / TOKENIZER}' is corrupt: CharTokenizer vocabulary entry 'bc' is not" in line
+    (checkpoint / TOKENIZER).write_text('{"type": "qelm.char", "version": 1, "chars": ["a", "b", "a"]}')  # earlier format
     line = cli.error("eval", "--checkpoint", checkpoint, "--data", corpus)
     assert f"tokenizer file '{checkpoint / TOKENIZER}' is corrupt: CharTokenizer vocabulary has repeated" in line
 

@@ -21,6 +21,7 @@ and then the error says what to install.
 
 from .base import MAX_SHOTS, Backend, BackendUnavailable, check_angles, check_run_shapes
 from .registry import BACKENDS, available_backends, get_backend, is_pennylane_device
+from .spec import BackendSpec
 
 __all__ = ["Backend", "BackendUnavailable", "MAX_SHOTS", "BACKENDS", "get_backend", "available_backends", "check_run_shapes",
-           "is_pennylane_device", "check_angles"]
+           "is_pennylane_device", "check_angles", "BackendSpec"]

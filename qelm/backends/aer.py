@@ -261,6 +261,7 @@ class AerBackend(Backend):
         if self.sampled:
             if self._sampled is None:
                 self._sampled = NoisySampler(self.noise, self.noise_model, self.mitigation, self.device, self.seed)
+            assert self.shots is not None  # noise and mitigation need shots: refused in __init__ without them
             return self._sampled.estimate(compiled, values, self.shots, self._rng, self.usage)
         self.usage["circuits"] += m
         self.usage["shots"] += m * (self.shots or 0)

@@ -212,10 +212,11 @@ class Backend:
         return f"<qelm backend {self.describe()}>"
 
 
-@torch.compiler.disable
 def _opaque_run(backend: Backend, circuit, inputs, weights, kind):
-    """A backend call the compiler does not trace (PennyLane, Lightning, qiskit-aer)."""
-    return Backend.run(backend, circuit, inputs, weights, kind)
+    """A backend call the compiler does not trace (PennyLane, Lightning, qiskit-aer). Called only while
+    compiling, so ``torch.compiler.disable`` is applied here: at import it would load ``torch._dynamo`` (over
+    a second) into every process, compiled or not."""
+    return torch.compiler.disable(Backend.run)(backend, circuit, inputs, weights, kind)
 
 
 def check_angles(circuit, angles: torch.Tensor) -> None:

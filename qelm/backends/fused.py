@@ -118,14 +118,15 @@ class FusedBackend(Backend):
     # --- plans -------------------------------------------------------------------------------------
     def _plan(self, circuit, split: bool, device: torch.device | None = None) -> Plan | BlockPlan:
         blocks = circuit.n_wires >= BLOCKS_FROM_WIRES
-        kind = (device.type if device is not None else "cpu") if blocks else None
+        device_type = device.type if device is not None else "cpu"
+        kind = device_type if blocks else None
         key = (type(circuit), circuit.key, split, kind)
         if key not in self._plans:
             layout = circuit.angle_layout() if split else tuple((False, j) for j in range(circuit.n_angles))
             if split:
                 _check_layout(circuit, layout)
             try:
-                self._plans[key] = build_block_plan(circuit, layout, device=kind) if blocks else build_plan(circuit, layout)
+                self._plans[key] = build_block_plan(circuit, layout, device=device_type) if blocks else build_plan(circuit, layout)
             except UnsupportedGate as e:
                 raise UnsupportedGate(f"backend 'qelm.fused' cannot run gate {e} of circuit {circuit.name!r}: "
                                       "run this circuit on backend 'default.qubit' or 'lightning.qubit'") from None
@@ -164,6 +165,7 @@ class FusedBackend(Backend):
                 plan = self._plan(circuit, split, device)  # no 2**n table: milliseconds
             except UnsupportedGate:
                 return  # refused with its fix when the call builds it
+            assert isinstance(plan, BlockPlan)
             cplx = DTYPES[self.dtype][0]
             state = 2 * item * 2**n
             per_state = state * STATES_KEPT

@@ -21,7 +21,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .fused_blocks import BlockPlan, Dense, Rotation
-from .fused_plan import genperm, local_matrix
+from .fused_plan import GenPerm, genperm, local_matrix
 from .fused_unitaries import Unitaries
 
 __all__ = ["BlockExecutor", "STATES_KEPT", "CHUNK_STATES", "chunk_size"]
@@ -41,7 +41,9 @@ def _readout_tables(plan: BlockPlan, device, real):
     n = plan.n_wires
     h = n // 2
     pos = {w: i for i, w in enumerate(plan.order)}
-    masks_h, masks_l, index = {}, {}, []
+    masks_h: dict[int, int] = {}
+    masks_l: dict[int, int] = {}
+    index = []
     for s in plan.observables:
         mh = sum(1 << (h - 1 - pos[w]) for w in s if pos[w] < h)
         ml = sum(1 << (n - 1 - pos[w]) for w in s if pos[w] >= h)
@@ -59,20 +61,26 @@ def _readout_tables(plan: BlockPlan, device, real):
     return signs(h, masks_h).T.contiguous(), signs(n - h, masks_l), flat
 
 
-def _gather(block: Dense, device, cplx) -> tuple:
+#: a permutation with its phases on a device: ``out[j] = phase[j] in[perm[j]]`` (phase None: every phase is 1)
+_Gather = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _gather(block: Dense, device, cplx) -> tuple[_Gather, _Gather]:
     """A permutation block as ``(perm, phase)`` and its inverse, on the block's ``2**k`` local states:
     ``out[j] = phase[j] in[perm[j]]`` (phase None where every phase is 1)."""
     at = {w: i for i, w in enumerate(block.wires)}
-    total = None
+    total: GenPerm | None = None
     for op in block.ops:
         local = tuple(at[w] for w in op.wires)
         gp = genperm(local_matrix(op.name, len(local)), local, block.k)
+        assert gp is not None  # a gather block holds permutation gates only
         total = gp if total is None else total.then(gp)
+    assert total is not None
     inv = np.empty_like(total.perm)
     inv[total.perm] = np.arange(len(total.perm))
     inv_phase = np.conj(total.phase[inv])
 
-    def tensors(perm, phase):
+    def tensors(perm, phase) -> _Gather:
         ph = None if np.all(phase == 1) else torch.as_tensor(phase, dtype=cplx, device=device)[:, None]
         return torch.as_tensor(perm, device=device), ph
     return tensors(total.perm, total.phase), tensors(inv, inv_phase)
@@ -82,14 +90,14 @@ class _Constants:
     """Device tensors of one plan (programs of the blocks, constant unitaries, readout tables)."""
 
     def __init__(self, plan: BlockPlan, device, real, cplx) -> None:
-        self.programs = [_gather(s, device, cplx) if isinstance(s, Dense) and s.gather else None for s in plan.steps]
+        self.programs: list[tuple[_Gather, _Gather] | None] = [_gather(s, device, cplx) if isinstance(s, Dense) and s.gather else None for s in plan.steps]
         self.unitaries = Unitaries(plan, device, cplx)
         rot_cols = [s.op.index for s in plan.steps if isinstance(s, Rotation)]
         self.rot_cols = torch.as_tensor(rot_cols, dtype=torch.long, device=device)
         self.zh, self.zl, self.flat = _readout_tables(plan, device, real)
         self.gen = {name: torch.as_tensor(local_matrix(name, 1), dtype=cplx, device=device)
                     for ops in plan.prefix for name in {o.name for o in ops if o.rotation}}
-        self.fixed = {}
+        self.fixed: dict[str | tuple[str, float], torch.Tensor] = {}
         for ops in plan.prefix:
             for o in ops:
                 if o.source == "fixed":
@@ -127,7 +135,7 @@ def _slices(n: int, axes: tuple[int, ...]):
     g = len(axes)
     out = []
     for j in range(2**g):
-        idx = [slice(None)] * (n + 1)
+        idx: list[slice | int] = [slice(None)] * (n + 1)
         for i, a in enumerate(axes):
             idx[1 + a] = (j >> (g - 1 - i)) & 1
         out.append(tuple(idx))
@@ -167,10 +175,11 @@ def _rotation_grad(lam: torch.Tensor, psi: torch.Tensor, step: Rotation, n: int)
     if step.op.name == "PhaseShift":  # d/d(theta/2) of e^{i theta} psi_1 = 2i psi_1
         t = (lv[idx[1]].conj() * pv[idx[1]]).sum(dims)
         return (-2 * t.imag).view(B, M)
-    total = None
+    total: torch.Tensor | None = None
     for j, (p, ph) in enumerate(zip(step.perm, step.phase)):
         t = (lv[idx[j]].conj() * pv[idx[p]]).sum(dims) * ph
         total = t.real if total is None else total + t.real
+    assert total is not None  # a rotation acts on at least one basis state
     return total.view(B, M)
 
 
@@ -217,21 +226,23 @@ def _product_grad(wires: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     partial = [wires[:, :, 0]]
     for i in range(1, n - 1):
         partial.append((partial[-1].unsqueeze(-1) * wires[:, :, i].unsqueeze(-2)).flatten(-2))
-    grads = [None] * n
+    grads: list[torch.Tensor | None] = [None] * n
     g = lam
     for j in range(n - 1, 0, -1):
         gj = g.view(B, m, -1, 2)  # (left index, this wire's bit)
         grads[j] = (partial[j - 1].conj().unsqueeze(-2) @ gj).squeeze(-2)
         g = (gj @ wires[:, :, j].conj().unsqueeze(-1)).squeeze(-1)
     grads[0] = g
-    return torch.stack(grads, dim=2)
+    return torch.stack([x for x in grads if x is not None], dim=2)
 
 
-def _forward(plan: BlockPlan, consts, psi: torch.Tensor, half: torch.Tensor, mats: list) -> torch.Tensor:
+def _forward(plan: BlockPlan, consts: _Constants, psi: torch.Tensor, half: torch.Tensor, mats: list) -> torch.Tensor:
     n, r, d = plan.n_wires, 0, 0
     for step, prog in zip(plan.steps, consts.programs):
         if isinstance(step, Dense) and step.gather:
-            psi = _apply_gather(psi, *prog[0], step.start, step.k, n)
+            assert prog is not None
+            perm, phase = prog[0]
+            psi = _apply_gather(psi, perm, phase, step.start, step.k, n)
         elif isinstance(step, Dense):
             psi = _apply_dense(psi, mats[d], step.k)
             d += 1
@@ -244,7 +255,7 @@ def _forward(plan: BlockPlan, consts, psi: torch.Tensor, half: torch.Tensor, mat
     return psi
 
 
-def _backward(plan: BlockPlan, consts, psi, lam, half, mats, grad_half, grad_mats) -> torch.Tensor:
+def _backward(plan: BlockPlan, consts: _Constants, psi, lam, half, mats, grad_half, grad_mats) -> torch.Tensor:
     """Walk the steps back from the output ``psi`` with the cotangent ``lam`` (one chunk of samples);
     accumulates into ``grad_half`` (this chunk's rows) and ``grad_mats`` (None: not wanted); returns the
     cotangent of the input state."""
@@ -252,8 +263,10 @@ def _backward(plan: BlockPlan, consts, psi, lam, half, mats, grad_half, grad_mat
     r, d = half.shape[-1], len(mats)
     for step, prog in zip(reversed(plan.steps), reversed(consts.programs)):
         if isinstance(step, Dense) and step.gather:
-            psi = _apply_gather(psi, *prog[1], step.start, step.k, n)
-            lam = _apply_gather(lam, *prog[1], step.start, step.k, n)
+            assert prog is not None
+            perm, phase = prog[1]
+            psi = _apply_gather(psi, perm, phase, step.start, step.k, n)
+            lam = _apply_gather(lam, perm, phase, step.start, step.k, n)
         elif isinstance(step, Dense):
             d -= 1
             inverse = mats[d].mT  # the real form of a unitary is orthogonal

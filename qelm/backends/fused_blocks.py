@@ -26,12 +26,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
+from typing import TypedDict
 
 import numpy as np
 
 from .fused_plan import Op, _classify, _split_prefix, genperm, local_matrix
 
 __all__ = ["Dense", "Rotation", "Reorder", "BlockPlan", "build_block_plan", "block_bytes", "COSTS", "predicted_cost"]
+
+
+class _Costs(TypedDict):
+    """One device type's entry of :data:`COSTS`."""
+
+    apply: dict[int, float]
+    outer: dict[int, float]
+    gather: float
+    rotate: float
+    rotation_grad: float
+    reorder: float
+
 
 #: Measured cost per amplitude of one sample, in nanoseconds, of the primitives a step is made of, per
 #: device type (``benchmarks/block_costs.py``): ``apply[k]`` a k-wire unitary on a state, ``outer[k]`` the
@@ -40,7 +53,7 @@ __all__ = ["Dense", "Rotation", "Reorder", "BlockPlan", "build_block_plan", "blo
 #: thread of a shared 2-core Intel Xeon (AVX-512, MKL), complex128, rounded. CUDA: ``block_costs.py --device
 #: cuda`` on one H200 (16 qubits x 1,024 samples, complex128, minimum of 7), rounded: a block of 3-6 wires
 #: costs about one pass over the state, narrower blocks pay their launches.
-COSTS = {
+COSTS: dict[str, _Costs] = {
     "cpu": {"apply": {1: 1.65, 2: 1.15, 3: 1.35, 4: 1.95, 5: 3.1, 6: 5.7, 7: 11.5, 8: 22.5},
             "outer": {1: 1.05, 2: 0.95, 3: 1.2, 4: 2.05, 5: 3.3, 6: 6.3, 7: 12.4, 8: 22.3},
             "gather": 0.9, "rotate": 3.45, "rotation_grad": 3.6, "reorder": 1.1},
@@ -97,6 +110,10 @@ class Reorder:
     perm: tuple[int, ...]
 
 
+#: a step of a block plan
+Step = Dense | Rotation | Reorder
+
+
 @dataclass
 class BlockPlan:
     """What the block executor runs for one circuit structure and angle layout."""
@@ -105,7 +122,7 @@ class BlockPlan:
     k: int  # widest block
     observables: tuple[tuple[int, ...], ...]
     prefix: list[list[Op]]  # per wire: its one-qubit gates on |0> (a product state)
-    steps: list = field(default_factory=list)  # Dense | Rotation | Reorder
+    steps: list[Step] = field(default_factory=list)
     order: tuple[int, ...] = ()  # wire of each axis after the last step
     n_data: int = 0
     n_weights: int = 0
@@ -141,26 +158,36 @@ def _is_perm(op: Op) -> bool:
     return op.source == "fixed" and _local(op.name, len(op.wires)) is not None
 
 
-def _fuse(ops: list[Op], kmax: int, kperm: int) -> list:
+@dataclass
+class _Group:
+    """Gates :func:`_fuse` groups on ``wires``: ``kind`` "dense" (a block), "gather" (fixed permutation
+    gates) or "data" (one data rotation)."""
+
+    kind: str
+    ops: list[Op]
+    wires: set[int]
+
+
+def _fuse(ops: list[Op], kmax: int, kperm: int) -> list[_Group]:
     """Greedy fusion in gate order into wire sets. A batch-invariant gate joins a block at or after the
     last step that touches its wires (it commutes past the rest) when the block's wires stay at most
     ``kmax``, preferring no growth, then the smallest block; otherwise it opens a block at the end. A fixed
     permutation gate (CNOT, ...) that no dense block spans already goes to a permutation block of at most
-    ``kperm`` wires (a gather, no arithmetic). A data gate is a :class:`Rotation` at the end. Returns
-    ``[kind, ops, wires]`` items, kind "dense", "gather" or "data"."""
-    steps: list = []
+    ``kperm`` wires (a gather, no arithmetic). A data gate is a :class:`Rotation` at the end."""
+    steps: list[_Group] = []
     last: dict[int, int] = {}
     for op in ops:
         if op.source == "data":
-            steps.append(["data", [op], set(op.wires)])
+            steps.append(_Group("data", [op], set(op.wires)))
             for w in op.wires:
                 last[w] = len(steps) - 1
             continue
         perm = kperm > 0 and _is_perm(op)
         p = max(last.get(w, -1) for w in op.wires)
-        best, best_key = None, None
+        best: int | None = None
+        best_key = (0, 0)
         for i in range(max(p, 0), len(steps)):
-            kind, _, wires = steps[i]
+            kind, wires = steps[i].kind, steps[i].wires
             union = len(wires | set(op.wires))
             if kind == "gather":
                 ok, key = perm and union <= kperm, (1, union)
@@ -171,24 +198,25 @@ def _fuse(ops: list[Op], kmax: int, kperm: int) -> list:
             if ok and (best is None or key < best_key):
                 best, best_key = i, key
         if best is None:
-            steps.append(["gather" if perm else "dense", [op], set(op.wires)])
+            steps.append(_Group("gather" if perm else "dense", [op], set(op.wires)))
             best = len(steps) - 1
         else:
-            steps[best][1].append(op)
-            steps[best][2] |= set(op.wires)
+            steps[best].ops.append(op)
+            steps[best].wires |= set(op.wires)
         for w in op.wires:
             last[w] = max(last.get(w, -1), best)
     return steps
 
 
-def _place(fused: list, n: int) -> tuple[list, tuple[int, ...]]:
+def _place(fused: list[_Group], n: int) -> tuple[list[Step], tuple[int, ...]]:
     """The steps with their axes: a dense block acts on the last axes (a real GEMM on rows), so a
     :class:`Reorder` moves its wires there first when they are not (measured on the CPU: a complex GEMM
     on the block's axes where they are costs more than the copy and the real GEMM together); a permutation
     block acts where its wires are adjacent, else at the end too; a rotation wherever its wires are."""
     order = list(range(n))
-    steps: list = []
-    for kind, ops, wires in fused:
+    steps: list[Step] = []
+    for group in fused:
+        kind, ops, wires = group.kind, group.ops, group.wires
         pos = {w: i for i, w in enumerate(order)}
         if kind == "data":
             steps.append(_rotation(ops[0], pos))
@@ -204,7 +232,7 @@ def _place(fused: list, n: int) -> tuple[list, tuple[int, ...]]:
     return steps, tuple(order)
 
 
-def predicted_cost(steps: list, device: str) -> float:
+def predicted_cost(steps: list[Step], device: str) -> float:
     """Forward + adjoint backward of ``steps``, in nanoseconds per amplitude of one sample (:data:`COSTS`):
     a weight block is applied three times (forward, and undone on the state and the cotangent) and
     contracted once; a constant block or a gather applied three times; a rotation likewise, plus its
@@ -245,7 +273,7 @@ def build_block_plan(circuit, layout, k: int | None = None, device: str = "cpu")
     prefix, rest = _split_prefix(ops, n)
     widest = max((len(o.wires) for o in rest if o.source != "data"), default=1)
     candidates = [k] if k is not None else range(max(widest, 1), min(n, MAX_BLOCK_WIRES) + 1)
-    best = None
+    best: tuple[float, int, list[Step], tuple[int, ...]] | None = None
     for kk in candidates:
         if kk < widest or kk > n:
             raise ValueError(f"k={kk} is invalid for circuit {circuit.name!r}: use {widest} <= k <= {n}")
@@ -253,6 +281,7 @@ def build_block_plan(circuit, layout, k: int | None = None, device: str = "cpu")
         cost = predicted_cost(steps, device)
         if best is None or cost < best[0] - 1e-9:
             best = (cost, kk, steps, order)
+    assert best is not None  # candidates is never empty
     cost, kk, steps, order = best
     n_data = 1 + max((j for w, j in layout if not w), default=-1)
     n_weights = 1 + max((j for w, j in layout if w), default=-1)

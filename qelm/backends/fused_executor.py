@@ -10,13 +10,22 @@ import numpy as np
 import torch
 
 from .fused_kernels import RYLayer, Tensors, apply_matrix, complexify, genperm_apply, matrix_for, rotate, ry_layer
-from .fused_plan import Block, GenPerm, Plan, genperm, local_matrix
+from .fused_plan import Block, DataStage, DenseMatrix, GenPerm, Layer, Op, Permute, Plan, Rotate, genperm, local_matrix
 
 __all__ = ["Executor"]
 
 
 class Executor:
     """Runs a :class:`Plan` on data angles ``x`` ``(*S, n_data, M)`` and flat weights ``w`` ``(*S, n_weights)``."""
+
+    # the tensors of the call in progress (:meth:`run` sets them and lets them go at its end)
+    x: torch.Tensor
+    cx: torch.Tensor
+    sx: torch.Tensor
+    cw: torch.Tensor
+    sw: torch.Tensor
+    unitaries: dict[int, torch.Tensor]
+    matrices: dict[tuple[int, bool], tuple[torch.Tensor, bool]]
 
     def __init__(self, plan: Plan, cache: Tensors) -> None:
         self.plan, self.cache = plan, cache
@@ -95,12 +104,13 @@ class Executor:
         layers = self._layers(spec) if spec["n_layers"] else None  # (*S, nb, L, K, K)
         u, li = None, 0
         for i, item in enumerate(first.items):
-            if item[0] == "layer":
+            if isinstance(item, Layer):
+                assert layers is not None
                 mat = layers[..., li, :, :]
                 li += 1
                 u = mat if u is None else mat @ u
-            elif item[0] == "perm":
-                gp = item[1]
+            elif isinstance(item, Permute):
+                gp = item.gp
                 if u is None:
                     u = cache.get(("dense", id(gp)), lambda: torch.as_tensor(gp.dense(), dtype=cache.cplx, device=cache.device))
                 else:
@@ -108,12 +118,13 @@ class Executor:
                     u = u.index_select(-2, index)
                     if not gp.unit_phases:
                         u = cache.get(("cphase", id(gp)), lambda: torch.as_tensor(gp.phase, dtype=cache.cplx, device=cache.device)).unsqueeze(-1) * u
-            elif item[0] == "dense":
-                mat = cache.get(("dense", id(item[1])), lambda: torch.as_tensor(item[1], dtype=cache.cplx, device=cache.device))
+            elif isinstance(item, DenseMatrix):
+                matrix = item.matrix
+                mat = cache.get(("dense", id(matrix)), lambda: torch.as_tensor(matrix, dtype=cache.cplx, device=cache.device))
                 u = mat if u is None else mat @ u
             else:  # multi-qubit rotation: c U + s G U, one angle per block of the group
-                gp = item[2]
-                cs = [self._cos_sin(b.items[i][1]) for b in group]
+                gp = item.gp
+                cs = [self._cos_sin(_rotation(b, i)) for b in group]
                 c = torch.stack([x[0].reshape(x[0].shape[:-2]) for x in cs], -1)[..., None, None]  # (*S, nb, 1, 1)
                 s = torch.stack([x[1].reshape(x[1].shape[:-2]) for x in cs], -1)[..., None, None]
                 g = cache.get(("dense", id(gp)), lambda: torch.as_tensor(gp.dense(), dtype=cache.cplx, device=cache.device))
@@ -153,6 +164,7 @@ class Executor:
 
     def _block(self, t, cplx, block: Block):
         if block.mode == "perm":
+            assert block.gp is not None  # a "perm" block has its permutation
             return genperm_apply(t, cplx, block.gp, self.cache)
         if block.mode == "gates":
             for op in block.ops:
@@ -176,7 +188,7 @@ class Executor:
         if gp is not None:
             return genperm_apply(t, cplx, gp, self.cache)
         block = self.cache.get(("one", op, self.n), lambda: Block([op], tuple(sorted(op.wires)), "matrix",
-                                                                  items=[("dense", _local_dense(op))]))
+                                                                  items=[DenseMatrix(_local_dense(op))]))
         return apply_matrix(t, cplx, self._unitary(block), op.real, block.support, self.n)
 
     # --- a call ------------------------------------------------------------------------------------
@@ -193,18 +205,20 @@ class Executor:
             self.cw, self.sw = torch.cos(half), torch.sin(half)
         self.unitaries = {}
         t, cplx = self._prefix(lead, m)
-        for stage, content in self.plan.stages:
-            if stage == "data" and ry_layer(content):
-                cols = self.cache.get(("cols", id(content)), lambda: torch.as_tensor([o.index for o in content], device=self.cache.device))
-                half = (self.x.index_select(-2, cols) * 0.5).reshape((-1, len(content), m))
-                out = RYLayer.apply(t.reshape((-1,) + t.shape[-2:]), half, tuple(o.wires[0] for o in content), self.n)
+        for stage in self.plan.stages:
+            if isinstance(stage, DataStage) and ry_layer(stage.ops):
+                ops = stage.ops
+                cols = self.cache.get(("cols", id(ops)), lambda: torch.as_tensor([o.index for o in ops], device=self.cache.device))
+                half = (self.x.index_select(-2, cols) * 0.5).reshape((-1, len(ops), m))
+                out = RYLayer.apply(t.reshape((-1,) + t.shape[-2:]), half, tuple(o.wires[0] for o in ops), self.n)
                 t = out.reshape(t.shape)
-            elif stage == "data":
-                for op in content:
+            elif isinstance(stage, DataStage):
+                for op in stage.ops:
                     t, cplx = self._op(t, cplx, op)
             else:
-                t, cplx = self._block(t, cplx, content)
-        self.x = self.cx = self.sx = self.cw = self.sw = self.unitaries = self.matrices = None
+                t, cplx = self._block(t, cplx, stage)
+        for name in ("x", "cx", "sx", "cw", "sw", "unitaries", "matrices"):
+            setattr(self, name, None)  # the call's tensors are not kept past it
         if kind == "state":
             if not cplx:
                 t = complexify(t)
@@ -220,17 +234,18 @@ def _bits(n: int) -> np.ndarray:
 def _prefix_spec(plan: Plan, cache: Tensors) -> dict:
     """Constant tensors of a plan's prefix: wires grouped by their gate sequence, so each group's
     2-vectors come from one vectorized formula."""
-    groups: dict = {}
+    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
     for w, ops in enumerate(plan.prefix):
         groups.setdefault(tuple((o.name, o.source) for o in ops), []).append(w)
-    out, where = [], [None] * plan.n_wires
+    out: list[dict] = []
+    where: list[tuple[int, int] | None] = [None] * plan.n_wires
     for gi, (signature, wires) in enumerate(groups.items()):
         for i, w in enumerate(wires):
             where[w] = (gi, i)
         depths = []
         for d, (name, source) in enumerate(signature):
             ops = [plan.prefix[w][d] for w in wires]
-            gm = None
+            gm: torch.Tensor | tuple[torch.Tensor] | None = None
             if source == "fixed":
                 gm = torch.as_tensor(local_matrix(name, 1), dtype=cache.cplx, device=cache.device)
                 gm = gm if not ops[0].real else gm.real
@@ -264,8 +279,9 @@ def _layer_spec(group: list[Block], cache: Tensors) -> dict:
     """Constant tensors that build every one-qubit layer of a group of fused blocks (one signature) in one
     vectorized pass; the blocks differ only in which weight entries drive their gates."""
     block = group[0]
-    weighted, fixed = [], []
-    chains = [item[1] for item in block.items if item[0] == "layer"]
+    weighted: list[Op] = []
+    fixed: list[Op] = []
+    chains = [item.chains for item in block.items if isinstance(item, Layer)]
     for layer in chains:
         for chain in layer:
             for op in chain:
@@ -279,12 +295,12 @@ def _layer_spec(group: list[Block], cache: Tensors) -> dict:
     for li, layer in enumerate(chains):
         for wi, chain in enumerate(layer):
             for d, op in enumerate(chain):
-                index[li, wi, d] = w_pos.get(id(op), f_pos.get(id(op)))
+                index[li, wi, d] = w_pos[id(op)] if id(op) in w_pos else f_pos[id(op)]
     fixed_m = np.stack([_rotation_matrix(o.name, o.value) for o in fixed] + [np.eye(2)]).astype(complex)
     as_c = lambda a: torch.as_tensor(a, dtype=cache.cplx, device=cache.device)  # noqa: E731
     ps = [o.name == "PhaseShift" for o in weighted]
     # the same walk over every block of the group meets its gates in the same order: their weight entries
-    per_block = [[o.index for item in b.items if item[0] == "layer" for ch in item[1] for o in ch if o.source == "weight"]
+    per_block = [[o.index for item in b.items if isinstance(item, Layer) for ch in item.chains for o in ch if o.source == "weight"]
                  for b in group]
     return {
         "n_layers": len(chains), "n_weight": len(weighted), "n_blocks": len(group),
@@ -295,6 +311,13 @@ def _layer_spec(group: list[Block], cache: Tensors) -> dict:
         "fixed": as_c(fixed_m),
         "chain": torch.as_tensor(index, device=cache.device),
     }
+
+
+def _rotation(block: Block, i: int):
+    """The gate of the rotation that is item ``i`` of ``block``."""
+    item = block.items[i]
+    assert isinstance(item, Rotate)
+    return item.op
 
 
 def _local_dense(op) -> np.ndarray:

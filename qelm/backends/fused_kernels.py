@@ -92,14 +92,17 @@ def matrix_for(u: torch.Tensor, real_u: bool, cplx: bool) -> tuple[torch.Tensor,
     return torch.stack([top, bottom], dim=-3).flatten(-4, -3).flatten(-2), True
 
 
-def apply_matrix(t: torch.Tensor, cplx: bool, u: torch.Tensor, real_u: bool, support: tuple[int, ...], n: int,
+def apply_matrix(t: torch.Tensor, cplx: bool, u: torch.Tensor | None, real_u: bool, support: tuple[int, ...], n: int,
                   a: tuple[torch.Tensor, bool] | None = None):
     """Apply ``u`` (``(*S, K, K)`` or ``(K, K)``, on wires ``support``) to every state of ``t``: one GEMM.
-    ``a``: ``matrix_for(u, real_u, cplx)`` when the caller has it already."""
-    a, out_cplx = a if a is not None else matrix_for(u, real_u, cplx)
+    ``a``: ``matrix_for(u, real_u, cplx)`` when the caller has it already (``u`` may then be None)."""
+    if a is None:
+        assert u is not None, "apply_matrix needs u or its matrix a"
+        a = matrix_for(u, real_u, cplx)
+    mat, out_cplx = a
     k = len(support)
     if k == n:
-        return a @ t, out_cplx
+        return mat @ t, out_cplx
     # the block's wires (and the re/im part) to the front of the amplitude axes, one GEMM, back
     lead, m = t.shape[:-2], t.shape[-1]
     c_in, c_out = (2 if cplx else 1), (2 if out_cplx else 1)
@@ -108,7 +111,7 @@ def apply_matrix(t: torch.Tensor, cplx: bool, u: torch.Tensor, real_u: bool, sup
     front = [base + w for w in support] + [base + n]
     v = v.movedim(front, list(range(base, base + k + 1)))  # (*S, wires of the block, part, other wires, M)
     rest = v.shape[base + k + 1: -1]
-    v = a @ v.reshape(lead + (2**k * c_in, -1))
+    v = mat @ v.reshape(lead + (2**k * c_in, -1))
     v = v.reshape(lead + (2,) * k + (c_out,) + tuple(rest) + (m,))
     v = v.movedim(list(range(base, base + k + 1)), front)
     return v.reshape(lead + (2**n * c_out, m)), out_cplx

@@ -33,7 +33,8 @@ import pennylane as qml
 
 from .gates import FIXED, ROTATIONS, gate_list
 
-__all__ = ["Op", "GenPerm", "Block", "Plan", "build_plan", "state_passes", "MAX_FUSED_WIRES", "UnsupportedGate"]
+__all__ = ["Op", "GenPerm", "Layer", "Permute", "DenseMatrix", "Rotate", "BlockItem", "Block", "DataStage", "Stage",
+           "Plan", "build_plan", "state_passes", "MAX_FUSED_WIRES", "UnsupportedGate"]
 
 #: widest block fused into one unitary (2**10 x 2**10 complex: 16 MiB per weight set in complex128)
 MAX_FUSED_WIRES = 10
@@ -154,21 +155,53 @@ def genperm(matrix: np.ndarray, wires: tuple[int, ...], n: int) -> GenPerm | Non
     return GenPerm(perm, lphase[local].astype(complex))
 
 
+# --- the moments of a fused block, on its local wires ------------------------------------------------------
+@dataclass
+class Layer:
+    """One-qubit gates: ``chains[i]`` is local wire ``i``'s run of gates, in order."""
+
+    chains: list[list[Op]]
+
+
+@dataclass
+class Permute:
+    """Fixed multi-qubit gates whose product is the generalized permutation ``gp`` (local wires)."""
+
+    gp: GenPerm
+
+
+@dataclass
+class DenseMatrix:
+    """Fixed or constant multi-qubit gates as one local matrix."""
+
+    matrix: np.ndarray
+
+
+@dataclass
+class Rotate:
+    """A multi-qubit rotation ``op``: ``cos(theta/2) U + sin(theta/2) G U`` with ``G`` its generator term ``gp``."""
+
+    op: Op
+    gp: GenPerm
+
+
+BlockItem = Layer | Permute | DenseMatrix | Rotate
+
+
 @dataclass
 class Block:
     """A run of batch-invariant gates on ``support`` (global wires, ascending).
 
     ``mode``: "perm" (fixed gates whose product is ``gp``, a :class:`GenPerm` over all wires), "matrix"
-    (one unitary on ``support`` built from ``items``) or "gates" (too wide to fuse: ``ops`` one by one).
-    ``items`` (for "matrix"): ("layer", [[local-wire chains of one-qubit ops]]), ("perm", local GenPerm),
-    ("dense", local constant matrix) or ("rot", op, local GenPerm of its generator term), in order.
+    (one unitary on ``support`` built from ``items``, in order) or "gates" (too wide to fuse: ``ops`` one
+    by one).
     """
 
     ops: list[Op]
     support: tuple[int, ...] = ()
     mode: str = "matrix"
     gp: GenPerm | None = None
-    items: list = field(default_factory=list)
+    items: list[BlockItem] = field(default_factory=list)
 
     @property
     def uses_weights(self) -> bool:
@@ -178,19 +211,31 @@ class Block:
     def signature(self) -> tuple:
         """What the unitary is as a function of its weight angles: blocks with equal signatures (the layers
         of a re-uploading circuit, the two states of a swap test) are built together in one pass."""
-        def key(item):
-            if item[0] == "layer":
-                return ("layer",) + tuple(tuple((o.name, o.source, o.value) for o in ch) for ch in item[1])
-            if item[0] in ("perm", "rot"):
-                gp = item[-1]
-                return (item[0], gp.perm.tobytes(), gp.phase.tobytes()) + ((item[1].name, item[1].source, item[1].value)
-                                                                          if item[0] == "rot" else ())
-            return ("dense", item[1].tobytes())
+        def key(item: BlockItem) -> tuple:
+            if isinstance(item, Layer):
+                return ("layer",) + tuple(tuple((o.name, o.source, o.value) for o in ch) for ch in item.chains)
+            if isinstance(item, Permute):
+                return ("perm", item.gp.perm.tobytes(), item.gp.phase.tobytes())
+            if isinstance(item, Rotate):
+                return ("rot", item.gp.perm.tobytes(), item.gp.phase.tobytes(), item.op.name, item.op.source,
+                        item.op.value)
+            return ("dense", item.matrix.tobytes())
         return (len(self.support), self.real) + tuple(key(i) for i in self.items)
 
     @property
     def real(self) -> bool:
         return all(o.real for o in self.ops)
+
+
+@dataclass
+class DataStage:
+    """Per-sample data gates between blocks, applied one by one (or as one layer of RY gates)."""
+
+    ops: list[Op]
+
+
+#: a stage of a plan: per-sample data gates or a batch-invariant block
+Stage = DataStage | Block
 
 
 @dataclass
@@ -200,7 +245,7 @@ class Plan:
     n_wires: int
     observables: tuple[tuple[int, ...], ...]  # the Z strings measured
     prefix: list[list[Op]]  # per wire: its one-qubit gates on |0>
-    stages: list[tuple[str, object]]  # ("data", [Op]) or ("block", Block)
+    stages: list[Stage]
     n_data: int
     n_weights: int
     #: fused blocks that use weights, grouped by :attr:`Block.signature`
@@ -241,60 +286,71 @@ def _split_prefix(ops: list[Op], n: int) -> tuple[list[list[Op]], list[Op]]:
     return prefix, rest
 
 
-def _stages(ops: list[Op]) -> list[tuple[str, list[Op]]]:
+@dataclass
+class _Invariant:
+    """The gates of a block to be: :func:`_stages` cuts them, :func:`_block` decides how they run."""
+
+    ops: list[Op]
+
+
+def _stages(ops: list[Op]) -> list[DataStage | _Invariant]:
     """Cut into alternating data stages and invariant blocks; a data gate joins the data stage before the
     last block when the block does not touch its wires, and a block stops growing at MAX_FUSED_WIRES."""
-    stages: list[tuple[str, list[Op]]] = []
+    stages: list[DataStage | _Invariant] = []
     for op in ops:
         if op.source == "data":
-            if stages and stages[-1][0] == "data":
-                stages[-1][1].append(op)
-            elif (len(stages) >= 2 and stages[-2][0] == "data"
-                  and not set(op.wires) & {w for o in stages[-1][1] for w in o.wires}):
-                stages[-2][1].append(op)
+            if stages and isinstance(stages[-1], DataStage):
+                stages[-1].ops.append(op)
+            elif (len(stages) >= 2 and isinstance(stages[-2], DataStage)
+                  and not set(op.wires) & {w for o in stages[-1].ops for w in o.wires}):
+                stages[-2].ops.append(op)
             else:
-                stages.append(("data", [op]))
+                stages.append(DataStage([op]))
         else:
-            if stages and stages[-1][0] == "block":
-                support = {w for o in stages[-1][1] for w in o.wires} | set(op.wires)
-                if len(support) <= MAX_FUSED_WIRES or all(o.source == "fixed" for o in stages[-1][1] + [op]):
-                    stages[-1][1].append(op)
+            if stages and isinstance(stages[-1], _Invariant):
+                support = {w for o in stages[-1].ops for w in o.wires} | set(op.wires)
+                if len(support) <= MAX_FUSED_WIRES or all(o.source == "fixed" for o in stages[-1].ops + [op]):
+                    stages[-1].ops.append(op)
                     continue
-            stages.append(("block", [op]))
+            stages.append(_Invariant([op]))
     return stages
 
 
-def _items(ops: list[Op], support: tuple[int, ...]) -> list:
+def _items(ops: list[Op], support: tuple[int, ...]) -> list[BlockItem]:
     """A fused block as moments on its local wires: layers of one-qubit chains, fixed multi-qubit gates
     (merged into one generalized permutation where they are), multi-qubit rotations."""
     k = len(support)
     loc = {w: i for i, w in enumerate(support)}
-    items: list = []
+    items: list[BlockItem] = []
     last_multi = {i: -1 for i in range(k)}  # index in items of the last multi-qubit moment on each wire
     for op in ops:
         lw = tuple(loc[w] for w in op.wires)
         if len(lw) == 1:
             after = last_multi[lw[0]]
-            target = next((i for i in range(after + 1, len(items)) if items[i][0] == "layer"), None)
+            target = next((i for i in range(after + 1, len(items)) if isinstance(items[i], Layer)), None)
             if target is None:
-                items.append(("layer", [[] for _ in range(k)]))
+                items.append(Layer([[] for _ in range(k)]))
                 target = len(items) - 1
-            items[target][1][lw[0]].append(op)
+            layer = items[target]
+            assert isinstance(layer, Layer)
+            layer.chains[lw[0]].append(op)
             continue
         m = local_matrix(op.name, len(lw))
         gp = genperm(m, lw, k)
+        last = items[-1] if items else None
         if op.rotation:
-            items.append(("rot", op, gp))
-        elif gp is not None and items and items[-1][0] == "perm":
-            items[-1] = ("perm", items[-1][1].then(gp))
+            assert gp is not None  # a rotation's generator term is a Pauli string
+            items.append(Rotate(op, gp))
+        elif gp is not None and isinstance(last, Permute):
+            items[-1] = Permute(last.gp.then(gp))
         elif gp is not None:
-            items.append(("perm", gp))
+            items.append(Permute(gp))
         else:
             full = _embed(m, lw, k)
-            if items and items[-1][0] == "dense":
-                items[-1] = ("dense", full @ items[-1][1])
+            if isinstance(last, DenseMatrix):
+                items[-1] = DenseMatrix(full @ last.matrix)
             else:
-                items.append(("dense", full))
+                items.append(DenseMatrix(full))
         for w in lw:
             last_multi[w] = len(items) - 1
     return items
@@ -319,9 +375,10 @@ def state_passes(circuit, layout) -> int:
     without the plan's tables, so a call can be refused before the plan is built."""
     _, rest = _split_prefix(_classify(circuit, layout), circuit.n_wires)
     passes = 0
-    for kind, group in _stages(rest):
-        fixed = kind == "block" and all(o.source == "fixed" for o in group)
-        passes += 1 if fixed or (kind == "block" and _fused(group)) else len(group)
+    for stage in _stages(rest):
+        block = isinstance(stage, _Invariant)
+        fixed = block and all(o.source == "fixed" for o in stage.ops)
+        passes += 1 if fixed or (block and _fused(stage.ops)) else len(stage.ops)
     return passes
 
 
@@ -329,9 +386,10 @@ def _block(ops: list[Op], n: int) -> Block:
     support = tuple(sorted({w for o in ops for w in o.wires}))
     if all(o.source == "fixed" for o in ops):
         gps = [genperm(local_matrix(o.name, len(o.wires)), o.wires, n) for o in ops]
-        if all(g is not None for g in gps):
-            total = gps[0]
-            for g in gps[1:]:
+        perms = [g for g in gps if g is not None]
+        if len(perms) == len(gps):
+            total = perms[0]
+            for g in perms[1:]:
                 total = total.then(g)
             return Block(ops, support, "perm", gp=total)
     if _fused(ops):
@@ -344,11 +402,11 @@ def build_plan(circuit, layout) -> Plan:
     n = circuit.n_wires
     ops = _classify(circuit, layout)
     prefix, rest = _split_prefix(ops, n)
-    stages = [(kind, group if kind == "data" else _block(group, n)) for kind, group in _stages(rest)]
+    stages: list[Stage] = [s if isinstance(s, DataStage) else _block(s.ops, n) for s in _stages(rest)]
     n_data = 1 + max((j for w, j in layout if not w), default=-1)
     n_weights = 1 + max((j for w, j in layout if w), default=-1)
     groups: dict[tuple, list[Block]] = {}
-    for kind, block in stages:
-        if kind == "block" and block.mode == "matrix" and block.uses_weights:
+    for block in stages:
+        if isinstance(block, Block) and block.mode == "matrix" and block.uses_weights:
             groups.setdefault(block.signature, []).append(block)
     return Plan(n, tuple(circuit.z_strings), prefix, stages, n_data, n_weights, list(groups.values()))

@@ -12,12 +12,13 @@ constant matrix) and its multi-qubit weight rotations as ``c U + s G U``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .fused_blocks import BlockPlan, Dense
-from .fused_plan import GenPerm, Op, genperm, local_matrix
+from .fused_plan import DenseMatrix, Op, Permute, Rotate, genperm, local_matrix
 
 __all__ = ["Unitaries", "real_form", "embed"]
 
@@ -48,13 +49,52 @@ def constant_matrix(op: Op) -> np.ndarray:
     return m * np.exp(0.5j * op.value) if op.name == "PhaseShift" else m
 
 
-def _program(block: Dense, chains: list) -> list:
-    """A block as instructions on its ``K x K`` unitary, in gate order: ("chain", local wire, chain id) for a
-    run of one-qubit gates on a wire (``chains`` collects each run's gates), ("perm", GenPerm) or
-    ("dense", matrix) for fixed or constant multi-qubit gates (consecutive ones merged), ("rot", op,
-    GenPerm) for a multi-qubit weight rotation."""
+@dataclass
+class Chain:
+    """A run of one-qubit gates on local wire ``wire``: chain ``index`` of the plan's chains."""
+
+    wire: int
+    index: int
+
+
+#: an instruction of a block's program, in gate order
+Instruction = Chain | Permute | DenseMatrix | Rotate
+
+
+@dataclass
+class _PermuteTensors:
+    """:class:`Permute` on the device: ``u[perm]``, times ``phase`` unless every phase is 1."""
+
+    perm: torch.Tensor
+    phase: torch.Tensor | None
+
+
+@dataclass
+class _DenseTensor:
+    matrix: torch.Tensor
+
+
+@dataclass
+class _RotateTensors:
+    """:class:`Rotate` on the device: weight entry ``index``, generator term ``phase * u[perm]``; ``phase_shift``:
+    the gate is a PhaseShift (an extra ``e^{i theta/2}``)."""
+
+    index: int
+    perm: torch.Tensor
+    phase: torch.Tensor
+    phase_shift: bool
+
+
+_TensorInstruction = Chain | _PermuteTensors | _DenseTensor | _RotateTensors
+
+
+def _program(block: Dense, chains: list[list[Op]]) -> list[Instruction]:
+    """A block as instructions on its ``K x K`` unitary, in gate order: a :class:`Chain` for a run of
+    one-qubit gates on a wire (``chains`` collects each run's gates), :class:`Permute` or
+    :class:`DenseMatrix` for fixed or constant multi-qubit gates (consecutive ones merged), :class:`Rotate`
+    for a multi-qubit weight rotation."""
     k, at = block.k, {w: i for i, w in enumerate(block.wires)}
-    prog: list = []
+    prog: list[Instruction] = []
     open_runs: dict[int, list[Op]] = {}
 
     def flush(wires) -> None:
@@ -62,7 +102,7 @@ def _program(block: Dense, chains: list) -> list:
             run = open_runs.pop(w, None)
             if run:
                 chains.append(run)
-                prog.append(("chain", at[w], len(chains) - 1))
+                prog.append(Chain(at[w], len(chains) - 1))
 
     for op in block.ops:
         if len(op.wires) == 1:
@@ -71,18 +111,21 @@ def _program(block: Dense, chains: list) -> list:
         flush(op.wires)
         local = tuple(at[w] for w in op.wires)
         if op.source == "weight":
-            prog.append(("rot", op, genperm(local_matrix(op.name, len(local)), local, k)))
+            generator = genperm(local_matrix(op.name, len(local)), local, k)
+            assert generator is not None  # a rotation's generator term is a Pauli string
+            prog.append(Rotate(op, generator))
             continue
         m = constant_matrix(op)
         gp = genperm(m, local, k)
-        if gp is not None and prog and prog[-1][0] == "perm":
-            prog[-1] = ("perm", prog[-1][1].then(gp))
+        last = prog[-1] if prog else None
+        if gp is not None and isinstance(last, Permute):
+            prog[-1] = Permute(last.gp.then(gp))
         elif gp is not None:
-            prog.append(("perm", gp))
-        elif prog and prog[-1][0] == "dense":
-            prog[-1] = ("dense", embed(m, local, k) @ prog[-1][1])
+            prog.append(Permute(gp))
+        elif isinstance(last, DenseMatrix):
+            prog[-1] = DenseMatrix(embed(m, local, k) @ last.matrix)
         else:
-            prog.append(("dense", embed(m, local, k)))
+            prog.append(DenseMatrix(embed(m, local, k)))
     flush(list(open_runs))
     return prog
 
@@ -119,20 +162,20 @@ class Unitaries:
         self.fixed = as_c([constant_matrix(o) for o in consts] + [np.eye(2)])
         self.eye2 = as_c(np.eye(2))
 
-    def _tensors(self, prog: list) -> list:
-        out = []
+    def _tensors(self, prog: list[Instruction]) -> list[_TensorInstruction]:
+        out: list[_TensorInstruction] = []
         for ins in prog:
-            if ins[0] == "perm":
-                gp: GenPerm = ins[1]
+            if isinstance(ins, Permute):
+                gp = ins.gp
                 phase = None if gp.unit_phases else torch.as_tensor(gp.phase, dtype=self.cplx, device=self.device)[:, None]
-                out.append(("perm", torch.as_tensor(gp.perm, device=self.device), phase))
-            elif ins[0] == "dense":
-                out.append(("dense", torch.as_tensor(ins[1], dtype=self.cplx, device=self.device)))
-            elif ins[0] == "rot":
-                gp = ins[2]
-                out.append(("rot", ins[1].index, torch.as_tensor(gp.perm, device=self.device),
-                            torch.as_tensor(gp.phase, dtype=self.cplx, device=self.device)[:, None],
-                            ins[1].name == "PhaseShift"))
+                out.append(_PermuteTensors(torch.as_tensor(gp.perm, device=self.device), phase))
+            elif isinstance(ins, DenseMatrix):
+                out.append(_DenseTensor(torch.as_tensor(ins.matrix, dtype=self.cplx, device=self.device)))
+            elif isinstance(ins, Rotate):
+                gp = ins.gp
+                out.append(_RotateTensors(ins.op.index, torch.as_tensor(gp.perm, device=self.device),
+                                          torch.as_tensor(gp.phase, dtype=self.cplx, device=self.device)[:, None],
+                                          ins.op.name == "PhaseShift"))
             else:
                 out.append(ins)
         return out
@@ -141,6 +184,7 @@ class Unitaries:
         """Every chain's product ``(B, C, 2, 2)``, later gates on the left."""
         table = self.fixed.expand((B,) + self.fixed.shape)
         if self.generators is not None:
+            assert cw is not None and sw is not None  # weight gates: the weights were given
             c = cw[:, self.weight_index, None, None]  # (B, G, 1, 1)
             s = sw[:, self.weight_index, None, None]
             m = c * self.eye2 + s * self.generators  # (B, G, 2, 2): exp(-i theta/2 P)
@@ -159,23 +203,23 @@ class Unitaries:
         for i, (prog, K) in enumerate(zip(self.programs, self.sizes)):
             u = torch.eye(K, dtype=self.cplx, device=self.device)
             for ins in prog:
-                if ins[0] == "chain":
-                    _, wire, cid = ins
-                    m = chains[:, cid]  # (B, 2, 2)
+                if isinstance(ins, Chain):
+                    assert chains is not None
+                    m = chains[:, ins.index]  # (B, 2, 2)
                     if not self.weighted[i]:
                         m = m[0]
-                    u = m.unsqueeze(-3) @ u.reshape(u.shape[:-2] + (2**wire, 2, -1))
+                    u = m.unsqueeze(-3) @ u.reshape(u.shape[:-2] + (2**ins.wire, 2, -1))
                     u = u.reshape(u.shape[:-3] + (K, K))
-                elif ins[0] == "perm":
-                    u = u.index_select(-2, ins[1])
-                    u = u if ins[2] is None else ins[2] * u
-                elif ins[0] == "dense":
-                    u = ins[1] @ u
+                elif isinstance(ins, _PermuteTensors):
+                    u = u.index_select(-2, ins.perm)
+                    u = u if ins.phase is None else ins.phase * u
+                elif isinstance(ins, _DenseTensor):
+                    u = ins.matrix @ u
                 else:
-                    _, j, perm, phase, extra = ins
-                    c, s = cw[:, j, None, None], sw[:, j, None, None]
-                    u = c * u + s * (phase * u.index_select(-2, perm))
-                    if extra:
+                    assert cw is not None and sw is not None  # a weight rotation: the weights were given
+                    c, s = cw[:, ins.index, None, None], sw[:, ins.index, None, None]
+                    u = c * u + s * (ins.phase * u.index_select(-2, ins.perm))
+                    if ins.phase_shift:
                         u = torch.complex(c, s) * u
             mats.append(real_form(u))
         return mats

@@ -29,6 +29,7 @@ measures where that happens.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,7 +83,7 @@ class _Kernels:
     def __init__(self, circuit, ops, host_readout: bool | None = None, gpu: int | None = None) -> None:
         self.ops, self.gpu = ops, gpu  # gpu: the CUDA device index lightning.gpu's state vector lives on
         NamedObsC128, TensorProdObsC128 = ops.observables.NamedObsC128, ops.observables.TensorProdObsC128
-        self._sv = None  # allocated on first use and reset for every sample (module docstring)
+        self._sv: Any = None  # a Lightning state vector (untyped library), allocated on first use and reset for every sample (module docstring)
 
         gates = gate_list(circuit, controlled=True)
         self.n_wires, self.n_angles = circuit.n_wires, circuit.n_angles

@@ -37,7 +37,7 @@ __all__ = ["Mitigation", "MITIGATIONS", "parse_mitigation", "fold", "zne_weights
            "confusion_from_frequencies"]
 
 #: options of each mitigation: key -> (default, what it is)
-MITIGATIONS: dict[str, dict[str, tuple[object, str]]] = {
+MITIGATIONS: dict[str, dict[str, tuple[str | int | None, str]]] = {
     "zne": {"fit": ("richardson", "extrapolation: richardson or linear"),
             "scales": ("1/3/5", "noise scale factors >= 1, joined by '/'"),
             "fold": ("global", "unitary folding: global (whole circuit) or random (gates at random)")},
@@ -132,7 +132,7 @@ def parse_mitigation(spec: str | Mitigation) -> Mitigation:
             fields.update(readout=True, readout_shots=shots)
         else:
             try:
-                n = int(opts["n"])
+                n = int(opts["n"] or 0)
             except ValueError:
                 n = 0
             if n < 1:

@@ -38,7 +38,7 @@ __all__ = ["Noise", "NOISE_MODELS", "parse_noise", "parse_spec", "device_names",
 NOISE_INSTALL = 'pip install "qelm-lab[noise]"'
 
 #: named models: parameter -> (default, what it is)
-NOISE_MODELS: dict[str, dict[str, tuple[float, str]]] = {
+NOISE_MODELS: dict[str, dict[str, tuple[float | None, str]]] = {
     "depolarizing": {"p1": (1e-3, "depolarizing probability after each one-qubit gate"),
                      "p2": (1e-2, "depolarizing probability after each two-qubit gate")},
     "thermal": {"t1": (50e-6, "T1 in seconds (amplitude damping)"),
@@ -249,7 +249,8 @@ def parse_noise(spec: str | Noise) -> Noise:
                                    f"give p alone, or p0to1 and p1to0")
             p = params.pop("p")
             params = {"p0to1": p, "p1to0": p, **params}
-        full = {k: params.get(k, default) for k, (default, _) in known.items() if k != "p"}
+        # every parameter but p (None: it only sets p0to1 and p1to0, popped above)
+        full = {k: params.get(k, default) for k, (default, _) in known.items() if default is not None}
         if name == "thermal":
             for key in ("t1", "t2"):
                 if full[key] <= 0:

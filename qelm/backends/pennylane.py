@@ -51,7 +51,7 @@ def _keeps_all_but_rot(op) -> bool:
 
 class PennyLaneBackend(Backend):
     supports_state = True
-    options = ("diff_method", "cuda_graph")
+    options: tuple[str, ...] = ("diff_method", "cuda_graph")
     _transient = Backend._transient + ("_qnodes", "_zero_states", "_kernels")
 
     def __init__(self, device_name: str, shots: int | None = None, seed: int | None = None,

@@ -39,6 +39,7 @@ def _plan_or_skip(done: list[dict[str, Any]], x: int, spec: dict[str, Any], sett
         return None
     xs = [r[axis] for r in ok]
     time_fit = fit_for(axis, xs, [r["median_s"] for r in ok])
+    assert time_fit is not None  # one measured point is enough: its exponent is assumed
     mem_ok = [r for r in ok if r["peak_memory_bytes"] and r["peak_memory_bytes"] > 0]
     mem_fit = fit_for(axis, [r[axis] for r in mem_ok], [r["peak_memory_bytes"] for r in mem_ok]) if mem_ok else None
     per_iter = predict(time_fit, time_fit["x"](x))
@@ -140,7 +141,7 @@ def run_benchmark(config: QELMConfig | None = None, settings: BenchSettings | No
     mem_limit = memory_bytes(settings.device)
     models = [("qelm", b) for b in backends] + ([("twin", TWIN_BACKEND)] if settings.twin else [])
     with Server() as server:
-        points = [(T, None) for T in sorted(settings.seq_lens)]
+        points: list[tuple[int, int | None]] = [(T, None) for T in sorted(settings.seq_lens)]
         result.rows = _sweep(models, points, "seq_len", config, settings, progress, mem_limit, server)
         if settings.qubits:
             T = settings.qubit_seq_len or min(settings.seq_lens)

@@ -10,6 +10,7 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ class _PeakMemory:
     def __init__(self, device: str) -> None:
         self.device = device
         self.peak_bytes: int | None = None
-        self.baseline_bytes: int | None = None
+        self.baseline_bytes = 0  # set on entering
         self.file_growth_bytes: int | None = None
         self.peak_rss_bytes: int | None = None
         self.method = ""
@@ -125,6 +126,20 @@ def _quartiles(times: list[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
+class _Generation:
+    """A timed generation with the KV cache; :meth:`without_cache` re-reads the window at every step, and
+    ``same_tokens()`` says whether both give the same tokens from one seed."""
+
+    def __init__(self, generate: Callable[..., Any], same_tokens: Callable[[], bool]) -> None:
+        self._generate, self.same_tokens = generate, same_tokens
+
+    def __call__(self) -> Any:
+        return self._generate()
+
+    def without_cache(self) -> Any:
+        return self._generate(False)
+
+
 def _workload(spec: dict[str, Any]):
     """``(model, step, warm)``: the model ``spec`` describes, built and seeded, the timed iteration of its
     mode and the untimed warm-up iteration (generation warms up with one new token)."""
@@ -170,9 +185,7 @@ def _workload(spec: dict[str, Any]):
         seeded = [torch.Generator(device=device).manual_seed(spec["seed"]) for _ in range(2)]
         return bool(torch.equal(generate(True, seeded[0]), generate(False, seeded[1])))
 
-    generate.without_cache = lambda: generate(False)
-    generate.same_tokens = same_tokens
-    return model, generate, warm
+    return model, _Generation(generate, same_tokens), warm
 
 
 def _timed_runs(spec: dict[str, Any], step, warm, clock: _CircuitClock | None) -> tuple[list[float], _PeakMemory]:
@@ -212,6 +225,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     times, memory = _timed_runs(spec, step, warm, clock)
     extra = {}
     if spec["mode"] == "generation":  # the same generation re-reading the window at every step
+        assert isinstance(step, _Generation)
         plain, _ = _timed_runs({**spec, "warmup": 1}, step.without_cache, step.without_cache, None)
         extra = {"no_cache_median_s": statistics.median(plain), "no_cache_times_s": plain,
                  "no_cache_tokens_per_s": spec["batch"] * spec["gen_tokens"] / statistics.median(plain),

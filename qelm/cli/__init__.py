@@ -11,19 +11,17 @@ first step.
 from __future__ import annotations
 
 import argparse
+import logging
 import platform
 import sys
+from collections.abc import Iterable
 from importlib import metadata
 
 from ..disk import disk_full
 from ..errors import QelmError
 from ..redact import redact
 from ..version import DISTRIBUTION, __version__
-from . import bench, compare, draw, evaluate, generate, ptb, sweep, train
-from .options import VOCABULARY
-
-# the modules that register commands, in the order `qelm --help` lists them
-_COMMAND_MODULES = (train, evaluate, generate, compare, sweep, draw, bench, ptb)
+from .commands import COMMANDS, VOCABULARY, import_modules, register
 
 
 #: what the command line prints as one line: qelm's user errors (a full disk among them, :mod:`qelm.disk`), the
@@ -63,18 +61,86 @@ class _Version(argparse.Action):
         parser.exit(0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``commands``, only their modules are imported and register their flags,
+    and every other command is its name and one-line help (enough for ``qelm --help``, which loads no torch)."""
+    full = set(COMMANDS) if commands is None else set(commands)
     parser = _Parser(prog="qelm", description="Build, train and honestly measure tiny quantum-enhanced language models.",
                      epilog=VOCABULARY, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_Version, help="print the version of qelm and of what it runs on, and exit")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="say what qelm does (-vv: every metrics record too); like -q, allowed anywhere")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors only: no progress bars, notes or warnings")
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                        help="import MODULE first (from the current folder or the installed packages; repeatable, and "
+                             "allowed anywhere on the line): where your circuits call "
+                             "qelm.circuits.register_circuit. Checkpoints never import code themselves")
+    parser.set_defaults(whole_parser=build_parser)  # what `qelm completion` completes: every command, registered
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _COMMAND_MODULES:
-        module.register(sub)
+    registered: set[str] = set()
+    for name, (module, help_text) in COMMANDS.items():
+        if module in registered:
+            continue
+        if any(COMMANDS[c][0] == module for c in full):
+            register(module, sub)
+            registered.add(module)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
+_VERBOSITY = {"-q": -1, "--quiet": -1, "-v": 1, "--verbose": 1, "-vv": 2}
+
+
+def _take_global_flags(argv: list[str]) -> tuple[list[str], int, list[str]]:
+    """``(modules, verbosity, the rest of argv)``: the flags every command takes anywhere on the line: each
+    ``--import MODULE`` (or ``--import=MODULE``), and ``-q`` / ``-v`` / ``-vv`` (summed)."""
+    modules, verbosity, rest = [], 0, []
+    items = iter(argv)
+    for item in items:
+        if item == "--import":
+            modules.append(next(items, ""))
+        elif item.startswith("--import="):
+            modules.append(item.partition("=")[2])
+        elif item in _VERBOSITY:
+            verbosity += _VERBOSITY[item]
+        else:
+            rest.append(item)
+    return modules, verbosity, rest
+
+
+def set_verbosity(verbosity: int) -> None:
+    """qelm's log (the ``qelm`` logger) on stderr: warnings by default, info with ``-v``, debug with ``-vv``;
+    ``-q`` errors only, and no progress bars or slow-step notes."""
+    log = logging.getLogger("qelm")
+    log.setLevel({-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(max(-1, verbosity), logging.DEBUG))
+    if not any(isinstance(h, _Stderr) for h in log.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        log.addHandler(handler)
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes, not the one there when it was made."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    imports, verbosity, argv = _take_global_flags(sys.argv[1:] if argv is None else [str(a) for a in argv])
+    set_verbosity(verbosity)
+    failed = import_modules(imports)  # before the parser: a registered circuit is one of its choices
+    if failed:
+        print(f"qelm: error: {failed}", file=sys.stderr)
+        return 2
+    command = next((a for a in argv if not a.startswith("-")), None)  # the top-level flags take no value
+    parser = build_parser([command] if command in COMMANDS else [])
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

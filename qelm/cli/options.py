@@ -1,4 +1,4 @@
-"""The flag vocabulary every command shares: one spelling and one meaning per flag (:data:`VOCABULARY`,
+"""The flag vocabulary every command shares: one spelling and one meaning per flag (:data:`.commands.VOCABULARY`,
 printed by ``qelm --help``). A model field or training setting ``foo_bar`` of a config file is the flag
 ``--foo-bar`` wherever a command takes it, and ``--set foo_bar=VALUE`` sets any of them. Here too: the
 argument types that refuse a bad value naming its flag, the checks of output paths made before any work,
@@ -24,25 +24,6 @@ from ..backends.noise import parse_noise
 from ..config import QELMConfig
 from ..data import MAX_SEED
 from ..errors import QelmError
-
-VOCABULARY = """\
-one vocabulary, every command:
-  a config file's field is a flag: [model] n_qubits is --n-qubits, [train] batch_size is --batch-size;
-  --set FIELD=VALUE sets any field (repeatable; VALUE is read as TOML: 4, 0.01, true, "fidelity")
-  model size:  --vocab-size --d-model --n-heads --d-hidden --n-layers (transformer blocks) --context-len
-               --n-qubits (qubits per circuit) --circuit-layers (variational layers per circuit)
-  model slots: --embedding --embedding-circuit --attention --fidelity-method --feed-forward --readout
-  --config FILE     a TOML file: [model] fields and, for train, [train] settings
-  --checkpoint DIR  a checkpoint folder (repeatable where a command compares several)
-  --backend NAME    one simulator (repeat the flag where a command measures several: bench)
-  --data FILE       a UTF-8 text file      --prompt TEXT  the text a model continues
-  --out PATH        where a command writes (a run folder for train and demo, else a file)
-  --json [FILE]     every figure as JSON: into FILE, or without FILE onto stdout
-  --plot FILE       a figure (.png, .svg or .pdf)
-  --seed S, --threads N, --device cpu|cuda, --batch-size B: the same meaning everywhere
-sampling (generate, chat): --max-new-tokens --temperature --top-k --top-p --min-p --repetition-penalty --stop
-Every --help shows each flag's default and where it comes from."""
-
 
 MAX_THREADS = 1024  # torch threads per process: more only queue for the same cores
 
@@ -228,8 +209,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser, *, stop: tuple[str, ...]
     g = parser.add_argument_group("sampling")
     g.add_argument("--max-new-tokens", type=nonnegative_int, default=max_new_tokens, metavar="N",
                    help=f"tokens to sample (default {max_new_tokens})")
-    g.add_argument("--temperature", type=positive_float, default=1.0, metavar="T",
-                   help="divide the logits by T > 0: smaller is greedier (default 1.0: the model as trained)")
+    g.add_argument("--temperature", type=nonnegative_float, default=1.0, metavar="T",
+                   help="divide the logits by T: smaller is greedier, 0 is greedy (default 1.0: the model as trained)")
     g.add_argument("--top-k", type=positive_int, metavar="K",
                    help="sample among the K most likely tokens only (default: all)")
     g.add_argument("--top-p", type=probability, metavar="P",

@@ -3,6 +3,7 @@ and the figures of its tables."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -12,9 +13,14 @@ from ..train import LABELS
 from .slow_steps import SlowStepNotes
 
 
+def quiet() -> bool:
+    """``qelm -q``: qelm's logger set to errors only."""
+    return logging.getLogger("qelm").getEffectiveLevel() > logging.WARNING
+
+
 def show_progress() -> bool:
-    """Progress bars on a terminal only: a pipe or a log file gets none."""
-    return sys.stderr.isatty()
+    """Progress bars on a terminal only: a pipe or a log file gets none, nor does ``qelm -q``."""
+    return sys.stderr.isatty() and not quiet()
 
 
 class Progress:
@@ -39,7 +45,7 @@ class Progress:
         self.notes: SlowStepNotes | None = None  # slow steps said in words where no bar is shown
 
     def __call__(self, event: str, name: str, info: dict) -> None:
-        if self.notes is None and not show_progress():
+        if self.notes is None and not show_progress() and not quiet():
             self.notes = SlowStepNotes(lambda n: LABELS[n], self.file)
         if self.notes is not None:
             self.notes.seen(event, name, info)

@@ -14,7 +14,7 @@ from ..plot import figure_format
 from ..redact import redact
 from ..sweep import open_study, plot_pareto, report_text, run_sweep, sweep_table
 from ..sweep.folder import sweep_layout
-from ..sweep.study import import_optuna
+from ..sweep.storage import import_optuna
 from .options import UserError, add_json_flag, check_output_file, check_output_folder, json_to_stdout, positive_int, threads
 
 _DESCRIPTION = """\

@@ -22,6 +22,7 @@ from ..data import TextDataset, bundled_config, bundled_corpus
 from ..distributed import init_distributed
 from ..evaluate import generate_text
 from ..train import LABELS, TRAIN_DEFAULTS, load_run_config, train
+from ..train.trackers import TRACKERS, callbacks, tracker
 from .options import (UserError, add_model_flags, add_noise_flags, add_runtime_flags, assignment, flag, model_overrides,
                       noise_backend, nonnegative_float, nonnegative_int, positive_float, positive_int, seed, set_threads)
 from .progress import Progress, duration, mib, number
@@ -86,6 +87,10 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
                     help="continue the run in DIR from its last checkpoint (--steps is the total; default: start a "
                          "new run)")
     tr.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    tr.add_argument("--report-to", action="append", choices=tuple(TRACKERS), metavar="TRACKER",
+                    help="also report every metrics record to tensorboard (OUT/tensorboard) or wandb; repeatable "
+                         "(default: none; each needs its extra: pip install 'qelm-lab[tensorboard]' or "
+                         "'qelm-lab[wandb]')")
     settings = tr.add_argument_group("training (a config file's [train] settings)")
     for name, kind, metavar, what in (
             ("steps", positive_int, "N", "total optimizer steps per model"),
@@ -145,7 +150,7 @@ def _print_results(result) -> None:
         print("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     print()
     print(textwrap.fill(f"Result: {s['verdict']}.", width=110, subsequent_indent="  "))
-    print(f"Method: {s['method']}")
+    print(textwrap.fill(f"Method: {s['method']}", width=110, subsequent_indent="  "))
 
 
 def _describe_run(s: dict) -> str:
@@ -156,8 +161,10 @@ def _describe_run(s: dict) -> str:
             f"{d['vocab_size']} tokens, {d['train_tokens']} train / {d['val_tokens']} validation tokens)")
 
 
-def _train_call(**kwargs):
+def _train_call(*, report_to: tuple[str, ...] = (), **kwargs):
     progress = kwargs.get("callback")
+    if progress is not None:  # rank 0 (the one process with a progress bar) reports to the trackers too
+        kwargs["callback"] = callbacks(progress, *(tracker(name, kwargs["out"]) for name in report_to))
     try:
         return train(**kwargs)
     except FloatingPointError as e:  # a diverged run: the user fixes it with a smaller learning rate
@@ -248,7 +255,8 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = _train_call(config=args.config, data=args.data, out=out, backend=backend, resume=bool(args.resume),
                              overwrite=args.overwrite, device=args.device, config_changes=changes,
-                             callback=Progress() if rank == 0 else None, **settings)
+                             callback=Progress() if rank == 0 else None, report_to=tuple(args.report_to or ()),
+                             **settings)
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -4,6 +4,7 @@ and the Markdown tables. Every number in them is taken from the :class:`Comparis
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 
 from .results import COMPONENTS, PUBLISHED_CLAIM, SIZE_FORMATS, Comparison, ModelReport
@@ -39,14 +40,14 @@ def verdict(comp: Comparison) -> str:
     q = quantum[0]
 
     def payload(m: ModelReport) -> int:  # float32 tensor bytes: the file minus its header
-        return m.sizes[f32] - m.sizes["safetensors_float32_header"]
+        return m.size(f32) - m.size("safetensors_float32_header")
 
     parts = []
     for c in classical:
         parts.append(f"{c.name} has {c.total_parameters / q.total_parameters:.2f}x the parameters and "
-                     f"{c.sizes[f32] / q.sizes[f32]:.2f}x the float32 bytes (tensor data {payload(c) / payload(q):.2f}x, "
-                     f"headers {c.sizes['safetensors_float32_header']:,} vs {q.sizes['safetensors_float32_header']:,} B)")
-    line = (f"{q.name}: {q.total_parameters:,} params, {human_bytes(q.sizes[f32])} in float32 "
+                     f"{c.size(f32) / q.size(f32):.2f}x the float32 bytes (tensor data {payload(c) / payload(q):.2f}x, "
+                     f"headers {c.size('safetensors_float32_header'):,} vs {q.size('safetensors_float32_header'):,} B)")
+    line = (f"{q.name}: {q.total_parameters:,} params, {human_bytes(q.size(f32))} in float32 "
             f"({q.total_circuit_weights:,} circuit weights, {q.executions_per_token:.1f} circuit executions/token); "
             + "; ".join(parts))
     same = [c for c in classical if abs(payload(c) / payload(q) - 1) <= 0.05]
@@ -56,12 +57,12 @@ def verdict(comp: Comparison) -> str:
                  f"stores the same tensor data" + (", so the saving against the wider classical twin is the qubit "
                                                    "bottleneck removing parameters, not quantum compression"
                                                    if smaller_twin else ""))
-    with_ppl = [m for m in comp.models if m.perplexity]
+    with_ppl = {m.name: m.perplexity["perplexity"] for m in comp.models if m.perplexity}
     if q.perplexity and len(with_ppl) > 1:
-        best = min(with_ppl, key=lambda m: m.perplexity["perplexity"])
-        ppl = ", ".join(f"{m.name} {m.perplexity['perplexity']:.2f}" for m in with_ppl)
+        best = min(with_ppl, key=lambda name: with_ppl[name])
+        ppl = ", ".join(f"{name} {value:.2f}" for name, value in with_ppl.items())
         line += (f". Validation perplexity {ppl}: "
-                 + (f"{q.name} is best" if best is q else f"{q.name} LOSES to {best.name}"))
+                 + (f"{q.name} is best" if best == q.name else f"{q.name} LOSES to {best}"))
     return line
 
 
@@ -72,18 +73,18 @@ def claim_verdict(comp: Comparison) -> str:
     qlo, qhi = PUBLISHED_CLAIM["qelm_bytes"]
     clo, chi = PUBLISHED_CLAIM["classical_bytes"]
     claimed_gap = (clo / qhi, chi / qlo)
-    measured_gap = twin.sizes[f32] / q.sizes[f32]
-    in_range = clo <= twin.sizes[f32] <= chi
-    qelm_match = qlo <= q.sizes[f32] <= qhi
+    measured_gap = twin.size(f32) / q.size(f32)
+    in_range = clo <= twin.size(f32) <= chi
+    qelm_match = qlo <= q.size(f32) <= qhi
     return (f"claim '{PUBLISHED_CLAIM['text']}' vs measured float32 safetensors at this configuration: "
-            f"QELM {human_bytes(q.sizes[f32])} ({'matches' if qelm_match else 'does not match'} the claimed 2,165 KB: "
-            f"the claim is {qlo / q.sizes[f32]:.1f}-{qhi / q.sizes[f32]:.1f}x the measured size), classical twin "
-            f"{human_bytes(twin.sizes[f32])} ({'inside' if in_range else 'outside'} the claimed 15-20 MB: "
-            f"the claim is {clo / twin.sizes[f32]:.1f}-{chi / twin.sizes[f32]:.1f}x the measured size); measured gap "
+            f"QELM {human_bytes(q.size(f32))} ({'matches' if qelm_match else 'does not match'} the claimed 2,165 KB: "
+            f"the claim is {qlo / q.size(f32):.1f}-{qhi / q.size(f32):.1f}x the measured size), classical twin "
+            f"{human_bytes(twin.size(f32))} ({'inside' if in_range else 'outside'} the claimed 15-20 MB: "
+            f"the claim is {clo / twin.size(f32):.1f}-{chi / twin.size(f32):.1f}x the measured size); measured gap "
             f"{measured_gap:.1f}x vs claimed {claimed_gap[0]:.1f}-{claimed_gap[1]:.1f}x — "
             + ("the claim holds here" if in_range and qelm_match else
                "the claim is not what this configuration costs: a classical model of it "
-               + ("is far smaller than 15-20 MB" if twin.sizes[f32] < clo else "differs from 15-20 MB")))
+               + ("is far smaller than 15-20 MB" if twin.size(f32) < clo else "differs from 15-20 MB")))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -132,17 +133,20 @@ def _model_rows(comp: Comparison) -> list[list[str]]:
         f"{m.config['embedding']} / {m.config['attention']} / {m.config['feed_forward']}")
     comps = list(COMPONENTS) + (["other"] if any("other" in m.parameters for m in ms) else [])
     for c in comps:
-        row(f"params: {c}", lambda m, c=c: f"{m.parameters.get(c, 0):,}" + (
-            f" ({m.circuit_weights.get(c, 0) + m.circuit_inputs.get(c, 0):,} angles)"
-            if m.circuit_weights.get(c, 0) + m.circuit_inputs.get(c, 0) else ""))
+        def params(m: ModelReport, c: str = c) -> str:
+            angles = m.circuit_weights.get(c, 0) + m.circuit_inputs.get(c, 0)
+            return f"{m.parameters.get(c, 0):,}" + (f" ({angles:,} angles)" if angles else "")
+        row(f"params: {c}", params)
     row("**params: total**", lambda m: f"**{m.total_parameters:,}**")
     row("of which circuit weights (gate angles)", lambda m: f"{m.total_circuit_weights:,}")
     row("of which circuit inputs (per-token angles)", lambda m: f"{m.total_circuit_inputs:,}")
     if ref:
         row(f"params / {ref}", ratio_cell(lambda r: r.total_parameters))
     for f in SIZE_FORMATS:
-        row(_SIZE_LABELS[f], lambda m, f=f: m.size_notes.get(f, "n/a") if m.sizes.get(f) is None
-            else f"{m.sizes[f]:,} B ({human_bytes(m.sizes[f])})")
+        def size(m: ModelReport, f: str = f) -> str:
+            value = m.sizes.get(f)
+            return m.size_notes.get(f, "n/a") if value is None else f"{value:,} B ({human_bytes(value)})"
+        row(_SIZE_LABELS[f], size)
         if ref and f == "safetensors_float32":
             row(f"float32 bytes / {ref}", ratio_cell(lambda r: r.sizes.get("safetensors_float32")))
     row("classical FLOPs/token", lambda m: human_count(m.flops_per_token))
@@ -171,7 +175,8 @@ def markdown(comp: Comparison) -> str:
     if circuits:
         out += ["", f"Circuits per forward pass ({comp.models[0].tokens_measured} tokens measured):", circuits]
     out.append("")
-    out.append("Method: " + "; ".join(f"{k}: {v}" for k, v in comp.method.items() if k in ("sizes", "flops", "shots")))
+    out.append(textwrap.fill("Method: " + "; ".join(f"{k}: {v}" for k, v in comp.method.items()
+                                                    if k in ("sizes", "flops", "shots")), width=110, subsequent_indent="  "))
     out.append("")
     out.append(f"Verdict: {comp.verdict}")
     if comp.claim_verdict:

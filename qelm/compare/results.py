@@ -132,6 +132,13 @@ class ModelReport:
     def max_wires(self) -> int:
         return max((c.n_wires for c in self.circuits), default=0)
 
+    def size(self, fmt: str) -> int:
+        """Bytes in the SIZE_FORMATS entry ``fmt``; a format that could not be written has no size to use."""
+        size = self.sizes[fmt]
+        if size is None:
+            raise ValueError(f"{self.name} has no {fmt} size: {self.size_notes.get(fmt, 'it could not be written')}")
+        return size
+
     def shots_per_token(self, which: str = "worst") -> float | None:
         """Summed over circuits; None if any circuit reads a state vector (no shot equivalent)."""
         values = [getattr(c, f"shots_per_token_{which}") for c in self.circuits]
@@ -186,7 +193,7 @@ class Comparison:
             d = m.to_dict()
             d["ratio_to_reference"] = None if self.reference is None else {
                 "parameters": self.ratio(lambda r: r.total_parameters, m),
-                **{f: self.ratio(lambda r, f=f: r.sizes.get(f), m) for f in SIZE_FORMATS},
+                **{f: self.ratio(_size_of(f), m) for f in SIZE_FORMATS},
                 "flops_per_token": self.ratio(lambda r: r.flops_per_token, m),
             }
             models.append(d)
@@ -201,3 +208,8 @@ class Comparison:
         """Write :meth:`to_dict` as JSON, atomically."""
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         return atomic_write(path, text, make_parents=True)
+
+
+def _size_of(fmt: str) -> Callable[[ModelReport], float | None]:
+    """A model's bytes in format ``fmt``, None where it could not be written."""
+    return lambda m: m.sizes.get(fmt)

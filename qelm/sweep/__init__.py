@@ -14,7 +14,8 @@ from .plot import plot_pareto
 from .report import report_text
 from .results import GOAL_RATIO, pareto_frontier, sweep_table, verdict
 from .space import SearchSpace, load_space, parse_space
-from .study import INSTALL_HINT, STORAGE_FILE, open_study, run_sweep
+from .storage import INSTALL_HINT, STORAGE_FILE, open_study
+from .study import run_sweep
 from .trial import measure_model, run_configuration
 
 __all__ = ["run_sweep", "open_study", "load_space", "parse_space", "SearchSpace", "sweep_table", "pareto_frontier",

@@ -3,6 +3,7 @@ issue's goal, and every failed or lost trial with its reason. Built from the swe
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -58,5 +59,5 @@ def report_text(table: dict[str, Any]) -> str:
     if bad:
         lines += ["", "Failed or lost trials:"]
         lines += [f"  #{t['number']} {t['state']}: {t.get('error', '')}" for t in bad]
-    lines += ["", f"Method: {table['method']}"]
+    lines += ["", textwrap.fill(f"Method: {table['method']}", width=110, subsequent_indent="  ")]
     return "\n".join(lines)

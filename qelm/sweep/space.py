@@ -85,24 +85,31 @@ class Dimension:
     def is_int(self) -> bool:
         return self.choices is None and all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
 
+    def _range(self) -> tuple[float, float]:
+        """``(low, high)`` of a dimension without choices (checked on load: it has both)."""
+        assert self.low is not None and self.high is not None
+        return self.low, self.high
+
     def values(self) -> list | None:
         """Every value this dimension can take, or ``None`` for a continuous range."""
         if self.choices is not None:
             return list(self.choices)
+        low, high = self._range()
         if self.is_int:
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+            return list(range(int(low), int(high) + 1, int(self.step or 1)))
         if self.step is not None:
-            n = math.floor((self.high - self.low) / self.step + 1e-9)
-            return [self.low + i * self.step for i in range(n + 1)]
+            n = math.floor((high - low) / self.step + 1e-9)
+            return [low + i * self.step for i in range(n + 1)]
         return None
 
     def suggest(self, trial) -> Any:
         """This dimension's value for Optuna ``trial``."""
         if self.choices is not None:
             return trial.suggest_categorical(self.param, list(self.choices))
+        low, high = self._range()
         if self.is_int:
-            return trial.suggest_int(self.param, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(self.param, self.low, self.high, step=self.step, log=self.log)
+            return trial.suggest_int(self.param, int(low), int(high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.param, low, high, step=self.step, log=self.log)
 
     def describe(self) -> str:
         if self.choices is not None:
@@ -132,11 +139,16 @@ class SearchSpace:
 
     def grid(self) -> dict[str, list]:
         """``{param: values}`` for Optuna's GridSampler (every dimension is finite: checked on load)."""
-        return {d.param: d.values() for d in self.dims}
+        grid = {}
+        for d in self.dims:
+            values = d.values()
+            assert values is not None  # checked on load
+            grid[d.param] = values
+        return grid
 
     def grid_size(self) -> int | None:
-        sizes = [len(v) if (v := d.values()) is not None else None for d in self.dims]
-        return None if None in sizes else math.prod(sizes)
+        values = [d.values() for d in self.dims]
+        return math.prod(len(v) for v in values if v is not None) if all(v is not None for v in values) else None
 
     def build(self, values: dict[str, Any], vocab_size: int) -> tuple[QELMConfig, TrainOverrides]:
         """The model config and training settings of one trial from its ``{param: value}``."""

@@ -18,12 +18,10 @@
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import socket
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,136 +36,14 @@ from ..model_files import ensure_writable_dir
 from ..redact import redact
 from .folder import SPACE_FILE, check_sweep_folder, claim_sweep_folder
 from .results import sweep_table, trial_row, trial_state
-from .space import SearchSpace, load_space, parse_space
+from .space import SearchSpace, load_space
+from .storage import _open, _sampler, _storage, import_optuna, open_study, storage_url
 from .trial import objective_value, run_configuration
 from .workers import alive, joiner_seed_offset, worker_gone, worker_id
 
-__all__ = ["run_sweep", "open_study", "import_optuna", "storage_url", "finished_trials", "lost_trials",
-           "STORAGE_FILE", "INSTALL_HINT", "HEARTBEAT_INTERVAL", "GRACE_PERIOD"]
-
-STORAGE_FILE = "sweep.db"
-INSTALL_HINT = 'qelm sweep needs Optuna: pip install "qelm-lab[sweep]" (or pip install "optuna>=4")'
-HEARTBEAT_INTERVAL = 30  # seconds between a running trial's heartbeats
-GRACE_PERIOD = 120  # a running trial silent this long is lost (its process died); Optuna fails and retries it
+__all__ = ["run_sweep", "finished_trials", "lost_trials"]
 
 Progress = Callable[[dict[str, Any]], None]  # called with a trial's row when it finishes (in its worker)
-
-
-def import_optuna():
-    """The ``optuna`` module, or ``ModuleNotFoundError`` saying how to install it."""
-    try:  # lazy: optuna is optional (the sweep extra)
-        import optuna
-    except ModuleNotFoundError as e:
-        if e.name != "optuna":
-            raise
-        raise ModuleNotFoundError(INSTALL_HINT, name="optuna") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints one line per trial instead
-    _quiet_trial_failures()
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna
-
-
-class _NoTrialFailures(logging.Filter):
-    """Drops Optuna's warning, with its traceback, for a failed or interrupted trial: the sweep records the
-    reason in the trial (and the CLI prints it in one line); Ctrl-C is "interrupted", not a traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.getMessage().startswith("Trial ") and " failed with " in record.getMessage())
-
-
-def _quiet_trial_failures() -> None:
-    log = logging.getLogger("optuna.study._optimize")
-    if not any(isinstance(f, _NoTrialFailures) for f in log.filters):
-        log.addFilter(_NoTrialFailures())
-
-
-def storage_url(out: str | os.PathLike, storage: str | None = None) -> str:
-    """The study database: ``storage`` if given, else the SQLite file in the sweep folder ``out``."""
-    return storage or f"sqlite:///{(Path(out) / STORAGE_FILE).resolve()}"
-
-
-def _storage(url: str):
-    optuna = import_optuna()
-    from optuna.storages import RDBStorage  # lazy: optional (the sweep extra)
-
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    callback = "heartbeat_stale_trial_callback" if "RetryHeartbeat" in retry.__name__ else "failed_trial_callback"
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    for attempt in range(5):
-        try:
-            storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL,
-                                 grace_period=GRACE_PERIOD, **{callback: retry(max_retry=3)})
-            return _write_locked(storage) if url.startswith("sqlite") else storage
-        except Exception as e:  # sqlalchemy: a bad URL, a missing driver, an unreachable server
-            # two processes opening a new database at once (workers, a --report beside a running sweep) race
-            # to write its schema version: the loser sees the row the winner wrote; open it again
-            if "IntegrityError" in type(e).__name__ and attempt < 4:
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            why = (str(e).strip().splitlines() or [""])[0]  # sqlalchemy appends the SQL and a link: one line
-            raise ConfigError(redact(f"cannot open the sweep storage {url!r}: {type(e).__name__}: {why}")) from None
-
-
-def _write_locked(storage):
-    """SQLite transactions that take the write lock when they begin (``BEGIN IMMEDIATE``). Optuna reads a
-    queued trial's state and then claims it; in SQLite's default mode the read takes no lock, so two
-    processes could both claim one queued trial (a retry) and run it at once. Locked, they take turns."""
-    from sqlalchemy import event  # lazy: optuna's database layer, optional (the sweep extra)
-
-    engine = storage.engine
-
-    @event.listens_for(engine, "connect")
-    def _no_implicit_transactions(connection, record) -> None:
-        connection.isolation_level = None  # the driver's own BEGIN would be deferred: the one below replaces it
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections made before the listeners: replaced by new ones that have them
-    return storage
-
-
-def _sampler(space: SearchSpace, worker: int):
-    optuna = import_optuna()
-    kind = space.sweep["sampler"]
-    if kind == "grid":  # the seed orders the grid: every worker must share it (the storage keeps them apart)
-        return optuna.samplers.GridSampler(space.grid(), seed=space.sweep["sampler_seed"])
-    seed = space.sweep["sampler_seed"] + worker  # workers of one sweep must not propose the same trials
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    startup = max(3, min(10, space.sweep["trials"] // 3))
-    # constant_liar: a trial in flight counts as a poor result, so other workers look elsewhere meanwhile
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
-
-
-def open_study(out: str | os.PathLike, storage: str | None = None, name: str | None = None, *, worker: int = 0):
-    """``(study, space)`` of the sweep stored at ``storage`` (default: the sweep folder's database); ``name``
-    picks the study when the storage holds several. Raises ``FileNotFoundError`` when there is none."""
-    study, space, _ = _open(out, storage, name, worker)
-    return study, space
-
-
-def _open(out, storage, name, worker):
-    optuna = import_optuna()
-    url = storage_url(out, storage)
-    if storage is None and not (Path(out) / STORAGE_FILE).is_file():
-        raise FileNotFoundError(f"no sweep in {str(out)!r}: it holds no {STORAGE_FILE} (run qelm sweep --space FILE "
-                                f"--out {out} first, or pass --storage URL)")
-    st = _storage(url)
-    names = optuna.get_all_study_names(st)
-    if name is None:
-        if len(names) != 1:
-            raise ConfigError(f"the sweep storage {redact(url)!r} holds {len(names)} studies"
-                             f"{' (' + ', '.join(names) + ')' if names else ''}: name one with --study")
-        name = names[0]
-    if name not in names:
-        raise FileNotFoundError(f"no sweep {name!r} in the storage {redact(url)!r}"
-                                f"{': it holds ' + ', '.join(names) if names else ''}")
-    study = optuna.load_study(study_name=name, storage=st)
-    space = parse_space(study.user_attrs["space"], source=study.user_attrs.get("space_file", name))
-    study = optuna.load_study(study_name=name, storage=st, sampler=_sampler(space, worker))
-    return study, space, st
 
 
 def finished_trials(study) -> list:
@@ -186,8 +62,9 @@ def _progress(study, space: SearchSpace, *, running: bool) -> int:
 
 
 def _target(space: SearchSpace, trials: int | None) -> int:
-    target = trials or space.sweep["trials"]
-    return min(target, space.grid_size()) if space.sweep["sampler"] == "grid" else target
+    target: int = trials or space.sweep["trials"]
+    size = space.grid_size()
+    return min(target, size) if space.sweep["sampler"] == "grid" and size is not None else target
 
 
 def lost_trials(study) -> list:
@@ -342,23 +219,24 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
         raise ConfigError(f"trials={trials!r} is invalid: use an integer >= 1")
     out = check_sweep_folder(out, resume=resume)  # nothing is made before every input is checked
-    if space is not None and not isinstance(space, SearchSpace):
-        space = load_space(space)
+    given = space if isinstance(space, SearchSpace) or space is None else load_space(space)
+    opened: Any  # the Optuna study (an untyped library's object)
     url = storage_url(out, storage)
     if resume:
-        found, stored, st = _open(out, storage, study or (space.name if space is not None else None), 0)
-        if space is not None and space.text != stored.text:
-            raise ConfigError(f"the search space {space.source!r} differs from the one sweep {found.study_name!r} was "
+        found, stored, st = _open(out, storage, study or (given.name if given is not None else None), 0)
+        if given is not None and given.text != stored.text:
+            raise ConfigError(f"the search space {given.source!r} differs from the one sweep {found.study_name!r} was "
                              f"started with: drop --space to resume it as it was, or start a new sweep in another --out")
-        space, study = stored, found
-        data = data or study.user_attrs["data"]
-        _dataset(str(data), space, study.user_attrs["data_sha256"])  # the same text, or an error now
+        chosen, opened = stored, found
+        data = data or opened.user_attrs["data"]
+        _dataset(str(data), chosen, opened.user_attrs["data_sha256"])  # the same text, or an error now
         ensure_writable_dir(claim_sweep_folder(out, resume=True))
-        _fail_lost(study, st)
+        _fail_lost(opened, st)
     else:
-        if space is None:
+        if given is None:
             raise ConfigError("a new sweep needs a search space: pass --space FILE (see examples/sweep.toml)")
-        name = study or space.name
+        chosen = given
+        name = study or chosen.name
         if storage is not None:  # a database elsewhere: checked before the folder is made
             st = _storage(url)
             if name in optuna.get_all_study_names(st):
@@ -366,9 +244,9 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
                                   f"--resume, or start a new one under another name (--study)")
         source = str(data) if data is not None else "qelm/data/corpus.txt (the bundled corpus)"
         data = Path(data or bundled_corpus()).resolve()
-        dataset = _dataset(str(data), space)
-        contexts = {space.model["context_len"]} | {v for d in space.dims if d.table == "model"
-                                                   and d.name == "context_len" for v in d.values()}
+        dataset = _dataset(str(data), chosen)
+        contexts = {chosen.model["context_len"]} | {v for d in chosen.dims if d.table == "model"
+                                                    and d.name == "context_len" for v in d.values() or ()}
         for context_len in sorted(contexts):  # the corpus is long enough for every context (before any trial)
             dataset.check_context(context_len)
         ensure_writable_dir(claim_sweep_folder(out, resume=False))
@@ -381,28 +259,28 @@ def run_sweep(space: SearchSpace | str | os.PathLike | None = None, data: str | 
             if held:  # another sweep's folder: its space.toml and table are not this sweep's to replace
                 raise FileExistsError(f"sweep folder {str(out)!r} holds sweep {', '.join(map(repr, held))}: continue "
                                       f"it with --resume, or start a new sweep in another --out")
-        study = optuna.create_study(study_name=name, storage=st, direction="minimize",
-                                    sampler=_sampler(space, 0))
-        for key, value in {"space": space.text, "space_file": str(space.source), "data": str(data),
+        opened = optuna.create_study(study_name=name, storage=st, direction="minimize",
+                                     sampler=_sampler(chosen, 0))
+        for key, value in {"space": chosen.text, "space_file": str(chosen.source), "data": str(data),
                            "data_sha256": dataset.sha256, "corpus": _describe(dataset, source),
                            "unigram": _unigram(dataset)}.items():
-            study.set_user_attr(key, value)
-        atomic_write(out / SPACE_FILE, space.text)
-    target = _target(space, trials)
+            opened.set_user_attr(key, value)
+        atomic_write(out / SPACE_FILE, chosen.text)
+    target = _target(chosen, trials)
     if started is not None:
         started()
-    args = (str(out), url, study.study_name, str(data), target)
+    args = (str(out), url, opened.study_name, str(data), target)
     first = joiner_seed_offset() if resume else 0  # a joining process seeds its samplers apart from every other
     for _round in range(5):  # rounds: each runs the retries of trials lost in the one before
-        _run_workers(args, workers, first, threads, progress, study, space, target)
+        _run_workers(args, workers, first, threads, progress, opened, chosen, target)
         # a trial another process of this host left running when it died: failed (it is lost), and run again
         # here while the sweep still needs it; a live worker's trial stays running
-        if not _fail_lost(study, st, requeue=_progress(study, space, running=True) < target,
+        if not _fail_lost(opened, st, requeue=_progress(opened, chosen, running=True) < target,
                           when="when another process of the sweep finished its trials"):
             break
-        if _progress(study, space, running=True) >= target:
+        if _progress(opened, chosen, running=True) >= target:
             break
-    return sweep_table(study)
+    return sweep_table(opened)
 
 
 def _run_workers(args: tuple[str, str, str, str, int], workers: int, first: int, threads: int, progress: Progress | None, study, space,

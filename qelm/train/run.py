@@ -51,7 +51,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..backends import get_backend
 from ..config import QELMConfig, config_differences, with_backend
 from ..data import TextDataset
 from ..distributed import rank_and_world
@@ -62,8 +61,9 @@ from ..folders import check_folder, refuse_links
 from ..memory import memory_bytes
 from ..metrics import METRICS
 from ..model import QELM, ClassicalLM
+from ..model_contents import read_training_state
 from ..model_files import (BEST, FILES, MANIFEST, TOKENIZER, TRAINING_STATE, checkpoint_files, ensure_writable_dir,
-                           has_checkpoint, read_training_state, recover_checkpoint)
+                           has_checkpoint, recover_checkpoint)
 from ..plot import plot_curves
 from ..tokenizer import load_tokenizer
 from .layout import LOCK, LOSS_CURVE, MODEL_NAMES, SUMMARY, run_layout  # MODEL_NAMES: the training order
@@ -303,7 +303,7 @@ def _model_configs(config: QELMConfig, dataset: TextDataset, settings: TrainSett
     """The config of each model of the run. Everything that can fail does so here, before any training."""
     dataset.check_context(config.context_len)
     if config.uses_circuits:  # an unavailable backend fails now, not after the twin has trained
-        get_backend(config.backend, shots=config.shots, **config.backend_options)
+        config.runtime.build()
     configs = {"twin": config.classical(), "qelm": config}
     if settings.matched:  # before any training: a config no classical model can match fails now
         configs["matched"] = matched_config(config)

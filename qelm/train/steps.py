@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import resource
 import sys
@@ -39,6 +40,8 @@ from ..model_files import BEST, TRAINING_STATE, checkpoint_files, ensure_writabl
 from .report import LABELS
 from .results import Callback, ModelRun
 from .settings import TrainSettings
+
+_log = logging.getLogger(__name__)  # what a run does, for `qelm -v` (the library never prints)
 
 __all__ = ["train_one"]
 
@@ -148,6 +151,9 @@ def _run_steps(m: _Model, dataset: TextDataset, settings: TrainSettings, run_rec
         torch.cuda.reset_peak_memory_stats(device)
     T = m.model.config.context_len
     tokens_per_step = settings.batch_size * T  # global
+    if rank == 0:
+        _log.info("%s: steps %d to %d of %d tokens each, into %s", m.name, m.start + 1, settings.steps,
+                  tokens_per_step, m.folder)
     if rank == 0 and callback:
         callback("start", m.name, {"step": m.start, "steps": settings.steps, "tokens_per_step": tokens_per_step})
     val: dict[str, float] = {}
@@ -174,6 +180,7 @@ def _run_steps(m: _Model, dataset: TextDataset, settings: TrainSettings, run_rec
                 metrics_file.flush()
                 m.metrics_bytes += len(line)
                 m.metrics_sha256.update(line)
+                _log.debug("%s: %s", m.name, json.dumps(record))
                 if callback:
                     callback("step", m.name, record)
             if step % settings.save_every == 0 or step == settings.steps:
