@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 
 from .backends import Backend, BackendSpec, get_backend
+from .backends.cpu_threads import limited
 from .config import QELMConfig, with_backend
 from .errors import CheckpointError, ConfigError, DataError
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
@@ -168,6 +169,10 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
     """
 
     config: QELMConfig
+    #: most intra-op threads of a CPU forward call and of its backward pass (:mod:`qelm.backends.cpu_threads`:
+    #: a model this small loses to the barriers of a second thread, up to 10x on a loaded machine); set
+    #: ``model.cpu_threads = None`` to run on torch's own setting
+    cpu_threads: int | None = 1
 
     def __init__(self, config: QELMConfig, backend: BackendSpec | None = None) -> None:
         """``backend``: how the circuits run, when not as ``config`` says (the model's config then records it)."""
@@ -206,15 +211,16 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         if start + idx.shape[1] > self.config.context_len:
             raise DataError(f"the KV cache holds {start} tokens; {idx.shape[1]} more exceed context_len="
                              f"{self.config.context_len}: start a new cache from the last {self.config.context_len} tokens")
-        x = self.embedding(idx, start)  # (B, T, d_model)
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache.blocks[i] if cache is not None else None)
-        if cache is not None:
-            cache.length = start + idx.shape[1]
-        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        with limited(self.cpu_threads, idx.device) as mark:  # forward and backward on cpu_threads threads
+            x = self.embedding(idx, start)  # (B, T, d_model)
+            for i, block in enumerate(self.blocks):
+                x = block(x, cache.blocks[i] if cache is not None else None)
+            if cache is not None:
+                cache.length = start + idx.shape[1]
+            logits = mark(self.lm_head(self.ln_f(x)))  # (B, T, vocab)
+            loss = None
+            if targets is not None:
+                loss = mark(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)))
         return logits, loss
 
     def _check_ids(self, idx) -> torch.Tensor:

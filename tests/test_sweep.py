@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -173,6 +174,16 @@ def test_the_verdict_sets_a_quantum_model_against_the_best_classical_one_not_onl
 
 
 # --- sweeps -----------------------------------------------------------------------------------------------------
+def _study_created(out) -> bool:
+    """Whether the sweep has finished creating its study database, read without writing: opening the study
+    before that creates the tables a second time, beside the sweep, and one of the two then fails."""
+    try:
+        with sqlite3.connect(f"file:{out / 'sweep.db'}?mode=ro", uri=True) as db:
+            return db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
 def _study(out):
     from qelm.sweep import open_study
 
@@ -269,7 +280,7 @@ def test_a_killed_sweep_resumes_losing_only_the_trial_in_flight(tmp_path, corpus
             time.sleep(0.1)
             if proc.poll() is not None:
                 pytest.fail(f"the sweep ended before it could be killed: {proc.stderr.read().decode()}")
-            if not (out / "sweep.db").exists():
+            if not _study_created(out):
                 continue
             try:
                 trials = _study(out).get_trials(deepcopy=False)

@@ -39,6 +39,7 @@ from ..circuits import z_signs
 from ..errors import BackendError
 from ..memory import format_bytes, free_memory_bytes
 from .base import Backend, check_angles
+from .cpu_threads import limited
 from .cuda_graph import GraphPool
 from .fused_adjoint import CHUNK_STATES, STATES_KEPT, BlockExecutor, chunk_size
 from .fused_blocks import BlockPlan, block_bytes, build_block_plan
@@ -65,10 +66,11 @@ class FusedBackend(Backend):
     name = "qelm.fused"
     supports_state = True
     traceable = True
-    options = ("dtype", "cuda_graph")
+    options = ("dtype", "cuda_graph", "cpu_threads")
+    cpu_threads: int | None = 1  # also what a backend pickled before the option had
 
     def __init__(self, shots: int | None = None, seed: int | None = None, dtype: str = "complex128",
-                 cuda_graph: bool = True) -> None:
+                 cuda_graph: bool = True, cpu_threads: int | None = 1) -> None:
         if shots is not None:
             raise BackendError(f"backend 'qelm.fused' computes exact expectations and takes no shots (got shots={shots!r}): "
                              "for sampled estimates use backend 'qiskit.aer' or 'default.qubit' with shots")
@@ -85,6 +87,11 @@ class FusedBackend(Backend):
         # (H200: 5.2 ms eager, 0.67 ms replayed at N = 4,096). On by default; only CUDA calls that will be
         # differentiated are recorded, so CPU runs and evaluation are untouched
         self._graphs = GraphPool() if cuda_graph else None
+        if cpu_threads is not None and (isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 1):
+            raise BackendError(f"cpu_threads={cpu_threads!r} is invalid: use a positive integer, or None for torch's "
+                               "own setting (torch.set_num_threads)")
+        #: most intra-op threads of a CPU call, forward and backward (qelm.backends.cpu_threads); None: torch's
+        self.cpu_threads = cpu_threads
         self._plans: dict = {}
         #: evolve on CUDA through one generated kernel per circuit (qelm.backends.fused_cuda) where it applies;
         #: False runs fused_evolve's torch operations everywhere (the GPU tests compare the two)
@@ -222,7 +229,8 @@ class FusedBackend(Backend):
             self._plan(circuit, split=True, device=inputs.device)
             return self._graphs((circuit.key, kind), lambda i, w: self._simulate(circuit, i, w, kind, sets, batch),
                                 inputs, weights)
-        return self._simulate(circuit, inputs, weights, kind, sets, batch)
+        with limited(self.cpu_threads, inputs.device) as mark:
+            return mark(self._simulate(circuit, inputs, weights, kind, sets, batch))
 
     def _simulate(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
         plan = self._plan(circuit, split=True, device=inputs.device)
@@ -258,7 +266,8 @@ class FusedBackend(Backend):
         self._check_memory(circuit, angles.shape[0], 1, angles.device, split=False)
         plan = self._plan(circuit, split=False, device=angles.device)  # every angle per sample
         x = angles.to(DTYPES[self.dtype][1]).mT  # (n_angles, N)
-        return self._executor(plan, angles.device).run(x, None, (), kind)
+        with limited(self.cpu_threads, angles.device) as mark:
+            return mark(self._executor(plan, angles.device).run(x, None, (), kind))
 
     def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
         return self._angles(circuit, angles, "expval").to(angles.dtype)
