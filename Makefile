@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: demo test lint typecheck test-gpu test-noise gallery bench clean
+.PHONY: demo test lint typecheck test-gpu test-noise gallery bench docs clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -13,15 +13,16 @@ $(BIN)/activate:
 # unpinned request pulls a multi-GB CUDA build
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,docs]'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(BIN)/qelm demo --out $(OUT)
 
-# the linter and the type check first: a red one stops the run before the tests
+# the linter and the type check first: a red one stops the run before the tests (tests/test_docs.py builds the
+# site as `make docs` does)
 test: $(VENV)/.installed
-	$(BIN)/ruff check qelm tests
+	$(BIN)/ruff check qelm tests docs/_hooks
 	$(BIN)/mypy qelm
 	$(BIN)/python -m pytest -q
 
@@ -50,8 +51,12 @@ test-noise: $(NOISE_VENV)/.installed
 gallery: $(VENV)/.installed
 	$(BIN)/qelm gallery circuits
 
+# the documentation site, into site/: warnings are errors, and the tutorials run the scripts of examples/
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/speed.py --quick
 
 clean:
-	rm -rf $(VENV) $(NOISE_VENV) runs
+	rm -rf $(VENV) $(NOISE_VENV) runs site

@@ -30,23 +30,62 @@ def save_checkpoint(directory: str | os.PathLike, model: torch.nn.Module, tokeni
     (:mod:`qelm.model_files`). Returns the folder.
 
     A model whose weights hold NaN or infinity is refused (``ValueError`` naming the tensors): a diverged
-    model is never saved over a good checkpoint."""
+    model is never saved over a good checkpoint.
+
+    Args:
+        directory: the checkpoint folder (new, empty, or a checkpoint folder already).
+        model: the model to save (a ``DistributedDataParallel`` wrapper saves its module).
+        tokenizer: the tokenizer its token ids come from.
+        training_state: optimizer and sampler state to resume from (at least ``step``), or None.
+        info: JSON values recorded in the manifest.
+
+    Returns:
+        The folder.
+
+    Examples:
+        >>> import tempfile
+        >>> from qelm import QELM, QELMConfig, TextDataset, load_checkpoint, save_checkpoint
+        >>> data = TextDataset.from_text("the cat sat on the mat. " * 20)
+        >>> model = QELM(QELMConfig(vocab_size=data.vocab_size, d_model=8, context_len=8, n_qubits=2, circuit_layers=1))
+        >>> folder = save_checkpoint(tempfile.mkdtemp() + "/model", model, data.tokenizer)
+        >>> loaded = load_checkpoint(folder)
+        >>> loaded.kind, loaded.config == model.config, loaded.tokenizer.vocab_size
+        ('qelm', True, 12)
+    """
     model = getattr(model, "module", model)  # a DistributedDataParallel wrapper saves its module
     return write_checkpoint(directory, model_kind(model), model, tokenizer, training_state=training_state, info=info)
 
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint folder. ``model`` is in eval mode."""
+    """A loaded checkpoint folder, as :func:`load_checkpoint` returns it. ``model`` is in eval mode.
 
-    model: QELM  # QELM, or ClassicalLM when kind == "classical"
+    Examples:
+        >>> import tempfile
+        >>> from qelm import ClassicalLM, QELMConfig, TextDataset, load_checkpoint, save_checkpoint
+        >>> data = TextDataset.from_text("the cat sat on the mat. " * 20)
+        >>> twin = ClassicalLM(QELMConfig(vocab_size=data.vocab_size, d_model=8, context_len=8))
+        >>> loaded = load_checkpoint(save_checkpoint(tempfile.mkdtemp() + "/twin", twin, data.tokenizer))
+        >>> loaded.kind, type(loaded.model).__name__, loaded.model.training
+        ('classical', 'ClassicalLM', False)
+    """
+
+    model: QELM
+    """The model: a :class:`QELM`, or a :class:`ClassicalLM` when ``kind`` is ``"classical"``."""
     config: QELMConfig
+    """The model's config: its architecture (how it runs, as loaded, is ``model.spec``)."""
     tokenizer: Tokenizer
+    """The tokenizer saved with the model."""
     training_state: dict[str, Any] | None
+    """The optimizer and sampler state saved for resuming, or None."""
     path: Path
+    """The folder it was loaded from."""
     kind: str = "qelm"
-    step: int | None = None  # optimizer steps the weights took, where the manifest records them
-    info: dict[str, Any] = field(default_factory=dict)  # the manifest's info table (a run's best: step, val_loss)
+    """``"qelm"`` or ``"classical"``."""
+    step: int | None = None
+    """Optimizer steps the weights took, where the manifest records them."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """The manifest's info table (for a run's best: its step and validation loss)."""
 
     def describe(self) -> str:
         """Which checkpoint this is, in words: ``runs/x/qelm (qelm, step 800)``, or for a run's best
@@ -67,7 +106,25 @@ def load_checkpoint(directory: str | os.PathLike, *, backend: str | None = None,
 
     Raises ``FileNotFoundError`` when a file is missing, ``ValueError`` naming the file and what is wrong
     when one is corrupt, edited after the save, or the weights do not match the config, and
-    ``BackendUnavailable`` when the backend cannot run here."""
+    ``BackendUnavailable`` when the backend cannot run here.
+
+    Args:
+        directory: a folder written by :func:`save_checkpoint` (or by ``save_pretrained``, with a tokenizer).
+        backend: the backend to run the circuits on, or None for the saved config's.
+        **backend_options: the backend's options (``shots``, ``seed``, ...).
+
+    Returns:
+        Checkpoint: the model (in eval mode), its config, tokenizer, training state and where it came from.
+
+    Examples:
+        >>> import tempfile
+        >>> from qelm import QELM, QELMConfig, TextDataset, load_checkpoint, save_checkpoint
+        >>> data = TextDataset.from_text("the cat sat on the mat. " * 20)
+        >>> model = QELM(QELMConfig(vocab_size=data.vocab_size, d_model=8, context_len=8, n_qubits=2, circuit_layers=1))
+        >>> folder = save_checkpoint(tempfile.mkdtemp() + "/model", model, data.tokenizer)
+        >>> load_checkpoint(folder, backend="default.qubit", shots=100).model.backend
+        <qelm backend default.qubit (100 shots)>
+    """
     folder = Path(directory)
     with snapshot(folder) as (paths, manifest):  # one consistent save, even while a run saves into the folder
         return _load_checkpoint(folder, paths, manifest, backend, backend_options)

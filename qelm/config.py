@@ -38,30 +38,76 @@ SLOT_CHOICES = {
 
 @dataclass
 class QELMConfig:
-    """Architecture of a decoder-only QELM. Defaults give the tiny demo model. How its circuits run (backend,
-    shots, options) is not here: that is a :class:`~qelm.backends.BackendSpec`, the model's ``spec``."""
+    """Architecture of a decoder-only QELM (and, with every slot classical, of its twin).
 
-    vocab_size: int = 64  # tokens in the vocabulary (set from the tokenizer when training)
-    d_model: int = 16  # width of the residual stream
-    n_heads: int = 2  # attention heads per block (one circuit set per head)
-    d_hidden: int = 32  # hidden width of the classical feed-forward
-    n_layers: int = 1  # transformer blocks
-    context_len: int = 32  # longest sequence the model reads
-    n_qubits: int = 4  # data qubits per circuit
-    circuit_layers: int = 2  # variational (re-uploading) layers per circuit
-    embedding: str = "quantum"  # "quantum" | "classical"
-    embedding_circuit: str = "angle"  # "angle" | "polar" | "amplitude"
-    attention: str = "quantum"  # "quantum" (q/k/v feature circuits) | "fidelity" | "classical"
-    fidelity_method: str = "exact"  # "exact" (state overlap) | "swap_test" (circuit, works with shots)
-    adaptive_threshold: bool = False  # fidelity: keep scores >= row mean + 0.5 std
-    feed_forward: str = "quantum"  # "quantum" | "classical"
-    readout: str = "z"  # feature circuits read out as "z" (<Z_i>), "zz" (+ <Z_i Z_j>) or "probs" (2**n probabilities)
+    The defaults give the tiny demo model. The config is validated on construction: an impossible model is
+    refused before a tensor is allocated, with a `ConfigError` naming the field,
+    the bad value and what would be valid. Configs round-trip through TOML ([`to_toml`][qelm.QELMConfig.to_toml],
+    [`from_toml`][qelm.QELMConfig.from_toml]) and dictionaries.
+
+    How the model runs (backend, shots, backend options) is not here: that is a `qelm.backends.BackendSpec`,
+    the model's `spec`, written as the `[runtime]` table of config files and checkpoints. Whether the model
+    fits this machine is checked where it meets the machine (`check_fits`).
+
+    Examples:
+        >>> from qelm import QELMConfig
+        >>> config = QELMConfig(vocab_size=32, d_model=8, n_heads=2, n_qubits=3)
+        >>> config.head_dim, config.uses_circuits
+        (4, True)
+        >>> config.classical().attention
+        'classical'
+        >>> QELMConfig(d_model=10, n_heads=4)
+        Traceback (most recent call last):
+        ...
+        qelm.errors.ConfigError: config field d_model=10 is invalid: it must be divisible by n_heads=4 (try 8)
+    """
+
+    vocab_size: int = 64
+    """Tokens in the vocabulary; set from the tokenizer when training."""
+    d_model: int = 16
+    """Width of the residual stream; divisible by `n_heads`."""
+    n_heads: int = 2
+    """Attention heads per block (one circuit set per head)."""
+    d_hidden: int = 32
+    """Hidden width of the classical feed-forward."""
+    n_layers: int = 1
+    """Transformer blocks."""
+    context_len: int = 32
+    """Longest sequence the model reads, in tokens."""
+    n_qubits: int = 4
+    """Data qubits per circuit (the swap test adds as many again, plus one)."""
+    circuit_layers: int = 2
+    """Variational (re-uploading) layers per circuit."""
+    embedding: str = "quantum"
+    """The embedding slot: `"quantum"` (the `embedding_circuit`) or `"classical"` (a lookup table)."""
+    embedding_circuit: str = "angle"
+    """The embedding circuit: `"angle"`, `"polar"`, `"amplitude"`, or one registered with
+    `qelm.circuits.register_circuit` (kind `"embedding"`)."""
+    attention: str = "quantum"
+    """The attention slot: `"quantum"` (q/k/v feature circuits), `"fidelity"` (scores from state overlaps)
+    or `"classical"`."""
+    fidelity_method: str = "exact"
+    """How `"fidelity"` attention measures overlaps: `"exact"` (from the states) or `"swap_test"` (a
+    circuit, which also works with shots)."""
+    adaptive_threshold: bool = False
+    """Fidelity attention: keep only the scores >= their row's mean + 0.5 standard deviations."""
+    feed_forward: str = "quantum"
+    """The feed-forward slot: `"quantum"` or `"classical"`."""
+    readout: str = "z"
+    """What feature circuits are read out as: `"z"` (<Z_i> per qubit), `"zz"` (those and <Z_i Z_j> of every
+    pair) or `"probs"` (the 2**n basis probabilities)."""
 
     def __post_init__(self) -> None:
         self.validate()
 
     # --- validation --------------------------------------------------------------------------------
     def validate(self) -> None:
+        """Check every field; called on construction (and again by code that changes a field in place).
+
+        Raises:
+            ConfigError: a field is out of range or names an unknown choice; the message names the field, its
+                value and what would be valid. (Whether the model fits this machine is `check_fits`'s question.)
+        """
         def bad(name: str, valid: str) -> None:
             raise ConfigError(f"config field {name}={getattr(self, name)!r} is invalid: {valid}")
 
@@ -116,27 +162,73 @@ class QELMConfig:
 
     @property
     def uses_circuits(self) -> bool:
+        """Whether any slot runs a circuit (False for the classical twin's config)."""
         return "quantum" in (self.embedding, self.feed_forward) or self.attention != "classical"
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head: `d_model // n_heads`."""
         return self.d_model // self.n_heads
 
     # --- variants -----------------------------------------------------------------------------------
     def replace(self, **changes: Any) -> QELMConfig:
-        """A validated copy with some fields changed."""
+        """A validated copy with some fields changed.
+
+        Args:
+            **changes: field names and their new values.
+
+        Returns:
+            A new config; this one is unchanged.
+
+        Examples:
+            >>> QELMConfig().replace(n_qubits=6).n_qubits
+            6
+        """
         return dataclasses.replace(self, **changes)
 
     def classical(self) -> QELMConfig:
-        """The same architecture with every slot classical: the config of the twin."""
+        """The same architecture with every slot classical: the config of the twin.
+
+        Returns:
+            A copy with `embedding`, `attention` and `feed_forward` set to `"classical"`.
+
+        Examples:
+            >>> QELMConfig().classical().uses_circuits
+            False
+        """
         return self.replace(embedding="classical", attention="classical", feed_forward="classical")
 
     # --- (de)serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a dictionary, as TOML writes them (the `[model]` table).
+
+        Returns:
+            `{field: value}`; `QELMConfig.from_dict` reads it back.
+
+        Examples:
+            >>> d = QELMConfig(n_qubits=3).to_dict()
+            >>> d["n_qubits"], "backend" in d
+            (3, False)
+        """
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QELMConfig:
+        """A config from a dictionary of fields (missing fields take their defaults).
+
+        Args:
+            data: `{field: value}`, as `to_dict` writes it or a TOML `[model]` table holds it.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            ConfigError: a key is not a field (the message lists the valid ones), or a value is invalid.
+
+        Examples:
+            >>> QELMConfig.from_dict({"n_qubits": 3}) == QELMConfig(n_qubits=3)
+            True
+        """
         known = {f.name for f in fields(cls)}
         runtime = sorted(set(data) & set(RUNTIME_FIELDS))
         if runtime:
@@ -149,6 +241,19 @@ class QELMConfig:
         return cls(**data)
 
     def to_toml(self, path: str | os.PathLike | None = None) -> str:
+        """The config as TOML text, also written to `path` when one is given.
+
+        Args:
+            path: a file to write (UTF-8), or None to only return the text.
+
+        Returns:
+            The TOML text; `QELMConfig.from_toml` reads it back.
+
+        Examples:
+            >>> text = QELMConfig(n_qubits=3).to_toml()
+            >>> "n_qubits = 3" in text and QELMConfig.from_toml(text) == QELMConfig(n_qubits=3)
+            True
+        """
         text = tomli_w.dumps(self.to_dict())
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
@@ -156,7 +261,22 @@ class QELMConfig:
 
     @classmethod
     def from_toml(cls, path_or_text: str | os.PathLike) -> QELMConfig:
-        """Load from a TOML file path, or from TOML text."""
+        """Load from a TOML file path, or from TOML text.
+
+        Args:
+            path_or_text: a path of a TOML file, or TOML text (a string with a line break). The fields are
+                read from its `[model]` table, or from its top level when it has none.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            ConfigError: the file is missing, not UTF-8 or not TOML, or a field is unknown or invalid.
+
+        Examples:
+            >>> QELMConfig.from_toml("[model]\\nn_qubits = 3\\n").n_qubits
+            3
+        """
         p = Path(path_or_text) if not (isinstance(path_or_text, str) and "\n" in path_or_text) else None
         if p is not None and wrong_kind(p):
             raise ConfigError(f"config file {str(p)!r} {wrong_kind(p)}: give a TOML file")
@@ -174,8 +294,19 @@ class QELMConfig:
         return cls.from_dict(model_table(data, f"config file {str(p)!r}" if p else "config text"))
 
     def circuit(self, name: str):
-        """The built-in circuit ``name`` at this config's qubits and layers (and readout, for the circuits
-        whose outputs are features: embeddings, attention features, feed-forward)."""
+        """The built-in circuit `name` at this config's qubits and layers (and readout, for the circuits
+        whose outputs are features: embeddings, attention features, feed-forward).
+
+        Args:
+            name: a name of `qelm.CIRCUITS`.
+
+        Returns:
+            Circuit: the circuit, built by `qelm.build_circuit`.
+
+        Examples:
+            >>> QELMConfig(n_qubits=3).circuit("angle").n_qubits
+            3
+        """
         fixed = name in ("fidelity", "swap_test")
         return build_circuit(name, self.n_qubits, self.circuit_layers, "z" if fixed else self.readout)
 

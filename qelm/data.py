@@ -93,15 +93,31 @@ def _ids(values: list[int]) -> torch.Tensor:
 
 @dataclass
 class TextDataset:
-    """A tokenized corpus: training and validation token ids, the tokenizer, and where the text came from."""
+    """A tokenized corpus: training and validation token ids, the tokenizer, and where the text came from.
 
-    train_ids: torch.Tensor  # (N_train,) int64
-    val_ids: torch.Tensor  # (N_val,) int64
+    Build one with :meth:`from_text` or :meth:`from_file`.
+
+    Examples:
+        >>> from qelm import TextDataset
+        >>> data = TextDataset.from_text("the cat sat on the mat. " * 20)
+        >>> data.vocab_size, len(data.train_ids), len(data.val_ids)  # 10% held out for validation
+        (12, 432, 48)
+    """
+
+    train_ids: torch.Tensor
+    """Training token ids ``(N_train,)``, int64."""
+    val_ids: torch.Tensor
+    """Validation token ids ``(N_val,)``, int64: the end of the text."""
     tokenizer: Tokenizer
-    source: str  # file path, or "<text>"
-    sha256: str  # of the whole text: a resumed run checks it trains on the same corpus
-    chars: int  # characters in the whole text
+    """The tokenizer (character or BPE) both parts were encoded with."""
+    source: str
+    """The file's path, or ``"<text>"``."""
+    sha256: str
+    """Of the whole text: a resumed run checks it trains on the same corpus."""
+    chars: int
+    """Characters in the whole text."""
     val_fraction: float = VAL_FRACTION
+    """The fraction of the text held out for validation."""
 
     @classmethod
     def from_text(cls, text: str, *, tokenizer: str | Tokenizer = "char", vocab_size: int | None = None,
@@ -109,7 +125,21 @@ class TextDataset:
         """Split ``text``, build (or reuse) a tokenizer and tokenize both parts.
 
         A new char tokenizer takes its vocabulary from the whole text (so validation characters have
-        tokens); a new BPE learns its merges from the training part only, over the whole text's bytes."""
+        tokens); a new BPE learns its merges from the training part only, over the whole text's bytes.
+
+        Args:
+            text: the corpus.
+            tokenizer: ``"char"``, ``"bpe"``, or a tokenizer to reuse.
+            vocab_size: the BPE vocabulary size (None: the tokenizer's default).
+            val_fraction: the fraction at the end of the text held out for validation.
+            source: where the text came from, for messages and the run folder.
+
+        Returns:
+            The dataset.
+
+        Raises:
+            DataError: the text is empty, or ``vocab_size`` differs from a given tokenizer's.
+        """
         if not text.strip():
             raise DataError(f"corpus {source} is empty: it needs text to learn from")
         train_text, val_text = split_text(text, val_fraction)
@@ -129,11 +159,20 @@ class TextDataset:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kwargs: Any) -> TextDataset:
-        """:meth:`from_text` on the checked contents of a UTF-8 file."""
+        """:meth:`from_text` on the checked contents of a UTF-8 file.
+
+        Args:
+            path: a UTF-8 text file.
+            **kwargs: as for :meth:`from_text` (``tokenizer``, ``vocab_size``, ``val_fraction``).
+
+        Returns:
+            The dataset, its ``source`` the path.
+        """
         return cls.from_text(read_corpus(path), source=str(path), **kwargs)
 
     @property
     def vocab_size(self) -> int:
+        """Tokens of the tokenizer (a model's ``vocab_size``)."""
         return self.tokenizer.vocab_size
 
     def check_context(self, context_len: int) -> None:

@@ -86,7 +86,32 @@ def generate_text(model: QELM, tokenizer: Tokenizer, prompt: str, *, max_new_tok
                   min_p: float | None = None, repetition_penalty: float = 1.0, stop: Sequence[str] = ()) -> str:
     """Sample a continuation of ``prompt`` (the new text only). The same seed gives the same text. The
     sampling options are :meth:`QELM.generate`'s; ``stop``: strings that end the text (the first one
-    sampled is not part of it)."""
+    sampled is not part of it).
+
+    Args:
+        model: the model (any of :class:`QELM`, :class:`ClassicalLM`); put in eval mode while it samples.
+        tokenizer: the tokenizer of its training data.
+        prompt: the text to continue.
+        max_new_tokens: the most tokens to sample.
+        temperature: divides the logits; lower is more conservative.
+        top_k: sample only from the ``top_k`` most likely tokens (None: all).
+        seed: the sampler's seed.
+        top_p: nucleus sampling threshold (None: off).
+        min_p: drop tokens less likely than ``min_p`` times the most likely one (None: off).
+        repetition_penalty: > 1 makes tokens already in the text less likely.
+        stop: strings that end the text.
+
+    Returns:
+        The sampled text, without the prompt.
+
+    Examples:
+        >>> from qelm import QELM, QELMConfig, TextDataset, generate_text
+        >>> data = TextDataset.from_text("the cat sat on the mat. " * 20)
+        >>> model = QELM(QELMConfig(vocab_size=data.vocab_size, d_model=8, context_len=8, n_qubits=2, circuit_layers=1))
+        >>> text = generate_text(model, data.tokenizer, "the ", max_new_tokens=10, seed=0)
+        >>> len(text), text == generate_text(model, data.tokenizer, "the ", max_new_tokens=10, seed=0)
+        (10, True)
+    """
     return "".join(stream_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                                top_k=top_k, seed=seed, top_p=top_p, min_p=min_p,
                                repetition_penalty=repetition_penalty, stop=stop))

@@ -38,6 +38,8 @@ class QuantumLayer(nn.Module):
         self.backend = get_backend(backend, **backend_options)
 
     def set_backend(self, backend: str | Backend, **options) -> None:
+        """Run this layer's circuits on another backend (a name and its options, or a built one); the
+        weights are untouched."""
         self.backend = get_backend(backend, **options)
 
     def run(self, circuit: Circuit, inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -59,6 +61,18 @@ class QuantumEmbedding(QuantumLayer):
     ``polar`` writes it into each qubit's phase; ``angle`` and ``amplitude`` add a learned position
     embedding after the expansion. Without position in the circuit, a token's circuit output does not
     depend on where it stands, so only the distinct token ids of a batch are simulated.
+
+    Args:
+        config: the model's config (``vocab_size``, ``d_model``, ``context_len``, ``n_qubits``,
+            ``circuit_layers``, ``embedding_circuit``, ``readout``).
+        backend: the model's shared backend; None builds an exact ``qelm.fused``.
+
+    Examples:
+        >>> import torch
+        >>> from qelm import QELMConfig, QuantumEmbedding
+        >>> embed = QuantumEmbedding(QELMConfig(vocab_size=16, d_model=8, n_qubits=2, circuit_layers=1))
+        >>> tuple(embed(torch.tensor([[1, 2, 3]])).shape)
+        (1, 3, 8)
     """
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
@@ -72,7 +86,15 @@ class QuantumEmbedding(QuantumLayer):
         self.position = None if c.name == "polar" else nn.Embedding(config.context_len, config.d_model)
 
     def forward(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:  # idx (B, T) -> (B, T, d_model)
-        """``start``: the position of ``idx[:, 0]`` (non-zero when generating with a KV cache)."""
+        """Embed token ids.
+
+        Args:
+            idx: token ids ``(B, T)``.
+            start: the position of ``idx[:, 0]`` (non-zero when generating with a KV cache).
+
+        Returns:
+            The embeddings ``(B, T, d_model)``, positions included.
+        """
         B, T = idx.shape
         positions = torch.arange(start, start + T, device=idx.device)
         if self.circuit.name == "polar":
@@ -104,6 +126,24 @@ class QuantumAttentionHead(QuantumLayer):
 
     Returns ``(B, T, H, n)``. The last attention weights ``(B, H, T, T)`` are kept in ``last_attention``
     when ``keep_attention`` is set (for plots).
+
+    Args:
+        n_qubits: qubits per circuit (the features ``n`` of each head).
+        circuit_layers: variational layers per circuit.
+        n_heads: heads, all run in one execution.
+        mode: ``"quantum"`` or ``"fidelity"``.
+        method: fidelity only: ``"exact"`` or ``"swap_test"``.
+        adaptive_threshold: fidelity only: keep the scores >= row mean + 0.5 std.
+        backend: a backend name or a built backend.
+        readout: the q/k/v circuits' readout (``"z"``, ``"zz"`` or ``"probs"``).
+        **backend_options: the backend's options, when ``backend`` is a name.
+
+    Examples:
+        >>> import torch
+        >>> from qelm import QuantumAttentionHead
+        >>> heads = QuantumAttentionHead(n_qubits=2, circuit_layers=1, n_heads=2)
+        >>> tuple(heads(torch.randn(1, 5, 2, 2)).shape)
+        (1, 5, 2, 2)
     """
 
     def __init__(self, n_qubits: int = 4, circuit_layers: int = 2, n_heads: int = 1, mode: str = "quantum",
@@ -127,8 +167,16 @@ class QuantumAttentionHead(QuantumLayer):
         self.last_attention: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # x (B, T, H, n)
-        """``cache`` (a dict, filled here): the earlier tokens' keys and values (states, features), so that
-        new tokens run only their own circuits and attend to everything before them."""
+        """Attend, causally, over every head at once.
+
+        Args:
+            x: reduced features ``(B, T, H, n)``.
+            cache: a dict, filled here: the earlier tokens' keys and values (states, features), so that new
+                tokens run only their own circuits and attend to everything before them.
+
+        Returns:
+            The attended values ``(B, T, H, out_features)``.
+        """
         B, T, H, n = x.shape
         start = cache["length"] if cache else 0
         Tk = start + T  # every key position, the new tokens last
@@ -206,7 +254,20 @@ def _adaptive_keep(scores: torch.Tensor, causal: torch.Tensor, start: int = 0) -
 
 class QuantumMultiHeadAttention(QuantumLayer):
     """Multi-head attention whose heads are circuits: ``reduce`` (d_model -> H*n), the heads'
-    :class:`QuantumAttentionHead` in one execution, ``expand`` (H*n -> d_model)."""
+    :class:`QuantumAttentionHead` in one execution, ``expand`` (H*n -> d_model).
+
+    Args:
+        config: the model's config (``d_model``, ``n_heads``, ``n_qubits``, ``circuit_layers``,
+            ``attention``, ``fidelity_method``, ``adaptive_threshold``, ``readout``).
+        backend: the model's shared backend; None builds an exact ``qelm.fused``.
+
+    Examples:
+        >>> import torch
+        >>> from qelm import QELMConfig, QuantumMultiHeadAttention
+        >>> attention = QuantumMultiHeadAttention(QELMConfig(d_model=8, n_heads=2, n_qubits=2, circuit_layers=1))
+        >>> tuple(attention(torch.randn(1, 5, 8)).shape)
+        (1, 5, 8)
+    """
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
         super().__init__(backend or DEFAULT_BACKEND)
@@ -218,10 +279,13 @@ class QuantumMultiHeadAttention(QuantumLayer):
         self.expand = nn.Linear(config.n_heads * self.heads.out_features, config.d_model)
 
     def set_backend(self, backend: str | Backend, **options) -> None:
+        """Run this layer's circuits, its heads' included, on another backend."""
         super().set_backend(backend, **options)
         self.heads.backend = self.backend
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # x (B, T, d_model)
+        """Causal self-attention of ``x`` ``(B, T, d_model)`` -> ``(B, T, d_model)``; ``cache`` as for
+        :meth:`QuantumAttentionHead.forward`."""
         B, T, _ = x.shape
         h = self.reduce(x).view(B, T, self.n_heads, self.n_qubits)  # (B, T, H, n)
         return self.expand(self.heads(h, cache).reshape(B, T, -1))  # (B, T, d_model)
@@ -229,7 +293,19 @@ class QuantumMultiHeadAttention(QuantumLayer):
 
 class QuantumFeedForward(QuantumLayer):
     """Feed-forward slot as a circuit: ``reduce`` (d_model -> n), the re-uploading circuit (<Z> per
-    qubit), ``expand`` (n -> d_model)."""
+    qubit), ``expand`` (n -> d_model).
+
+    Args:
+        config: the model's config (``d_model``, ``n_qubits``, ``circuit_layers``, ``readout``).
+        backend: the model's shared backend; None builds an exact ``qelm.fused``.
+
+    Examples:
+        >>> import torch
+        >>> from qelm import QELMConfig, QuantumFeedForward
+        >>> ff = QuantumFeedForward(QELMConfig(d_model=8, n_qubits=2, circuit_layers=1))
+        >>> tuple(ff(torch.randn(1, 5, 8)).shape)
+        (1, 5, 8)
+    """
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
         super().__init__(backend or DEFAULT_BACKEND)
@@ -239,5 +315,6 @@ class QuantumFeedForward(QuantumLayer):
         self.expand = nn.Linear(self.circuit.n_outputs, config.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, d_model)
+        """``(B, T, d_model)`` -> ``(B, T, d_model)``: each token through the circuit."""
         z = self.run(self.circuit, self.reduce(x), self.weights)  # (B, T, n)
         return self.expand(z)

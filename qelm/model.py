@@ -145,9 +145,30 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
            model_card_template=MODEL_CARD, tags=["quantum-machine-learning", "language-model", "qelm"]):
     """Decoder-only quantum-enhanced language model. ``forward(idx, targets=None) -> (logits, loss)``.
 
-    ``save_pretrained(folder)`` / ``QELM.from_pretrained(folder or Hub id)`` / ``push_to_hub(repo)`` come
-    from Hugging Face's ``PyTorchModelHubMixin``: ``model.safetensors`` and ``config.json``. A qelm
-    checkpoint folder is such a folder too (:mod:`qelm.checkpoint`), so either loads either."""
+    Its slots (embedding, attention, feed-forward) run circuits or classical blocks as the config says; all
+    its quantum layers share one backend. ``save_pretrained(folder)`` / ``QELM.from_pretrained(folder or Hub
+    id)`` / ``push_to_hub(repo)`` come from Hugging Face's ``PyTorchModelHubMixin``: ``model.safetensors``
+    and ``config.json``. A qelm checkpoint folder is such a folder too (:mod:`qelm.checkpoint`), so either
+    loads either.
+
+    Args:
+        config: the architecture (what the model is; the model never changes it).
+        backend: how the circuits run, a `qelm.backends.BackendSpec` (default: exact, on `qelm.fused`); the
+            model keeps it as `spec`, and a checkpoint writes it as its `[runtime]` table.
+
+    Examples:
+        >>> import torch
+        >>> from qelm import QELM, QELMConfig
+        >>> _ = torch.manual_seed(0)
+        >>> config = QELMConfig(vocab_size=16, d_model=8, n_heads=2, context_len=8, n_qubits=2, circuit_layers=1)
+        >>> model = QELM(config)
+        >>> model.num_parameters(), model.circuit_parameters()
+        (462, 48)
+        >>> idx = torch.randint(0, 16, (2, 5))
+        >>> logits, loss = model(idx, targets=idx)
+        >>> tuple(logits.shape), loss.dim()
+        ((2, 5, 16), 0)
+    """
 
     config: QELMConfig  # what the model is
     spec: BackendSpec  # how its circuits run (a checkpoint's [runtime] table)
@@ -170,9 +191,18 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
-        """``cache`` (a :class:`KVCache`): ``idx`` continues the tokens the cache has seen; their keys and
-        values are reused and the new ones added (generation, one token at a time). ``idx`` may also be a
-        numpy array or nested list of token ids."""
+        """Logits of the next token at every position, and the loss when targets are given.
+
+        Args:
+            idx: token ids ``(batch, seq)``, ``seq <= context_len`` (a tensor, numpy array or nested list).
+            targets: the ids to predict ``(batch, seq)``, or None for no loss.
+            cache: a :class:`KVCache`: ``idx`` continues the tokens the cache has seen; their keys and values
+                are reused and the new ones added (generation, one token at a time).
+
+        Returns:
+            tuple[torch.Tensor, torch.Tensor | None]: ``(logits, loss)``: logits ``(batch, seq, vocab_size)``; the mean cross-entropy against
+            ``targets`` (a scalar), or None without targets.
+        """
         idx = self._check_ids(idx)
         if targets is not None and not isinstance(targets, torch.Tensor):
             targets = torch.as_tensor(targets, dtype=torch.long, device=idx.device)
@@ -221,7 +251,15 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
     # --- Hugging Face Hub ------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any):
         """Hugging Face's ``save_pretrained`` (``model.safetensors``, ``config.json``, a model card); a qelm
-        checkpoint folder is refused before anything in it changes (use :func:`qelm.save_checkpoint`)."""
+        checkpoint folder is refused before anything in it changes (use :func:`qelm.save_checkpoint`).
+
+        Args:
+            save_directory: the folder to write (created if missing).
+            **kwargs: the mixin's options (``push_to_hub``, ``repo_id``, ``model_card_kwargs``, ...).
+
+        Returns:
+            str | None: what the mixin returns (None, or the Hub commit's URL when pushing).
+        """
         check_pretrained_folder(save_directory)
         if kwargs.get("repo_id"):  # the model card's usage snippet names the repository
             kwargs["model_card_kwargs"] = {"repo_id": kwargs["repo_id"], **(kwargs.get("model_card_kwargs") or {})}
@@ -244,7 +282,16 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         """Hugging Face's ``from_pretrained``: a local folder (a ``save_pretrained`` folder or a qelm
         checkpoint, older ones without ``config.json`` too) is read here directly, a Hub id through the
         mixin (downloaded first). Keywords: ``map_location``, ``backend`` and backend options, and for the
-        Hub ``revision``, ``cache_dir``, ``token``, ..."""
+        Hub ``revision``, ``cache_dir``, ``token``, ...
+
+        Args:
+            pretrained_model_name_or_path: a local folder, or a Hub repository id (``user/name``).
+            **kwargs: ``map_location``, ``backend`` and its options, and the Hub's download options.
+
+        Returns:
+            The model, of the class the folder holds (a :class:`ClassicalLM` folder needs
+            ``ClassicalLM.from_pretrained`` or ``QELM.from_pretrained``).
+        """
         source = local_folder_or_repo_id(pretrained_model_name_or_path)  # a missing local path fails here
         if isinstance(source, Path):
             return cls._from_pretrained(model_id=str(source), **kwargs)
@@ -273,10 +320,28 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
 
     # --- backends ------------------------------------------------------------------------------------
     def quantum_layers(self) -> list[QuantumLayer]:
+        """The layers that run circuits (empty for a classical model), in module order."""
         return [m for m in self.modules() if isinstance(m, QuantumLayer)]
 
     def set_backend(self, backend: str | Backend, **options) -> QELM:
-        """Run every circuit on another backend; weights are untouched. Returns self."""
+        """Run every circuit on another backend; weights are untouched.
+
+        Args:
+            backend: a backend name (see :func:`qelm.available_backends`) or a built :class:`Backend`.
+            **options: the backend's options (``shots``, ``seed``, ``noise``, ...).
+
+        Returns:
+            The model itself, so calls chain: ``model.set_backend("default.qubit").eval()``.
+
+        Raises:
+            BackendUnavailable: the backend cannot run here; the message says what to install.
+
+        Examples:
+            >>> from qelm import QELM, QELMConfig
+            >>> model = QELM(QELMConfig(vocab_size=16, d_model=8, n_qubits=2, circuit_layers=1))
+            >>> model.set_backend("default.qubit", shots=100, seed=0).backend
+            <qelm backend default.qubit (100 shots)>
+        """
         shared = get_backend(backend, **options)
         for layer in self.quantum_layers():
             layer.backend = shared
@@ -285,11 +350,13 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
 
     @property
     def backend(self) -> Backend | None:
+        """The backend every quantum layer runs on; None for a model without circuits."""
         layers = self.quantum_layers()
         return layers[0].backend if layers else None
 
     # --- introspection -------------------------------------------------------------------------------
     def num_parameters(self) -> int:
+        """Every trainable and frozen parameter, circuit gate angles included (what comparisons count)."""
         return sum(p.numel() for p in self.parameters())
 
     def circuit_parameters(self) -> int:
@@ -308,7 +375,37 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         With ``use_cache`` (the default) each new token runs only its own circuits and attends to the
         cached keys and values of the tokens before it. Positions are absolute, so once the sequence
         passes ``context_len`` the window slides and every step re-reads the whole window (as without the
-        cache); the logits are the same either way."""
+        cache); the logits are the same either way.
+
+        Args:
+            idx: the prompt's token ids ``(batch, seq)``, ``seq >= 1``.
+            max_new_tokens: how many tokens to sample.
+            temperature: divides the logits; lower is more conservative.
+            top_k: sample only from the ``top_k`` most likely tokens (None: all).
+            generator: a seeded ``torch.Generator`` for reproducible samples.
+            use_cache: reuse the keys and values of earlier tokens (the same logits, faster).
+            top_p: nucleus sampling: the smallest set of tokens whose probability reaches ``top_p``.
+            min_p: drop tokens less likely than ``min_p`` times the most likely one.
+            repetition_penalty: > 1 makes tokens already in the sequence less likely.
+            input_ids: Hugging Face's name for ``idx`` (give one of the two).
+            do_sample: False (or ``temperature=0``) for greedy decoding: the most likely token each step.
+            streamer: an object with ``put(token_ids)`` and ``end()`` (as Hugging Face's ``TextStreamer``):
+                it gets the prompt's ids, then each step's new ids ``(B,)``, then ``end()``.
+
+        Returns:
+            ``(batch, seq + max_new_tokens)`` token ids: the prompt, then the new tokens.
+
+        Examples:
+            >>> import torch
+            >>> from qelm import QELM, QELMConfig
+            >>> model = QELM(QELMConfig(vocab_size=16, d_model=8, context_len=8, n_qubits=2, circuit_layers=1))
+            >>> out = model.eval().generate(torch.tensor([[1, 2, 3]]), 4, generator=torch.Generator().manual_seed(0))
+            >>> tuple(out.shape), out[0, :3].tolist()
+            ((1, 7), [1, 2, 3])
+            >>> greedy = model.generate(input_ids=torch.tensor([[1, 2, 3]]), max_new_tokens=4, do_sample=False)
+            >>> torch.equal(greedy, model.generate(torch.tensor([[1, 2, 3]]), 4, temperature=0))
+            True
+        """
         # Hugging Face's spellings: input_ids= for idx; do_sample=False (or temperature=0) for greedy decoding
         # (qelm samples by default); a streamer gets put(prompt ids), put(each step's new ids (B,)) and end()
         if input_ids is not None:
@@ -341,7 +438,16 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
                never: tuple[int, ...] = ()) -> Generator[torch.Tensor, None, None]:
         """:meth:`generate` one step at a time: yields each step's new tokens (B, 1) as they are drawn, so a
         caller can print them or stop early. The one sampling loop: :meth:`generate` and
-        :func:`qelm.evaluate.stream_text` both run it. Every argument is checked before the first step."""
+        :func:`qelm.evaluate.stream_text` both run it. Every argument is checked before the first step.
+
+        The arguments are those of :meth:`generate`, and:
+
+        Args:
+            never: token ids never to sample (e.g. the unknown token).
+
+        Returns:
+            A generator of ``(batch, 1)`` tensors, one per new token.
+        """
         check_sampling(max_new_tokens, temperature, top_k, top_p=top_p, min_p=min_p,
                        repetition_penalty=repetition_penalty)
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[1] == 0:
@@ -370,14 +476,34 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
 
 
 class ClassicalLM(QELM):
-    """The classical twin: the same blocks as :class:`QELM` with every slot classical."""
+    """The classical twin: the same blocks as :class:`QELM` with every slot classical.
+
+    Args:
+        config: the QELM's config; its slots are made classical (``config.classical()``).
+
+    Examples:
+        >>> from qelm import ClassicalLM, QELMConfig
+        >>> config = QELMConfig(vocab_size=16, d_model=8, n_heads=2, context_len=8, n_qubits=2, circuit_layers=1)
+        >>> twin = ClassicalLM(config)
+        >>> twin.num_parameters() == ClassicalLM.parameter_count(config) == 1208
+        True
+        >>> twin.backend is None
+        True
+    """
 
     def __init__(self, config: QELMConfig, backend: BackendSpec | None = None) -> None:
         super().__init__(config.classical(), backend)
 
     @staticmethod
     def parameter_count(config: QELMConfig) -> int:
-        """Exact parameter count of ``ClassicalLM(config)``, from the module definitions above."""
+        """Exact parameter count of ``ClassicalLM(config)``, from the module definitions, without building it.
+
+        Args:
+            config: any config (its slots are ignored: the count is the twin's).
+
+        Returns:
+            The number of parameters ``ClassicalLM(config).num_parameters()`` would report.
+        """
         V, C, d, h, L = config.vocab_size, config.context_len, config.d_model, config.d_hidden, config.n_layers
         per_block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * h + h) + (h * d + d)
         return V * d + C * d + L * per_block + 2 * d + d * V
@@ -385,7 +511,25 @@ class ClassicalLM(QELM):
     @classmethod
     def matched_to(cls, model: QELM, tolerance: float = 0.02) -> ClassicalLM:
         """A classical LM of the same vocab, context, heads and layers, with ``d_model`` and ``d_hidden``
-        shrunk so its parameter count is as close as possible to ``model``'s."""
+        shrunk so its parameter count is as close as possible to ``model``'s.
+
+        Args:
+            model: the model to match (usually a :class:`QELM`).
+            tolerance: the largest relative difference in parameters accepted.
+
+        Returns:
+            The matched classical model, freshly initialised.
+
+        Raises:
+            DataError: no classical model of this shape comes within ``tolerance``.
+
+        Examples:
+            >>> from qelm import QELM, ClassicalLM, QELMConfig
+            >>> qelm = QELM(QELMConfig(vocab_size=16, d_model=8, n_heads=2, context_len=8, n_qubits=2, circuit_layers=1))
+            >>> matched = ClassicalLM.matched_to(qelm)
+            >>> qelm.num_parameters(), matched.num_parameters()
+            (462, 466)
+        """
         target = sum(p.numel() for p in model.parameters())
         base: QELMConfig = model.config.classical()
         ratio = base.d_hidden / base.d_model  # keep the twin's shape where the budget allows

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import qelm.circuits.registry
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 pytestmark = pytest.mark.usefixtures("_one_thread")
@@ -15,6 +17,7 @@ pytestmark = pytest.mark.usefixtures("_one_thread")
 
 def _run_example(name: str, *argv: str, monkeypatch, capsys) -> str:
     monkeypatch.setattr(sys, "argv", [str(EXAMPLES / name), *argv])
+    monkeypatch.setattr(qelm.circuits.registry, "CIRCUITS", dict(qelm.circuits.registry.CIRCUITS))  # what it registers goes
     runpy.run_path(str(EXAMPLES / name), run_name="__main__")
     return capsys.readouterr().out
 
@@ -24,12 +27,13 @@ ARGS = {
     "draw_circuits.py": lambda tmp: ["--n-qubits", "2", "--circuit-layers", "1", "--out", str(tmp / "drawings")],
     "compare_sizes.py": lambda tmp: ["--plot", str(tmp / "sizes.png")],
     "train_tiny.py": lambda tmp: ["--steps", "2", "--out", str(tmp / "run")],
+    "hub_round_trip.py": lambda tmp: ["--out", str(tmp / "pretrained")],
 }
 
 
 def test_every_example_is_tested():
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(
-        ["quickstart.py", "swap_backends.py", *ARGS]), "a new example needs its line in this module"
+        ["quickstart.py", "swap_backends.py", "custom_circuit.py", *ARGS]), "a new example needs its line in this module"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))
@@ -41,6 +45,8 @@ def test_example_runs(name, tmp_path, monkeypatch, capsys):
         "draw_circuits.py": ["max |diff|", "wrote 16 files"],  # 8 circuits, text and PNG each
         "compare_sizes.py": ["Claim check:", "QELM parameters:", "wrote "],
         "train_tiny.py": ["reloaded QELM: validation perplexity", "sample: 'The "],
+        "custom_circuit.py": ["AngleEmbedding", "step 29: loss", "default.qubit agrees with qelm.fused to "],
+        "hub_round_trip.py": ["reloaded from ", "max |logits difference| = 0.0e+00"],
     }[name]
     for text in expect:
         assert text in out, (text, out)

@@ -21,11 +21,36 @@ MAX_SHOTS = 2**31 - 1
 
 
 class BackendUnavailable(QelmError, RuntimeError):
-    """The chosen backend cannot run here (missing package or hardware); the message says how to fix it."""
+    """The chosen backend cannot run here (missing package or hardware); the message says how to fix it.
+
+    A :class:`~qelm.errors.QelmError` (the command line prints it as one line) and a ``RuntimeError``.
+    :func:`qelm.available_backends` reports the same messages without raising.
+
+    Examples:
+        >>> from qelm import BackendUnavailable, get_backend
+        >>> try:
+        ...     get_backend("lightning.gpu")
+        ... except BackendUnavailable as e:
+        ...     print("pip install" in str(e))
+        True
+    """
 
 
 class Backend:
-    """Interface every engine implements. Options are keyword arguments; unknown ones are an error."""
+    """Interface every engine implements. Options are keyword arguments; unknown ones are an error.
+
+    A layer calls :meth:`run` with a circuit, data inputs and weight sets; a backend implements
+    :meth:`expval` (and :meth:`state` where it can return state vectors) on flat angle vectors, and may
+    override ``_execute`` to keep inputs and weights apart (``qelm.fused`` does). Build one by name with
+    :func:`qelm.get_backend`.
+
+    Args:
+        shots: None for exact expectations, or an integer from 1 to ``MAX_SHOTS`` for sampled estimates.
+        seed: the seed of the sampler (with shots).
+
+    Raises:
+        BackendError: ``shots`` is not None or an integer in range.
+    """
 
     name: str = "backend"
     supports_state: bool = False
@@ -45,7 +70,32 @@ class Backend:
         """Run ``circuit`` for data ``inputs`` ``(*S, *batch, *input_shape)`` and weight sets ``weights``
         ``(*S, *weight_shape)``; ``kind`` "expval" or "state" (see the module docstring). Observers added by
         :meth:`observe` see every call. Under ``torch.compile`` the call is traced when the backend is
-        (``traceable``: pure torch) and is a compile boundary otherwise, so the rest of a model compiles."""
+        (``traceable``: pure torch) and is a compile boundary otherwise, so the rest of a model compiles.
+
+        Args:
+            circuit: the :class:`~qelm.Circuit` to run.
+            inputs: data inputs ``(*S, *batch, *circuit.input_shape)``.
+            weights: weight sets ``(*S, *circuit.weight_shape)``; each of the ``S`` sets is used for its own
+                batch of inputs (heads, or q/k/v circuits, in one execution).
+            kind: ``"expval"`` for the Pauli-Z expectations of ``circuit.z_strings``, ``"state"`` for state
+                vectors (backends with ``supports_state``).
+
+        Returns:
+            ``(*S, *batch, len(circuit.z_strings))`` real expectations, or ``(*S, *batch, 2**n_wires)``
+            complex states; differentiable with respect to inputs and weights.
+
+        Raises:
+            BackendError: the shapes do not match the circuit, or ``kind`` is unknown.
+
+        Examples:
+            >>> import torch
+            >>> from qelm import build_circuit, get_backend
+            >>> circuit = build_circuit("attention", n_qubits=2, n_layers=1)
+            >>> weights = torch.zeros(3, *circuit.weight_shape)  # three weight sets (q, k and v, say)
+            >>> inputs = torch.zeros(3, 5, circuit.n_inputs)     # five samples for each
+            >>> tuple(get_backend("qelm.fused").run(circuit, inputs, weights).shape)
+            (3, 5, 2)
+        """
         if torch.compiler.is_compiling() and not self.traceable:
             return _opaque_run(self, circuit, inputs, weights, kind)
         sets, batch = check_run_shapes(circuit, inputs, weights, kind)
@@ -80,9 +130,47 @@ class Backend:
         return out.reshape(batch + out.shape[-1:])
 
     def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
+        """Pauli-Z expectations of flat angle vectors: the primitive every backend implements.
+
+        Args:
+            circuit: the :class:`~qelm.Circuit`.
+            angles: ``(N, circuit.n_angles)`` angle vectors (data angles and weights, as
+                :meth:`~qelm.Circuit.angles` builds them).
+
+        Returns:
+            ``(N, len(circuit.z_strings))`` expectations (exact, or estimated from ``shots`` samples).
+
+        Examples:
+            >>> import torch
+            >>> from qelm import build_circuit, get_backend
+            >>> circuit = build_circuit("angle", n_qubits=2, n_layers=1)
+            >>> angles = torch.zeros(4, circuit.n_angles)  # every rotation 0: the state stays |00>
+            >>> get_backend("default.qubit").expval(circuit, angles).tolist()[0]
+            [1.0, 1.0]
+        """
         raise NotImplementedError
 
     def state(self, circuit, angles: torch.Tensor) -> torch.Tensor:
+        """State vectors of flat angle vectors, for backends with ``supports_state`` (exact simulators).
+
+        Args:
+            circuit: the :class:`~qelm.Circuit` (usually one whose ``returns`` is ``"state"``).
+            angles: ``(N, circuit.n_angles)`` angle vectors.
+
+        Returns:
+            ``(N, 2**circuit.n_wires)`` complex amplitudes; wire 0 is the most significant bit.
+
+        Raises:
+            NotImplementedError: the backend returns no states (use ``fidelity_method="swap_test"`` with it).
+
+        Examples:
+            >>> import torch
+            >>> from qelm import build_circuit, get_backend
+            >>> circuit = build_circuit("fidelity", n_qubits=2, n_layers=1)
+            >>> state = get_backend("qelm.fused").state(circuit, torch.zeros(1, circuit.n_angles))
+            >>> tuple(state.shape), round(state.abs().square().sum().item(), 6)
+            ((1, 4), 1.0)
+        """
         raise NotImplementedError(
             f"backend {self.name!r} does not return state vectors; use fidelity_method='swap_test' with it"
         )
@@ -116,6 +204,7 @@ class Backend:
         return state
 
     def describe(self) -> str:
+        """The backend in words, as reports print it: its name and exact or its shots."""
         shots = "exact" if self.shots is None else f"{self.shots} shots"
         return f"{self.name} ({shots})"
 

@@ -44,7 +44,29 @@ BACKENDS: dict[str, _Entry] = {
 def get_backend(name: str | Backend, **options: Any) -> Backend:
     """Build the backend registered as ``name`` with ``options`` (``shots``, ``seed``, and per backend:
     ``diff_method`` for PennyLane devices; ``noise_model``, ``device``, ``method``, ``noise``, ``mitigation``,
-    ``gradient`` for qiskit.aer)."""
+    ``gradient`` for qiskit.aer).
+
+    Args:
+        name: a registered backend name (see :func:`available_backends`), the name of an installed
+            PennyLane device, or a built backend (returned as it is).
+        **options: ``shots`` (None: exact), ``seed``, and the backend's own options.
+
+    Returns:
+        The backend.
+
+    Raises:
+        BackendError: the name is unknown, or an option is not the backend's (the message lists the valid ones).
+        BackendUnavailable: the backend cannot run here; the message says what to install.
+
+    Examples:
+        >>> from qelm import get_backend
+        >>> get_backend("default.qubit", shots=100, seed=0)
+        <qelm backend default.qubit (100 shots)>
+        >>> get_backend("default.qubit", shot=100)
+        Traceback (most recent call last):
+        ...
+        qelm.errors.BackendError: unknown option(s) shot for backend 'default.qubit': valid options are shots, seed, diff_method, cuda_graph
+    """
     if isinstance(name, Backend):
         return name
     if name not in BACKENDS and is_pennylane_device(name):  # any other PennyLane device, through a QNode
@@ -71,7 +93,17 @@ def is_pennylane_device(name: str) -> bool:
 
 
 def available_backends() -> dict[str, str]:
-    """Every registered name mapped to 'ok' or the reason it cannot run here (with the install hint)."""
+    """Every registered name mapped to 'ok' or the reason it cannot run here (with the install hint).
+
+    Returns:
+        ``{name: "ok" or the reason}``, for every registered backend, in registry order.
+
+    Examples:
+        >>> from qelm import available_backends
+        >>> status = available_backends()
+        >>> status["qelm.fused"], status["default.qubit"]
+        ('ok', 'ok')
+    """
     status = {}
     for name in BACKENDS:
         try:

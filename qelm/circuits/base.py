@@ -44,7 +44,33 @@ def _apply_entangler(weights: torch.Tensor, wires: list[int]) -> None:
 
 @dataclass(frozen=True)
 class Circuit:
-    """Base class: a named circuit of ``n_qubits`` data qubits and ``n_layers`` variational layers."""
+    """Base class: a named circuit of ``n_qubits`` data qubits and ``n_layers`` variational layers.
+
+    A circuit takes one flat vector of angles (data angles first, then weights) and gives each gate exactly
+    one entry of it; its sizes are derived from its fields, so callers never hard-code them. A subclass sets
+    ``name`` and ``kind``, and implements :attr:`n_inputs` and :meth:`apply` (and :meth:`encode` when the
+    data needs torch preprocessing); :func:`qelm.circuits.register_circuit` makes it usable by name.
+
+    Args:
+        n_qubits: data qubits (the swap test adds more wires: see :attr:`n_wires`).
+        n_layers: variational layers.
+        readout: ``"z"``, ``"zz"`` or ``"probs"`` (see :attr:`readout`).
+
+    Raises:
+        ConfigError: a size is not an integer >= 1, or the readout is unknown or does not apply.
+
+    Examples:
+        >>> import torch
+        >>> from qelm import build_circuit, get_backend
+        >>> circuit = build_circuit("angle", n_qubits=2, n_layers=1)
+        >>> circuit.name, circuit.kind, circuit.n_angles
+        ('angle', 'embedding', 8)
+        >>> angles = circuit.angles(torch.zeros(3, circuit.n_inputs), torch.zeros(circuit.weight_shape))
+        >>> tuple(angles.shape)
+        (3, 8)
+        >>> tuple(get_backend("qelm.fused").expval(circuit, angles).shape)  # <Z> of each qubit, per sample
+        (3, 2)
+    """
 
     n_qubits: int = 4
     n_layers: int = 2
@@ -70,10 +96,12 @@ class Circuit:
     # --- sizes, derived from config so callers never hard-code them ---------------------------------
     @property
     def n_wires(self) -> int:
+        """Wires of the circuit: the data qubits, plus any ancillas (the swap test's)."""
         return self.n_qubits
 
     @property
     def wires(self) -> list[int]:
+        """The wire labels, ``0 .. n_wires - 1``."""
         return list(range(self.n_wires))
 
     @property
@@ -88,6 +116,7 @@ class Circuit:
 
     @property
     def n_weights(self) -> int:
+        """Trainable weights of one instance: the product of :attr:`weight_shape`."""
         return int(np.prod(self.weight_shape))
 
     @property
@@ -102,6 +131,7 @@ class Circuit:
 
     @property
     def n_angles(self) -> int:
+        """Length of the flat angle vector: data angles and weights."""
         return self.n_inputs + self.n_weights
 
     @property

@@ -57,22 +57,44 @@ class ModelRun:
 @dataclass
 class TrainResult:
     """What :func:`train` returns. ``twin`` / ``matched`` are None when the run trains no twin / no
-    parameter-matched model; ``summary`` is the content of ``summary.json`` (empty on ranks other than 0)."""
+    parameter-matched model; ``summary`` is the content of ``summary.json`` (empty on ranks other than 0).
+
+    Examples:
+        >>> import tempfile
+        >>> from qelm import QELMConfig, TextDataset
+        >>> from qelm.train import train
+        >>> data = TextDataset.from_text("the cat sat on the mat. " * 20)
+        >>> config = QELMConfig(d_model=8, context_len=8, n_qubits=2, circuit_layers=1)
+        >>> result = train(config, data, steps=2, batch_size=4, out=tempfile.mkdtemp() + "/run", matched=False)
+        >>> sorted(result.runs()), result.matched is None
+        (['qelm', 'twin'], True)
+        >>> result.winner in ("qelm", "twin"), result.qelm.steps_run, "perplexity" in result.verdict
+        (True, 2, True)
+    """
 
     out: Path
+    """The run folder."""
     qelm: ModelRun
+    """The QELM's run: its model, parameters, losses and validation figures."""
     twin: ModelRun | None
+    """The classical twin's run, or None when it was not trained."""
     matched: ModelRun | None
+    """The parameter-matched classical model's run, or None when it was not trained."""
     unigram: dict[str, float]
+    """The unigram baseline's validation loss and perplexity (a model should beat it)."""
     dataset: TextDataset
+    """The tokenized corpus the models trained on."""
     summary: dict[str, Any] = field(default_factory=dict)
+    """What ``summary.json`` holds."""
 
     @property
     def winner(self) -> str | None:
+        """The model with the lowest validation perplexity (``"qelm"``, ``"twin"`` or ``"matched"``)."""
         return self.summary.get("winner")
 
     @property
     def verdict(self) -> str:
+        """The run's result in one sentence, computed from the measured numbers."""
         return self.summary.get("verdict", "")
 
     def runs(self) -> dict[str, ModelRun]:

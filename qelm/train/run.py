@@ -112,6 +112,24 @@ def train(config: QELMConfig | str | os.PathLike | None = None, data: str | os.P
     than the config file's ``[runtime]`` (or, on resume, the run's; default: exact on qelm.fused) says.
     ``callback(event, model_name, info)`` is called on rank 0 at "start", each logged "step" (``info`` is
     the metrics record) and "end" of each model (a progress bar hooks in here; this function never prints).
+
+    Args:
+        config: a :class:`QELMConfig`, a TOML file, or None for the tiny demo config.
+        data: a UTF-8 text file or a :class:`TextDataset` (optional on resume).
+        settings: the :class:`TrainOverrides` given; keywords of the same names take precedence.
+        out: the run folder (new or empty, or this run's own with ``resume`` or ``overwrite``).
+        resume: continue the run in ``out`` from each model's newest complete checkpoint.
+        overwrite: replace an earlier run in ``out``.
+        backend: run the circuits on this backend instead of the config's.
+        backend_options: that backend's options.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        callback: called with progress events (above).
+        config_changes: changes to the model config's fields.
+        **changes: fields of :class:`TrainOverrides` (``steps=100``, ``twin=False``, ...).
+
+    Returns:
+        TrainResult: every model's run and measured figures, the verdict, and the run folder. See
+        :class:`TrainResult` for an example.
     """
     rank, world = rank_and_world()
     out, where = Path(out), _check_device(device)

@@ -52,62 +52,119 @@ LR_SCHEDULES = ("cosine", "constant")
 class TrainOverrides:
     """The training settings a caller gives: a field left ``None`` takes the resumed run's value, else the
     config file's ``[train]`` table's, else :data:`TRAIN_DEFAULTS`'; :func:`resolve_settings` turns them into
-    :class:`TrainSettings`."""
+    :class:`TrainSettings`.
 
-    steps: int | None = None  # total optimizer steps per model (on resume: the total, not the steps still to run)
-    batch_size: int | None = None  # global batch, split over data-parallel processes
-    lr: float | None = None  # AdamW peak learning rate
-    lr_schedule: str | None = None  # "cosine" (warm-up, then cosine decay to min_lr) or "constant"
-    warmup_steps: int | None = None  # steps of linear warm-up from 0 to lr (default: 5% of the steps)
-    min_lr: float | None = None  # the learning rate the cosine decays to at the last step (default: lr / 10)
-    seed: int | None = None  # initialisation and batches: every model draws the same ones
-    tokenizer: str | None = None  # "char" or "bpe"
-    vocab_size: int | None = None  # BPE vocabulary size
-    eval_every: int | None = None  # steps between validation evaluations (default: five over the run)
-    save_every: int | None = None  # steps between checkpoints (default: five over the run)
-    log_every: int | None = None  # steps between metrics records
-    grad_clip: float | None = None  # gradient-norm clip; 0 turns it off
-    weight_decay: float | None = None  # AdamW weight decay
-    twin: bool | None = None  # train the classical twin (the same config, every slot classical)
-    matched: bool | None = None  # train the parameter-matched classical model
+    Examples:
+        >>> from qelm import TrainOverrides
+        >>> given = TrainOverrides(steps=100, lr=0.01)
+        >>> given.batch_size is None  # decided later: the resumed run, the config file, or the default
+        True
+        >>> given.replace(steps=200).steps
+        200
+    """
+
+    steps: int | None = None
+    """Total optimizer steps per model (on resume: the total, not the steps still to run)."""
+    batch_size: int | None = None
+    """Global batch, split over data-parallel processes."""
+    lr: float | None = None
+    """AdamW peak learning rate."""
+    lr_schedule: str | None = None
+    """The schedule: "cosine" (warm-up, then cosine decay to min_lr) or "constant"."""
+    warmup_steps: int | None = None
+    """Steps of linear warm-up from 0 to lr (default: 5% of the steps)."""
+    min_lr: float | None = None
+    """The learning rate the cosine decays to at the last step (default: lr / 10)."""
+    seed: int | None = None
+    """Initialisation and batches: every model draws the same ones."""
+    tokenizer: str | None = None
+    """The tokenizer: "char" or "bpe"."""
+    vocab_size: int | None = None
+    """BPE vocabulary size."""
+    eval_every: int | None = None
+    """Steps between validation evaluations (default: five over the run)."""
+    save_every: int | None = None
+    """Steps between checkpoints (default: five over the run)."""
+    log_every: int | None = None
+    """Steps between metrics records."""
+    grad_clip: float | None = None
+    """Gradient-norm clip; 0 turns it off."""
+    weight_decay: float | None = None
+    """AdamW weight decay."""
+    twin: bool | None = None
+    """Train the classical twin (the same config, every slot classical)."""
+    matched: bool | None = None
+    """Train the parameter-matched classical model."""
 
     def replace(self, **changes: Any) -> TrainOverrides:
         """A copy with some fields changed; an unknown name is a ``TypeError`` naming it."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a dictionary, ``None`` for those not given."""
         return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     """How a run trains, every setting decided (:func:`resolve_settings`): what training reads, and what the
-    run folder records."""
+    run folder records.
 
-    steps: int  # total optimizer steps per model
-    batch_size: int  # global batch, split over data-parallel processes
-    lr: float  # AdamW peak learning rate
-    lr_schedule: str  # "cosine" (warm-up, then cosine decay to min_lr) or "constant"
-    warmup_steps: int  # steps of linear warm-up from 0 to lr
-    min_lr: float  # the learning rate the cosine decays to at the last step
-    seed: int  # initialisation and batches: every model draws the same ones
-    tokenizer: str  # "char" or "bpe"
-    vocab_size: int | None  # BPE vocabulary size (None: a char tokenizer's, one token per character)
-    eval_every: int  # steps between validation evaluations
-    save_every: int  # steps between checkpoints
-    log_every: int  # steps between metrics records
-    grad_clip: float  # gradient-norm clip; 0 turns it off
-    weight_decay: float  # AdamW weight decay
-    twin: bool  # train the classical twin (the same config, every slot classical)
-    matched: bool  # train the parameter-matched classical model
+    Examples:
+        >>> from qelm.train import TRAIN_DEFAULTS, TrainSettings
+        >>> settings = TrainSettings(**{**TRAIN_DEFAULTS, "steps": 100, "lr": 0.01, "warmup_steps": 5, "min_lr": 0.001})
+        >>> settings.lr_at(5), settings.lr_at(100)  # the peak after warm-up, then down to min_lr
+        (0.01, 0.001)
+    """
+
+    steps: int
+    """Total optimizer steps per model."""
+    batch_size: int
+    """Global batch, split over data-parallel processes."""
+    lr: float
+    """AdamW peak learning rate."""
+    lr_schedule: str
+    """The schedule: "cosine" (warm-up, then cosine decay to min_lr) or "constant"."""
+    warmup_steps: int
+    """Steps of linear warm-up from 0 to lr."""
+    min_lr: float
+    """The learning rate the cosine decays to at the last step."""
+    seed: int
+    """Initialisation and batches: every model draws the same ones."""
+    tokenizer: str
+    """The tokenizer: "char" or "bpe"."""
+    vocab_size: int | None
+    """BPE vocabulary size (None: a char tokenizer's, one token per character)."""
+    eval_every: int
+    """Steps between validation evaluations."""
+    save_every: int
+    """Steps between checkpoints."""
+    log_every: int
+    """Steps between metrics records."""
+    grad_clip: float
+    """Gradient-norm clip; 0 turns it off."""
+    weight_decay: float
+    """AdamW weight decay."""
+    twin: bool
+    """Train the classical twin (the same config, every slot classical)."""
+    matched: bool
+    """Train the parameter-matched classical model."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a dictionary (as ``summary.json`` and the run folder record them)."""
         return dataclasses.asdict(self)
 
     def lr_at(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` (1 to ``steps``): a function of the step alone, so a
         resumed run takes the same rates. ``cosine``: linear warm-up over ``warmup_steps`` to ``lr``, then half
-        a cosine from ``lr`` down to ``min_lr`` at the last step."""
+        a cosine from ``lr`` down to ``min_lr`` at the last step.
+
+        Args:
+            step: the optimizer step, from 1.
+
+        Returns:
+            The learning rate of that step.
+        """
         if self.lr_schedule == "constant":
             return self.lr
         if step <= self.warmup_steps:
