@@ -14,7 +14,7 @@ from .version import DISTRIBUTION, __version__
 #: where each public name lives: imported on first use (``qelm.QELM``), so ``import qelm`` and the command
 #: line's ``--help`` load neither torch nor PennyLane
 _HOMES = {
-    "BackendUnavailable": "backends", "available_backends": "backends", "get_backend": "backends",
+    "BackendSpec": "backends", "BackendUnavailable": "backends", "available_backends": "backends", "get_backend": "backends",
     "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "CIRCUITS": "circuits", "Circuit": "circuits", "build_circuit": "circuits",
     "QELMConfig": "config",
@@ -27,7 +27,7 @@ _HOMES = {
 }
 
 if TYPE_CHECKING:  # what the names are, for type checkers and editors
-    from .backends import BackendUnavailable, available_backends, get_backend
+    from .backends import BackendSpec, BackendUnavailable, available_backends, get_backend
     from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from .circuits import CIRCUITS, Circuit, build_circuit
     from .config import QELMConfig
@@ -66,6 +66,7 @@ __all__ = [
     "get_backend",
     "available_backends",
     "BackendUnavailable",
+    "BackendSpec",
     "TrainSettings",
     "TrainOverrides",
     "TrainResult",

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("_one_thread")
 
 #: the modules whose docstrings hold the public API's examples
 MODULES = ["qelm.config", "qelm.model", "qelm.layers", "qelm.circuits.base", "qelm.circuits.registry",
-           "qelm.backends.base", "qelm.backends.registry", "qelm.train.settings", "qelm.train.results",
+           "qelm.backends.base", "qelm.backends.registry", "qelm.backends.spec", "qelm.train.settings", "qelm.train.results",
            "qelm.data", "qelm.checkpoint", "qelm.evaluate"]
 
 #: public names that are data, not callables: documented by an attribute docstring, with nothing to run

@@ -11,14 +11,14 @@ import qelm
 
 
 def test_the_types_users_meet_are_exported():
-    from qelm.backends import BackendUnavailable
+    from qelm.backends import BackendSpec, BackendUnavailable
     from qelm.checkpoint import Checkpoint
     from qelm.data import TextDataset
     from qelm.train import TrainOverrides, TrainResult, TrainSettings
 
     for name, obj in (("Checkpoint", Checkpoint), ("TextDataset", TextDataset), ("TrainResult", TrainResult),
                       ("TrainSettings", TrainSettings), ("TrainOverrides", TrainOverrides),
-                      ("BackendUnavailable", BackendUnavailable)):
+                      ("BackendUnavailable", BackendUnavailable), ("BackendSpec", BackendSpec)):
         assert getattr(qelm, name) is obj and name in qelm.__all__
     assert all(hasattr(qelm, name) for name in qelm.__all__)
 

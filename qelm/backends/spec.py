@@ -26,7 +26,24 @@ BACKEND_FIELDS = ("backend", "shots", "backend_options")
 @dataclass(frozen=True)
 class BackendSpec:
     """The simulator circuits run on: ``name`` (see :mod:`qelm.backends`), ``shots`` (None: exact
-    expectations; an int: sampled) and the backend's ``options`` (seed, noise, mitigation, dtype, ...)."""
+    expectations; an int: sampled) and the backend's ``options`` (seed, noise, mitigation, dtype, ...).
+
+    A model holds one (``model.spec``); ``QELM(config, spec)`` builds a model that runs on it, and
+    ``model.set_backend(...)`` swaps it without retraining. Config files and checkpoints write it as their
+    ``[runtime]`` table.
+
+    Examples:
+        >>> from qelm import BackendSpec
+        >>> spec = BackendSpec("default.qubit", shots=1000)
+        >>> spec.problems()
+        []
+        >>> spec.to_table()
+        {'backend': 'default.qubit', 'shots': 1000, 'backend_options': {}}
+        >>> BackendSpec("qelm.fused", shots=100).problems()[0][0]
+        'shots'
+        >>> type(BackendSpec().build()).__name__
+        'FusedBackend'
+    """
 
     name: str = DEFAULT_BACKEND
     shots: int | None = None
