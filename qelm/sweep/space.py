@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -41,6 +40,7 @@ from ..errors import ConfigError
 from ..evaluate import MAX_SAMPLE_TOKENS
 from ..train import TRAIN_DEFAULTS, TrainOverrides
 from ..train.settings import check_settings
+from .dimensions import Dimension, combinations, parse_dimension
 
 __all__ = ["Dimension", "SearchSpace", "load_space", "parse_space", "model_key", "SWEEP_DEFAULTS",
            "SEARCHABLE_SETTINGS", "SAMPLERS"]
@@ -65,60 +65,6 @@ _MAX_COMBINATIONS = 200_000  # model configurations load_space builds to prove e
 #: fields that do not change a model when no slot runs circuits (or no embedding / fidelity circuit)
 _CIRCUIT_FIELDS = ("n_qubits", "circuit_layers", "embedding_circuit", "fidelity_method", "adaptive_threshold",
                    "backend", "shots", "backend_options", "readout")
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One searched field: ``table`` ("model" or "train"), its name, and its choices or range."""
-
-    table: str
-    name: str
-    choices: tuple | None = None
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    log: bool = False
-
-    @property
-    def param(self) -> str:
-        """The Optuna parameter name: ``model.d_model``, ``train.lr``."""
-        return f"{self.table}.{self.name}"
-
-    @property
-    def is_int(self) -> bool:
-        return self.choices is None and all(isinstance(v, int) for v in (self.low, self.high, self.step or 1))
-
-    def _range(self) -> tuple[float, float]:
-        """``(low, high)`` of a dimension without choices (checked on load: it has both)."""
-        assert self.low is not None and self.high is not None
-        return self.low, self.high
-
-    def values(self) -> list | None:
-        """Every value this dimension can take, or ``None`` for a continuous range."""
-        if self.choices is not None:
-            return list(self.choices)
-        low, high = self._range()
-        if self.is_int:
-            return list(range(int(low), int(high) + 1, int(self.step or 1)))
-        if self.step is not None:
-            n = math.floor((high - low) / self.step + 1e-9)
-            return [low + i * self.step for i in range(n + 1)]
-        return None
-
-    def suggest(self, trial) -> Any:
-        """This dimension's value for Optuna ``trial``."""
-        if self.choices is not None:
-            return trial.suggest_categorical(self.param, list(self.choices))
-        low, high = self._range()
-        if self.is_int:
-            return trial.suggest_int(self.param, int(low), int(high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(self.param, low, high, step=self.step, log=self.log)
-
-    def describe(self) -> str:
-        if self.choices is not None:
-            return f"{self.name} in {list(self.choices)}"
-        return f"{self.name} in [{self.low}, {self.high}]" + (f" step {self.step}" if self.step else "") + \
-            (" (log)" if self.log else "")
 
 
 @dataclass
@@ -268,7 +214,7 @@ def parse_space(text: str, source: str = "<space>") -> SearchSpace:
             hint = (f" ({name} is a {'training setting' if other == 'train' else 'model field'}: put it under "
                     f"[search.{other}])") if name in (SEARCHABLE_SETTINGS if other == "train" else fields) else ""
             raise bad(f"[search.{table}] {name!r} is not a {what}{hint}; valid names are {', '.join(allowed)}")
-        return _dimension(table, name, value, bad)
+        return parse_dimension(table, name, value, bad)
 
     dims = [dimension("model", name, value) for name, value in _table(search, "model", bad).items()]
     dims += [dimension("train", name, value) for name, value in _table(search, "train", bad).items()]
@@ -344,50 +290,10 @@ def _sweep_options(table: dict, bad) -> dict:
     return opts
 
 
-def _dimension(table: str, name: str, value: Any, bad) -> Dimension:
-    where = f"[search.{table}] {name}"
-    if isinstance(value, list):
-        if not value:
-            raise bad(f"{where} = [] has no choices: give at least one value")
-        for v in value:
-            if not isinstance(v, (str, int, float, bool)):
-                raise bad(f"{where}: choice {v!r} is not a string, number or boolean")
-        if len(set(map(repr, value))) != len(value):
-            raise bad(f"{where} = {value!r} repeats a choice")
-        return Dimension(table, name, choices=tuple(value))
-    if isinstance(value, dict):
-        extra = sorted(set(value) - {"low", "high", "step", "log"})
-        if extra or not {"low", "high"} <= set(value):
-            raise bad(f"{where} = {value!r} is not a range: use {{ low = ..., high = ... }} with optional step and log")
-        low, high, step, log = value["low"], value["high"], value.get("step"), value.get("log", False)
-        for v in (low, high) + ((step,) if step is not None else ()):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise bad(f"{where}: range bound {v!r} is not a finite number")
-        if not low <= high:
-            raise bad(f"{where}: low = {low} is above high = {high}")
-        if not isinstance(log, bool):
-            raise bad(f"{where}: log = {log!r} must be true or false")
-        if log and (low <= 0 or step is not None):
-            raise bad(f"{where}: a log range needs low > 0 and no step")
-        if step is not None and step <= 0:
-            raise bad(f"{where}: step = {step} must be > 0")
-        return Dimension(table, name, low=low, high=high, step=step, log=log)
-    raise bad(f"{where} = {value!r} is invalid: give a list of choices (e.g. [8, 16]) or a range "
-              f"(e.g. {{ low = 0.001, high = 0.03, log = true }}); a single value goes in [{table}]")
-
-
-def _combinations(dims: list[Dimension]):
-    """Every combination of the dimensions' values (a continuous range contributes its two ends)."""
-    names = [d.name for d in dims]
-    values = [d.values() or [d.low, d.high] for d in dims]
-    for combo in itertools.product(*values):
-        yield dict(zip(names, combo))
-
-
 def _check_settings(space: SearchSpace, bad) -> None:
     dims = [d for d in space.dims if d.table == "train"]
     context = [d for d in space.dims if d.table == "model" and d.name == "context_len"]
-    for combo in _combinations(dims + context):
+    for combo in combinations(dims + context):
         ctx = combo.pop("context_len", None)
         train = {**space.train, **combo}
         model = {**space.model, **({"context_len": ctx} if ctx is not None else {})}
@@ -413,7 +319,7 @@ def _check_models(space: SearchSpace, bad) -> None:
                   f"that can be checked to be valid before the sweep: narrow some choices")
     batches = [d.values() or [d.high] for d in space.dims if d.table == "train" and d.name == "batch_size"]
     batch = max(batches[0]) if batches else space.train.get("batch_size", TRAIN_DEFAULTS["batch_size"])
-    for combo in _combinations(dims):
+    for combo in combinations(dims):
         try:
             _config({**space.model, **combo}, {"batch_size": batch}, vocab_size=2)
         except (TypeError, ValueError) as e:
