@@ -64,9 +64,27 @@ def _compare(circuit: Circuit, device="cpu", sets=(2,), m=2, kinds=("expval",), 
 @pytest.mark.parametrize("name, n", WIDE)
 def test_matches_default_qubit(name, n, device):
     circuit = build_circuit(name, n, 2 if name != "swap_test" else 1)
-    assert circuit.n_wires >= fused_module.BLOCKS_FROM_WIRES  # the block path, not the whole-register one
+    assert circuit.n_wires >= fused_module.BLOCKS_FROM_WIRES["cpu"]  # the block path, not the whole-register one
     kinds = ("expval", "state") if circuit.returns == "state" or name == "angle" and n <= 12 else ("expval",)
     _compare(circuit, device, m=1 if n >= 14 else 2, kinds=kinds)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ["angle", "attention", "feed_forward", "fidelity"])
+def test_blocks_from_puts_narrow_circuits_on_the_block_path(name, device):
+    """``blocks_from`` (the per-device width where blocks start) moves a 6-qubit circuit onto the block path,
+    with the same values and gradients."""
+    fused = get_backend("qelm.fused", blocks_from=4)
+    circuit = build_circuit(name, 6, 2)
+    assert fused._blocks(circuit, torch.device(device)) and not get_backend("qelm.fused")._blocks(circuit, None)
+    _compare(circuit, device, fused=fused)
+    assert any(isinstance(p, fused_module.BlockPlan) for p in fused._plans.values())
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True, "8"])
+def test_blocks_from_refuses_what_is_not_a_width(value):
+    with pytest.raises(ValueError, match="blocks_from="):
+        get_backend("qelm.fused", blocks_from=value)
 
 
 @dataclass(frozen=True)

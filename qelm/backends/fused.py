@@ -51,8 +51,10 @@ from .fused_plan import Plan, UnsupportedGate, build_plan, state_passes
 from .gates import CONTROLLED_ROTATIONS, gate_list
 
 #: circuits on at least this many wires run as k-qubit blocks with adjoint differentiation
-#: (:mod:`.fused_blocks`, :mod:`.fused_adjoint`); narrower ones as whole-register unitaries with autograd
-BLOCKS_FROM_WIRES = 11
+#: (:mod:`.fused_blocks`, :mod:`.fused_adjoint`); narrower ones as whole-register unitaries with autograd.
+#: Per device, from measurement: on the 2-core CPU blocks lost to whole-register unitaries at 8 wires and tied
+#: at 9-10 (``benchmarks/gpu_backends.py --device cpu``); the backend option ``blocks_from`` overrides it
+BLOCKS_FROM_WIRES = {"cpu": 11, "cuda": 11}
 
 __all__ = ["FusedBackend", "DTYPES"]
 
@@ -66,11 +68,11 @@ class FusedBackend(Backend):
     name = "qelm.fused"
     supports_state = True
     traceable = True
-    options = ("dtype", "cuda_graph", "cpu_threads")
+    options = ("dtype", "cuda_graph", "cpu_threads", "blocks_from")
     cpu_threads: int | None = 1  # also what a backend pickled before the option had
 
     def __init__(self, shots: int | None = None, seed: int | None = None, dtype: str = "complex128",
-                 cuda_graph: bool = True, cpu_threads: int | None = 1) -> None:
+                 cuda_graph: bool = True, cpu_threads: int | None = 1, blocks_from: int | None = None) -> None:
         if shots is not None:
             raise BackendError(f"backend 'qelm.fused' computes exact expectations and takes no shots (got shots={shots!r}): "
                              "for sampled estimates use backend 'qiskit.aer' or 'default.qubit' with shots")
@@ -92,6 +94,12 @@ class FusedBackend(Backend):
                                "own setting (torch.set_num_threads)")
         #: most intra-op threads of a CPU call, forward and backward (qelm.backends.cpu_threads); None: torch's
         self.cpu_threads = cpu_threads
+        if blocks_from is not None and (isinstance(blocks_from, bool) or not isinstance(blocks_from, int)
+                                        or blocks_from < 1):
+            raise BackendError(f"blocks_from={blocks_from!r} is invalid: use a positive number of wires, or None for "
+                               f"the measured default per device ({BLOCKS_FROM_WIRES})")
+        #: circuits on at least this many wires run as k-qubit blocks (None: :data:`BLOCKS_FROM_WIRES` per device)
+        self.blocks_from = blocks_from
         self._plans: dict = {}
         #: evolve on CUDA through one generated kernel per circuit (qelm.backends.fused_cuda) where it applies;
         #: False runs fused_evolve's torch operations everywhere (the GPU tests compare the two)
@@ -123,8 +131,15 @@ class FusedBackend(Backend):
     _transient = Backend._transient + ("_plans", "_tensors", "_reuse", "_passes")
 
     # --- plans -------------------------------------------------------------------------------------
+    def _blocks(self, circuit, device: torch.device | None) -> bool:
+        """Whether ``circuit`` runs as k-qubit blocks on ``device`` (else as whole-register unitaries)."""
+        start = getattr(self, "blocks_from", None)  # a backend pickled before the option has none
+        if start is None:
+            start = BLOCKS_FROM_WIRES.get(device.type if device is not None else "cpu", BLOCKS_FROM_WIRES["cpu"])
+        return circuit.n_wires >= start
+
     def _plan(self, circuit, split: bool, device: torch.device | None = None) -> Plan | BlockPlan:
-        blocks = circuit.n_wires >= BLOCKS_FROM_WIRES
+        blocks = self._blocks(circuit, device)
         device_type = device.type if device is not None else "cpu"
         kind = device_type if blocks else None
         key = (type(circuit), circuit.key, split, kind)
@@ -167,7 +182,7 @@ class FusedBackend(Backend):
             return  # checked when the model ran eagerly; neither the compiler nor a graph capture can ask
         item = torch.empty(0, dtype=DTYPES[self.dtype][1]).element_size()
         n = circuit.n_wires
-        if n >= BLOCKS_FROM_WIRES:
+        if self._blocks(circuit, device):
             try:
                 plan = self._plan(circuit, split, device)  # no 2**n table: milliseconds
             except UnsupportedGate:
