@@ -48,21 +48,45 @@ def _stepper(model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor):
     return step
 
 
+def _options(text: str) -> dict:
+    """``default`` -> {}; ``blocks_from=4,dtype=complex64`` -> {"blocks_from": 4, "dtype": "complex64"}."""
+    if text == "default":
+        return {}
+    pairs = (item.split("=", 1) for item in text.split(","))
+    return {k: int(v) if v.isdigit() else v for k, v in pairs}
+
+
+def _profile(steps: dict, device: str) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    for name, step in steps.items():
+        with profile(activities=activities) as prof:
+            step()
+            _sync(device)
+        key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+        print(f"--- profile: {name}")
+        print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=60))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
     p.add_argument("--qubits", default="6,8", help="comma-separated: 6 and/or 8 (default 6,8)")
     p.add_argument("--seq-lens", default="128,512", help="comma-separated (default 128,512)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--blocks-from", default="default,4",
-                   help="qelm.fused's blocks_from values to compare: 'default' (its per-device choice) or a width")
+    p.add_argument("--variants", default="default;blocks_from=4",
+                   help="qelm.fused option sets to compare, ';'-separated: 'default' or OPTION=VALUE[,OPTION=VALUE] "
+                        "(default: 'default;blocks_from=4')")
+    p.add_argument("--profile", action="store_true",
+                   help="also print torch.profiler's top operations of one QELM step per configuration")
     p.add_argument("--rounds", type=int, default=5, help="timed rounds, each one step of every model (default 5)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--label", default=None)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    variants = [None if v == "default" else int(v) for v in args.blocks_from.split(",")]
+    variants = {v: _options(v) for v in args.variants.split(";")}
     rows = []
     for n in (int(q) for q in args.qubits.split(",")):
         for T in (int(t) for t in args.seq_lens.split(",")):
@@ -72,10 +96,10 @@ def main(argv: list[str] | None = None) -> None:
             idx = torch.randint(0, config.vocab_size, (args.batch_size, T), device=args.device)
             targets = torch.randint(0, config.vocab_size, (args.batch_size, T), device=args.device)
             models = {"twin": ClassicalLM(config).to(args.device)}
-            for v in variants:
+            for label, options in variants.items():
                 q = QELM(config).to(args.device)
-                q.set_backend("qelm.fused", **({} if v is None else {"blocks_from": v}))
-                models[f"qelm blocks_from={v or 'default'}"] = q
+                q.set_backend("qelm.fused", **options)
+                models[f"qelm {label}"] = q
             steps = {name: _stepper(m, idx, targets) for name, m in models.items()}
             times: dict[str, list[float]] = {name: [] for name in steps}
             for step in steps.values():  # warm-up: plans, graphs, allocator
@@ -89,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                     step()
                     _sync(args.device)
                     times[name].append(time.perf_counter() - t0)
+            if args.profile:
+                _profile(steps, args.device)
             tokens = args.batch_size * T
             twin = tokens / statistics.median(times["twin"])
             for name, ts in times.items():

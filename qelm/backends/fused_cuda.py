@@ -16,6 +16,7 @@ extra); without CuPy, or past 8 qubits, :mod:`.fused_evolve`'s torch code runs i
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import numpy as np
 import torch
@@ -139,8 +140,32 @@ def _launch(kernel, n: int, *tensors_and_ints) -> None:
 
     args = [cupy.asarray(t.detach()) if isinstance(t, torch.Tensor) else np.int32(t) for t in tensors_and_ints]
     block = 128
-    with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+    with _torch_stream(cupy):
         kernel(((n + block - 1) // block,), (block,), tuple(args))
+
+
+class _StreamHandle:
+    """torch's current CUDA stream in the CUDA stream protocol (``__cuda_stream__``: version 0, handle)."""
+
+    def __init__(self, handle: int) -> None:
+        self.handle = handle
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        return 0, self.handle
+
+
+def _torch_stream(cupy):
+    """CuPy's view of torch's current stream, so a kernel runs in order with torch's work: through
+    ``Stream.from_external`` where CuPy has it (``ExternalStream`` is deprecated there), else ``ExternalStream``."""
+    handle = torch.cuda.current_stream().cuda_stream
+    if hasattr(cupy.cuda.Stream, "from_external"):
+        try:
+            return cupy.cuda.Stream.from_external(_StreamHandle(handle))
+        except (TypeError, ValueError):  # a CuPy that reads the protocol otherwise: the old way, quietly
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cupy.cuda.ExternalStream(handle)
 
 
 class _Evolve(torch.autograd.Function):
