@@ -87,23 +87,33 @@ def test_ids_of_the_wrong_window_are_refused():
 
 @pytest.mark.gpu
 @cuda
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
-def test_cuda_kernel_matches_torch_code(dtype, tol):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_kernel_matches_torch_code(dtype):
+    """The generated kernel against the torch code, values and gradients: in float64 to 1e-10; in float32 each
+    against the float64 answer, the kernel no further from it than 4x the torch code is (both round, in
+    different orders, on states of norm ~8 through 4 layers, so a fixed tolerance says little)."""
     pytest.importorskip("cupy", reason="the evolve kernel is compiled by CuPy (pip install cupy-cuda12x)")
     c = Ansatz14Circuit(6, 4)
     torch.manual_seed(0)
-    a = torch.randn(300, c.n_angles, dtype=dtype, device="cuda", requires_grad=True)
-    re = torch.randn(300, 64, dtype=dtype, device="cuda", requires_grad=True)
-    im = torch.randn(300, 64, dtype=dtype, device="cuda", requires_grad=True)
-    results = []
-    for kernel in (True, False):
-        backend = get_backend("qelm.fused", dtype="complex128" if dtype == torch.float64 else "complex64")
+    a = torch.randn(300, c.n_angles, dtype=torch.float64, device="cuda")
+    re = torch.randn(300, 64, dtype=torch.float64, device="cuda")
+    im = torch.randn(300, 64, dtype=torch.float64, device="cuda")
+
+    def run(kernel: bool, dt: torch.dtype):
+        backend = get_backend("qelm.fused", dtype="complex128" if dt == torch.float64 else "complex64")
         backend.evolve_kernel = kernel
-        out = backend.evolve_pairs(c, a, re, im)
-        results.append((out, torch.autograd.grad(_loss(*out), [a, re, im])))
-    (o0, g0), (o1, g1) = results
-    for x0, x1 in zip(o0 + g0, o1 + g1):
-        assert torch.allclose(x0, x1, atol=tol, rtol=tol)
+        inputs = [t.to(dt).requires_grad_() for t in (a, re, im)]
+        out = backend.evolve_pairs(c, *inputs)
+        return [t.double() for t in out + torch.autograd.grad(_loss(*out), inputs)]
+
+    if dtype == torch.float64:
+        for x0, x1 in zip(run(True, dtype), run(False, dtype)):
+            assert torch.allclose(x0, x1, atol=1e-10, rtol=1e-10)
+        return
+    exact = run(False, torch.float64)
+    for name, k, t, x in zip(("re", "im", "grad angles", "grad re", "grad im"), run(True, dtype), run(False, dtype), exact):
+        err_kernel, err_torch = (k - x).abs().max().item(), (t - x).abs().max().item()
+        assert err_kernel <= 4 * err_torch + 1e-6 * x.abs().max().item(), (name, err_kernel, err_torch)
 
 
 def test_evolve_every_gate_it_knows_matches_default_qubit():
