@@ -144,6 +144,16 @@ def _launch(kernel, n: int, *tensors_and_ints) -> None:
         kernel(((n + block - 1) // block,), (block,), tuple(args))
 
 
+def _launch_grid(kernel, grid: tuple[int, ...], block: int, shared: int, *args) -> None:
+    """Launch ``kernel`` on torch's current stream with ``shared`` bytes of dynamic shared memory; tensors are
+    passed as device arrays, anything else as given (a NumPy scalar of the parameter's type)."""
+    import cupy  # lazy: optional, CUDA machines only
+
+    cargs = tuple(cupy.asarray(a.detach()) if isinstance(a, torch.Tensor) else a for a in args)
+    with _torch_stream(cupy):
+        kernel(grid, (block,), cargs, shared_mem=shared)
+
+
 class _StreamHandle:
     """torch's current CUDA stream in the CUDA stream protocol (``__cuda_stream__``: version 0, handle)."""
 

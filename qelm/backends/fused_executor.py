@@ -9,8 +9,9 @@ import math
 import numpy as np
 import torch
 
-from .fused_kernels import RYLayer, Tensors, apply_matrix, complexify, genperm_apply, matrix_for, rotate, ry_layer
+from .fused_kernels import Tensors, apply_matrix, complexify, genperm_apply, matrix_for, rotate, ry_layer
 from .fused_plan import Block, DataStage, DenseMatrix, GenPerm, Layer, Op, Permute, Plan, Rotate, genperm, local_matrix
+from .fused_ry_cuda import ry_layer_apply
 
 __all__ = ["Executor"]
 
@@ -210,7 +211,7 @@ class Executor:
                 ops = stage.ops
                 cols = self.cache.get(("cols", id(ops)), lambda: torch.as_tensor([o.index for o in ops], device=self.cache.device))
                 half = (self.x.index_select(-2, cols) * 0.5).reshape((-1, len(ops), m))
-                out = RYLayer.apply(t.reshape((-1,) + t.shape[-2:]), half, tuple(o.wires[0] for o in ops), self.n)
+                out = ry_layer_apply(t.reshape((-1,) + t.shape[-2:]), half, tuple(o.wires[0] for o in ops), self.n)
                 t = out.reshape(t.shape)
             elif isinstance(stage, DataStage):
                 for op in stage.ops:
