@@ -19,7 +19,7 @@ import tomli_w
 
 from .backends import BackendSpec
 from .backends.spec import BACKEND_FIELDS
-from .circuits import READOUTS, build_circuit, embedding_circuits
+from .circuits import CIRCUITS, READOUTS, SLOTS, build_circuit, slot_circuits, unknown_circuit
 from .errors import ConfigError
 from .memory import available_memory_bytes, format_bytes, state_vector_bytes
 from .paths import wrong_kind
@@ -86,6 +86,10 @@ class QELMConfig:
     attention: str = "quantum"
     """The attention slot: `"quantum"` (q/k/v feature circuits), `"fidelity"` (scores from state overlaps)
     or `"classical"`."""
+    attention_circuit: str = "attention"
+    """The attention heads' circuit: `"attention"` (data re-uploading), or one registered with
+    `qelm.circuits.register_circuit` (kind `"attention"`): the query, key and value circuits of `"quantum"`
+    attention, and the state of `"fidelity"` attention."""
     fidelity_method: str = "exact"
     """How `"fidelity"` attention measures overlaps: `"exact"` (from the states) or `"swap_test"` (a
     circuit, which also works with shots)."""
@@ -93,6 +97,9 @@ class QELMConfig:
     """Fidelity attention: keep only the scores >= their row's mean + 0.5 standard deviations."""
     feed_forward: str = "quantum"
     """The feed-forward slot: `"quantum"` or `"classical"`."""
+    feed_forward_circuit: str = "feed_forward"
+    """The feed-forward circuit: `"feed_forward"` (data re-uploading), or one registered with
+    `qelm.circuits.register_circuit` (kind `"feed_forward"`)."""
     readout: str = "z"
     """What feature circuits are read out as: `"z"` (<Z_i> per qubit), `"zz"` (those and <Z_i Z_j> of every
     pair) or `"probs"` (the 2**n basis probabilities)."""
@@ -125,9 +132,17 @@ class QELMConfig:
         for name, choices in SLOT_CHOICES.items():
             if getattr(self, name) not in choices:
                 bad(name, f"choose one of {', '.join(choices)}")
-        if self.embedding_circuit not in embedding_circuits():
-            bad("embedding_circuit", f"choose one of {', '.join(embedding_circuits())}, or register a circuit of "
-                                     "your own (kind 'embedding') with qelm.circuits.register_circuit before using it")
+        for slot, (name, _) in SLOTS.items():
+            if getattr(self, slot) == "classical":
+                continue  # a classical slot runs no circuit: the name it keeps need not be registered here
+            circuit = getattr(self, name)
+            if not isinstance(circuit, str) or circuit not in CIRCUITS:
+                bad(name, unknown_circuit(circuit, slot))
+            if circuit not in slot_circuits(slot):
+                cls = CIRCUITS[circuit]
+                what = (f"circuit {circuit!r} is of kind {cls.kind!r}" if cls.kind != slot else
+                        f"circuit {circuit!r} is one of the fidelity mode's own circuits, built from attention_circuit")
+                bad(name, f"{what}; the {slot} slot runs one of {', '.join(slot_circuits(slot))} (kind {slot!r})")
         if not isinstance(self.adaptive_threshold, bool):
             bad("adaptive_threshold", "use true or false")
 
