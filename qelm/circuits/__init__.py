@@ -13,8 +13,8 @@ symbols, the QNode the drawers and exports use).
 from .base import Circuit
 from .embeddings import AmplitudeEmbeddingCircuit, AngleEmbeddingCircuit, PolarEmbeddingCircuit, amplitude_tree_angles
 from .readout import READOUTS, z_product, z_signs
-from .registry import (CIRCUITS, SLOTS, build_circuit, check_slot, embedding_circuits, register_circuit, slot_circuits,
-                       unknown_circuit)
+from .registry import (CIRCUITS, IMPORTED, SLOTS, build_circuit, check_slot, embedding_circuits, import_circuits,
+                       register_circuit, slot_circuits, unknown_circuit)
 from .variational import (Ansatz14Circuit, FeedForwardCircuit, FidelityStateCircuit, ReuploadingCircuit,
                           SwapTestCircuit)
 
@@ -36,6 +36,8 @@ __all__ = [
     "slot_circuits",
     "check_slot",
     "unknown_circuit",
+    "import_circuits",
+    "IMPORTED",
     "amplitude_tree_angles",
     "z_signs",
     "z_product",

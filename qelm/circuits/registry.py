@@ -3,6 +3,11 @@ circuit keeps to stand in a model's slot (:data:`SLOTS`, :func:`check_slot`)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
 from typing import TypeVar
 
 import pennylane as qml
@@ -14,8 +19,8 @@ from .embeddings import AmplitudeEmbeddingCircuit, AngleEmbeddingCircuit, PolarE
 from .variational import (Ansatz14Circuit, FeedForwardCircuit, FidelityStateCircuit, ReuploadingCircuit,
                           SwapTestCircuit)
 
-__all__ = ["CIRCUITS", "SLOTS", "build_circuit", "register_circuit", "embedding_circuits", "slot_circuits",
-           "check_slot", "unknown_circuit"]
+__all__ = ["CIRCUITS", "SLOTS", "IMPORTED", "build_circuit", "register_circuit", "embedding_circuits", "slot_circuits",
+           "check_slot", "unknown_circuit", "import_circuits"]
 
 CIRCUITS: dict[str, type[Circuit]] = {
     c.name: c
@@ -246,3 +251,76 @@ def build_circuit(name: str, n_qubits: int = 4, n_layers: int = 2, readout: str 
                           "your own must be registered first with qelm.circuits.register_circuit (import the module "
                           "that registers it; on the command line, --import MODULE or --import FILE.py)")
     return CIRCUITS[name](n_qubits=n_qubits, n_layers=n_layers, readout=readout)
+
+
+#: circuit name -> what :func:`import_circuits` was given when that import registered it (so that a process of
+#: its own, a benchmark's, can import it again)
+IMPORTED: dict[str, str] = {}
+
+
+def import_circuits(given: str) -> tuple[str, ...]:
+    """Import a module or a Python file that registers circuits (what the command line's ``--import`` does).
+
+    Args:
+        given: a module as ``python -m`` finds it (the current folder first: ``my_circuits``, ``pkg.circuits``),
+            or the path of a Python file (``my_circuits.py``, imported as the module named by its stem); either
+            may end in ``:NAME``, a :class:`Circuit` subclass of it (or a list or tuple of them) to register, for a
+            module that defines circuits without registering them.
+
+    Returns:
+        The names of the circuits it registered (those of its classes, already registered, included).
+
+    Raises:
+        ConfigError: no such module or file, no such ``NAME`` or not a circuit class, or the import registered no
+            circuit; one line. An error raised by the module's own code is not caught: it keeps its traceback.
+    """
+    target, _, attribute = given.partition(":")
+    if not target:
+        raise ConfigError("give a module or a Python file (e.g. my_circuits or my_circuits.py)")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    before = dict(CIRCUITS)
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        path = Path(target)
+        if not path.is_file():
+            raise ConfigError(("no such Python file" if not path.exists() else "not a Python file") +
+                              " (give a module name, or the path of a .py file that registers circuits)")
+        module = _import_file(path)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as e:
+            if e.name is None or not (target == e.name or target.startswith(e.name + ".")):
+                raise  # the module was found; something it imports is missing: its own error, with its traceback
+            raise ConfigError(f"{e} (a module in the current folder, or an installed package)") from None
+    if attribute:
+        if not hasattr(module, attribute):
+            raise ConfigError(f"{target} has no attribute {attribute!r}")
+        found = getattr(module, attribute)
+        classes = list(found) if isinstance(found, (list, tuple)) else [found]
+        for cls in classes:
+            if not (isinstance(cls, type) and issubclass(cls, Circuit)):
+                raise ConfigError(f"{attribute} is {cls!r}, not a qelm.circuits.Circuit subclass (or a list of them)")
+            register_circuit(cls)
+    mine = tuple(n for n, c in CIRCUITS.items() if n not in before or c.__module__ == module.__name__)
+    if not mine:
+        raise ConfigError("it registers no circuit: decorate your Circuit subclasses with "
+                          f"@qelm.circuits.register_circuit, or name one to register: {target}:MyCircuit")
+    for name in mine:
+        IMPORTED.setdefault(name, given)
+    return mine
+
+
+def _import_file(path: Path):
+    """Import the Python file ``path`` as the module named by its stem (so its classes pickle by that name)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has a loader
+        raise ConfigError(f"cannot import {str(path)!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(path.stem, None)
+        raise
+    return module

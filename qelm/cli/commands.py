@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import sys
-from pathlib import Path
 
 #: command name -> (module of qelm.cli that registers it, its one-line help), in the order ``qelm --help`` lists them
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -59,70 +56,19 @@ def register(module: str, subparsers: argparse._SubParsersAction) -> None:
 
 def import_modules(modules: list[str]) -> str | None:
     """Import what each ``--import`` names, before the parser is built (a circuit it registers is then one of the
-    parser's choices and in ``qelm draw --list``): a module as ``python -m`` would find it (the current folder
-    first), or a Python file by its path (``my_circuits.py``); either may end in ``:NAME``, a class of it to
-    register (or a list of classes), for a module that defines circuits without registering them. Each must leave
-    at least one circuit registered by it. Returns the one-line error of the first that fails, else None; an error
-    raised inside a module that was found keeps its traceback (it is a bug of that module, shown as one)."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    parser's choices and in ``qelm draw --list``): :func:`qelm.circuits.import_circuits` of each, a module or a
+    Python file, either with ``:NAME``. Returns the one-line error of the first that fails, else None; an error
+    raised inside a module that was found keeps its traceback (a bug of that module, shown as one)."""
+    if not modules:
+        return None
+    from ..circuits import import_circuits  # torch and PennyLane: only when --import is used
+    from ..errors import QelmError
+
     for given in modules:
-        if not given:
-            return "--import takes a module or a Python file (e.g. --import my_circuits or --import my_circuits.py)"
-        failed = _import_circuits(given)
-        if failed:
-            return f"--import {given}: {failed}"
-    return None
-
-
-def _import_circuits(given: str) -> str | None:
-    """Import ``given`` (``MODULE``, ``FILE.py``, either with ``:NAME``); the reason it fails, else None."""
-    from ..circuits import CIRCUITS, Circuit, register_circuit  # torch and PennyLane: only when --import is used
-
-    target, _, attribute = given.partition(":")
-    before = dict(CIRCUITS)
-    if target.endswith(".py") or os.sep in target or "/" in target:
-        path = Path(target)
-        if not path.is_file():
-            return ("no such Python file" if not path.exists() else "not a Python file") + \
-                " (give a module name, or the path of a .py file that registers circuits)"
-        module = _import_file(path)
-    else:
         try:
-            module = importlib.import_module(target)
-        except ModuleNotFoundError as e:
-            if e.name is None or not (target == e.name or target.startswith(e.name + ".")):
-                raise  # the module was found; something it imports is missing: its own error, with its traceback
-            return f"{e} (a module in the current folder, or an installed package)"
-    if attribute:
-        if not hasattr(module, attribute):
-            return f"{target} has no attribute {attribute!r}"
-        found = getattr(module, attribute)
-        classes = list(found) if isinstance(found, (list, tuple)) else [found]
-        for cls in classes:
-            if not (isinstance(cls, type) and issubclass(cls, Circuit)):
-                return f"{attribute} is {cls!r}, not a qelm.circuits.Circuit subclass (or a list of them)"
-            register_circuit(cls)
-    mine = [n for n, c in CIRCUITS.items() if n not in before or c.__module__ == module.__name__]
-    if not mine:
-        return ("it registers no circuit: decorate your Circuit subclasses with @qelm.circuits.register_circuit, or "
-                f"name one to register: --import {target}:MyCircuit")
+            import_circuits(given)
+        except QelmError as e:
+            if not given:
+                return "--import takes a module or a Python file (e.g. --import my_circuits or --import my_circuits.py)"
+            return f"--import {given}: {e}"
     return None
-
-
-def _import_file(path: Path):
-    """Import the Python file ``path`` as the module named by its stem (so its classes pickle by that name)."""
-    import importlib.util
-
-    name = path.stem
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has a loader
-        raise ImportError(f"cannot import {str(path)!r}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
