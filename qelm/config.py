@@ -156,10 +156,15 @@ class QELMConfig:
         return classical + circuits
 
     def widest_circuit_wires(self) -> int:
-        """Qubits of the widest circuit this config runs (the swap test doubles the data register)."""
+        """Qubits of the widest circuit this config runs (the swap test doubles the data register; a circuit of
+        your own may have wires beyond its ``n_qubits``)."""
+        wires = [self.n_qubits]
+        for slot, (field, _) in SLOTS.items():
+            if getattr(self, slot) != "classical" and getattr(self, field) in CIRCUITS:
+                wires.append(self.circuit(getattr(self, field)).n_wires)
         if self.attention == "fidelity" and self.fidelity_method == "swap_test":
-            return 2 * self.n_qubits + 1
-        return self.n_qubits
+            wires.append(2 * self.circuit(self.attention_circuit).n_wires + 1)
+        return max(wires)
 
     def circuit_memory(self, batch: int) -> tuple[int, int, int]:
         """``(circuits, qubits, bytes)``: the circuits a forward and backward pass over ``batch`` sequences
@@ -309,8 +314,8 @@ class QELMConfig:
         return cls.from_dict(model_table(data, f"config file {str(p)!r}" if p else "config text"))
 
     def circuit(self, name: str):
-        """The built-in circuit `name` at this config's qubits and layers (and readout, for the circuits
-        whose outputs are features: embeddings, attention features, feed-forward).
+        """The circuit `name` (built-in or registered) at this config's qubits and layers (and readout, for the
+        circuits whose outputs are features: embeddings, attention features, feed-forward).
 
         Args:
             name: a name of `qelm.CIRCUITS`.
