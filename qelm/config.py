@@ -19,7 +19,7 @@ import tomli_w
 
 from .backends import BackendSpec
 from .backends.spec import BACKEND_FIELDS
-from .circuits import CIRCUITS, READOUTS, SLOTS, build_circuit, slot_circuits, unknown_circuit
+from .circuits import CIRCUITS, READOUTS, SLOTS, build_circuit, slot_problem
 from .errors import ConfigError
 from .memory import available_memory_bytes, format_bytes, state_vector_bytes
 from .paths import wrong_kind
@@ -132,17 +132,10 @@ class QELMConfig:
         for name, choices in SLOT_CHOICES.items():
             if getattr(self, name) not in choices:
                 bad(name, f"choose one of {', '.join(choices)}")
-        for slot, (name, _) in SLOTS.items():
-            if getattr(self, slot) == "classical":
-                continue  # a classical slot runs no circuit: the name it keeps need not be registered here
-            circuit = getattr(self, name)
-            if not isinstance(circuit, str) or circuit not in CIRCUITS:
-                bad(name, unknown_circuit(circuit, slot))
-            if circuit not in slot_circuits(slot):
-                cls = CIRCUITS[circuit]
-                what = (f"circuit {circuit!r} is of kind {cls.kind!r}" if cls.kind != slot else
-                        f"circuit {circuit!r} is one of the fidelity mode's own circuits, built from attention_circuit")
-                bad(name, f"{what}; the {slot} slot runs one of {', '.join(slot_circuits(slot))} (kind {slot!r})")
+        for slot, (name, _) in SLOTS.items():  # a classical slot runs no circuit: its name need not be registered
+            problem = None if getattr(self, slot) == "classical" else slot_problem(getattr(self, name), slot)
+            if problem:
+                bad(name, problem)
         if not isinstance(self.adaptive_threshold, bool):
             bad("adaptive_threshold", "use true or false")
 

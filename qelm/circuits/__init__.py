@@ -14,7 +14,7 @@ from .base import Circuit
 from .embeddings import AmplitudeEmbeddingCircuit, AngleEmbeddingCircuit, PolarEmbeddingCircuit, amplitude_tree_angles
 from .readout import READOUTS, z_product, z_signs
 from .registry import (CIRCUITS, IMPORTED, SLOTS, build_circuit, check_slot, embedding_circuits, import_circuits,
-                       register_circuit, slot_circuits, unknown_circuit)
+                       register_circuit, slot_circuits, slot_problem, unknown_circuit)
 from .variational import (Ansatz14Circuit, FeedForwardCircuit, FidelityStateCircuit, ReuploadingCircuit,
                           SwapTestCircuit)
 
@@ -36,6 +36,7 @@ __all__ = [
     "slot_circuits",
     "check_slot",
     "unknown_circuit",
+    "slot_problem",
     "import_circuits",
     "IMPORTED",
     "amplitude_tree_angles",

@@ -20,7 +20,7 @@ from .variational import (Ansatz14Circuit, FeedForwardCircuit, FidelityStateCirc
                           SwapTestCircuit)
 
 __all__ = ["CIRCUITS", "SLOTS", "IMPORTED", "build_circuit", "register_circuit", "embedding_circuits", "slot_circuits",
-           "check_slot", "unknown_circuit", "import_circuits"]
+           "check_slot", "slot_problem", "unknown_circuit", "import_circuits"]
 
 CIRCUITS: dict[str, type[Circuit]] = {
     c.name: c
@@ -109,6 +109,19 @@ def unknown_circuit(name: str, slot: str | None = None) -> str:
             f"register a circuit of your own with qelm.circuits.register_circuit before building or loading a model "
             f"that names it: import the module that registers it (on the command line: --import MODULE or "
             f"--import FILE.py)")
+
+
+def slot_problem(name: object, slot: str) -> str | None:
+    """Why a config cannot name circuit ``name`` in ``slot`` (not registered, of another kind, or one of the
+    fidelity mode's own circuits), in words; None when it can."""
+    if not isinstance(name, str) or name not in CIRCUITS:
+        return unknown_circuit(str(name), slot)
+    if name in slot_circuits(slot):
+        return None
+    kind = CIRCUITS[name].kind
+    what = (f"circuit {name!r} is of kind {kind!r}" if kind != slot else
+            f"circuit {name!r} is one of the fidelity mode's own circuits, built from attention_circuit")
+    return f"{what}; the {slot} slot runs one of {', '.join(slot_circuits(slot))} (kind {slot!r})"
 
 
 _CHECKED: dict[tuple, None] = {}  # (class, key, slot) of circuits that passed check_slot
