@@ -91,6 +91,16 @@ def test_custom_circuits_in_every_command_that_builds_or_loads_a_model(cli, circ
     assert rc == 0 and "blocks.0.feed_forward" in out and "RX" in out, err
 
 
+def test_a_process_of_its_own_imports_what_registered_the_circuits_still_registered(circuits_file):
+    from qelm.circuits import import_circuits, imports_for
+
+    assert sorted(import_circuits("my_circuits.py:Heads")) == sorted(NAMES)
+    assert imports_for() == ["my_circuits.py:Heads"] and imports_for(["cli_block"]) == ["my_circuits.py:Heads"]
+    assert imports_for(["angle"]) == []
+    _forget()  # gone from the registry (or registered again by other code): nothing to import for it
+    assert imports_for() == [] and imports_for(["cli_heads"]) == []
+
+
 def test_draw_list_shows_built_in_and_registered_circuits(cli, circuits_file):
     rc, out, _ = cli("draw", "--list")
     assert rc == 0 and "cli_heads" not in out

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..backends import BackendSpec
 from ..backends.spec import DEFAULT_BACKEND
-from ..circuits import IMPORTED
+from ..circuits import imports_for
 from ..config import QELMConfig, check_fits
 from ..memory import memory_bytes
 from .fits import fit_for, predict, scaling
@@ -97,8 +97,7 @@ def _imports(config: QELMConfig) -> list[str]:
     """What a measurement process imports before it builds the model: the :func:`qelm.circuits.import_circuits`
     (the command line's ``--import``) that registered each circuit of your own the config names; a process of
     its own knows only the built-in circuits."""
-    names = {config.embedding_circuit, config.attention_circuit, config.feed_forward_circuit}
-    return sorted({IMPORTED[n] for n in names if n in IMPORTED})
+    return imports_for({config.embedding_circuit, config.attention_circuit, config.feed_forward_circuit})
 
 
 def _sweep(models: list[tuple[str, str]], points: Sequence[tuple[int, int | None]], axis: str, config: QELMConfig,

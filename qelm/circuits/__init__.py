@@ -14,7 +14,7 @@ from .base import Circuit
 from .embeddings import AmplitudeEmbeddingCircuit, AngleEmbeddingCircuit, PolarEmbeddingCircuit, amplitude_tree_angles
 from .readout import READOUTS, z_product, z_signs
 from .registry import (CIRCUITS, IMPORTED, SLOTS, build_circuit, check_slot, embedding_circuits, import_circuits,
-                       register_circuit, slot_circuits, slot_problem, unknown_circuit)
+                       imports_for, register_circuit, slot_circuits, slot_problem, unknown_circuit)
 from .variational import (Ansatz14Circuit, FeedForwardCircuit, FidelityStateCircuit, ReuploadingCircuit,
                           SwapTestCircuit)
 
@@ -38,6 +38,7 @@ __all__ = [
     "unknown_circuit",
     "slot_problem",
     "import_circuits",
+    "imports_for",
     "IMPORTED",
     "amplitude_tree_angles",
     "z_signs",

@@ -8,6 +8,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from collections.abc import Iterable
 from typing import TypeVar
 
 import pennylane as qml
@@ -20,7 +21,7 @@ from .variational import (Ansatz14Circuit, FeedForwardCircuit, FidelityStateCirc
                           SwapTestCircuit)
 
 __all__ = ["CIRCUITS", "SLOTS", "IMPORTED", "build_circuit", "register_circuit", "embedding_circuits", "slot_circuits",
-           "check_slot", "slot_problem", "unknown_circuit", "import_circuits"]
+           "check_slot", "slot_problem", "unknown_circuit", "import_circuits", "imports_for"]
 
 CIRCUITS: dict[str, type[Circuit]] = {
     c.name: c
@@ -266,9 +267,17 @@ def build_circuit(name: str, n_qubits: int = 4, n_layers: int = 2, readout: str 
     return CIRCUITS[name](n_qubits=n_qubits, n_layers=n_layers, readout=readout)
 
 
-#: circuit name -> what :func:`import_circuits` was given when that import registered it (so that a process of
-#: its own, a benchmark's, can import it again)
-IMPORTED: dict[str, str] = {}
+#: circuit name -> (what :func:`import_circuits` was given when that import registered it, the class it registered),
+#: so that a process of its own (a benchmark's, a sweep worker's) can import it again: :func:`imports_for`
+IMPORTED: dict[str, tuple[str, type[Circuit]]] = {}
+
+
+def imports_for(names: Iterable[str] | None = None) -> list[str]:
+    """What a new process must give :func:`import_circuits` to register the circuits ``names`` (default: every
+    registered one) as this process has them: the imports that registered them, for those still registered as
+    those imports left them. Sorted, each once."""
+    chosen = CIRCUITS if names is None else names
+    return sorted({given for name, (given, cls) in IMPORTED.items() if name in chosen and CIRCUITS.get(name) is cls})
 
 
 def import_circuits(given: str) -> tuple[str, ...]:
@@ -320,7 +329,8 @@ def import_circuits(given: str) -> tuple[str, ...]:
         raise ConfigError("it registers no circuit: decorate your Circuit subclasses with "
                           f"@qelm.circuits.register_circuit, or name one to register: {target}:MyCircuit")
     for name in mine:
-        IMPORTED.setdefault(name, given)
+        if IMPORTED.get(name, (None, None))[1] is not CIRCUITS[name]:
+            IMPORTED[name] = (given, CIRCUITS[name])
     return mine
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..circuits import IMPORTED, import_circuits
+from ..circuits import import_circuits, imports_for
 from ..data import TextDataset, bundled_corpus
 from ..errors import ConfigError, DataError
 from ..evaluate import bits_per_unit, unigram_baseline
@@ -299,7 +299,7 @@ def _run_workers(args: tuple[str, str, str, str, int], workers: int, first: int,
         _work(*args, first, threads, progress)
         return
     ctx = multiprocessing.get_context("spawn")  # torch and sqlite connections do not survive fork safely
-    imports = sorted(set(IMPORTED.values()))  # a spawned process knows the built-in circuits only
+    imports = imports_for()  # a spawned process knows the built-in circuits only
     procs = [ctx.Process(target=_spawned, args=(imports, *args, first + i, threads, progress), name=f"qelm-sweep-{i}")
              for i in range(workers)]
     for p in procs:
