@@ -19,7 +19,7 @@ import tomli_w
 
 from .backends import BackendSpec
 from .backends.spec import BACKEND_FIELDS
-from .circuits import READOUTS, build_circuit, embedding_circuits
+from .circuits import CIRCUITS, READOUTS, SLOTS, build_circuit, slot_problem
 from .errors import ConfigError
 from .memory import available_memory_bytes, format_bytes, state_vector_bytes
 from .paths import wrong_kind
@@ -86,6 +86,10 @@ class QELMConfig:
     attention: str = "quantum"
     """The attention slot: `"quantum"` (q/k/v feature circuits), `"fidelity"` (scores from state overlaps)
     or `"classical"`."""
+    attention_circuit: str = "attention"
+    """The attention heads' circuit: `"attention"` (data re-uploading), or one registered with
+    `qelm.circuits.register_circuit` (kind `"attention"`): the query, key and value circuits of `"quantum"`
+    attention, and the state of `"fidelity"` attention."""
     fidelity_method: str = "exact"
     """How `"fidelity"` attention measures overlaps: `"exact"` (from the states) or `"swap_test"` (a
     circuit, which also works with shots)."""
@@ -93,6 +97,9 @@ class QELMConfig:
     """Fidelity attention: keep only the scores >= their row's mean + 0.5 standard deviations."""
     feed_forward: str = "quantum"
     """The feed-forward slot: `"quantum"` or `"classical"`."""
+    feed_forward_circuit: str = "feed_forward"
+    """The feed-forward circuit: `"feed_forward"` (data re-uploading), or one registered with
+    `qelm.circuits.register_circuit` (kind `"feed_forward"`)."""
     readout: str = "z"
     """What feature circuits are read out as: `"z"` (<Z_i> per qubit), `"zz"` (those and <Z_i Z_j> of every
     pair) or `"probs"` (the 2**n basis probabilities)."""
@@ -125,9 +132,10 @@ class QELMConfig:
         for name, choices in SLOT_CHOICES.items():
             if getattr(self, name) not in choices:
                 bad(name, f"choose one of {', '.join(choices)}")
-        if self.embedding_circuit not in embedding_circuits():
-            bad("embedding_circuit", f"choose one of {', '.join(embedding_circuits())}, or register a circuit of "
-                                     "your own (kind 'embedding') with qelm.circuits.register_circuit before using it")
+        for slot, (name, _) in SLOTS.items():  # a classical slot runs no circuit: its name need not be registered
+            problem = None if getattr(self, slot) == "classical" else slot_problem(getattr(self, name), slot)
+            if problem:
+                bad(name, problem)
         if not isinstance(self.adaptive_threshold, bool):
             bad("adaptive_threshold", "use true or false")
 
@@ -141,10 +149,15 @@ class QELMConfig:
         return classical + circuits
 
     def widest_circuit_wires(self) -> int:
-        """Qubits of the widest circuit this config runs (the swap test doubles the data register)."""
+        """Qubits of the widest circuit this config runs (the swap test doubles the data register; a circuit of
+        your own may have wires beyond its ``n_qubits``)."""
+        wires = [self.n_qubits]
+        for slot, (field, _) in SLOTS.items():
+            if getattr(self, slot) != "classical" and getattr(self, field) in CIRCUITS:
+                wires.append(self.circuit(getattr(self, field)).n_wires)
         if self.attention == "fidelity" and self.fidelity_method == "swap_test":
-            return 2 * self.n_qubits + 1
-        return self.n_qubits
+            wires.append(2 * self.circuit(self.attention_circuit).n_wires + 1)
+        return max(wires)
 
     def circuit_memory(self, batch: int) -> tuple[int, int, int]:
         """``(circuits, qubits, bytes)``: the circuits a forward and backward pass over ``batch`` sequences
@@ -294,8 +307,8 @@ class QELMConfig:
         return cls.from_dict(model_table(data, f"config file {str(p)!r}" if p else "config text"))
 
     def circuit(self, name: str):
-        """The built-in circuit `name` at this config's qubits and layers (and readout, for the circuits
-        whose outputs are features: embeddings, attention features, feed-forward).
+        """The circuit `name` (built-in or registered) at this config's qubits and layers (and readout, for the
+        circuits whose outputs are features: embeddings, attention features, feed-forward).
 
         Args:
             name: a name of `qelm.CIRCUITS`.

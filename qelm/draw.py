@@ -61,12 +61,13 @@ def circuit_weights(model: torch.nn.Module, name: str) -> tuple[torch.Tensor, st
             uses[m.circuit.name] = (m.weights, path)
         elif isinstance(m, QuantumAttentionHead):
             if m.mode == "quantum":
-                uses["attention"] = (m.weights[0, 0], f"{path}, head 0, query circuit")
+                uses[m.features.name] = (m.weights[0, 0], f"{path}, head 0, query circuit")
             elif m.method == "exact":
-                uses["fidelity"] = (m.weights[0, 0], f"{path}, head 0")
+                uses[m.fidelity.name] = (m.weights[0, 0], f"{path}, head 0")
             else:  # swap-test scores, values from the feature circuit with the same weights
-                uses["swap_test"] = (m.weights[0, 0], f"{path}, head 0")
-                uses["attention"] = (m.weights[0, 0], f"{path}, head 0, value circuit")
+                if m.fidelity.name == "fidelity":  # the built-in swap test (one of your own is drawn as its state)
+                    uses["swap_test"] = (m.weights[0, 0], f"{path}, head 0")
+                uses[m.features.name] = (m.weights[0, 0], f"{path}, head 0, value circuit")
         if name in uses:
             return uses[name][0].detach(), uses[name][1]
         found += [n for n in uses if n not in found]

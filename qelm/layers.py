@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from .backends import Backend, get_backend
 from .backends.spec import DEFAULT_BACKEND
-from .circuits import Circuit, build_circuit, z_signs
+from .circuits import Circuit, SwapTestCircuit, build_circuit, check_slot, z_signs
 from .config import QELMConfig
 from .errors import ConfigError
 
@@ -39,8 +39,25 @@ class QuantumLayer(nn.Module):
 
     def set_backend(self, backend: str | Backend, **options) -> None:
         """Run this layer's circuits on another backend (a name and its options, or a built one); the
-        weights are untouched."""
-        self.backend = get_backend(backend, **options)
+        weights are untouched.
+
+        Raises:
+            BackendError: the backend cannot run one of the layer's circuits (the message names the gate and
+                a backend that can); the layer keeps its backend.
+        """
+        backend = get_backend(backend, **options)
+        self.check_backend(backend)
+        self.backend = backend
+
+    def circuits(self) -> tuple[Circuit, ...]:
+        """The circuits this layer runs (as it is configured: the swap test only in that mode, say)."""
+        return ()
+
+    def check_backend(self, backend: Backend | None = None) -> None:
+        """Refuse, before any forward pass, a backend (default: this layer's) that cannot run one of
+        :meth:`circuits` (:meth:`qelm.backends.Backend.check_circuit`)."""
+        for circuit in self.circuits():
+            (backend or self.backend).check_circuit(circuit)
 
     def run(self, circuit: Circuit, inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The circuit's readout features (<Z> per qubit, plus <ZZ> pairs, or basis probabilities):
@@ -78,12 +95,17 @@ class QuantumEmbedding(QuantumLayer):
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
         super().__init__(backend or DEFAULT_BACKEND)
         self.config = config
-        self.circuit = config.circuit(config.embedding_circuit)
+        self.circuit = check_slot(config.circuit(config.embedding_circuit), "embedding")
         c = self.circuit
         self.token_inputs = nn.Parameter(torch.randn(config.vocab_size, c.n_inputs) * (0.5 if c.name != "amplitude" else 1.0))
         self.weights = _init_circuit_weights(c.weight_shape)
         self.expand = nn.Linear(c.n_outputs, config.d_model)
         self.position = None if c.name == "polar" else nn.Embedding(config.context_len, config.d_model)
+        self.check_backend()
+
+    def circuits(self) -> tuple[Circuit, ...]:
+        """The embedding circuit."""
+        return (self.circuit,)
 
     def forward(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:  # idx (B, T) -> (B, T, d_model)
         """Embed token ids.
@@ -136,6 +158,8 @@ class QuantumAttentionHead(QuantumLayer):
         adaptive_threshold: fidelity only: keep the scores >= row mean + 0.5 std.
         backend: a backend name or a built backend.
         readout: the q/k/v circuits' readout (``"z"``, ``"zz"`` or ``"probs"``).
+        circuit: the heads' circuit: ``"attention"`` or one registered of kind ``"attention"``
+            (:data:`qelm.circuits.SLOTS` says what it takes and gives); ``n`` below is its ``n_inputs``.
         **backend_options: the backend's options, when ``backend`` is a name.
 
     Examples:
@@ -148,7 +172,7 @@ class QuantumAttentionHead(QuantumLayer):
 
     def __init__(self, n_qubits: int = 4, circuit_layers: int = 2, n_heads: int = 1, mode: str = "quantum",
                  method: str = "exact", adaptive_threshold: bool = False, backend: str | Backend = "qelm.fused",
-                 readout: str = "z", **backend_options) -> None:
+                 readout: str = "z", circuit: str = "attention", **backend_options) -> None:
         super().__init__(backend, **backend_options)
         if mode not in ("quantum", "fidelity"):
             raise ConfigError(f"attention mode {mode!r} is invalid: choose quantum or fidelity")
@@ -157,14 +181,28 @@ class QuantumAttentionHead(QuantumLayer):
         self.mode, self.method, self.adaptive_threshold = mode, method, adaptive_threshold
         self.n_heads, self.n_qubits = n_heads, n_qubits
         # q/k/v features read out as the config says; fidelity values stay <Z> per qubit
-        self.features = build_circuit("attention", n_qubits, circuit_layers, readout if mode == "quantum" else "z")
+        self.features = check_slot(build_circuit(circuit, n_qubits, circuit_layers, readout if mode == "quantum" else "z"),
+                                   "attention")
+        self.n_inputs = self.features.n_inputs  # per head: what the circuit takes (n for the built-in)
         self.out_features = self.features.n_outputs  # per head: F for quantum attention, n for fidelity
-        self.fidelity = build_circuit("fidelity", n_qubits, circuit_layers)
-        self.swap_test = build_circuit("swap_test", n_qubits, circuit_layers)
+        if circuit == "attention":  # the built-in state circuits (the same gates, read out as a state)
+            self.fidelity: Circuit = build_circuit("fidelity", n_qubits, circuit_layers)
+            self.swap_test: Circuit = build_circuit("swap_test", n_qubits, circuit_layers)
+        else:  # a circuit of your own: its state, and the swap test of two of its states
+            self.fidelity = self.features
+            self.swap_test = SwapTestCircuit(n_qubits, circuit_layers, state=type(self.features))
         slots = 3 if mode == "quantum" else 1  # q, k, v circuits per head, or one state per head
         self.weights = _init_circuit_weights((n_heads, slots) + self.features.weight_shape)
         self.keep_attention = False
         self.last_attention: torch.Tensor | None = None
+        self.check_backend()
+
+    def circuits(self) -> tuple[Circuit, ...]:
+        """The q/k/v feature circuit (quantum), the state circuit (fidelity, exact), or the swap test and the
+        value circuit (fidelity, swap test)."""
+        if self.mode == "quantum":
+            return (self.features,)
+        return (self.fidelity,) if self.method == "exact" else (self.swap_test, self.features)
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # x (B, T, H, n)
         """Attend, causally, over every head at once.
@@ -198,7 +236,8 @@ class QuantumAttentionHead(QuantumLayer):
                 psi = _cached(cache, "psi", psi_new)  # (B, H, Tk, D)
                 scores = (psi_new.conj() @ psi.transpose(-1, -2)).abs().square().to(x.dtype)  # (B, H, T, Tk)
                 probs = psi_new.abs().square().to(x.dtype)  # (B, H, T, D)
-                v = _cached(cache, "v", probs @ z_signs(n, range(n), probs))  # (B, H, Tk, n) <Z> of each qubit
+                signs = z_signs(self.fidelity.n_wires, self.fidelity.observables, probs)  # (D, n)
+                v = _cached(cache, "v", probs @ signs)  # (B, H, Tk, n) <Z> of each qubit
             else:
                 x_all = _cached(cache, "x", x)  # (B, Tk, H, n): the swap test pairs new tokens with all before
                 scores = self._swap_test_scores(x_all, w, start)
@@ -258,7 +297,7 @@ class QuantumMultiHeadAttention(QuantumLayer):
 
     Args:
         config: the model's config (``d_model``, ``n_heads``, ``n_qubits``, ``circuit_layers``,
-            ``attention``, ``fidelity_method``, ``adaptive_threshold``, ``readout``).
+            ``attention``, ``attention_circuit``, ``fidelity_method``, ``adaptive_threshold``, ``readout``).
         backend: the model's shared backend; None builds an exact ``qelm.fused``.
 
     Examples:
@@ -272,31 +311,35 @@ class QuantumMultiHeadAttention(QuantumLayer):
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
         super().__init__(backend or DEFAULT_BACKEND)
         self.n_heads, self.n_qubits = config.n_heads, config.n_qubits
-        self.reduce = nn.Linear(config.d_model, config.n_heads * config.n_qubits)
+        self.n_inputs = config.circuit(config.attention_circuit).n_inputs  # per head: n_qubits for the built-in
+        self.reduce = nn.Linear(config.d_model, config.n_heads * self.n_inputs)
         self.heads = QuantumAttentionHead(config.n_qubits, config.circuit_layers, config.n_heads, config.attention,
                                           config.fidelity_method, config.adaptive_threshold, self.backend,
-                                          readout=config.readout)
+                                          readout=config.readout, circuit=config.attention_circuit)
         self.expand = nn.Linear(config.n_heads * self.heads.out_features, config.d_model)
 
     def set_backend(self, backend: str | Backend, **options) -> None:
         """Run this layer's circuits, its heads' included, on another backend."""
-        super().set_backend(backend, **options)
-        self.heads.backend = self.backend
+        backend = get_backend(backend, **options)
+        self.heads.check_backend(backend)
+        self.backend = self.heads.backend = backend
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # x (B, T, d_model)
         """Causal self-attention of ``x`` ``(B, T, d_model)`` -> ``(B, T, d_model)``; ``cache`` as for
         :meth:`QuantumAttentionHead.forward`."""
         B, T, _ = x.shape
-        h = self.reduce(x).view(B, T, self.n_heads, self.n_qubits)  # (B, T, H, n)
+        h = self.reduce(x).view(B, T, self.n_heads, self.n_inputs)  # (B, T, H, n)
         return self.expand(self.heads(h, cache).reshape(B, T, -1))  # (B, T, d_model)
 
 
 class QuantumFeedForward(QuantumLayer):
-    """Feed-forward slot as a circuit: ``reduce`` (d_model -> n), the re-uploading circuit (<Z> per
-    qubit), ``expand`` (n -> d_model).
+    """Feed-forward slot as a circuit: ``reduce`` (d_model -> n), the feed-forward circuit (the built-in
+    re-uploading one, <Z> per qubit, or one registered of kind ``"feed_forward"``), ``expand`` (n -> d_model);
+    ``n`` is the circuit's ``n_inputs``.
 
     Args:
-        config: the model's config (``d_model``, ``n_qubits``, ``circuit_layers``, ``readout``).
+        config: the model's config (``d_model``, ``n_qubits``, ``circuit_layers``, ``feed_forward_circuit``,
+            ``readout``).
         backend: the model's shared backend; None builds an exact ``qelm.fused``.
 
     Examples:
@@ -309,12 +352,17 @@ class QuantumFeedForward(QuantumLayer):
 
     def __init__(self, config: QELMConfig, backend: Backend | None = None) -> None:
         super().__init__(backend or DEFAULT_BACKEND)
-        self.circuit = config.circuit("feed_forward")
-        self.reduce = nn.Linear(config.d_model, config.n_qubits)
+        self.circuit = check_slot(config.circuit(config.feed_forward_circuit), "feed_forward")
+        self.reduce = nn.Linear(config.d_model, self.circuit.n_inputs)
         self.weights = _init_circuit_weights(self.circuit.weight_shape)
         self.expand = nn.Linear(self.circuit.n_outputs, config.d_model)
+        self.check_backend()
+
+    def circuits(self) -> tuple[Circuit, ...]:
+        """The feed-forward circuit."""
+        return (self.circuit,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, d_model)
         """``(B, T, d_model)`` -> ``(B, T, d_model)``: each token through the circuit."""
-        z = self.run(self.circuit, self.reduce(x), self.weights)  # (B, T, n)
+        z = self.run(self.circuit, self.reduce(x), self.weights)  # (B, T, F)
         return self.expand(z)

@@ -335,6 +335,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
 
         Raises:
             BackendUnavailable: the backend cannot run here; the message says what to install.
+            BackendError: the backend cannot run one of the model's circuits (a circuit of your own whose gates
+                it has no kernel for, say); the message names a backend that can, and the model keeps its own.
 
         Examples:
             >>> from qelm import QELM, QELMConfig
@@ -343,6 +345,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
             <qelm backend default.qubit (100 shots)>
         """
         shared = get_backend(backend, **options)
+        for layer in self.quantum_layers():  # every circuit checked before any layer changes
+            layer.check_backend(shared)
         for layer in self.quantum_layers():
             layer.backend = shared
         self.spec = BackendSpec(shared.name, shared.shots, {k: v for k, v in options.items() if k != "shots"})

@@ -14,7 +14,11 @@ from qelm.config import check_fits, config_differences, read_toml
         ("n_qubits", 2.5, "n_qubits=2.5 is invalid"),
         ("d_model", 10, "d_model=10 is invalid: it must be divisible by n_heads=4"),
         ("vocab_size", 1, "vocab_size=1 is invalid: a language model needs at least 2 tokens"),
-        ("embedding_circuit", "spiral", "embedding_circuit='spiral' is invalid: choose one of angle, polar, amplitude"),
+        ("embedding_circuit", "spiral", "embedding_circuit='spiral' is invalid: no circuit named 'spiral' is registered "
+                                        "in this process (registered embedding circuits: angle, polar, amplitude)"),
+        ("attention_circuit", "angle", "attention_circuit='angle' is invalid: circuit 'angle' is of kind 'embedding'; "
+                                       "the attention slot runs one of attention (kind 'attention')"),
+        ("feed_forward_circuit", "ring", "feed_forward_circuit='ring' is invalid: no circuit named 'ring'"),
         ("attention", "dense", "attention='dense' is invalid: choose one of quantum, fidelity, classical"),
         ("feed_forward", "mlp", "feed_forward='mlp' is invalid"),
         ("fidelity_method", "tomography", "fidelity_method='tomography' is invalid"),

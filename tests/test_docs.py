@@ -9,6 +9,7 @@ without either it skips, naming what is missing."""
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: where the site will live once published (mkdocs.yml's site_url): a link to it is a link into the built site
+SITE_URL = re.search(r"^site_url: (\S+)$", (ROOT / "mkdocs.yml").read_text(encoding="utf-8"), re.MULTILINE).group(1)
 
 pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
 
@@ -59,18 +62,31 @@ def _parse(path: Path) -> _Page:
 
 def _target(site: Path, page: Path, link: str) -> tuple[Path, str] | None:
     """The file and fragment an internal link points to; None for a link that leaves the site."""
+    home = urlsplit(SITE_URL)
+    if link.startswith(SITE_URL):  # a canonical URL: the page it names must be built
+        link = link[len(f"{home.scheme}://{home.netloc}"):]
     parts = urlsplit(link)
     if parts.scheme or parts.netloc or link.startswith(("mailto:", "javascript:", "data:")):
         return None
     if not parts.path:
         path = page
-    elif parts.path.startswith("/"):  # the 404 page's links are from the root of the site, where it is served
-        path = (site / unquote(parts.path).lstrip("/")).resolve()
+    elif parts.path.startswith("/"):  # from the root of the site where it will be served (the 404 page's links)
+        rooted = unquote(parts.path)
+        rooted = rooted[len(home.path):] if rooted.startswith(home.path) else rooted.lstrip("/")
+        path = (site / rooted).resolve()
     else:
         path = (page.parent / unquote(parts.path)).resolve()
     if path.is_dir() or parts.path.endswith("/"):
         path = path / "index.html"
     return path, unquote(parts.fragment)
+
+
+def test_every_page_has_its_canonical_url_under_the_site_url(site):
+    for page in (site / "index.html", site / "tutorials" / "custom_circuit" / "index.html"):
+        html = page.read_text(encoding="utf-8")
+        url = SITE_URL + page.parent.relative_to(site).as_posix() + "/" if page.parent != site else SITE_URL
+        assert f'<link rel="canonical" href="{url}">' in html, page
+    assert SITE_URL + "concepts/slots/" in (site / "sitemap.xml").read_text(encoding="utf-8")
 
 
 def test_the_site_has_every_part(site):
@@ -83,6 +99,11 @@ def test_the_site_has_every_part(site):
     tutorial = (site / "tutorials" / "quickstart" / "index.html").read_text(encoding="utf-8")
     assert "matched classical baseline" in tutorial, "the tutorial shows what its script printed"
     assert list((site / "tutorials" / "compare_sizes").glob("*.png")), "a tutorial's figure is published"
+    for page, figures in (("custom_circuit", {"xy.png", "ring.png", "wide.png"}), ("backends_noise", {"noise.png"}),
+                          ("sweep", {"pareto.png"})):
+        html = (site / "tutorials" / page / "index.html").read_text(encoding="utf-8")
+        assert "It printed:" in html and "was not run" not in html, page  # run at build time
+        assert {p.name for p in (site / "tutorials" / page).glob("*.png")} == figures, page
     assert (site / "gallery" / "angle.png").is_file() and (site / "changelog" / "index.html").is_file()
 
 

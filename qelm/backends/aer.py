@@ -51,7 +51,7 @@ from torch.autograd.function import once_differentiable
 from ..errors import BackendError
 from ._aer_noise import NoisySampler
 from .base import Backend, BackendUnavailable, check_angles
-from .gates import gate_list
+from .gates import check_gates, gate_list
 from .mitigation import parse_mitigation
 from .noise import parse_noise
 
@@ -276,6 +276,11 @@ class AerBackend(Backend):
             p = np.clip((1.0 + ev) / 2.0, 0.0, 1.0)
             ev = 2.0 * self._rng.binomial(self.shots, p) / self.shots - 1.0
         return np.array(ev, dtype=np.float64)
+
+    def check_circuit(self, circuit) -> None:
+        """Its gates translate into one parameterized qiskit circuit: rotations with a two-term shift rule (no
+        controlled rotations), each angle one entry of the angle vector."""
+        check_gates(self.name, circuit)
 
     def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
         check_angles(circuit, angles)

@@ -129,6 +129,21 @@ class Backend:
         out = self.expval(circuit, angles) if kind == "expval" else self.state(circuit, angles)
         return out.reshape(batch + out.shape[-1:])
 
+    def check_circuit(self, circuit) -> None:
+        """Refuse, before any run, a circuit this backend cannot run: one line naming what is wrong and a backend
+        that can run it. Layers call it when they are built and when their backend changes. The default accepts
+        every circuit (a PennyLane device runs whatever PennyLane can decompose for it); backends that translate
+        circuits into gates of their own (``qelm.fused``, ``qiskit.aer``, Lightning's kernels) check them here.
+
+        Args:
+            circuit: the :class:`~qelm.Circuit`.
+
+        Raises:
+            BackendError: the circuit uses a gate this backend does not run, or computes a gate angle from the
+                angle vector (the circuit contract of :mod:`qelm.circuits`), which only PennyLane's own devices
+                follow.
+        """
+
     def expval(self, circuit, angles: torch.Tensor) -> torch.Tensor:
         """Pauli-Z expectations of flat angle vectors: the primitive every backend implements.
 

@@ -48,7 +48,7 @@ from .fused_evolve import evolve_pairs, evolve_plan
 from .fused_executor import Executor
 from .fused_kernels import Tensors
 from .fused_plan import Plan, UnsupportedGate, build_plan, state_passes
-from .gates import CONTROLLED_ROTATIONS, gate_list
+from .gates import CONTROLLED_ROTATIONS, FIXED, ROTATIONS, check_gates, gate_list, refusal
 
 #: circuits on at least this many wires run as k-qubit blocks with adjoint differentiation
 #: (:mod:`.fused_blocks`, :mod:`.fused_adjoint`); narrower ones as whole-register unitaries with autograd.
@@ -107,6 +107,7 @@ class FusedBackend(Backend):
         self._passes: dict = {}  # circuit -> passes over the state per call (memory check)
         self._tensors: dict = {}
         self._reuse: dict = {}  # block matrices of the last no-grad call per (plan, weight shape), by weight value
+        self._checked: set = set()  # circuits check_circuit accepted
 
     def describe(self) -> str:
         return f"{self.name} (exact, {self.dtype})"
@@ -128,7 +129,7 @@ class FusedBackend(Backend):
         return evolve_pairs(plan, angles, re, im)
 
     # device tensors, ids and plans: rebuilt on demand
-    _transient = Backend._transient + ("_plans", "_tensors", "_reuse", "_passes")
+    _transient = Backend._transient + ("_plans", "_tensors", "_reuse", "_passes", "_checked")
 
     # --- plans -------------------------------------------------------------------------------------
     def _blocks(self, circuit, device: torch.device | None) -> bool:
@@ -150,9 +151,21 @@ class FusedBackend(Backend):
             try:
                 self._plans[key] = build_block_plan(circuit, layout, device=device_type) if blocks else build_plan(circuit, layout)
             except UnsupportedGate as e:
-                raise UnsupportedGate(f"backend 'qelm.fused' cannot run gate {e} of circuit {circuit.name!r}: "
-                                      "run this circuit on backend 'default.qubit' or 'lightning.qubit'") from None
+                raise _unsupported(circuit, e) from None
         return self._plans[key]
+
+    def check_circuit(self, circuit) -> None:
+        """Its gates are in this simulator's vocabulary (``FIXED`` and ``ROTATIONS`` of
+        :mod:`qelm.backends.gates`, after PennyLane's decomposition, each angle one entry of the angle vector),
+        and its ``angles`` are its ``data_angles`` and weights as ``angle_layout`` places them."""
+        key, checked = (type(circuit), circuit.key), self.__dict__.setdefault("_checked", set())
+        if key in checked:
+            return
+        _check_layout(circuit, circuit.angle_layout())
+        unknown = sorted({g.name for g in check_gates(self.name, circuit)} - FIXED - ROTATIONS)
+        if unknown:
+            raise _unsupported(circuit, UnsupportedGate(unknown[0]))
+        checked.add(key)
 
     def _cache(self, device: torch.device) -> Tensors:
         key = (device, self.dtype)
@@ -289,6 +302,15 @@ class FusedBackend(Backend):
 
     def state(self, circuit, angles: torch.Tensor) -> torch.Tensor:
         return self._angles(circuit, angles, "state")
+
+
+def _unsupported(circuit, error: UnsupportedGate) -> BackendError:
+    """qelm.fused refusing ``circuit``: a gate outside its vocabulary (``error`` is the gate's name) or a
+    contract the gate list cannot follow (``error`` says what)."""
+    reason = str(error)
+    if " " not in reason:
+        reason = f"it uses gate {reason}, which this simulator has no kernel for"
+    return refusal("qelm.fused", circuit, reason)
 
 
 def _check_layout(circuit, layout) -> None:

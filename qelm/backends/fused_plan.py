@@ -256,7 +256,7 @@ def _classify(circuit, layout) -> list[Op]:
     try:
         gates = gate_list(circuit)
     except ValueError as e:
-        raise UnsupportedGate(f"{e}; run it on backend 'default.qubit' instead") from None
+        raise UnsupportedGate(str(e)) from None
     ops = []
     for g in gates:
         if g.name not in FIXED and g.name not in ROTATIONS:

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import BackendError
 
-__all__ = ["Gate", "gate_list", "FIXED", "ROTATIONS", "CONTROLLED_ROTATIONS", "GATE_SET"]
+__all__ = ["Gate", "gate_list", "check_gates", "refusal", "FIXED", "ROTATIONS", "CONTROLLED_ROTATIONS", "GATE_SET"]
 
 #: parameter-free gates kept by the decomposition
 FIXED = frozenset({"Hadamard", "PauliX", "PauliY", "PauliZ", "S", "T", "SX", "Adjoint(S)", "Adjoint(T)",
@@ -114,3 +114,23 @@ def gate_list(circuit, controlled: bool = False) -> list[Gate]:
         else:  # pragma: no cover - the decomposition only leaves GATE_SET
             raise BackendError(f"circuit {circuit.name!r}: gate {name} is outside the traced gate set")
     return gates
+
+
+def refusal(backend: str, circuit, reason: object, alternative: str = "'default.qubit'") -> BackendError:
+    """The one-line error of backend ``backend`` refusing ``circuit`` for ``reason`` (a message, or the error of
+    :func:`gate_list`), naming the backend that runs it instead."""
+    why = str(reason)
+    for prefix in (f"circuit {circuit.name!r}: ", f"circuit {circuit.name!r} "):
+        why = why.removeprefix(prefix)
+    lead = "it " if why.startswith("uses") else ""
+    tail = "" if "run it on" in why else f"; run it on backend {alternative}"
+    return BackendError(f"backend {backend!r} cannot run circuit {circuit.name!r}: {lead}{why}{tail}")
+
+
+def check_gates(backend: str, circuit, controlled: bool = False) -> list[Gate]:
+    """:func:`gate_list` of ``circuit`` for backend ``backend``, or its :func:`refusal` (what
+    :meth:`qelm.backends.Backend.check_circuit` of a backend that runs gate lists does)."""
+    try:
+        return gate_list(circuit, controlled=controlled)
+    except BackendError as e:
+        raise refusal(backend, circuit, e) from None

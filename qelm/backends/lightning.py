@@ -38,7 +38,7 @@ from torch.autograd.function import once_differentiable
 from ..circuits import z_signs
 from ..errors import BackendError
 from .base import BackendUnavailable, check_angles
-from .gates import CONTROLLED_ROTATIONS, ROTATIONS, gate_list
+from .gates import CONTROLLED_ROTATIONS, ROTATIONS, check_gates, gate_list
 from .pennylane import _INSTALL, PennyLaneBackend
 
 __all__ = ["LightningBackend"]
@@ -194,6 +194,12 @@ class LightningBackend(PennyLaneBackend):
             load_gpu_ops()  # fail here, naming what is missing, rather than at the first forward pass
         self.uses_kernels = shots is None and self.diff_method == "adjoint"
         self._kernels: dict = {}
+
+    def check_circuit(self, circuit) -> None:
+        """With Lightning's kernels (exact, adjoint): its gates translate into a gate list, each angle one entry
+        of the angle vector; with shots or another diff method PennyLane runs it, as on any device."""
+        if self.uses_kernels:
+            check_gates(self.name, circuit, controlled=True)
 
     @property
     def _ops(self):

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..backends import BackendSpec
 from ..backends.spec import DEFAULT_BACKEND
+from ..circuits import imports_for
 from ..config import QELMConfig, check_fits
 from ..memory import memory_bytes
 from .fits import fit_for, predict, scaling
@@ -92,6 +93,13 @@ def _point(model: str, backend: str, mode: str, T: int, qubits: int | None, conf
     return spec, head
 
 
+def _imports(config: QELMConfig) -> list[str]:
+    """What a measurement process imports before it builds the model: the :func:`qelm.circuits.import_circuits`
+    (the command line's ``--import``) that registered each circuit of your own the config names; a process of
+    its own knows only the built-in circuits."""
+    return imports_for({config.embedding_circuit, config.attention_circuit, config.feed_forward_circuit})
+
+
 def _sweep(models: list[tuple[str, str]], points: Sequence[tuple[int, int | None]], axis: str, config: QELMConfig,
            settings: BenchSettings, progress: Callable[[dict[str, Any]], None] | None, mem_limit: int,
            server: Server, runtime: BackendSpec) -> list[dict[str, Any]]:
@@ -109,6 +117,7 @@ def _sweep(models: list[tuple[str, str]], points: Sequence[tuple[int, int | None
                     changed = config.replace(**spec.pop("changes"))
                     check_fits(changed, settings.batch)
                     spec["config"] = changed.to_dict()
+                    spec["imports"] = _imports(changed)
                 except ValueError as e:  # e.g. the memory check: cannot run here
                     result: dict[str, Any] = {"status": "error", "error": str(e)}
                 else:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..backends import BackendSpec
+from ..circuits import import_circuits
 from ..config import QELMConfig
 from ..model import QELM, ClassicalLM
 from .settings import TWIN_BACKEND
@@ -217,8 +218,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement described by ``spec`` (keys: ``config`` (a QELMConfig dict), ``model``
     ("qelm" or "twin"), ``mode``, ``batch``, ``repeats``, ``warmup``, ``gen_tokens``, ``device``, ``seed``,
     ``lr``; optional ``threads`` (0: torch's default) and ``budget_s``) in this process and return its
-    measured fields. Errors propagate. :func:`~qelm.bench.run_benchmark` calls it in a fresh process per
+    measured fields; optional ``imports``: what :func:`qelm.circuits.import_circuits` imports first (circuits
+    of your own). Errors propagate. :func:`~qelm.bench.run_benchmark` calls it in a fresh process per
     measurement."""
+    for given in spec.get("imports", ()):
+        import_circuits(given)
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     model, step, warm = _workload(spec)

@@ -5,7 +5,7 @@ once), written out in :mod:`.base`; it is what lets every backend run a circuit 
 
 The package: :mod:`.base` (the contract, :class:`Circuit`), :mod:`.readout` (the Z strings measured and
 the maths that turns them into features), :mod:`.embeddings` and :mod:`.variational` (the built-in
-circuits), :mod:`.registry` (circuits by name), :mod:`.angles` (reading an angle vector back: weights,
+circuits), :mod:`.registry` (circuits by name, and the contract of each slot), :mod:`.angles` (reading an angle vector back: weights,
 symbols, the QNode the drawers and exports use).
 """
 
@@ -13,7 +13,8 @@ symbols, the QNode the drawers and exports use).
 from .base import Circuit
 from .embeddings import AmplitudeEmbeddingCircuit, AngleEmbeddingCircuit, PolarEmbeddingCircuit, amplitude_tree_angles
 from .readout import READOUTS, z_product, z_signs
-from .registry import CIRCUITS, build_circuit, embedding_circuits, register_circuit
+from .registry import (CIRCUITS, IMPORTED, SLOTS, build_circuit, check_slot, embedding_circuits, import_circuits,
+                       imports_for, register_circuit, slot_circuits, slot_problem, unknown_circuit)
 from .variational import (Ansatz14Circuit, FeedForwardCircuit, FidelityStateCircuit, ReuploadingCircuit,
                           SwapTestCircuit)
 
@@ -31,6 +32,14 @@ __all__ = [
     "build_circuit",
     "register_circuit",
     "embedding_circuits",
+    "SLOTS",
+    "slot_circuits",
+    "check_slot",
+    "unknown_circuit",
+    "slot_problem",
+    "import_circuits",
+    "imports_for",
+    "IMPORTED",
     "amplitude_tree_angles",
     "z_signs",
     "z_product",

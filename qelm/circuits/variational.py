@@ -68,23 +68,32 @@ class FeedForwardCircuit(ReuploadingCircuit):
 
 @dataclass(frozen=True)
 class SwapTestCircuit(Circuit):
-    """Swap test of two fidelity states: ancilla wire 0, ``|psi_a>`` on wires ``1..n``, ``|psi_b>`` on
-    ``n+1..2n``; H, controlled SWAPs, H. ``<Z_0> = |<psi_a|psi_b>|^2`` exactly, so with shots it is the
-    hardware-faithful estimate of the fidelity score (``P(0) = (1 + |<a|b>|^2) / 2``).
+    """Swap test of two states: ancilla wire 0, ``|psi_a>`` on wires ``1..m``, ``|psi_b>`` on ``m+1..2m``
+    (``m`` the state circuit's wires); H, controlled SWAPs, H. ``<Z_0> = |<psi_a|psi_b>|^2`` exactly, so with
+    shots it is the hardware-faithful estimate of the fidelity score (``P(0) = (1 + |<a|b>|^2) / 2``).
 
-    Angle vector: the two states' angle vectors, concatenated (``2 * n_angles`` of the fidelity circuit).
+    The states are those of ``state`` (default: the built-in ``fidelity`` circuit; fidelity attention with an
+    attention circuit of your own passes that circuit's class), both with the same weights. Angle vector: the
+    two states' angle vectors, concatenated (``2 * n_angles`` of the state circuit).
     """
 
+    #: the circuit class whose state is compared (None: :class:`FidelityStateCircuit`)
+    state: type[Circuit] | None = None
     name = "swap_test"
     kind = "attention"
 
     @property
-    def inner(self) -> FidelityStateCircuit:
-        return FidelityStateCircuit(self.n_qubits, self.n_layers)
+    def inner(self) -> Circuit:
+        """The state circuit, at this circuit's qubits and layers."""
+        return (self.state or FidelityStateCircuit)(self.n_qubits, self.n_layers)
+
+    @property
+    def key(self) -> tuple:
+        return super().key if self.state is None else super().key + (self.state.name,)
 
     @property
     def n_wires(self) -> int:
-        return 2 * self.n_qubits + 1
+        return 2 * self.inner.n_wires + 1
 
     @property
     def n_inputs(self) -> int:
@@ -114,13 +123,13 @@ class SwapTestCircuit(Circuit):
         return inner + tuple((w, k if w else k + shift) for w, k in inner)
 
     def angles(self, inputs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``inputs``: ``(..., 2, n_qubits)`` — the data angles of state a and state b."""
+        """``inputs``: ``(..., 2, n_inputs of the state circuit)``: the data of state a and state b."""
         a = self.inner.angles(inputs[..., 0, :], weights)
         b = self.inner.angles(inputs[..., 1, :], weights)
         return torch.cat([a, b], dim=-1)
 
     def apply(self, angles: torch.Tensor) -> None:
-        n, m = self.n_qubits, self.inner.n_angles
+        n, m = self.inner.n_wires, self.inner.n_angles
         qml.Hadamard(wires=0)
         _shifted(self.inner, angles[..., :m], offset=1)
         _shifted(self.inner, angles[..., m:], offset=1 + n)

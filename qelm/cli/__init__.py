@@ -71,10 +71,12 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="say what qelm does (-vv: every metrics record too); like -q, allowed anywhere")
     parser.add_argument("-q", "--quiet", action="store_true", help="errors only: no progress bars, notes or warnings")
-    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
-                        help="import MODULE first (from the current folder or the installed packages; repeatable, and "
-                             "allowed anywhere on the line): where your circuits call "
-                             "qelm.circuits.register_circuit. Checkpoints never import code themselves")
+    parser.add_argument("--import", dest="imports", action="append", metavar="MODULE|FILE.py[:NAME]",
+                        help="import a module (from the current folder or the installed packages) or a Python file "
+                             "first, where your circuits call qelm.circuits.register_circuit; with :NAME, register "
+                             "that class of it (or list of classes). It must register a circuit. Repeatable, allowed "
+                             "anywhere on the line; `qelm draw --list` lists what is registered. Checkpoints never "
+                             "import code themselves: give --import again to load one that names your circuits")
     parser.set_defaults(whole_parser=build_parser)  # what `qelm completion` completes: every command, registered
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     registered: set[str] = set()

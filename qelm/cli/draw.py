@@ -1,4 +1,4 @@
-"""``qelm draw`` (a built-in circuit as text, PNG, SVG, OpenQASM, qiskit drawing or resource summary),
+"""``qelm draw`` (a registered circuit, or the list of them, as text, PNG, SVG, OpenQASM, qiskit drawing or resource summary),
 ``qelm gallery`` (the ``circuits/`` gallery of every built-in circuit) and ``qelm plot attention`` /
 ``qelm plot curves`` (figures of trained models and training runs)."""
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint
-from ..circuits import CIRCUITS, build_circuit
+from ..circuits import CIRCUITS, SLOTS, build_circuit, slot_circuits
 from ..circuits.angles import trained_angles
 from ..config import QELMConfig
 from ..draw import FORMATS, circuit_weights, render
@@ -25,12 +25,16 @@ _SUFFIX_FORMAT = {".txt": "text", ".png": "png", ".svg": "svg", ".qasm": "qasm",
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "draw", help="draw a built-in circuit, export it to OpenQASM, or summarise its resources",
-        description="Draw a built-in circuit with the libraries' own drawers (qml.draw, qml.draw_mpl, qiskit), "
+        "draw", help="draw a circuit, export it to OpenQASM, summarise its resources, or list the circuits",
+        description="Draw a registered circuit (built-in, or your own through --import) with the libraries' own drawers (qml.draw, qml.draw_mpl, qiskit), "
                     "templates decomposed. Angles are symbolic (each gate shows the index i of theta[i]) unless "
                     "--checkpoint is given: then the trained weights of the first layer running the circuit are "
                     "drawn, with every data angle set to 0.")
-    p.add_argument("circuit", metavar="CIRCUIT", help=f"one of: {', '.join(CIRCUITS)}")
+    p.add_argument("circuit", metavar="CIRCUIT", nargs="?",
+                   help=f"one of: {', '.join(CIRCUITS)} (those registered by --import included; no default)")
+    p.add_argument("--list", action="store_true",
+                   help="list every registered circuit, built-in and your own (--import), with its kind and the config "
+                        "field that can name it, and exit")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--config", metavar="FILE", help="take n_qubits and circuit_layers from this TOML config "
                                                          "(default: none)")
@@ -101,7 +105,26 @@ def _size(args, config) -> tuple[int, int]:
             args.circuit_layers if args.circuit_layers is not None else n_layers)
 
 
+def _list_circuits() -> int:
+    """``qelm draw --list``: one line per registered circuit."""
+    rows = [("circuit", "kind", "config field", "from")]
+    for name, cls in CIRCUITS.items():
+        fields = [field for slot, (field, _) in SLOTS.items() if name in slot_circuits(slot)]
+        origin = "built-in" if cls.__module__.startswith("qelm.") else f"{cls.__module__} (registered)"
+        rows.append((name, cls.kind, ", ".join(fields) or "-", origin))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+    return 0
+
+
 def _draw(args) -> int:
+    if args.list:
+        if args.circuit is not None:
+            raise UserError(f"--list lists every circuit; drop CIRCUIT {args.circuit!r}, or drop --list to draw it")
+        return _list_circuits()
+    if args.circuit is None:
+        raise UserError(f"give the CIRCUIT to draw (one of: {', '.join(CIRCUITS)}), or --list to list them")
     fmt = args.format
     if fmt is None:
         suffix = Path(args.out).suffix.lower() if args.out else ""

@@ -157,8 +157,10 @@ MODEL_FLAGS: dict[str, tuple[str, Any, str]] = {
     "embedding": ("SLOT", str, "embedding slot: quantum | classical"),
     "embedding_circuit": ("NAME", str, "embedding circuit: angle | polar | amplitude | one registered"),
     "attention": ("SLOT", str, "attention slot: quantum | fidelity | classical"),
+    "attention_circuit": ("NAME", str, "attention heads' circuit: attention | one registered"),
     "fidelity_method": ("M", str, "fidelity attention: exact | swap_test"),
     "feed_forward": ("SLOT", str, "feed-forward slot: quantum | classical"),
+    "feed_forward_circuit": ("NAME", str, "feed-forward circuit: feed_forward | one registered"),
     "readout": ("R", str, "feature circuits read out: z | zz | probs"),
 }
 

@@ -129,7 +129,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 _MODEL_FIELDS = ("vocab_size", "d_model", "n_heads", "d_hidden", "n_layers", "context_len", "n_qubits", "circuit_layers",
-                 "embedding", "embedding_circuit", "attention", "fidelity_method", "feed_forward", "readout")
+                 "embedding", "embedding_circuit", "attention", "attention_circuit", "fidelity_method", "feed_forward",
+                 "feed_forward_circuit", "readout")
 
 
 # --- tables --------------------------------------------------------------------------------------------------

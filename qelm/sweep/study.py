@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..circuits import import_circuits, imports_for
 from ..data import TextDataset, bundled_corpus
 from ..errors import ConfigError, DataError
 from ..evaluate import bits_per_unit, unigram_baseline
@@ -126,6 +127,14 @@ def _in_flight_twin(trial) -> int | None:
         if t.number < trial.number and t.params == trial.params and not worker_gone(t.user_attrs.get("worker", "")):
             return t.number
     return None
+
+
+def _spawned(imports: list[str], *args) -> None:
+    """A worker process of its own: first the imports (:func:`qelm.circuits.import_circuits`) that registered
+    circuits of your own in the process that started it, then :func:`_work`."""
+    for given in imports:
+        import_circuits(given)
+    _work(*args)
 
 
 def _work(out: str, url: str, name: str, data: str, target: int, worker: int, threads: int,
@@ -290,7 +299,8 @@ def _run_workers(args: tuple[str, str, str, str, int], workers: int, first: int,
         _work(*args, first, threads, progress)
         return
     ctx = multiprocessing.get_context("spawn")  # torch and sqlite connections do not survive fork safely
-    procs = [ctx.Process(target=_work, args=(*args, first + i, threads, progress), name=f"qelm-sweep-{i}")
+    imports = imports_for()  # a spawned process knows the built-in circuits only
+    procs = [ctx.Process(target=_spawned, args=(imports, *args, first + i, threads, progress), name=f"qelm-sweep-{i}")
              for i in range(workers)]
     for p in procs:
         p.start()
