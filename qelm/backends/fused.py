@@ -46,6 +46,7 @@ from .fused_blocks import BlockPlan, block_bytes, build_block_plan
 from .fused_cuda import evolve_cuda, kernel_applies
 from .fused_evolve import evolve_pairs, evolve_plan
 from .fused_executor import Executor
+from .fused_features import FeaturePlan, feature_plan, run_features
 from .fused_kernels import Tensors
 from .fused_plan import Plan, UnsupportedGate, build_plan, state_passes
 from .gates import CONTROLLED_ROTATIONS, gate_list
@@ -53,6 +54,10 @@ from .gates import CONTROLLED_ROTATIONS, gate_list
 #: circuits on at least this many wires run as k-qubit blocks with adjoint differentiation
 #: (:mod:`.fused_blocks`, :mod:`.fused_adjoint`); narrower ones as whole-register unitaries with autograd
 BLOCKS_FROM_WIRES = 11
+
+#: a call that needs less than this is not checked: reading the machine's free memory takes ~0.1 ms, a
+#: tenth of a small training call, and so little memory is there or the process is failing anyway
+_UNCHECKED_BYTES = 32 * 2**20
 
 __all__ = ["FusedBackend", "DTYPES"]
 
@@ -68,6 +73,7 @@ class FusedBackend(Backend):
     traceable = True
     options = ("dtype", "cuda_graph", "cpu_threads")
     cpu_threads: int | None = 1  # also what a backend pickled before the option had
+    features: bool = True  # likewise (see __init__)
 
     def __init__(self, shots: int | None = None, seed: int | None = None, dtype: str = "complex128",
                  cuda_graph: bool = True, cpu_threads: int | None = 1) -> None:
@@ -96,6 +102,9 @@ class FusedBackend(Backend):
         #: evolve on CUDA through one generated kernel per circuit (qelm.backends.fused_cuda) where it applies;
         #: False runs fused_evolve's torch operations everywhere (the GPU tests compare the two)
         self.evolve_kernel = True
+        #: narrow re-uploading circuits as one feature map and one matrix per weight set
+        #: (qelm.backends.fused_features) where they qualify; False runs them stage by stage (the tests compare)
+        self.features = True
         self._passes: dict = {}  # circuit -> passes over the state per call (memory check)
         self._tensors: dict = {}
         self._reuse: dict = {}  # block matrices of the last no-grad call per (plan, weight shape), by weight value
@@ -188,7 +197,10 @@ class FusedBackend(Backend):
             kept = max(4 * circuit.n_layers + 6, 2 * self._passes[key] + 6)
             per_state = 2 * 2**n * item * kept
             fixed = n_sets * 2 * 4**n * item * 8 + 24 * 2**n * (4 * circuit.n_layers + 4)
-        need, have = n_states * per_state + fixed, free_memory_bytes(device)
+        need = n_states * per_state + fixed
+        if need < _UNCHECKED_BYTES:
+            return
+        have = free_memory_bytes(device)
         if need > have:
             fit = max(0, (have - fixed) // per_state)
             raise MemoryError(
@@ -235,6 +247,9 @@ class FusedBackend(Backend):
     def _simulate(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
         plan = self._plan(circuit, split=True, device=inputs.device)
         real = DTYPES[self.dtype][1]
+        fp = self._features(circuit, plan)
+        if fp is not None:
+            return self._run_features(fp, plan, circuit, inputs, weights, kind, sets, batch)
         x = circuit.data_angles(inputs).to(real)  # (*batch, n_data), computed in the caller's dtype
         x = x.reshape(sets + (math.prod(batch[len(sets):]), x.shape[-1])).mT  # (*S, n_data, M): samples last
         w = weights.to(inputs.dtype).to(real).reshape(sets + (-1,))  # (*S, n_weights)
@@ -243,6 +258,31 @@ class FusedBackend(Backend):
             out = executor.run(x, w, sets, kind)
         else:
             out = executor.run(x, w, sets, kind, self._reusable(plan, w))
+        out = out.reshape(batch + out.shape[-1:])
+        return out if kind == "state" else out.to(inputs.dtype)
+
+    def _features(self, circuit, plan) -> FeaturePlan | None:
+        """The feature form of a narrow plan (:mod:`.fused_features`), or None: stage by stage."""
+        if not isinstance(plan, Plan) or not self.features:
+            return None
+        key = (type(circuit), circuit.key, "features")
+        if key not in self._plans:
+            self._plans[key] = feature_plan(plan, _same_columns(circuit))
+        return self._plans[key]
+
+    def _run_features(self, fp, plan, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
+        real = DTYPES[self.dtype][1]
+        # trailing weight-set axes along which the inputs are one tensor expanded (the q, k and v circuits of a
+        # head): their sets share one feature map
+        shared = 0
+        while shared < len(sets) and inputs.stride(len(sets) - 1 - shared) == 0:
+            shared += 1
+        own = inputs[(slice(None),) * (len(sets) - shared) + (slice(0, 1),) * shared] if shared else inputs
+        outer = sets[:len(sets) - shared]
+        x = circuit.data_angles(own).to(real)  # (*S', 1.., *batch, n_data)
+        x = x.reshape(outer + (math.prod(batch[len(sets):]), x.shape[-1])).mT  # (*S', n_data, M): samples last
+        w = weights.to(inputs.dtype).to(real).reshape(sets + (-1,))  # (*S, n_weights)
+        out = run_features(fp, self._executor(plan, inputs.device), x, w, sets, shared, kind, self._reusable(plan, w))
         out = out.reshape(batch + out.shape[-1:])
         return out if kind == "state" else out.to(inputs.dtype)
 
@@ -274,6 +314,16 @@ class FusedBackend(Backend):
 
     def state(self, circuit, angles: torch.Tensor) -> torch.Tensor:
         return self._angles(circuit, angles, "state")
+
+
+def _same_columns(circuit) -> list[int]:
+    """For each data column of ``circuit``, the first column that equals it for any input (re-uploading
+    repeats its inputs), found once per circuit from two random inputs."""
+    g = torch.Generator().manual_seed(1)
+    rows = [circuit.data_angles(torch.rand(circuit.input_shape, generator=g, dtype=torch.float64)).reshape(-1).tolist()
+            for _ in range(2)]
+    first: dict[tuple[float, float], int] = {}
+    return [first.setdefault(pair, j) for j, pair in enumerate(zip(*rows))]
 
 
 def _check_layout(circuit, layout) -> None:

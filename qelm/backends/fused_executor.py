@@ -192,18 +192,26 @@ class Executor:
         return apply_matrix(t, cplx, self._unitary(block), op.real, block.support, self.n)
 
     # --- a call ------------------------------------------------------------------------------------
-    def run(self, x: torch.Tensor, w: torch.Tensor | None, lead: tuple[int, ...], kind: str, matrices: dict | None = None):
-        """``x``: data angles ``(*S, n_data, M)``; returns ``(*S, M, n_obs)`` or states ``(*S, M, D)``.
-        ``matrices``: the blocks' matrices of an earlier call with the same weights (filled here)."""
+    def begin(self, w: torch.Tensor | None, matrices: dict | None = None) -> None:
+        """Hold a call's weights (their half-angle cosines and sines) for the blocks; :meth:`end` lets go."""
         self.matrices = {} if matrices is None else matrices
-        m = x.shape[-1]
-        self.x = x
-        half = x * 0.5
-        self.cx, self.sx = torch.cos(half), torch.sin(half)
         if w is not None:
             half = w * 0.5
             self.cw, self.sw = torch.cos(half), torch.sin(half)
         self.unitaries = {}
+
+    def end(self) -> None:
+        for name in ("x", "cx", "sx", "cw", "sw", "unitaries", "matrices"):
+            setattr(self, name, None)  # the call's tensors are not kept past it
+
+    def run(self, x: torch.Tensor, w: torch.Tensor | None, lead: tuple[int, ...], kind: str, matrices: dict | None = None):
+        """``x``: data angles ``(*S, n_data, M)``; returns ``(*S, M, n_obs)`` or states ``(*S, M, D)``.
+        ``matrices``: the blocks' matrices of an earlier call with the same weights (filled here)."""
+        self.begin(w, matrices)
+        m = x.shape[-1]
+        self.x = x
+        half = x * 0.5
+        self.cx, self.sx = torch.cos(half), torch.sin(half)
         t, cplx = self._prefix(lead, m)
         for stage in self.plan.stages:
             if isinstance(stage, DataStage) and ry_layer(stage.ops):
@@ -217,8 +225,7 @@ class Executor:
                     t, cplx = self._op(t, cplx, op)
             else:
                 t, cplx = self._block(t, cplx, stage)
-        for name in ("x", "cx", "sx", "cw", "sw", "unitaries", "matrices"):
-            setattr(self, name, None)  # the call's tensors are not kept past it
+        self.end()
         if kind == "state":
             if not cplx:
                 t = complexify(t)
