@@ -36,10 +36,10 @@ import math
 import torch
 
 from ..circuits import z_signs
-from ..errors import BackendError
+from ..errors import BackendError, ConfigError
 from ..memory import format_bytes, free_memory_bytes
 from .base import Backend, check_angles
-from .cpu_threads import limited
+from .cpu_threads import check, limited
 from .cuda_graph import GraphPool
 from .fused_adjoint import CHUNK_STATES, STATES_KEPT, BlockExecutor, chunk_size
 from .fused_blocks import BlockPlan, block_bytes, build_block_plan
@@ -93,9 +93,10 @@ class FusedBackend(Backend):
         # (H200: 5.2 ms eager, 0.67 ms replayed at N = 4,096). On by default; only CUDA calls that will be
         # differentiated are recorded, so CPU runs and evaluation are untouched
         self._graphs = GraphPool() if cuda_graph else None
-        if cpu_threads is not None and (isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 1):
-            raise BackendError(f"cpu_threads={cpu_threads!r} is invalid: use a positive integer, or None for torch's "
-                               "own setting (torch.set_num_threads)")
+        try:
+            check(cpu_threads)
+        except ConfigError as e:
+            raise BackendError(str(e)) from None
         #: most intra-op threads of a CPU call, forward and backward (qelm.backends.cpu_threads); None: torch's
         self.cpu_threads = cpu_threads
         self._plans: dict = {}
