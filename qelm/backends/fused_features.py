@@ -285,29 +285,27 @@ def run_features(fp: FeaturePlan, ex: Executor, x: torch.Tensor, w: torch.Tensor
         if not cplx:
             psi = complexify(psi)
         return torch.view_as_complex(psi.movedim(-1, -2).unflatten(-1, (-1, 2)).contiguous())
-    z = ex.cache.z(ex.n, ex.plan.observables, cplx)
-    z2 = ex.cache.get(("z2", id(z)), lambda: 2 * z)
-    out = Expval.apply(W, phi, z, z2, group)  # (*S', group, n_obs, M)
+    out = Expval.apply(W, phi, ex.cache.z(ex.n, ex.plan.observables, cplx), group)  # (*S', group, n_obs, M)
     return out.reshape(sets + out.shape[-2:]).movedim(-1, -2)
 
 
 class Expval(torch.autograd.Function):
     """``<Z>`` readout of ``psi = W phi``: ``z^T psi**2`` per sample, with a backward of three GEMMs and one
     product (autograd's own would add the square's and the reshapes' nodes). ``W`` ``(*S', G * Dc, F)``,
-    ``phi`` ``(*S', F, M)``, ``z`` ``(Dc, n_obs)`` and ``z2 = 2 z``; returns ``(*S', G, n_obs, M)``."""
+    ``phi`` ``(*S', F, M)``, ``z`` ``(Dc, n_obs)``; returns ``(*S', G, n_obs, M)``."""
 
     @staticmethod
-    def forward(ctx, W, phi, z, z2, group):
+    def forward(ctx, W, phi, z, group):
         psi = W @ phi  # (*S', G * Dc, M)
         p = psi.unflatten(-2, (group, -1))
-        ctx.save_for_backward(W, phi, p, z2)
+        ctx.save_for_backward(W, phi, p, z)
         return z.mT @ (p * p)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        W, phi, p, z2 = ctx.saved_tensors
-        gpsi = (z2 @ g).mul_(p).flatten(-3, -2)  # (*S', G * Dc, M)
+        W, phi, p, z = ctx.saved_tensors
+        gpsi = (z @ (2 * g)).mul_(p).flatten(-3, -2)  # (*S', G * Dc, M): d psi**2 = 2 psi
         gW = gpsi @ phi.mT if ctx.needs_input_grad[0] else None
         gphi = W.mT @ gpsi if ctx.needs_input_grad[1] else None
-        return gW, gphi, None, None, None
+        return gW, gphi, None, None
