@@ -68,7 +68,7 @@ def measure(study: str, seq_lens: list[int], batch: int, rounds: int, steps: int
         for T in seq_lens:
             variants = _variants(study, T, batch)
             times: dict[str, list[float]] = {name: [] for name in variants}
-            for name, (threads, step) in variants.items():  # warm-up: plans, caches, allocator
+            for threads, step in variants.values():  # warm-up: plans, caches, allocator
                 torch.set_num_threads(threads)
                 for _ in range(3):
                     step()
