@@ -232,7 +232,11 @@ def _constants(fp: FeaturePlan, cache, n: int) -> dict:
 def monomials(fp: FeaturePlan, x: torch.Tensor) -> torch.Tensor:
     """``phi(x)`` ``(*lead, F, M)`` from data angles ``x`` ``(*lead, n_data, M)``: per distinct angle its
     ``r + 1`` monomials ``c^(r - e) s^e``, then their Kronecker product, the first angle most significant."""
-    cols = x[..., list(fp.columns), :] if list(fp.columns) != list(range(x.shape[-2])) else x
+    first, n = fp.columns[0], len(fp.columns)
+    if list(fp.columns) == list(range(first, first + n)):  # a run of columns (re-uploading: the first layer's)
+        cols = x[..., first:first + n, :]  # a view: its backward is one copy, an index's a scatter
+    else:
+        cols = x[..., list(fp.columns), :]
     half = cols * 0.5
     c, s = torch.cos(half), torch.sin(half)  # (*lead, A, M)
     phi = None
