@@ -17,6 +17,10 @@ interleaved ``(..., 2D)`` real and imaginary parts. A complex matrix product bec
 (``(N, 2D) @ (2D, 2D)``, or ``(N, D) @ (D, 2D)`` from a real state, half the work of a complex GEMM) and
 every per-sample kernel is real arithmetic.
 
+A narrow circuit whose data gates are all RYs (the re-uploading circuits, the angle embedding) takes a shorter
+road (:mod:`.fused_features`): its final state is one matrix per weight set times the monomials of the data
+angles' half-angle cosines and sines, so a call is one GEMM per sample batch instead of a pass per stage.
+
 That is right while a ``2**n x 2**n`` unitary is cheap. From :data:`BLOCKS_FROM_WIRES` wires a circuit runs
 as a :class:`~qelm.backends.fused_blocks.BlockPlan` instead: after the same product-state prefix, its gates
 fused into blocks of a few wires (``k`` chosen per device by a measured cost model), each one real GEMM on
