@@ -243,7 +243,7 @@ class FusedBackend(Backend):
         self._check_memory(circuit, math.prod(batch), math.prod(sets), inputs.device)
         if self._graphs is not None and GraphPool.applies(inputs, weights):
             # built before recording: the recorder must not see the host work
-            self._plan(circuit, split=True, device=inputs.device)
+            self._features(circuit, self._plan(circuit, split=True, device=inputs.device))
             return self._graphs((circuit.key, kind), lambda i, w: self._simulate(circuit, i, w, kind, sets, batch),
                                 inputs, weights)
         with limited(self.cpu_threads, inputs.device) as mark:
