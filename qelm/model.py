@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 
 from .backends import Backend, BackendSpec, get_backend
-from .backends.cpu_threads import limited
+from .backends.cpu_threads import check as check_threads
+from .backends.cpu_threads import guard_optimizers, limited, mark_parameters
 from .config import QELMConfig, check_fits
 from .errors import CheckpointError, ConfigError, DataError
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
@@ -172,10 +173,18 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
 
     config: QELMConfig  # what the model is
     spec: BackendSpec  # how its circuits run (a checkpoint's [runtime] table)
-    #: most intra-op threads of a CPU forward call and of its backward pass (:mod:`qelm.backends.cpu_threads`:
-    #: a model this small loses to the barriers of a second thread, up to 10x on a loaded machine); set
-    #: ``model.cpu_threads = None`` to run on torch's own setting
-    cpu_threads: int | None = 1
+    @property
+    def cpu_threads(self) -> int | None:
+        """Most intra-op threads of a CPU forward call, of its backward pass and of an optimizer step over
+        this model's parameters (:mod:`qelm.backends.cpu_threads`: a model this small loses to the barriers of
+        a second thread, up to 10x on a loaded machine); default 1, ``None`` runs on torch's own setting. Any
+        other value than a positive int or None is refused with a :class:`~qelm.errors.ConfigError`."""
+        return self.__dict__.get("_cpu_threads", self.__dict__.get("cpu_threads", 1))  # a model pickled before: 1
+
+    @cpu_threads.setter
+    def cpu_threads(self, threads: int | None) -> None:
+        self.__dict__["_cpu_threads"] = check_threads(threads)
+        mark_parameters(self.parameters(), threads)
 
     def __init__(self, config: QELMConfig, backend: BackendSpec | None = None) -> None:
         """``backend``: how the circuits run (default: exact, on ``qelm.fused``); the model keeps it as ``spec``."""
@@ -189,6 +198,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         self.blocks = nn.ModuleList([Block(config, shared) for _ in range(config.n_layers)])
         self.ln_f = nn.LayerNorm(config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        guard_optimizers()  # an optimizer step over these parameters runs on cpu_threads too
+        self.cpu_threads = 1
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
         """Logits of the next token at every position, and the loss when targets are given.

@@ -1,12 +1,14 @@
 """A model's CPU forward and backward run on ``cpu_threads`` intra-op threads, and the caller's count comes back
 after each (qelm.backends.cpu_threads); speed is not asserted here."""
 
+from typing import ClassVar
+
 import pytest
 import torch
 
-from qelm import QELM, QELMConfig
+from qelm import QELM, ClassicalLM, QELMConfig
 from qelm.backends import get_backend
-from qelm.errors import BackendError
+from qelm.errors import BackendError, ConfigError
 
 
 @pytest.fixture
@@ -67,3 +69,40 @@ def test_cpu_threads_option_is_validated(bad):
     with pytest.raises(BackendError, match=r"cpu_threads=.* is invalid: use a positive integer, or None"):
         get_backend("qelm.fused", cpu_threads=bad)
     assert get_backend("qelm.fused", cpu_threads=None).cpu_threads is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_a_model_refuses_a_thread_count_that_is_not_one(bad):
+    """``model.cpu_threads = 0`` fails where it is set, in one line, not inside torch.set_num_threads mid-call."""
+    model = QELM(QELMConfig(vocab_size=8, d_model=8, n_heads=2, d_hidden=8, context_len=6, n_qubits=2, circuit_layers=1))
+    with pytest.raises(ConfigError, match=r"^cpu_threads=.* is invalid: use a positive integer, or None[^\n]*$"):
+        model.cpu_threads = bad
+    assert model.cpu_threads == 1
+    model.cpu_threads = 3
+    assert model.cpu_threads == 3
+
+
+class _Recording(torch.optim.SGD):
+    seen: ClassVar[list] = []
+
+    def step(self, closure=None):
+        type(self).seen.append(torch.get_num_threads())
+        return super().step(closure)
+
+
+@pytest.mark.parametrize("cls", [QELM, ClassicalLM])
+def test_an_optimizer_step_over_a_models_parameters_runs_on_its_threads(two_threads, cls):
+    """The step of any torch optimizer over a model's parameters runs on ``cpu_threads`` and gives the
+    caller's count back; an optimizer over other tensors is left alone."""
+    model = cls(QELMConfig(vocab_size=8, d_model=8, n_heads=2, d_hidden=8, context_len=6, n_qubits=2, circuit_layers=1))
+    _, loss = model(torch.randint(0, 8, (2, 6)), torch.randint(0, 8, (2, 6)))
+    loss.backward()
+    _Recording.seen = []
+    _Recording(model.parameters(), lr=0.1).step()
+    assert _Recording.seen == [1] and torch.get_num_threads() == 2
+    model.cpu_threads = None
+    _Recording(model.parameters(), lr=0.1).step()
+    other = torch.zeros(3, requires_grad=True)
+    other.grad = torch.ones(3)
+    _Recording([other], lr=0.1).step()
+    assert _Recording.seen == [1, 2, 2] and torch.get_num_threads() == 2

@@ -17,6 +17,10 @@ interleaved ``(..., 2D)`` real and imaginary parts. A complex matrix product bec
 (``(N, 2D) @ (2D, 2D)``, or ``(N, D) @ (D, 2D)`` from a real state, half the work of a complex GEMM) and
 every per-sample kernel is real arithmetic.
 
+A narrow circuit whose data gates are all RYs (the re-uploading circuits, the angle embedding) takes a shorter
+road (:mod:`.fused_features`): its final state is one matrix per weight set times the monomials of the data
+angles' half-angle cosines and sines, so a call is one GEMM per sample batch instead of a pass per stage.
+
 That is right while a ``2**n x 2**n`` unitary is cheap. From :data:`BLOCKS_FROM_WIRES` wires a circuit runs
 as a :class:`~qelm.backends.fused_blocks.BlockPlan` instead: after the same product-state prefix, its gates
 fused into blocks of a few wires (``k`` chosen per device by a measured cost model), each one real GEMM on
@@ -36,16 +40,17 @@ import math
 import torch
 
 from ..circuits import z_signs
-from ..errors import BackendError
+from ..errors import BackendError, ConfigError
 from ..memory import format_bytes, free_memory_bytes
 from .base import Backend, check_angles
-from .cpu_threads import limited
+from .cpu_threads import check, limited
 from .cuda_graph import GraphPool
 from .fused_adjoint import CHUNK_STATES, STATES_KEPT, BlockExecutor, chunk_size
 from .fused_blocks import BlockPlan, block_bytes, build_block_plan
 from .fused_cuda import evolve_cuda, kernel_applies
 from .fused_evolve import evolve_pairs, evolve_plan
 from .fused_executor import Executor
+from .fused_features import FeaturePlan, feature_plan, run_features
 from .fused_kernels import Tensors
 from .fused_plan import Plan, UnsupportedGate, build_plan, state_passes
 from .gates import CONTROLLED_ROTATIONS, FIXED, ROTATIONS, check_gates, gate_list, refusal
@@ -55,6 +60,10 @@ from .gates import CONTROLLED_ROTATIONS, FIXED, ROTATIONS, check_gates, gate_lis
 #: Per device, from measurement: on the 2-core CPU blocks lost to whole-register unitaries at 8 wires and tied
 #: at 9-10 (``benchmarks/gpu_backends.py --device cpu``); the backend option ``blocks_from`` overrides it
 BLOCKS_FROM_WIRES = {"cpu": 11, "cuda": 11}
+
+#: a call that needs less than this is not checked: reading the machine's free memory takes ~0.1 ms, a
+#: tenth of a small training call, and so little memory is there or the process is failing anyway
+_UNCHECKED_BYTES = 32 * 2**20
 
 __all__ = ["FusedBackend", "DTYPES"]
 
@@ -70,6 +79,7 @@ class FusedBackend(Backend):
     traceable = True
     options = ("dtype", "cuda_graph", "cpu_threads", "blocks_from")
     cpu_threads: int | None = 1  # also what a backend pickled before the option had
+    features: bool = True  # likewise (see __init__)
 
     def __init__(self, shots: int | None = None, seed: int | None = None, dtype: str = "complex128",
                  cuda_graph: bool = True, cpu_threads: int | None = 1, blocks_from: int | None = None) -> None:
@@ -89,9 +99,10 @@ class FusedBackend(Backend):
         # (H200: 5.2 ms eager, 0.67 ms replayed at N = 4,096). On by default; only CUDA calls that will be
         # differentiated are recorded, so CPU runs and evaluation are untouched
         self._graphs = GraphPool() if cuda_graph else None
-        if cpu_threads is not None and (isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 1):
-            raise BackendError(f"cpu_threads={cpu_threads!r} is invalid: use a positive integer, or None for torch's "
-                               "own setting (torch.set_num_threads)")
+        try:
+            check(cpu_threads)
+        except ConfigError as e:
+            raise BackendError(str(e)) from None
         #: most intra-op threads of a CPU call, forward and backward (qelm.backends.cpu_threads); None: torch's
         self.cpu_threads = cpu_threads
         if blocks_from is not None and (isinstance(blocks_from, bool) or not isinstance(blocks_from, int)
@@ -104,6 +115,9 @@ class FusedBackend(Backend):
         #: evolve on CUDA through one generated kernel per circuit (qelm.backends.fused_cuda) where it applies;
         #: False runs fused_evolve's torch operations everywhere (the GPU tests compare the two)
         self.evolve_kernel = True
+        #: narrow re-uploading circuits as one feature map and one matrix per weight set
+        #: (qelm.backends.fused_features) where they qualify; False runs them stage by stage (the tests compare)
+        self.features = True
         self._passes: dict = {}  # circuit -> passes over the state per call (memory check)
         self._tensors: dict = {}
         self._reuse: dict = {}  # block matrices of the last no-grad call per (plan, weight shape), by weight value
@@ -216,7 +230,10 @@ class FusedBackend(Backend):
             kept = max(4 * circuit.n_layers + 6, 2 * self._passes[key] + 6)
             per_state = 2 * 2**n * item * kept
             fixed = n_sets * 2 * 4**n * item * 8 + 24 * 2**n * (4 * circuit.n_layers + 4)
-        need, have = n_states * per_state + fixed, free_memory_bytes(device)
+        need = n_states * per_state + fixed
+        if need < _UNCHECKED_BYTES:
+            return
+        have = free_memory_bytes(device)
         if need > have:
             fit = max(0, (have - fixed) // per_state)
             raise MemoryError(
@@ -254,7 +271,7 @@ class FusedBackend(Backend):
         self._check_memory(circuit, math.prod(batch), math.prod(sets), inputs.device)
         if self._graphs is not None and GraphPool.applies(inputs, weights):
             # built before recording: the recorder must not see the host work
-            self._plan(circuit, split=True, device=inputs.device)
+            self._features(circuit, self._plan(circuit, split=True, device=inputs.device))
             return self._graphs((circuit.key, kind), lambda i, w: self._simulate(circuit, i, w, kind, sets, batch),
                                 inputs, weights)
         with limited(self.cpu_threads, inputs.device) as mark:
@@ -263,6 +280,9 @@ class FusedBackend(Backend):
     def _simulate(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
         plan = self._plan(circuit, split=True, device=inputs.device)
         real = DTYPES[self.dtype][1]
+        fp = self._features(circuit, plan)
+        if fp is not None:
+            return self._run_features(fp, plan, circuit, inputs, weights, kind, sets, batch)
         x = circuit.data_angles(inputs).to(real)  # (*batch, n_data), computed in the caller's dtype
         x = x.reshape(sets + (math.prod(batch[len(sets):]), x.shape[-1])).mT  # (*S, n_data, M): samples last
         w = weights.to(inputs.dtype).to(real).reshape(sets + (-1,))  # (*S, n_weights)
@@ -271,6 +291,31 @@ class FusedBackend(Backend):
             out = executor.run(x, w, sets, kind)
         else:
             out = executor.run(x, w, sets, kind, self._reusable(plan, w))
+        out = out.reshape(batch + out.shape[-1:])
+        return out if kind == "state" else out.to(inputs.dtype)
+
+    def _features(self, circuit, plan) -> FeaturePlan | None:
+        """The feature form of a narrow plan (:mod:`.fused_features`), or None: stage by stage."""
+        if not isinstance(plan, Plan) or not self.features:
+            return None
+        key = (type(circuit), circuit.key, "features")
+        if key not in self._plans:
+            self._plans[key] = feature_plan(plan, _same_columns(circuit))
+        return self._plans[key]
+
+    def _run_features(self, fp, plan, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
+        real = DTYPES[self.dtype][1]
+        # trailing weight-set axes along which the inputs are one tensor expanded (the q, k and v circuits of a
+        # head): their sets share one feature map
+        shared = 0
+        while shared < len(sets) and inputs.stride(len(sets) - 1 - shared) == 0:
+            shared += 1
+        own = inputs[(slice(None),) * (len(sets) - shared) + (slice(0, 1),) * shared] if shared else inputs
+        outer = sets[:len(sets) - shared]
+        x = circuit.data_angles(own).to(real)  # (*S', 1.., *batch, n_data)
+        x = x.reshape(outer + (math.prod(batch[len(sets):]), x.shape[-1])).mT  # (*S', n_data, M): samples last
+        w = weights.to(inputs.dtype).to(real).reshape(sets + (-1,))  # (*S, n_weights)
+        out = run_features(fp, self._executor(plan, inputs.device), x, w, sets, shared, kind, self._reusable(plan, w))
         out = out.reshape(batch + out.shape[-1:])
         return out if kind == "state" else out.to(inputs.dtype)
 
@@ -311,6 +356,16 @@ def _unsupported(circuit, error: UnsupportedGate) -> BackendError:
     if " " not in reason:
         reason = f"it uses gate {reason}, which this simulator has no kernel for"
     return refusal("qelm.fused", circuit, reason)
+
+
+def _same_columns(circuit) -> list[int]:
+    """For each data column of ``circuit``, the first column that equals it for any input (re-uploading
+    repeats its inputs), found once per circuit from two random inputs."""
+    g = torch.Generator().manual_seed(1)
+    rows = [circuit.data_angles(torch.rand(circuit.input_shape, generator=g, dtype=torch.float64)).reshape(-1).tolist()
+            for _ in range(2)]
+    first: dict[tuple[float, float], int] = {}
+    return [first.setdefault(pair, j) for j, pair in enumerate(zip(*rows))]
 
 
 def _check_layout(circuit, layout) -> None:

@@ -144,7 +144,12 @@ class Executor:
         table = spec["fixed"]  # (F + 1, 2, 2): constant gates, then the identity
         if spec["n_weight"]:
             idx = spec["weight_index"]  # (nb, G): each block's weight entries
-            c, s = self.cw[..., idx, None, None], self.sw[..., idx, None, None]  # (*S, nb, G, 1, 1)
+            if spec["weight_run"] is not None:  # a run of entries, block after block: a view, not a gather
+                a, b = spec["weight_run"]
+                c = self.cw[..., a:b].unflatten(-1, idx.shape)[..., None, None]  # (*S, nb, G, 1, 1)
+                s = self.sw[..., a:b].unflatten(-1, idx.shape)[..., None, None]
+            else:
+                c, s = self.cw[..., idx, None, None], self.sw[..., idx, None, None]  # (*S, nb, G, 1, 1)
             mats = c * spec["eye"] + s * spec["gen_w"]  # (*S, nb, G, 2, 2)
             if spec["phase_w"] is not None:  # PhaseShift = e^{i theta/2} RZ
                 mats = mats * torch.where(spec["phase_w"], torch.complex(c, s), torch.ones_like(c, dtype=mats.dtype))
@@ -193,18 +198,26 @@ class Executor:
         return apply_matrix(t, cplx, self._unitary(block), op.real, block.support, self.n)
 
     # --- a call ------------------------------------------------------------------------------------
-    def run(self, x: torch.Tensor, w: torch.Tensor | None, lead: tuple[int, ...], kind: str, matrices: dict | None = None):
-        """``x``: data angles ``(*S, n_data, M)``; returns ``(*S, M, n_obs)`` or states ``(*S, M, D)``.
-        ``matrices``: the blocks' matrices of an earlier call with the same weights (filled here)."""
+    def begin(self, w: torch.Tensor | None, matrices: dict | None = None) -> None:
+        """Hold a call's weights (their half-angle cosines and sines) for the blocks; :meth:`end` lets go."""
         self.matrices = {} if matrices is None else matrices
-        m = x.shape[-1]
-        self.x = x
-        half = x * 0.5
-        self.cx, self.sx = torch.cos(half), torch.sin(half)
         if w is not None:
             half = w * 0.5
             self.cw, self.sw = torch.cos(half), torch.sin(half)
         self.unitaries = {}
+
+    def end(self) -> None:
+        for name in ("x", "cx", "sx", "cw", "sw", "unitaries", "matrices"):
+            setattr(self, name, None)  # the call's tensors are not kept past it
+
+    def run(self, x: torch.Tensor, w: torch.Tensor | None, lead: tuple[int, ...], kind: str, matrices: dict | None = None):
+        """``x``: data angles ``(*S, n_data, M)``; returns ``(*S, M, n_obs)`` or states ``(*S, M, D)``.
+        ``matrices``: the blocks' matrices of an earlier call with the same weights (filled here)."""
+        self.begin(w, matrices)
+        m = x.shape[-1]
+        self.x = x
+        half = x * 0.5
+        self.cx, self.sx = torch.cos(half), torch.sin(half)
         t, cplx = self._prefix(lead, m)
         for stage in self.plan.stages:
             if isinstance(stage, DataStage) and ry_layer(stage.ops):
@@ -218,8 +231,7 @@ class Executor:
                     t, cplx = self._op(t, cplx, op)
             else:
                 t, cplx = self._block(t, cplx, stage)
-        for name in ("x", "cx", "sx", "cw", "sw", "unitaries", "matrices"):
-            setattr(self, name, None)  # the call's tensors are not kept past it
+        self.end()
         if kind == "state":
             if not cplx:
                 t = complexify(t)
@@ -303,8 +315,10 @@ def _layer_spec(group: list[Block], cache: Tensors) -> dict:
     # the same walk over every block of the group meets its gates in the same order: their weight entries
     per_block = [[o.index for item in b.items if isinstance(item, Layer) for ch in item.chains for o in ch if o.source == "weight"]
                  for b in group]
+    flat = np.asarray(per_block, dtype=np.int64).reshape(-1)
+    run = (int(flat[0]), int(flat[0]) + flat.size) if flat.size and np.array_equal(flat, flat[0] + np.arange(flat.size)) else None
     return {
-        "n_layers": len(chains), "n_weight": len(weighted), "n_blocks": len(group),
+        "n_layers": len(chains), "n_weight": len(weighted), "n_blocks": len(group), "weight_run": run,
         "weight_index": torch.as_tensor(per_block, dtype=torch.long, device=cache.device),
         "eye": as_c(np.eye(2)),
         "gen_w": as_c(np.stack([local_matrix(o.name, 1) for o in weighted])) if weighted else None,
