@@ -1,4 +1,5 @@
-"""CUDA-graph replay of a backend's forward + backward, for calls whose batch shape repeats.
+"""CUDA-graph replay: of a backend's forward + backward, for training calls whose batch shape repeats
+(:class:`GraphPool`), and of a whole no-grad call, a model's forward or one decode step (:class:`Replays`).
 
 On CUDA a default.qubit execution of a small circuit is bound by the host: PennyLane builds a tape, runs
 its transforms and launches about a thousand small kernels per forward + backward, which costs tens of
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
 import torch
 
-__all__ = ["GraphPool"]
+__all__ = ["GraphPool", "Replays", "record_graph", "capturing"]
 
 
 class _Slot:
@@ -94,3 +96,115 @@ class GraphPool:
     @property
     def n_graphs(self) -> int:
         return sum(len(s) for s in self._slots.values())
+
+
+def capturing(device: torch.device) -> bool:
+    """Whether a CUDA graph is being recorded on the current stream (then no op may read a tensor on the host,
+    and shapes must not depend on values: code takes its fixed-shape path)."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def record_graph(fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
+                 warmup: int = 2) -> Callable[..., torch.Tensor]:
+    """Record ``fn(*inputs)`` (no autograd) into a ``torch.cuda.CUDAGraph`` and return ``replay(*args)``: it
+    copies ``args`` into the graph's static inputs, replays, and returns the graph's static output (the same
+    tensor every time: a caller clones what it keeps). ``warmup`` eager runs on a side stream first fill the
+    caches a call builds lazily (plans, constants, cuBLAS workspaces), as torch's docs ask."""
+    static = tuple(t.clone() for t in inputs)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn(*static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn(*static)
+
+    def replay(*args: torch.Tensor) -> torch.Tensor:
+        for buffer, a in zip(static, args, strict=True):
+            buffer.copy_(a)
+        graph.replay()
+        return out
+
+    replay.graph = graph  # type: ignore[attr-defined]  # kept alive with the callable
+    return replay
+
+
+class Replays:
+    """Recorded no-grad calls, one per key (the caller's key: shapes, dtypes, device, the weights' addresses),
+    at most ``size`` alive, the least recently used dropped first (each holds its own memory).
+
+    ``__call__(key, fn, *tensors)`` replays the graph recorded for ``key`` (recording it on the first call),
+    or runs ``fn`` eagerly where recording failed: an op that reads a tensor on the host, a shape that
+    depends on values, or anything else ``torch.cuda.graph`` refuses. The first failure warns once, naming
+    the cause; that key then stays eager. The result is the same either way, only the speed differs.
+    Outputs are cloned (``clone=True``) so a caller never sees them change under a later replay.
+
+    Args:
+        size: recorded calls kept.
+        record: ``record(fn, tensors)`` -> a replaying callable (default :func:`record_graph`); tests pass a
+            CPU stand-in, or one that raises.
+    """
+
+    def __init__(self, size: int = 4, record: Callable | None = None) -> None:
+        self.size = size
+        self.record = record or record_graph
+        self._held: OrderedDict[Hashable, Callable] = OrderedDict()
+        self._failed: set[Hashable] = set()
+        self.warned = False
+        self.replays = 0
+        self.eager_calls = 0
+
+    def __call__(self, key: Hashable, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor,
+                 clone: bool = True) -> torch.Tensor:
+        replay = self._held.get(key)
+        if replay is None and key not in self._failed:
+            replay = self._recorded(key, fn, tensors)
+        if replay is None:
+            self.eager_calls += 1
+            return fn(*tensors)
+        self._held.move_to_end(key)
+        self.replays += 1
+        out = replay(*tensors)
+        return out.clone() if clone else out
+
+    def _recorded(self, key: Hashable, fn: Callable, tensors: tuple[torch.Tensor, ...]) -> Callable | None:
+        replay = self.attempt(fn, tensors)
+        if replay is None:
+            self._failed.add(key)
+            return None
+        self._held[key] = replay
+        while len(self._held) > self.size:
+            self._held.popitem(last=False)
+        return replay
+
+    def attempt(self, fn: Callable, tensors: tuple[torch.Tensor, ...]) -> Callable | None:
+        """Record ``fn(*tensors)`` and return its replaying callable, not kept here (a caller that holds its
+        own, as a decode step does); None where recording failed, with this pool's one warning."""
+        try:
+            return self.record(fn, tensors)
+        except Exception as e:  # recording refused: eager, one warning for this pool
+            if not self.warned:
+                self.warned = True
+                cause = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+                warnings.warn(f"CUDA graph recording failed ({type(e).__name__}: {cause}); running eagerly "
+                              f"(the same results, without the replay's speed)", stacklevel=4)
+            return None
+
+    def clear(self) -> None:
+        """Drop every recorded call (their memory is freed once nothing else holds it)."""
+        self._held.clear()
+        self._failed.clear()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __deepcopy__(self, memo: dict) -> Replays:
+        return Replays(self.size, None if self.record is record_graph else self.record)  # graphs stay behind
+
+    def __getstate__(self) -> dict:
+        return {"size": self.size}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["size"])  # type: ignore[misc]

@@ -1,0 +1,210 @@
+"""Launch-free inference on CUDA: a model's no-grad forward replayed from a recorded CUDA graph
+(:func:`graphed_logits`), and generation as one recorded decode step on a static KV cache (:class:`Decoder`).
+
+Why: a tiny model's forward is a few hundred small kernels whose launches, and the Python that issues them,
+cost more than their arithmetic (one H200: a QELM forward 5-7x its twin's time, generation ~400 tokens/s at
+batch 2, nearly all host time). A ``torch.cuda.CUDAGraph`` records the kernels once and replays them with one
+launch. Training already does this per circuit call (:class:`qelm.backends.cuda_graph.GraphPool`); inference
+records the whole model, which also covers the classical layers between the circuits and the twin.
+
+* **Forward** (:func:`graphed_logits`): a no-grad call of a model on CUDA replays the graph recorded for its
+  input's shape and dtype (a few kept, :class:`~qelm.backends.cuda_graph.Replays`). On by default
+  (``model.cuda_graphs``): the logits are those of the eager call, and a call that needs gradients, runs on
+  the CPU, holds a cache, keeps attention maps for a plot or is observed by a benchmark's clock runs eagerly.
+* **Generation** (:class:`Decoder`): after the prompt's eager pass (today's code, with the dynamic cache),
+  its keys and values are copied into a :class:`~qelm.static_cache.StaticCache`, and each new token is one
+  call of the same function (the token's circuits, attention against the static cache under a mask, the
+  feed-forward, the logits and the sampling), recorded once and replayed per token. Nothing is read on the
+  host per token: sampling draws with :func:`qelm.sampling.draw`, whose noise is drawn from the caller's
+  generator just before the replay, exactly as ``torch.multinomial`` draws it, so the tokens are those of the
+  dynamic cache for the same seed. Once the sequence reaches ``context_len`` the window slides and every
+  step re-reads it (positions are absolute): that part runs the existing path.
+
+Where recording fails (an op that reads a tensor on the host, a backend that is not pure torch), the call
+runs eagerly with one warning naming the cause; results never change. On the CPU the same decoder runs
+eagerly (no graphs), which is how the tests hold it to the dynamic cache's tokens.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+from .backends.cuda_graph import Replays, capturing
+from .errors import ConfigError
+from .sampling import draw, greedy, next_probs, penalized
+from .static_cache import StaticCache
+
+__all__ = ["graphs_apply", "graphed_logits", "static_reason", "Decoder", "decoder_for", "CACHE_IMPLEMENTATIONS"]
+
+#: ``generate(cache_implementation=...)``: None picks "static" where graphs apply, else "dynamic"
+CACHE_IMPLEMENTATIONS = ("dynamic", "static")
+_FEW = 3  # warm-up runs and the recorded run of a decode step write this many slots of a scratch cache
+
+
+class _Kept(OrderedDict):
+    """Recorded calls and decoders a model keeps: never copied with it, never pickled (graphs and device
+    buffers of one process)."""
+
+    def __deepcopy__(self, memo: dict) -> _Kept:
+        return _Kept()
+
+    def __reduce__(self):
+        return (_Kept, ())
+
+
+def _replays(model: Any) -> Replays:
+    """The model's recorded forward calls (made on first use; not weights: never saved, never copied)."""
+    pool = model.__dict__.get("_replays")
+    if pool is None:
+        pool = model.__dict__["_replays"] = Replays(size=4)
+    return pool
+
+
+def _weights_key(model: Any) -> tuple:
+    """What a recorded call depends on besides its inputs: where every weight lives (a graph reads them by
+    address, so ``.to()`` or a replaced parameter needs a new one; values changed in place are read anew) and
+    the backend that runs the circuits."""
+    backend = model.backend
+    return (tuple(t.data_ptr() for t in model.parameters()), tuple(t.data_ptr() for t in model.buffers()),
+            None if backend is None else (id(backend), backend.describe()))
+
+
+def graphs_apply(model: Any, device: torch.device) -> bool:
+    """Whether a no-grad call of ``model`` on ``device`` may replay a recorded graph: ``model.cuda_graphs``
+    is on, the device is CUDA, no gradient is wanted, nothing is being recorded or compiled already, no
+    attention map is kept, and the circuits run on a pure-torch backend (``traceable``) nobody observes."""
+    if not getattr(model, "cuda_graphs", False) or device.type != "cuda" or torch.is_grad_enabled():
+        return False
+    if capturing(device) or torch.compiler.is_compiling():
+        return False
+    backend = model.backend
+    if backend is not None and (not backend.traceable or backend.__dict__.get("_observers")):
+        return False
+    return not any(getattr(m, "keep_attention", False) for m in model.modules())
+
+
+def graphed_logits(model: Any, idx: torch.Tensor) -> torch.Tensor:
+    """``model._logits(idx)`` (B, T, vocab) from the graph recorded for this shape (recorded on first use)."""
+    key = ("forward", tuple(idx.shape), idx.device, torch.is_inference_mode_enabled(), _weights_key(model))
+    return _replays(model)(key, lambda i: model._logits(i, None), idx)
+
+
+def static_reason(config: Any) -> str | None:
+    """Why a static cache cannot hold ``config``'s attention (None: it can). The swap test pairs each new
+    token with a growing set of earlier ones, and the adaptive threshold's statistics run over the visible
+    row: both have shapes that change per token."""
+    if config.attention == "fidelity" and config.fidelity_method == "swap_test":
+        return "fidelity attention with fidelity_method='swap_test'"
+    if config.attention == "fidelity" and config.adaptive_threshold:
+        return "fidelity attention with adaptive_threshold"
+    return None
+
+
+def check_cache_implementation(value: Any, config: Any) -> None:
+    """Raise ``ConfigError`` for a ``cache_implementation`` that is not one, or "static" for attention a
+    static cache cannot hold."""
+    if value is not None and value not in CACHE_IMPLEMENTATIONS:
+        raise ConfigError(f"cache_implementation={value!r} is invalid: use 'static', 'dynamic' or None (static "
+                          f"where CUDA graphs apply)")
+    reason = static_reason(config) if value == "static" else None
+    if reason:
+        raise ConfigError(f"cache_implementation='static' cannot hold {reason}: use cache_implementation='dynamic'")
+
+
+class Decoder:
+    """One decode step of ``model`` for a batch of ``batch`` sequences on a :class:`StaticCache`, replayed
+    from a recorded CUDA graph where ``graphs`` (else run eagerly, same tokens).
+
+    Args:
+        model: a QELM or ClassicalLM (its ``_logits(idx, cache)``).
+        batch: sequences.
+        device: where they are.
+        sampling: ``temperature``, ``top_k``, ``top_p``, ``min_p``, ``repetition_penalty``, ``never`` (as
+            :func:`qelm.sampling.sample_next` takes them).
+        graphs: record the step in a CUDA graph and replay it.
+        compiled: run the step through ``torch.compile`` (fewer, fused kernels; recorded as well on CUDA).
+    """
+
+    def __init__(self, model: Any, batch: int, device: torch.device, sampling: dict, graphs: bool,
+                 compiled: bool = False) -> None:
+        self.model, self.graphs = model, graphs
+        self.sampling = {k: v for k, v in sampling.items() if k not in ("never", "repetition_penalty")}
+        self.penalty = sampling.get("repetition_penalty", 1.0)
+        never, V = tuple(sampling.get("never", ())), model.config.vocab_size
+        self.banned = torch.tensor(never, device=device) if never else None
+        self.cache = StaticCache(len(model.blocks), model.config.context_len, device)
+        self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)  # (B, 1): the last token drawn
+        self.present = torch.zeros(batch, V, dtype=torch.bool, device=device) if self.penalty != 1.0 else None
+        self.noise = torch.empty(batch, V, device=device) if self.sampling["temperature"] > 0 else None
+        self.length = 0  # the tokens the cache holds, on the host: no read of ``cache.position``
+        self._run = torch.compile(self._step) if compiled else self._step
+        self._replay: Any = None  # the recorded step (record)
+
+    def load(self, blocks: list[dict], length: int, seen: torch.Tensor, token: torch.Tensor) -> None:
+        """Start from a dynamic cache (``blocks``, ``length``), the tokens ``seen`` so far (B, T) (for the
+        repetition penalty) and the last token drawn ``token`` (B, 1), which the next step reads."""
+        self.cache.load(blocks, length)
+        self.length = length
+        self.token.copy_(token)
+        if self.present is not None:
+            self.present.zero_()
+            self.present.scatter_(1, seen, True)
+
+    def _step(self) -> torch.Tensor:
+        """The recorded work: the last token through the model at ``cache.position``, the next one drawn."""
+        logits = self.model._logits(self.token, self.cache)  # (B, 1, V); the cache advanced by one
+        scores = penalized(logits[:, -1], self.present, self.penalty) if self.present is not None \
+            else logits[:, -1].float()
+        probs = next_probs(scores, banned=self.banned, **self.sampling)
+        if probs is None:
+            nxt = greedy(scores, self.banned)  # (B, 1)
+        else:
+            assert self.noise is not None  # drawn by step() before every sampled step
+            nxt = draw(probs, self.noise)  # (B, 1)
+        self.token.copy_(nxt)
+        if self.present is not None:
+            self.present.scatter_(1, nxt, True)
+        return self.token
+
+    def ready(self) -> bool:
+        """Whether one more step fits in the window (else the caller re-reads it: the window slides)."""
+        return self.length < self.cache.context_len
+
+    def step(self, generator: torch.Generator | None) -> torch.Tensor:
+        """Draw the next tokens (B, 1): the sampling noise from ``generator`` first (as ``torch.multinomial``
+        would draw it), then the step, replayed where recorded."""
+        if self.noise is not None:
+            self.noise.exponential_(1, generator=generator)
+        out = self._replay() if self._replay is not None else self._run()
+        self.length += 1
+        return out.clone()
+
+    def record(self) -> None:
+        """Record the step now, on a scratch state (its warm-up runs write cache slots and draw tokens), so
+        that :meth:`load` then starts the real generation from the prompt's state."""
+        if not self.graphs or self._replay is not None or self.cache.context_len < _FEW:
+            return  # eager, already recorded, or too short a window for the warm-up runs (then eager)
+        self.cache.position.zero_()
+        if self.noise is not None:
+            self.noise.fill_(1.0)
+        self._replay = _replays(self.model).attempt(self._run, ())  # None: failed, warned once, eager
+
+def decoder_for(model: Any, batch: int, device: torch.device, sampling: dict, compiled: bool = False) -> Decoder:
+    """A :class:`Decoder` of ``model`` for these settings: the one kept from an earlier call where the
+    settings and weights match (its graph is reused: recording costs more than a short generation), else a
+    new one, recorded where graphs apply. Two are kept."""
+    graphs = graphs_apply(model, device)
+    key = (batch, device, tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in sampling.items())),
+           graphs, compiled, torch.is_inference_mode_enabled(), _weights_key(model))
+    kept = model.__dict__.setdefault("_decoders", _Kept())
+    decoder = kept.get(key)
+    if decoder is None:
+        decoder = Decoder(model, batch, device, sampling, graphs, compiled)
+        kept[key] = decoder
+        while len(kept) > 2:
+            kept.popitem(last=False)
+    kept.move_to_end(key)
+    return decoder
