@@ -37,7 +37,11 @@ from .errors import ConfigError
 from .sampling import draw, greedy, next_probs, penalized
 from .static_cache import StaticCache
 
-__all__ = ["graphs_apply", "graphed_logits", "static_reason", "Decoder", "decoder_for", "CACHE_IMPLEMENTATIONS"]
+__all__ = ["graphs_apply", "graphed_logits", "static_reason", "Decoder", "decoder_for", "CACHE_IMPLEMENTATIONS",
+           "compile_model", "compile_refusal", "COMPILABLE"]
+
+#: the backends ``torch.compile`` traces through (pure torch); any other is a boundary the compiler stops at
+COMPILABLE = ("qelm.fused",)
 
 #: ``generate(cache_implementation=...)``: None picks "static" where graphs apply, else "dynamic"
 CACHE_IMPLEMENTATIONS = ("dynamic", "static")
@@ -90,6 +94,32 @@ def graphed_logits(model: Any, idx: torch.Tensor) -> torch.Tensor:
     """``model._logits(idx)`` (B, T, vocab) from the graph recorded for this shape (recorded on first use)."""
     key = ("forward", tuple(idx.shape), idx.device, torch.is_inference_mode_enabled(), _weights_key(model))
     return _replays(model)(key, lambda i: model._logits(i, None), idx)
+
+
+def compile_model(model: Any, **options: Any) -> Any:
+    """``torch.compile`` ``model`` in place (``model.compile(**options)``: every call of it) and the decode
+    step its ``generate`` replays; refused for circuits on a backend the compiler cannot trace (it would stop
+    at every circuit call, compiling the glue between them only).
+
+    Raises:
+        ConfigError: the model's backend is not one of :data:`COMPILABLE`.
+    """
+    backend = model.backend
+    if backend is not None and not backend.traceable:
+        raise ConfigError(compile_refusal(backend.name))
+    model.compile(**options)
+    return model
+
+
+def compile_refusal(backend: str) -> str:
+    """The one line that refuses ``--compile`` for circuits on ``backend``, naming the backends that compile."""
+    return (f"--compile needs circuits torch.compile can trace: backend {' or '.join(COMPILABLE)} (or a model "
+            f"without circuits), not {backend!r}")
+
+
+def compiled(model: Any) -> bool:
+    """Whether ``model.compile()`` was called (its decode step is then compiled too)."""
+    return getattr(model, "_compiled_call_impl", None) is not None
 
 
 def static_reason(config: Any) -> str | None:
@@ -192,17 +222,17 @@ class Decoder:
             self.noise.fill_(1.0)
         self._replay = _replays(self.model).attempt(self._run, ())  # None: failed, warned once, eager
 
-def decoder_for(model: Any, batch: int, device: torch.device, sampling: dict, compiled: bool = False) -> Decoder:
+def decoder_for(model: Any, batch: int, device: torch.device, sampling: dict) -> Decoder:
     """A :class:`Decoder` of ``model`` for these settings: the one kept from an earlier call where the
     settings and weights match (its graph is reused: recording costs more than a short generation), else a
     new one, recorded where graphs apply. Two are kept."""
-    graphs = graphs_apply(model, device)
+    graphs, compile_step = graphs_apply(model, device), compiled(model)
     key = (batch, device, tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in sampling.items())),
-           graphs, compiled, torch.is_inference_mode_enabled(), _weights_key(model))
+           graphs, compile_step, torch.is_inference_mode_enabled(), _weights_key(model))
     kept = model.__dict__.setdefault("_decoders", _Kept())
     decoder = kept.get(key)
     if decoder is None:
-        decoder = Decoder(model, batch, device, sampling, graphs, compiled)
+        decoder = Decoder(model, batch, device, sampling, graphs, compile_step)
         kept[key] = decoder
         while len(kept) > 2:
             kept.popitem(last=False)

@@ -483,8 +483,11 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[1] == 0:
             got = f"shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
             raise DataError(f"generate continues (batch, seq) token ids with seq >= 1, got {got}")
+        # None: static where a decode step is recorded (CUDA graphs) or compiled (fixed shapes: the growing
+        # cache would recompile every step); dynamic elsewhere, where it costs less (no masked slots)
         static = cache_implementation == "static" or (
-            cache_implementation is None and decode.graphs_apply(self, idx.device) and not decode.static_reason(self.config))
+            cache_implementation is None and not decode.static_reason(self.config)
+            and (decode.graphs_apply(self, idx.device) or decode.compiled(self)))
         return self._steps(idx, max_new_tokens, dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                                      repetition_penalty=repetition_penalty, never=tuple(never)),
                            generator, use_cache, static and use_cache)

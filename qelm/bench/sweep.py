@@ -83,6 +83,7 @@ def _point(model: str, backend: str, mode: str, T: int, qubits: int | None, conf
             "repeats": settings.repeats, "warmup": settings.warmup, "gen_tokens": settings.gen_tokens,
             "device": settings.device, "seed": settings.seed, "lr": settings.lr,
             "threads": settings.threads, "budget_s": settings.max_seconds, "changes": changes,
+            "cuda_graphs": settings.cuda_graphs, "compile": settings.compile,
             "runtime": BackendSpec(backend, runtime.shots, runtime.options).to_table() if model == "qelm"
             else BackendSpec().to_table()}
     head = {"model": model, "backend": backend, "label": row_label(model, backend), "seq_len": T,
