@@ -127,6 +127,36 @@ def _generation(model, prompt, n: int, implementation: str):
     return run
 
 
+def _write(args: argparse.Namespace, argv: list[str] | None, device: str, rows: list[dict]) -> None:
+    if not args.out:
+        return
+    out = {
+        "schema": "qelm.launch/1",
+        "command": " ".join(["python", "benchmarks/launch.py"] + (argv if argv is not None else sys.argv[1:])),
+        "method": METHOD,
+        "config": QELMConfig().to_dict(),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version(), "load_average": os.getloadavg(),
+                    "gpu": torch.cuda.get_device_name() if device == "cuda" else None},
+        "rows": rows,
+    }
+    with open(args.out + ".part", "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(args.out + ".part", args.out)
+
+
+METHOD = ("median of timed calls in one process, after the first call (timed apart as first_call_s: compilation, "
+          "recording) and one more; each timing stops when one more run would pass max_seconds. eager: every "
+          "kernel launched from Python (generation and decode: the growing cache); static: the static cache's step, "
+          "eager; graphs: qelm.decode's recorded CUDA graphs (model.cuda_graphs); compiled: model.compile() "
+          "(inductor, default mode) and a compiled decode step; compiled+graphs: inference "
+          "model.compile(mode='reduce-overhead') (torch's own graphs), decode and generation the compiled step "
+          "recorded in qelm.decode's graph; decode: one token after a prompt of T - 1 read untimed (sampling "
+          "included in the static ways); generation: model.generate(prompt of T - gen_tokens, gen_tokens) with a "
+          "seeded generator; same_tokens: the tokens equal the first way's")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -150,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def record(row: dict) -> None:
         rows.append(row)
+        _write(args, argv, device, rows)  # after every row: a run stopped by a time limit keeps what it measured
         figure = f"{row['median_s'] * 1e3:9.3f} ms" if "median_s" in row else row.get("error", "")
         rate = f" {row['tokens_per_s']:10,.0f} tok/s" if "tokens_per_s" in row else ""
         print(f"{row['mode']:10s} T={row['seq_len']:5d} B={row['batch']:2d} {row['model']:4s} {row['way']:16s} "
@@ -159,12 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         config = QELMConfig(context_len=T)
         gen = torch.Generator(device).manual_seed(0)
         idx = torch.randint(0, config.vocab_size, (args.batch, T), generator=gen, device=device)
-        for name in args.models.split(","):
-            for mode in args.modes.split(","):
+        for mode in args.modes.split(","):  # both models per mode: a run stopped early has pairs to compare
+            for name in args.models.split(","):
                 batches = [int(b) for b in args.gen_batches.split(",")] if mode == "generation" else [args.batch]
                 for B in batches:
                     reference = None
-                    prompt = torch.randint(0, config.vocab_size, (B, T - args.gen_tokens),
+                    prompt = torch.randint(0, config.vocab_size, (B, max(1, T - args.gen_tokens)),
                                            generator=torch.Generator(device).manual_seed(B), device=device)
                     for way in ways:
                         if mode == "training" and "graphs" in way or mode in ("inference", "training") and way == "static":
@@ -191,28 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                             row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
                         record(row)
                         torch._dynamo.reset()
-    out = {
-        "schema": "qelm.launch/1",
-        "command": " ".join(["python", "benchmarks/launch.py"] + (argv if argv is not None else sys.argv[1:])),
-        "method": "median of timed calls in one process, after the first call (timed apart as first_call_s: "
-                  "compilation, recording) and one more; each timing stops when one more run would pass "
-                  "max_seconds. eager: every kernel launched from Python (generation and decode: the growing cache); static: the static cache's step, eager; graphs: qelm.decode's recorded CUDA "
-                  "graphs (model.cuda_graphs); compiled: model.compile() (inductor, default mode) and a compiled "
-                  "decode step; compiled+graphs: inference model.compile(mode='reduce-overhead') (torch's own "
-                  "graphs), decode and generation the compiled step recorded in qelm.decode's graph; decode: one token after a prompt of T - 1 read untimed (eager: the growing cache; "
-                  "else the static cache's step, sampling included); generation: model.generate(prompt of T - "
-                  "gen_tokens, gen_tokens) with a seeded generator, eager = the dynamic cache, other ways the "
-                  "static cache; same_tokens: the tokens equal the first way's",
-        "config": QELMConfig().to_dict(),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "python": platform.python_version(), "load_average": os.getloadavg(),
-                    "gpu": torch.cuda.get_device_name() if device == "cuda" else None},
-        "rows": rows,
-    }
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=1)
+    _write(args, argv, device, rows)
     return 0
 
 

@@ -17,6 +17,8 @@ only slower. Outputs are cloned, so a caller never sees its tensor change under 
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
 import weakref
 from collections import OrderedDict
@@ -98,10 +100,26 @@ class GraphPool:
         return sum(len(s) for s in self._slots.values())
 
 
+_recording = threading.local()  # on while record_graph warms up and captures
+
+
 def capturing(device: torch.device) -> bool:
-    """Whether a CUDA graph is being recorded on the current stream (then no op may read a tensor on the host,
-    and shapes must not depend on values: code takes its fixed-shape path)."""
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    """Whether a call on ``device`` is being recorded into a CUDA graph, its warm-up runs included: then no
+    op may read a tensor on the host and no shape may depend on values, so code takes its fixed-shape path
+    (the warm-up takes it too, so that what it builds lazily is what the recorded run uses)."""
+    if device.type != "cuda":
+        return False
+    return getattr(_recording, "on", False) or torch.cuda.is_current_stream_capturing()
+
+
+@contextlib.contextmanager
+def _recording_on():
+    held = getattr(_recording, "on", False)
+    _recording.on = True
+    try:
+        yield
+    finally:
+        _recording.on = held
 
 
 def record_graph(fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...],
@@ -109,17 +127,19 @@ def record_graph(fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ..
     """Record ``fn(*inputs)`` (no autograd) into a ``torch.cuda.CUDAGraph`` and return ``replay(*args)``: it
     copies ``args`` into the graph's static inputs, replays, and returns the graph's static output (the same
     tensor every time: a caller clones what it keeps). ``warmup`` eager runs on a side stream first fill the
-    caches a call builds lazily (plans, constants, cuBLAS workspaces), as torch's docs ask."""
+    caches a call builds lazily (plans, constants, cuBLAS workspaces), as torch's docs ask; they and the
+    recorded run see :func:`capturing` true."""
     static = tuple(t.clone() for t in inputs)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn(*static)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn(*static)
+    with _recording_on():
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                fn(*static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn(*static)
 
     def replay(*args: torch.Tensor) -> torch.Tensor:
         for buffer, a in zip(static, args, strict=True):

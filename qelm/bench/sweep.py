@@ -172,9 +172,11 @@ def _notes(config: QELMConfig, result: BenchResult) -> list[str]:
     notes = []
     if "generation" in result.settings["modes"]:
         notes.append("generation: gen_tokens new tokens after a prompt of T - gen_tokens tokens, with the KV cache "
-                     "(each new token runs its own circuits and attends to cached keys) and without it (each new "
-                     "token re-reads the window: no_cache_tokens_per_s); cache_same_tokens says whether the two "
-                     "gave the same tokens from the same seed.")
+                     "(each new token runs its own circuits and attends to cached keys; on CUDA with graphs a static "
+                     "cache and one recorded decode step per token, the growing cache eagerly in eager_tokens_per_s) "
+                     "and without it (each new token re-reads the window: no_cache_tokens_per_s); cache_same_tokens "
+                     "says whether the two gave the same tokens from the same seed, static_same_tokens whether the "
+                     "static cache gave the growing one's.")
     if config.attention == "fidelity":
         what = ("T(T+1)/2 swap-test circuits" if config.fidelity_method == "swap_test"
                 else "T state vectors and T^2 overlaps")

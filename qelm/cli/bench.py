@@ -158,13 +158,12 @@ def command_line(args: argparse.Namespace, prog: str) -> str:
     parts = [prog]
     for name in ("config", "backend") + _SETTING_FLAGS + ("quick", "json", "plot") + tuple(MODEL_FLAGS):
         value = getattr(args, name, None)
+        if name == "cuda_graphs" and value is False:
+            parts.append("--no-cuda-graphs")
+            continue
         if value is None or value is False or value == []:
             continue
         flag = {"batch": "--batch-size", "qubits": "--qubit-sweep"}.get(name, "--" + name.replace("_", "-"))
-        if name == "cuda_graphs":
-            if value is False:
-                parts.append("--no-cuda-graphs")
-            continue
         if value is True:
             parts.append(flag)
         elif name == "backend":
