@@ -29,7 +29,7 @@ import time
 import torch
 
 from qelm import QELM, ClassicalLM, QELMConfig
-from qelm.decode import Decoder
+from qelm.decode import Decoder, compile_model
 from qelm.model import KVCache
 
 WAYS = ("eager", "static", "graphs", "compiled", "compiled+graphs")
@@ -62,14 +62,12 @@ def _timed(fn, device: str, repeats: int, budget: float) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": len(times), "first_call_s": first}
 
 
-def _model(cls, config: QELMConfig, device: str, way: str, mode: str):
+def _model(cls, config: QELMConfig, device: str, way: str):
     torch.manual_seed(0)
     model = cls(config).to(device).eval()
     model.cuda_graphs = "graphs" in way
-    if way == "compiled+graphs" and mode == "inference":  # a compiled forward is recorded by torch itself
-        model.compile(mode="reduce-overhead")
-    elif way.startswith("compiled"):
-        model.compile()
+    if way.startswith("compiled"):
+        compile_model(model)
     return model
 
 
@@ -149,10 +147,9 @@ def _write(args: argparse.Namespace, argv: list[str] | None, device: str, rows: 
 METHOD = ("median of timed calls in one process, after the first call (timed apart as first_call_s: compilation, "
           "recording) and one more; each timing stops when one more run would pass max_seconds. eager: every "
           "kernel launched from Python (generation and decode: the growing cache); static: the static cache's step, "
-          "eager; graphs: qelm.decode's recorded CUDA graphs (model.cuda_graphs); compiled: model.compile() "
-          "(inductor, default mode) and a compiled decode step; compiled+graphs: inference "
-          "model.compile(mode='reduce-overhead') (torch's own graphs), decode and generation the compiled step "
-          "recorded in qelm.decode's graph; decode: one token after a prompt of T - 1 read untimed (sampling "
+          "eager; graphs: qelm.decode's recorded CUDA graphs (model.cuda_graphs); compiled: torch.compile "
+          "(inductor, default mode: qelm.decode.compile_model, the cache-free forward and the decode step); "
+          "compiled+graphs: those compiled functions recorded in qelm.decode's graphs; decode: one token after a prompt of T - 1 read untimed (sampling "
           "included in the static ways); generation: model.generate(prompt of T - gen_tokens, gen_tokens) with a "
           "seeded generator; same_tokens: the tokens equal the first way's")
 
@@ -202,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                             continue  # training replays the backend's own graphs in every way; no cache to be static
                         row = {"mode": mode, "seq_len": T, "batch": B, "model": name, "way": way}
                         try:
-                            model = _model(classes[name], config, device, way, mode)
+                            model = _model(classes[name], config, device, way)
                             if mode == "inference":
                                 fn = _inference(model, idx)
                             elif mode == "training":

@@ -38,7 +38,7 @@ from .sampling import draw, greedy, next_probs, penalized
 from .static_cache import StaticCache
 
 __all__ = ["graphs_apply", "graphed_logits", "static_reason", "Decoder", "decoder_for", "CACHE_IMPLEMENTATIONS",
-           "compile_model", "compile_refusal", "COMPILABLE"]
+           "compile_model", "compile_refusal", "compiled", "logits_function", "COMPILABLE"]
 
 #: the backends ``torch.compile`` traces through (pure torch); any other is a boundary the compiler stops at
 COMPILABLE = ("qelm.fused",)
@@ -91,15 +91,28 @@ def graphs_apply(model: Any, device: torch.device) -> bool:
 
 
 def graphed_logits(model: Any, idx: torch.Tensor) -> torch.Tensor:
-    """``model._logits(idx)`` (B, T, vocab) from the graph recorded for this shape (recorded on first use)."""
-    key = ("forward", tuple(idx.shape), idx.device, torch.is_inference_mode_enabled(), _weights_key(model))
-    return _replays(model)(key, lambda i: model._logits(i, None), idx)
+    """``model._logits(idx)`` (B, T, vocab) from the graph recorded for this shape (recorded on first use; the
+    compiled function where :func:`compile_model` made one, so the graph replays its fused kernels)."""
+    key = ("forward", tuple(idx.shape), idx.device, torch.is_inference_mode_enabled(), compiled(model) is not None,
+           _weights_key(model))
+    run = logits_function(model)
+    return _replays(model)(key, lambda i: run(i, None), idx)
+
+
+def logits_function(model: Any) -> Any:
+    """What a cache-free forward runs: ``model._logits``, or its compiled form after :func:`compile_model`."""
+    return compiled(model) or model._logits
 
 
 def compile_model(model: Any, **options: Any) -> Any:
-    """``torch.compile`` ``model`` in place (``model.compile(**options)``: every call of it) and the decode
-    step its ``generate`` replays; refused for circuits on a backend the compiler cannot trace (it would stop
-    at every circuit call, compiling the glue between them only).
+    """``torch.compile`` (``options`` are its) what ``model`` computes: its cache-free forward (inference and
+    training) and the decode step its ``generate`` runs on a static cache; on CUDA the recorded graphs then
+    replay the compiled kernels. Calls with a growing cache (a prompt's pass) stay eager: their shapes change
+    every call. Refused for circuits on a backend the compiler cannot trace (it would stop at every circuit
+    call and compile only the glue between them).
+
+    Returns:
+        The model (compiled in place).
 
     Raises:
         ConfigError: the model's backend is not one of :data:`COMPILABLE`.
@@ -107,19 +120,20 @@ def compile_model(model: Any, **options: Any) -> Any:
     backend = model.backend
     if backend is not None and not backend.traceable:
         raise ConfigError(compile_refusal(backend.name))
-    model.compile(**options)
+    model.__dict__["_compiled"] = _Kept(logits=torch.compile(model._logits, **options), options=options)
     return model
+
+
+def compiled(model: Any) -> Any:
+    """The compiled forward :func:`compile_model` made, or None (its decode step is compiled alike)."""
+    held = model.__dict__.get("_compiled")
+    return held.get("logits") if held else None
 
 
 def compile_refusal(backend: str) -> str:
     """The one line that refuses ``--compile`` for circuits on ``backend``, naming the backends that compile."""
     return (f"--compile needs circuits torch.compile can trace: backend {' or '.join(COMPILABLE)} (or a model "
             f"without circuits), not {backend!r}")
-
-
-def compiled(model: Any) -> bool:
-    """Whether ``model.compile()`` was called (its decode step is then compiled too)."""
-    return getattr(model, "_compiled_call_impl", None) is not None
 
 
 def static_reason(config: Any) -> str | None:
@@ -226,7 +240,7 @@ def decoder_for(model: Any, batch: int, device: torch.device, sampling: dict) ->
     """A :class:`Decoder` of ``model`` for these settings: the one kept from an earlier call where the
     settings and weights match (its graph is reused: recording costs more than a short generation), else a
     new one, recorded where graphs apply. Two are kept."""
-    graphs, compile_step = graphs_apply(model, device), compiled(model)
+    graphs, compile_step = graphs_apply(model, device), compiled(model) is not None
     key = (batch, device, tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in sampling.items())),
            graphs, compile_step, torch.is_inference_mode_enabled(), _weights_key(model))
     kept = model.__dict__.setdefault("_decoders", _Kept())

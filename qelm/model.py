@@ -228,6 +228,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         with limited(self.cpu_threads, idx.device) as mark:  # forward and backward on cpu_threads threads
             if cache is None and decode.graphs_apply(self, idx.device):  # no grad, CUDA: a recorded graph
                 logits = decode.graphed_logits(self, idx)
+            elif cache is None:
+                logits = mark(decode.logits_function(self)(idx, None))  # (B, T, vocab); compiled if it was
             else:
                 logits = mark(self._logits(idx, cache))  # (B, T, vocab)
             loss = None
@@ -483,19 +485,19 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[1] == 0:
             got = f"shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
             raise DataError(f"generate continues (batch, seq) token ids with seq >= 1, got {got}")
-        # None: static where a decode step is recorded (CUDA graphs) or compiled (fixed shapes: the growing
-        # cache would recompile every step); dynamic elsewhere, where it costs less (no masked slots)
-        static = cache_implementation == "static" or (
-            cache_implementation is None and not decode.static_reason(self.config)
-            and (decode.graphs_apply(self, idx.device) or decode.compiled(self)))
         return self._steps(idx, max_new_tokens, dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                                      repetition_penalty=repetition_penalty, never=tuple(never)),
-                           generator, use_cache, static and use_cache)
+                           generator, use_cache, cache_implementation)
 
     @torch.no_grad()
     def _steps(self, idx: torch.Tensor, max_new_tokens: int, sampling: dict, generator: torch.Generator | None,
-               use_cache: bool, static: bool = False) -> Generator[torch.Tensor, None, None]:
+               use_cache: bool, cache_implementation: str | None = None) -> Generator[torch.Tensor, None, None]:
         C = self.config.context_len
+        # None: static where a decode step is recorded (CUDA graphs) or compiled (fixed shapes: the growing
+        # cache would recompile every step); dynamic elsewhere, where it costs less (no masked slots)
+        static = use_cache and (cache_implementation == "static" or (
+            cache_implementation is None and not decode.static_reason(self.config)
+            and (decode.graphs_apply(self, idx.device) or decode.compiled(self) is not None)))
         cache = None
         decoder = None  # static: the decode steps after the prompt, while the window has room (qelm.decode)
         for step in range(max_new_tokens):  # autoregressive: each step depends on the previous token

@@ -61,8 +61,9 @@ class GraphPool:
     @staticmethod
     def applies(*tensors: torch.Tensor) -> bool:
         """Graphs are recorded for CUDA calls that will be differentiated (training steps)."""
-        return (all(t.is_cuda for t in tensors) and any(t.requires_grad for t in tensors)
-                and torch.is_grad_enabled() and not torch.cuda.is_current_stream_capturing())
+        return (not torch.compiler.is_compiling() and all(t.is_cuda for t in tensors)
+                and any(t.requires_grad for t in tensors) and torch.is_grad_enabled()
+                and not torch.cuda.is_current_stream_capturing())
 
     def __call__(self, key: Hashable, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
         key = (key,) + tuple((tuple(t.shape), t.dtype, t.device, t.requires_grad) for t in tensors)
@@ -107,7 +108,7 @@ def capturing(device: torch.device) -> bool:
     """Whether a call on ``device`` is being recorded into a CUDA graph, its warm-up runs included: then no
     op may read a tensor on the host and no shape may depend on values, so code takes its fixed-shape path
     (the warm-up takes it too, so that what it builds lazily is what the recorded run uses)."""
-    if device.type != "cuda":
+    if device.type != "cuda" or torch.compiler.is_compiling():  # the compiler traces fixed shapes itself
         return False
     return getattr(_recording, "on", False) or torch.cuda.is_current_stream_capturing()
 

@@ -44,7 +44,7 @@ class BenchSettings:
     # replay recorded CUDA graphs in inference and generation on CUDA (model.cuda_graphs, qelm.decode); the
     # eager time is measured beside it (eager_*); no effect on the CPU
     cuda_graphs: bool = True
-    compile: bool = False  # torch.compile the model (model.compile()) and the decode step
+    compile: bool = False  # torch.compile the forward and the decode step (qelm.decode.compile_model)
 
     @classmethod
     def quick(cls, **changes: Any) -> BenchSettings:
