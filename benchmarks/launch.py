@@ -105,7 +105,7 @@ def _decode(model, idx, way: str):
         return dynamic
     decoder = Decoder(model, idx.shape[0], idx.device, dict(temperature=1.0, top_k=None, top_p=None, min_p=None,
                                                             repetition_penalty=1.0), graphs="graphs" in way,
-                      compiled=way.startswith("compiled"))
+                      compiled={} if way.startswith("compiled") else None)
     decoder.load(kv.blocks, kv.length, idx, last)
     decoder.record()
     decoder.load(kv.blocks, kv.length, idx, last)

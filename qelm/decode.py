@@ -130,6 +130,12 @@ def compiled(model: Any) -> Any:
     return held.get("logits") if held else None
 
 
+def _compile_options(model: Any) -> dict | None:
+    """The options :func:`compile_model` was given (None: not compiled)."""
+    held = model.__dict__.get("_compiled")
+    return dict(held["options"]) if held else None
+
+
 def compile_refusal(backend: str) -> str:
     """The one line that refuses ``--compile`` for circuits on ``backend``, naming the backends that compile."""
     return (f"--compile needs circuits torch.compile can trace: backend {' or '.join(COMPILABLE)} (or a model "
@@ -169,11 +175,12 @@ class Decoder:
         sampling: ``temperature``, ``top_k``, ``top_p``, ``min_p``, ``repetition_penalty``, ``never`` (as
             :func:`qelm.sampling.sample_next` takes them).
         graphs: record the step in a CUDA graph and replay it.
-        compiled: run the step through ``torch.compile`` (fewer, fused kernels; recorded as well on CUDA).
+        compiled: run the step through ``torch.compile`` with these options (fewer, fused kernels; recorded
+            as well on CUDA); None: eager.
     """
 
     def __init__(self, model: Any, batch: int, device: torch.device, sampling: dict, graphs: bool,
-                 compiled: bool = False) -> None:
+                 compiled: dict | None = None) -> None:
         self.model, self.graphs = model, graphs
         self.sampling = {k: v for k, v in sampling.items() if k not in ("never", "repetition_penalty")}
         self.penalty = sampling.get("repetition_penalty", 1.0)
@@ -184,7 +191,7 @@ class Decoder:
         self.present = torch.zeros(batch, V, dtype=torch.bool, device=device) if self.penalty != 1.0 else None
         self.noise = torch.empty(batch, V, device=device) if self.sampling["temperature"] > 0 else None
         self.length = 0  # the tokens the cache holds, on the host: no read of ``cache.position``
-        self._run = torch.compile(self._step) if compiled else self._step
+        self._run = torch.compile(self._step, **compiled) if compiled is not None else self._step
         self._replay: Any = None  # the recorded step (record)
 
     def load(self, blocks: list[dict], length: int, seen: torch.Tensor, token: torch.Tensor) -> None:
@@ -240,13 +247,13 @@ def decoder_for(model: Any, batch: int, device: torch.device, sampling: dict) ->
     """A :class:`Decoder` of ``model`` for these settings: the one kept from an earlier call where the
     settings and weights match (its graph is reused: recording costs more than a short generation), else a
     new one, recorded where graphs apply. Two are kept."""
-    graphs, compile_step = graphs_apply(model, device), compiled(model) is not None
+    graphs, options = graphs_apply(model, device), _compile_options(model)
     key = (batch, device, tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in sampling.items())),
-           graphs, compile_step, torch.is_inference_mode_enabled(), _weights_key(model))
+           graphs, repr(options), torch.is_inference_mode_enabled(), _weights_key(model))
     kept = model.__dict__.setdefault("_decoders", _Kept())
     decoder = kept.get(key)
     if decoder is None:
-        decoder = Decoder(model, batch, device, sampling, graphs, compile_step)
+        decoder = Decoder(model, batch, device, sampling, graphs, options)
         kept[key] = decoder
         while len(kept) > 2:
             kept.popitem(last=False)

@@ -246,3 +246,62 @@ def test_cuda_graphed_generation_with_the_default_generator():
     got = model.generate(idx, 16)
     torch.manual_seed(7)
     assert torch.equal(got, model.generate(idx, 16, cache_implementation="dynamic"))
+
+
+@pytest.mark.parametrize("cls", [QELM, ClassicalLM])
+def test_compile_model_gives_the_same_logits_and_tokens(cls):
+    import torch._dynamo as dynamo
+
+    torch.manual_seed(0)
+    model = cls(_config()).eval()
+    idx = torch.randint(0, 16, (3, 4))
+    with torch.no_grad():
+        want_logits = model(idx)[0]
+    want = model.generate(idx, 12, generator=torch.Generator().manual_seed(1), cache_implementation="dynamic")
+    decode.compile_model(model, backend="eager")  # dynamo's graphs run eagerly: fast to build
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx)[0], want_logits)
+    assert torch.equal(model.generate(idx, 12, generator=torch.Generator().manual_seed(1)), want)  # static: compiled
+    assert any(d._run is not d._step for d in model._decoders.values())
+    _, loss = model(idx, targets=idx)  # training through the compiled forward
+    loss.backward()
+    dynamo.reset()
+
+
+def test_the_decode_step_traces_in_one_graph():
+    """Compiled, the whole step (model and sampling) is one graph: nothing in it reads a tensor on the host."""
+    import torch._dynamo as dynamo
+
+    torch.manual_seed(0)
+    model = QELM(_config()).eval()
+    idx = torch.randint(0, 16, (2, 4))
+    with torch.no_grad():
+        kv = KVCache(len(model.blocks))
+        model(idx, cache=kv)
+        sampling = dict(temperature=0.8, top_k=5, top_p=0.9, min_p=0.05, repetition_penalty=1.2, never=(3,))
+        decoder = decode.Decoder(model, 2, idx.device, sampling, graphs=False)
+        decoder.load(kv.blocks, kv.length, idx, idx[:, -1:])
+        decoder.noise.exponential_(1)
+        explained = dynamo.explain(decoder._step)()
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    dynamo.reset()
+
+
+def test_compile_is_refused_in_one_line_for_a_backend_it_cannot_trace():
+    from qelm.backends import BackendSpec
+
+    with pytest.raises(ConfigError, match=r"--compile needs circuits torch.compile can trace: backend qelm.fused"):
+        decode.compile_model(QELM(_config(), BackendSpec("default.qubit")))
+    assert decode.compile_model(ClassicalLM(_config())) is not None  # no circuits: compiles
+
+
+def test_generate_compile_on_a_backend_that_cannot_be_compiled_is_one_line(cli, tmp_path):
+    from qelm.checkpoint import save_checkpoint
+    from qelm.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer.from_text("abcdefgh ")
+    model = QELM(_config().replace(vocab_size=tokenizer.vocab_size))
+    save_checkpoint(tmp_path / "ck", model, tokenizer)
+    for command in (["generate", "--checkpoint", tmp_path / "ck", "--prompt", "ab"], ["chat", tmp_path / "ck"]):
+        line = cli.error(*command, "--compile", "--backend", "default.qubit", "--max-new-tokens", "2")
+        assert "--compile needs circuits torch.compile can trace: backend qelm.fused" in line
