@@ -70,7 +70,7 @@ def next_probs(logits: torch.Tensor, temperature: float, top_k: int | None, top_
     shifted = ((base - base.max(dim=-1, keepdim=True).values) / temperature).float()
     logits = torch.where(torch.isfinite(scaled).all(), scaled, shifted)
     if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]  # (B, 1); a slice, no index tensor
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
         ordered, order = logits.sort(dim=-1, descending=True)  # (B, V)

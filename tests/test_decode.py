@@ -305,3 +305,50 @@ def test_generate_compile_on_a_backend_that_cannot_be_compiled_is_one_line(cli, 
     for command in (["generate", "--checkpoint", tmp_path / "ck", "--prompt", "ab"], ["chat", tmp_path / "ck"]):
         line = cli.error(*command, "--compile", "--backend", "default.qubit", "--max-new-tokens", "2")
         assert "--compile needs circuits torch.compile can trace: backend qelm.fused" in line
+
+
+#: ops that read a tensor on the host, make one from Python data or give a value-dependent shape: none of them
+#: may run inside a recorded CUDA graph
+HOST_OPS = ("_local_scalar_dense", "lift_fresh", "equal", "is_nonzero", "nonzero", "_unique", "unique", "masked_select")
+
+
+def _ops(fn) -> list[str]:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Record() as record:
+        fn()
+    return record.names
+
+
+@pytest.mark.parametrize("slots", SLOTS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "default")
+def test_what_is_recorded_never_reads_the_host(slots, monkeypatch):
+    """The recorded forward and the decode step, on their fixed-shape path (what ``capturing()`` selects while
+    a graph records), issue no op that would sync with the host or change shape with values."""
+    import qelm.backends.fused as fused
+    import qelm.layers as layers
+
+    torch.manual_seed(0)
+    model = QELM(_config(**slots)).eval()
+    idx = torch.randint(0, 16, (2, 4))
+    sampling = dict(temperature=0.8, top_k=5, top_p=0.9, min_p=0.05, repetition_penalty=1.2, never=(3,))
+    with torch.no_grad():
+        kv = KVCache(len(model.blocks))
+        model(idx, cache=kv)
+        model(idx)  # plans and constants built, as a recorder's warm-up builds them
+        decoder = decode.Decoder(model, 2, idx.device, sampling, graphs=False)
+        decoder.load(kv.blocks, kv.length, idx, idx[:, -1:])
+        decoder.noise.exponential_(1)
+        monkeypatch.setattr(layers, "capturing", lambda device: True)
+        monkeypatch.setattr(fused, "capturing", lambda device: True)
+        names = _ops(lambda: model._logits(idx, None)) + _ops(decoder._step)
+    bad = sorted({n for n in names if any(n.startswith(h) for h in HOST_OPS)})
+    assert not bad, bad
