@@ -10,6 +10,7 @@ import os
 import time
 
 import pytest
+import torch
 
 from qelm.backends import BackendSpec
 
@@ -246,3 +247,21 @@ def test_cli_records_the_graph_and_compile_flags(tiny, cli, monkeypatch):
     assert code == 0, err
     assert seen["settings"].cuda_graphs is False and seen["settings"].compile is True
     assert "--no-cuda-graphs" in out and "--compile" in out
+
+
+@pytest.mark.parametrize("model, mode", [("qelm", "inference"), ("qelm", "generation"), ("twin", "generation")])
+def test_a_graphed_measurement_times_the_eager_calls_beside_it(tiny, model, mode, monkeypatch):
+    """The CUDA branch, run on the CPU: graphs 'apply' (eagerly here) and the eager figures come beside them."""
+    import qelm.bench.worker as worker
+    import qelm.decode as decode
+
+    monkeypatch.setattr(worker, "_graphed", lambda spec: spec["mode"] != "training")
+    monkeypatch.setattr(decode, "graphs_apply", lambda m, device: m.cuda_graphs and not torch.is_grad_enabled())
+    spec = {"model": model, "mode": mode, "batch": 2, "repeats": 2, "warmup": 1, "gen_tokens": 3, "device": "cpu",
+            "seed": 0, "lr": 1e-3, "config": tiny.to_dict(), "runtime": BackendSpec().to_table()}
+    row = worker.measure(spec)
+    assert row["cuda_graphs"] is True and row["eager_median_s"] > 0 and row["eager_tokens_per_s"] > 0
+    if mode == "inference":
+        assert 0 < row["circuit_time_fraction"] <= 1  # from the eager runs: a clock would stop the graphs
+    else:
+        assert row["static_same_tokens"] is True and row["cache_same_tokens"] is True

@@ -222,6 +222,11 @@ def _timed_runs(spec: dict[str, Any], step, warm, clock: _CircuitClock | None) -
     return times, memory
 
 
+def _graphed(spec: dict[str, Any]) -> bool:
+    """Whether the measurement replays recorded CUDA graphs (inference and generation on CUDA, unless off)."""
+    return spec["device"] == "cuda" and spec.get("cuda_graphs", True) and spec["mode"] != "training"
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement described by ``spec`` (keys: ``config`` (a QELMConfig dict), ``model``
     ("qelm" or "twin"), ``mode``, ``batch``, ``repeats``, ``warmup``, ``gen_tokens``, ``device``, ``seed``,
@@ -235,7 +240,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     backend = model.backend if spec["model"] == "qelm" else None
     # recorded graphs replay where they apply; a clock on the circuit calls would stop them (it reads the time
     # per call), so with graphs the circuit share comes from the eager runs measured beside them
-    graphed = spec["device"] == "cuda" and spec.get("cuda_graphs", True) and spec["mode"] != "training"
+    graphed = _graphed(spec)
     clocked = backend is not None and spec["mode"] == "inference"
     clock = _CircuitClock(backend, spec["device"]) if clocked and not graphed else None
     times, memory = _timed_runs(spec, step, warm, clock)
