@@ -12,7 +12,7 @@ records the whole model, which also covers the classical layers between the circ
   (``model.cuda_graphs``): the logits are those of the eager call, and a call that needs gradients, runs on
   the CPU, holds a cache, keeps attention maps for a plot or is observed by a benchmark's clock runs eagerly.
 * **Generation** (:class:`Decoder`): after the prompt's eager pass (today's code, with the dynamic cache),
-  its keys and values are copied into a :class:`~qelm.static_cache.StaticCache`, and each new token is one
+  its keys and values are copied into a :class:`~qelm.kv_cache.StaticCache`, and each new token is one
   call of the same function (the token's circuits, attention against the static cache under a mask, the
   feed-forward, the logits and the sampling), recorded once and replayed per token. Nothing is read on the
   host per token: sampling draws with :func:`qelm.sampling.draw`, whose noise is drawn from the caller's
@@ -28,16 +28,17 @@ eagerly (no graphs), which is how the tests hold it to the dynamic cache's token
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Generator
 from typing import Any
 
 import torch
 
 from .backends.cuda_graph import Replays, capturing
 from .errors import ConfigError
-from .sampling import draw, greedy, next_probs, penalized
-from .static_cache import StaticCache
+from .kv_cache import KVCache, StaticCache
+from .sampling import draw, greedy, next_probs, penalized, sample_next
 
-__all__ = ["graphs_apply", "graphed_logits", "static_reason", "Decoder", "decoder_for", "CACHE_IMPLEMENTATIONS",
+__all__ = ["steps", "graphs_apply", "graphed_logits", "static_reason", "Decoder", "decoder_for", "CACHE_IMPLEMENTATIONS",
            "compile_model", "compile_refusal", "compiled", "logits_function", "COMPILABLE"]
 
 #: the backends ``torch.compile`` traces through (pure torch); any other is a boundary the compiler stops at
@@ -259,3 +260,42 @@ def decoder_for(model: Any, batch: int, device: torch.device, sampling: dict) ->
             kept.popitem(last=False)
     kept.move_to_end(key)
     return decoder
+
+
+@torch.no_grad()
+def steps(model: Any, idx: torch.Tensor, max_new_tokens: int, sampling: dict, generator: torch.Generator | None,
+          use_cache: bool, cache_implementation: str | None = None) -> Generator[torch.Tensor, None, None]:
+    """The one sampling loop (``QELM.stream`` and ``generate`` run it): yields each step's new tokens (B, 1).
+
+    The prompt's pass runs on the growing :class:`KVCache`; then, where the cache is static, a
+    :class:`Decoder` takes over its keys and values and draws each token by one (replayed) step while the
+    window has room; once the sequence reaches ``context_len`` the window slides and every step re-reads it
+    (positions are absolute), as without the cache. ``cache_implementation`` None: static where a decode
+    step is recorded (CUDA graphs) or compiled (fixed shapes: a growing cache would recompile every step);
+    dynamic elsewhere, where it costs less (no masked slots)."""
+    C = model.config.context_len
+    static = use_cache and (cache_implementation == "static" or (
+        cache_implementation is None and not static_reason(model.config)
+        and (graphs_apply(model, idx.device) or compiled(model) is not None)))
+    cache = None
+    decoder = None  # static: the decode steps after the prompt, while the window has room
+    for step in range(max_new_tokens):  # autoregressive: each step depends on the previous token
+        if decoder is not None and decoder.ready():
+            nxt = decoder.step(generator)  # (B, 1), replayed where recorded
+        else:
+            if not use_cache:
+                logits, _ = model(idx[:, -C:])
+            elif decoder is not None or cache is None or cache.length >= C:  # start, or the window slid
+                cache = KVCache(len(model.blocks))
+                logits, _ = model(idx[:, -C:], cache=cache)
+            else:
+                logits, _ = model(idx[:, -1:], cache=cache)
+            nxt = sample_next(logits[:, -1, :], idx, generator=generator, **sampling)  # (B, 1)
+            if static and decoder is None and cache is not None and cache.length < C and step + 1 < max_new_tokens:
+                decoder = decoder_for(model, idx.shape[0], idx.device, sampling)
+                decoder.load(cache.blocks, cache.length, idx, nxt)  # allocates the buffers
+                decoder.record()  # on a scratch state, where graphs apply
+                decoder.load(cache.blocks, cache.length, torch.cat([idx, nxt], dim=1), nxt)
+                cache = None
+        idx = torch.cat([idx, nxt], dim=1)
+        yield nxt

@@ -21,7 +21,7 @@ from .backends.spec import DEFAULT_BACKEND
 from .circuits import Circuit, build_circuit, z_signs
 from .config import QELMConfig
 from .errors import ConfigError
-from .static_cache import StaticBlock
+from .kv_cache import StaticBlock
 
 __all__ = ["QuantumLayer", "QuantumEmbedding", "QuantumAttentionHead", "QuantumMultiHeadAttention", "QuantumFeedForward"]
 

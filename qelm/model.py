@@ -29,21 +29,12 @@ from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumM
 from .model_contents import check_weights, read_config, read_weights
 from .model_files import CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, snapshot, write_pretrained
 from .pretrained_source import local_folder_or_repo_id
-from .sampling import check_sampling, sample_next
-from .static_cache import StaticBlock, StaticCache
+from .sampling import check_sampling
+from .kv_cache import KVCache, StaticBlock, StaticCache
 from .version import URL
 
 __all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache", "model_kind",
            "load_model"]
-
-
-class KVCache:
-    """What generation keeps between steps: per block, the attention's keys and values (for quantum
-    attention: q/k/v features, fidelity states or swap-test inputs) of every token seen, and how many."""
-
-    def __init__(self, n_blocks: int) -> None:
-        self.blocks: list[dict] = [{} for _ in range(n_blocks)]
-        self.length = 0
 
 
 class ClassicalEmbedding(nn.Module):
@@ -485,41 +476,10 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[1] == 0:
             got = f"shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
             raise DataError(f"generate continues (batch, seq) token ids with seq >= 1, got {got}")
-        return self._steps(idx, max_new_tokens, dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                                     repetition_penalty=repetition_penalty, never=tuple(never)),
-                           generator, use_cache, cache_implementation)
-
-    @torch.no_grad()
-    def _steps(self, idx: torch.Tensor, max_new_tokens: int, sampling: dict, generator: torch.Generator | None,
-               use_cache: bool, cache_implementation: str | None = None) -> Generator[torch.Tensor, None, None]:
-        C = self.config.context_len
-        # None: static where a decode step is recorded (CUDA graphs) or compiled (fixed shapes: the growing
-        # cache would recompile every step); dynamic elsewhere, where it costs less (no masked slots)
-        static = use_cache and (cache_implementation == "static" or (
-            cache_implementation is None and not decode.static_reason(self.config)
-            and (decode.graphs_apply(self, idx.device) or decode.compiled(self) is not None)))
-        cache = None
-        decoder = None  # static: the decode steps after the prompt, while the window has room (qelm.decode)
-        for step in range(max_new_tokens):  # autoregressive: each step depends on the previous token
-            if decoder is not None and decoder.ready():
-                nxt = decoder.step(generator)  # (B, 1), replayed where recorded
-            else:
-                if not use_cache:
-                    logits, _ = self(idx[:, -C:])
-                elif decoder is not None or cache is None or cache.length >= C:  # start, or the window slid
-                    cache = KVCache(len(self.blocks))
-                    logits, _ = self(idx[:, -C:], cache=cache)
-                else:
-                    logits, _ = self(idx[:, -1:], cache=cache)
-                nxt = sample_next(logits[:, -1, :], idx, generator=generator, **sampling)  # (B, 1)
-                if static and decoder is None and cache is not None and cache.length < C and step + 1 < max_new_tokens:
-                    decoder = decode.decoder_for(self, idx.shape[0], idx.device, sampling)
-                    decoder.load(cache.blocks, cache.length, idx, nxt)  # allocates the buffers
-                    decoder.record()  # on a scratch state, where graphs apply
-                    decoder.load(cache.blocks, cache.length, torch.cat([idx, nxt], dim=1), nxt)
-                    cache = None
-            idx = torch.cat([idx, nxt], dim=1)
-            yield nxt
+        return decode.steps(self, idx, max_new_tokens, dict(temperature=temperature, top_k=top_k, top_p=top_p,
+                                                            min_p=min_p, repetition_penalty=repetition_penalty,
+                                                            never=tuple(never)),
+                            generator, use_cache, cache_implementation)
 
 
 class ClassicalLM(QELM):

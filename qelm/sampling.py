@@ -1,6 +1,6 @@
 """Sampling the next token, as Hugging Face's ``generate`` does: the repetition penalty, temperature, top-k,
 top-p and min-p (:func:`sample_next`), and the check of those settings (:func:`check_sampling`). The one
-sampling loop that uses them is ``QELM.stream`` (:mod:`qelm.model`). Its parts (:func:`penalized`,
+sampling loop that uses them is :func:`qelm.decode.steps` (``QELM.stream`` and ``generate`` run it). Its parts (:func:`penalized`,
 :func:`next_probs`, :func:`greedy`, :func:`draw`) are device operations only, so the recorded decode step of
 :mod:`qelm.decode` samples on the GPU with them and draws the same tokens as :func:`sample_next`.
 """

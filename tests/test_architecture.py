@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("circuits", ("qelm.circuits",)),
     ("backends", ("qelm.backends",)),
     ("config", ("qelm.config",)),
-    ("layers", ("qelm.static_cache", "qelm.layers")),
+    ("layers", ("qelm.kv_cache", "qelm.layers")),
     ("model files", ("qelm.model_files", "qelm.model_contents", "qelm.sampling")),
     ("models", ("qelm.decode", "qelm.model", "qelm.quixer", "qelm.baselines")),
     ("checkpoints and use", ("qelm.checkpoint", "qelm.evaluate", "qelm.chat")),

@@ -15,7 +15,7 @@ from qelm.backends.cuda_graph import Replays
 from qelm.errors import ConfigError
 from qelm.model import KVCache
 from qelm.sampling import draw, next_probs
-from qelm.static_cache import StaticCache
+from qelm.kv_cache import StaticCache
 
 SLOTS = [dict(), dict(embedding_circuit="polar"), dict(attention="fidelity"),
          dict(embedding="classical", attention="classical", feed_forward="classical")]

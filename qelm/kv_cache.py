@@ -1,7 +1,8 @@
-"""A KV cache of fixed shapes for generation: buffers of ``context_len`` tokens allocated once, the number of
-tokens held a tensor on the device (as gpt-fast's and Hugging Face's ``StaticCache`` keep it).
+"""What generation keeps between steps: the growing :class:`KVCache`, and the :class:`StaticCache` of fixed
+shapes (buffers of ``context_len`` tokens allocated once, the number of tokens held a tensor on the device,
+as gpt-fast's and Hugging Face's ``StaticCache`` keep it).
 
-The dynamic :class:`qelm.model.KVCache` grows by concatenation, so every step has new shapes and its length
+The :class:`KVCache` grows by concatenation, so every step has new shapes and its length
 is a Python int: each step costs fresh allocations and launches, and nothing can be recorded. Here a new
 token's keys and values are written in place at ``position`` and attention reads all ``context_len`` slots
 under a mask (slot ``j`` is visible to the query at ``position + i`` when ``j <= position + i``), so one decode
@@ -17,7 +18,16 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["StaticCache", "StaticBlock"]
+__all__ = ["KVCache", "StaticCache", "StaticBlock"]
+
+
+class KVCache:
+    """What generation keeps between steps: per block, the attention's keys and values (for quantum
+    attention: q/k/v features, fidelity states or swap-test inputs) of every token seen, and how many."""
+
+    def __init__(self, n_blocks: int) -> None:
+        self.blocks: list[dict] = [{} for _ in range(n_blocks)]
+        self.length = 0
 
 
 def _token_axis(key: str) -> int:
