@@ -198,7 +198,7 @@ class Decoder:
     def load(self, blocks: list[dict], length: int, seen: torch.Tensor, token: torch.Tensor) -> None:
         """Start from a dynamic cache (``blocks``, ``length``), the tokens ``seen`` so far (B, T) (for the
         repetition penalty) and the last token drawn ``token`` (B, 1), which the next step reads."""
-        self.cache.load(blocks, length)
+        self.cache.load(blocks, length, self.model.embedding.table())  # the weights are fixed from here on
         self.length = length
         self.token.copy_(token)
         if self.present is not None:

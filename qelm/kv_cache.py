@@ -103,13 +103,22 @@ class StaticCache:
         self.context_len = context_len
         self.position = torch.zeros((), dtype=torch.long, device=device)
         self.blocks = [StaticBlock(self) for _ in range(n_blocks)]
+        #: the embedding circuit's features of every token, where they do not depend on the position
+        #: (``QuantumEmbedding.table``): computed once per generation, read by each step; None: none
+        self.embedding: torch.Tensor | None = None
 
     def advance(self, T: int) -> None:
         """``T`` tokens were written: the next call writes after them (in place: a recorded step keeps it)."""
         self.position.add_(T)
 
-    def load(self, blocks: list[dict], length: int) -> None:
-        """Take over a dynamic cache (its ``blocks`` and ``length``): the prompt's keys and values."""
+    def load(self, blocks: list[dict], length: int, embedding: torch.Tensor | None = None) -> None:
+        """Take over a dynamic cache (its ``blocks`` and ``length``): the prompt's keys and values, and the
+        embedding's table (copied into the buffer a recorded step reads)."""
         for mine, held in zip(self.blocks, blocks, strict=True):
             mine.load(held)
         self.position.fill_(length)
+        if embedding is not None:
+            if self.embedding is None:
+                self.embedding = embedding.clone()
+            else:
+                self.embedding.copy_(embedding)

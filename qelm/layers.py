@@ -87,13 +87,24 @@ class QuantumEmbedding(QuantumLayer):
         self.expand = nn.Linear(c.n_outputs, config.d_model)
         self.position = None if c.name == "polar" else nn.Embedding(config.context_len, config.d_model)
 
-    def forward(self, idx: torch.Tensor, start: int | torch.Tensor = 0) -> torch.Tensor:  # (B, T) -> (B, T, d_model)
+    def table(self) -> torch.Tensor | None:
+        """The circuit's features of every token ``(vocab_size, n_outputs)``, where they do not depend on the
+        position (``angle``, ``amplitude``; None for ``polar``): what the fixed-shape path computes per call,
+        computed once by a decode loop while the weights stay fixed, so a decode step runs no embedding
+        circuit."""
+        if self.circuit.name == "polar":
+            return None
+        return self.run(self.circuit, self.token_inputs, self.weights)  # (V, n)
+
+    def forward(self, idx: torch.Tensor, start: int | torch.Tensor = 0,
+                table: torch.Tensor | None = None) -> torch.Tensor:  # (B, T) -> (B, T, d_model)
         """Embed token ids.
 
         Args:
             idx: token ids ``(B, T)``.
             start: the position of ``idx[:, 0]`` (non-zero when generating with a KV cache; a 0-dim tensor
                 with a static cache).
+            table: :meth:`table` computed beforehand, read instead of running the circuit.
 
         Returns:
             The embeddings ``(B, T, d_model)``, positions included.
@@ -107,6 +118,8 @@ class QuantumEmbedding(QuantumLayer):
             return self.expand(z)
         position = self.position
         assert position is not None  # every embedding circuit but polar adds a learned position
+        if table is not None:
+            return self.expand(table[idx]) + position(positions)
         if torch.compiler.is_compiling() or capturing(idx.device):  # fixed shapes: every token of the vocabulary
             z = self.run(self.circuit, self.token_inputs, self.weights)[idx]  # (B, T, n)
             return self.expand(z) + position(positions)

@@ -45,8 +45,13 @@ class ClassicalEmbedding(nn.Module):
         self.token = nn.Embedding(config.vocab_size, config.d_model)
         self.position = nn.Embedding(config.context_len, config.d_model)
 
-    def forward(self, idx: torch.Tensor, start: int | torch.Tensor = 0) -> torch.Tensor:  # (B, T) -> (B, T, d_model)
+    def forward(self, idx: torch.Tensor, start: int | torch.Tensor = 0,
+                table: torch.Tensor | None = None) -> torch.Tensor:  # (B, T) -> (B, T, d_model)
         return self.token(idx) + self.position(start + torch.arange(idx.shape[1], device=idx.device))
+
+    def table(self) -> torch.Tensor | None:
+        """Nothing to compute ahead: the token embedding is a lookup already (see ``QuantumEmbedding.table``)."""
+        return None
 
 
 class CausalSelfAttention(nn.Module):
@@ -233,7 +238,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         (a :class:`StaticCache` at its position tensor, advanced in place: what a recorded step replays)."""
         start: int | torch.Tensor = cache.length if isinstance(cache, KVCache) else \
             cache.position if cache is not None else 0
-        x = self.embedding(idx, start)  # (B, T, d_model)
+        table = cache.embedding if isinstance(cache, StaticCache) else None  # circuit features, computed ahead
+        x = self.embedding(idx, start, table)  # (B, T, d_model)
         for i, block in enumerate(self.blocks):
             x = block(x, cache.blocks[i] if cache is not None else None)
         if isinstance(cache, KVCache):
