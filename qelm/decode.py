@@ -77,6 +77,13 @@ def _weights_key(model: Any) -> tuple:
             None if backend is None else (id(backend), backend.describe()))
 
 
+def _modes(device: torch.device) -> tuple:
+    """The torch modes a recording holds to: inference mode (its tensors) and autocast (its dtypes)."""
+    kind = device.type
+    autocast = torch.is_autocast_enabled(kind)
+    return torch.is_inference_mode_enabled(), autocast, torch.get_autocast_dtype(kind) if autocast else None
+
+
 def graphs_apply(model: Any, device: torch.device) -> bool:
     """Whether a no-grad call of ``model`` on ``device`` may replay a recorded graph: ``model.cuda_graphs``
     is on, the device is CUDA, no gradient is wanted, nothing is being recorded or compiled already, no
@@ -94,7 +101,7 @@ def graphs_apply(model: Any, device: torch.device) -> bool:
 def graphed_logits(model: Any, idx: torch.Tensor) -> torch.Tensor:
     """``model._logits(idx)`` (B, T, vocab) from the graph recorded for this shape (recorded on first use; the
     compiled function where :func:`compile_model` made one, so the graph replays its fused kernels)."""
-    key = ("forward", tuple(idx.shape), idx.device, torch.is_inference_mode_enabled(), compiled(model) is not None,
+    key = ("forward", tuple(idx.shape), idx.device, _modes(idx.device), compiled(model) is not None,
            _weights_key(model))
     run = logits_function(model)
     return _replays(model)(key, lambda i: run(i, None), idx)
@@ -250,7 +257,7 @@ def decoder_for(model: Any, batch: int, device: torch.device, sampling: dict) ->
     new one, recorded where graphs apply. Two are kept."""
     graphs, options = graphs_apply(model, device), _compile_options(model)
     key = (batch, device, tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in sampling.items())),
-           graphs, repr(options), torch.is_inference_mode_enabled(), _weights_key(model))
+           graphs, repr(options), _modes(device), _weights_key(model))
     kept = model.__dict__.setdefault("_decoders", _Kept())
     decoder = kept.get(key)
     if decoder is None:

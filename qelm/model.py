@@ -264,8 +264,11 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
                              f"crop the input to its last {self.config.context_len} tokens")
         if torch.compiler.is_compiling():  # value checks read the tensor: done when the model runs eagerly
             return idx
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            bad = int(idx.max()) if int(idx.max()) >= self.config.vocab_size else int(idx.min())
+        if not idx.numel():
+            return idx
+        low, high = torch.stack(torch.aminmax(idx)).tolist()  # one read of the host per call, not two
+        if low < 0 or high >= self.config.vocab_size:
+            bad = high if high >= self.config.vocab_size else low
             raise DataError(f"token id {bad} is out of range for vocab_size={self.config.vocab_size}: "
                              f"ids must be in [0, {self.config.vocab_size - 1}]")
         return idx
