@@ -1,34 +1,43 @@
-"""Launch-free inference on CUDA: a model's no-grad forward replayed from a recorded CUDA graph
-(:func:`graphed_logits`), and generation as one recorded decode step on a static KV cache (:class:`Decoder`).
+"""Launch-free inference on CUDA, and the sampling loop: a model's no-grad forward replayed from a recorded
+CUDA graph (:func:`graphed_logits`), generation as one recorded decode step on a static KV cache
+(:class:`Decoder`, driven by :func:`steps`), and both compiled on request (:func:`compile_model`).
 
 Why: a tiny model's forward is a few hundred small kernels whose launches, and the Python that issues them,
 cost more than their arithmetic (one H200: a QELM forward 5-7x its twin's time, generation ~400 tokens/s at
 batch 2, nearly all host time). A ``torch.cuda.CUDAGraph`` records the kernels once and replays them with one
 launch. Training already does this per circuit call (:class:`qelm.backends.cuda_graph.GraphPool`); inference
-records the whole model, which also covers the classical layers between the circuits and the twin.
+records the whole model, which also covers the classical layers between the circuits, and the twin.
 
 * **Forward** (:func:`graphed_logits`): a no-grad call of a model on CUDA replays the graph recorded for its
-  input's shape and dtype (a few kept, :class:`~qelm.backends.cuda_graph.Replays`). On by default
-  (``model.cuda_graphs``): the logits are those of the eager call, and a call that needs gradients, runs on
-  the CPU, holds a cache, keeps attention maps for a plot or is observed by a benchmark's clock runs eagerly.
-* **Generation** (:class:`Decoder`): after the prompt's eager pass (today's code, with the dynamic cache),
-  its keys and values are copied into a :class:`~qelm.kv_cache.StaticCache`, and each new token is one
-  call of the same function (the token's circuits, attention against the static cache under a mask, the
-  feed-forward, the logits and the sampling), recorded once and replayed per token. Nothing is read on the
-  host per token: sampling draws with :func:`qelm.sampling.draw`, whose noise is drawn from the caller's
-  generator just before the replay, exactly as ``torch.multinomial`` draws it, so the tokens are those of the
-  dynamic cache for the same seed. Once the sequence reaches ``context_len`` the window slides and every
-  step re-reads it (positions are absolute): that part runs the existing path.
+  input's shape (a few kept, :class:`~qelm.backends.cuda_graph.Replays`). On by default
+  (``model.cuda_graphs``), because the logits are those of the eager call; a call that needs gradients, runs
+  on the CPU, holds a cache, keeps attention maps for a plot or is observed by a benchmark's clock runs
+  eagerly, as does a backend that is not pure torch.
+* **Generation** (:class:`Decoder`): after the prompt's eager pass on the growing
+  :class:`~qelm.kv_cache.KVCache`, its keys and values are copied into a :class:`~qelm.kv_cache.StaticCache`,
+  and each new token is one call of the same function (the token's circuits, attention against the static
+  cache under a mask, the feed-forward, the logits and the sampling), recorded once and replayed per token;
+  the embedding circuit's features of every token are computed once per generation where they do not depend
+  on the position. Nothing is read on the host per token: sampling draws with :func:`qelm.sampling.draw`,
+  whose noise is drawn from the caller's generator just before the replay, exactly as ``torch.multinomial``
+  draws it, so the tokens are those of the growing cache for the same seed. Once the sequence reaches
+  ``context_len`` the window slides and every step re-reads it (positions are absolute): that part runs the
+  growing cache's path.
+* **Compiled** (:func:`compile_model`): the cache-free forward and the decode step through ``torch.compile``;
+  the graphs then record the compiled kernels. On the CPU it pays for generation, not for the QELM's
+  forward (``docs/measurements/launch.md``).
 
-Where recording fails (an op that reads a tensor on the host, a backend that is not pure torch), the call
-runs eagerly with one warning naming the cause; results never change. On the CPU the same decoder runs
-eagerly (no graphs), which is how the tests hold it to the dynamic cache's tokens.
+Where recording fails (an op that reads a tensor on the host, a shape that depends on values), the call runs
+eagerly with one warning naming the cause; results never change. On the CPU the same decoder runs eagerly
+(no graphs), which is how the tests hold it to the growing cache's tokens.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections import OrderedDict
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import torch
@@ -38,7 +47,7 @@ from .errors import ConfigError
 from .kv_cache import KVCache, StaticCache
 from .sampling import draw, greedy, next_probs, penalized, sample_next
 
-__all__ = ["steps", "graphs_apply", "graphed_logits", "static_reason", "Decoder", "decoder_for", "CACHE_IMPLEMENTATIONS",
+__all__ = ["steps", "eager", "graphs_apply", "graphed_logits", "static_reason", "Decoder", "decoder_for", "CACHE_IMPLEMENTATIONS",
            "compile_model", "compile_refusal", "compiled", "logits_function", "COMPILABLE"]
 
 #: the backends ``torch.compile`` traces through (pure torch); any other is a boundary the compiler stops at
@@ -84,11 +93,34 @@ def _modes(device: torch.device) -> tuple:
     return torch.is_inference_mode_enabled(), autocast, torch.get_autocast_dtype(kind) if autocast else None
 
 
+_local = threading.local()
+
+
+def _records(device: torch.device) -> bool:
+    """Whether graphs are recorded on ``device``: CUDA only (tests stand a recorder in on the CPU)."""
+    return device.type == "cuda"
+
+
+@contextlib.contextmanager
+def eager() -> Iterator[None]:
+    """Within the block, forwards run eagerly: calls whose shapes change every time (generation without a
+    cache reads a window one token longer each step) would record a graph per call and replay none."""
+    held = getattr(_local, "eager", False)
+    _local.eager = True
+    try:
+        yield
+    finally:
+        _local.eager = held
+
+
 def graphs_apply(model: Any, device: torch.device) -> bool:
     """Whether a no-grad call of ``model`` on ``device`` may replay a recorded graph: ``model.cuda_graphs``
     is on, the device is CUDA, no gradient is wanted, nothing is being recorded or compiled already, no
-    attention map is kept, and the circuits run on a pure-torch backend (``traceable``) nobody observes."""
-    if not getattr(model, "cuda_graphs", False) or device.type != "cuda" or torch.is_grad_enabled():
+    attention map is kept, the circuits run on a pure-torch backend (``traceable``) nobody observes, and no
+    :func:`eager` block is open."""
+    if not getattr(model, "cuda_graphs", False) or not _records(device) or torch.is_grad_enabled():
+        return False
+    if getattr(_local, "eager", False):
         return False
     if capturing(device) or torch.compiler.is_compiling():
         return False
@@ -197,7 +229,9 @@ class Decoder:
         self.cache = StaticCache(len(model.blocks), model.config.context_len, device)
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)  # (B, 1): the last token drawn
         self.present = torch.zeros(batch, V, dtype=torch.bool, device=device) if self.penalty != 1.0 else None
-        self.noise = torch.empty(batch, V, device=device) if self.sampling["temperature"] > 0 else None
+        # the draw's noise, of the probabilities' dtype (float32): what torch.multinomial would draw
+        self.noise = (torch.empty(batch, V, dtype=torch.float32, device=device)
+                      if self.sampling["temperature"] > 0 else None)
         self.length = 0  # the tokens the cache holds, on the host: no read of ``cache.position``
         self._run = torch.compile(self._step, **compiled) if compiled is not None else self._step
         self._replay: Any = None  # the recorded step (record)
@@ -251,6 +285,7 @@ class Decoder:
             self.noise.fill_(1.0)
         self._replay = _replays(self.model).attempt(self._run, ())  # None: failed, warned once, eager
 
+
 def decoder_for(model: Any, batch: int, device: torch.device, sampling: dict) -> Decoder:
     """A :class:`Decoder` of ``model`` for these settings: the one kept from an earlier call where the
     settings and weights match (its graph is reused: recording costs more than a short generation), else a
@@ -291,7 +326,8 @@ def steps(model: Any, idx: torch.Tensor, max_new_tokens: int, sampling: dict, ge
             nxt = decoder.step(generator)  # (B, 1), replayed where recorded
         else:
             if not use_cache:
-                logits, _ = model(idx[:, -C:])
+                with eager():  # a window one token longer each step: a recording per call, none replayed
+                    logits, _ = model(idx[:, -C:])
             elif decoder is not None or cache is None or cache.length >= C:  # start, or the window slid
                 cache = KVCache(len(model.blocks))
                 logits, _ = model(idx[:, -C:], cache=cache)

@@ -11,7 +11,7 @@ step has the same shapes and the same device addresses every time and a CUDA gra
 them weight zero.
 
 A :class:`StaticCache` is filled from a dynamic cache after the prompt (:meth:`StaticCache.load`), so the
-prompt's pass and the first token are exactly today's.
+prompt's pass and the first token are exactly the growing cache's.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ import os
 import time
 
 import pytest
-import torch
 
 from qelm.backends import BackendSpec
 
@@ -256,7 +255,7 @@ def test_a_graphed_measurement_times_the_eager_calls_beside_it(tiny, model, mode
     import qelm.decode as decode
 
     monkeypatch.setattr(worker, "_graphed", lambda spec: spec["mode"] != "training")
-    monkeypatch.setattr(decode, "graphs_apply", lambda m, device: m.cuda_graphs and not torch.is_grad_enabled())
+    monkeypatch.setattr(decode, "_records", lambda device: True)
     spec = {"model": model, "mode": mode, "batch": 2, "repeats": 2, "warmup": 1, "gen_tokens": 3, "device": "cpu",
             "seed": 0, "lr": 1e-3, "config": tiny.to_dict(), "runtime": BackendSpec().to_table()}
     row = worker.measure(spec)

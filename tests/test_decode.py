@@ -117,8 +117,34 @@ def _raising(fn, inputs):
 
 @pytest.fixture
 def graphs_on_cpu(monkeypatch):
-    monkeypatch.setattr(decode, "graphs_apply", lambda model, device: getattr(model, "cuda_graphs", False)
-                        and not torch.is_grad_enabled())
+    """Graphs apply on the CPU too (recorded by the stand-in a test installs)."""
+    monkeypatch.setattr(decode, "_records", lambda device: True)
+
+
+def test_graphs_apply_only_where_they_can(graphs_on_cpu):
+    from qelm.backends import BackendSpec
+
+    model = QELM(_config()).eval()
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        assert decode.graphs_apply(model, cpu)
+        with decode.eager():
+            assert not decode.graphs_apply(model, cpu)
+        model.blocks[0].attention.heads.keep_attention = True  # a plot reads the attention maps
+        assert not decode.graphs_apply(model, cpu)
+        model.blocks[0].attention.heads.keep_attention = False
+        model.cuda_graphs = False
+        assert not decode.graphs_apply(model, cpu)
+        assert not decode.graphs_apply(QELM(_config(), BackendSpec("default.qubit")), cpu)  # not pure torch
+    assert not decode.graphs_apply(ClassicalLM(_config()), cpu)  # gradients wanted
+
+
+def test_generation_without_a_cache_records_nothing(graphs_on_cpu):
+    model = QELM(_config()).eval()
+    calls: list = []
+    model.__dict__["_replays"] = Replays(record=_static_recorder(calls))
+    model.generate(torch.tensor([[1, 2, 3]]), 12, use_cache=False)  # windows of 3, 4, ... 12 tokens
+    assert not calls
 
 
 @pytest.mark.parametrize("cls", [QELM, ClassicalLM])

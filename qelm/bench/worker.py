@@ -130,7 +130,7 @@ def _quartiles(times: list[float]) -> tuple[float, float]:
 
 class _Generation:
     """A timed generation with the KV cache (static where graphs apply); :meth:`without_cache` re-reads the
-    window at every step, :meth:`dynamic` runs today's growing cache eagerly, and ``same_tokens(a, b)`` says
+    window at every step, :meth:`dynamic` runs the growing cache eagerly, and ``same_tokens(a, b)`` says
     whether two of them give the same tokens from one seed."""
 
     def __init__(self, generate: Callable[..., Any], same_tokens: Callable[..., bool]) -> None:
