@@ -195,8 +195,12 @@ def main(argv: list[str] | None = None) -> int:
                     prompt = torch.randint(0, config.vocab_size, (B, max(1, T - args.gen_tokens)),
                                            generator=torch.Generator(device).manual_seed(B), device=device)
                     for way in ways:
-                        if mode == "training" and "graphs" in way or mode in ("inference", "training") and way == "static":
-                            continue  # training replays the backend's own graphs in every way; no cache to be static
+                        if mode in ("inference", "training") and way == "static":
+                            continue  # no cache to be static
+                        if mode == "training" and "graphs" in way:  # the backend's own graphs in every way
+                            if way == "graphs" or "compiled" in ways:
+                                continue
+                            way = "compiled"  # compiled+graphs alone: training compiled
                         row = {"mode": mode, "seq_len": T, "batch": B, "model": name, "way": way}
                         try:
                             model = _model(classes[name], config, device, way)

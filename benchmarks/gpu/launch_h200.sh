@@ -18,28 +18,28 @@ step "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>
 
 step "1/5 the gpu tests of CUDA-graph replay (tests/test_decode.py, tests/test_cuda_graph.py; without pytest, their checks as a script)"
 if "$PY" -c "import pytest" 2>/dev/null; then
-  timeout 100 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_decode.py tests/test_cuda_graph.py 2>&1 \
+  timeout 80 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_decode.py tests/test_cuda_graph.py 2>&1 \
     | tee "$OUT/gpu-tests.txt" | tail -15
   echo "exit ${PIPESTATUS[0]}" >> "$OUT/gpu-tests.txt"
 else
-  timeout 100 "$PY" benchmarks/gpu/graph_checks.py --out "$OUT/graph-checks-h200.json"
+  timeout 80 "$PY" benchmarks/gpu/graph_checks.py --out "$OUT/graph-checks-h200.json"
 fi
 
 step "2/5 qelm bench, batch 2, T = 512 and 2048: inference and generation, graphed and eager, QELM and twin"
-timeout 130 "$PY" -m qelm bench --device cuda --seq-lens 512,2048 --batch-size 2 --modes inference,generation \
+timeout 115 "$PY" -m qelm bench --device cuda --seq-lens 512,2048 --batch-size 2 --modes inference,generation \
   --gen-tokens 64 --repeats 8 --max-seconds 2.5 --json "$OUT/bench-launch-b2-h200.json" | tail -25
 
-step "3/5 generation tokens/s at batch 1 and 8, T = 512 (64 new tokens): dynamic eager, static eager, graphed"
-timeout 60 "$PY" benchmarks/launch.py --device cuda --seq-lens 512 --modes generation --gen-batches 1,8 \
-  --gen-tokens 64 --ways eager,static,graphs --repeats 10 --max-seconds 3 --out "$OUT/launch-generation-h200.json"
+step "3/5 generation tokens/s at batch 8 and 1, T = 512 (64 new tokens): growing cache eager, static eager, graphed"
+timeout 65 "$PY" benchmarks/launch.py --device cuda --seq-lens 512 --modes generation --gen-batches 8,1 \
+  --gen-tokens 64 --ways eager,static,graphs --repeats 6 --max-seconds 2 --out "$OUT/launch-generation-h200.json"
 
-step "4/5 torch.compile against eager and graphs at T = 512, batch 2: inference, decode step, training"
-timeout 120 "$PY" benchmarks/launch.py --device cuda --seq-lens 512 --batch 2 --modes inference,decode,training \
-  --ways eager,graphs,compiled,compiled+graphs --repeats 20 --max-seconds 2 --out "$OUT/launch-compile-h200.json"
+step "4/5 torch.compile: inference at T = 512 and 2048, batch 2: eager, graphs, compiled and graphed"
+timeout 105 "$PY" benchmarks/launch.py --device cuda --seq-lens 512,2048 --batch 2 --modes inference \
+  --ways eager,graphs,compiled+graphs --repeats 20 --max-seconds 2 --out "$OUT/launch-compile-inference-h200.json"
 
-step "5/5 the same at T = 2048: inference, graphed and compiled"
-timeout 60 "$PY" benchmarks/launch.py --device cuda --seq-lens 2048 --batch 2 --modes inference \
-  --ways eager,graphs,compiled+graphs --repeats 20 --max-seconds 2 --out "$OUT/launch-compile-2048-h200.json"
+step "5/5 torch.compile: the decode step (eager, graphs, compiled and graphed) and training (eager, compiled) at T = 512, batch 2"
+timeout 85 "$PY" benchmarks/launch.py --device cuda --seq-lens 512 --batch 2 --modes decode,training \
+  --ways eager,graphs,compiled+graphs --repeats 20 --max-seconds 2 --out "$OUT/launch-compile-h200.json"
 
 step "done; results in $OUT:"
 ls -l "$OUT"
