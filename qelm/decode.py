@@ -118,11 +118,11 @@ def graphs_apply(model: Any, device: torch.device) -> bool:
     is on, the device is CUDA, no gradient is wanted, nothing is being recorded or compiled already, no
     attention map is kept, the circuits run on a pure-torch backend (``traceable``) nobody observes, and no
     :func:`eager` block is open."""
+    if torch.compiler.is_compiling():  # the compiler traces the eager call (first: it reads no thread state)
+        return False
     if not getattr(model, "cuda_graphs", False) or not _records(device) or torch.is_grad_enabled():
         return False
-    if getattr(_local, "eager", False):
-        return False
-    if capturing(device) or torch.compiler.is_compiling():
+    if getattr(_local, "eager", False) or capturing(device):
         return False
     backend = model.backend
     if backend is not None and (not backend.traceable or backend.__dict__.get("_observers")):

@@ -378,3 +378,16 @@ def test_what_is_recorded_never_reads_the_host(slots, monkeypatch):
         names = _ops(lambda: model._logits(idx, None)) + _ops(decoder._step)
     bad = sorted({n for n in names if any(n.startswith(h) for h in HOST_OPS)})
     assert not bad, bad
+
+
+def test_torch_compile_of_the_model_under_no_grad_is_one_graph():
+    """``torch.compile(model)`` (as windows.py runs it) traces the forward's graph dispatch without a break."""
+    import torch._dynamo as dynamo
+
+    model = QELM(_config()).eval()
+    idx = torch.randint(0, 16, (2, 6))
+    with torch.no_grad():
+        model(idx)
+        explained = dynamo.explain(model)(idx)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    dynamo.reset()
