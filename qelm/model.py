@@ -25,12 +25,12 @@ from .backends import Backend, BackendSpec, get_backend
 from .backends.cpu_threads import limited
 from .config import QELMConfig, check_fits
 from .errors import CheckpointError, ConfigError, DataError
+from .kv_cache import KVCache, StaticBlock, StaticCache
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
 from .model_contents import check_weights, read_config, read_weights
 from .model_files import CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, snapshot, write_pretrained
 from .pretrained_source import local_folder_or_repo_id
 from .sampling import check_sampling
-from .kv_cache import KVCache, StaticBlock, StaticCache
 from .version import URL
 
 __all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache", "model_kind",
@@ -198,7 +198,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
-        """Logits of the next token at every position, and the loss when targets are given.
+        """Logits of the next token at every position, and the loss when targets are given. Without a cache and
+        without gradients, a call on CUDA replays the CUDA graph recorded for its shape (``cuda_graphs``).
 
         Args:
             idx: token ids ``(batch, seq)``, ``seq <= context_len`` (a tensor, numpy array or nested list).
