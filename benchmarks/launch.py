@@ -19,6 +19,7 @@ timed apart (first_call_s). Writes JSON with the machine, the GPU and the comman
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -222,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                         except Exception as e:  # a way that fails is a result: recorded, the others still run
                             row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
                         record(row)
+                        model = fn = None  # its graphs and compiled code go with it
                         torch._dynamo.reset()
+                        gc.collect()
     _write(args, argv, device, rows)
     return 0
 
