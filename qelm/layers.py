@@ -16,10 +16,12 @@ import torch
 import torch.nn as nn
 
 from .backends import Backend, get_backend
+from .backends.cuda_graph import capturing
 from .backends.spec import DEFAULT_BACKEND
 from .circuits import Circuit, SwapTestCircuit, build_circuit, check_slot, z_signs
 from .config import QELMConfig
 from .errors import ConfigError
+from .kv_cache import StaticBlock
 
 __all__ = ["QuantumLayer", "QuantumEmbedding", "QuantumAttentionHead", "QuantumMultiHeadAttention", "QuantumFeedForward"]
 
@@ -107,18 +109,30 @@ class QuantumEmbedding(QuantumLayer):
         """The embedding circuit."""
         return (self.circuit,)
 
-    def forward(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:  # idx (B, T) -> (B, T, d_model)
+    def table(self) -> torch.Tensor | None:
+        """The circuit's features of every token ``(vocab_size, n_outputs)``, where they do not depend on the
+        position (``angle``, ``amplitude``; None for ``polar``): what the fixed-shape path computes per call,
+        computed once by a decode loop while the weights stay fixed, so a decode step runs no embedding
+        circuit."""
+        if self.circuit.name == "polar":
+            return None
+        return self.run(self.circuit, self.token_inputs, self.weights)  # (V, n)
+
+    def forward(self, idx: torch.Tensor, start: int | torch.Tensor = 0,
+                table: torch.Tensor | None = None) -> torch.Tensor:  # (B, T) -> (B, T, d_model)
         """Embed token ids.
 
         Args:
             idx: token ids ``(B, T)``.
-            start: the position of ``idx[:, 0]`` (non-zero when generating with a KV cache).
+            start: the position of ``idx[:, 0]`` (non-zero when generating with a KV cache; a 0-dim tensor
+                with a static cache).
+            table: :meth:`table` computed beforehand, read instead of running the circuit.
 
         Returns:
             The embeddings ``(B, T, d_model)``, positions included.
         """
         B, T = idx.shape
-        positions = torch.arange(start, start + T, device=idx.device)
+        positions = start + torch.arange(T, device=idx.device)  # (T,)
         if self.circuit.name == "polar":
             pos = positions.expand(B, T)
             inputs = self.circuit.polar_inputs(*self.token_inputs[idx].chunk(2, dim=-1), pos)  # (B, T, 2n)
@@ -126,7 +140,9 @@ class QuantumEmbedding(QuantumLayer):
             return self.expand(z)
         position = self.position
         assert position is not None  # every embedding circuit but polar adds a learned position
-        if torch.compiler.is_compiling():  # a fixed shape for the compiler: every token of the vocabulary
+        if table is not None:
+            return self.expand(table[idx]) + position(positions)
+        if torch.compiler.is_compiling() or capturing(idx.device):  # fixed shapes: every token of the vocabulary
             z = self.run(self.circuit, self.token_inputs, self.weights)[idx]  # (B, T, n)
             return self.expand(z) + position(positions)
         ids, inverse = torch.unique(idx, return_inverse=True)  # (U,), (B, T)
@@ -216,9 +232,13 @@ class QuantumAttentionHead(QuantumLayer):
             The attended values ``(B, T, H, out_features)``.
         """
         B, T, H, n = x.shape
-        start = cache["length"] if cache else 0
-        Tk = start + T  # every key position, the new tokens last
-        causal = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(start)  # (T, Tk)
+        if isinstance(cache, StaticBlock):  # every slot of the static cache, the ones not yet seen masked
+            start, Tk = 0, cache.cache.context_len
+            causal = cache.visible(T, x.device)  # (T, Tk)
+        else:
+            start = cache["length"] if cache else 0
+            Tk = start + T  # every key position, the new tokens last
+            causal = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(start)  # (T, Tk)
         if self.mode == "quantum":
             # weight sets (H, 3) first: the same features go into the q, k and v circuits of each head
             inputs = x.permute(2, 0, 1, 3).reshape(H, 1, B * T, n).expand(H, 3, B * T, n)
@@ -247,7 +267,7 @@ class QuantumAttentionHead(QuantumLayer):
                 keep = keep & _adaptive_keep(scores, causal, start)
             scores = scores * keep
             att = scores / scores.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        if cache is not None:
+        if isinstance(cache, dict):
             cache["length"] = Tk
         if self.keep_attention:
             self.last_attention = att.detach()
@@ -268,11 +288,14 @@ class QuantumAttentionHead(QuantumLayer):
         return scores
 
 
-def _cached(cache: dict | None, key: str, new: torch.Tensor) -> torch.Tensor:
+def _cached(cache: dict | StaticBlock | None, key: str, new: torch.Tensor) -> torch.Tensor:
     """``new`` (..., T, ...) after what ``cache`` holds under ``key`` along the token axis (-2, or 1 for the
-    swap test's inputs ``x``); the cache then holds both."""
+    swap test's inputs ``x``); the cache then holds both (a static cache: written into its slots, all of
+    them returned)."""
     if cache is None:
         return new
+    if isinstance(cache, StaticBlock):
+        return cache.append(key, new)
     dim = 1 if key == "x" else -2
     full = new if key not in cache else torch.cat([cache[key], new], dim=dim)
     cache[key] = full

@@ -20,29 +20,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, snapshot_download
 
+from . import decode
 from .backends import Backend, BackendSpec, get_backend
 from .backends.cpu_threads import check as check_threads
 from .backends.cpu_threads import guard_optimizers, limited, mark_parameters
 from .config import QELMConfig, check_fits
 from .errors import CheckpointError, ConfigError, DataError
+from .kv_cache import KVCache, StaticBlock, StaticCache
 from .layers import QuantumEmbedding, QuantumFeedForward, QuantumLayer, QuantumMultiHeadAttention
 from .model_contents import check_weights, read_config, read_weights
 from .model_files import CONFIG, CONFIG_JSON, TOKENIZER, WEIGHTS, check_pretrained_folder, snapshot, write_pretrained
 from .pretrained_source import local_folder_or_repo_id
-from .sampling import check_sampling, sample_next
+from .sampling import check_sampling
 from .version import URL
 
 __all__ = ["QELM", "ClassicalLM", "CausalSelfAttention", "MLP", "ClassicalEmbedding", "Block", "KVCache", "model_kind",
            "load_model"]
-
-
-class KVCache:
-    """What generation keeps between steps: per block, the attention's keys and values (for quantum
-    attention: q/k/v features, fidelity states or swap-test inputs) of every token seen, and how many."""
-
-    def __init__(self, n_blocks: int) -> None:
-        self.blocks: list[dict] = [{} for _ in range(n_blocks)]
-        self.length = 0
 
 
 class ClassicalEmbedding(nn.Module):
@@ -53,8 +46,13 @@ class ClassicalEmbedding(nn.Module):
         self.token = nn.Embedding(config.vocab_size, config.d_model)
         self.position = nn.Embedding(config.context_len, config.d_model)
 
-    def forward(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:  # (B, T) -> (B, T, d_model)
-        return self.token(idx) + self.position(torch.arange(start, start + idx.shape[1], device=idx.device))
+    def forward(self, idx: torch.Tensor, start: int | torch.Tensor = 0,
+                table: torch.Tensor | None = None) -> torch.Tensor:  # (B, T) -> (B, T, d_model)
+        return self.token(idx) + self.position(start + torch.arange(idx.shape[1], device=idx.device))
+
+    def table(self) -> torch.Tensor | None:
+        """Nothing to compute ahead: the token embedding is a lookup already (see ``QuantumEmbedding.table``)."""
+        return None
 
 
 class CausalSelfAttention(nn.Module):
@@ -68,17 +66,21 @@ class CausalSelfAttention(nn.Module):
         self.keep_attention = False
         self.last_attention: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # (B, T, C)
+    def forward(self, x: torch.Tensor, cache: dict | StaticBlock | None = None) -> torch.Tensor:  # (B, T, C)
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        start = cache["length"] if cache else 0
-        if cache is not None:  # earlier tokens' keys and values first: (B, nh, start + T, hs)
-            k = torch.cat([cache["k"], k], dim=2) if "k" in cache else k
-            v = torch.cat([cache["v"], v], dim=2) if "v" in cache else v
-            cache.update(k=k, v=v, length=start + T)
+        if isinstance(cache, StaticBlock):  # every slot of the static cache (B, nh, context_len, hs), masked
+            k, v = cache.append("k", k), cache.append("v", v)
+            causal = cache.visible(T, x.device)
+        else:
+            start = cache["length"] if cache else 0
+            if cache is not None:  # earlier tokens' keys and values first: (B, nh, start + T, hs)
+                k = torch.cat([cache["k"], k], dim=2) if "k" in cache else k
+                v = torch.cat([cache["v"], v], dim=2) if "v" in cache else v
+                cache.update(k=k, v=v, length=start + T)
+            causal = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.shape[-1])  # (B, nh, T, start + T)
-        causal = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
         att = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
         if self.keep_attention:
             self.last_attention = att.detach()
@@ -104,7 +106,7 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.d_model)
         self.feed_forward = MLP(config) if config.feed_forward == "classical" else QuantumFeedForward(config, backend)
 
-    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | StaticBlock | None = None) -> torch.Tensor:
         x = x + self.attention(self.ln1(x), cache)
         return x + self.feed_forward(self.ln2(x))
 
@@ -185,6 +187,11 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
     def cpu_threads(self, threads: int | None) -> None:
         self.__dict__["_cpu_threads"] = check_threads(threads)
         mark_parameters(self.parameters(), threads)
+    #: replay recorded CUDA graphs for no-grad calls on CUDA (:mod:`qelm.decode`): a forward without a cache
+    #: replays the graph of its input's shape, and ``generate`` replays one recorded decode step per token.
+    #: The same logits and tokens as eager calls, without the launch overhead that bounds a model this small;
+    #: set ``model.cuda_graphs = False`` to run every call eagerly
+    cuda_graphs: bool = True
 
     def __init__(self, config: QELMConfig, backend: BackendSpec | None = None) -> None:
         """``backend``: how the circuits run (default: exact, on ``qelm.fused``); the model keeps it as ``spec``."""
@@ -202,7 +209,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         self.cpu_threads = 1
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
-        """Logits of the next token at every position, and the loss when targets are given.
+        """Logits of the next token at every position, and the loss when targets are given. Without a cache and
+        without gradients, a call on CUDA replays the CUDA graph recorded for its shape (``cuda_graphs``).
 
         Args:
             idx: token ids ``(batch, seq)``, ``seq <= context_len`` (a tensor, numpy array or nested list).
@@ -221,21 +229,36 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
             logits = self.lm_head(self.ln_f(self.lm_head.weight.new_zeros(*idx.shape, self.config.d_model)))  # (B, T, vocab)
             return logits, None if targets is None else F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                                         targets.reshape(-1))
-        start = cache.length if cache is not None else 0
+        start = cache.length if isinstance(cache, KVCache) else 0
         if start + idx.shape[1] > self.config.context_len:
             raise DataError(f"the KV cache holds {start} tokens; {idx.shape[1]} more exceed context_len="
                              f"{self.config.context_len}: start a new cache from the last {self.config.context_len} tokens")
         with limited(self.cpu_threads, idx.device) as mark:  # forward and backward on cpu_threads threads
-            x = self.embedding(idx, start)  # (B, T, d_model)
-            for i, block in enumerate(self.blocks):
-                x = block(x, cache.blocks[i] if cache is not None else None)
-            if cache is not None:
-                cache.length = start + idx.shape[1]
-            logits = mark(self.lm_head(self.ln_f(x)))  # (B, T, vocab)
+            if cache is None and decode.graphs_apply(self, idx.device):  # no grad, CUDA: a recorded graph
+                logits = decode.graphed_logits(self, idx)
+            elif cache is None:
+                logits = mark(decode.logits_function(self)(idx, None))  # (B, T, vocab); compiled if it was
+            else:
+                logits = mark(self._logits(idx, cache))  # (B, T, vocab)
             loss = None
             if targets is not None:
                 loss = mark(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)))
         return logits, loss
+
+    def _logits(self, idx: torch.Tensor, cache: KVCache | StaticCache | None) -> torch.Tensor:
+        """The forward pass of checked ids: logits (B, T, vocab); a cache's keys and values read and extended
+        (a :class:`StaticCache` at its position tensor, advanced in place: what a recorded step replays)."""
+        start: int | torch.Tensor = cache.length if isinstance(cache, KVCache) else \
+            cache.position if cache is not None else 0
+        table = cache.embedding if isinstance(cache, StaticCache) else None  # circuit features, computed ahead
+        x = self.embedding(idx, start, table)  # (B, T, d_model)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache.blocks[i] if cache is not None else None)
+        if isinstance(cache, KVCache):
+            cache.length += idx.shape[1]
+        elif cache is not None:
+            cache.advance(idx.shape[1])
+        return self.lm_head(self.ln_f(x))  # (B, T, vocab)
 
     def _check_ids(self, idx) -> torch.Tensor:
         """``idx`` as a (batch, seq) tensor of token ids, checked; a numpy array or list becomes one."""
@@ -253,8 +276,11 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
                              f"crop the input to its last {self.config.context_len} tokens")
         if torch.compiler.is_compiling():  # value checks read the tensor: done when the model runs eagerly
             return idx
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            bad = int(idx.max()) if int(idx.max()) >= self.config.vocab_size else int(idx.min())
+        if not idx.numel():
+            return idx
+        low, high = torch.stack(torch.aminmax(idx)).tolist()  # one read of the host per call, not two
+        if low < 0 or high >= self.config.vocab_size:
+            bad = high if high >= self.config.vocab_size else low
             raise DataError(f"token id {bad} is out of range for vocab_size={self.config.vocab_size}: "
                              f"ids must be in [0, {self.config.vocab_size - 1}]")
         return idx
@@ -382,7 +408,8 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
     def generate(self, idx: torch.Tensor | None = None, max_new_tokens: int | None = None, temperature: float = 1.0,
                  top_k: int | None = None, generator: torch.Generator | None = None, use_cache: bool = True, *,
                  top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,
-                 input_ids: torch.Tensor | None = None, do_sample: bool = True, streamer: Any = None) -> torch.Tensor:
+                 input_ids: torch.Tensor | None = None, do_sample: bool = True, streamer: Any = None,
+                 cache_implementation: str | None = None) -> torch.Tensor:
         """Sample ``max_new_tokens`` tokens after ``idx`` (B, T) and return ``idx`` with them appended
         (B, T + max_new_tokens); the window slides at ``context_len``. The sampling options are those of
         Hugging Face's ``generate`` (:func:`sample_next` applies them, :func:`check_sampling` checks them).
@@ -390,7 +417,9 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         With ``use_cache`` (the default) each new token runs only its own circuits and attends to the
         cached keys and values of the tokens before it. Positions are absolute, so once the sequence
         passes ``context_len`` the window slides and every step re-reads the whole window (as without the
-        cache); the logits are the same either way.
+        cache); the logits are the same either way. After the prompt, the cache is static where CUDA graphs
+        apply (:mod:`qelm.decode`): fixed-size buffers and one recorded decode step replayed per token, sampling
+        on the GPU, the same tokens for the same seed.
 
         Args:
             idx: the prompt's token ids ``(batch, seq)``, ``seq >= 1``.
@@ -406,6 +435,9 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
             do_sample: False (or ``temperature=0``) for greedy decoding: the most likely token each step.
             streamer: an object with ``put(token_ids)`` and ``end()`` (as Hugging Face's ``TextStreamer``):
                 it gets the prompt's ids, then each step's new ids ``(B,)``, then ``end()``.
+            cache_implementation: ``"static"`` (fixed-size buffers, a step of fixed shapes: replayed from a
+                recorded CUDA graph where ``cuda_graphs`` applies, eager elsewhere), ``"dynamic"`` (the cache
+                grows each step) or None: static where graphs apply, else dynamic. Hugging Face's name.
 
         Returns:
             ``(batch, seq + max_new_tokens)`` token ids: the prompt, then the new tokens.
@@ -436,7 +468,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
                               f"Hugging Face's TextStreamer")
         steps = self.stream(idx, max_new_tokens, temperature=temperature if do_sample else 0.0, top_k=top_k,
                             top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty, generator=generator,
-                            use_cache=use_cache)
+                            use_cache=use_cache, cache_implementation=cache_implementation)
         if streamer is None:
             return torch.cat([idx, *steps], dim=1)
         streamer.put(idx.cpu())
@@ -450,7 +482,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
     def stream(self, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, min_p: float | None = None, repetition_penalty: float = 1.0,
                generator: torch.Generator | None = None, use_cache: bool = True,
-               never: tuple[int, ...] = ()) -> Generator[torch.Tensor, None, None]:
+               never: tuple[int, ...] = (), cache_implementation: str | None = None) -> Generator[torch.Tensor, None, None]:
         """:meth:`generate` one step at a time: yields each step's new tokens (B, 1) as they are drawn, so a
         caller can print them or stop early. The one sampling loop: :meth:`generate` and
         :func:`qelm.evaluate.stream_text` both run it. Every argument is checked before the first step.
@@ -465,29 +497,14 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         """
         check_sampling(max_new_tokens, temperature, top_k, top_p=top_p, min_p=min_p,
                        repetition_penalty=repetition_penalty)
+        decode.check_cache_implementation(cache_implementation, self.config)
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[1] == 0:
             got = f"shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
             raise DataError(f"generate continues (batch, seq) token ids with seq >= 1, got {got}")
-        return self._steps(idx, max_new_tokens, dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                                     repetition_penalty=repetition_penalty, never=tuple(never)),
-                           generator, use_cache)
-
-    @torch.no_grad()
-    def _steps(self, idx: torch.Tensor, max_new_tokens: int, sampling: dict, generator: torch.Generator | None,
-               use_cache: bool) -> Generator[torch.Tensor, None, None]:
-        C = self.config.context_len
-        cache = None
-        for _ in range(max_new_tokens):  # autoregressive: each step depends on the previous token
-            if not use_cache:
-                logits, _ = self(idx[:, -C:])
-            elif cache is None or cache.length >= C:  # start, or the window slid: read the whole window
-                cache = KVCache(len(self.blocks))
-                logits, _ = self(idx[:, -C:], cache=cache)
-            else:
-                logits, _ = self(idx[:, -1:], cache=cache)
-            nxt = sample_next(logits[:, -1, :], idx, generator=generator, **sampling)  # (B, 1)
-            idx = torch.cat([idx, nxt], dim=1)
-            yield nxt
+        return decode.steps(self, idx, max_new_tokens, dict(temperature=temperature, top_k=top_k, top_p=top_p,
+                                                            min_p=min_p, repetition_penalty=repetition_penalty,
+                                                            never=tuple(never)),
+                            generator, use_cache, cache_implementation)
 
 
 class ClassicalLM(QELM):

@@ -1,6 +1,8 @@
 """Sampling the next token, as Hugging Face's ``generate`` does: the repetition penalty, temperature, top-k,
 top-p and min-p (:func:`sample_next`), and the check of those settings (:func:`check_sampling`). The one
-sampling loop that uses them is ``QELM.stream`` (:mod:`qelm.model`).
+sampling loop that uses them is :func:`qelm.decode.steps` (``QELM.stream`` and ``generate`` run it). Its parts (:func:`penalized`,
+:func:`next_probs`, :func:`greedy`, :func:`draw`) are device operations only, so the recorded decode step of
+:mod:`qelm.decode` samples on the GPU with them and draws the same tokens as :func:`sample_next`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["sample_next", "check_sampling"]
+__all__ = ["sample_next", "check_sampling", "penalized", "greedy", "next_probs", "draw"]
 
 
 def sample_next(logits: torch.Tensor, seen: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -27,21 +29,48 @@ def sample_next(logits: torch.Tensor, seen: torch.Tensor, *, temperature: float 
         score = logits.gather(1, seen)  # (B, T)
         score = torch.where(score > 0, score / repetition_penalty, score * repetition_penalty)
         logits = logits.scatter(1, seen, score)
-    if temperature == 0:  # greedy; top-k, top-p and min-p all keep the most likely token
-        if never:
-            logits = logits.index_fill(-1, torch.tensor(never, device=logits.device), float("-inf"))
-        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+    banned = torch.tensor(never, device=logits.device) if never else None
+    probs = next_probs(logits, temperature, top_k, top_p, min_p, banned)
+    if probs is None:  # greedy
+        return greedy(logits, banned)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
+def penalized(logits: torch.Tensor, present: torch.Tensor, repetition_penalty: float) -> torch.Tensor:
+    """The repetition penalty of :func:`sample_next` from a mask ``present`` (B, V) of the tokens seen
+    instead of their ids: the same values, element by element, with shapes that never change (a recorded
+    decode step keeps the mask; a sequence of ids grows every step)."""
+    logits = logits.float()
+    if repetition_penalty == 1.0:
+        return logits
+    return torch.where(present, torch.where(logits > 0, logits / repetition_penalty, logits * repetition_penalty),
+                       logits)
+
+
+def greedy(logits: torch.Tensor, banned: torch.Tensor | None = None) -> torch.Tensor:
+    """The most likely token (B, 1) that is not ``banned``; top-k, top-p and min-p all keep it."""
+    if banned is not None:
+        logits = logits.index_fill(-1, banned, float("-inf"))
+    return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+
+
+def next_probs(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+               min_p: float | None, banned: torch.Tensor | None) -> torch.Tensor | None:
+    """The distribution (B, V) :func:`sample_next` draws from, after temperature, top-k, top-p, min-p and
+    the ``banned`` ids (a tensor of token ids, or None); None for greedy decoding (``temperature=0``). Only
+    device operations, no host synchronisation, so a recorded CUDA graph can hold it."""
+    if temperature == 0:
+        return None
     scaled = logits / temperature
-    if not bool(torch.isfinite(scaled).all()):  # a temperature so small the logits overflow (or it is 0 in
-        # float32): shifted so the largest drawable one is 0, in float64: the same distribution (near greedy)
-        base = logits.double()
-        if never:
-            base = base.index_fill(-1, torch.tensor(never, device=base.device), float("-inf"))
-        shifted = base - base.max(dim=-1, keepdim=True).values
-        scaled = (shifted / temperature).float()
-    logits = scaled
+    # a temperature so small the logits overflow (or it is 0 in float32): shifted so the largest drawable one
+    # is 0, in float64: the same distribution (near greedy). Chosen on the device (no host sync)
+    base = logits.double()
+    if banned is not None:
+        base = base.index_fill(-1, banned, float("-inf"))
+    shifted = ((base - base.max(dim=-1, keepdim=True).values) / temperature).float()
+    logits = torch.where(torch.isfinite(scaled).all(), scaled, shifted)
     if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]  # (B, 1); a slice, no index tensor
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
         ordered, order = logits.sort(dim=-1, descending=True)  # (B, V)
@@ -52,15 +81,22 @@ def sample_next(logits: torch.Tensor, seen: torch.Tensor, *, temperature: float 
         probs = logits.softmax(dim=-1)
         logits = logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
     probs = logits.softmax(dim=-1)
-    if never:  # tokens that are not text (the unknown token) are never drawn
-        probs = probs.index_fill(-1, torch.tensor(never, device=probs.device), 0.0)
-        banned = torch.tensor(never, device=probs.device)
+    if banned is not None:  # tokens that are not text (the unknown token) are never drawn
+        probs = probs.index_fill(-1, banned, 0.0)
         # all the mass on banned tokens (a near-greedy temperature): the rest, renormalised; else uniform
         rest = logits.index_fill(-1, banned, float("-inf")).softmax(dim=-1)
         usable = torch.isfinite(rest).all(-1, keepdim=True) & (rest.sum(-1, keepdim=True) > 0)
         rest = torch.where(usable, rest, torch.ones_like(probs).index_fill(-1, banned, 0.0))
         probs = torch.where(probs.sum(-1, keepdim=True) > 0, probs, rest)
-    return torch.multinomial(probs, 1, generator=generator)
+    return probs
+
+
+def draw(probs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """``torch.multinomial(probs, 1, generator=g)`` (B, 1) given ``noise``, drawn beforehand as
+    ``torch.empty_like(probs).exponential_(1, generator=g)``: the same token, as multinomial draws one sample
+    this way itself (argmax of ``probs / noise``), with the same use of the generator; but no host sync (its
+    checks of ``probs`` read them on the host), so it can be recorded in a CUDA graph."""
+    return (probs / noise).argmax(dim=-1, keepdim=True)
 
 
 def check_sampling(max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, *,

@@ -48,8 +48,10 @@ def test_every_mode_and_length_is_measured_with_positive_figures(result):
         assert math.isclose(r["tokens_per_s"], tokens / r["median_s"])
         assert r["extrapolated"] is None and r["error"] is None and r["memory_method"]
         assert r["threads"] == 1  # the default: one torch thread per measurement
-        if r["mode"] == "generation":  # with and without the KV cache, the same tokens
+        if r["mode"] == "generation":  # with and without the KV cache, static or growing: the same tokens
             assert r["cache_same_tokens"] is True and r["no_cache_tokens_per_s"] > 0
+            assert r["static_same_tokens"] is True
+        assert r["cuda_graphs"] is False and "eager_median_s" not in r  # graphs are CUDA's only
     qelm = [r for r in result.rows if r["model"] == "qelm"]
     twin = [r for r in result.rows if r["model"] == "twin"]
     assert all(0 < r["circuit_time_fraction"] <= 1 for r in qelm if r["mode"] == "inference")
@@ -195,6 +197,8 @@ def test_cli_prints_table_and_writes_json(tiny, tmp_path, cli):
     (["--config", "missing.toml"], "config file 'missing.toml' does not exist"),
     (["--batch-size", "0"], "argument --batch-size: 0 is invalid: use an integer >= 1"),
     (["--max-seconds", "inf"], "argument --max-seconds: inf is invalid: use a finite number > 0"),
+    (["--compile", "--backend", "default.qubit"], "--compile needs circuits torch.compile can trace: backend "
+                                                  "qelm.fused (or a model without circuits), not 'default.qubit'"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(argv, message, cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -213,3 +217,52 @@ def test_cli_a_read_only_output_fails_before_measuring(cli, read_only_folder, mo
     target = read_only_folder / name
     line = cli.error("bench", "--quick", flag, target)
     assert f"{flag} {str(target)!r}" in line and "is not writable" in line and ".tmp" not in line
+
+
+def test_graphed_rows_show_their_eager_figures_beside_them(result):
+    d = result.to_dict()
+    for r in d["rows"]:  # as a CUDA run records them
+        if r["mode"] in ("inference", "generation"):
+            r |= {"cuda_graphs": True, "eager_median_s": 2 * r["median_s"], "eager_tokens_per_s": r["tokens_per_s"] / 2}
+    table = format_table(d)
+    assert "eager fwd ms | eager gen tok/s | gen x twin |" in table and "replayed CUDA graphs" in table
+    assert "eager fwd ms" not in format_table(result)
+
+
+def test_cli_records_the_graph_and_compile_flags(tiny, cli, monkeypatch):
+    import qelm.cli.bench
+    from qelm.bench import BenchResult
+
+    seen = {}
+
+    def fake(config, settings, progress=None):
+        seen["settings"] = settings
+        return BenchResult(settings={**vars(settings), "modes": list(settings.modes)}, config=config.to_dict(),
+                           machine={}, created="")
+
+    monkeypatch.setattr(qelm.cli.bench, "run_benchmark", fake)
+    monkeypatch.setattr(qelm.cli.bench, "report", lambda result: result.command)
+    code, out, err = cli("bench", "--quick", "--no-cuda-graphs", "--compile")
+    assert code == 0, err
+    assert seen["settings"].cuda_graphs is False and seen["settings"].compile is True
+    assert "--no-cuda-graphs" in out and "--compile" in out
+
+
+@pytest.mark.parametrize("model, mode", [("qelm", "inference"), ("qelm", "generation"), ("twin", "generation")])
+def test_a_graphed_measurement_times_the_eager_calls_beside_it(tiny, model, mode, monkeypatch):
+    """The CUDA branch, run on the CPU: graphs 'apply' (eagerly here) and the eager figures come beside them."""
+    import qelm.bench.worker as worker
+    import qelm.decode as decode
+
+    monkeypatch.setattr(worker, "_graphed", lambda spec: spec["mode"] != "training")
+    monkeypatch.setattr(decode, "_records", lambda device: True)
+    spec = {"model": model, "mode": mode, "batch": 2, "repeats": 2, "warmup": 1, "gen_tokens": 3, "device": "cpu",
+            "seed": 0, "lr": 1e-3, "config": tiny.to_dict(), "runtime": BackendSpec().to_table()}
+    with pytest.warns(UserWarning, match=r"CUDA graph recording failed \(RuntimeError: ") as caught:  # no GPU:
+        row = worker.measure(spec)  # the real recorder fails, once, and every call runs eagerly
+    assert len([w for w in caught if "CUDA graph" in str(w.message)]) == 1
+    assert row["cuda_graphs"] is True and row["eager_median_s"] > 0 and row["eager_tokens_per_s"] > 0
+    if mode == "inference":
+        assert 0 < row["circuit_time_fraction"] <= 1  # from the eager runs: a clock would stop the graphs
+    else:
+        assert row["static_same_tokens"] is True and row["cache_same_tokens"] is True

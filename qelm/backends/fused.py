@@ -44,7 +44,7 @@ from ..errors import BackendError, ConfigError
 from ..memory import format_bytes, free_memory_bytes
 from .base import Backend, check_angles
 from .cpu_threads import check, limited
-from .cuda_graph import GraphPool
+from .cuda_graph import GraphPool, capturing
 from .fused_adjoint import CHUNK_STATES, STATES_KEPT, BlockExecutor, chunk_size
 from .fused_blocks import BlockPlan, block_bytes, build_block_plan
 from .fused_cuda import evolve_cuda, kernel_applies
@@ -322,8 +322,10 @@ class FusedBackend(Backend):
     def _reusable(self, plan: Plan, w: torch.Tensor) -> dict | None:
         """The block matrices of the last call with these weight values, when no gradient is wanted
         (evaluation, generation: the weights do not change between calls, so neither do the unitaries);
-        None (build them) when training. Keyed by value, not identity: an optimizer step changes them."""
-        if torch.is_grad_enabled() and w.requires_grad or torch.compiler.is_compiling():
+        None (build them) when training. Keyed by value, not identity: an optimizer step changes them. None
+        too while a CUDA graph records (comparing values reads them on the host; a replay then builds the
+        unitaries from the weights it reads, so a changed weight is never served stale)."""
+        if torch.is_grad_enabled() and w.requires_grad or torch.compiler.is_compiling() or capturing(w.device):
             return None
         key = (id(plan), tuple(w.shape), w.dtype, w.device)
         held = self._reuse.get(key)

@@ -51,9 +51,12 @@ def format_table(result: BenchResult | dict[str, Any]) -> str:
             notes.append(note)
         return f"n/a[{notes.index(note) + 1}]"
 
+    graphed = any(r.get("eager_median_s") for r in rows)  # CUDA graphs: the eager figures beside them
     header = ("| model | seq len | fwd ms median (IQR) | infer tok/s | train tok/s | gen tok/s | "
               "peak MB fwd / train | fwd x twin | train x twin |")
-    lines = [header, "|" + "---|" * 9]
+    if graphed:
+        header += " eager fwd ms | eager gen tok/s | gen x twin |"
+    lines = [header, "|" + "---|" * (12 if graphed else 9)]
     for model, backend, T in keys:
         inf, trn, gen = (index.get((model, backend, T, m)) for m in MODES)
         if inf is not None and inf["status"] == "ok":
@@ -66,17 +69,23 @@ def format_table(result: BenchResult | dict[str, Any]) -> str:
             rr = ratios.get((backend, T, mode)) if model == "qelm" else None
             return f"{_fmt(rr['time_ratio'])}x" if rr else "-"
 
-        lines.append(f"| {row_label(model, backend)} | {T} | {fwd} | {cell(inf, lambda r: r['tokens_per_s'])} | "
-                     f"{cell(trn, lambda r: r['tokens_per_s'])} | {cell(gen, lambda r: r['tokens_per_s'])}"
-                     f"{' / ' + cell(gen, lambda r: r.get('no_cache_tokens_per_s')) if gen else ''} | "
-                     f"{mb} | {ratio('inference')} | {ratio('training')} |")
+        line = (f"| {row_label(model, backend)} | {T} | {fwd} | {cell(inf, lambda r: r['tokens_per_s'])} | "
+                f"{cell(trn, lambda r: r['tokens_per_s'])} | {cell(gen, lambda r: r['tokens_per_s'])}"
+                f"{' / ' + cell(gen, lambda r: r.get('no_cache_tokens_per_s')) if gen else ''} | "
+                f"{mb} | {ratio('inference')} | {ratio('training')} |")
+        if graphed:
+            line += (f" {cell(inf, lambda r: r['eager_median_s'] * 1e3 if r.get('eager_median_s') else None)} | "
+                     f"{cell(gen, lambda r: r.get('eager_tokens_per_s'))} | {ratio('generation')} |")
+        lines.append(line)
     s = d["settings"]
     foot = [f"batch {s['batch']}, up to {s['repeats']} timed runs after {s['warmup']} warm-up (fewer where the "
             f"{s['max_seconds']:g} s budget ran out), device {s['device']}"
              f", torch threads {s['threads'] or 'default'}; "
             + (f"gen tok/s: {s['gen_tokens']} new tokens after a prompt of T - {s['gen_tokens']}, with the KV cache "
                "/ without it (each token re-reads the window); " if "generation" in s["modes"] else "")
-            + "x twin: QELM time / twin time (>1: the QELM is slower)."]
+            + "x twin: QELM time / twin time (>1: the QELM is slower)."
+            + (" fwd and gen: replayed CUDA graphs (a recorded forward; a recorded decode step on a static KV "
+               "cache); eager: every call launched (gen: the growing cache)." if graphed else "")]
     if any(r["extrapolated"] for r in rows):
         foot.append(f"~X*: {EXTRAPOLATED}: predicted for a length over the budget (model in the JSON: time_model).")
     foot += [f"[{i + 1}] {n}" for i, n in enumerate(notes)]

@@ -47,7 +47,12 @@ METHOD = {
     "generation": "median of the timed model.generate calls of gen_tokens new tokens after a prompt of "
                   "T - gen_tokens tokens, with the KV cache (tokens_per_s) and re-reading the window at every "
                   "step (no_cache_tokens_per_s); tokens/s = batch*gen_tokens/median; cache_same_tokens: the "
-                  "same seed gave the same tokens both ways",
+                  "same seed gave the same tokens both ways; static_same_tokens: the static KV cache gave the "
+                  "growing (dynamic) cache's tokens",
+    "cuda_graphs": "on CUDA with cuda_graphs (the default), inference replays a recorded forward and generation "
+                   "one recorded decode step per token on a static KV cache (qelm.decode); the same measurement "
+                   "with every call eager (generation: the growing cache, as before graphs) is in eager_median_s "
+                   "and eager_tokens_per_s, and the circuit share then comes from those eager runs",
     "spread": "q25_s/q75_s (inclusive quartiles) and min_s/max_s of the timed runs",
     "memory": "each measurement in a fresh forked process, warm-up included. CPU (peak_memory_bytes): peak RSS "
               "(VmHWM reset at the start) minus RSS at the start, minus the growth of file-backed RSS (library "

@@ -41,6 +41,10 @@ class BenchSettings:
     # torch intra-op threads per measurement; 0: torch's default (one per core). 1 by default: with more,
     # OpenMP threads spin-waiting on a machine where other processes run stalled ~100 ms per forward here
     threads: int = 1
+    # replay recorded CUDA graphs in inference and generation on CUDA (model.cuda_graphs, qelm.decode); the
+    # eager time is measured beside it (eager_*); no effect on the CPU
+    cuda_graphs: bool = True
+    compile: bool = False  # torch.compile the forward and the decode step (qelm.decode.compile_model)
 
     @classmethod
     def quick(cls, **changes: Any) -> BenchSettings:
@@ -74,6 +78,9 @@ class BenchSettings:
             raise ConfigError(f"warmup={self.warmup!r} is invalid: use an integer >= 0")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise ConfigError(f"threads={self.threads!r} is invalid: use an integer >= 1, or 0 for torch's default")
+        for name in ("cuda_graphs", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: use True or False")
         if self.qubit_seq_len is not None:
             positive_ints("qubit_seq_len", (self.qubit_seq_len,))
         bad = [m for m in self.modes if m not in MODES]

@@ -84,6 +84,7 @@ def _point(model: str, backend: str, mode: str, T: int, qubits: int | None, conf
             "repeats": settings.repeats, "warmup": settings.warmup, "gen_tokens": settings.gen_tokens,
             "device": settings.device, "seed": settings.seed, "lr": settings.lr,
             "threads": settings.threads, "budget_s": settings.max_seconds, "changes": changes,
+            "cuda_graphs": settings.cuda_graphs, "compile": settings.compile,
             "runtime": BackendSpec(backend, runtime.shots, runtime.options).to_table() if model == "qelm"
             else BackendSpec().to_table()}
     head = {"model": model, "backend": backend, "label": row_label(model, backend), "seq_len": T,
@@ -180,9 +181,11 @@ def _notes(config: QELMConfig, result: BenchResult) -> list[str]:
     notes = []
     if "generation" in result.settings["modes"]:
         notes.append("generation: gen_tokens new tokens after a prompt of T - gen_tokens tokens, with the KV cache "
-                     "(each new token runs its own circuits and attends to cached keys) and without it (each new "
-                     "token re-reads the window: no_cache_tokens_per_s); cache_same_tokens says whether the two "
-                     "gave the same tokens from the same seed.")
+                     "(each new token runs its own circuits and attends to cached keys; on CUDA with graphs a static "
+                     "cache and one recorded decode step per token, the growing cache eagerly in eager_tokens_per_s) "
+                     "and without it (each new token re-reads the window: no_cache_tokens_per_s); cache_same_tokens "
+                     "says whether the two gave the same tokens from the same seed, static_same_tokens whether the "
+                     "static cache gave the growing one's.")
     if config.attention == "fidelity":
         what = ("T(T+1)/2 swap-test circuits" if config.fidelity_method == "swap_test"
                 else "T state vectors and T^2 overlaps")

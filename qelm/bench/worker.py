@@ -19,6 +19,7 @@ import torch
 from ..backends import BackendSpec
 from ..circuits import import_circuits
 from ..config import QELMConfig
+from ..decode import compile_model, static_reason
 from ..model import QELM, ClassicalLM
 from .settings import TWIN_BACKEND
 
@@ -129,10 +130,11 @@ def _quartiles(times: list[float]) -> tuple[float, float]:
 
 
 class _Generation:
-    """A timed generation with the KV cache; :meth:`without_cache` re-reads the window at every step, and
-    ``same_tokens()`` says whether both give the same tokens from one seed."""
+    """A timed generation with the KV cache (static where graphs apply); :meth:`without_cache` re-reads the
+    window at every step, :meth:`dynamic` runs the growing cache eagerly, and ``same_tokens(a, b)`` says
+    whether two of them give the same tokens from one seed."""
 
-    def __init__(self, generate: Callable[..., Any], same_tokens: Callable[[], bool]) -> None:
+    def __init__(self, generate: Callable[..., Any], same_tokens: Callable[..., bool]) -> None:
         self._generate, self.same_tokens = generate, same_tokens
 
     def __call__(self) -> Any:
@@ -140,6 +142,9 @@ class _Generation:
 
     def without_cache(self) -> Any:
         return self._generate(False)
+
+    def dynamic(self) -> Any:
+        return self._generate(True, implementation="dynamic")
 
 
 def _workload(spec: dict[str, Any]):
@@ -151,6 +156,9 @@ def _workload(spec: dict[str, Any]):
     torch.manual_seed(spec["seed"])
     runtime = BackendSpec.from_fields(spec.get("runtime", {}))
     model = (QELM(config, runtime) if spec["model"] == "qelm" else ClassicalLM(config)).to(device)
+    model.cuda_graphs = spec.get("cuda_graphs", True)
+    if spec.get("compile"):
+        compile_model(model)
     gen = torch.Generator(device=device).manual_seed(spec["seed"])
     idx = torch.randint(0, config.vocab_size, (B, T), generator=gen, device=device)  # (B, T)
     targets = torch.randint(0, config.vocab_size, (B, T), generator=gen, device=device)  # (B, T)
@@ -178,15 +186,16 @@ def _workload(spec: dict[str, Any]):
     # are absolute), so this is where it can be compared with re-reading the window at every step
     prompt = idx[:, : max(1, T - spec["gen_tokens"])]
 
-    def generate(use_cache: bool = True, generator=gen):
-        return model.generate(prompt, spec["gen_tokens"], generator=generator, use_cache=use_cache)
+    def generate(use_cache: bool = True, generator=gen, implementation: str | None = None):
+        return model.generate(prompt, spec["gen_tokens"], generator=generator, use_cache=use_cache,
+                              cache_implementation=implementation)
 
-    def warm() -> None:  # one new token: the same prompt and the same sampling path
-        model.generate(prompt, 1, generator=gen)
+    def warm() -> None:  # two new tokens: the same prompt and sampling path, a decode step recorded
+        model.generate(prompt, min(2, spec["gen_tokens"]), generator=gen)
 
-    def same_tokens() -> bool:  # the same seed gives the same tokens with and without the cache
-        seeded = [torch.Generator(device=device).manual_seed(spec["seed"]) for _ in range(2)]
-        return bool(torch.equal(generate(True, seeded[0]), generate(False, seeded[1])))
+    def same_tokens(*ways: dict) -> bool:  # the same seed gives the same tokens either way
+        seeded = [torch.Generator(device=device).manual_seed(spec["seed"]) for _ in ways]
+        return bool(torch.equal(*(generate(generator=g, **way) for g, way in zip(seeded, ways, strict=True))))
 
     return model, _Generation(generate, same_tokens), warm
 
@@ -214,12 +223,17 @@ def _timed_runs(spec: dict[str, Any], step, warm, clock: _CircuitClock | None) -
     return times, memory
 
 
+def _graphed(spec: dict[str, Any]) -> bool:
+    """Whether the measurement replays recorded CUDA graphs (inference and generation on CUDA, unless off)."""
+    return spec["device"] == "cuda" and spec.get("cuda_graphs", True) and spec["mode"] != "training"
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement described by ``spec`` (keys: ``config`` (a QELMConfig dict), ``model``
     ("qelm" or "twin"), ``mode``, ``batch``, ``repeats``, ``warmup``, ``gen_tokens``, ``device``, ``seed``,
-    ``lr``; optional ``threads`` (0: torch's default) and ``budget_s``) in this process and return its
-    measured fields; optional ``imports``: what :func:`qelm.circuits.import_circuits` imports first (circuits
-    of your own). Errors propagate. :func:`~qelm.bench.run_benchmark` calls it in a fresh process per
+    ``lr``; optional ``threads`` (0: torch's default), ``budget_s``, ``cuda_graphs`` and ``compile``) in this
+    process and return its measured fields; optional ``imports``: what :func:`qelm.circuits.import_circuits`
+    imports first (circuits of your own). Errors propagate. :func:`~qelm.bench.run_benchmark` calls it in a fresh process per
     measurement."""
     for given in spec.get("imports", ()):
         import_circuits(given)
@@ -227,15 +241,33 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(spec["threads"])
     model, step, warm = _workload(spec)
     backend = model.backend if spec["model"] == "qelm" else None
-    clock = _CircuitClock(backend, spec["device"]) if backend is not None and spec["mode"] == "inference" else None
+    # recorded graphs replay where they apply; a clock on the circuit calls would stop them (it reads the time
+    # per call), so with graphs the circuit share comes from the eager runs measured beside them
+    graphed = _graphed(spec)
+    clocked = backend is not None and spec["mode"] == "inference"
+    clock = _CircuitClock(backend, spec["device"]) if clocked and not graphed else None
     times, memory = _timed_runs(spec, step, warm, clock)
-    extra = {}
+    extra: dict[str, Any] = {"cuda_graphs": graphed}
+    if graphed:  # the same measurement with every call eager: what the graphs save
+        model.cuda_graphs = False
+        clock = _CircuitClock(backend, spec["device"]) if clocked else None
+        eager_step = step.dynamic if isinstance(step, _Generation) else step
+        eager, _ = _timed_runs({**spec, "warmup": 1}, eager_step, eager_step, clock)
+        model.cuda_graphs = True
+        tokens = spec["batch"] * (spec["gen_tokens"] if spec["mode"] == "generation" else model.config.context_len)
+        extra |= {"eager_median_s": statistics.median(eager), "eager_times_s": eager,
+                  "eager_tokens_per_s": tokens / statistics.median(eager)}
+        times_for_clock = eager
+    else:
+        times_for_clock = times
     if spec["mode"] == "generation":  # the same generation re-reading the window at every step
         assert isinstance(step, _Generation)
         plain, _ = _timed_runs({**spec, "warmup": 1}, step.without_cache, step.without_cache, None)
-        extra = {"no_cache_median_s": statistics.median(plain), "no_cache_times_s": plain,
-                 "no_cache_tokens_per_s": spec["batch"] * spec["gen_tokens"] / statistics.median(plain),
-                 "cache_same_tokens": step.same_tokens()}
+        extra |= {"no_cache_median_s": statistics.median(plain), "no_cache_times_s": plain,
+                  "no_cache_tokens_per_s": spec["batch"] * spec["gen_tokens"] / statistics.median(plain),
+                  "cache_same_tokens": step.same_tokens({}, {"use_cache": False}),
+                  "static_same_tokens": None if static_reason(model.config) else
+                  step.same_tokens({"implementation": "static"}, {"implementation": "dynamic"})}
     q25, q75 = _quartiles(times)
     median = statistics.median(times)
     tokens = spec["batch"] * (spec["gen_tokens"] if spec["mode"] == "generation" else model.config.context_len)
@@ -255,7 +287,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "memory_method": memory.method,
         "peak_rss_bytes": memory.peak_rss_bytes,
         "rss_file_growth_bytes": memory.file_growth_bytes,
-        "circuit_time_fraction": (clock.seconds / sum(times)) if clock is not None else None,
+        "circuit_time_fraction": (clock.seconds / sum(times_for_clock)) if clock is not None else None,
         "n_parameters": model.num_parameters(),
         "circuit_parameters": model.circuit_parameters(),
         "backend_described": backend.describe() if backend is not None else TWIN_BACKEND,

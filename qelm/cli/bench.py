@@ -17,7 +17,10 @@ from tqdm import tqdm
 
 from ..bench import (MODES, BenchResult, BenchSettings, expected_rows, format_scaling, format_table, plot,
                      run_benchmark, write_json)
+from ..backends.spec import DEFAULT_BACKEND
 from ..config import QELMConfig
+from ..decode import COMPILABLE, compile_refusal
+from ..errors import ConfigError
 from ..plot import figure_format
 from .options import (MODEL_FLAGS, add_json_flag, add_model_flags, check_output_file, json_to_stdout,
                       model_overrides, nonnegative_int, positive_float, positive_int, seed)
@@ -77,6 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"torch threads per measurement; 0: torch's default, one per core (default {d.threads}: "
                         "more threads made timings stall when other processes shared the cores)")
     p.add_argument("--seed", type=seed, metavar="S", help=f"seed of weights, inputs and sampling (default {d.seed})")
+    p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
+                   help="on CUDA, run inference and generation eagerly only (default: replay recorded CUDA graphs and "
+                        "measure the eager calls beside them)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile each model and its decode step (backend qelm.fused, or the twin; compilation "
+                        "happens in the warm-up; default: off)")
     p.add_argument("--quick", action="store_true",
                    help=f"reduced sweep: seq lens {','.join(map(str, _QUICK.seq_lens))}, batch {_QUICK.batch}, "
                         f"{_QUICK.repeats} repeats (flags given still override)")
@@ -87,7 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _SETTING_FLAGS = ("seq_lens", "batch", "modes", "qubits", "qubit_seq_len", "repeats", "warmup", "gen_tokens",
-                  "max_seconds", "device", "threads", "seed")
+                  "max_seconds", "device", "threads", "seed", "cuda_graphs", "compile")
 
 
 def settings_from_args(args: argparse.Namespace) -> tuple[QELMConfig, BenchSettings]:
@@ -105,6 +114,10 @@ def settings_from_args(args: argparse.Namespace) -> tuple[QELMConfig, BenchSetti
     if args.backend:
         given["backends"] = tuple(dict.fromkeys(args.backend))
     settings = BenchSettings.quick(**given) if args.quick else BenchSettings(**given)
+    if settings.compile:  # refused before any measurement, in one line
+        for name in settings.backends or (DEFAULT_BACKEND,):
+            if name not in COMPILABLE:
+                raise ConfigError(compile_refusal(name))
     for name in ("json", "plot"):  # checked before the measurement, not after it
         target = getattr(args, name)
         if target and target != "-":
@@ -145,6 +158,9 @@ def command_line(args: argparse.Namespace, prog: str) -> str:
     parts = [prog]
     for name in ("config", "backend") + _SETTING_FLAGS + ("quick", "json", "plot") + tuple(MODEL_FLAGS):
         value = getattr(args, name, None)
+        if name == "cuda_graphs" and value is False:
+            parts.append("--no-cuda-graphs")
+            continue
         if value is None or value is False or value == []:
             continue
         flag = {"batch": "--batch-size", "qubits": "--qubit-sweep"}.get(name, "--" + name.replace("_", "-"))

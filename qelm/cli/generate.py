@@ -7,6 +7,7 @@ import sys
 
 from ..chat import Chat
 from ..checkpoint import load_checkpoint
+from ..decode import compile_model
 from ..evaluate import stream_text
 from ..tokenizer import describe_chars
 from .options import UserError, add_runtime_flags, add_sampling_flags, sampling_kwargs, set_threads
@@ -21,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--prompt", required=True, help="text to continue (no default)")
     add_sampling_flags(gen)
     add_runtime_flags(gen)
+    _add_compile_flag(gen)
     gen.set_defaults(func=run_generate)
 
     chat = subparsers.add_parser("chat", help="talk with a checkpoint: each line you type, the model continues",
@@ -35,7 +37,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     chat.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder, as CHECKPOINT (no default: give one of the two)")
     add_sampling_flags(chat, stop=CHAT_STOP, max_new_tokens=CHAT_MAX_NEW_TOKENS)
     add_runtime_flags(chat)
+    _add_compile_flag(chat)
     chat.set_defaults(func=run_chat)
+
+
+def _add_compile_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model and its decode step (a static KV cache): fewer, fused kernels per "
+                             "token, after a compilation of tens of seconds; pays for long generations (backend "
+                             "qelm.fused; default: off)")
 
 
 CHAT_STOP = ("\n",)  # a reply ends with its line
@@ -54,6 +64,8 @@ def run_generate(args: argparse.Namespace) -> int:
     """Print the prompt, then each piece of text as it is sampled; Ctrl-C stops, keeping what was printed."""
     set_threads(args)
     ck = load_checkpoint(args.checkpoint, backend=args.backend)
+    if args.compile:
+        compile_model(ck.model)
     pieces = stream_text(ck.model, ck.tokenizer, args.prompt, seed=args.seed,
                          **sampling_kwargs(args))  # checks every argument
     print(f"qelm generate: checkpoint {ck.describe()}", file=sys.stderr)
@@ -85,6 +97,8 @@ def run_chat(args: argparse.Namespace) -> int:
         raise UserError("no checkpoint given: qelm chat CHECKPOINT (a checkpoint folder, e.g. runs/demo/qelm)")
     set_threads(args)
     ck = load_checkpoint(folder, backend=args.backend)
+    if args.compile:
+        compile_model(ck.model)
     chat = Chat(ck.model, ck.tokenizer, seed=args.seed, **sampling_kwargs(args, CHAT_STOP))
     interactive = sys.stdin.isatty()
     print(f"qelm chat: checkpoint {ck.describe()}; the model reads the last {chat.context_len} tokens of the "
