@@ -29,7 +29,7 @@ import torch
 from qelm import QELM, ClassicalLM, QELMConfig
 from qelm.bench.machine import machine_description
 
-WIDTHS = {6: 32, 8: 64}  # qubits -> d_model
+WIDTHS = {4: 16, 6: 32, 8: 64}  # qubits -> d_model (4: the tiny config's width)
 
 
 def _sync(device: str) -> None:
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--variants", default="default;blocks_from=4",
                    help="qelm.fused option sets to compare, ';'-separated: 'default' or OPTION=VALUE[,OPTION=VALUE] "
-                        "(default: 'default;blocks_from=4')")
+                        "(default: 'default;blocks_from=4'); features=0 runs narrow circuits stage by stage")
     p.add_argument("--profile", action="store_true",
                    help="also print torch.profiler's top operations of one QELM step per configuration")
     p.add_argument("--rounds", type=int, default=5, help="timed rounds, each one step of every model (default 5)")
@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> None:
             models = {"twin": ClassicalLM(config).to(args.device)}
             for label, options in variants.items():
                 q = QELM(config).to(args.device)
+                options = dict(options)
+                features = options.pop("features", None)  # an attribute of the backend, not an option
                 q.set_backend("qelm.fused", **options)
+                if features is not None:
+                    q.backend.features = bool(features)
                 models[f"qelm {label}"] = q
             steps = {name: _stepper(m, idx, targets) for name, m in models.items()}
             times: dict[str, list[float]] = {name: [] for name in steps}
