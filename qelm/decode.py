@@ -155,11 +155,14 @@ def compile_model(model: Any, **options: Any) -> Any:
         The model (compiled in place).
 
     Raises:
-        ConfigError: the model's backend is not one of :data:`COMPILABLE`.
+        ConfigError: the model's backend is not one of :data:`COMPILABLE`, or the model is on CUDA
+            (:data:`CUDA_COMPILE_REFUSAL`: there the recorded graphs alone measured faster).
     """
     backend = model.backend
     if backend is not None and not backend.traceable:
         raise ConfigError(compile_refusal(backend.name))
+    if any(p.is_cuda for p in model.parameters()):
+        raise ConfigError(CUDA_COMPILE_REFUSAL)
     model.__dict__["_compiled"] = _Kept(logits=torch.compile(model._logits, **options), options=options)
     return model
 
@@ -174,6 +177,15 @@ def _compile_options(model: Any) -> dict | None:
     """The options :func:`compile_model` was given (None: not compiled)."""
     held = model.__dict__.get("_compiled")
     return dict(held["options"]) if held else None
+
+
+#: why :func:`compile_model` refuses a model on CUDA, from one H200 (``benchmarks/gpu/launch_h200.sh``,
+#: ``benchmarks/results/launch-compile*-h200.json``): the recorded graphs alone were faster (a QELM's decode
+#: step 0.29 ms graphed against 3.9 ms compiled and graphed; the twin's 0.12 against 0.87), and the compiled
+#: QELM's forward failed to trace under the graphs (a symbolic shape in the circuits' wire arithmetic)
+CUDA_COMPILE_REFUSAL = ("--compile is for the CPU: on CUDA qelm replays recorded CUDA graphs, which measured faster "
+                        "than compiled ones (decode step 0.29 ms against 3.9 ms on an H200); run without --compile "
+                        "(or compile on the CPU, then move the model)")
 
 
 def compile_refusal(backend: str) -> str:

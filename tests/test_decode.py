@@ -333,6 +333,20 @@ def test_generate_compile_on_a_backend_that_cannot_be_compiled_is_one_line(cli, 
         assert "--compile needs circuits torch.compile can trace: backend qelm.fused" in line
 
 
+def test_bench_compile_on_cuda_is_refused_in_one_line(cli, monkeypatch):
+    """On CUDA the recorded graphs measured faster than compiled ones: refused before any measurement."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # past the check for a GPU, on any machine
+    line = cli.error("bench", "--quick", "--device", "cuda", "--compile")
+    assert "--compile is for the CPU: on CUDA qelm replays recorded CUDA graphs" in line
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compile_model_on_cuda_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="--compile is for the CPU"):
+        decode.compile_model(QELM(_config()).cuda())
+
+
 #: ops that read a tensor on the host, make one from Python data or give a value-dependent shape: none of them
 #: may run inside a recorded CUDA graph
 HOST_OPS = ("_local_scalar_dense", "lift_fresh", "equal", "is_nonzero", "nonzero", "_unique", "unique", "masked_select")

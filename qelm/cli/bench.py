@@ -19,7 +19,7 @@ from ..bench import (MODES, BenchResult, BenchSettings, expected_rows, format_sc
                      run_benchmark, write_json)
 from ..backends.spec import DEFAULT_BACKEND
 from ..config import QELMConfig
-from ..decode import COMPILABLE, compile_refusal
+from ..decode import COMPILABLE, CUDA_COMPILE_REFUSAL, compile_refusal
 from ..errors import ConfigError
 from ..plot import figure_format
 from .options import (MODEL_FLAGS, add_json_flag, add_model_flags, check_output_file, json_to_stdout,
@@ -84,8 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="on CUDA, run inference and generation eagerly only (default: replay recorded CUDA graphs and "
                         "measure the eager calls beside them)")
     p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile each model and its decode step (backend qelm.fused, or the twin; compilation "
-                        "happens in the warm-up; default: off)")
+                   help="torch.compile each model and its decode step (backend qelm.fused, or the twin; the CPU only: on "
+                        "CUDA the recorded graphs measured faster; compilation happens in the warm-up; default: off)")
     p.add_argument("--quick", action="store_true",
                    help=f"reduced sweep: seq lens {','.join(map(str, _QUICK.seq_lens))}, batch {_QUICK.batch}, "
                         f"{_QUICK.repeats} repeats (flags given still override)")
@@ -115,6 +115,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[QELMConfig, BenchSetti
         given["backends"] = tuple(dict.fromkeys(args.backend))
     settings = BenchSettings.quick(**given) if args.quick else BenchSettings(**given)
     if settings.compile:  # refused before any measurement, in one line
+        if settings.device == "cuda":
+            raise ConfigError(CUDA_COMPILE_REFUSAL)
         for name in settings.backends or (DEFAULT_BACKEND,):
             if name not in COMPILABLE:
                 raise ConfigError(compile_refusal(name))
