@@ -61,6 +61,11 @@ from .gates import CONTROLLED_ROTATIONS, FIXED, ROTATIONS, check_gates, gate_lis
 #: at 9-10 (``benchmarks/gpu_backends.py --device cpu``); the backend option ``blocks_from`` overrides it
 BLOCKS_FROM_WIRES = {"cpu": 11, "cuda": 11}
 
+#: where narrow re-uploading circuits run in the feature form (:mod:`.fused_features`) when ``features`` is on:
+#: measured faster on the 2-core CPU (``benchmarks/cpu_step.py``); on an H200 whole 4-qubit models trained
+#: no faster with it (10.6 against 9.6 ms a step at T = 128, even at 512; ``benchmarks/width_models.py``)
+FEATURES_ON = {"cpu": True, "cuda": False}
+
 #: a call that needs less than this is not checked: reading the machine's free memory takes ~0.1 ms, a
 #: tenth of a small training call, and so little memory is there or the process is failing anyway
 _UNCHECKED_BYTES = 32 * 2**20
@@ -271,7 +276,8 @@ class FusedBackend(Backend):
         self._check_memory(circuit, math.prod(batch), math.prod(sets), inputs.device)
         if self._graphs is not None and GraphPool.applies(inputs, weights):
             # built before recording: the recorder must not see the host work
-            self._features(circuit, self._plan(circuit, split=True, device=inputs.device))
+            if FEATURES_ON.get(inputs.device.type, False):
+                self._features(circuit, self._plan(circuit, split=True, device=inputs.device))
             return self._graphs((circuit.key, kind), lambda i, w: self._simulate(circuit, i, w, kind, sets, batch),
                                 inputs, weights)
         with limited(self.cpu_threads, inputs.device) as mark:
@@ -280,7 +286,7 @@ class FusedBackend(Backend):
     def _simulate(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
         plan = self._plan(circuit, split=True, device=inputs.device)
         real = DTYPES[self.dtype][1]
-        fp = self._features(circuit, plan)
+        fp = self._features(circuit, plan) if FEATURES_ON.get(inputs.device.type, False) else None
         if fp is not None:
             return self._run_features(fp, plan, circuit, inputs, weights, kind, sets, batch)
         x = circuit.data_angles(inputs).to(real)  # (*batch, n_data), computed in the caller's dtype
