@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from .backends.cuda_graph import Replays, capturing
+from .backends.cuda_graph import Replays, capturing, fixed_weights
 from .errors import ConfigError
 from .kv_cache import KVCache, StaticCache
 from .sampling import draw, greedy, next_probs, penalized, sample_next
@@ -77,12 +77,15 @@ def _replays(model: Any) -> Replays:
     return pool
 
 
-def _weights_key(model: Any) -> tuple:
+def _weights_key(model: Any, versions: bool = False) -> tuple:
     """What a recorded call depends on besides its inputs: where every weight lives (a graph reads them by
-    address, so ``.to()`` or a replaced parameter needs a new one; values changed in place are read anew) and
-    the backend that runs the circuits."""
+    address, so ``.to()`` or a replaced parameter needs a new one; a recorded forward reads their values anew),
+    with ``versions`` their versions too (a recorded decode step applies matrices built from their values when
+    it was recorded, :func:`fixed_weights`; an optimizer step or ``load_state_dict`` changes them in place and
+    bumps the version), and the backend that runs the circuits."""
     backend = model.backend
     return (tuple(t.data_ptr() for t in model.parameters()), tuple(t.data_ptr() for t in model.buffers()),
+            tuple(t._version for t in model.parameters()) if versions else None,
             None if backend is None else (id(backend), backend.describe()))
 
 
@@ -247,6 +250,7 @@ class Decoder:
         self.length = 0  # the tokens the cache holds, on the host: no read of ``cache.position``
         self._run = torch.compile(self._step, **compiled) if compiled is not None else self._step
         self._replay: Any = None  # the recorded step (record)
+        self._fixed: dict = {}  # what the recorded step derived from the weights (fixed_weights), kept with it
 
     def load(self, blocks: list[dict], length: int, seen: torch.Tensor, token: torch.Tensor) -> None:
         """Start from a dynamic cache (``blocks``, ``length``), the tokens ``seen`` so far (B, T) (for the
@@ -295,7 +299,8 @@ class Decoder:
         self.cache.position.zero_()
         if self.noise is not None:
             self.noise.fill_(1.0)
-        self._replay = _replays(self.model).attempt(self._run, ())  # None: failed, warned once, eager
+        with fixed_weights(self._fixed):  # the circuits' matrices built once, in the warm-up: the step applies them
+            self._replay = _replays(self.model).attempt(self._run, ())  # None: failed, warned once, eager
 
 
 def decoder_for(model: Any, batch: int, device: torch.device, sampling: dict) -> Decoder:
@@ -304,7 +309,7 @@ def decoder_for(model: Any, batch: int, device: torch.device, sampling: dict) ->
     new one, recorded where graphs apply. Two are kept."""
     graphs, options = graphs_apply(model, device), _compile_options(model)
     key = (batch, device, tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in sampling.items())),
-           graphs, repr(options), _modes(device), _weights_key(model))
+           graphs, repr(options), _modes(device), _weights_key(model, versions=True))
     kept = model.__dict__.setdefault("_decoders", _Kept())
     decoder = kept.get(key)
     if decoder is None:

@@ -111,6 +111,73 @@ def _static_recorder(calls):
     return record
 
 
+def _fixed_recorder(calls):
+    """Like :func:`_static_recorder`, but a replay sees what the recording saw from
+    :func:`~qelm.backends.cuda_graph.fixed_weights` (a CUDA graph replays the matrices it captured)."""
+    from qelm.backends.cuda_graph import fixed_store, fixed_weights
+
+    def record(fn, inputs):
+        store = fixed_store()
+        calls.append(fn)
+        static = tuple(t.clone() for t in inputs)
+        out = fn(*static)
+
+        def replay(*args):
+            for buffer, a in zip(static, args):
+                buffer.copy_(a)
+            with fixed_weights(store) if store is not None else _nothing():
+                out.copy_(fn(*static))
+            return out
+        return replay
+    return record
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("slots", [{}, {"embedding": "classical"}], ids=["default", "classical-embedding"])
+def test_a_recorded_decode_step_applies_fixed_matrices_and_is_recorded_again_when_weights_change(slots, graphs_on_cpu,
+                                                                                                  monkeypatch):
+    """The decode step is recorded under fixed_weights: its circuits' matrices are built in the warm-up and
+    applied per token (fewer operations than building them); changing a weight in place gives a new recording,
+    so the tokens are always those of the eager model with the current weights."""
+    from qelm.backends.cuda_graph import fixed_weights
+
+    torch.manual_seed(0)
+    model = QELM(_config(**slots)).eval()
+    calls: list = []
+    model.__dict__["_replays"] = Replays(record=_fixed_recorder(calls))
+    idx = torch.randint(0, 16, (2, 3))
+
+    def eager(n):
+        model.cuda_graphs = False
+        try:
+            return model.generate(idx, n, temperature=0)
+        finally:
+            model.cuda_graphs = True
+
+    assert torch.equal(model.generate(idx, 6, temperature=0), eager(6))
+    assert len(calls) == 1
+    decoder = next(iter(model.__dict__["_decoders"].values()))
+    assert decoder._fixed  # the matrices of every circuit call, built once
+    import qelm.backends.fused as fused
+
+    with torch.no_grad(), monkeypatch.context() as m:
+        m.setattr(fused, "capturing", lambda device: True)  # as while a graph records: no value-checked reuse
+        decoder.load([{} for _ in model.blocks], 0, idx, idx[:, -1:])  # any state: count the step's operations
+        with fixed_weights(decoder._fixed):
+            fixed = len(_ops(decoder._step))
+        built = len(_ops(decoder._step))
+    assert fixed < 0.8 * built, (fixed, built)
+    with torch.no_grad():
+        model.blocks[0].attention.heads.weights.mul_(1.5)  # in place: same address, new values
+    assert torch.equal(model.generate(idx, 6, temperature=0), eager(6))
+    assert len(calls) == 2  # recorded again
+
+
 def _raising(fn, inputs):
     raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
 

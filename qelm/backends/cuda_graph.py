@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable
 
 import torch
 
-__all__ = ["GraphPool", "Replays", "record_graph", "capturing"]
+__all__ = ["GraphPool", "Replays", "record_graph", "capturing", "fixed_weights", "fixed_store"]
 
 
 class _Slot:
@@ -102,6 +102,30 @@ class GraphPool:
 
 
 _recording = threading.local()  # on while record_graph warms up and captures
+
+
+_fixed = threading.local()  # the store of fixed_weights while its block runs
+
+
+@contextlib.contextmanager
+def fixed_weights(store: dict):
+    """Within the block, the caller promises that the weights will not change while what it records is in
+    use, so a backend may keep what it derives from them (``qelm.fused``: its blocks' matrices) in ``store``
+    and reuse it without reading the weights again, also while a CUDA graph records. A recorded decode step
+    then applies the matrices instead of rebuilding them every token. ``store`` must live as long as the
+    recording (its tensors are read by address); whoever keeps the recording checks that the weights are
+    the same before replaying it (:func:`qelm.decode.decoder_for` keys it by their versions)."""
+    held = getattr(_fixed, "store", None)
+    _fixed.store = store
+    try:
+        yield
+    finally:
+        _fixed.store = held
+
+
+def fixed_store() -> dict | None:
+    """The store of the :func:`fixed_weights` block running now, or None."""
+    return getattr(_fixed, "store", None)
 
 
 def capturing(device: torch.device) -> bool:

@@ -44,7 +44,7 @@ from ..errors import BackendError, ConfigError
 from ..memory import format_bytes, free_memory_bytes
 from .base import Backend, check_angles
 from .cpu_threads import check, limited
-from .cuda_graph import GraphPool, capturing
+from .cuda_graph import GraphPool, capturing, fixed_store
 from .fused_adjoint import CHUNK_STATES, STATES_KEPT, BlockExecutor, chunk_size
 from .fused_blocks import BlockPlan, block_bytes, build_block_plan
 from .fused_cuda import evolve_cuda, kernel_applies
@@ -330,10 +330,16 @@ class FusedBackend(Backend):
         (evaluation, generation: the weights do not change between calls, so neither do the unitaries);
         None (build them) when training. Keyed by value, not identity: an optimizer step changes them. None
         too while a CUDA graph records (comparing values reads them on the host; a replay then builds the
-        unitaries from the weights it reads, so a changed weight is never served stale)."""
-        if torch.is_grad_enabled() and w.requires_grad or torch.compiler.is_compiling() or capturing(w.device):
+        unitaries from the weights it reads, so a changed weight is never served stale), except inside
+        :func:`~qelm.backends.cuda_graph.fixed_weights`, whose caller promises the weights stay fixed."""
+        if torch.is_grad_enabled() and w.requires_grad or torch.compiler.is_compiling():
             return None
         key = (id(plan), tuple(w.shape), w.dtype, w.device)
+        store = fixed_store()
+        if store is not None:  # the weights are promised fixed (a recorded decode step): no value check
+            return store.setdefault((id(self),) + key, {})
+        if capturing(w.device):
+            return None
         held = self._reuse.get(key)
         if held is None or not torch.equal(held[0], w):
             held = (w.detach().clone(), {})
