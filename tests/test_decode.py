@@ -96,24 +96,11 @@ def test_draw_is_multinomial_with_the_same_generator():
 
 
 def _static_recorder(calls):
-    """A CPU stand-in for :func:`record_graph`: static inputs and one output buffer, rewritten per replay."""
-    def record(fn, inputs):
-        calls.append(fn)
-        static = tuple(t.clone() for t in inputs)
-        out = fn(*static)
+    """A CPU stand-in for :func:`record_graph`: static inputs and one output buffer, rewritten per replay; a
+    replay sees what the recording saw from :func:`~qelm.backends.cuda_graph.fixed_weights` (a CUDA graph
+    replays the matrices it captured)."""
+    import contextlib
 
-        def replay(*args):
-            for buffer, a in zip(static, args):
-                buffer.copy_(a)
-            out.copy_(fn(*static))
-            return out
-        return replay
-    return record
-
-
-def _fixed_recorder(calls):
-    """Like :func:`_static_recorder`, but a replay sees what the recording saw from
-    :func:`~qelm.backends.cuda_graph.fixed_weights` (a CUDA graph replays the matrices it captured)."""
     from qelm.backends.cuda_graph import fixed_store, fixed_weights
 
     def record(fn, inputs):
@@ -125,17 +112,11 @@ def _fixed_recorder(calls):
         def replay(*args):
             for buffer, a in zip(static, args):
                 buffer.copy_(a)
-            with fixed_weights(store) if store is not None else _nothing():
+            with fixed_weights(store) if store is not None else contextlib.nullcontext():
                 out.copy_(fn(*static))
             return out
         return replay
     return record
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 @pytest.mark.parametrize("slots", [{}, {"embedding": "classical"}], ids=["default", "classical-embedding"])
@@ -149,7 +130,7 @@ def test_a_recorded_decode_step_applies_fixed_matrices_and_is_recorded_again_whe
     torch.manual_seed(0)
     model = QELM(_config(**slots)).eval()
     calls: list = []
-    model.__dict__["_replays"] = Replays(record=_fixed_recorder(calls))
+    model.__dict__["_replays"] = Replays(record=_static_recorder(calls))
     idx = torch.randint(0, 16, (2, 3))
 
     def eager(n):
