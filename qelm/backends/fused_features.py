@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import fused_features_cuda as features_cuda
 from .fused_executor import Executor, _rotation_matrix
 from .fused_kernels import complexify, ry_layer
 from .fused_plan import Block, DataStage, Plan
@@ -266,12 +267,15 @@ def _monomials(r: int, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 def run_features(fp: FeaturePlan, ex: Executor, x: torch.Tensor, w: torch.Tensor | None, sets: tuple[int, ...],
                  shared: int, kind: str, matrices: dict | None = None) -> torch.Tensor:
-    """One call: ``x`` ``(*S', n_data, M)`` with ``S'`` the weight sets ``sets`` less their last ``shared``
-    axes (whose sets all see the same inputs), ``w`` ``(*sets, n_weights)``. Returns ``(*sets, M, n_obs)``
-    or states ``(*sets, M, D)``, as :meth:`Executor.run`. ``matrices``: reused across no-grad calls."""
+    """One call: ``x`` ``(*S', M, n_data)`` the data angles (the caller's dtype) with ``S'`` the weight sets
+    ``sets`` less their last ``shared`` axes (whose sets all see the same inputs), ``w`` ``(*sets, n_weights)``
+    (None only where ``matrices`` holds ``W``). Returns ``(*sets, M, n_obs)`` (on CUDA without a gradient: in
+    ``x``'s dtype, from one kernel, :mod:`.fused_features_cuda`) or states ``(*sets, M, D)``, as
+    :meth:`Executor.run`. ``matrices``: reused across no-grad calls."""
     if matrices is not None and "features" in matrices:
         W, cplx = matrices["features"]
     else:
+        assert w is not None, "the weights are needed to build W"
         ex.begin(w, matrices)
         try:
             W, cplx = feature_matrix(fp, ex, sets)  # (*sets, Dc, F)
@@ -279,17 +283,28 @@ def run_features(fp: FeaturePlan, ex: Executor, x: torch.Tensor, w: torch.Tensor
             ex.end()
         if matrices is not None:
             matrices["features"] = (W, cplx)
-    phi = monomials(fp, x)  # (*S', F, M)
     outer = sets[:len(sets) - shared]
     group = math.prod(sets[len(outer):])
-    dc, m = W.shape[-2], phi.shape[-1]
+    dc = W.shape[-2]
     W = W.reshape(outer + (group * dc, -1))  # one GEMM per set of shared inputs
+    z = ex.cache.z(ex.n, ex.plan.observables, cplx)
+    if kind == "expval" and features_cuda.kernel_applies(x, W):
+        if matrices is not None:  # the kernel reads W's rows contiguous: made so once per fixed W
+            W = matrices.get(("rows", group))
+            if W is None:
+                W = matrices[("rows", group)] = matrices["features"][0].reshape(outer + (group * dc, -1)).contiguous()
+        out = features_cuda.features_expval(fp.columns, fp.powers, x.reshape((-1,) + x.shape[-2:]),
+                                            W.reshape((-1,) + W.shape[-2:]), z, group, x.dtype)
+        if out is not None:  # (S', G, M, n_obs)
+            return out.reshape(sets + out.shape[-2:])
+    phi = monomials(fp, x.to(W.dtype).mT)  # (*S', F, M)
+    m = phi.shape[-1]
     if kind == "state":
         psi = (W @ phi).reshape(sets + (dc, m))
         if not cplx:
             psi = complexify(psi)
         return torch.view_as_complex(psi.movedim(-1, -2).unflatten(-1, (-1, 2)).contiguous())
-    out = Expval.apply(W, phi, ex.cache.z(ex.n, ex.plan.observables, cplx), group)  # (*S', group, n_obs, M)
+    out = Expval.apply(W, phi, z, group)  # (*S', group, n_obs, M)
     return out.reshape(sets + out.shape[-2:]).movedim(-1, -2)
 
 
