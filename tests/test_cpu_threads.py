@@ -106,3 +106,23 @@ def test_an_optimizer_step_over_a_models_parameters_runs_on_its_threads(two_thre
     other.grad = torch.ones(3)
     _Recording([other], lr=0.1).step()
     assert _Recording.seen == [1, 2, 2] and torch.get_num_threads() == 2
+
+
+class _Failing(torch.optim.SGD):
+    def step(self, closure=None):
+        raise RuntimeError("a step that fails")
+
+
+def test_a_step_that_raises_gives_the_threads_back_at_the_next_step(two_threads):
+    """A step that raises skips torch's post hook: the next step over any parameters restores the caller's
+    count before it runs (an optimizer over other tensors then sees the caller's threads)."""
+    model = QELM(QELMConfig(vocab_size=8, d_model=8, n_heads=2, d_hidden=8, context_len=6, n_qubits=2, circuit_layers=1))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    with pytest.raises(RuntimeError, match="a step that fails"):
+        _Failing(model.parameters(), lr=0.1).step()
+    other = torch.zeros(3, requires_grad=True)
+    other.grad = torch.ones(3)
+    _Recording.seen = []
+    _Recording([other], lr=0.1).step()
+    assert _Recording.seen == [2] and torch.get_num_threads() == 2

@@ -73,6 +73,10 @@ def guard_optimizers() -> None:
             else:
                 continue
             break
+        left = getattr(_state, "step", None)
+        if left is not None:  # the last step raised before its post hook ran: give its threads back first
+            torch.set_num_threads(left)
+            _state.step = None
         held = torch.get_num_threads()
         if limit is not None and held > limit and not torch.compiler.is_compiling():
             _state.step = held
