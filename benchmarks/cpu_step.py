@@ -2,11 +2,13 @@
 Python API, measured interleaved in one process: every variant runs a few steps in turn, round after round,
 so that a shared, loaded machine slows them alike. Writes JSON with the machine, the load and the command.
 
-Two studies:
+Three studies:
 
 * ``--study features``: one torch thread (as the CLI runs); the QELM with its narrow circuits in the feature
   form (``qelm.backends.fused_features``, the default) and stage by stage (``backend.features = False``),
   and the twin.
+* ``--study precision``: one torch thread; the QELM's circuits in float64 arithmetic (``dtype="complex128"``,
+  the default) and in float32 (``dtype="complex64"``), and the twin.
 * ``--study threads``: torch's thread count 1 against 2 (torch's default on 2 cores), the second with the
   library's default ``model.cpu_threads = 1`` and with ``None`` (torch's setting everywhere). ``--load``
   starts a busy process (``while 1: pass``) for the run's length: the loaded case.
@@ -30,9 +32,11 @@ from qelm import QELM, ClassicalLM, QELMConfig
 from qelm.bench.machine import load_average, machine_description
 
 
-def _step(cls, T: int, batch: int, features: bool = True, cpu_threads: int | None = 1):
+def _step(cls, T: int, batch: int, features: bool = True, cpu_threads: int | None = 1, dtype: str | None = None):
     torch.manual_seed(0)
     model = cls(QELMConfig(context_len=max(T, 32)))
+    if dtype is not None:
+        model.set_backend("qelm.fused", dtype=dtype)
     model.cpu_threads = cpu_threads
     if model.backend is not None:
         model.backend.features = features
@@ -52,6 +56,10 @@ def _variants(study: str, T: int, batch: int) -> dict:
     if study == "features":
         return {"qelm features": (1, _step(QELM, T, batch)),
                 "qelm staged": (1, _step(QELM, T, batch, features=False)),
+                "twin": (1, _step(ClassicalLM, T, batch))}
+    if study == "precision":
+        return {"qelm complex128": (1, _step(QELM, T, batch)),
+                "qelm complex64": (1, _step(QELM, T, batch, dtype="complex64")),
                 "twin": (1, _step(ClassicalLM, T, batch))}
     out = {}
     for cls, name in ((QELM, "qelm"), (ClassicalLM, "twin")):
@@ -90,7 +98,7 @@ def measure(study: str, seq_lens: list[int], batch: int, rounds: int, steps: int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/cpu_step.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--study", choices=("features", "threads"), default="features")
+    parser.add_argument("--study", choices=("features", "threads", "precision"), default="features")
     parser.add_argument("--seq-lens", default="32,128")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=7, help="rounds of every variant in turn (median over them)")

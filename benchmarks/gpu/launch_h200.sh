@@ -16,9 +16,9 @@ step() { echo "[$(( $(date +%s) - start )) s] $*"; }
 step "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 "$PY" -c "import torch, qelm; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'qelm', qelm.__version__)"
 
-step "1/5 the gpu tests of CUDA-graph replay (tests/test_decode.py, tests/test_cuda_graph.py; without pytest, their checks as a script)"
+step "1/5 the gpu tests of CUDA-graph replay and of the feature-form kernel (tests/test_decode.py, tests/test_cuda_graph.py, tests/test_features_kernel.py; without pytest, the graphs' checks as a script)"
 if "$PY" -c "import pytest" 2>/dev/null; then
-  timeout 80 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_decode.py tests/test_cuda_graph.py 2>&1 \
+  timeout 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_decode.py tests/test_cuda_graph.py tests/test_features_kernel.py 2>&1 \
     | tee "$OUT/gpu-tests.txt" | tail -15
   echo "exit ${PIPESTATUS[0]}" >> "$OUT/gpu-tests.txt"
 else
@@ -29,9 +29,9 @@ step "2/5 qelm bench, batch 2, T = 512 and 2048: inference and generation, graph
 timeout 115 "$PY" -m qelm bench --device cuda --seq-lens 512,2048 --batch-size 2 --modes inference,generation \
   --gen-tokens 64 --repeats 8 --max-seconds 2.5 --json "$OUT/bench-launch-b2-h200.json" | tail -25
 
-step "3/5 generation tokens/s at batch 8 and 1, T = 512 (64 new tokens): growing cache eager, static eager, graphed"
-timeout 65 "$PY" benchmarks/launch.py --device cuda --seq-lens 512 --modes generation --gen-batches 8,1 \
-  --gen-tokens 64 --ways eager,static,graphs --repeats 6 --max-seconds 2 --out "$OUT/launch-generation-h200.json"
+step "3/5 one decode step at batch 8, and generation tokens/s at batch 8 and 1, T = 512 (64 new tokens): eager (the growing cache), graphed"
+timeout 100 "$PY" benchmarks/launch.py --device cuda --seq-lens 512 --modes decode,generation --batch 8 --gen-batches 8,1 \
+  --gen-tokens 64 --ways eager,graphs --repeats 6 --max-seconds 2 --out "$OUT/launch-generation-h200.json"
 
 step "4/5 torch.compile: inference at T = 512 and 2048, batch 2: eager, graphs, compiled and graphed"
 timeout 105 "$PY" benchmarks/launch.py --device cuda --seq-lens 512,2048 --batch 2 --modes inference \

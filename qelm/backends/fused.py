@@ -64,7 +64,9 @@ BLOCKS_FROM_WIRES = {"cpu": 11, "cuda": 11}
 
 #: where narrow re-uploading circuits run in the feature form (:mod:`.fused_features`) when ``features`` is on:
 #: measured faster on the 2-core CPU (``benchmarks/cpu_step.py``); on an H200 whole 4-qubit models trained
-#: no faster with it (10.6 against 9.6 ms a step at T = 128, even at 512; ``benchmarks/width_models.py``)
+#: no faster with it (10.6 against 9.6 ms a step at T = 128, even at 512; ``benchmarks/width_models.py``).
+#: On CUDA a call without a gradient takes it anyway, as one kernel (:mod:`.fused_features_cuda`;
+#: ``FusedBackend._feature_form``): a decode step 57 kernels instead of ~150 (``benchmarks/launch.py``)
 FEATURES_ON = {"cpu": True, "cuda": False}
 
 #: a call that needs less than this is not checked: reading the machine's free memory takes ~0.1 ms, a
