@@ -167,7 +167,8 @@ def feature_matrix(fp: FeaturePlan, ex: Executor, lead: tuple[int, ...]) -> tupl
     cache, n = ex.cache, ex.n
     consts = cache.get(("features", id(fp)), lambda: _constants(fp, cache, n))
     program = cache.get(("feature program", id(fp)), lambda: matrix_program(fp, ex, consts))
-    if program is not None:  # one autograd function from the blocks' one-qubit matrices (fused_features_matrix)
+    if program is not None and not torch.compiler.is_compiling():  # one autograd function from the blocks' one-qubit
+        # matrices (fused_features_matrix); dynamo cannot trace its backward (host-side index tables): autograd there
         return program_matrix(program, [ex.chain_matrices(ex.plan.groups[g]) for g in program.groups], lead), True
     t: torch.Tensor | None = None  # None: the prefix's basis columns, (D, C0) of 0 and 1
     steps = iter(consts["steps"])
