@@ -251,7 +251,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         (:meth:`qelm.backends.Backend.prepare`: ``qelm.fused`` builds the matrices of circuits of one structure
         at once); nothing without gradients or once compiled."""
         layers = self.quantum_layers()
-        if not layers or not torch.is_grad_enabled() or decode.compiled(self) is not None:
+        if not layers or not torch.is_grad_enabled() or torch.compiler.is_compiling() or decode.compiled(self) is not None:
             return contextlib.nullcontext()
         backend = layers[0].backend
         return backend.prepare([run for layer in layers if layer.backend is backend for run in layer.circuit_runs()])

@@ -48,12 +48,14 @@ def registered():
 
 @pytest.fixture
 def builds(monkeypatch):
-    """The weight sets of every joint build, in order."""
+    """The weight sets of every joint build, in order (not the builds that fill a plan's tables once, which
+    run without a gradient)."""
     seen: list[tuple[int, ...]] = []
     real = fused_joint.feature_matrix
 
     def spy(fp, ex, lead):
-        seen.append(lead)
+        if torch.is_grad_enabled():
+            seen.append(lead)
         return real(fp, ex, lead)
     monkeypatch.setattr(fused_joint, "feature_matrix", spy)
     return seen
@@ -132,6 +134,26 @@ def test_nothing_is_held_outside_a_forward_with_gradients(builds):
         model(idx, targets=idx)
     assert backend._held is None  # let go when the forward raises too
     handle.remove()
+
+
+def test_a_traced_forward_finds_every_call_s_tables_built(monkeypatch):
+    """The joint build runs one plan of each structure; the other calls' own tables are built once beside it
+    (without a gradient), so that a forward under torch.compile, which prepares nothing and builds each ``W``
+    per call, reads no table from the host."""
+    model = _model()
+    idx = torch.randint(0, model.config.vocab_size, (2, 8))
+    tables = []
+    real = fused_joint.feature_matrix
+
+    def spy(fp, ex, lead):
+        if not torch.is_grad_enabled():
+            tables.append(lead)
+        return real(fp, ex, lead)
+    monkeypatch.setattr(fused_joint, "feature_matrix", spy)
+    _step(model, idx)
+    assert tables == [()]  # the feed-forward circuit's, once
+    _step(model, idx)
+    assert tables == [()]
 
 
 def test_features_off_prepares_nothing(builds):

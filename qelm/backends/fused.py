@@ -153,7 +153,7 @@ class FusedBackend(Backend):
         return evolve_pairs(plan, angles, re, im)
 
     # device tensors, ids and plans: rebuilt on demand
-    _transient = Backend._transient + ("_plans", "_tensors", "_reuse", "_passes", "_checked", "_held")
+    _transient = Backend._transient + ("_plans", "_tensors", "_reuse", "_passes", "_checked", "_held", "_warmed")
 
     # --- plans -------------------------------------------------------------------------------------
     def _blocks(self, circuit, device: torch.device | None) -> bool:
@@ -378,7 +378,8 @@ class FusedBackend(Backend):
                 calls.append(Call(self._structure(circuit), plan, fp, weights, sets))
         if len(calls) < 2:
             return None
-        held = build(calls, lambda plan, device: self._executor(plan, device), DTYPES[self.dtype][1])
+        warmed = self.__dict__.setdefault("_warmed", {})
+        held = build(calls, lambda plan, device: self._executor(plan, device), DTYPES[self.dtype][1], warmed)
         return held if len(held) else None
 
     def _structure(self, circuit) -> tuple:

@@ -75,11 +75,17 @@ class Held:
         return p.W, p.cplx
 
 
-def build(calls: list[Call], executor: Callable[[Plan, torch.device], Executor], real: torch.dtype) -> Held:
+def build(calls: list[Call], executor: Callable[[Plan, torch.device], Executor], real: torch.dtype,
+          warmed: dict) -> Held:
     """``W`` of every call that shares its structure (and device) with another, one
     :func:`~.fused_features.feature_matrix` per structure over all their weight sets (cast to ``real``, as a
     call casts them); a structure with one call is left to build its own. A weights tensor that two calls
-    name is built once."""
+    name is built once.
+
+    ``warmed``: the feature plans whose own build has run (by id). The joint build runs the first call's
+    plan only; the others' tables (constants, index tensors) are built once here, without a gradient, so
+    that a later call that builds its own ``W`` under ``torch.compile`` finds them (reading them from the
+    host there breaks the graph)."""
     groups: dict[tuple, list[Call]] = {}
     seen: set[int] = set()
     for call in calls:
@@ -92,6 +98,11 @@ def build(calls: list[Call], executor: Callable[[Plan, torch.device], Executor],
         if len(group) < 2:
             continue
         first = group[0]
+        for c in group[1:]:
+            if warmed.get((id(c.fp), device)) is not c.fp:
+                with torch.no_grad():
+                    _own(c, executor(c.plan, device), real)
+                warmed[(id(c.fp), device)] = c.fp
         w = torch.cat([c.weights.to(real).reshape(math.prod(c.sets), -1) for c in group])  # (sum of sets, n_weights)
         ex = executor(first.plan, device)
         ex.begin(w)
@@ -106,3 +117,12 @@ def build(calls: list[Call], executor: Callable[[Plan, torch.device], Executor],
                                      W[start:start + n].reshape(c.sets + W.shape[-2:]), cplx))
             start += n
     return Held(prepared)
+
+
+def _own(call: Call, ex: Executor, real: torch.dtype) -> None:
+    """The build ``call`` would run itself (its result dropped)."""
+    ex.begin(call.weights.detach().to(real).reshape(call.sets + (-1,)))
+    try:
+        feature_matrix(call.fp, ex, call.sets)
+    finally:
+        ex.end()
