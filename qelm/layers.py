@@ -55,6 +55,12 @@ class QuantumLayer(nn.Module):
         """The circuits this layer runs (as it is configured: the swap test only in that mode, say)."""
         return ()
 
+    def circuit_runs(self) -> tuple[tuple[Circuit, torch.Tensor], ...]:
+        """The ``(circuit, weights)`` pairs this layer's forward pass runs with its weights as they are (what a
+        model asks its backend to prepare: :meth:`qelm.backends.Backend.prepare`); calls with a slice of them
+        are left out."""
+        return ()
+
     def check_backend(self, backend: Backend | None = None) -> None:
         """Refuse, before any forward pass, a backend (default: this layer's) that cannot run one of
         :meth:`circuits` (:meth:`qelm.backends.Backend.check_circuit`)."""
@@ -220,6 +226,10 @@ class QuantumAttentionHead(QuantumLayer):
             return (self.features,)
         return (self.fidelity,) if self.method == "exact" else (self.swap_test, self.features)
 
+    def circuit_runs(self) -> tuple[tuple[Circuit, torch.Tensor], ...]:
+        """The q/k/v circuit with every head's weights ``(H, 3, ...)`` (quantum mode)."""
+        return ((self.features, self.weights),) if self.mode == "quantum" else ()
+
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:  # x (B, T, H, n)
         """Attend, causally, over every head at once.
 
@@ -384,6 +394,10 @@ class QuantumFeedForward(QuantumLayer):
     def circuits(self) -> tuple[Circuit, ...]:
         """The feed-forward circuit."""
         return (self.circuit,)
+
+    def circuit_runs(self) -> tuple[tuple[Circuit, torch.Tensor], ...]:
+        """The feed-forward circuit with its weights."""
+        return ((self.circuit, self.weights),)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, T, d_model)
         """``(B, T, d_model)`` -> ``(B, T, d_model)``: each token through the circuit."""

@@ -9,6 +9,7 @@ count, the fair "is the circuit worth its parameters?" baseline.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Generator
@@ -233,7 +234,7 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
         if start + idx.shape[1] > self.config.context_len:
             raise DataError(f"the KV cache holds {start} tokens; {idx.shape[1]} more exceed context_len="
                              f"{self.config.context_len}: start a new cache from the last {self.config.context_len} tokens")
-        with limited(self.cpu_threads, idx.device) as mark:  # forward and backward on cpu_threads threads
+        with limited(self.cpu_threads, idx.device) as mark, self._prepared():  # forward and backward on cpu_threads
             if cache is None and decode.graphs_apply(self, idx.device):  # no grad, CUDA: a recorded graph
                 logits = decode.graphed_logits(self, idx)
             elif cache is None:
@@ -244,6 +245,16 @@ class QELM(nn.Module, PyTorchModelHubMixin, library_name="qelm", license="apache
             if targets is not None:
                 loss = mark(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)))
         return logits, loss
+
+    def _prepared(self):
+        """The backend's preparation of the circuit calls of one eager forward pass with gradients
+        (:meth:`qelm.backends.Backend.prepare`: ``qelm.fused`` builds the matrices of circuits of one structure
+        at once); nothing without gradients or once compiled."""
+        layers = self.quantum_layers()
+        if not layers or not torch.is_grad_enabled() or torch.compiler.is_compiling() or decode.compiled(self) is not None:
+            return contextlib.nullcontext()
+        backend = layers[0].backend
+        return backend.prepare([run for layer in layers if layer.backend is backend for run in layer.circuit_runs()])
 
     def _logits(self, idx: torch.Tensor, cache: KVCache | StaticCache | None) -> torch.Tensor:
         """The forward pass of checked ids: logits (B, T, vocab); a cache's keys and values read and extended

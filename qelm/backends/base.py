@@ -122,6 +122,13 @@ class Backend:
         finally:
             observers.remove(observer)
 
+    def prepare(self, runs):
+        """A context for one forward pass of a model whose layers will call :meth:`run` with the
+        ``(circuit, weights)`` pairs ``runs``: a backend may compute ahead what those calls share, and lets it
+        go when the block ends (``qelm.fused`` builds the feature-form matrices of all circuits of one
+        structure at once). The default computes nothing."""
+        return contextlib.nullcontext()
+
     def _execute(self, circuit, inputs, weights, kind, sets, batch) -> torch.Tensor:
         """The work of :meth:`run`, shapes checked: by default weights broadcast into angle vectors."""
         w = weights.reshape(sets + (1,) * (len(batch) - len(sets)) + tuple(circuit.weight_shape))

@@ -35,6 +35,7 @@ qiskit.aer or default.qubit for sampling).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -52,6 +53,7 @@ from .fused_evolve import evolve_pairs, evolve_plan
 from .fused_executor import Executor
 from . import fused_features_cuda as features_cuda
 from .fused_features import FeaturePlan, feature_plan, run_features
+from .fused_joint import Call, Held, build, structure
 from .fused_kernels import Tensors
 from .fused_plan import Plan, UnsupportedGate, build_plan, state_passes
 from .gates import CONTROLLED_ROTATIONS, FIXED, ROTATIONS, check_gates, gate_list, refusal
@@ -151,7 +153,7 @@ class FusedBackend(Backend):
         return evolve_pairs(plan, angles, re, im)
 
     # device tensors, ids and plans: rebuilt on demand
-    _transient = Backend._transient + ("_plans", "_tensors", "_reuse", "_passes", "_checked")
+    _transient = Backend._transient + ("_plans", "_tensors", "_reuse", "_passes", "_checked", "_held", "_warmed")
 
     # --- plans -------------------------------------------------------------------------------------
     def _blocks(self, circuit, device: torch.device | None) -> bool:
@@ -333,6 +335,10 @@ class FusedBackend(Backend):
         x = circuit.data_angles(own)  # (*S', 1.., *batch, n_data), computed in the caller's dtype
         x = x.reshape(outer + (math.prod(batch[len(sets):]), x.shape[-1]))  # (*S', M, n_data)
         matrices = self._fixed_matrices(plan, weights, sets)
+        held = self.__dict__.get("_held")
+        if held is not None and matrices is None and inputs.dtype == weights.dtype and not torch.compiler.is_compiling():
+            found = held.get(self._structure(circuit), weights)  # W built ahead (prepare)
+            matrices = None if found is None else {"features": found}
         w = None
         if matrices is None or "features" not in matrices:  # W to build: from the weights, in float64
             w = weights.to(inputs.dtype).to(real).reshape(sets + (-1,))  # (*S, n_weights)
@@ -340,6 +346,48 @@ class FusedBackend(Backend):
         out = run_features(fp, self._executor(plan, inputs.device), x, w, sets, shared, kind, matrices)
         out = out.reshape(batch + out.shape[-1:])
         return out if kind == "state" else out.to(inputs.dtype)
+
+    @contextlib.contextmanager
+    def prepare(self, runs):
+        """For the block (one forward pass with gradients, on a device where the feature form runs): the
+        feature-form matrices ``W`` of every call in ``runs`` whose circuit shares its structure with another's,
+        built in one call per structure (:mod:`.fused_joint`); each call then takes its own from them. Nothing
+        is held past the block (an optimizer step changes the weights), nor built without a gradient, under
+        ``torch.compile``, or where a call could not use it."""
+        outer = self.__dict__.get("_held")
+        self._held = self._joint(runs)
+        try:
+            yield
+        finally:
+            self._held = outer
+
+    def _joint(self, runs) -> Held | None:
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling() or not self.features:
+            return None
+        calls = []
+        for circuit, weights in runs:
+            device = weights.device
+            if not weights.requires_grad or not FEATURES_ON.get(device.type, False) or self._evolves(circuit):
+                continue
+            if self._graphs is not None and device.type == "cuda":
+                continue  # a recorded call reads its weights itself
+            plan = self._plan(circuit, split=True, device=device)
+            fp = self._features(circuit, plan)
+            if fp is not None and isinstance(plan, Plan):
+                sets = tuple(weights.shape[:weights.dim() - len(circuit.weight_shape)])
+                calls.append(Call(self._structure(circuit), plan, fp, weights, sets))
+        if len(calls) < 2:
+            return None
+        warmed = self.__dict__.setdefault("_warmed", {})
+        held = build(calls, lambda plan, device: self._executor(plan, device), DTYPES[self.dtype][1], warmed)
+        return held if len(held) else None
+
+    def _structure(self, circuit) -> tuple:
+        """What the feature-form matrix of ``circuit`` depends on besides the weights (:func:`.fused_joint.structure`)."""
+        key = (type(circuit), circuit.key, "structure")
+        if key not in self._plans:
+            self._plans[key] = structure(circuit, circuit.angle_layout(), _same_columns(circuit))
+        return self._plans[key]
 
     def _fixed_matrices(self, plan: Plan, weights: torch.Tensor, sets: tuple[int, ...]) -> dict | None:
         """What a call keeps of its matrices inside :func:`~qelm.backends.cuda_graph.fixed_weights` (the

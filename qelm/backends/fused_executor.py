@@ -138,9 +138,25 @@ class Executor:
         return u
 
     def _layers(self, spec) -> torch.Tensor:
-        """Every layer of one-qubit gates of a group of blocks as a ``K x K`` matrix, all at once: the gates'
-        2x2 matrices from their angles (one vectorized formula), each wire's chain multiplied out, then the
-        Kronecker product over wires. ``(*S, nb, L, K, K)``."""
+        """Every layer of one-qubit gates of a group of blocks as a ``K x K`` matrix, all at once: the
+        Kronecker product over wires of :meth:`_chains`. ``(*S, nb, L, K, K)``."""
+        m = self._chains(spec)
+        # Pairwise products, not one torch.prod: prod's backward looks for zeros on the host, which a CUDA
+        # graph capture forbids
+        out = m[..., 0, :, :]
+        for j in range(1, m.shape[-3]):
+            out = (out.unsqueeze(-1).unsqueeze(-3) * m[..., j, :, :].unsqueeze(-2).unsqueeze(-4)).flatten(-4, -3).flatten(-2)
+        return out
+
+    def chain_matrices(self, group: list[Block]) -> torch.Tensor:
+        """The one-qubit matrices of every layer of a group of blocks with weights, ``(*S, nb, L, k, 2, 2)``."""
+        cache = self.cache
+        spec = cache.get(("layers", tuple(id(b) for b in group)), lambda: _layer_spec(group, cache))
+        return self._chains(spec)
+
+    def _chains(self, spec) -> torch.Tensor:
+        """Each wire's one-qubit gates in every layer of a group of blocks multiplied out: the gates' 2x2
+        matrices from their angles (one vectorized formula), then the chains. ``(*S, nb, L, k, 2, 2)``."""
         table = spec["fixed"]  # (F + 1, 2, 2): constant gates, then the identity
         if spec["n_weight"]:
             idx = spec["weight_index"]  # (nb, G): each block's weight entries
@@ -160,13 +176,7 @@ class Executor:
         m = t[..., 0, :, :]
         for j in range(1, t.shape[-3]):  # later gates act after earlier ones
             m = t[..., j, :, :] @ m
-        # (*S, nb, L, k, 2, 2) -> (*S, nb, L, K, K): the Kronecker product over the wires, wire 0 first.
-        # Pairwise products, not one torch.prod: prod's backward looks for zeros on the host, which a CUDA
-        # graph capture forbids
-        out = m[..., 0, :, :]
-        for j in range(1, m.shape[-3]):
-            out = (out.unsqueeze(-1).unsqueeze(-3) * m[..., j, :, :].unsqueeze(-2).unsqueeze(-4)).flatten(-4, -3).flatten(-2)
-        return out
+        return m
 
     def _block(self, t, cplx, block: Block):
         if block.mode == "perm":

@@ -39,6 +39,7 @@ import torch
 
 from . import fused_features_cuda as features_cuda
 from .fused_executor import Executor, _rotation_matrix
+from .fused_features_matrix import matrix_program, program_matrix
 from .fused_kernels import complexify, ry_layer
 from .fused_plan import Block, DataStage, Plan
 
@@ -165,6 +166,10 @@ def feature_matrix(fp: FeaturePlan, ex: Executor, lead: tuple[int, ...]) -> tupl
     of one monomial summed as soon as they meet (the blocks are linear)."""
     cache, n = ex.cache, ex.n
     consts = cache.get(("features", id(fp)), lambda: _constants(fp, cache, n))
+    program = cache.get(("feature program", id(fp)), lambda: matrix_program(fp, ex, consts))
+    if program is not None and not torch.compiler.is_compiling():  # one autograd function from the blocks' one-qubit
+        # matrices (fused_features_matrix); dynamo cannot trace its backward (host-side index tables): autograd there
+        return program_matrix(program, [ex.chain_matrices(ex.plan.groups[g]) for g in program.groups], lead), True
     t: torch.Tensor | None = None  # None: the prefix's basis columns, (D, C0) of 0 and 1
     steps = iter(consts["steps"])
     for kind, item in fp.stages:
