@@ -166,7 +166,8 @@ def feature_matrix(fp: FeaturePlan, ex: Executor, lead: tuple[int, ...]) -> tupl
     of one monomial summed as soon as they meet (the blocks are linear)."""
     cache, n = ex.cache, ex.n
     consts = cache.get(("features", id(fp)), lambda: _constants(fp, cache, n))
-    program = cache.get(("feature program", id(fp)), lambda: matrix_program(fp, ex, consts))
+    program = cache.get(("feature program", id(fp)), lambda: matrix_program(fp, ex, consts)) \
+        if cache.device.type == "cpu" else None  # measured on the CPU; CUDA (graph captures) keeps autograd's build
     if program is not None and not torch.compiler.is_compiling():  # one autograd function from the blocks' one-qubit
         # matrices (fused_features_matrix); dynamo cannot trace its backward (host-side index tables): autograd there
         return program_matrix(program, [ex.chain_matrices(ex.plan.groups[g]) for g in program.groups], lead), True
