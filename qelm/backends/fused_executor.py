@@ -23,6 +23,7 @@ class Executor:
     x: torch.Tensor
     cx: torch.Tensor
     sx: torch.Tensor
+    w: torch.Tensor | None
     cw: torch.Tensor
     sw: torch.Tensor
     unitaries: dict[int, torch.Tensor]
@@ -150,9 +151,12 @@ class Executor:
 
     def chain_matrices(self, group: list[Block]) -> torch.Tensor:
         """The one-qubit matrices of every layer of a group of blocks with weights, ``(*S, nb, L, k, 2, 2)``."""
+        return self._chains(self.layer_spec(group))
+
+    def layer_spec(self, group: list[Block]) -> dict:
+        """The constant tensors :meth:`chain_matrices` builds a group's matrices from (made once)."""
         cache = self.cache
-        spec = cache.get(("layers", tuple(id(b) for b in group)), lambda: _layer_spec(group, cache))
-        return self._chains(spec)
+        return cache.get(("layers", tuple(id(b) for b in group)), lambda: _layer_spec(group, cache))
 
     def _chains(self, spec) -> torch.Tensor:
         """Each wire's one-qubit gates in every layer of a group of blocks multiplied out: the gates' 2x2
@@ -211,13 +215,14 @@ class Executor:
     def begin(self, w: torch.Tensor | None, matrices: dict | None = None) -> None:
         """Hold a call's weights (their half-angle cosines and sines) for the blocks; :meth:`end` lets go."""
         self.matrices = {} if matrices is None else matrices
+        self.w = w
         if w is not None:
             half = w * 0.5
             self.cw, self.sw = torch.cos(half), torch.sin(half)
         self.unitaries = {}
 
     def end(self) -> None:
-        for name in ("x", "cx", "sx", "cw", "sw", "unitaries", "matrices"):
+        for name in ("x", "cx", "sx", "w", "cw", "sw", "unitaries", "matrices"):
             setattr(self, name, None)  # the call's tensors are not kept past it
 
     def run(self, x: torch.Tensor, w: torch.Tensor | None, lead: tuple[int, ...], kind: str, matrices: dict | None = None):

@@ -170,7 +170,7 @@ def feature_matrix(fp: FeaturePlan, ex: Executor, lead: tuple[int, ...]) -> tupl
         if cache.device.type == "cpu" else None  # measured on the CPU; CUDA (graph captures) keeps autograd's build
     if program is not None and not torch.compiler.is_compiling():  # one autograd function from the blocks' one-qubit
         # matrices (fused_features_matrix); dynamo cannot trace its backward (host-side index tables): autograd there
-        return program_matrix(program, [ex.chain_matrices(ex.plan.groups[g]) for g in program.groups], lead), True
+        return program_matrix(program, ex, lead), True
     t: torch.Tensor | None = None  # None: the prefix's basis columns, (D, C0) of 0 and 1
     steps = iter(consts["steps"])
     for kind, item in fp.stages:

@@ -14,9 +14,13 @@ its Kronecker product's gradient in one gather and one batched product (:func:`k
 
 What it takes (:func:`matrix_program`): every stage of the feature plan a block on all wires built from layers
 of one-qubit gates, fixed permutations and constant matrices (no multi-qubit weight rotation), a fixed
-permutation block, a block without weights or an RY stage; a complex ``W``. The one-qubit matrices of each
-group of blocks (:meth:`~.fused_executor.Executor.chain_matrices`, a few operations that autograd
-differentiates) are this function's inputs. Other feature plans build ``W`` step by step under autograd.
+permutation block, a block without weights or an RY stage; a complex ``W``. Its input is the call's weights:
+each group's one-qubit matrices (the gates' 2 x 2 matrices from the half angles, multiplied along each wire's
+chain) are built inside it and differentiated by hand too (:func:`_chains`, :func:`_chains_grad`), where under
+autograd the dozen tiny operations of :meth:`~.fused_executor.Executor.chain_matrices` and their backward
+nodes cost more than they compute (default model, one thread: the two builds of a training step, forward and
+backward, 2.53 -> 2.26 ms). Where a weighted gate is a PhaseShift, or the weights need no gradient, the
+inputs are those matrices under autograd. Other feature plans build ``W`` step by step under autograd.
 """
 
 from __future__ import annotations
@@ -135,10 +139,19 @@ def _perm_step(gp, cache) -> tuple:
     return ("perm", index, inverse, phase)
 
 
-def program_matrix(prog: MatrixProgram, mats: list[torch.Tensor], lead: tuple[int, ...]) -> torch.Tensor:
-    """``W`` as interleaved real rows ``(*lead, 2D, F)`` (rows ``2d + part``) from each used group's one-qubit
-    matrices ``(*lead, nb, L, n, 2, 2)`` (:meth:`~.fused_executor.Executor.chain_matrices`)."""
-    return MatrixW.apply(prog, lead, *mats)
+def program_matrix(prog: MatrixProgram, ex, lead: tuple[int, ...]) -> torch.Tensor:
+    """``W`` as interleaved real rows ``(*lead, 2D, F)`` (rows ``2d + part``) from the call's weights on ``ex``
+    (:meth:`~.fused_executor.Executor.begin`). Where every used group's gates are plain rotations (no
+    PhaseShift) and the weights need a gradient, the weights are the function's input and the groups'
+    one-qubit matrices are built and differentiated inside it (:func:`_chains`); else its inputs are those
+    matrices ``(*lead, nb, L, n, 2, 2)`` (:meth:`~.fused_executor.Executor.chain_matrices`) under autograd."""
+    groups = [ex.plan.groups[g] for g in prog.groups]
+    specs = [ex.layer_spec(group) for group in groups]
+    w = ex.w
+    if w is not None and w.requires_grad and torch.is_grad_enabled() \
+            and all(spec["n_weight"] and spec["phase_w"] is None for spec in specs):
+        return MatrixW.apply(prog, lead, (specs, ex.cw.detach(), ex.sw.detach()), w)
+    return MatrixW.apply(prog, lead, None, *[ex.chain_matrices(group) for group in groups])
 
 
 def kron(m: torch.Tensor) -> torch.Tensor:
@@ -196,18 +209,28 @@ def kron_grad(g: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 class MatrixW(torch.autograd.Function):
     """``W`` from one-qubit matrices (see the module): forward the program's steps, backward their adjoints in
-    reverse, then :func:`kron_grad` once per group."""
+    reverse, then :func:`kron_grad` once per group. ``weights``: None (the inputs are each group's one-qubit
+    matrices), or ``(specs, cw, sw)`` (the input is the weights ``(*S, n_weights)``, ``cw`` and ``sw`` their
+    half-angle cosines and sines without a gradient): the matrices built here by :func:`_chains` and the
+    weights' gradient by :func:`_chains_grad`, no autograd graph between the angles and ``W``."""
 
     @staticmethod
-    def forward(ctx, prog: MatrixProgram, lead: tuple[int, ...], *mats):
+    def forward(ctx, prog: MatrixProgram, lead: tuple[int, ...], weights: tuple | None, *inputs):
+        if weights is None:  # the inputs: each group's one-qubit matrices
+            mats, ctx.chains = list(inputs), None
+        else:  # the input: the weights (*S, n_weights); their cosines and sines come beside them
+            specs, cw, sw = weights
+            built = [_chains(spec, cw, sw) for spec in specs]
+            mats = [m for m, _ in built]
+            ctx.chains, ctx.w_shape = (specs, cw, sw, [saved for _, saved in built]), inputs[0].shape
         Ks = [kron(m) for m in mats]  # (*S, nb, L, D, D)
         t = prog.start  # None: the identity
-        inputs = []  # the columns each layer step met (None: the identity)
+        steps_in: list = []  # the columns each layer step met (None: the identity)
         for step in prog.steps:
             kind = step[0]
             if kind == "layer":
                 K = Ks[step[1]][..., step[2], step[3], :, :]
-                inputs.append(t)
+                steps_in.append(t)
                 t = K if t is None else K @ t
             elif kind == "perm":
                 base = _eye(prog, mats) if t is None else t
@@ -225,15 +248,18 @@ class MatrixW(torch.autograd.Function):
         assert t is not None
         if t.shape[:-2] != lead:
             t = t.expand(lead + t.shape[-2:])
-        ctx.prog, ctx.inputs, ctx.Ks = prog, inputs, Ks
-        ctx.save_for_backward(*mats)
+        ctx.prog, ctx.inputs, ctx.Ks = prog, steps_in, Ks
+        if ctx.chains is None:
+            ctx.save_for_backward(*mats)
+        else:  # the matrices are not inputs: kept beside the rest
+            ctx.mats = mats
         return torch.view_as_real(t).movedim(-1, -2).flatten(-3, -2)  # rows 2d + part
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         prog, inputs, Ks = ctx.prog, ctx.inputs, ctx.Ks
-        mats = ctx.saved_tensors
+        mats = ctx.saved_tensors if ctx.chains is None else ctx.mats
         g = torch.view_as_complex(grad.unflatten(-2, (-1, 2)).movedim(-2, -1).contiguous())  # (*S, D, F)
         layers: list[dict] = [{} for _ in mats]  # per group: (block, layer) -> dL/dK
         li = len(inputs)
@@ -261,7 +287,63 @@ class MatrixW(torch.autograd.Function):
             nb, L = m.shape[-5], m.shape[-4]
             gK = torch.stack([group[(b, j)] for b in range(nb) for j in range(L)], -3)  # every layer was reached
             out.append(kron_grad(gK.unflatten(-3, (nb, L)), m))
-        return (None, None, *out)
+        if ctx.chains is None:
+            return (None, None, None, *out)
+        specs, cw, sw, saved = ctx.chains
+        gw = cw.new_zeros(ctx.w_shape)
+        for spec, s, gm in zip(specs, saved, out):
+            _chains_grad(spec, cw, sw, s, gm, gw)
+        return None, None, None, gw
+
+
+def _chains(spec: dict, cw: torch.Tensor, sw: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """:meth:`~.fused_executor.Executor._chains` without autograd (no PhaseShift among the weighted gates):
+    each block's gates' 2 x 2 matrices ``c E + s G`` from the weights' half-angle cosines and sines ``cw``,
+    ``sw`` ``(*S, n_weights)``, then each wire's chain multiplied out, ``(*S, nb, L, k, 2, 2)``; and what
+    :func:`_chains_grad` needs. The products are ``torch.bmm`` on the flattened batch: ``matmul``'s
+    broadcasting costs more than a 2 x 2 product."""
+    idx = spec["weight_index"]  # (nb, G)
+    if spec["weight_run"] is not None:
+        a, b = spec["weight_run"]
+        c, s = cw[..., a:b].unflatten(-1, idx.shape), sw[..., a:b].unflatten(-1, idx.shape)
+    else:
+        c, s = cw[..., idx], sw[..., idx]  # (*S, nb, G)
+    mats = c[..., None, None] * spec["eye"] + s[..., None, None] * spec["gen_w"]  # (*S, nb, G, 2, 2)
+    fixed = spec["fixed"]
+    table = torch.cat([mats, fixed.expand(mats.shape[:-3] + fixed.shape)], dim=-3)
+    t = table[..., spec["chain"], :, :]  # (*S, nb, L, k, depth, 2, 2)
+    shape = t.shape
+    t = t.reshape((-1,) + shape[-3:])
+    prefix: list = [None]  # the product of the gates before gate j (None: none)
+    m = t[:, 0]
+    for j in range(1, shape[-3]):  # later gates act after earlier ones
+        prefix.append(m)
+        m = torch.bmm(t[:, j], m)
+    return m.reshape(shape[:-3] + (2, 2)), (t, prefix, shape, table.shape[-3], c, s)
+
+
+def _chains_grad(spec: dict, cw: torch.Tensor, sw: torch.Tensor, saved: tuple, g: torch.Tensor,
+                 gw: torch.Tensor) -> None:
+    """The gradient of the weights from that of :func:`_chains`' matrices ``g``, added to ``gw``
+    ``(*S, n_weights)``: the product rule along each chain (``dt_j = Q_j^H g P_j^H``, ``P_j`` and ``Q_j`` the
+    products before and after gate ``j``), the gates' gradients summed onto the table's entries, then
+    onto ``c`` and ``s`` (``t = c E + s G``: ``dc = Re sum conj(dt) E``, torch's convention for a complex
+    gradient) and onto the angles (``dc/dw = -s/2``, ``ds/dw = c/2``)."""
+    t, prefix, shape, n_table, c, s = saved
+    depth = shape[-3]
+    grads: list = [None] * depth
+    q = g.reshape(-1, 2, 2)  # Q_j^H g: the gradient past the gates after gate j
+    for j in reversed(range(depth)):
+        grads[j] = q if prefix[j] is None else torch.bmm(q, prefix[j].mH)
+        if j:
+            q = torch.bmm(t[:, j].mH, q)
+    gt = torch.stack(grads, -3).reshape(shape[:-5] + (-1, 2, 2))  # (*S, nb, L * k * depth, 2, 2)
+    gtab = gt.new_zeros(gt.shape[:-3] + (n_table, 2, 2)).index_add_(-3, spec["chain"].reshape(-1), gt)
+    gm = torch.view_as_real(gtab[..., :spec["n_weight"], :, :])  # (*S, nb, G, 2, 2, 2)
+    gc = (gm * torch.view_as_real(spec["eye"])).sum((-3, -2, -1))
+    gs = (gm * torch.view_as_real(spec["gen_w"])).sum((-3, -2, -1))
+    ga = (gs * c - gc * s).mul_(0.5).flatten(-2)  # (*S, nb * G)
+    gw.index_add_(-1, spec["weight_index"].reshape(-1), ga)
 
 
 def _eye(prog: MatrixProgram, mats) -> torch.Tensor:
