@@ -408,10 +408,10 @@ class FusedBackend(Backend):
         :func:`~qelm.backends.cuda_graph.fixed_weights`, whose caller promises the weights stay fixed."""
         if torch.is_grad_enabled() and w.requires_grad or torch.compiler.is_compiling():
             return None
+        fixed = self._fixed_matrices(plan, w, tuple(w.shape[:-1]))
+        if fixed is not None:  # the weights are promised fixed (a recorded decode step): no value check
+            return fixed
         key = (id(plan), tuple(w.shape), w.dtype, w.device)
-        store = fixed_store()
-        if store is not None:  # the weights are promised fixed (a recorded decode step): no value check
-            return store.setdefault((id(self),) + key, {})  # the key of _fixed_matrices
         if capturing(w.device):
             return None
         held = self._reuse.get(key)
